@@ -1,0 +1,5 @@
+import sys
+
+from mlaflow.cli import main
+
+sys.exit(main())

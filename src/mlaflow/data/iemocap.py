@@ -1,0 +1,223 @@
+"""IEMOCAP adapter: the release's directory tree -> one manifest table of the utterances of a label setup.
+
+Reads, for every `Session*` directory under the root (the real `IEMOCAP_full_release` or the embedded corpus
+of `mlaflow.data.synthetic`, which share the layout):
+
+* `SessionN/dialog/EmoEvaluation/<dialog>.txt`: the consensus label of each utterance (lines starting `[`);
+* `SessionN/dialog/transcriptions/<dialog>.txt`: `<utterance_id> [start-end]: text` lines;
+* `SessionN/sentences/wav/<dialog>/<utterance_id>.wav`: the audio;
+* `SessionN/sentences/faces/<dialog>/<utterance_id>/*.png`: face frames. The release has videos, not
+  frames; mlaflow expects the faces extracted into this layout (see the README).
+
+Only existence is checked here; decoding happens in feature extraction. Problems are collected per kind
+and reported as one `InputError` naming the first few files at fault and the count.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from mlaflow.errors import InputError, ParamsError
+
+# Every label code that appears in the release's EmoEvaluation files (xxx: no majority among annotators).
+IEMOCAP_CODES = frozenset({"neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis", "oth", "xxx"})
+
+# Raw code -> class name per setup; codes not listed are dropped. 4class merges excited into happy, as is
+# customary on IEMOCAP (and as the MLA paper does).
+LABEL_SETUPS = {
+    "4class": {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad", "ang": "ang"},
+    "6class": {"neu": "neu", "hap": "hap", "sad": "sad", "ang": "ang", "exc": "exc", "fru": "fru"},
+}
+# Class order = label_index. 6class starts with the 4 classes of 4class, in the same order.
+CLASS_NAMES = {
+    "4class": ["neu", "hap", "sad", "ang"],
+    "6class": ["neu", "hap", "sad", "ang", "exc", "fru"],
+}
+
+MANIFEST_COLUMNS = ["utterance_id", "session", "speaker", "label", "label_index", "wav_path", "transcript",
+                    "frames_dir", "n_frames"]
+
+SESSION_DIR = re.compile(r"^Session(\d+)$")
+# `Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.` (the text may be empty: that is reported later)
+TRANSCRIPT_LINE = re.compile(r"^(Ses\w+)\s*\[\s*[\d.]+\s*-\s*[\d.]+\s*\]:\s?(.*)$")
+UTTERANCE_ID = re.compile(r"^(Ses\d\d[FM]\w*)_([FM])\d+$")   # groups: dialog, gender of the speaker
+FRAME_SUFFIX = ".png"
+SHOWN_PER_ERROR = 5   # files named in one error message
+
+
+def build_manifest(root: Path, label_setup: str) -> tuple[pd.DataFrame, dict]:
+    """Manifest of the utterances whose label belongs to `label_setup` (4class | 6class), and counts.
+
+    Returns (manifest, counts): the manifest has MANIFEST_COLUMNS, one row per kept utterance, sorted by
+    utterance_id; `counts` = {"kept_per_class": {class: n}, "dropped_per_label": {raw code: n},
+    "n_kept": n, "n_dropped": n}. Raises InputError naming the file for a missing, incomplete or
+    inconsistent tree, and ParamsError for an unknown label setup.
+    """
+    if label_setup not in LABEL_SETUPS:
+        raise ParamsError("corpus.label_setup", f"unknown label setup {label_setup!r}",
+                          f"use one of {sorted(LABEL_SETUPS)}")
+    root = Path(root)
+    sessions = _session_dirs(root)
+    labels = _read_labels(sessions)
+    mapping = LABEL_SETUPS[label_setup]
+    kept = {utt: entry for utt, entry in labels.items() if entry["code"] in mapping}
+    dropped = Counter(entry["code"] for entry in labels.values() if entry["code"] not in mapping)
+    if not kept:
+        raise InputError(root, f"no utterance has a label of the {label_setup} setup "
+                         f"({len(labels)} labelled utterances, labels {dict(sorted(dropped.items()))})",
+                         "check corpus.root and corpus.label_setup in params.yaml")
+
+    transcripts = _read_transcripts(root, kept)
+    rows = []
+    for utt, entry in kept.items():
+        session_dir = entry["session_dir"]
+        dialog = UTTERANCE_ID.match(utt).group(1)
+        frames_dir = session_dir / "sentences" / "faces" / dialog / utt
+        rows.append({
+            "utterance_id": utt,
+            "session": entry["session"],
+            "speaker": utt[:5] + UTTERANCE_ID.match(utt).group(2),   # Ses01 + F/M: the actor who speaks
+            "label": mapping[entry["code"]],
+            "label_index": CLASS_NAMES[label_setup].index(mapping[entry["code"]]),
+            "wav_path": str(session_dir / "sentences" / "wav" / dialog / f"{utt}.wav"),
+            "transcript": transcripts[utt],
+            "frames_dir": str(frames_dir),
+            "n_frames": _count_frames(frames_dir),
+        })
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("utterance_id", ignore_index=True)
+    manifest = manifest.astype({"session": "int64", "label_index": "int64", "n_frames": "int64"})
+    _check_media(manifest)
+
+    per_class = Counter(manifest["label"])
+    counts = {
+        "kept_per_class": {name: per_class.get(name, 0) for name in CLASS_NAMES[label_setup]},
+        "dropped_per_label": dict(sorted(dropped.items())),
+        "n_kept": len(manifest),
+        "n_dropped": sum(dropped.values()),
+    }
+    return manifest, counts
+
+
+# --------------------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------------------
+
+def _session_dirs(root: Path) -> list[tuple[int, Path]]:
+    """(session number, directory) of every SessionN directory under `root`, in session order."""
+    if not root.is_dir():
+        raise InputError(root, "corpus root directory not found",
+                         "set corpus.root in params.yaml to the IEMOCAP_full_release directory "
+                         "(or corpus.kind: embedded to generate a corpus)")
+    sessions = sorted((int(m.group(1)), p) for p in root.iterdir()
+                      if p.is_dir() and (m := SESSION_DIR.match(p.name)))
+    if not sessions:
+        raise InputError(root, "no Session* directory (Session1 ... Session5) found",
+                         "point corpus.root at the IEMOCAP_full_release directory itself")
+    return sessions
+
+
+def _read_labels(sessions: list[tuple[int, Path]]) -> dict[str, dict]:
+    """utterance_id -> {code, session, session_dir, label_file, line} from all EmoEvaluation files."""
+    labels: dict[str, dict] = {}
+    unknown, malformed, duplicates, no_label_files = [], [], [], []
+    for session, session_dir in sessions:
+        label_dir = session_dir / "dialog" / "EmoEvaluation"
+        # top-level *.txt only: the release's Categorical/, Attribute/, Self-evaluation/ subfolders hold
+        # per-annotator files; names starting with "." are macOS metadata in some copies
+        label_files = sorted(p for p in label_dir.glob("*.txt") if not p.name.startswith("."))
+        if not label_files:
+            no_label_files.append((label_dir, "no <dialog>.txt files"))
+        for label_file in label_files:
+            for line_no, line in enumerate(label_file.read_text(errors="replace").splitlines(), start=1):
+                if not line.startswith("["):
+                    continue   # header, blank, annotator lines
+                fields = line.split("\t")
+                if len(fields) < 3 or not UTTERANCE_ID.match(fields[1].strip()):
+                    malformed.append((label_file, f"line {line_no}: {line.strip()[:60]!r}"))
+                    continue
+                utt, code = fields[1].strip(), fields[2].strip()
+                if code not in IEMOCAP_CODES:
+                    unknown.append((label_file, f"line {line_no}: {utt} has {code!r}"))
+                    continue
+                if utt in labels:
+                    duplicates.append((label_file, f"line {line_no}: {utt}, also in {labels[utt]['label_file']}"))
+                    continue
+                labels[utt] = {"code": code, "session": session, "session_dir": session_dir,
+                               "label_file": label_file}
+    _raise_if(no_label_files, "session(s) without label files", "EmoEvaluation",
+              "restore dialog/EmoEvaluation/<dialog>.txt from the IEMOCAP release")
+    _raise_if(malformed, "malformed label line(s); expected `[start - end]<TAB>utterance_id<TAB>code<TAB>[v, a, d]`",
+              "EmoEvaluation", "restore the file from the IEMOCAP release")
+    _raise_if(unknown, f"unknown label code(s); known: {', '.join(sorted(IEMOCAP_CODES))}", "EmoEvaluation",
+              "correct the code in the label file")
+    _raise_if(duplicates, "utterance(s) labelled twice", "EmoEvaluation", "remove the duplicate line")
+    return labels
+
+
+def _read_transcripts(root: Path, wanted: dict[str, dict]) -> dict[str, str]:
+    """utterance_id -> transcript text for the `wanted` utterances; errors for missing or empty ones.
+
+    Lines that are not utterances are skipped: ids containing XX (untranscribed, unlabelled segments) and
+    lines without an id such as `M: [LAUGHTER]`.
+    """
+    files: dict[Path, list[str]] = {}
+    for utt, entry in wanted.items():
+        dialog = UTTERANCE_ID.match(utt).group(1)
+        files.setdefault(entry["session_dir"] / "dialog" / "transcriptions" / f"{dialog}.txt", []).append(utt)
+    transcripts: dict[str, str] = {}
+    missing_file, missing_line, empty = [], [], []
+    for path, utterances in sorted(files.items()):
+        if not path.is_file():
+            missing_file.append((path, f"needed for {len(utterances)} labelled utterance(s), e.g. {utterances[0]}"))
+            continue
+        in_file = {}
+        for line in path.read_text(errors="replace").splitlines():
+            match = TRANSCRIPT_LINE.match(line.strip())
+            if match and "XX" not in match.group(1):
+                in_file[match.group(1)] = match.group(2).strip()
+        for utt in utterances:
+            if utt not in in_file:
+                missing_line.append((path, utt))
+            elif not in_file[utt]:
+                empty.append((path, utt))
+            else:
+                transcripts[utt] = in_file[utt]
+    _raise_if(missing_file, "transcription file(s) missing", "transcription",
+              "restore dialog/transcriptions/<dialog>.txt from the IEMOCAP release")
+    _raise_if(missing_line, "labelled utterance(s) without a transcription line", "transcription",
+              "add the line `<utterance_id> [start-end]: text` or remove the utterance's label")
+    _raise_if(empty, "empty transcript(s)", "transcription", "add the utterance's text to the line")
+    return transcripts
+
+
+def _count_frames(frames_dir: Path) -> int:
+    if not frames_dir.is_dir():
+        return -1
+    return sum(1 for p in frames_dir.iterdir() if p.suffix.lower() == FRAME_SUFFIX)
+
+
+def _check_media(manifest: pd.DataFrame) -> None:
+    """Every kept utterance needs its wav file and a non-empty face-frame directory."""
+    missing_wav = [(p, "not found") for p in manifest["wav_path"] if not Path(p).is_file()]
+    _raise_if(missing_wav, "wav file(s) missing", "wav",
+              "restore sentences/wav/<dialog>/<utterance_id>.wav from the IEMOCAP release")
+    no_dir = [(p, "not found") for p in manifest.loc[manifest["n_frames"] < 0, "frames_dir"]]
+    _raise_if(no_dir, "face-frame directory(ies) missing", "face-frame",
+              "extract the utterance's face frames into sentences/faces/<dialog>/<utterance_id>/000.png, "
+              "001.png, ... (see the README)")
+    no_frames = [(p, "empty") for p in manifest.loc[manifest["n_frames"] == 0, "frames_dir"]]
+    _raise_if(no_frames, f"face-frame directory(ies) without {FRAME_SUFFIX} frames", "face-frame",
+              f"extract the utterance's face frames there as 000{FRAME_SUFFIX}, 001{FRAME_SUFFIX}, ... "
+              "(see the README)")
+
+
+def _raise_if(problems: list[tuple[Path | str, str]], problem: str, kind: str, fix: str) -> None:
+    """Raise one InputError for all `problems` ((file, detail) pairs), naming the first few and the count."""
+    if not problems:
+        return
+    shown = "; ".join(f"{path} ({detail})" for path, detail in problems[:SHOWN_PER_ERROR])
+    more = f"; and {len(problems) - SHOWN_PER_ERROR} more" if len(problems) > SHOWN_PER_ERROR else ""
+    raise InputError(problems[0][0], f"{len(problems)} {kind} problem(s): {problem}: {shown}{more}", fix)

@@ -1,0 +1,90 @@
+"""Missing-modality masks (paper section 4.2): each modality of each sample is missing with probability eta.
+
+A mask is a bool array `present[N, M]` over the manifest's utterances and the modalities in
+`mlaflow.params.MODALITIES` order. The same eta applies to train, validation and test; every cell is an
+independent Bernoulli draw, so the three splits' masks are independent draws as well. One mask is drawn per
+(missing rate, seed) and is fixed for the run (never redrawn per epoch).
+
+Samples that lose every modality (at eta = 0.7 that is 0.7**3 = 34% of them): with `all_missing: prior` they
+stay as drawn (the paper's words): training ignores them, and at evaluation they count, predicted as the
+training split's majority class, so no method can look better by dropping them. With `all_missing: redraw`
+their rows are drawn again until one modality is present (then the real missing fraction is below eta;
+the artefact records it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mlaflow.errors import InputError
+from mlaflow.io import atomic_path
+from mlaflow.params import MODALITIES
+
+
+def bernoulli_mask(n_samples: int, missing_rate: float, seed: int, all_missing: str = "prior",
+                   n_modalities: int = len(MODALITIES)) -> np.ndarray:
+    """Return present[N, M]: True where the modality is observed."""
+    rng = np.random.default_rng([seed, round(missing_rate * 1000)])
+    present = rng.random((n_samples, n_modalities)) >= missing_rate
+    if all_missing == "redraw":
+        if missing_rate >= 1.0:
+            raise ValueError("cannot redraw masks with missing_rate 1.0")
+        while True:
+            empty = ~present.any(axis=1)
+            if not empty.any():
+                break
+            present[empty] = rng.random((int(empty.sum()), n_modalities)) >= missing_rate
+    elif all_missing != "prior":
+        raise ValueError(f"unknown all_missing policy {all_missing!r}")
+    return present
+
+
+def mask_stats(present: np.ndarray) -> dict:
+    """Real missing fraction overall and per modality, and the share of samples with k modalities present."""
+    n_present = present.sum(axis=1)
+    return {
+        "missing_fraction": float(1.0 - present.mean()),
+        "missing_fraction_per_modality": {m: float(1.0 - present[:, i].mean()) for i, m in enumerate(MODALITIES)},
+        "share_with_k_present": {str(k): float((n_present == k).mean()) for k in range(present.shape[1] + 1)},
+    }
+
+
+def write_masks(path: str | Path, utterance_ids: list[str], masks_by_seed: dict[int, np.ndarray],
+                missing_rate: float, protocol: str, all_missing: str) -> None:
+    """One HDF5 file per missing rate: dataset `seed_<s>` bool [N, M] per seed, stats as attributes."""
+    with atomic_path(path, ".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("ids", data=np.array(utterance_ids, dtype=object), dtype=h5py.string_dtype())
+            f.attrs.update(missing_rate=missing_rate, protocol=protocol, all_missing=all_missing,
+                           modalities=list(MODALITIES))
+            for seed, present in masks_by_seed.items():
+                ds = f.create_dataset(f"seed_{seed}", data=present)
+                for key, value in _flatten(mask_stats(present)).items():
+                    ds.attrs[key] = value
+
+
+def read_mask(path: str | Path, seed: int, utterance_ids: list[str]) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "mask file not found", "run `snakemake masks` (or dvc repro) to generate masks")
+    with h5py.File(path, "r") as f:
+        ids = [s.decode() if isinstance(s, bytes) else s for s in f["ids"][()]]
+        if ids != list(utterance_ids):
+            raise InputError(path, "mask ids do not match the manifest's utterances",
+                             "regenerate masks after the manifest changed (snakemake --forcerun masks)")
+        if f"seed_{seed}" not in f:
+            raise InputError(path, f"no mask for seed {seed}", "regenerate masks for the seeds in params.yaml")
+        return f[f"seed_{seed}"][()].astype(bool)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

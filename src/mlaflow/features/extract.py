@@ -1,0 +1,304 @@
+"""Feature extraction driver shared by the three modalities.
+
+`build_embedded_encoder` writes a randomly initialised encoder directory (model: embedded);
+`extract_features` loads any encoder directory with `from_pretrained` and streams one feature vector per
+utterance of a manifest into the HDF5 store (`mlaflow.features.store`).
+
+How extraction keeps fast and safe:
+  * utterances are sorted by length (audio: samples, text: characters, visual: frames) so a batch holds
+    similar lengths and little padding; the padding fraction is reported;
+  * the next batch's files are read in a background thread while the current one is encoded;
+  * `torch.inference_mode()`; on CUDA, pinned host memory + non-blocking copies, and fp16 autocast when
+    `features.half_precision` is true (features are pooled and stored in float32);
+  * each batch is written and flushed as it is computed, so memory does not grow with the corpus and a
+    killed job resumes from the rows already written;
+  * a bad input file does not stop the run: every good utterance is still computed and written, then one
+    InputError lists the bad files; after fixing them a re-run computes only the missing rows.
+
+Encoder protocol (implemented by text_bert.BertTextEncoder, audio_wav2vec.Wav2Vec2AudioEncoder,
+visual_manet.MANetVisualEncoder): class method `from_pretrained(model_dir, cfg, device)`; attributes
+`modality`, `architecture`, `pretrained`, `output_dim`, `dim_source` (what sets output_dim, for
+error messages), `length_unit`; `item_length(row) -> int` (cheap, for
+sorting), `load_item(row)` (reads the utterance's files, raises InputError), `encode(items) -> EncodedBatch`.
+A row is a dict of one manifest row.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mlaflow.devices import resolve_device
+from mlaflow.errors import InputError, ParamsError
+from mlaflow.io import write_json
+
+log = logging.getLogger(__name__)
+
+ENCODER_INFO_FILE = "mlaflow_encoder.json"
+MANIFEST_COLUMNS = ("utterance_id", "label", "wav_path", "transcript", "frames_dir", "n_frames")
+MAX_LISTED_BAD_FILES = 5
+ENCODER_CLASSES = {"text": "BertTextEncoder", "audio": "Wav2Vec2AudioEncoder", "visual": "MANetVisualEncoder"}
+
+
+# ------------------------------------------------------------------------------------ shared by encoders
+
+
+@dataclass
+class EncodedBatch:
+    """What an encoder returns for one batch: pooled features and how much of its input was padding."""
+
+    features: torch.Tensor  # [B, D], any device, float32
+    real_units: int  # samples / tokens / frames that belong to utterances
+    padded_units: int  # the same, padding included (batch size x longest)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a host tensor to `device`; on CUDA through pinned memory, without blocking the host."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator for a model's initialisation without disturbing the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def write_encoder_info(model_dir: str | Path, architecture: str, seed: int, details: dict | None = None) -> None:
+    """Mark a directory as an embedded (randomly initialised, not pretrained) encoder built by mlaflow."""
+    write_json(Path(model_dir) / ENCODER_INFO_FILE,
+               {"pretrained": False, "architecture": architecture, "seed": seed, "details": details or {}})
+
+
+def read_encoder_info(model_dir: str | Path) -> dict[str, Any]:
+    """The directory's mlaflow_encoder.json; a directory without one is a user's pretrained model."""
+    path = Path(model_dir) / ENCODER_INFO_FILE
+    if not path.exists():
+        return {"pretrained": True}
+    return json.loads(path.read_text())
+
+
+def require_model_dir(model_dir: str | Path, modality: str, weights_file: str | None = None) -> Path:
+    """The model directory as a Path, or a ParamsError naming `features.<modality>.model` if it is unusable.
+
+    Checking here keeps from_pretrained from ever treating a mistyped path as a model-hub name.
+    """
+    model_dir = Path(model_dir)
+    key = f"features.{modality}.model"
+    for required in ("config.json", weights_file):
+        if required is not None and not (model_dir / required).is_file():
+            what = "does not exist" if not model_dir.exists() else f"has no {required}"
+            raise ParamsError(key, f"model directory {model_dir} {what}",
+                              "set it to `embedded`, or to a local directory written by save_pretrained")
+    return model_dir
+
+
+# ------------------------------------------------------------------------------------ dispatch
+
+
+def _module(modality: str):
+    # imported on demand: transformers alone takes seconds to import
+    if modality == "text":
+        from mlaflow.features import text_bert
+        return text_bert
+    if modality == "audio":
+        from mlaflow.features import audio_wav2vec
+        return audio_wav2vec
+    if modality == "visual":
+        from mlaflow.features import visual_manet
+        return visual_manet
+    raise ParamsError("modality", f"unknown modality `{modality}`", "use one of audio, visual, text")
+
+
+def build_embedded_encoder(modality: str, out_dir: str | Path, features_cfg: dict) -> Path:
+    """Build the randomly initialised encoder of `modality` (seed features.embedded_seed) into out_dir."""
+    return _module(modality).build_embedded(out_dir, features_cfg[modality], features_cfg["embedded_seed"])
+
+
+def load_encoder(modality: str, model_dir: str | Path, features_cfg: dict, device: torch.device):
+    """The encoder of `modality` from `model_dir` (embedded or pretrained: the same from_pretrained path)."""
+    encoder_class = getattr(_module(modality), ENCODER_CLASSES[modality])
+    return encoder_class.from_pretrained(model_dir, features_cfg[modality], device)
+
+
+# ------------------------------------------------------------------------------------ extraction
+
+
+def _manifest_rows(manifest: pd.DataFrame) -> list[dict]:
+    missing = [column for column in MANIFEST_COLUMNS if column not in manifest.columns]
+    if missing:
+        raise InputError(None, f"the manifest has no column(s) {missing}", "rebuild the manifest")
+    ids = manifest["utterance_id"].astype(str)
+    duplicated = ids[ids.duplicated()].unique().tolist()
+    if duplicated:
+        raise InputError(None, f"the manifest repeats utterance id(s) {duplicated[:MAX_LISTED_BAD_FILES]}",
+                         "keep one row per utterance")
+    return manifest[list(MANIFEST_COLUMNS)].to_dict("records")
+
+
+def _bad_files_error(bad: dict[int, InputError], n_total: int, n_written: int, partial: Path) -> InputError:
+    messages = [str(error) for _, error in sorted(bad.items())]
+    listed = "; ".join(messages[:MAX_LISTED_BAD_FILES])
+    more = f" (and {len(messages) - MAX_LISTED_BAD_FILES} more, all listed in the log above)" \
+        if len(messages) > MAX_LISTED_BAD_FILES else ""
+    error = InputError(None, f"{len(bad)} of {n_total} utterances could not be encoded: {listed}{more}",
+                       f"repair or replace these files (or drop the utterances from the manifest) and re-run; "
+                       f"the {n_written} rows already computed are kept in {partial} and only the missing rows "
+                       "are computed")
+    error.bad_files = {index: err.path for index, err in bad.items()}  # type: ignore[attr-defined]
+    return error
+
+
+def extract_features(modality: str, manifest: pd.DataFrame, model_dir: str | Path, out_path: str | Path,
+                     features_cfg: dict, params_hash: str, device: str | torch.device | None = None,
+                     threads: int | None = None) -> dict:
+    """Encode every utterance of `manifest` with the encoder in `model_dir` into the store at `out_path`.
+
+    `features_cfg` is params `features`; `device` overrides `features.device`; `threads` sets torch's CPU
+    threads for the call (pass the Snakemake job's `threads`: several jobs each using every core
+    oversubscribe the CPU, and spinning OpenMP threads then slow everything down several-fold).
+    Resumes a partial store left by an interrupted run. Returns stats: n, n_computed, n_resumed, seconds,
+    utterances_per_second, padding_fraction, device, dtype, batch_size.
+    """
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _extract(modality, manifest, model_dir, out_path, features_cfg, params_hash, device)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _extract(modality: str, manifest: pd.DataFrame, model_dir: str | Path, out_path: str | Path,
+             features_cfg: dict, params_hash: str, device: str | torch.device | None) -> dict:
+    from mlaflow.features.store import FeatureStoreWriter
+
+    cfg = features_cfg[modality]
+    device = torch.device(device) if device is not None else resolve_device(features_cfg["device"],
+                                                                             "features.device")
+    rows = _manifest_rows(manifest)
+    load_started = time.perf_counter()
+    encoder = load_encoder(modality, model_dir, features_cfg, device)
+    load_seconds = time.perf_counter() - load_started
+    if encoder.output_dim != cfg["dim"]:
+        raise ParamsError(f"features.{modality}.dim",
+                          f"is {cfg['dim']} but the encoder in {model_dir} outputs {encoder.output_dim}-d "
+                          f"features ({encoder.dim_source})",
+                          f"set features.{modality}.dim: {encoder.output_dim}, or use an encoder of that width")
+    half = device.type == "cuda" and bool(features_cfg["half_precision"])
+    autocast = torch.autocast("cuda", dtype=torch.float16) if half else contextlib.nullcontext()
+    attrs = {"modality": modality, "encoder": encoder.architecture,
+             "model_source": "embedded" if cfg["model"] == "embedded" else str(model_dir),
+             "pretrained": encoder.pretrained, "params_hash": params_hash}
+    ids = [str(row["utterance_id"]) for row in rows]
+    labels = [str(row["label"]) for row in rows]
+
+    with FeatureStoreWriter(out_path, ids, labels, cfg["dim"], attrs) as writer:
+        pending = writer.pending_rows()
+        bad: dict[int, InputError] = {}  # row -> what is wrong with its input
+        batches = _length_sorted_batches(encoder, rows, pending, cfg["batch_size"], bad)
+        started = time.perf_counter()
+        with _progress_bar(len(pending), modality) as progress:
+            progress.update(len(bad))
+            totals = _encode_batches(encoder, rows, batches, writer, autocast, modality, cfg["dim"], bad, progress)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
+        if bad:
+            for _, error in sorted(bad.items()):
+                log.error("%s", error)
+            raise _bad_files_error(bad, len(rows), len(rows) - len(writer.pending_rows()), writer.partial_path)
+        writer.finish()
+
+    n_computed, real_units, padded_units = totals
+    return {"modality": modality, "n": len(rows), "n_computed": n_computed, "n_resumed": writer.n_resumed,
+            "resume": writer.resume_note, "seconds": round(seconds, 3), "load_seconds": round(load_seconds, 3),
+            "utterances_per_second": round(n_computed / seconds, 2) if seconds > 0 else None,
+            "padding_fraction": round(1.0 - real_units / padded_units, 4) if padded_units else 0.0,
+            "length_unit": encoder.length_unit, "device": str(device),
+            "dtype": "float16" if half else "float32", "batch_size": cfg["batch_size"],
+            "threads": torch.get_num_threads()}
+
+
+def _length_sorted_batches(encoder, rows: list[dict], pending: np.ndarray, batch_size: int,
+                           bad: dict[int, InputError]) -> list[list[int]]:
+    """Pending rows in batches of similar length, longest first (a batch too large for the device fails at
+    once, not at the end of the corpus). Rows whose length cannot even be read go to `bad`."""
+    lengths = {}
+    for index in map(int, pending):
+        try:
+            lengths[index] = encoder.item_length(rows[index])
+        except InputError as error:
+            bad[index] = error
+    order = sorted(lengths, key=lambda index: (-lengths[index], index))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _load_batch(encoder, rows: list[dict], batch: list[int]) -> tuple[list[int], list[Any], dict[int, InputError]]:
+    """Read the input files of a batch: (rows read, their items, {row: error} for the unreadable ones)."""
+    good_rows, items, failures = [], [], {}
+    for index in batch:
+        try:
+            items.append(encoder.load_item(rows[index]))
+            good_rows.append(index)
+        except InputError as error:
+            failures[index] = error
+    return good_rows, items, failures
+
+
+def _encode_batches(encoder, rows: list[dict], batches: list[list[int]], writer, autocast, modality: str,
+                    dim: int, bad: dict[int, InputError], progress) -> tuple[int, int, int]:
+    """Encode and write every batch, reading the next batch's files in a background thread meanwhile.
+
+    Returns (rows written, real input units, padded input units); failed rows are added to `bad`.
+    """
+    n_written = real_units = padded_units = 0
+    with ThreadPoolExecutor(max_workers=1) as reader, torch.inference_mode():
+        upcoming = reader.submit(_load_batch, encoder, rows, batches[0]) if batches else None
+        for number, batch in enumerate(batches):
+            good_rows, items, failures = upcoming.result()
+            if number + 1 < len(batches):
+                upcoming = reader.submit(_load_batch, encoder, rows, batches[number + 1])
+            bad.update(failures)
+            if items:
+                with autocast:
+                    encoded = encoder.encode(items)
+                features = encoded.features.float().cpu().numpy()
+                if features.shape[1] != dim:
+                    raise ParamsError(f"features.{modality}.dim", f"is {dim} but the encoder produced "
+                                      f"{features.shape[1]}-d features", f"set it to {features.shape[1]}")
+                finite = np.isfinite(features).all(axis=1)
+                for index in np.asarray(good_rows)[~finite]:
+                    bad[int(index)] = InputError(_input_name(rows[index], modality),
+                                                 "the encoder produced NaN/inf features",
+                                                 "check the input; on CUDA set features.half_precision: false")
+                writer.write(np.asarray(good_rows)[finite], features[finite])
+                n_written += int(finite.sum())
+                real_units += encoded.real_units
+                padded_units += encoded.padded_units
+            progress.update(len(batch))
+    return n_written, real_units, padded_units
+
+
+def _input_name(row: dict, modality: str) -> str:
+    return {"audio": row["wav_path"], "visual": row["frames_dir"]}.get(modality, f"utterance {row['utterance_id']}")
+
+
+def _progress_bar(total: int, modality: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"{modality} features", unit="utt", file=sys.stderr, mininterval=2.0,
+                dynamic_ncols=True)

@@ -1,0 +1,15 @@
+"""The method registry: every training method mlaflow runs, by the name used in params.yaml."""
+from __future__ import annotations
+
+from mlaflow.errors import ParamsError
+from mlaflow.methods.base import Method
+from mlaflow.methods.late_fusion import LateFusion
+from mlaflow.methods.mla import MLA
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (MLA, LateFusion)}
+
+
+def build_method(name: str, input_dims: list[int], n_classes: int, params: dict) -> Method:
+    if name not in METHODS:
+        raise ParamsError("methods", f"unknown method {name!r}", f"use one of {sorted(METHODS)}")
+    return METHODS[name](input_dims, n_classes, params["train"], params["method_params"].get(name, {}))

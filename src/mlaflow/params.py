@@ -1,0 +1,83 @@
+"""params.yaml: loading, validation against the JSON schema, and hashing.
+
+The same schema file (`workflow/schemas/params.schema.yaml`) is used by the Snakefile at parse time and by
+the CLI, so a wrong key or value fails the same way whichever entry point a user takes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from mlaflow.errors import ParamsError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
+MODALITIES = ("audio", "visual", "text")  # fixed order: index m in every [N, M] mask and [M, B, C] tensor
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def validate(params: dict) -> dict:
+    """Validate `params` against the schema; raise ParamsError naming the offending key."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            key = ".".join([*map(str, err.absolute_path), extra[0]]) if extra else key
+            raise ParamsError(key, "unknown key", "remove it or correct its spelling (see workflow/schemas/params.schema.yaml)")
+        raise ParamsError(key, err.message, "see workflow/schemas/params.schema.yaml for allowed values")
+    for method in params["methods"]:
+        if method not in params["method_params"]:
+            raise ParamsError(f"method_params.{method}", "missing for a method listed in `methods`",
+                              f"add a `{method}:` entry under method_params")
+    emb = params["corpus"]["embedded"]
+    if emb["min_duration_s"] > emb["max_duration_s"]:
+        raise ParamsError("corpus.embedded.min_duration_s", "larger than max_duration_s")
+    return params
+
+
+def load(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(str(path), "file not found", "run from the repository root or pass --params")
+    return validate(yaml.safe_load(path.read_text()))
+
+
+def params_hash(params: dict, sections: tuple[str, ...] | None = None) -> str:
+    """Short, stable hash of the given sections of params (all of them by default)."""
+    selected = params if sections is None else {k: params[k] for k in sections}
+    blob = json.dumps(selected, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# Which params sections decide each artefact. A run records the hash of its sections, and the report
+# refuses runs whose hash differs from the current params (a stale result never reaches a table).
+FEATURE_SECTIONS = ("corpus", "features")
+RUN_SECTIONS = ("corpus", "features", "splits", "masks", "method_params", "train")
+
+
+def format_rate(rate: float) -> str:
+    """Missing rate as it appears in file names: 0.3 -> '0.30'."""
+    return f"{rate:.2f}"
+
+
+def rate_key(rate: float) -> str:
+    """Missing rate as a DVC metric key (no dots allowed): 0.3 -> 'r30'."""
+    return f"r{round(rate * 100):02d}"
+
+
+def get(params: dict, dotted: str) -> Any:
+    node: Any = params
+    for part in dotted.split("."):
+        node = node[part]
+    return node

@@ -1,0 +1,58 @@
+"""Training inputs held in memory as tensors: features of every modality aligned to the manifest, labels,
+folds and masks. Everything is checked here once, so a bad input fails before any training starts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mlaflow.data.iemocap import CLASS_NAMES
+from mlaflow.errors import InputError
+from mlaflow.features.store import read_store
+from mlaflow.params import MODALITIES
+
+
+@dataclass
+class Corpus:
+    """All utterances of the manifest, in manifest order."""
+
+    utterance_ids: list[str]
+    features: list[torch.Tensor]       # per modality, [N, d_m] float32
+    labels: torch.Tensor               # [N] int64
+    class_names: list[str]
+    feature_attrs: dict[str, dict]     # per modality, the HDF5 store's attributes (encoder, pretrained, ...)
+
+    @property
+    def input_dims(self) -> list[int]:
+        return [x.shape[1] for x in self.features]
+
+
+def load_corpus(manifest_path: str | Path, feature_paths: dict[str, str | Path], params: dict) -> Corpus:
+    manifest = pd.read_csv(manifest_path, dtype={"utterance_id": str, "label": str})
+    ids = manifest["utterance_id"].tolist()
+    class_names = CLASS_NAMES[params["corpus"]["label_setup"]]
+    features, attrs = [], {}
+    for modality in MODALITIES:
+        path = feature_paths[modality]
+        table = read_store(path, modality=modality, expected_dim=params["features"][modality]["dim"])
+        position = {utt: i for i, utt in enumerate(table.ids)}
+        missing = [utt for utt in ids if utt not in position]
+        if missing:
+            raise InputError(path, f"{len(missing)} utterances of the manifest have no features "
+                             f"(first: {', '.join(missing[:3])})",
+                             "re-run extraction for this manifest, or regenerate the precomputed store with these ids")
+        rows = np.array([position[utt] for utt in ids])
+        store_labels = np.asarray(table.labels)[rows]
+        mismatch = np.flatnonzero(store_labels != manifest["label"].to_numpy())
+        if len(mismatch):
+            raise InputError(path, f"labels disagree with the manifest for {len(mismatch)} utterances "
+                             f"(first: {ids[mismatch[0]]}: store {store_labels[mismatch[0]]!r}, manifest "
+                             f"{manifest['label'].iloc[mismatch[0]]!r})",
+                             "extract features with the same corpus.label_setup as the manifest")
+        features.append(torch.from_numpy(np.ascontiguousarray(table.features[rows], dtype=np.float32)))
+        attrs[modality] = dict(table.attrs)
+    labels = torch.tensor(manifest["label_index"].to_numpy(dtype=np.int64))
+    return Corpus(ids, features, labels, class_names, attrs)

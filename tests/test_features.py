@@ -1,0 +1,372 @@
+"""Feature extraction and the HDF5 feature store, on tiny encoders and a tiny synthetic corpus (fast, CPU)."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a model hub: every model here is a local directory
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+import torch
+from PIL import Image
+
+from mlaflow.errors import InputError, ParamsError
+from mlaflow.features import store as store_module
+from mlaflow.features.extract import ENCODER_INFO_FILE, build_embedded_encoder, extract_features, load_encoder
+from mlaflow.features.store import FeatureStoreWriter, partial_path_for, read_store
+
+MODALITIES = ("audio", "visual", "text")
+TRANSCRIPTS = ["Oh.", "I don't know what you mean, honestly.", "Yeah, okay!",
+               "Why would you say something like that to me right now?", "Fine", "Hmm... whatever, café Zürich #42",
+               "We're getting married next week in Las Vegas!"]
+DURATIONS_S = [0.30, 0.95, 0.55, 1.20, 0.40, 0.80, 0.65]
+N_FRAMES = [1, 3, 2, 3, 1, 2, 3]
+LABELS = ["neu", "hap", "sad", "ang", "neu", "hap", "sad"]
+
+
+def tiny_features_cfg() -> dict:
+    """params.yaml `features` with tiny encoders; batch_size 3 so 7 utterances make uneven batches."""
+    return {
+        "device": "cpu", "half_precision": True, "embedded_seed": 0,
+        "text": {"model": "embedded", "precomputed": None, "dim": 32, "pooling": "mean", "max_length": 24,
+                 "batch_size": 3, "embedded": {"num_layers": 1, "num_heads": 2, "intermediate_size": 64}},
+        "audio": {"model": "embedded", "precomputed": None, "dim": 32, "layer": "conv", "max_seconds": 1.0,
+                  "batch_size": 3, "embedded": {"conv_dim": [16, 32], "hidden_size": 32, "num_layers": 1,
+                                                "num_heads": 2}},
+        "visual": {"model": "embedded", "precomputed": None, "dim": 1024, "image_size": 32, "batch_size": 3},
+    }
+
+
+def write_wav(path, seconds, rate=16_000, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * (120 + 40 * seed) * t) + 0.05 * rng.standard_normal(len(t))
+    soundfile.write(path, wave.astype(np.float32), rate, subtype="PCM_16")
+
+
+def write_frame(path, seed):
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    """A 7-utterance manifest with wavs, face frames and transcripts of varied lengths under tmp_path."""
+    rows = []
+    for i, (text, seconds, n_frames, label) in enumerate(zip(TRANSCRIPTS, DURATIONS_S, N_FRAMES, LABELS)):
+        utterance_id = f"Ses01F_test_{i:03d}"
+        wav_path = tmp_path / "wav" / f"{utterance_id}.wav"
+        wav_path.parent.mkdir(exist_ok=True)
+        write_wav(wav_path, seconds, seed=i)
+        frames_dir = tmp_path / "frames" / utterance_id
+        frames_dir.mkdir(parents=True)
+        for k in range(n_frames):
+            write_frame(frames_dir / f"{k:03d}.png", seed=10 * i + k)
+        rows.append({"utterance_id": utterance_id, "session": 1, "speaker": "F", "label": label,
+                     "label_index": ["neu", "hap", "sad", "ang"].index(label), "wav_path": str(wav_path),
+                     "transcript": text, "frames_dir": str(frames_dir), "n_frames": n_frames})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """The three embedded encoders of tiny_features_cfg, built once per test session."""
+    root = tmp_path_factory.mktemp("models")
+    cfg = tiny_features_cfg()
+    return {modality: build_embedded_encoder(modality, root / modality, cfg) for modality in MODALITIES}
+
+
+def extract(modality, corpus, models, out, cfg=None, **overrides):
+    cfg = copy.deepcopy(cfg or tiny_features_cfg())
+    cfg[modality].update(overrides)
+    return extract_features(modality, corpus, models[modality], out, cfg, params_hash="test-hash")
+
+
+def write_store(path, ids, features, labels=None, **attrs):
+    """A store written directly with h5py, to feed read_store whatever a user might hand it."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("features", data=features)
+        f.create_dataset("labels", data=np.array(labels or ["neu"] * len(ids), dtype=object),
+                         dtype=h5py.string_dtype())
+        for name, value in {"modality": "audio", "dim": features.shape[1], "complete": True, **attrs}.items():
+            f.attrs[name] = value
+
+
+# ----------------------------------------------------------------------------------------------- store
+
+
+def test_store_round_trip(tmp_path):
+    out = tmp_path / "audio.h5"
+    ids, labels = [f"u{i}" for i in range(5)], ["neu", "hap", "sad", "ang", "neu"]
+    features = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    attrs = {"modality": "audio", "encoder": "wav2vec2", "model_source": "embedded", "pretrained": False,
+             "params_hash": "abc"}
+    with FeatureStoreWriter(out, ids, labels, 4, attrs) as writer:
+        writer.write([3, 0], features[[3, 0]])  # any row order
+        assert list(writer.pending_rows()) == [1, 2, 4]
+        writer.write([4, 1, 2], features[[4, 1, 2]])
+        writer.finish()
+    assert not partial_path_for(out).exists()
+    table = read_store(out, modality="audio", expected_dim=4)
+    assert table.ids == ids and table.labels == labels
+    np.testing.assert_array_equal(table.features, features)
+    assert table.features.dtype == np.float32
+    assert table.attrs["complete"] is True and table.attrs["pretrained"] is False
+    assert table.attrs["dim"] == 4 and table.attrs["params_hash"] == "abc" and table.attrs["encoder"] == "wav2vec2"
+    with h5py.File(out) as f:
+        assert "written" not in f and h5py.check_string_dtype(f["ids"].dtype).encoding == "utf-8"
+
+
+def test_read_store_accepts_a_minimal_precomputed_store(tmp_path):
+    path = tmp_path / "user.h5"
+    with h5py.File(path, "w") as f:  # fixed-length byte strings, float64, only the modality attribute
+        f["ids"] = np.array([b"a", b"b"])
+        f["labels"] = np.array([b"neu", b"ang"])
+        f["features"] = np.ones((2, 3))
+        f.attrs["modality"] = "text"
+    table = read_store(path, modality="text", expected_dim=3)
+    assert table.ids == ["a", "b"] and table.labels == ["neu", "ang"] and table.features.dtype == np.float32
+    assert table.attrs["dim"] == 3 and table.attrs["complete"] is True
+
+
+def test_read_store_errors_name_the_file_and_the_fix(tmp_path):
+    good = np.zeros((3, 4), dtype=np.float32)
+    with pytest.raises(InputError, match="not found") as err:
+        read_store(tmp_path / "absent.h5")
+    assert "absent.h5" in str(err.value)
+
+    nan = good.copy()
+    nan[1, 2] = np.nan
+    nan[2, 0] = np.inf
+    write_store(tmp_path / "nan.h5", ["a", "b", "c"], nan)
+    with pytest.raises(InputError, match=r"NaN or inf features in 2 utterance\(s\): b, c") as err:
+        read_store(tmp_path / "nan.h5")
+    assert "nan.h5" in str(err.value)
+
+    write_store(tmp_path / "dim.h5", ["a", "b", "c"], good)
+    with pytest.raises(InputError) as err:
+        read_store(tmp_path / "dim.h5", modality="audio", expected_dim=512)
+    message = str(err.value)
+    assert "dim.h5" in message and "4-d" in message and "512" in message and "features.audio.dim" in message
+
+    write_store(tmp_path / "partial.h5", ["a", "b", "c"], good, complete=False)
+    with pytest.raises(InputError, match="incomplete"):
+        read_store(tmp_path / "partial.h5")
+
+    write_store(tmp_path / "dup.h5", ["a", "b", "a"], good)
+    with pytest.raises(InputError, match="duplicate utterance id.*a") as err:
+        read_store(tmp_path / "dup.h5")
+    assert "dup.h5" in str(err.value)
+
+    write_store(tmp_path / "modality.h5", ["a", "b", "c"], good, modality="visual")
+    with pytest.raises(InputError, match="holds `visual` features.*features.audio.precomputed"):
+        read_store(tmp_path / "modality.h5", modality="audio")
+
+    (tmp_path / "garbage.h5").write_bytes(b"not hdf5 at all" * 10)
+    with pytest.raises(InputError, match="garbage.h5: not a readable HDF5 file"):
+        read_store(tmp_path / "garbage.h5")
+
+
+def test_writer_distrusts_rows_flagged_written_but_not_finite(tmp_path):
+    out = tmp_path / "text.h5"
+    attrs = {"modality": "text", "encoder": "bert", "model_source": "embedded", "pretrained": False,
+             "params_hash": "h"}
+    with FeatureStoreWriter(out, ["a", "b", "c"], ["neu"] * 3, 2, attrs) as writer:
+        writer.write([0, 1], np.ones((2, 2)))
+    with h5py.File(partial_path_for(out), "r+") as f:  # as if the flag reached the disk but the row did not
+        f["features"][1] = np.nan
+    with FeatureStoreWriter(out, ["a", "b", "c"], ["neu"] * 3, 2, attrs) as writer:
+        assert list(writer.pending_rows()) == [1, 2]
+
+
+# ----------------------------------------------------------------------------------------------- encoders
+
+
+def test_embedded_encoders_are_deterministic_and_load_through_from_pretrained(tmp_path, corpus, models):
+    from mlaflow.features.text_bert import embedded_vocabulary
+
+    cfg = tiny_features_cfg()
+    for modality in MODALITIES:
+        info = json.loads((models[modality] / ENCODER_INFO_FILE).read_text())
+        assert info["pretrained"] is False and info["seed"] == 0 and info["architecture"]
+        rebuilt = build_embedded_encoder(modality, tmp_path / f"again_{modality}", cfg)
+        reseeded_cfg = {**cfg, "embedded_seed": 1}
+        reseeded = build_embedded_encoder(modality, tmp_path / f"seed1_{modality}", reseeded_cfg)
+        first = extract(modality, corpus, models, tmp_path / f"{modality}_a.h5")
+        assert first["n_computed"] == len(corpus)
+        features = {}
+        for name, model_dir in [("rebuilt", rebuilt), ("reseeded", reseeded)]:
+            out = tmp_path / f"{modality}_{name}.h5"
+            extract_features(modality, corpus, model_dir, out, cfg, params_hash="test-hash")
+            features[name] = read_store(out).features
+        first_features = read_store(tmp_path / f"{modality}_a.h5").features
+        np.testing.assert_array_equal(features["rebuilt"], first_features)  # same seed: identical
+        assert not np.allclose(features["reseeded"], first_features), modality
+        table = read_store(tmp_path / f"{modality}_a.h5", modality=modality)
+        assert table.attrs["pretrained"] is False and table.attrs["model_source"] == "embedded"
+
+    tokenizer = load_encoder("text", models["text"], cfg, torch.device("cpu")).tokenizer
+    vocabulary = embedded_vocabulary()
+    assert tokenizer.get_vocab() == {token: index for index, token in enumerate(vocabulary)}
+    assert len(vocabulary) > 1000
+    tokens = tokenizer.tokenize("I don't know, maybe we're getting married!")
+    assert "[UNK]" not in tokens and "married" in tokens and "know" in tokens
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_output_dims_match_cfg(tmp_path, corpus, models, modality):
+    cfg = tiny_features_cfg()
+    stats = extract(modality, corpus, models, tmp_path / "out.h5")
+    table = read_store(tmp_path / "out.h5", modality=modality, expected_dim=cfg[modality]["dim"])
+    assert table.features.shape == (len(corpus), cfg[modality]["dim"])
+    assert table.ids == corpus["utterance_id"].tolist() and table.labels == corpus["label"].tolist()
+    assert stats["n"] == len(corpus) and stats["device"] == "cpu" and stats["dtype"] == "float32"
+    assert 0.0 <= stats["padding_fraction"] < 1.0 and stats["utterances_per_second"] > 0
+
+    wrong = copy.deepcopy(cfg)
+    wrong[modality]["dim"] = 7
+    with pytest.raises(ParamsError, match=f"features.{modality}.dim"):
+        extract_features(modality, corpus, models[modality], tmp_path / "wrong.h5", wrong, params_hash="h")
+
+
+@pytest.mark.parametrize("modality,overrides", [("text", {}), ("text", {"pooling": "cls"}), ("audio", {}),
+                                                ("audio", {"layer": "transformer", "dim": 32}), ("visual", {})])
+def test_batched_extraction_equals_one_at_a_time(tmp_path, corpus, models, modality, overrides):
+    batched = extract(modality, corpus, models, tmp_path / "batched.h5", batch_size=4, **overrides)
+    extract(modality, corpus, models, tmp_path / "single.h5", batch_size=1, **overrides)
+    if modality != "visual":
+        assert batched["padding_fraction"] > 0  # there was padding to mask
+    np.testing.assert_allclose(read_store(tmp_path / "batched.h5").features,
+                               read_store(tmp_path / "single.h5").features, rtol=1e-4, atol=1e-5)
+
+
+def test_audio_conv_features_are_wav2vec2_extract_features(corpus, models):
+    encoder = load_encoder("audio", models["audio"], tiny_features_cfg(), torch.device("cpu"))
+    wave = encoder.load_item(corpus.iloc[1].to_dict())
+    with torch.inference_mode():
+        ours = encoder.encode([wave]).features
+        inputs = encoder.feature_extractor([wave], sampling_rate=16_000, return_tensors="pt")
+        reference = encoder.model(inputs["input_values"]).extract_features.mean(dim=1)
+    torch.testing.assert_close(ours, reference)
+
+
+# ----------------------------------------------------------------------------------------------- failures
+
+
+def test_bad_files_keep_good_rows_and_a_rerun_computes_only_the_missing_ones(tmp_path, corpus, models):
+    clean = tmp_path / "clean"
+    extract("audio", corpus, models, clean / "audio.h5")
+    extract("visual", corpus, models, clean / "visual.h5")
+
+    wavs, frames = corpus["wav_path"].tolist(), corpus["frames_dir"].tolist()
+    originals = {wavs[1]: open(wavs[1], "rb").read(), wavs[4]: open(wavs[4], "rb").read()}
+    open(wavs[1], "wb").write(b"RIFF garbage, not a wav")
+    write_wav(wavs[4], 0.5, rate=8_000)  # wrong sample rate
+    broken_png = os.path.join(frames[3], "001.png")
+    missing_png = os.path.join(frames[6], "002.png")
+    open(broken_png, "wb").write(open(broken_png, "rb").read()[:40])  # truncated image
+    os.remove(missing_png)
+
+    out = tmp_path / "run"
+    with pytest.raises(InputError) as err:
+        extract("audio", corpus, models, out / "audio.h5")
+    message = str(err.value)
+    assert "2 of 7 utterances" in message and wavs[1] in message and wavs[4] in message and "8000 Hz" in message
+    assert "re-run" in message and not (out / "audio.h5").exists()
+    with h5py.File(partial_path_for(out / "audio.h5")) as f:
+        assert f["written"][()].tolist() == [True, False, True, True, False, True, True]
+
+    with pytest.raises(InputError) as err:
+        extract("visual", corpus, models, out / "visual.h5")
+    assert broken_png in str(err.value) and missing_png in str(err.value) and "not found" in str(err.value)
+
+    for path, content in originals.items():
+        open(path, "wb").write(content)
+    write_frame(broken_png, seed=31)
+    write_frame(missing_png, seed=62)
+    for modality, expected_missing in [("audio", 2), ("visual", 2)]:
+        stats = extract(modality, corpus, models, out / f"{modality}.h5")
+        assert stats["n_computed"] == expected_missing and stats["n_resumed"] == len(corpus) - expected_missing
+        np.testing.assert_allclose(read_store(out / f"{modality}.h5").features,
+                                   read_store(clean / f"{modality}.h5").features, rtol=1e-4, atol=1e-5)
+
+
+def test_empty_wav_and_missing_file_are_input_errors(tmp_path, corpus, models):
+    wavs = corpus["wav_path"].tolist()
+    soundfile.write(wavs[0], np.zeros(0, dtype=np.float32), 16_000)
+    os.remove(wavs[2])
+    with pytest.raises(InputError) as err:
+        extract("audio", corpus, models, tmp_path / "audio.h5")
+    assert f"{wavs[0]}: contains no audio samples" in str(err.value)
+    assert f"{wavs[2]}: wav file not found" in str(err.value)
+
+
+class SimulatedKill(Exception):
+    pass
+
+
+def test_resume_after_a_kill_continues_and_matches_an_uninterrupted_run(tmp_path, corpus, models, monkeypatch):
+    for modality in MODALITIES:
+        extract(modality, corpus, models, tmp_path / f"{modality}_clean.h5")
+        original_write = FeatureStoreWriter.write
+        calls = []
+
+        def write_then_die(self, rows, features):
+            if calls:
+                raise SimulatedKill
+            calls.append(len(rows))
+            original_write(self, rows, features)
+
+        monkeypatch.setattr(FeatureStoreWriter, "write", write_then_die)
+        out = tmp_path / f"{modality}.h5"
+        with pytest.raises(SimulatedKill):
+            extract(modality, corpus, models, out)
+        monkeypatch.setattr(FeatureStoreWriter, "write", original_write)
+        assert partial_path_for(out).exists() and not out.exists()
+
+        stats = extract(modality, corpus, models, out)
+        assert stats["n_resumed"] == 3 and stats["n_computed"] == len(corpus) - 3
+        np.testing.assert_allclose(read_store(out).features, read_store(tmp_path / f"{modality}_clean.h5").features,
+                                   rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_params"])
+def test_a_damaged_or_foreign_partial_file_is_not_trusted(tmp_path, corpus, models, monkeypatch, damage):
+    extract("text", corpus, models, tmp_path / "clean.h5")
+    out = tmp_path / "text.h5"
+    partial = partial_path_for(out)
+    if damage == "garbage":
+        partial.write_bytes(os.urandom(5000))
+    else:
+        monkeypatch.setattr(store_module.FeatureStoreWriter, "finish", lambda self: None)  # leave the partial
+        if damage == "truncated":
+            extract("text", corpus, models, out)
+            partial.write_bytes(partial.read_bytes()[: partial.stat().st_size // 2])
+        else:
+            cfg = tiny_features_cfg()
+            extract_features("text", corpus, models["text"], out, cfg, params_hash="another-hash")
+        monkeypatch.undo()
+    stats = extract("text", corpus, models, out)
+    assert stats["n_resumed"] == 0 and stats["n_computed"] == len(corpus)
+    assert "starting over" in stats["resume"]
+    np.testing.assert_allclose(read_store(out).features, read_store(tmp_path / "clean.h5").features, atol=1e-6)
+
+
+def test_missing_model_directory_is_a_params_error(tmp_path, corpus):
+    with pytest.raises(ParamsError, match="features.visual.model.*does not exist"):
+        extract_features("visual", corpus, tmp_path / "nowhere", tmp_path / "v.h5", tiny_features_cfg(), "h")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread():
+    """One intra-op thread: tiny models gain nothing from more, and spinning threads slow a shared CPU down."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,110 @@
+import numpy as np
+import torch
+import yaml
+
+from mlaflow import params as P
+from mlaflow.methods import build_method
+from mlaflow.methods.late_fusion import LateFusion
+from mlaflow.train.data import Corpus
+from mlaflow.train.loop import train_run
+
+TRAIN_CFG = {"hidden_dim": 8, "dropout": 0.0}
+
+
+def _data(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, d, generator=g) for d in (3, 4, 5)], torch.randint(0, 3, (n,), generator=g)
+
+
+def test_late_fusion_modalities_train_independently():
+    features, labels = _data()
+    other, _ = _data(seed=1)
+    present = torch.ones(40, 3, dtype=torch.bool)
+    models = []
+    for feats in (features, [features[0], other[1], other[2]]):
+        torch.manual_seed(0)
+        model = LateFusion([3, 4, 5], 3, TRAIN_CFG, {})
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(3):
+            model.fit_epoch(feats, present, labels, opt, 16, torch.Generator().manual_seed(0))
+        models.append(model)
+    # modality 0's encoder and head do not depend on the other modalities' data
+    for a, b in zip(list(models[0].encoders[0].parameters()) + list(models[0].heads[0].parameters()),
+                    list(models[1].encoders[0].parameters()) + list(models[1].heads[0].parameters())):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(models[0].heads[1].weight, models[1].heads[1].weight)
+
+
+def test_late_fusion_averages_present_modalities_only():
+    features, labels = _data(n=5)
+    model = LateFusion([3, 4, 5], 3, TRAIN_CFG, {}).eval()
+    present = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 0, 1], [0, 0, 0], [1, 1, 0]], dtype=torch.bool)
+    features[1][~present[:, 1]] = float("nan")
+    pred = model.predict(features, present)
+    u = pred.unimodal_logits
+    assert torch.allclose(pred.fused_logits[0], u[:, 0].mean(0))
+    assert torch.allclose(pred.fused_logits[1], (u[0, 1] + u[2, 1]) / 2)
+    assert torch.allclose(pred.fused_logits[2], u[2, 2])
+    assert pred.has_any.tolist() == [True, True, True, False, True]
+
+
+def _separable_corpus(n=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    centers = [torch.randn(4, d, generator=g) for d in (6, 5, 7)]
+    strength = (1.5, 0.2, 3.0)  # modality 1 nearly uninformative, modality 2 strong
+    features = [c[labels] * s + torch.randn(n, c.shape[1], generator=g) for c, s in zip(centers, strength)]
+    return Corpus([f"u{i}" for i in range(n)], features, labels, ["a", "b", "c", "d"], {})
+
+
+def _params(**train):
+    params = yaml.safe_load(open(P.REPO_ROOT / "params.yaml"))
+    params["train"].update({"epochs": 20, "hidden_dim": 16, "optimizer": "adam", "lr": 0.01, **train})
+    return params
+
+
+def _split(n):
+    return {"test": np.arange(0, 60), "val": np.arange(60, 100), "train": np.arange(100, n)}
+
+
+def test_both_methods_learn_a_separable_problem():
+    corpus = _separable_corpus()
+    present = np.ones((300, 3), dtype=bool)
+    for method in ("mla", "late_fusion"):
+        record = train_run(method, corpus, present, _split(300), _params(), seed=0)
+        assert record["metrics"]["accuracy"] > 0.8, method
+        assert record["metrics"]["per_modality_accuracy"]["text"] > 0.7  # the strong modality alone
+        assert record["train_loss_curve"][-1] < record["train_loss_curve"][0]
+
+
+def test_model_selection_never_looks_at_test_labels():
+    corpus = _separable_corpus()
+    present = np.random.default_rng(0).random((300, 3)) > 0.3
+    split = _split(300)
+    a = train_run("mla", corpus, present, split, _params(), seed=1)
+    shuffled = _separable_corpus()
+    shuffled.labels[split["test"]] = shuffled.labels[split["test"]].flip(0)
+    b = train_run("mla", shuffled, present, split, _params(), seed=1)
+    assert a["validation"] == b["validation"]  # same curve and same chosen epoch
+    assert a["metrics"]["accuracy"] != b["metrics"]["accuracy"]
+
+
+def test_all_missing_test_samples_count_as_prior_predictions():
+    corpus = _separable_corpus()
+    present = np.ones((300, 3), dtype=bool)
+    present[:30] = False  # half of the test split has no modality
+    record = train_run("late_fusion", corpus, present, _split(300), _params(), seed=0)
+    assert record["metrics"]["share_all_missing"] == 0.5
+    assert record["metrics"]["n"] == 60
+    prior = record["prior_class"]
+    labels = corpus.labels[:30]
+    best_possible = (30 + int((labels == corpus.class_names.index(prior)).sum())) / 60
+    assert record["metrics"]["accuracy"] <= best_possible + 1e-9
+
+
+def test_unknown_method_is_a_clear_error():
+    import pytest
+
+    from mlaflow.errors import ParamsError
+    with pytest.raises(ParamsError, match="unknown method 'mmin'"):
+        build_method("mmin", [3], 2, _params())

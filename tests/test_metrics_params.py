@@ -1,0 +1,64 @@
+import copy
+
+import pytest
+import torch
+import yaml
+
+from mlaflow import params as P
+from mlaflow.errors import ParamsError
+from mlaflow.train.metrics import classification_metrics
+
+
+def test_metrics_hand_computed():
+    y_true = torch.tensor([0, 0, 0, 1, 1, 2])
+    y_pred = torch.tensor([0, 0, 1, 1, 2, 2])
+    m = classification_metrics(y_true, y_pred, 3)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # recalls 2/3, 1/2, 1 -> UA = 13/18
+    assert m["unweighted_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    # precisions 1, 1/2, 1/2; F1s 0.8, 0.5, 2/3
+    f1 = [0.8, 0.5, 2 / 3]
+    assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
+    assert m["weighted_f1"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 2 / 3) / 6)
+
+
+def _params():
+    return yaml.safe_load(open(P.REPO_ROOT / "params.yaml"))
+
+
+def test_shipped_params_are_valid():
+    P.validate(_params())
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda p: p["train"].update(epoch=3), "train.epoch"),
+    (lambda p: p["train"].update(lr="fast"), "train.lr"),
+    (lambda p: p.update(methods=["mla", "magic"]), "methods.1"),
+    (lambda p: p["masks"].update(missing_rates=[0.1, 1.5]), "masks.missing_rates.1"),
+    (lambda p: p["method_params"]["mla"].update(head_gradient_modification="sometimes"),
+     "method_params.mla.head_gradient_modification"),
+    (lambda p: p["features"]["audio"].update(dim=0), "features.audio.dim"),
+])
+def test_wrong_key_or_value_names_the_key(mutate, key):
+    params = copy.deepcopy(_params())
+    mutate(params)
+    with pytest.raises(ParamsError) as err:
+        P.validate(params)
+    assert f"`{key}`" in str(err.value)
+
+
+def test_method_without_its_params_is_refused():
+    params = _params()
+    del params["method_params"]["late_fusion"]
+    with pytest.raises(ParamsError, match="method_params.late_fusion"):
+        P.validate(params)
+
+
+def test_params_hash_depends_only_on_selected_sections():
+    params = _params()
+    h = P.params_hash(params, P.RUN_SECTIONS)
+    params["report"]["paper_results"] = "elsewhere.yaml"
+    assert P.params_hash(params, P.RUN_SECTIONS) == h
+    params["train"]["lr"] = 0.5
+    assert P.params_hash(params, P.RUN_SECTIONS) != h
+    assert P.rate_key(0.3) == "r30" and P.format_rate(0.3) == "0.30"

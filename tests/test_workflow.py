@@ -1,0 +1,111 @@
+"""The whole workflow on a tiny embedded corpus, in a temporary copy of the repository, through Snakemake and
+DVC: it runs end to end, a second run does nothing, a training parameter change reruns only training and
+the report, and a wrong parameter fails before any job starts."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlaflow import params as P
+
+pytestmark = pytest.mark.integration
+
+REPO = P.REPO_ROOT
+BIN = Path(sys.executable).parent
+
+
+def tiny_params() -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["corpus"]["embedded"].update(sessions=3, dialogs_per_session=2, utterances_per_dialog=12,
+                                        frames_per_utterance=2, image_size=32, max_duration_s=1.2)
+    params["features"]["text"].update(dim=32, batch_size=16, embedded={"num_layers": 1, "num_heads": 2,
+                                                                       "intermediate_size": 32})
+    params["features"]["audio"].update(dim=32, batch_size=8, embedded={"conv_dim": [16, 32], "hidden_size": 32,
+                                                                        "num_layers": 1, "num_heads": 2})
+    params["features"]["visual"].update(image_size=32)
+    params["splits"]["folds"] = [1, 2]
+    params["masks"]["missing_rates"] = [0.0, 0.5]
+    params["train"].update(seeds=[0, 1], epochs=2)
+    return params
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mlaflow")
+    for item in ("Snakefile", "dvc.yaml", ".dvcignore", "workflow", "profiles", "src", "data/reference"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / item,
+                                                            **({"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "config", "core.analytics", "false"], root)
+    run(["dvc", "repro"], root)
+    return root
+
+
+def test_workflow_produces_the_report(workspace):
+    report = (workspace / "reports" / "report.md").read_text()
+    assert "mla" in report and "late_fusion" in report and "not pretrained" in report
+    metrics = json.loads((workspace / "reports" / "metrics.json").read_text())
+    assert set(metrics["mla"]) == {"r00", "r50"} and set(metrics["late_fusion"]) == {"r00", "r50"}
+    assert metrics["mla"]["r00"]["n_runs"] == 4  # 2 seeds x 2 folds
+    runs = sorted((workspace / "data" / "runs").rglob("*.json"))
+    assert len(runs) == 2 * 2 * 2 * 2
+    record = json.loads(runs[0].read_text())
+    for key in ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1", "per_modality_accuracy"):
+        assert key in record["metrics"]
+    assert {"seed", "fold", "missing_rate", "params_hash", "git_commit"} <= set(record)
+    assert (workspace / "reports" / "figures" / "accuracy_vs_missing_rate.png").stat().st_size > 1000
+
+
+def test_second_repro_does_nothing(workspace):
+    out = run(["dvc", "repro"], workspace).stdout
+    assert "didn't change" in out and "Running stage" not in out
+    assert "Nothing to be done" in run([str(BIN / "snakemake"), "-n"], workspace).stdout
+
+
+def test_training_param_change_reruns_only_what_depends_on_it(workspace):
+    masks = sorted((workspace / "data" / "splits" / "masks").glob("*.h5"))
+    features = sorted((workspace / "data" / "features").glob("*.h5"))
+    before = {p: p.stat().st_mtime_ns for p in masks + features}
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], workspace)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], workspace)
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["train"]["epochs"] = 3
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro"], workspace).stdout
+    assert "Running stage 'experiments'" in out and "Running stage 'features'" not in out
+    assert {p: p.stat().st_mtime_ns for p in masks + features} == before  # masks and features kept
+    diff = run(["dvc", "metrics", "diff", "--json"], workspace).stdout
+    assert json.loads(diff)  # the metrics changed and DVC shows it
+
+
+def test_wrong_param_fails_before_any_job(tmp_path):
+    for item in ("Snakefile", "workflow", "src", "data/reference"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / item)
+    params = tiny_params()
+    params["train"]["epochz"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run([str(BIN / "snakemake"), "-n"], tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "train.epochz" in proc.stdout + proc.stderr
+    assert not (tmp_path / "data" / "corpus").exists()
