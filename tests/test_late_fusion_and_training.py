@@ -108,3 +108,63 @@ def test_unknown_method_is_a_clear_error():
     from mlaflow.errors import ParamsError
     with pytest.raises(ParamsError, match="unknown method 'mmin'"):
         build_method("mmin", [3], 2, _params())
+
+
+# ---- bad input at the training boundary: features that do not match the manifest
+
+def _write_inputs(tmp_path, ids_per_modality, labels_per_modality=None, nan_in=None):
+    import h5py
+    import pandas as pd
+
+    ids = ["u0", "u1", "u2"]
+    pd.DataFrame({"utterance_id": ids, "label": ["neu", "hap", "sad"], "label_index": [0, 1, 2]}).to_csv(
+        tmp_path / "manifest.csv", index=False)
+    params = _params()
+    paths = {}
+    for modality in P.MODALITIES:
+        dim = params["features"][modality]["dim"]
+        store_ids = ids_per_modality.get(modality, ids)
+        features = np.ones((len(store_ids), dim), dtype=np.float32)
+        if nan_in == modality:
+            features[1, 0] = np.nan
+        labels = (labels_per_modality or {}).get(modality, ["neu", "hap", "sad"][: len(store_ids)])
+        paths[modality] = tmp_path / f"{modality}.h5"
+        with h5py.File(paths[modality], "w") as f:
+            f.create_dataset("ids", data=store_ids, dtype=h5py.string_dtype())
+            f.create_dataset("features", data=features)
+            f.create_dataset("labels", data=labels, dtype=h5py.string_dtype())
+            f.attrs.update(modality=modality, complete=True, dim=dim)
+    return tmp_path / "manifest.csv", paths, params
+
+
+def test_ids_that_do_not_match_across_modalities_name_the_file(tmp_path):
+    import pytest
+
+    from mlaflow.errors import InputError
+    from mlaflow.train.data import load_corpus
+
+    manifest, paths, params = _write_inputs(tmp_path, {"visual": ["u0", "u1", "x9"]})
+    with pytest.raises(InputError, match=r"visual\.h5.*1 utterances of the manifest have no features \(first: u2\)"):
+        load_corpus(manifest, paths, params)
+
+
+def test_labels_that_disagree_with_the_manifest_name_the_file(tmp_path):
+    import pytest
+
+    from mlaflow.errors import InputError
+    from mlaflow.train.data import load_corpus
+
+    manifest, paths, params = _write_inputs(tmp_path, {}, labels_per_modality={"text": ["neu", "ang", "sad"]})
+    with pytest.raises(InputError, match=r"text\.h5.*labels disagree.*u1"):
+        load_corpus(manifest, paths, params)
+
+
+def test_nan_features_are_refused_before_training(tmp_path):
+    import pytest
+
+    from mlaflow.errors import InputError
+    from mlaflow.train.data import load_corpus
+
+    manifest, paths, params = _write_inputs(tmp_path, {}, nan_in="audio")
+    with pytest.raises(InputError, match=r"audio\.h5.*u1"):
+        load_corpus(manifest, paths, params)
