@@ -1,19 +1,36 @@
 import numpy as np
+import pytest
 import torch
 import yaml
 
 from mlaflow import params as P
 from mlaflow.methods import build_method
+from mlaflow.methods.base import RunGroup, StackedOptimizer
 from mlaflow.methods.late_fusion import LateFusion
 from mlaflow.train.data import Corpus
-from mlaflow.train.loop import train_run
+from mlaflow.train.loop import RunSpec, train_runs
+
+
+def train_run(method, corpus, present, split, params, seed):
+    return train_runs(method, corpus, [RunSpec(seed, present, split)], params)[0]
 
 TRAIN_CFG = {"hidden_dim": 8, "dropout": 0.0}
+
+
+def _group(features, labels, present, n_runs=1, seed=0):
+    n = len(labels)
+    split = {"train": torch.arange(n), "val": torch.arange(0), "test": torch.arange(0)}
+    generators = [torch.Generator().manual_seed(seed + r) for r in range(n_runs)]
+    return RunGroup(features, labels, present.expand(n_runs, n, 3).clone(), [split] * n_runs, generators,
+                    standardize=False), generators
 
 
 def _data(n=40, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(n, d, generator=g) for d in (3, 4, 5)], torch.randint(0, 3, (n,), generator=g)
+
+
+SGD = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
 
 
 def test_late_fusion_modalities_train_independently():
@@ -22,11 +39,11 @@ def test_late_fusion_modalities_train_independently():
     present = torch.ones(40, 3, dtype=torch.bool)
     models = []
     for feats in (features, [features[0], other[1], other[2]]):
-        torch.manual_seed(0)
-        model = LateFusion([3, 4, 5], 3, TRAIN_CFG, {})
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        data, gens = _group(feats, labels, present)
+        model = LateFusion([3, 4, 5], 3, TRAIN_CFG, {}, gens)
+        opt = StackedOptimizer(list(model.parameters()), SGD, 1)
         for _ in range(3):
-            model.fit_epoch(feats, present, labels, opt, 16, torch.Generator().manual_seed(0))
+            model.fit_epoch(data, opt, 16)
         models.append(model)
     # modality 0's encoder and head do not depend on the other modalities' data
     for a, b in zip(list(models[0].encoders[0].parameters()) + list(models[0].heads[0].parameters()),
@@ -37,15 +54,44 @@ def test_late_fusion_modalities_train_independently():
 
 def test_late_fusion_averages_present_modalities_only():
     features, labels = _data(n=5)
-    model = LateFusion([3, 4, 5], 3, TRAIN_CFG, {}).eval()
     present = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 0, 1], [0, 0, 0], [1, 1, 0]], dtype=torch.bool)
     features[1][~present[:, 1]] = float("nan")
-    pred = model.predict(features, present)
-    u = pred.unimodal_logits
-    assert torch.allclose(pred.fused_logits[0], u[:, 0].mean(0))
-    assert torch.allclose(pred.fused_logits[1], (u[0, 1] + u[2, 1]) / 2)
-    assert torch.allclose(pred.fused_logits[2], u[2, 2])
-    assert pred.has_any.tolist() == [True, True, True, False, True]
+    data, gens = _group(features, labels, present)
+    model = LateFusion([3, 4, 5], 3, TRAIN_CFG, {}, gens).eval()
+    pred = model.predict(data, data.padded([torch.arange(5)]))
+    u, fused = pred.unimodal_logits[0], pred.fused_logits[0]
+    assert torch.allclose(fused[0], u[:, 0].mean(0))
+    assert torch.allclose(fused[1], (u[0, 1] + u[2, 1]) / 2)
+    assert torch.allclose(fused[2], u[2, 2])
+    assert torch.equal(fused[3], torch.zeros(3))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_stacked_optimizer_matches_torch_optim_for_one_run(optimizer):
+    torch.manual_seed(0)
+    cfg = {"optimizer": optimizer, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}
+    weights = torch.randn(1, 4, 3)
+    ours = torch.nn.Parameter(weights.clone())
+    theirs = torch.nn.Parameter(weights[0].clone())
+    opt = StackedOptimizer([ours], cfg, 1)
+    ref = (torch.optim.SGD([theirs], lr=0.05, momentum=0.9, weight_decay=0.01) if optimizer == "sgd"
+           else torch.optim.Adam([theirs], lr=0.05, weight_decay=0.01))
+    for step in range(5):
+        grad = torch.randn(4, 3)
+        ours.grad, theirs.grad = grad.unsqueeze(0).clone(), grad.clone()
+        opt.step({ours: torch.tensor([True])})
+        ref.step()
+        assert torch.allclose(ours[0], theirs, atol=1e-6), step
+
+
+def test_stacked_optimizer_leaves_inactive_runs_untouched():
+    p = torch.nn.Parameter(torch.ones(3, 2))
+    opt = StackedOptimizer([p], {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.1}, 3)
+    for _ in range(3):
+        p.grad = torch.ones(3, 2)
+        opt.step({p: torch.tensor([True, False, True])})
+    assert torch.equal(p[1], torch.ones(2))            # no step, no momentum drift, no weight decay
+    assert torch.allclose(p[0], p[2]) and not torch.equal(p[0], torch.ones(2))
 
 
 def _separable_corpus(n=300, seed=0):
@@ -81,12 +127,27 @@ def test_model_selection_never_looks_at_test_labels():
     corpus = _separable_corpus()
     present = np.random.default_rng(0).random((300, 3)) > 0.3
     split = _split(300)
-    a = train_run("mla", corpus, present, split, _params(), seed=1)
+    a = train_run("mla", corpus, present, split, _params(epochs=6), seed=1)
     shuffled = _separable_corpus()
     shuffled.labels[split["test"]] = shuffled.labels[split["test"]].flip(0)
-    b = train_run("mla", shuffled, present, split, _params(), seed=1)
+    b = train_run("mla", shuffled, present, split, _params(epochs=6), seed=1)
     assert a["validation"] == b["validation"]  # same curve and same chosen epoch
     assert a["metrics"]["accuracy"] != b["metrics"]["accuracy"]
+
+
+@pytest.mark.parametrize("method", ["mla", "late_fusion"])
+def test_stacked_runs_equal_runs_one_at_a_time(method):
+    corpus = _separable_corpus()
+    rng = np.random.default_rng(0)
+    specs = [RunSpec(seed, rng.random((300, 3)) > rate, _split(300)) for seed, rate in ((0, 0.0), (1, 0.3), (2, 0.6))]
+    specs[2].split = {"test": np.arange(0, 80), "val": np.arange(80, 100), "train": np.arange(100, 250)}
+    params = _params(epochs=4, optimizer="sgd", momentum=0.9, dropout=0.2)
+    stacked = train_runs(method, corpus, specs, params)
+    for spec, record in zip(specs, stacked):
+        alone = train_runs(method, corpus, [spec], params)[0]
+        assert alone["validation"]["accuracy_curve"] == pytest.approx(record["validation"]["accuracy_curve"], abs=1e-6)
+        assert alone["train_loss_curve"] == pytest.approx(record["train_loss_curve"], abs=1e-5)
+        assert alone["metrics"]["accuracy"] == pytest.approx(record["metrics"]["accuracy"], abs=1e-6)
 
 
 def test_all_missing_test_samples_count_as_prior_predictions():
@@ -103,11 +164,9 @@ def test_all_missing_test_samples_count_as_prior_predictions():
 
 
 def test_unknown_method_is_a_clear_error():
-    import pytest
-
     from mlaflow.errors import ParamsError
     with pytest.raises(ParamsError, match="unknown method 'mmin'"):
-        build_method("mmin", [3], 2, _params())
+        build_method("mmin", [3], 2, _params(), [torch.Generator()])
 
 
 # ---- bad input at the training boundary: features that do not match the manifest

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from mlaflow.methods.mla import MLA, RLSProjector, dynamic_fusion_weights, prediction_entropy, rls_update
+from mlaflow.methods.base import RunGroup, StackedOptimizer
+from mlaflow.methods.mla import MLA, dynamic_fusion_weights, prediction_entropy, rls_update
 
 TRAIN_CFG = {"hidden_dim": 4, "dropout": 0.0}
 
@@ -72,61 +73,73 @@ def test_eq8_weights_sum_to_one_per_sample_and_respect_masks():
     assert torch.allclose(dynamic_fusion_weights(logits[:, :2])[:, 0], weights[:, 0])
 
 
-def _toy_mla(hgm="paper", alpha=1.0):
-    return MLA([3, 2, 5], n_classes=3, train_cfg=TRAIN_CFG,
-               method_cfg={"alpha": alpha, "head_gradient_modification": hgm, "fusion": "dynamic"})
-
-
-def _toy_data(n=20, seed=0):
+def _toy_data(n=20, seed=0, n_runs=1, present=None):
+    """A RunGroup of n_runs runs over the same toy corpus, every sample in the training split."""
     g = torch.Generator().manual_seed(seed)
     features = [torch.randn(n, d, generator=g) for d in (3, 2, 5)]
     labels = torch.randint(0, 3, (n,), generator=g)
-    return features, labels
+    if present is None:
+        present = torch.ones(n, 3, dtype=torch.bool)
+    split = {"train": torch.arange(n), "val": torch.arange(0), "test": torch.arange(0)}
+    generators = [torch.Generator().manual_seed(100 + r) for r in range(n_runs)]
+    data = RunGroup(features, labels, present.expand(n_runs, n, 3).clone(), [split] * n_runs, generators,
+                    standardize=False)
+    return data, generators
+
+
+def _toy_mla(generators, hgm="paper", alpha=1.0):
+    return MLA([3, 2, 5], n_classes=3, train_cfg=TRAIN_CFG,
+               method_cfg={"alpha": alpha, "head_gradient_modification": hgm, "fusion": "dynamic"},
+               generators=generators)
+
+
+def _sgd(model, lr=0.1, momentum=0.0, n_runs=1):
+    cfg = {"optimizer": "sgd", "lr": lr, "momentum": momentum, "weight_decay": 0.0}
+    return StackedOptimizer(list(model.parameters()), cfg, n_runs)
 
 
 def test_eq1_alternation_one_modality_per_step_in_order():
-    model = _toy_mla()
-    features, labels = _toy_data(n=20)
-    present = torch.ones(20, 3, dtype=torch.bool)
+    data, gens = _toy_data(n=20)
+    model = _toy_mla(gens)
     calls = []
     for m, enc in enumerate(model.encoders):
         enc.register_forward_hook(lambda mod, inp, out, m=m: calls.append(m))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    model.fit_epoch(features, present, labels, opt, batch_size=8, generator=torch.Generator().manual_seed(0))
+    model.fit_epoch(data, _sgd(model), batch_size=8)
     assert calls == [t % 3 for t in range(3 * math.ceil(20 / 8))]  # m_t = t mod M, one encoder per step
+    assert model.step == [9]
 
 
 def test_eq2_each_step_gives_gradients_to_the_current_encoder_and_the_head_only():
-    model = _toy_mla()
-    features, labels = _toy_data()
-    present = torch.ones(20, 3, dtype=torch.bool)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    data, gens = _toy_data()
+    model = _toy_mla(gens)
+    opt = _sgd(model)
     with_grad = []
     original_step = opt.step
 
-    def recording_step(*args, **kwargs):
+    def recording_step(active):
         with_grad.append([m for m, enc in enumerate(model.encoders)
-                          if any(p.grad is not None for p in enc.parameters())])
-        assert model.head.weight.grad is not None
-        return original_step(*args, **kwargs)
+                          if any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())])
+        stepped = [m for m, enc in enumerate(model.encoders) if any(p in active for p in enc.parameters())]
+        assert stepped == with_grad[-1] and model.head.weight in active
+        return original_step(active)
 
     opt.step = recording_step
-    model.fit_epoch(features, present, labels, opt, batch_size=8, generator=torch.Generator().manual_seed(0))
+    model.fit_epoch(data, opt, batch_size=8)
     assert with_grad == [[t % 3] for t in range(9)]
 
 
 def test_eq3_head_gradient_is_projected_by_P_t_and_bias_is_not():
     """Replay the head's updates by hand: t = 0 raw gradient, t > 0 grad_W @ P_t with P_t from eq. 5."""
     alpha, lr = 0.5, 0.1
-    model = _toy_mla(alpha=alpha)
-    features, labels = _toy_data(n=6)
-    present = torch.ones(6, 3, dtype=torch.bool)
-    # freeze the encoders (lr 0) so that each modality's h is fixed and the head recursion is exact
-    opt = torch.optim.SGD([{"params": model.encoders.parameters(), "lr": 0.0},
-                           {"params": model.head.parameters(), "lr": lr}])
+    data, gens = _toy_data(n=6)
+    model = _toy_mla(gens, alpha=alpha)
+    # freeze the encoders (lr 0 through an optimizer over the head only) so each modality's h is fixed
+    opt = StackedOptimizer(list(model.head.parameters()), {"optimizer": "sgd", "lr": lr, "momentum": 0.0,
+                                                            "weight_decay": 0.0}, 1)
     with torch.no_grad():
-        hs = [enc(x) for enc, x in zip(model.encoders, features)]
-    W, b, P = model.head.weight.detach().clone(), model.head.bias.detach().clone(), torch.eye(4)
+        hs = [enc(x.unsqueeze(0))[0] for enc, x in zip(model.encoders, data.features)]
+    W, b, P = model.head.weight[0].detach().clone(), model.head.bias[0].detach().clone(), torch.eye(4)
+    labels = data.labels
     for t in range(3):  # batch = N: one epoch is exactly steps t = 0, 1, 2 over modalities 0, 1, 2
         h = hs[t % 3]
         W_, b_ = W.clone().requires_grad_(True), b.clone().requires_grad_(True)
@@ -136,49 +149,52 @@ def test_eq3_head_gradient_is_projected_by_P_t_and_bias_is_not():
             P = rls_update(P, h.mean(0), alpha)   # eq. 4-5, computed before the head update (Algorithm 1)
             grad_W = grad_W @ P                     # eq. 3; the bias is not projected
         W, b = W - lr * grad_W, b - lr * b_.grad
-    model.fit_epoch(features, present, labels, opt, batch_size=6, generator=torch.Generator().manual_seed(0))
-    assert model.step == 3
-    assert torch.allclose(model.projector.P, P, atol=1e-6)
-    assert torch.allclose(model.head.weight, W, atol=1e-6)
-    assert torch.allclose(model.head.bias, b, atol=1e-6)
+    # the rows of a batch come shuffled; the mean and the mean loss do not depend on the order
+    model.fit_epoch(data, opt, batch_size=6)
+    assert model.step == [3]
+    assert torch.allclose(model.P[0], P, atol=1e-6)
+    assert torch.allclose(model.head.weight[0], W, atol=1e-6)
+    assert torch.allclose(model.head.bias[0], b, atol=1e-6)
+
+
+def test_rls_update_is_batched_over_runs():
+    P = torch.stack([torch.eye(3), 2 * torch.eye(3)])
+    h = torch.tensor([[1.0, 0.0, 2.0], [0.5, -1.0, 0.0]])
+    batched = rls_update(P, h, 0.3)
+    for r in range(2):
+        assert torch.allclose(batched[r], rls_update(P[r], h[r], 0.3))
 
 
 def test_hgm_off_leaves_P_identity():
-    model = _toy_mla(hgm="off")
-    features, labels = _toy_data()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    model.fit_epoch(features, torch.ones(20, 3, dtype=torch.bool), labels, opt, 8, torch.Generator().manual_seed(0))
-    assert torch.equal(model.projector.P, torch.eye(4))
+    data, gens = _toy_data()
+    model = _toy_mla(gens, hgm="off")
+    model.fit_epoch(data, _sgd(model), 8)
+    assert torch.equal(model.P[0], torch.eye(4))
 
 
 def test_masked_modality_contributes_nothing_to_training_or_fusion():
-    model = _toy_mla()
-    features, labels = _toy_data(n=30)
     g = torch.Generator().manual_seed(1)
     present = torch.rand(30, 3, generator=g) > 0.4
     present[0] = torch.tensor([True, False, False])
-    poisoned = [x.clone() for x in features]
+    data, gens = _toy_data(n=30, present=present)
     for m in range(3):
-        poisoned[m][~present[:, m]] = float("nan")  # any use of a masked cell would spread NaN
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.fit_epoch(poisoned, present, labels, opt, 8, torch.Generator().manual_seed(0))
+        data.features[m][~present[:, m]] = float("nan")  # any use of a masked cell would spread NaN
+    model = _toy_mla(gens)
+    model.fit_epoch(data, _sgd(model, lr=0.05, momentum=0.9), 8)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     model.eval()
-    pred = model.predict(poisoned, present)
+    batch = data.padded([torch.arange(30)])
+    pred = model.predict(data, batch)
     has_any = present.any(1)
-    assert torch.isfinite(pred.fused_logits[has_any]).all()
+    assert torch.isfinite(pred.fused_logits[0][has_any]).all()
     # a sample with only modality 0 present is fused to exactly modality 0's prediction
-    assert torch.allclose(pred.fused_logits[0], pred.unimodal_logits[0, 0])
+    assert torch.allclose(pred.fused_logits[0, 0], pred.unimodal_logits[0, 0, 0])
 
 
-def test_rls_projector_keeps_P_on_module_device_and_resets_per_model():
-    model = _toy_mla()
-    assert torch.equal(model.projector.P, torch.eye(4))
-    model.projector.update(torch.ones(4))
-    assert not torch.equal(model.projector.P, torch.eye(4))
-    assert torch.equal(_toy_mla().projector.P, torch.eye(4))
-    proj = RLSProjector(2, alpha=1.0)
-    grad = torch.tensor([[1.0, 1.0]])
-    proj.update(torch.tensor([1.0, 0.0]))
-    proj.project_(grad)
-    assert torch.allclose(grad, torch.tensor([[0.5, 1.0]]))
+def test_P_is_reset_for_every_model():
+    _, gens = _toy_data()
+    model = _toy_mla(gens)
+    assert torch.equal(model.P[0], torch.eye(4))
+    model.P = rls_update(model.P, torch.ones(1, 4), 1.0)
+    assert not torch.equal(model.P[0], torch.eye(4))
+    assert torch.equal(_toy_mla(gens).P[0], torch.eye(4))

@@ -1,6 +1,8 @@
 """The method registry: every training method mlaflow runs, by the name used in params.yaml."""
 from __future__ import annotations
 
+import torch
+
 from mlaflow.errors import ParamsError
 from mlaflow.methods.base import Method
 from mlaflow.methods.late_fusion import LateFusion
@@ -9,7 +11,9 @@ from mlaflow.methods.mla import MLA
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (MLA, LateFusion)}
 
 
-def build_method(name: str, input_dims: list[int], n_classes: int, params: dict) -> Method:
+def build_method(name: str, input_dims: list[int], n_classes: int, params: dict,
+                 generators: list[torch.Generator]) -> Method:
+    """Build `name` for len(generators) stacked runs (one generator per run: its init, shuffles, dropout)."""
     if name not in METHODS:
         raise ParamsError("methods", f"unknown method {name!r}", f"use one of {sorted(METHODS)}")
-    return METHODS[name](input_dims, n_classes, params["train"], params["method_params"].get(name, {}))
+    return METHODS[name](input_dims, n_classes, params["train"], params["method_params"].get(name, {}), generators)

@@ -1,89 +1,276 @@
-"""What every method shares: the per-modality encoder of A.3.2 and the interface the trainer calls.
+"""What every method shares: stacked runs, the per-modality encoder of A.3.2, and the interface the trainer
+calls.
 
-A method sees, per split, the features of every modality as a list of tensors `features[m]` [N, d_m] (masked
-cells zero-filled) and the mask `present` [N, M] (bool). It never looks at a masked cell: methods select the
-present rows of a modality before encoding, or give masked cells zero weight.
+Every method trains R independent runs at once (R = 1 for a single run): each parameter has a leading run
+axis, and every layer is a batched matmul over it (`StackedLinear`). Runs never mix: each has its own
+initialisation, shuffling and dropout drawn from its own `torch.Generator`, its own mask, split and
+standardisation, and the optimiser updates a run only at the steps where that run really takes a step. So R
+runs stacked give the same numbers (within float tolerance) as R runs one after another, only faster.
+
+A method sees the data through `RunGroup`, which gathers mini-batches of every run from the shared feature
+tensors (features stay in memory, once, whatever R is). A masked (sample, modality) cell is never read:
+methods select present rows before encoding, and `RunGroup.inputs` zero-fills masked cells as a safeguard.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from mlaflow.params import MODALITIES
+
+# ----------------------------------------------------------------------------------------- stacked layers
+
+
+class StackedLinear(nn.Module):
+    """R independent linear layers: x [R, B, in] -> [R, B, out]. Weight [R, out, in] as nn.Linear's, per run.
+
+    Initialised like nn.Linear (uniform in +-1/sqrt(in)), each run from its own generator."""
+
+    def __init__(self, in_dim: int, out_dim: int, generators: list[torch.Generator]):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)
+        weight, bias = [], []
+        for g in generators:
+            weight.append(torch.empty(out_dim, in_dim).uniform_(-bound, bound, generator=g))
+            bias.append(torch.empty(out_dim).uniform_(-bound, bound, generator=g))
+        self.weight = nn.Parameter(torch.stack(weight))
+        self.bias = nn.Parameter(torch.stack(bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+
+class StackedDropout(nn.Module):
+    """Dropout whose mask for run r comes from run r's generator, so stacking does not change any run."""
+
+    def __init__(self, p: float, generators: list[torch.Generator]):
+        super().__init__()
+        self.p, self.generators = p, generators
+        self.active: list[bool] | None = None  # runs taking this step (set by the method); others draw nothing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        active = self.active if self.active is not None else [True] * len(self.generators)
+        keep = torch.stack([torch.rand(x.shape[1:], generator=g) >= self.p if on else torch.ones(x.shape[1:], dtype=torch.bool)
+                            for g, on in zip(self.generators, active)])
+        return x * keep.to(x.device) / (1.0 - self.p)
 
 
 class ModalityEncoder(nn.Sequential):
     """Three fully connected layers of width `hidden_dim` (A.3.2), as in GCNet's utterance-level baselines."""
 
-    def __init__(self, input_dim: int, hidden_dim: int = 128, dropout: float = 0.0):
+    def __init__(self, input_dim: int, hidden_dim: int, dropout: float, generators: list[torch.Generator]):
         super().__init__(
-            nn.Linear(input_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden_dim, hidden_dim),
+            StackedLinear(input_dim, hidden_dim, generators), nn.ReLU(), StackedDropout(dropout, generators),
+            StackedLinear(hidden_dim, hidden_dim, generators), nn.ReLU(), StackedDropout(dropout, generators),
+            StackedLinear(hidden_dim, hidden_dim, generators),
         )
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Batch:
+    """One mini-batch of every run: rows idx [R, B] (padding where valid is False) and their labels [R, B]."""
+
+    idx: torch.Tensor
+    valid: torch.Tensor
+    labels: torch.Tensor
+
+
+class RunGroup:
+    """The data of R runs that share one corpus: features [N, d_m] per modality (shared), and per run its
+    mask present [R, N, M], its split (row indices per role), standardisation statistics and generator."""
+
+    def __init__(self, features: list[torch.Tensor], labels: torch.Tensor, present: torch.Tensor,
+                 splits: list[dict[str, torch.Tensor]], generators: list[torch.Generator], standardize: bool):
+        self.features, self.labels, self.present = features, labels, present
+        self.splits, self.generators = splits, generators
+        self.n_runs, self.n_modalities = present.shape[0], present.shape[2]
+        self.device = labels.device
+        self.mean, self.std = [], []  # per modality [R, d]: statistics of each run's present training rows
+        for m, x in enumerate(features):
+            means, stds = [], []
+            for r, split in enumerate(splits):
+                rows = split["train"][present[r, split["train"], m]]
+                ref = x[rows] if len(rows) > 1 else x[split["train"]]
+                if standardize:
+                    means.append(ref.mean(0))
+                    stds.append(ref.std(0).clamp(min=1e-6))
+                else:
+                    means.append(torch.zeros(x.shape[1], device=x.device))
+                    stds.append(torch.ones(x.shape[1], device=x.device))
+            self.mean.append(torch.stack(means))
+            self.std.append(torch.stack(stds))
+
+    def present_at(self, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """present [R, B, M] of the rows idx [R, B] (False at padding)."""
+        runs = torch.arange(self.n_runs, device=idx.device).unsqueeze(1)
+        return self.present[runs, idx] & valid.unsqueeze(-1)
+
+    def inputs(self, m: int, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Standardised features of modality m at rows idx [R, B] -> [R, B, d]; masked cells and padding are 0."""
+        x = (self.features[m][idx] - self.mean[m].unsqueeze(1)) / self.std[m].unsqueeze(1)
+        return x.masked_fill(~self.present_at(idx, valid)[..., m : m + 1], 0.0)
+
+    def rows(self, role: str, where: str = "any") -> list[torch.Tensor]:
+        """Per run, the rows of a split; `where="any"`: only those with at least one modality present."""
+        out = []
+        for r, split in enumerate(self.splits):
+            rows = split[role]
+            out.append(rows[self.present[r, rows].any(dim=1)] if where == "any" else rows)
+        return out
+
+    def padded(self, rows: list[torch.Tensor], size: int | None = None) -> Batch:
+        """Stack per-run row lists of different lengths into idx [R, n] with a validity mask; n is `size` if
+        given (training batches are always padded to the batch size, so that a run draws the same dropout
+        masks whether it is stacked with others or alone), else the longest list."""
+        n_max = size or max(1, max(len(r) for r in rows))
+        idx = torch.zeros(self.n_runs, n_max, dtype=torch.long, device=self.device)
+        valid = torch.zeros(self.n_runs, n_max, dtype=torch.bool, device=self.device)
+        for r, run_rows in enumerate(rows):
+            idx[r, : len(run_rows)] = run_rows
+            valid[r, : len(run_rows)] = True
+        return Batch(idx, valid, self.labels[idx])
+
+    def shuffled_batches(self, rows: list[torch.Tensor], batch_size: int) -> list[Batch]:
+        """One epoch of shuffled mini-batches per run (each run shuffled by its own generator), aligned by
+        position: batch j holds run r's j-th batch, or nothing for runs that have fewer batches."""
+        per_run = [rows_r[torch.randperm(len(rows_r), generator=g).to(rows_r.device)].split(batch_size)
+                   for rows_r, g in zip(rows, self.generators)]
+        n_batches = max(len(b) for b in per_run)
+        empty = rows[0][:0]
+        return [self.padded([b[j] if j < len(b) else empty for b in per_run], batch_size) for j in range(n_batches)]
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the True entries of mask, per run: logits [R, B, C] -> [R] (0 where none)."""
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+    count = mask.sum(dim=1)
+    return (ce * mask).sum(dim=1) / count.clamp(min=1)
+
+
+# ------------------------------------------------------------------------------------------ the interface
 
 
 @dataclass
 class Predictions:
-    """Outputs of `Method.predict` on one split.
+    """Outputs of `Method.predict` on padded rows [R, n].
 
-    unimodal_logits: [M, N, C], each modality's prediction (meaningful where that modality is present).
-    fused_logits: [N, C], the method's multimodal prediction; rows with no modality present are zeros and
-        `has_any` is False there (the trainer predicts them from the training prior).
+    unimodal_logits: [R, M, n, C], each modality's own prediction (meaningful where it is present).
+    fused_logits: [R, n, C], the method's multimodal prediction; zeros where no modality is present.
     """
 
     unimodal_logits: torch.Tensor
     fused_logits: torch.Tensor
-    has_any: torch.Tensor
 
 
 class Method(nn.Module):
-    """Interface of a training method. Subclasses define `fit_epoch` and `predict`."""
+    """Interface of a training method over R stacked runs. Subclasses define `fit_epoch` and `predict`.
+
+    `fit_epoch` returns the mean training loss per run and performs its optimiser steps through
+    `optimizer.step(active)`, where `active` maps each parameter to the runs [R] that take that step."""
 
     name = "base"
 
-    def __init__(self, input_dims: list[int], n_classes: int, train_cfg: dict, method_cfg: dict):
+    def __init__(self, input_dims: list[int], n_classes: int, train_cfg: dict, method_cfg: dict,
+                 generators: list[torch.Generator]):
         super().__init__()
         self.input_dims = list(input_dims)
         self.n_modalities = len(input_dims)
+        self.n_runs = len(generators)
         self.n_classes = n_classes
         self.hidden_dim = train_cfg["hidden_dim"]
         self.encoders = nn.ModuleList(
-            ModalityEncoder(d, train_cfg["hidden_dim"], train_cfg["dropout"]) for d in input_dims)
+            ModalityEncoder(d, train_cfg["hidden_dim"], train_cfg["dropout"], generators) for d in input_dims)
 
-    def fit_epoch(self, features: list[torch.Tensor], present: torch.Tensor, labels: torch.Tensor,
-                  optimizer: torch.optim.Optimizer, batch_size: int, generator: torch.Generator) -> dict:
-        """Train for one epoch; return a dict of floats (e.g. mean loss) for the log."""
+    def fit_epoch(self, data: RunGroup, optimizer: "StackedOptimizer", batch_size: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def set_active_runs(self, active: torch.Tensor) -> None:
+        """Tell the dropout layers which runs take the coming step (only those draw random numbers)."""
+        flags = active.tolist()
+        for module in self.modules():
+            if isinstance(module, StackedDropout):
+                module.active = flags
+
     @torch.no_grad()
-    def predict(self, features: list[torch.Tensor], present: torch.Tensor) -> Predictions:
+    def predict(self, data: RunGroup, batch: Batch) -> Predictions:
         raise NotImplementedError
 
 
 def fuse(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Eq. 6: y_hat_r = sum_m lambda_{m,r} f_m(x_{m,r}). logits [M, B, C], weights [M, B] -> [B, C].
+    """Eq. 6: y_hat = sum_m lambda_m f_m(x_m). logits [..., M, B, C], weights [..., M, B] -> [..., B, C].
 
     Terms with zero weight are dropped rather than multiplied, so a masked modality's output (whatever it is,
     even NaN) cannot reach the fused prediction."""
     weighted = (weights.unsqueeze(-1) * logits).masked_fill((weights == 0).unsqueeze(-1), 0.0)
-    return weighted.sum(dim=0)
+    return weighted.sum(dim=-3)
 
 
-def make_optimizer(parameters, train_cfg: dict) -> torch.optim.Optimizer:
-    if train_cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(parameters, lr=train_cfg["lr"], momentum=train_cfg["momentum"],
-                               weight_decay=train_cfg["weight_decay"], foreach=True)
-    return torch.optim.Adam(parameters, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"], foreach=True)
+# ------------------------------------------------------------------------------------------- optimisers
 
 
-def batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator):
-    """Shuffled mini-batches of `indices` (the last one may be smaller)."""
-    order = indices[torch.randperm(len(indices), generator=generator)]
-    return order.split(batch_size)
+class StackedOptimizer:
+    """SGD (momentum, weight decay) or Adam over stacked parameters, stepping each run only when it is active.
 
+    The update of run r is exactly torch.optim.SGD's / torch.optim.Adam's for that run alone: a parameter that
+    gets no gradient in a run's step (an encoder whose modality is not trained at that step, a run that has
+    run out of batches) is not updated, its momentum does not move and its weight decay is not applied."""
 
-def modality_names(n: int) -> tuple[str, ...]:
-    return MODALITIES[:n]
+    def __init__(self, params: list[nn.Parameter], train_cfg: dict, n_runs: int):
+        self.params = list(params)
+        self.kind = train_cfg["optimizer"]
+        self.lr, self.momentum, self.weight_decay = train_cfg["lr"], train_cfg["momentum"], train_cfg["weight_decay"]
+        self.betas, self.eps = (0.9, 0.999), 1e-8
+        self.state = [{"buf": torch.zeros_like(p), "buf2": torch.zeros_like(p),
+                       "steps": torch.zeros(n_runs, device=p.device)} for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, active: dict[nn.Parameter, torch.Tensor]) -> None:
+        for p, state in zip(self.params, self.state):
+            runs = active.get(p)
+            if p.grad is None or runs is None or not bool(runs.any()):
+                continue
+            state["steps"] += runs.float()
+            if bool(runs.all()):  # the common case: update the whole stacked tensor in place
+                self._update(p, p.grad, state["buf"], state["buf2"], state["steps"], slice(None))
+            else:  # only the active runs' slices: gather, update, scatter back
+                idx = runs.nonzero().flatten()
+                param, buf, buf2 = p[idx], state["buf"][idx], state["buf2"][idx]
+                self._update(param, p.grad[idx], buf, buf2, state["steps"], idx)
+                p[idx], state["buf"][idx], state["buf2"][idx] = param, buf, buf2
+
+    def _update(self, p, grad, buf, buf2, steps, runs) -> None:
+        """torch.optim.SGD / Adam (no amsgrad, no nesterov) on the given runs' slices, in place."""
+        shape = (-1,) + (1,) * (p.dim() - 1)
+        if self.weight_decay:
+            grad = grad.add(p, alpha=self.weight_decay)
+        t = steps[runs].view(shape)
+        if self.kind == "sgd":
+            if not self.momentum:
+                p.sub_(grad, alpha=self.lr)
+                return
+            first = t == 1  # torch's SGD starts the momentum buffer at the gradient
+            if bool(first.any()):
+                buf.copy_(torch.where(first, grad, buf * self.momentum + grad))
+            else:
+                buf.mul_(self.momentum).add_(grad)
+            p.sub_(buf, alpha=self.lr)
+        else:
+            b1, b2 = self.betas
+            buf.mul_(b1).add_(grad, alpha=1 - b1)
+            buf2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            p.sub_((self.lr / (1 - b1**t)) * buf / ((buf2 / (1 - b2**t)).sqrt() + self.eps))
+
+    def set_lr(self, lr: float) -> None:
+        self.lr = lr

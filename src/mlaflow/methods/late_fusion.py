@@ -2,42 +2,50 @@
 own modality; the fused prediction is the average of the unimodal outputs (logits) of the present modalities.
 
 The M independent models are trained in one loop: the loss is the sum of the unimodal cross-entropies, and
-since no parameter is shared the gradients (and SGD/Adam updates) are those of M separate trainings.
-A modality masked for a sample contributes no loss for that sample and is left out of its average.
+since no parameter is shared the gradients (and optimiser updates) are those of M separate trainings.
+A modality masked for a sample contributes no loss for that sample and is left out of its average; a
+modality absent from a whole mini-batch takes no optimiser step.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mlaflow.methods.base import Method, Predictions, batches, fuse
+from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear, fuse, masked_cross_entropy
 
 
 class LateFusion(Method):
     name = "late_fusion"
 
-    def __init__(self, input_dims, n_classes, train_cfg, method_cfg):
-        super().__init__(input_dims, n_classes, train_cfg, method_cfg)
-        self.heads = nn.ModuleList(nn.Linear(self.hidden_dim, n_classes) for _ in input_dims)
+    def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
+        super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
+        self.heads = nn.ModuleList(StackedLinear(self.hidden_dim, n_classes, generators) for _ in input_dims)
 
-    def fit_epoch(self, features, present, labels, optimizer, batch_size, generator):
-        total_loss, n_batches = 0.0, 0
-        for batch in batches(present.any(dim=1).nonzero().flatten(), batch_size, generator):
-            loss = torch.zeros(())
+    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+        loss_sum = torch.zeros(self.n_runs, device=data.device)
+        n_batches = torch.zeros(self.n_runs, device=data.device)
+        for batch in data.shuffled_batches(data.rows("train"), batch_size):
+            active = batch.valid.any(dim=1)
+            self.set_active_runs(active)
+            present = data.present_at(batch.idx, batch.valid)                       # [R, B, M]
+            loss = torch.zeros(self.n_runs, device=data.device)
+            stepping = {}
             for m, (encoder, head) in enumerate(zip(self.encoders, self.heads)):
-                rows = batch[present[batch, m]]
-                if len(rows):
-                    loss = loss + F.cross_entropy(head(encoder(features[m][rows])), labels[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item()
-            n_batches += 1
-        return {"loss": total_loss / max(n_batches, 1)}
+                logits = head(encoder(data.inputs(m, batch.idx, batch.valid)))
+                loss = loss + masked_cross_entropy(logits, batch.labels, present[..., m])
+                runs_with_m = present[..., m].any(dim=1)
+                stepping.update({p: runs_with_m for p in [*encoder.parameters(), *head.parameters()]})
+            optimizer.zero_grad()
+            loss.sum().backward()
+            optimizer.step(stepping)
+            loss_sum += loss.detach() * active
+            n_batches += active
+        return loss_sum / n_batches.clamp(min=1)
 
     @torch.no_grad()
-    def predict(self, features, present):
-        unimodal = torch.stack([h(e(x)) for e, h, x in zip(self.encoders, self.heads, features)])  # [M, N, C]
-        weights = present.T.float() / present.T.sum(dim=0).clamp(min=1)   # average over present modalities
-        return Predictions(unimodal, fuse(unimodal, weights), present.any(dim=1))
+    def predict(self, data: RunGroup, batch: Batch) -> Predictions:
+        unimodal = torch.stack([h(e(data.inputs(m, batch.idx, batch.valid)))
+                                for m, (e, h) in enumerate(zip(self.encoders, self.heads))], dim=1)  # [R, M, n, C]
+        present = data.present_at(batch.idx, batch.valid).permute(0, 2, 1).float()             # [R, M, n]
+        weights = present / present.sum(dim=1, keepdim=True).clamp(min=1)   # average over present modalities
+        return Predictions(unimodal, fuse(unimodal, weights))

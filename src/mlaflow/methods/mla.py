@@ -7,7 +7,7 @@ Implements the paper's section 3 and Algorithm 1 exactly (the released code diff
   An epoch has M * ceil(N / B) steps (N: training samples with any modality), so each modality gets about
   one pass over the data per epoch; each modality cycles through its own shuffled stream.
 - eq. 3-5, head gradient modification: the shared linear head g (weight W [C, s], bias b) is updated with the
-  gradient projected by P_t: grad_W <- grad_W @ P_t (PyTorch stores W as [out, in]: projecting the input
+  gradient projected by P_t: grad_W <- grad_W @ P_t (W is stored as [out, in]: projecting the input
   directions is right-multiplication); the bias has no input direction and is not projected. P_0 = I and at
   t = 0 the gradient is used as is. For t > 0, following Algorithm 1 (lines 5-6), P_t is first computed from
   P_{t-1} and the mean encoder output of the current modality (eq. 4, estimated by the mini-batch mean,
@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from mlaflow.methods.base import Method, Predictions, fuse  # fuse is eq. 6
+from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear, fuse, masked_cross_entropy
 
 
 def rls_update(P: torch.Tensor, h_mean: torch.Tensor, alpha: float) -> torch.Tensor:
     """Eq. 5: P_t = P_{t-1} - q_t h^T P_{t-1},  q_t = P_{t-1} h / (alpha + h^T P_{t-1} h).
 
     P: [s, s], h_mean: [s] (eq. 4, the mean encoder output of the current modality). Returns P_t.
+    Leading batch axes are allowed (P [R, s, s], h_mean [R, s]): one independent update per run.
     """
-    P_h = P @ h_mean                                  # P_{t-1} h           [s]
-    q = P_h / (alpha + h_mean @ P_h)                  # q_t                 [s]
-    return P - torch.outer(q, h_mean @ P)             # P_{t-1} - q_t (h^T P_{t-1})
+    P_h = (P @ h_mean.unsqueeze(-1)).squeeze(-1)                          # P_{t-1} h        [..., s]
+    q = P_h / (alpha + (h_mean * P_h).sum(-1, keepdim=True))             # q_t              [..., s]
+    h_P = (h_mean.unsqueeze(-2) @ P).squeeze(-2)                         # h^T P_{t-1}      [..., s]
+    return P - q.unsqueeze(-1) * h_P.unsqueeze(-2)                        # P_{t-1} - q_t h^T P_{t-1}
 
 
 def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -60,72 +61,74 @@ def dynamic_fusion_weights(logits: torch.Tensor, present: torch.Tensor | None = 
     return torch.nan_to_num(weights, nan=0.0)                          # samples with nothing present
 
 
-class RLSProjector:
-    """Holds the gradient modification matrix P of eq. 3-5 for the shared head's input space."""
-
-    def __init__(self, dim: int, alpha: float, device: torch.device | str = "cpu"):
-        self.alpha = alpha
-        self.P = torch.eye(dim, device=device)  # P_0 = I, reset per run
-
-    def update(self, h_mean: torch.Tensor) -> torch.Tensor:
-        self.P = rls_update(self.P, h_mean.detach().to(self.P.dtype), self.alpha)
-        return self.P
-
-    def project_(self, weight_grad: torch.Tensor) -> None:
-        """Eq. 3 for a linear head: grad_W <- grad_W @ P_t, in place."""
-        weight_grad.copy_(weight_grad @ self.P)
-
-
 class MLA(Method):
     name = "mla"
 
-    def __init__(self, input_dims, n_classes, train_cfg, method_cfg):
-        super().__init__(input_dims, n_classes, train_cfg, method_cfg)
-        self.head = nn.Linear(self.hidden_dim, n_classes)  # g, shared by all modalities
+    def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
+        super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
+        self.head = StackedLinear(self.hidden_dim, n_classes, generators)  # g, shared by all modalities
         self.use_hgm = method_cfg["head_gradient_modification"] == "paper"
         self.fusion = method_cfg["fusion"]
-        self.projector = RLSProjector(self.hidden_dim, method_cfg["alpha"])
-        self.step = 0  # t of eq. 1, counted over the whole run
+        self.alpha = method_cfg["alpha"]
+        # P of eq. 3-5, one per run: P_0 = I, reset per run (not saved with the weights)
+        self.register_buffer("P", torch.eye(self.hidden_dim).repeat(self.n_runs, 1, 1), persistent=False)
+        self.step = [0] * self.n_runs  # t of eq. 1, per run, counted over the whole run
 
-    def _apply(self, fn, *args, **kwargs):  # keep P on the module's device
-        super()._apply(fn, *args, **kwargs)
-        self.projector.P = fn(self.projector.P)
-        return self
-
-    def fit_epoch(self, features, present, labels, optimizer, batch_size, generator):
-        M = self.n_modalities
-        any_present = present.any(dim=1)
-        n_steps = M * -(-int(any_present.sum()) // batch_size)
-        streams = [_CyclingBatches(present[:, m].nonzero().flatten(), batch_size, generator) for m in range(M)]
-        total_loss, n_taken = 0.0, 0
-        for _ in range(n_steps):
-            m = self.step % M                                   # eq. 1
-            batch = streams[m].next()
-            if batch is None:                                   # no training sample has modality m
-                self.step += 1
+    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+        M, R = self.n_modalities, self.n_runs
+        train_rows = data.rows("train")
+        n_steps = [M * -(-len(rows) // batch_size) for rows in train_rows]  # a multiple of M for every run
+        present_train = [data.present[r, rows] for r, rows in enumerate(train_rows)]
+        streams = [[_CyclingBatches(rows[present_train[r][:, m]], batch_size, data.generators[r]) for m in range(M)]
+                   for r, rows in enumerate(train_rows)]
+        loss_sum = torch.zeros(R, device=data.device)
+        n_taken = torch.zeros(R, device=data.device)
+        empty = train_rows[0][:0]
+        for j in range(max(n_steps)):
+            m = j % M                        # eq. 1: every run's t is a multiple of M at the start of an epoch
+            rows, active, t = [], [], []
+            for r in range(R):
+                batch_rows = streams[r][m].next() if j < n_steps[r] else None
+                t.append(self.step[r])
+                self.step[r] += int(j < n_steps[r])
+                rows.append(empty if batch_rows is None else batch_rows)
+                active.append(batch_rows is not None)
+            active = torch.tensor(active, device=data.device)
+            if not bool(active.any()):
                 continue
-            h = self.encoders[m](features[m][batch])            # h_{m_t}(x)
-            loss = F.cross_entropy(self.head(h), labels[batch])  # eq. 2
-            optimizer.zero_grad(set_to_none=True)                # other encoders get no gradient and no step
-            loss.backward()
-            if self.use_hgm and self.step > 0:
-                self.projector.update(h.mean(dim=0))             # eq. 4 (batch mean) and eq. 5
-                self.projector.project_(self.head.weight.grad)   # eq. 3
-            optimizer.step()
-            self.step += 1
-            total_loss += loss.item()
-            n_taken += 1
-        return {"loss": total_loss / max(n_taken, 1)}
+            batch = data.padded(rows, batch_size)
+            self.set_active_runs(active)
+            h = self.encoders[m](data.inputs(m, batch.idx, batch.valid))            # h_{m_t}(x)  [R, B, s]
+            loss = masked_cross_entropy(self.head(h), batch.labels, batch.valid)    # eq. 2, per run
+            optimizer.zero_grad()
+            loss.sum().backward()                                                   # runs are independent
+            if self.use_hgm:
+                project = active & (torch.tensor(t, device=data.device) > 0)
+                valid = batch.valid.unsqueeze(-1).float()
+                h_mean = (h.detach() * valid).sum(1) / valid.sum(1).clamp(min=1)    # eq. 4 (batch mean)
+                gate = project.view(-1, 1, 1)
+                self.P = torch.where(gate, rls_update(self.P, h_mean, self.alpha), self.P)   # eq. 5
+                grad = self.head.weight.grad
+                self.head.weight.grad = torch.where(gate, grad @ self.P, grad)              # eq. 3
+            stepping = [*self.encoders[m].parameters(), *self.head.parameters()]    # other encoders: no step
+            optimizer.step({p: active for p in stepping})
+            loss_sum += loss.detach() * active
+            n_taken += active
+        return loss_sum / n_taken.clamp(min=1)
 
     @torch.no_grad()
-    def predict(self, features, present):
-        unimodal = torch.stack([self.head(enc(x)) for enc, x in zip(self.encoders, features)])  # [M, N, C]
-        mask = present.T                                                                       # [M, N]
+    def predict(self, data: RunGroup, batch: Batch) -> Predictions:
+        unimodal = torch.stack([self.head(enc(data.inputs(m, batch.idx, batch.valid)))
+                                for m, enc in enumerate(self.encoders)], dim=1)       # [R, M, n, C]
+        present = data.present_at(batch.idx, batch.valid).permute(0, 2, 1)             # [R, M, n]
         if self.fusion == "dynamic":
-            weights = dynamic_fusion_weights(unimodal, mask)                                   # eq. 7-8
+            R, M, n, C = unimodal.shape
+            flat = dynamic_fusion_weights(unimodal.transpose(0, 1).reshape(M, R * n, C),
+                                          present.transpose(0, 1).reshape(M, R * n))   # eq. 7-8, per sample
+            weights = flat.view(M, R, n).transpose(0, 1)
         else:
-            weights = mask.float() / mask.sum(dim=0).clamp(min=1)
-        return Predictions(unimodal, fuse(unimodal, weights), present.any(dim=1))           # eq. 6
+            weights = present.float() / present.sum(dim=1, keepdim=True).clamp(min=1)
+        return Predictions(unimodal, fuse(unimodal, weights))                          # eq. 6
 
 
 class _CyclingBatches:
@@ -139,6 +142,6 @@ class _CyclingBatches:
         if len(self.indices) == 0:
             return None
         if not self._pending:
-            order = self.indices[torch.randperm(len(self.indices), generator=self.generator)]
+            order = self.indices[torch.randperm(len(self.indices), generator=self.generator).to(self.indices.device)]
             self._pending = list(order.split(self.batch_size))[::-1]
         return self._pending.pop()

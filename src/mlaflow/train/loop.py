@@ -1,14 +1,17 @@
-"""Training and evaluation of one run (method x missing rate x seed x fold), and of a group of runs in one
-process (one Snakemake job covers all seeds and folds of a method and missing rate).
+"""Training and evaluation of runs (method x missing rate x seed x fold).
 
-Model selection is on the validation split only: after every epoch the fused validation accuracy is measured
-and the best epoch's weights are evaluated once on the test split.
+A Snakemake job covers all seeds and folds of one method at one missing rate, in one process. With
+`train.batch_runs: true` (default) its runs are trained together, stacked (see `mlaflow.methods.base`):
+same results as one run at a time, within float tolerance, and several times faster on small models.
+
+Model selection is on the validation split only: after every epoch the fused validation accuracy of every run
+is measured, and each run's best epoch is evaluated once on the test split.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ from mlaflow.data.masks import read_mask
 from mlaflow.devices import resolve_device
 from mlaflow.io import write_json
 from mlaflow.methods import build_method
-from mlaflow.methods.base import Method, make_optimizer
+from mlaflow.methods.base import Batch, Method, RunGroup, StackedOptimizer
 from mlaflow.params import MODALITIES, RUN_SECTIONS, params_hash
 from mlaflow.provenance import git_commit
 from mlaflow.train.data import Corpus
@@ -28,92 +31,112 @@ from mlaflow.train.metrics import classification_metrics
 log = logging.getLogger(__name__)
 
 
-def standardize(features: list[torch.Tensor], present: torch.Tensor, train_idx: torch.Tensor) -> list[torch.Tensor]:
-    """Z-score each modality with the mean and std of its present training rows; masked cells become 0."""
-    out = []
-    for m, x in enumerate(features):
-        rows = train_idx[present[train_idx, m]]
-        ref = x[rows] if len(rows) > 1 else x[train_idx]
-        mean, std = ref.mean(dim=0), ref.std(dim=0).clamp(min=1e-6)
-        out.append(((x - mean) / std) * present[:, m : m + 1])
-    return out
+@dataclass
+class RunSpec:
+    """One run: its seed (init, shuffles, dropout), mask present [N, M] and split (row indices per role)."""
+
+    seed: int
+    present: np.ndarray
+    split: dict[str, np.ndarray]
 
 
-def evaluate(method: Method, features: list[torch.Tensor], present: torch.Tensor, labels: torch.Tensor,
-             prior_class: int, n_classes: int) -> dict:
-    """Fused and per-modality metrics of `method` on one split.
+def _fused_predictions(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor):
+    """Fused class predictions [R, n]; samples with no modality present get their run's prior class."""
+    pred = method.predict(data, batch)
+    has_any = data.present_at(batch.idx, batch.valid).any(dim=-1)
+    fused = torch.where(has_any, pred.fused_logits.argmax(dim=-1), prior.unsqueeze(1))
+    return pred, fused, has_any
 
-    Samples with no modality present are predicted as `prior_class` (the training split's majority class) and
-    count in the fused metrics. Per-modality accuracy is measured on the samples where that modality is present.
-    """
+
+def _accuracy(fused: torch.Tensor, batch: Batch) -> torch.Tensor:
+    correct = ((fused == batch.labels) & batch.valid).sum(dim=1)
+    return correct / batch.valid.sum(dim=1).clamp(min=1)
+
+
+def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, n_classes: int) -> list[dict]:
+    """Per run: fused metrics (all-missing samples predicted as the prior class, and counted) and each
+    modality's own accuracy on the samples where it is present."""
     method.eval()
-    pred = method.predict(features, present)
-    fused = pred.fused_logits.argmax(dim=1)
-    fused = torch.where(pred.has_any, fused, torch.full_like(fused, prior_class))
-    result = classification_metrics(labels, fused, n_classes)
-    result["per_modality_accuracy"] = {
-        m: classification_metrics(labels[present[:, i]], pred.unimodal_logits[i][present[:, i]].argmax(1),
-                                  n_classes)["accuracy"]
-        for i, m in enumerate(MODALITIES[: present.shape[1]])
-    }
-    result["n"] = int(len(labels))
-    result["share_all_missing"] = float((~pred.has_any).float().mean()) if len(labels) else 0.0
-    return result
+    pred, fused, has_any = _fused_predictions(method, data, batch, prior)
+    present = data.present_at(batch.idx, batch.valid)
+    results = []
+    for r in range(data.n_runs):
+        valid = batch.valid[r]
+        labels = batch.labels[r][valid]
+        result = classification_metrics(labels, fused[r][valid], n_classes)
+        result["per_modality_accuracy"] = {}
+        for m, name in enumerate(MODALITIES[: data.n_modalities]):
+            on = present[r, :, m]
+            result["per_modality_accuracy"][name] = classification_metrics(
+                batch.labels[r][on], pred.unimodal_logits[r, m][on].argmax(dim=-1), n_classes)["accuracy"]
+        result["n"] = int(valid.sum())
+        result["share_all_missing"] = float((~has_any[r][valid]).float().mean()) if result["n"] else 0.0
+        results.append(result)
+    return results
 
 
-def train_run(method_name: str, corpus: Corpus, present_all: np.ndarray, split: dict[str, np.ndarray],
-              params: dict, seed: int) -> dict:
-    """Train one run; return its metrics record (without provenance)."""
+def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: dict) -> list[dict]:
+    """Train the runs in `specs` stacked together; return one metrics record per run (without provenance)."""
     train_cfg = params["train"]
     device = resolve_device(train_cfg["device"], "train.device")
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    generators = [torch.Generator().manual_seed(spec.seed) for spec in specs]
+    data = RunGroup(
+        features=[x.to(device) for x in corpus.features],
+        labels=corpus.labels.to(device),
+        present=torch.from_numpy(np.stack([s.present for s in specs])).to(device),
+        splits=[{role: torch.from_numpy(rows).to(device) for role, rows in s.split.items()} for s in specs],
+        generators=generators,
+        standardize=train_cfg["standardize"],
+    )
+    n_classes, R = len(corpus.class_names), len(specs)
+    method = build_method(method_name, corpus.input_dims, n_classes, params, generators).to(device)
+    optimizer = StackedOptimizer(list(method.parameters()), train_cfg, R)
+    # each run's prior: the majority class of its training samples that have a modality
+    prior = torch.stack([torch.bincount(data.labels[rows], minlength=n_classes).argmax()
+                         for rows in data.rows("train")])
+    val, test = data.padded(data.rows("val", "all")), data.padded(data.rows("test", "all"))
 
-    present = torch.from_numpy(present_all)
-    idx = {role: torch.from_numpy(rows) for role, rows in split.items()}
-    features = corpus.features
-    if train_cfg["standardize"]:
-        features = standardize(features, present, idx["train"])
-    else:
-        features = [x * present[:, m : m + 1] for m, x in enumerate(features)]
-
-    def take(role):
-        rows = idx[role]
-        return [x[rows].to(device) for x in features], present[rows].to(device), corpus.labels[rows].to(device)
-
-    train, val, test = take("train"), take("val"), take("test")
-    n_classes = len(corpus.class_names)
-    train_labels_seen = train[2][train[1].any(dim=1)]
-    prior_class = int(torch.bincount(train_labels_seen, minlength=n_classes).argmax())
-
-    method = build_method(method_name, corpus.input_dims, n_classes, params).to(device)
-    optimizer = make_optimizer(method.parameters(), train_cfg)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, train_cfg["lr_step_epochs"], train_cfg["lr_gamma"])
-
-    best_acc, best_epoch, best_state, curve, losses = -1.0, -1, None, [], []
+    best_acc = torch.full((R,), -1.0, device=device)
+    best_epoch = torch.full((R,), -1, dtype=torch.long, device=device)
+    best_state = {k: v.detach().clone() for k, v in method.named_parameters()}
+    curves, losses = [], []
     started = time.perf_counter()
     for epoch in range(train_cfg["epochs"]):
+        optimizer.set_lr(train_cfg["lr"] * train_cfg["lr_gamma"] ** (epoch // train_cfg["lr_step_epochs"]))
         method.train()
-        losses.append(method.fit_epoch(*train, optimizer, train_cfg["batch_size"], generator)["loss"])
-        scheduler.step()
-        val_acc = evaluate(method, *val, prior_class, n_classes)["accuracy"]
-        curve.append(val_acc)
-        if val_acc > best_acc:
-            best_acc, best_epoch, best_state = val_acc, epoch, copy.deepcopy(method.state_dict())
+        losses.append(method.fit_epoch(data, optimizer, train_cfg["batch_size"]).tolist())
+        method.eval()
+        with torch.no_grad():
+            val_acc = _accuracy(_fused_predictions(method, data, val, prior)[1], val)
+        curves.append(val_acc.tolist())
+        improved = val_acc > best_acc  # strict: the first best epoch wins ties
+        best_acc = torch.where(improved, val_acc, best_acc)
+        best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
+        for name, p in method.named_parameters():
+            gate = improved.view((-1,) + (1,) * (p.dim() - 1))
+            best_state[name] = torch.where(gate, p.detach(), best_state[name])
     train_seconds = time.perf_counter() - started
 
-    method.load_state_dict(best_state)
-    test_metrics = evaluate(method, *test, prior_class, n_classes)
-    return {
-        "metrics": test_metrics,
-        "validation": {"accuracy": best_acc, "best_epoch": best_epoch, "accuracy_curve": curve},
-        "train_loss_curve": losses,
-        "n_train": int(len(idx["train"])), "n_val": int(len(idx["val"])), "n_test": int(len(idx["test"])),
-        "prior_class": corpus.class_names[prior_class],
-        "device": str(device),
-        "train_seconds": train_seconds,
-        "seconds_per_epoch": train_seconds / train_cfg["epochs"],
-    }
+    with torch.no_grad():
+        for name, p in method.named_parameters():
+            p.copy_(best_state[name])
+    test_metrics = evaluate(method, data, test, prior, n_classes)
+    records = []
+    for r, spec in enumerate(specs):
+        records.append({
+            "metrics": test_metrics[r],
+            "validation": {"accuracy": float(best_acc[r]), "best_epoch": int(best_epoch[r]),
+                           "accuracy_curve": [c[r] for c in curves]},
+            "train_loss_curve": [l[r] for l in losses],
+            "n_train": int(len(spec.split["train"])), "n_val": int(len(spec.split["val"])),
+            "n_test": int(len(spec.split["test"])),
+            "prior_class": corpus.class_names[int(prior[r])],
+            "device": str(device),
+            "runs_stacked": R,
+            "train_seconds": train_seconds / R,  # this run's share of the stacked training time
+            "seconds_per_epoch": train_seconds / R / train_cfg["epochs"],
+        })
+    return records
 
 
 def train_group(method_name: str, missing_rate: float, corpus: Corpus, folds_table, masks_path: str | Path,
@@ -122,17 +145,21 @@ def train_group(method_name: str, missing_rate: float, corpus: Corpus, folds_tab
     torch.set_num_threads(params["train"]["threads"])
     run_hash = params_hash(params, RUN_SECTIONS)
     commit = git_commit()
-    for (seed, fold), out_path in sorted(outputs.items()):
-        present = read_mask(masks_path, seed, corpus.utterance_ids)
-        record = train_run(method_name, corpus, present, fold_indices(folds_table, fold), params,
-                           seed=seed * 1000 + fold)
+    keys = sorted(outputs)
+    masks = {seed: read_mask(masks_path, seed, corpus.utterance_ids) for seed in {s for s, _ in keys}}
+    specs = [RunSpec(seed * 1000 + fold, masks[seed], fold_indices(folds_table, fold)) for seed, fold in keys]
+    if params["train"]["batch_runs"]:
+        records = train_runs(method_name, corpus, specs, params)
+    else:
+        records = [record for spec in specs for record in train_runs(method_name, corpus, [spec], params)]
+    for (seed, fold), record in zip(keys, records):
         record.update(method=method_name, missing_rate=missing_rate, seed=seed, fold=fold,
                       mask_protocol=params["masks"]["protocol"], all_missing=params["masks"]["all_missing"],
                       method_params=params["method_params"].get(method_name, {}),
                       params_hash=run_hash, git_commit=commit,
                       encoders={m: {k: corpus.feature_attrs[m].get(k) for k in ("encoder", "pretrained", "model_source")}
                                 for m in MODALITIES})
-        write_json(out_path, record)
-        log.info("%s rate=%.2f seed=%d fold=%d: test acc %.4f (val %.4f at epoch %d, %.1fs)", method_name,
-                 missing_rate, seed, fold, record["metrics"]["accuracy"], record["validation"]["accuracy"],
-                 record["validation"]["best_epoch"], record["train_seconds"])
+        write_json(outputs[(seed, fold)], record)
+        log.info("%s rate=%.2f seed=%d fold=%d: test acc %.4f (val %.4f at epoch %d)", method_name, missing_rate,
+                 seed, fold, record["metrics"]["accuracy"], record["validation"]["accuracy"],
+                 record["validation"]["best_epoch"])
