@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup reproduce test bench clean-results
+.PHONY: setup reproduce test bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,4 @@ test: setup
 bench: setup
 	PATH="$(BIN):$$PATH" python bench/bench_training.py
 	PATH="$(BIN):$$PATH" python bench/bench_extraction.py
+	PATH="$(BIN):$$PATH" python bench/bench_orchestration.py

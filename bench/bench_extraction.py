@@ -93,12 +93,13 @@ def memory_mib(field: str) -> float:
     return float("nan")
 
 
-def run_extraction(modality: str, manifest: pd.DataFrame, model_dir: Path, out: Path, features_cfg: dict) -> dict:
+def run_extraction(modality: str, manifest: pd.DataFrame, model_dir: Path, out: Path, features_cfg: dict,
+                   device: str = "cpu") -> dict:
     from mlaflow.features.extract import extract_features
 
     if out.exists():
         out.unlink()
-    return extract_features(modality, manifest, model_dir, out, features_cfg, params_hash="bench", device="cpu")
+    return extract_features(modality, manifest, model_dir, out, features_cfg, params_hash="bench", device=device)
 
 
 def rss_child(args: argparse.Namespace) -> None:
@@ -170,6 +171,17 @@ def main() -> None:
     print("\nthroughput (CPU, embedded encoders of params.yaml)")
     print(header)
     print("\n".join(lines))
+
+    if torch.cuda.is_available():  # GPU section: same batches on CUDA (fp16 autocast if features.half_precision)
+        print(f"\nGPU: {torch.cuda.get_device_name(0)}, half_precision={features_cfg['half_precision']}")
+        for modality in args.modalities.split(","):
+            model_dir = work / "models" / modality
+            cpu = run_extraction(modality, manifest, model_dir, work / f"{modality}.h5", features_cfg)
+            gpu = run_extraction(modality, manifest, model_dir, work / f"{modality}_gpu.h5", features_cfg, "cuda")
+            print(f"{modality:8} utt/s cuda {gpu['utterances_per_second']:.1f} ({gpu['dtype']}) vs cpu "
+                  f"{cpu['utterances_per_second']:.1f}: {gpu['utterances_per_second'] / cpu['utterances_per_second']:.1f}x")
+    else:
+        print("\nno CUDA device: GPU section skipped")
 
     print(f"\npeak RSS of a fresh extraction process at corpus sizes {sizes}")
     for modality in args.modalities.split(","):

@@ -361,12 +361,3 @@ def test_a_damaged_or_foreign_partial_file_is_not_trusted(tmp_path, corpus, mode
 def test_missing_model_directory_is_a_params_error(tmp_path, corpus):
     with pytest.raises(ParamsError, match="features.visual.model.*does not exist"):
         extract_features("visual", corpus, tmp_path / "nowhere", tmp_path / "v.h5", tiny_features_cfg(), "h")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """One intra-op thread: tiny models gain nothing from more, and spinning threads slow a shared CPU down."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,26 +13,12 @@ import pytest
 import yaml
 
 from mlaflow import params as P
+from tiny_workflow import copy_workflow, tiny_params
 
 pytestmark = pytest.mark.integration
 
 REPO = P.REPO_ROOT
 BIN = Path(sys.executable).parent
-
-
-def tiny_params() -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["corpus"]["embedded"].update(sessions=3, dialogs_per_session=2, utterances_per_dialog=12,
-                                        frames_per_utterance=2, image_size=32, max_duration_s=1.2)
-    params["features"]["text"].update(dim=32, batch_size=16, embedded={"num_layers": 1, "num_heads": 2,
-                                                                       "intermediate_size": 32})
-    params["features"]["audio"].update(dim=32, batch_size=8, embedded={"conv_dim": [16, 32], "hidden_size": 32,
-                                                                        "num_layers": 1, "num_heads": 2})
-    params["features"]["visual"].update(image_size=32)
-    params["splits"]["folds"] = [1, 2]
-    params["masks"]["missing_rates"] = [0.0, 0.5]
-    params["train"].update(seeds=[0, 1], epochs=2)
-    return params
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -47,11 +32,8 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mlaflow")
-    for item in ("Snakefile", "dvc.yaml", ".dvcignore", "workflow", "profiles", "src", "data/reference"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / item,
-                                                            **({"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    copy_workflow(REPO, root)
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(REPO), sort_keys=False))
     run(["git", "init", "-q"], root)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root)
@@ -99,10 +81,8 @@ def test_training_param_change_reruns_only_what_depends_on_it(workspace):
 
 
 def test_wrong_param_fails_before_any_job(tmp_path):
-    for item in ("Snakefile", "workflow", "src", "data/reference"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / item)
-    params = tiny_params()
+    copy_workflow(REPO, tmp_path, items=("Snakefile", "workflow", "src", "data/reference"))
+    params = tiny_params(REPO)
     params["train"]["epochz"] = 3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run([str(BIN / "snakemake"), "-n"], tmp_path, check=False)
