@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from mlaflow.data.folds import fold_indices, make_folds
-from mlaflow.data.masks import bernoulli_mask, mask_stats, read_mask, write_masks
+from mlaflow.data.masks import bernoulli_mask, cpm_mask, draw_mask, mask_stats, read_mask, write_masks
 from mlaflow.errors import InputError, ParamsError
 
 
@@ -73,3 +73,26 @@ def test_folds_leave_one_session_out_with_stratified_validation():
 def test_fold_for_missing_session_names_the_key():
     with pytest.raises(ParamsError, match="splits.folds"):
         make_folds(_manifest()[lambda d: d.session < 5], [5], 0.1, 0)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.5, 0.6])
+def test_cpm_masks_keep_a_modality_and_hit_the_target_fraction(rate):
+    present = cpm_mask(5531, rate, seed=0)
+    assert present.any(axis=1).all()                     # never every modality of a sample
+    assert abs((1 - present.mean()) - rate) < 0.005        # the protocol's tolerance
+    assert np.array_equal(present, cpm_mask(5531, rate, seed=0))
+    assert not np.array_equal(present, cpm_mask(5531, rate, seed=1))
+
+
+def test_cpm_at_high_rates_keeps_exactly_one_modality_per_sample():
+    present = cpm_mask(3000, 0.7, seed=0)
+    assert (present.sum(axis=1) == 1).all()
+    assert 1 - present.mean() == pytest.approx(2 / 3)      # the real fraction is 0.667, not 0.7
+    assert np.bincount(present.argmax(1), minlength=3).min() > 900  # the kept modality is chosen uniformly
+
+
+def test_draw_mask_dispatches_on_the_protocol():
+    assert np.array_equal(draw_mask("bernoulli", 100, 0.3, 2), bernoulli_mask(100, 0.3, 2))
+    assert np.array_equal(draw_mask("cpm", 100, 0.3, 2), cpm_mask(100, 0.3, 2))
+    with pytest.raises(ValueError):
+        draw_mask("other", 100, 0.3, 2)

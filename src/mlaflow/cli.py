@@ -50,11 +50,11 @@ def _folds(args, params):
 def _masks(args, params):
     import pandas as pd
 
-    from mlaflow.data.masks import bernoulli_mask, mask_stats, write_masks
+    from mlaflow.data.masks import draw_mask, mask_stats, write_masks
 
     ids = pd.read_csv(args.manifest, dtype={"utterance_id": str})["utterance_id"].tolist()
     cfg = params["masks"]
-    masks = {seed: bernoulli_mask(len(ids), args.missing_rate, seed, cfg["all_missing"])
+    masks = {seed: draw_mask(cfg["protocol"], len(ids), args.missing_rate, seed, cfg["all_missing"])
              for seed in params["train"]["seeds"]}
     for seed, present in masks.items():
         log.info("missing_rate=%.2f seed=%d: %s", args.missing_rate, seed, mask_stats(present))

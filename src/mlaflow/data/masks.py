@@ -10,6 +10,12 @@ stay as drawn (the paper's words): training ignores them, and at evaluation they
 training split's majority class, so no method can look better by dropping them. With `all_missing: redraw`
 their rows are drawn again until one modality is present (then the real missing fraction is below eta;
 the artefact records it).
+
+Protocol `cpm` is the one all public code of this line of work used (CPM-Net's `get_sn`, copied into MLA's
+repository), reimplemented here: every sample keeps one modality chosen uniformly, further modalities are
+drawn so that the overall fraction of missing cells is eta within 0.005 (redrawing the whole mask until it
+is); for eta >= 1 - 1/M every sample keeps exactly one modality (at M = 3, eta = 0.7 gives 0.667 missing).
+As in `get_sn`, the Bernoulli probabilities are quantised to whole percent.
 """
 from __future__ import annotations
 
@@ -39,6 +45,41 @@ def bernoulli_mask(n_samples: int, missing_rate: float, seed: int, all_missing: 
     elif all_missing != "prior":
         raise ValueError(f"unknown all_missing policy {all_missing!r}")
     return present
+
+
+def cpm_mask(n_samples: int, missing_rate: float, seed: int, n_modalities: int = len(MODALITIES),
+             tolerance: float = 0.005) -> np.ndarray:
+    """CPM-Net's protocol: present[N, M] with at least one modality per sample and a missing fraction of
+    `missing_rate` within `tolerance` (or exactly one modality per sample when missing_rate >= 1 - 1/M)."""
+    rng = np.random.default_rng([seed, round(missing_rate * 1000), 1])
+    present_rate = 1.0 - missing_rate
+    n_cells = n_samples * n_modalities
+    keep_one = np.zeros((n_samples, n_modalities), dtype=bool)
+    if present_rate <= 1.0 / n_modalities:
+        keep_one[np.arange(n_samples), rng.integers(0, n_modalities, n_samples)] = True
+        return keep_one
+    if present_rate >= 1.0:
+        return np.ones((n_samples, n_modalities), dtype=bool)
+    while True:
+        keep_one[:] = False
+        keep_one[np.arange(n_samples), rng.integers(0, n_modalities, n_samples)] = True
+        extra = n_cells * present_rate - n_samples  # cells to add on top of the guaranteed ones
+        draw = rng.integers(0, 100, (n_samples, n_modalities)) < int(extra / n_cells * 100)
+        overlap = np.sum(draw & keep_one)  # draws that land on a kept cell add nothing: scale the rate up
+        extra_corrected = extra / (1 - overlap / extra)
+        draw = rng.integers(0, 100, (n_samples, n_modalities)) < int(extra_corrected / n_cells * 100)
+        present = draw | keep_one
+        if abs(present.mean() - present_rate) < tolerance:
+            return present
+
+
+def draw_mask(protocol: str, n_samples: int, missing_rate: float, seed: int, all_missing: str = "prior") -> np.ndarray:
+    """The mask of one (missing rate, seed) under `masks.protocol`."""
+    if protocol == "bernoulli":
+        return bernoulli_mask(n_samples, missing_rate, seed, all_missing)
+    if protocol == "cpm":
+        return cpm_mask(n_samples, missing_rate, seed)  # never removes every modality: all_missing is moot
+    raise ValueError(f"unknown mask protocol {protocol!r}")
 
 
 def mask_stats(present: np.ndarray) -> dict:
