@@ -16,12 +16,21 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
 
-localrules: all, features, manifest, folds, masks, report
+localrules: all, main, features, manifest, folds, masks, summary, report
 
 
 rule all:
+    """Everything: the main grid, the fidelity experiment and the report."""
     input:
+        SUMMARY_OUTPUTS,
         REPORT_OUTPUTS,
+
+
+rule main:
+    """The main grid (methods x missing rates x seeds x folds), its metrics and plots, and every mask."""
+    input:
+        SUMMARY_OUTPUTS,
+        MASK_FILES,
 
 
 rule features:

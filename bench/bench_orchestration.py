@@ -26,7 +26,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-OUTPUTS = ("dvc.lock", "reports/metrics.json", "reports/report.md", "data/features", "data/runs", "data/splits")
+OUTPUTS = ("dvc.lock", "reports/metrics.json", "reports/fidelity.json", "reports/report.md", "data/features", "data/runs",
+           "data/fidelity", "data/splits")
 
 
 def tool(name: str) -> str:

@@ -7,7 +7,10 @@ import torch
 from mlaflow.methods.base import RunGroup, StackedOptimizer
 from mlaflow.methods.mla import MLA, dynamic_fusion_weights, prediction_entropy, rls_update
 
-TRAIN_CFG = {"hidden_dim": 4, "dropout": 0.0}
+TRAIN_CFG = {"hidden_dim": 4, "dropout": 0.0, "batch_size": 8}
+PAPER_MLA = {"alpha": 1.0, "alpha_schedule": "constant", "head_gradient_modification": "paper",
+             "alternation": "per_step", "fusion": "per_sample",
+             "fixed_weights": {"audio": 0.35, "visual": 0.25, "text": 0.40}}
 
 
 def test_eq5_rls_update_identity_hand_computed():
@@ -87,9 +90,9 @@ def _toy_data(n=20, seed=0, n_runs=1, present=None):
     return data, generators
 
 
-def _toy_mla(generators, hgm="paper", alpha=1.0):
+def _toy_mla(generators, hgm="paper", alpha=1.0, **options):
     return MLA([3, 2, 5], n_classes=3, train_cfg=TRAIN_CFG,
-               method_cfg={"alpha": alpha, "head_gradient_modification": hgm, "fusion": "dynamic"},
+               method_cfg={**PAPER_MLA, "alpha": alpha, "head_gradient_modification": hgm, **options},
                generators=generators)
 
 
@@ -106,7 +109,7 @@ def test_eq1_alternation_one_modality_per_step_in_order():
         enc.register_forward_hook(lambda mod, inp, out, m=m: calls.append(m))
     model.fit_epoch(data, _sgd(model), batch_size=8)
     assert calls == [t % 3 for t in range(3 * math.ceil(20 / 8))]  # m_t = t mod M, one encoder per step
-    assert model.step == [9]
+    assert model.step.tolist() == [9]
 
 
 def test_eq2_each_step_gives_gradients_to_the_current_encoder_and_the_head_only():
@@ -151,7 +154,7 @@ def test_eq3_head_gradient_is_projected_by_P_t_and_bias_is_not():
         W, b = W - lr * grad_W, b - lr * b_.grad
     # the rows of a batch come shuffled; the mean and the mean loss do not depend on the order
     model.fit_epoch(data, opt, batch_size=6)
-    assert model.step == [3]
+    assert model.step.tolist() == [3]
     assert torch.allclose(model.P[0], P, atol=1e-6)
     assert torch.allclose(model.head.weight[0], W, atol=1e-6)
     assert torch.allclose(model.head.bias[0], b, atol=1e-6)

@@ -58,6 +58,23 @@ def test_workflow_produces_the_report(workspace):
     assert (workspace / "reports" / "figures" / "accuracy_vs_missing_rate.png").stat().st_size > 1000
 
 
+def test_workflow_produces_the_fidelity_section(workspace):
+    # tiny fidelity grid: released_code MLA at 0.5, late fusion under cpm masks at 0.0 and 0.5
+    # (at 0.0 the cpm masks remove nothing: those cells are the main grid's runs, not retrained)
+    assert len(list((workspace / "data" / "fidelity" / "released_code" / "mla").rglob("*.json"))) == 4
+    assert len(list((workspace / "data" / "fidelity" / "masks_cpm" / "late_fusion").rglob("*.json"))) == 4
+    report = (workspace / "reports" / "report.md").read_text()
+    assert "## Fidelity" in report and "released_code **(optimistic)**" in report
+    assert "Optimism of test-set model selection" in report and "| late_fusion | cpm |" in report
+    metrics = json.loads((workspace / "reports" / "fidelity.json").read_text())
+    assert set(metrics["fidelity"]) == {"released_code", "per_batch_fusion", "fixed_fusion", "test_set_selection"}
+    assert metrics["fidelity"]["test_set_selection"]["r50"]["delta_mean"] >= 0
+    assert set(metrics["optimism"]) == {"mla", "late_fusion"}
+    assert set(metrics["by_protocol"]) == {"bernoulli", "cpm"}
+    effects = (workspace / "reports" / "plots" / "fidelity_effects.csv").read_text().splitlines()
+    assert effects[0].startswith("missing_rate,released_code") and len(effects) == 2
+
+
 def test_second_repro_does_nothing(workspace):
     out = run(["dvc", "repro"], workspace).stdout
     assert "didn't change" in out and "Running stage" not in out
@@ -65,7 +82,7 @@ def test_second_repro_does_nothing(workspace):
 
 
 def test_training_param_change_reruns_only_what_depends_on_it(workspace):
-    masks = sorted((workspace / "data" / "splits" / "masks").glob("*.h5"))
+    masks = sorted((workspace / "data" / "splits" / "masks").rglob("*.h5"))
     features = sorted((workspace / "data" / "features").glob("*.h5"))
     before = {p: p.stat().st_mtime_ns for p in masks + features}
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], workspace)
@@ -75,6 +92,7 @@ def test_training_param_change_reruns_only_what_depends_on_it(workspace):
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], workspace).stdout
     assert "Running stage 'experiments'" in out and "Running stage 'features'" not in out
+    assert "Running stage 'fidelity'" in out
     assert {p: p.stat().st_mtime_ns for p in masks + features} == before  # masks and features kept
     diff = run(["dvc", "metrics", "diff", "--json"], workspace).stdout
     assert json.loads(diff)  # the metrics changed and DVC shows it

@@ -54,11 +54,12 @@ def _masks(args, params):
 
     ids = pd.read_csv(args.manifest, dtype={"utterance_id": str})["utterance_id"].tolist()
     cfg = params["masks"]
-    masks = {seed: draw_mask(cfg["protocol"], len(ids), args.missing_rate, seed, cfg["all_missing"])
+    protocol = args.protocol or cfg["protocol"]
+    masks = {seed: draw_mask(protocol, len(ids), args.missing_rate, seed, cfg["all_missing"])
              for seed in params["train"]["seeds"]}
     for seed, present in masks.items():
         log.info("missing_rate=%.2f seed=%d: %s", args.missing_rate, seed, mask_stats(present))
-    write_masks(args.out, ids, masks, args.missing_rate, cfg["protocol"], cfg["all_missing"])
+    write_masks(args.out, ids, masks, args.missing_rate, protocol, cfg["all_missing"])
 
 
 def _build_encoder(args, params):
@@ -85,6 +86,7 @@ def _train(args, params):
     from mlaflow.train.data import load_corpus
     from mlaflow.train.loop import train_group
 
+    params = params_mod.variant_params(params, args.variant)
     feature_paths = dict(zip(params_mod.MODALITIES, args.features))
     corpus = load_corpus(args.manifest, feature_paths, params)
     folds_table = pd.read_csv(args.folds, dtype={"utterance_id": str})
@@ -95,7 +97,14 @@ def _train(args, params):
     runs = [(seed, fold) for seed in params["train"]["seeds"] for fold in params["splits"]["folds"]]
     if len(args.out) != len(runs):
         raise SystemExit(f"expected {len(runs)} output paths (seeds x folds), got {len(args.out)}")
-    train_group(args.method, args.missing_rate, corpus, folds_table, args.masks, dict(zip(runs, args.out)), params)
+    train_group(args.method, args.missing_rate, corpus, folds_table, args.masks, dict(zip(runs, args.out)), params,
+                args.variant)
+
+
+def _summary(args, params):
+    from mlaflow.report.build import build_summary
+
+    build_summary(args.runs, params, Path(args.out_dir))
 
 
 def _report(args, params):
@@ -127,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("masks", help="missing-modality masks for one missing rate and every seed")
     p.add_argument("--manifest", required=True)
     p.add_argument("--missing-rate", type=float, required=True)
+    p.add_argument("--protocol", choices=params_mod.MASK_PROTOCOLS, default=None,
+                   help="mask protocol (default: masks.protocol)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_masks)
 
@@ -150,10 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", nargs=3, required=True, metavar=("AUDIO", "VISUAL", "TEXT"))
     p.add_argument("--folds", required=True)
     p.add_argument("--masks", required=True)
+    p.add_argument("--variant", default=params_mod.PAPER_VARIANT,
+                   help="a fidelity variant: paper (default), a name under fidelity.variants, or masks_<protocol>")
     p.add_argument("--out", nargs="+", required=True, help="one metrics JSON per (seed, fold), seeds outer")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("report", help="aggregate run metrics into reports/")
+    p = sub.add_parser("summary", help="the main grid's metrics and plots (reports/metrics.json, plots/)")
+    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--out-dir", default="reports")
+    p.set_defaults(func=_summary)
+
+    p = sub.add_parser("report", help="reports/report.md, with the fidelity section and its metrics")
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--features", nargs=3, required=True)
     p.add_argument("--masks", nargs="+", required=True)

@@ -43,6 +43,21 @@ def validate(params: dict) -> dict:
     emb = params["corpus"]["embedded"]
     if emb["min_duration_s"] > emb["max_duration_s"]:
         raise ParamsError("corpus.embedded.min_duration_s", "larger than max_duration_s")
+    fidelity = params["fidelity"]
+    if fidelity["enabled"]:
+        # the fidelity experiment compares against the main grid's runs, so those must exist
+        needed = {"methods": ["mla", *fidelity["protocol_methods"]]}
+        for method in needed["methods"]:
+            if method not in params["methods"]:
+                raise ParamsError("methods", f"the fidelity experiment needs {method!r} in the main grid",
+                                  f"add {method!r} to methods, or set fidelity.enabled: false")
+        for rate in fidelity["missing_rates"]:
+            if rate not in params["masks"]["missing_rates"]:
+                raise ParamsError("fidelity.missing_rates", f"{rate} is not in masks.missing_rates",
+                                  "use rates of the main grid (its MLA runs are the paper baseline)")
+        for name in fidelity["variants"]:
+            if name == "paper" or name.startswith("masks_"):
+                raise ParamsError(f"fidelity.variants.{name}", "reserved variant name", "choose another name")
     return params
 
 
@@ -81,3 +96,58 @@ def get(params: dict, dotted: str) -> Any:
     for part in dotted.split("."):
         node = node[part]
     return node
+
+
+# ------------------------------------------------------------------------------------ fidelity variants
+# A variant is a named set of overrides of the paper default (params.yaml `fidelity.variants`), applied to
+# method_params.mla, train and masks. "paper" is the main grid itself; "masks_<protocol>" trains the
+# protocol_methods under the mask protocol other than masks.protocol.
+
+PAPER_VARIANT = "paper"
+MASK_PROTOCOLS = ("bernoulli", "cpm")
+
+
+def other_protocol(params: dict) -> str:
+    return next(p for p in MASK_PROTOCOLS if p != params["masks"]["protocol"])
+
+
+def variant_params(params: dict, variant: str) -> dict:
+    """params with the variant's overrides applied (a deep copy; `params` is not changed)."""
+    out = json.loads(json.dumps(params))
+    if variant == PAPER_VARIANT:
+        return out
+    if variant.startswith("masks_") and variant[len("masks_"):] in MASK_PROTOCOLS:
+        out["masks"]["protocol"] = variant[len("masks_"):]
+        return out
+    if variant not in params["fidelity"]["variants"]:
+        raise ParamsError("fidelity.variants", f"unknown variant {variant!r}",
+                          f"use one of {sorted(params['fidelity']['variants'])}")
+    overrides = params["fidelity"]["variants"][variant]
+    out["method_params"]["mla"].update(overrides.get("mla", {}))
+    out["train"].update(overrides.get("train", {}))
+    out["masks"].update(overrides.get("masks", {}))
+    return out
+
+
+def same_as_paper(params: dict, variant: str, missing_rate: float) -> bool:
+    """True where a variant's runs would equal the paper runs exactly: at missing rate 0 nothing is masked, so a
+    variant that only changes how masks are drawn or fed (masks.protocol, train.masked_input) changes nothing."""
+    if missing_rate != 0:
+        return False
+    if variant.startswith("masks_"):
+        return True
+    overrides = params["fidelity"]["variants"].get(variant, {})
+    return not overrides.get("mla") and set(overrides.get("train", {})) <= {"masked_input"}
+
+
+def fidelity_grid(params: dict) -> list[tuple[str, str, list[float]]]:
+    """The runs the fidelity experiment trains beyond the main grid: (variant, method, missing rates). Cells that
+    would equal the paper runs (`same_as_paper`) are not trained; the report uses the paper runs there."""
+    fidelity = params["fidelity"]
+    if not fidelity["enabled"]:
+        return []
+    grid = [(name, "mla", fidelity["missing_rates"]) for name in fidelity["variants"]]
+    masks_variant = f"masks_{other_protocol(params)}"
+    grid += [(masks_variant, method, params["masks"]["missing_rates"]) for method in fidelity["protocol_methods"]]
+    return [(variant, method, [r for r in rates if not same_as_paper(params, variant, r)])
+            for variant, method, rates in grid]

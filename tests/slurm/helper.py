@@ -66,8 +66,8 @@ def workspace(args) -> None:
 
 def compare(args) -> None:
     a, b = Path(args.a), Path(args.b)
-    runs_a = sorted(p.relative_to(a) for p in (a / "data" / "runs").rglob("*.json"))
-    runs_b = sorted(p.relative_to(b) for p in (b / "data" / "runs").rglob("*.json"))
+    runs_a = sorted(p.relative_to(a) for d in ("runs", "fidelity") for p in (a / "data" / d).rglob("*.json"))
+    runs_b = sorted(p.relative_to(b) for d in ("runs", "fidelity") for p in (b / "data" / d).rglob("*.json"))
     if not runs_a or runs_a != runs_b:
         sys.exit(f"compare: different run files:\n  {a}: {[str(p) for p in runs_a]}\n  {b}: {[str(p) for p in runs_b]}")
     for rel in runs_a:

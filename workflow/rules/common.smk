@@ -15,11 +15,14 @@ FOLDS = config["splits"]["folds"]
 EMBEDDED = config["corpus"]["kind"] == "embedded"
 CORPUS_ROOT = config["corpus"]["root"]
 GPUS = config["resources"]["gpu_per_job"]
+PROTOCOL = config["masks"]["protocol"]
 
 
 wildcard_constraints:
     modality="|".join(MODALITIES),
     method="[a-z_]+",
+    variant="[a-z0-9_]+",
+    protocol="|".join(P.MASK_PROTOCOLS),
     rate=r"\d\.\d\d",
 
 
@@ -42,19 +45,39 @@ def feature_path(modality):
     return config["features"][modality]["precomputed"] or f"data/features/{modality}.h5"
 
 
-def run_files(method, rate):
-    return expand("data/runs/{method}/missing_{rate}/seed{seed}_fold{fold}.json",
-                  method=method, rate=rate, seed=SEEDS, fold=FOLDS)
+def run_files(variant, method, rate):
+    """One metrics JSON per (seed, fold). The main grid (variant "paper") is under data/runs, the fidelity
+    experiment's variants (see mlaflow.params.variant_params) under data/fidelity: two DVC stages."""
+    root = "data/runs" if variant == P.PAPER_VARIANT else "data/fidelity/{variant}"
+    return expand(root + "/{method}/missing_{rate}/seed{seed}_fold{fold}.json",
+                  variant=variant, method=method, rate=rate, seed=SEEDS, fold=FOLDS)
 
 
-ALL_RUN_FILES = [f for method in METHODS for rate in RATES for f in run_files(method, rate)]
-MASK_FILES = expand("data/splits/masks/missing_{rate}.h5", rate=RATES)
-REPORT_OUTPUTS = [
+def mask_file(protocol, rate):
+    return f"data/splits/masks/{protocol}/missing_{rate}.h5"
+
+
+MAIN_RUN_FILES = [f for method in METHODS for rate in RATES for f in run_files(P.PAPER_VARIANT, method, rate)]
+FIDELITY_RUN_FILES = [f for variant, method, rates in P.fidelity_grid(config) for rate in rates
+                      for f in run_files(variant, method, P.format_rate(rate))]
+MAIN_MASK_FILES = [mask_file(PROTOCOL, rate) for rate in RATES]
+# every mask file, the fidelity experiment's included: all made in the main stage (data/splits is its output)
+MASK_FILES = sorted(set(MAIN_MASK_FILES) | {
+    mask_file(P.variant_params(config, variant)["masks"]["protocol"], P.format_rate(rate))
+    for variant, _, rates in P.fidelity_grid(config) for rate in rates})
+SUMMARY_OUTPUTS = [
     "reports/metrics.json",
-    "reports/report.md",
     "reports/plots/accuracy_vs_missing_rate.csv",
     "reports/figures/accuracy_vs_missing_rate.png",
 ]
+REPORT_OUTPUTS = ["reports/report.md"]
+if config["fidelity"]["enabled"]:
+    REPORT_OUTPUTS += [
+        "reports/fidelity.json",
+        "reports/plots/fidelity_effects.csv",
+        "reports/plots/accuracy_vs_missing_rate_by_protocol.csv",
+        "reports/figures/accuracy_vs_missing_rate_by_protocol.png",
+    ]
 
 
 # Input and params functions of wildcards (named functions rather than lambdas in rules).
@@ -66,5 +89,17 @@ def modality_cfg(wildcards):
     return config["features"][wildcards.modality]
 
 
+def variant_of(wildcards):
+    return getattr(wildcards, "variant", P.PAPER_VARIANT)  # the main grid's rule has no variant wildcard
+
+
 def method_cfg(wildcards):
-    return config["method_params"][wildcards.method]
+    return P.variant_params(config, variant_of(wildcards))["method_params"][wildcards.method]
+
+
+def variant_train_cfg(wildcards):
+    return P.variant_params(config, variant_of(wildcards))["train"]
+
+
+def variant_masks(wildcards):
+    return mask_file(P.variant_params(config, variant_of(wildcards))["masks"]["protocol"], wildcards.rate)

@@ -16,18 +16,19 @@ rule folds:
 
 
 rule masks:
-    """Missing-modality masks of one missing rate, one per seed, same rate on train/val/test."""
+    """Missing-modality masks of one protocol and missing rate, one per seed, same rate on train/val/test."""
     input:
         manifest="data/manifest/manifest.csv",
         code=code("data"),
     output:
-        "data/splits/masks/missing_{rate}.h5",
+        "data/splits/masks/{protocol}/missing_{rate}.h5",
     params:
-        masks=config["masks"],
+        all_missing=config["masks"]["all_missing"],
         seeds=SEEDS,
     log:
-        "logs/masks/missing_{rate}.log",
+        "logs/masks/{protocol}/missing_{rate}.log",
     benchmark:
-        "benchmarks/masks/missing_{rate}.tsv"
+        "benchmarks/masks/{protocol}/missing_{rate}.tsv"
     shell:
-        "{MLAFLOW} masks --manifest {input.manifest} --missing-rate {wildcards.rate} --out {output} > {log} 2>&1"
+        "{MLAFLOW} masks --manifest {input.manifest} --protocol {wildcards.protocol} --missing-rate {wildcards.rate}"
+        " --out {output} > {log} 2>&1"

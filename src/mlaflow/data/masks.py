@@ -106,11 +106,15 @@ def write_masks(path: str | Path, utterance_ids: list[str], masks_by_seed: dict[
                     ds.attrs[key] = value
 
 
-def read_mask(path: str | Path, seed: int, utterance_ids: list[str]) -> np.ndarray:
+def read_mask(path: str | Path, seed: int, utterance_ids: list[str], protocol: str | None = None) -> np.ndarray:
+    """present [N, M] of one seed, checked against the manifest's ids (and the expected protocol, if given)."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "mask file not found", "run `snakemake masks` (or dvc repro) to generate masks")
     with h5py.File(path, "r") as f:
+        if protocol is not None and f.attrs.get("protocol") != protocol:
+            raise InputError(path, f"masks drawn under protocol {f.attrs.get('protocol')!r}, expected {protocol!r}",
+                             "pass the mask file of the run's protocol (data/splits/masks/<protocol>/)")
         ids = [s.decode() if isinstance(s, bytes) else s for s in f["ids"][()]]
         if ids != list(utterance_ids):
             raise InputError(path, "mask ids do not match the manifest's utterances",

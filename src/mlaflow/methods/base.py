@@ -8,8 +8,10 @@ standardisation, and the optimiser updates a run only at the steps where that ru
 runs stacked give the same numbers (within float tolerance) as R runs one after another, only faster.
 
 A method sees the data through `RunGroup`, which gathers mini-batches of every run from the shared feature
-tensors (features stay in memory, once, whatever R is). A masked (sample, modality) cell is never read:
-methods select present rows before encoding, and `RunGroup.inputs` zero-fills masked cells as a safeguard.
+tensors (features stay in memory, once, whatever R is). With `train.masked_input: skip` (default) a masked
+(sample, modality) cell is never read: methods select present rows before encoding, and `RunGroup.inputs`
+zero-fills masked cells as a safeguard. With `zero_fill` (the released MLA code's way) the method is not told:
+it sees every modality as present, and a masked cell's raw features are zeros.
 """
 from __future__ import annotations
 
@@ -85,11 +87,17 @@ class Batch:
 
 class RunGroup:
     """The data of R runs that share one corpus: features [N, d_m] per modality (shared), and per run its
-    mask present [R, N, M], its split (row indices per role), standardisation statistics and generator."""
+    mask [R, N, M], its split (row indices per role), standardisation statistics and generator.
+
+    `observed` is the real mask; `present` is what the method is told: the same tensor with
+    masked_input="skip", all True with "zero_fill" (masked cells then read as raw zeros)."""
 
     def __init__(self, features: list[torch.Tensor], labels: torch.Tensor, present: torch.Tensor,
-                 splits: list[dict[str, torch.Tensor]], generators: list[torch.Generator], standardize: bool):
-        self.features, self.labels, self.present = features, labels, present
+                 splits: list[dict[str, torch.Tensor]], generators: list[torch.Generator], standardize: bool,
+                 masked_input: str = "skip"):
+        self.features, self.labels, self.observed = features, labels, present
+        self.zero_fill = masked_input == "zero_fill"
+        self.present = torch.ones_like(present) if self.zero_fill else present
         self.splits, self.generators = splits, generators
         self.n_runs, self.n_modalities = present.shape[0], present.shape[2]
         self.device = labels.device
@@ -109,13 +117,22 @@ class RunGroup:
             self.std.append(torch.stack(stds))
 
     def present_at(self, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """present [R, B, M] of the rows idx [R, B] (False at padding)."""
+        """present [R, B, M] (what the method is told) of the rows idx [R, B] (False at padding)."""
         runs = torch.arange(self.n_runs, device=idx.device).unsqueeze(1)
         return self.present[runs, idx] & valid.unsqueeze(-1)
 
+    def observed_at(self, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The real mask [R, B, M] of the rows idx [R, B] (False at padding)."""
+        runs = torch.arange(self.n_runs, device=idx.device).unsqueeze(1)
+        return self.observed[runs, idx] & valid.unsqueeze(-1)
+
     def inputs(self, m: int, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Standardised features of modality m at rows idx [R, B] -> [R, B, d]; masked cells and padding are 0."""
-        x = (self.features[m][idx] - self.mean[m].unsqueeze(1)) / self.std[m].unsqueeze(1)
+        """Standardised features of modality m at rows idx [R, B] -> [R, B, d]. Cells not present to the method
+        and padding are 0; with zero_fill, masked cells are raw zeros before standardisation."""
+        raw = self.features[m][idx]
+        if self.zero_fill:
+            raw = raw.masked_fill(~self.observed_at(idx, valid)[..., m : m + 1], 0.0)
+        x = (raw - self.mean[m].unsqueeze(1)) / self.std[m].unsqueeze(1)
         return x.masked_fill(~self.present_at(idx, valid)[..., m : m + 1], 0.0)
 
     def rows(self, role: str, where: str = "any") -> list[torch.Tensor]:
@@ -202,6 +219,11 @@ class Method(nn.Module):
     @torch.no_grad()
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
         raise NotImplementedError
+
+    def fusion_variants(self, predictions: Predictions, present: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Fused logits [R, n, C] under other test-time fusion rules of this method, by rule name (none here).
+        The trainer records each rule's validation and test curves, so one training measures them all."""
+        return {}
 
 
 def fuse(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -1,19 +1,35 @@
 """MLA: Multimodal Learning with Alternating Unimodal Adaptation (Zhang, Yoon, Bansal, Yao, CVPR 2024).
 
-Implements the paper's section 3 and Algorithm 1 exactly (the released code differs; see README):
+The default (`method_params.mla` as shipped) is the paper's section 3 and Algorithm 1, exactly:
 
-- eq. 1-2, alternating unimodal learning: training step t uses modality m_t = t mod M only, with the loss
-  L_t = CE(g(h_{m_t}(x)), y) over a mini-batch drawn from D_{m_t}, the samples where m_t is present.
-  An epoch has M * ceil(N / B) steps (N: training samples with any modality), so each modality gets about
-  one pass over the data per epoch; each modality cycles through its own shuffled stream.
-- eq. 3-5, head gradient modification: the shared linear head g (weight W [C, s], bias b) is updated with the
-  gradient projected by P_t: grad_W <- grad_W @ P_t (W is stored as [out, in]: projecting the input
-  directions is right-multiplication); the bias has no input direction and is not projected. P_0 = I and at
-  t = 0 the gradient is used as is. For t > 0, following Algorithm 1 (lines 5-6), P_t is first computed from
-  P_{t-1} and the mean encoder output of the current modality (eq. 4, estimated by the mini-batch mean,
-  detached), then used for the head update. P is reset for every run.
-- eq. 6-8, test-time dynamic fusion, per sample: weights from the entropy of each modality's prediction;
-  a masked modality gets weight 0 and the others renormalise.
+- eq. 1-2, alternating unimodal learning (`alternation: per_step`): training step t uses modality
+  m_t = t mod M only, with the loss L_t = CE(g(h_{m_t}(x)), y) over a mini-batch drawn from D_{m_t}, the
+  samples where m_t is present. An epoch has M * ceil(N / B) steps (N: training samples with any modality),
+  so each modality gets about one pass over the data per epoch; each modality cycles through its own
+  shuffled stream.
+- eq. 3-5, head gradient modification (`head_gradient_modification: paper`): the shared linear head g
+  (weight W [C, s], bias b) is updated with the gradient projected by P_t: grad_W <- grad_W @ P_t (W is stored
+  as [out, in]: projecting the input directions is right-multiplication); the bias has no input direction and
+  is not projected. P_0 = I and at t = 0 the gradient is used as is. For t > 0, following Algorithm 1
+  (lines 5-6), P_t is first computed from P_{t-1} and the mean encoder output of the current modality (eq. 4,
+  estimated by the mini-batch mean, detached), then used for the head update. P is reset for every run.
+  alpha is a constant (`alpha_schedule: constant`).
+- eq. 6-8, test-time dynamic fusion per sample (`fusion: per_sample`): weights from the entropy of each
+  modality's prediction; a masked modality gets weight 0 and the others renormalise.
+
+The released code (Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation, main.py and
+utils/utils.py GSPlugin) differs; each difference is an option, named after what it does (README, "Paper
+against released code"):
+
+- `head_gradient_modification: released`: `released_rls_update` (outer-product denominator, Frobenius
+  renormalisation of P) and grad_W <- grad_W @ P^T. `off`: no projection, which is what the released code
+  actually runs (its projection only touches a parameter named `module.weight`, which does not exist).
+- `alpha_schedule: decay_within_epoch`: alpha_b = alpha * 0.1 ** (b / batches_per_epoch) at batch b of the
+  epoch; with alpha = 0.1 this is the released 0.1 ** (1 + b / batches_per_epoch).
+- `alternation: in_batch`: one forward of all encoders per mini-batch, then for each modality in a fixed order
+  (audio, visual, text) one backward and one optimiser step on that same batch: M optimiser steps per batch.
+- `fusion: per_batch`: one entropy per modality per test batch, of the softmax over the batch axis
+  (`per_batch_fusion_weights`); `fixed`: constant weights (`fixed_weights`); `average`: equal weights.
 
 Public API relied on by tests outside the package: `rls_update` (eq. 5) and `dynamic_fusion_weights`
 (eq. 7-8).
@@ -25,17 +41,44 @@ import torch.nn.functional as F
 
 from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear, fuse, masked_cross_entropy
 
+FUSION_RULES = ("per_sample", "per_batch", "fixed", "average")
 
-def rls_update(P: torch.Tensor, h_mean: torch.Tensor, alpha: float) -> torch.Tensor:
+
+# ------------------------------------------------------------------------------- eq. 3-5: the projector P
+
+
+def rls_update(P: torch.Tensor, h_mean: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
     """Eq. 5: P_t = P_{t-1} - q_t h^T P_{t-1},  q_t = P_{t-1} h / (alpha + h^T P_{t-1} h).
 
     P: [s, s], h_mean: [s] (eq. 4, the mean encoder output of the current modality). Returns P_t.
-    Leading batch axes are allowed (P [R, s, s], h_mean [R, s]): one independent update per run.
+    Leading batch axes are allowed (P [R, s, s], h_mean [R, s], alpha a float or [R]): one update per run.
     """
+    alpha = torch.as_tensor(alpha, dtype=P.dtype, device=P.device)
+    if alpha.dim():
+        alpha = alpha.reshape(-1, 1)                                      # one alpha per run
     P_h = (P @ h_mean.unsqueeze(-1)).squeeze(-1)                          # P_{t-1} h        [..., s]
     q = P_h / (alpha + (h_mean * P_h).sum(-1, keepdim=True))             # q_t              [..., s]
     h_P = (h_mean.unsqueeze(-2) @ P).squeeze(-2)                         # h^T P_{t-1}      [..., s]
     return P - q.unsqueeze(-1) * h_P.unsqueeze(-2)                        # P_{t-1} - q_t h^T P_{t-1}
+
+
+def released_rls_update(P: torch.Tensor, h_mean: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
+    """The released code's update (utils/utils.py, GSPlugin.before_update), not the paper's eq. 5:
+
+        k = P h;  P <- P - (k k^T) / (alpha + k h^T)   (elementwise division by an s x s outer product)
+        P <- P / ||P||_F
+
+    and the head's gradient is then projected by P^T (`grad @ P.T`). Same shapes as `rls_update`."""
+    alpha = torch.as_tensor(alpha, dtype=P.dtype, device=P.device)
+    if alpha.dim():
+        alpha = alpha.reshape(-1, 1, 1)                                   # one alpha per run
+    k = (P @ h_mean.unsqueeze(-1)).squeeze(-1)                                    # [..., s]
+    denominator = alpha + k.unsqueeze(-1) * h_mean.unsqueeze(-2)                  # [..., s, s]
+    P_next = P - (k.unsqueeze(-1) * k.unsqueeze(-2)) / denominator
+    return P_next / torch.linalg.matrix_norm(P_next, ord="fro", keepdim=True)
+
+
+# ------------------------------------------------------------------------------------ eq. 6-8: fusion
 
 
 def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -44,21 +87,73 @@ def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(dim=-1)
 
 
-def dynamic_fusion_weights(logits: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 7-8: lambda_{m,r} = exp(max_k e_{k,r} - e_{m,r}) / sum_v exp(max_k e_{k,r} - e_{v,r}).
+def entropy_fusion_weights(entropy: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Eq. 8 given entropies [..., M, B]: lambda_m = exp(max_k e_k - e_m) / sum_v exp(max_k e_k - e_v), the max
+    and the sum over the modalities present for each sample; 0 for masked ones (and for samples with none)."""
+    neg_inf = torch.finfo(entropy.dtype).min
+    max_entropy = entropy.masked_fill(~present, neg_inf).amax(dim=-2, keepdim=True)
+    score = (max_entropy - entropy).masked_fill(~present, float("-inf"))
+    return torch.nan_to_num(torch.softmax(score, dim=-2), nan=0.0)
 
-    logits: [M, B, C]; present: optional bool [M, B] (False = modality masked for that sample: weight 0,
-    the max and the sum run over present modalities only). Returns weights [M, B] that sum to 1 over M for
-    every sample with at least one modality present (all zeros for a sample with none).
+
+def dynamic_fusion_weights(logits: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 7-8 per sample: lambda_{m,r} = exp(max_k e_{k,r} - e_{m,r}) / sum_v exp(max_k e_{k,r} - e_{v,r}).
+
+    logits: [M, B, C] (leading axes allowed); present: optional bool [M, B] (False = modality masked for that
+    sample: weight 0, the max and the sum run over present modalities only). Returns weights [M, B] that sum to
+    1 over M for every sample with at least one modality present (all zeros for a sample with none).
     """
     entropy = prediction_entropy(logits)                               # e_{m,r}   [M, B]
     if present is None:
         present = torch.ones_like(entropy, dtype=torch.bool)
-    neg_inf = torch.finfo(entropy.dtype).min
-    max_entropy = entropy.masked_fill(~present, neg_inf).amax(dim=0)   # max_k e_{k,r}  [B]
-    score = (max_entropy - entropy).masked_fill(~present, float("-inf"))
-    weights = torch.softmax(score, dim=0)                              # eq. 8
-    return torch.nan_to_num(weights, nan=0.0)                          # samples with nothing present
+    return entropy_fusion_weights(entropy, present)
+
+
+def batch_entropy(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """The released code's entropy (main.py, calculate_entropy): p = softmax over the *batch* axis, one scalar
+    -sum(p log p) over all samples and classes of the batch. logits [..., M, b, C], present [..., M, b]
+    (only present samples take part) -> [..., M]."""
+    mask = present.unsqueeze(-1)
+    log_p = F.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=-2)
+    terms = (log_p.exp() * log_p).masked_fill(~mask, 0.0)
+    return -terms.sum(dim=(-2, -1))
+
+
+def per_batch_fusion_weights(logits: torch.Tensor, present: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The released code's fusion: samples are taken in order in batches of `batch_size` (its test loader, no
+    shuffling); within a batch every sample gets the same lambda, eq. 8 on `batch_entropy`. The weights depend
+    on the batch's composition. logits [..., M, B, C], present [..., M, B] -> [..., M, B] (masked: 0)."""
+    weights = torch.zeros(present.shape, dtype=logits.dtype, device=logits.device)
+    for start in range(0, present.shape[-1], batch_size):
+        part = slice(start, start + batch_size)
+        entropy = batch_entropy(logits[..., part, :], present[..., part])            # [..., M]
+        shared = entropy.unsqueeze(-1).expand(present[..., part].shape)              # same e for the batch
+        weights[..., part] = entropy_fusion_weights(shared, present[..., part])
+    return weights
+
+
+def fixed_fusion_weights(present: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """Constant weight per modality (the released code's non-dynamic fusion: audio .35, visual .25, text .40),
+    renormalised over the present modalities. present [..., M, B] -> [..., M, B]."""
+    w = torch.tensor(weights, dtype=torch.float32, device=present.device).unsqueeze(-1) * present
+    return w / w.sum(dim=-2, keepdim=True).clamp(min=1e-12)
+
+
+def fusion_weights(rule: str, logits: torch.Tensor, present: torch.Tensor, batch_size: int,
+                   fixed: list[float]) -> torch.Tensor:
+    """Weights [..., M, B] of a fusion rule (FUSION_RULES) for logits [..., M, B, C]."""
+    if rule == "per_sample":
+        return dynamic_fusion_weights(logits, present)
+    if rule == "per_batch":
+        return per_batch_fusion_weights(logits, present, batch_size)
+    if rule == "fixed":
+        return fixed_fusion_weights(present, fixed)
+    if rule == "average":
+        return present.float() / present.sum(dim=-2, keepdim=True).clamp(min=1)
+    raise ValueError(f"unknown fusion rule {rule!r}; use one of {FUSION_RULES}")
+
+
+# ----------------------------------------------------------------------------------------------- MLA
 
 
 class MLA(Method):
@@ -67,68 +162,113 @@ class MLA(Method):
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
         self.head = StackedLinear(self.hidden_dim, n_classes, generators)  # g, shared by all modalities
-        self.use_hgm = method_cfg["head_gradient_modification"] == "paper"
-        self.fusion = method_cfg["fusion"]
+        self.hgm = method_cfg["head_gradient_modification"]
         self.alpha = method_cfg["alpha"]
+        self.alpha_schedule = method_cfg["alpha_schedule"]
+        self.alternation = method_cfg["alternation"]
+        self.fusion = method_cfg["fusion"]
+        self.fixed_weights = [method_cfg["fixed_weights"][m] for m in ("audio", "visual", "text")][: self.n_modalities]
+        self.eval_batch_size = train_cfg["batch_size"]  # the test batches of per-batch fusion
         # P of eq. 3-5, one per run: P_0 = I, reset per run (not saved with the weights)
         self.register_buffer("P", torch.eye(self.hidden_dim).repeat(self.n_runs, 1, 1), persistent=False)
-        self.step = [0] * self.n_runs  # t of eq. 1, per run, counted over the whole run
+        self.step = torch.zeros(self.n_runs, dtype=torch.long)  # t of eq. 1, per run, counted over the whole run
+        self.optimizer_steps = 0  # optimiser steps taken (any run), for tests
+
+    # ------------------------------------------------------------------------------------ training
 
     def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+        if self.alternation == "in_batch":
+            return self._fit_epoch_in_batch(data, optimizer, batch_size)
+        return self._fit_epoch_per_step(data, optimizer, batch_size)
+
+    def _fit_epoch_per_step(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+        """Eq. 1: step j of the epoch trains modality j mod M, on a batch from that modality's own stream."""
         M, R = self.n_modalities, self.n_runs
         train_rows = data.rows("train")
-        n_steps = [M * -(-len(rows) // batch_size) for rows in train_rows]  # a multiple of M for every run
+        n_batches = torch.tensor([-(-len(rows) // batch_size) for rows in train_rows])
+        n_steps = M * n_batches                                   # a multiple of M for every run
         present_train = [data.present[r, rows] for r, rows in enumerate(train_rows)]
         streams = [[_CyclingBatches(rows[present_train[r][:, m]], batch_size, data.generators[r]) for m in range(M)]
                    for r, rows in enumerate(train_rows)]
-        loss_sum = torch.zeros(R, device=data.device)
-        n_taken = torch.zeros(R, device=data.device)
+        loss_sum, n_taken = torch.zeros(R, device=data.device), torch.zeros(R, device=data.device)
         empty = train_rows[0][:0]
-        for j in range(max(n_steps)):
+        for j in range(int(n_steps.max())):
             m = j % M                        # eq. 1: every run's t is a multiple of M at the start of an epoch
-            rows, active, t = [], [], []
-            for r in range(R):
-                batch_rows = streams[r][m].next() if j < n_steps[r] else None
-                t.append(self.step[r])
-                self.step[r] += int(j < n_steps[r])
-                rows.append(empty if batch_rows is None else batch_rows)
-                active.append(batch_rows is not None)
-            active = torch.tensor(active, device=data.device)
+            rows = [streams[r][m].next() if j < n_steps[r] else None for r in range(R)]
+            active = torch.tensor([b is not None for b in rows], device=data.device)
             if not bool(active.any()):
                 continue
-            batch = data.padded(rows, batch_size)
+            batch = data.padded([empty if b is None else b for b in rows], batch_size)
             self.set_active_runs(active)
             h = self.encoders[m](data.inputs(m, batch.idx, batch.valid))            # h_{m_t}(x)  [R, B, s]
             loss = masked_cross_entropy(self.head(h), batch.labels, batch.valid)    # eq. 2, per run
-            optimizer.zero_grad()
-            loss.sum().backward()                                                   # runs are independent
-            if self.use_hgm:
-                project = active & (torch.tensor(t, device=data.device) > 0)
-                valid = batch.valid.unsqueeze(-1).float()
-                h_mean = (h.detach() * valid).sum(1) / valid.sum(1).clamp(min=1)    # eq. 4 (batch mean)
-                gate = project.view(-1, 1, 1)
-                self.P = torch.where(gate, rls_update(self.P, h_mean, self.alpha), self.P)   # eq. 5
-                grad = self.head.weight.grad
-                self.head.weight.grad = torch.where(gate, grad @ self.P, grad)              # eq. 3
-            stepping = [*self.encoders[m].parameters(), *self.head.parameters()]    # other encoders: no step
-            optimizer.step({p: active for p in stepping})
+            self._step(m, h, loss, batch.valid, active, optimizer, j // M, n_batches)
             loss_sum += loss.detach() * active
             n_taken += active
         return loss_sum / n_taken.clamp(min=1)
+
+    def _fit_epoch_in_batch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+        """The released code's scheme: one forward of every encoder on a paired batch, then one backward and
+        one optimiser step per modality, in the fixed order audio, visual, text (M steps per batch)."""
+        train_rows = data.rows("train")
+        n_batches = torch.tensor([-(-len(rows) // batch_size) for rows in train_rows])
+        loss_sum, n_taken = torch.zeros(self.n_runs, device=data.device), torch.zeros(self.n_runs, device=data.device)
+        for b, batch in enumerate(data.shuffled_batches(train_rows, batch_size)):
+            self.set_active_runs(batch.valid.any(dim=1))
+            present = data.present_at(batch.idx, batch.valid)                       # [R, B, M]
+            hidden = [enc(data.inputs(m, batch.idx, batch.valid)) for m, enc in enumerate(self.encoders)]
+            for m, h in enumerate(hidden):
+                active = present[..., m].any(dim=1)
+                if not bool(active.any()):
+                    continue
+                loss = masked_cross_entropy(self.head(h), batch.labels, present[..., m])  # head as updated so far
+                self._step(m, h, loss, present[..., m], active, optimizer, b, n_batches)
+                loss_sum += loss.detach() * active
+                n_taken += active
+        return loss_sum / n_taken.clamp(min=1)
+
+    def _step(self, m: int, h: torch.Tensor, loss: torch.Tensor, rows: torch.Tensor, active: torch.Tensor,
+              optimizer, batch_index: int, batches_per_epoch: torch.Tensor) -> None:
+        """One unimodal step of modality m for the active runs: backward, head gradient modification (eq. 3-5
+        or the released variant), optimiser step of encoder m and the head. rows [R, B]: the samples of h."""
+        optimizer.zero_grad()
+        loss.sum().backward()                                                        # runs are independent
+        if self.hgm != "off":
+            gate = (active & (self.step.to(active.device) > 0)).view(-1, 1, 1)       # t = 0: gradient as is
+            weight = rows.unsqueeze(-1).float()
+            h_mean = (h.detach() * weight).sum(1) / weight.sum(1).clamp(min=1)       # eq. 4 (batch mean)
+            alpha = self._alpha(batch_index, batches_per_epoch).to(h.device)
+            update = rls_update if self.hgm == "paper" else released_rls_update
+            self.P = torch.where(gate, update(self.P, h_mean, alpha), self.P)        # eq. 5
+            projector = self.P if self.hgm == "paper" else self.P.transpose(1, 2)
+            grad = self.head.weight.grad
+            self.head.weight.grad = torch.where(gate, grad @ projector, grad)        # eq. 3
+        optimizer.step({p: active for p in [*self.encoders[m].parameters(), *self.head.parameters()]})
+        self.step += active.to(self.step.device).long()
+        self.optimizer_steps += 1
+
+    def _alpha(self, batch_index: int, batches_per_epoch: torch.Tensor) -> torch.Tensor:
+        """alpha of eq. 5 per run: constant, or decaying tenfold over each epoch (the released schedule)."""
+        if self.alpha_schedule == "constant":
+            return torch.full((self.n_runs,), float(self.alpha))
+        return self.alpha * 0.1 ** (batch_index / batches_per_epoch.clamp(min=1).double())
+
+    # ---------------------------------------------------------------------------------- prediction
 
     @torch.no_grad()
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
         unimodal = torch.stack([self.head(enc(data.inputs(m, batch.idx, batch.valid)))
                                 for m, enc in enumerate(self.encoders)], dim=1)       # [R, M, n, C]
         present = data.present_at(batch.idx, batch.valid).permute(0, 2, 1)             # [R, M, n]
-        if self.fusion == "dynamic":
-            R, M, n, C = unimodal.shape
-            flat = dynamic_fusion_weights(unimodal.transpose(0, 1).reshape(M, R * n, C),
-                                          present.transpose(0, 1).reshape(M, R * n))   # eq. 7-8, per sample
-            weights = flat.view(M, R, n).transpose(0, 1)
-        else:
-            weights = present.float() / present.sum(dim=1, keepdim=True).clamp(min=1)
+        weights = fusion_weights(self.fusion, unimodal, present, self.eval_batch_size, self.fixed_weights)
         return Predictions(unimodal, fuse(unimodal, weights))                          # eq. 6
+
+    def fusion_variants(self, predictions: Predictions, present: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Fused logits [R, n, C] under every fusion rule, from the same unimodal predictions: the fusion rule
+        acts at test time only, so one trained model measures them all. present [R, M, n]."""
+        logits = predictions.unimodal_logits
+        return {rule: fuse(logits, fusion_weights(rule, logits, present, self.eval_batch_size, self.fixed_weights))
+                for rule in FUSION_RULES}
 
 
 class _CyclingBatches:

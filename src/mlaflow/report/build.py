@@ -18,38 +18,51 @@ import yaml
 
 from mlaflow.errors import InputError
 from mlaflow.io import atomic_path, write_json, write_text
-from mlaflow.params import MODALITIES, RUN_SECTIONS, params_hash, rate_key
+from mlaflow.params import MODALITIES, PAPER_VARIANT, RUN_SECTIONS, params_hash, rate_key, variant_params
 from mlaflow.provenance import git_commit, versions
+from mlaflow.report import fidelity
 
 METRICS = ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1")
 PAPER_NAMES = {"mla": "mla", "late_fusion": "late_fusion"}
 
 
 def load_runs(paths: list[str], params: dict) -> pd.DataFrame:
-    expected = params_hash(params, RUN_SECTIONS)
+    """One row per run. A run's params hash must be that of the current params with its variant applied."""
+    expected_hash: dict[str, str] = {}
     rows = []
     for path in paths:
         try:
             run = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(path, f"unreadable run metrics ({err})", "re-run its training job (snakemake -R train)")
+        variant = run.get("variant", PAPER_VARIANT)
+        if variant not in expected_hash:
+            expected_hash[variant] = params_hash(variant_params(params, variant), RUN_SECTIONS)
+        expected = expected_hash[variant]
         if run.get("params_hash") != expected:
             raise InputError(path, f"stale result: trained with params hash {run.get('params_hash')}, "
                              f"current params hash is {expected}",
                              "re-run training in this workspace (`snakemake all` or `dvc repro`)")
-        row = {k: run[k] for k in ("method", "missing_rate", "seed", "fold")}
+        row = {"variant": variant, **{k: run[k] for k in ("method", "missing_rate", "seed", "fold")}}
         row.update({k: run["metrics"][k] for k in METRICS})
         row.update({f"{m}_accuracy": run["metrics"]["per_modality_accuracy"][m] for m in MODALITIES})
         row["share_all_missing"] = run["metrics"]["share_all_missing"]
         row["best_epoch"] = run["validation"]["best_epoch"]
         row["seconds_per_epoch"] = run["seconds_per_epoch"]
+        selection = run.get("selection", {})
+        if "fused" in selection:
+            row["test_selected_accuracy"] = selection["fused"]["test_selected"]
+            row["optimism"] = selection["fused"]["optimism"]
+        for rule, chosen in selection.items():
+            if rule != "fused":  # other test-time fusion rules, each at its own validation-selected epoch
+                row[f"fusion_{rule}_accuracy"] = chosen["validation_selected"]
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean over folds per seed, then mean and std over seeds; one row per (method, missing_rate)."""
-    value_cols = [c for c in runs.columns if c not in ("method", "missing_rate", "seed", "fold")]
+    value_cols = [c for c in runs.columns if c not in ("variant", "method", "missing_rate", "seed", "fold")]
     per_seed = runs.groupby(["method", "missing_rate", "seed"], sort=False)[value_cols].mean()
     grouped = per_seed.groupby(level=["method", "missing_rate"], sort=False)
     out = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).fillna(0.0).add_suffix("_std"))
@@ -89,10 +102,11 @@ def _mask_summary(mask_paths: list[str]) -> list[dict]:
         with h5py.File(path, "r") as f:
             seeds = [k for k in f.keys() if k.startswith("seed_")]
             real = [float(f[k].attrs["missing_fraction"]) for k in seeds]
-            none = [float(f[k].attrs["share_with_k_present.0"]) for k in seeds]
-            out.append({"missing_rate": float(f.attrs["missing_rate"]), "real_missing_fraction": float(np.mean(real)),
-                        "share_all_missing": float(np.mean(none))})
-    return sorted(out, key=lambda r: r["missing_rate"])
+            share = {n: float(np.mean([f[k].attrs[f"share_with_k_present.{n}"] for k in seeds])) for n in range(4)}
+            out.append({"protocol": str(f.attrs["protocol"]), "missing_rate": float(f.attrs["missing_rate"]),
+                        "real_missing_fraction": float(np.mean(real)), "share_all_missing": share[0],
+                        **{f"share_{n}_present": share[n] for n in (1, 2, 3)}})
+    return sorted(out, key=lambda r: (r["protocol"], r["missing_rate"]))
 
 
 def plot(summary: pd.DataFrame, paper: dict[str, dict[float, float]], out_png: Path) -> None:
@@ -121,15 +135,20 @@ def plot(summary: pd.DataFrame, paper: dict[str, dict[float, float]], out_png: P
     plt.close(fig)
 
 
-def build_report(run_paths: list[str], params: dict, out_dir: Path, feature_paths: list[str],
-                 masks: list[str]) -> None:
-    runs = load_runs(run_paths, params)
-    summary = aggregate(runs)
+def _main_results(run_paths: list[str], params: dict):
+    """All runs, the main grid's runs (variant "paper"), their aggregate, and the paper's Table 2."""
+    all_runs = load_runs(run_paths, params)
+    runs = all_runs[all_runs["variant"] == PAPER_VARIANT].drop(columns="variant")
     paper_path = Path(params["report"]["paper_results"])
     if not paper_path.exists():
         raise InputError(paper_path, "paper results file not found", "restore it from git or fix report.paper_results")
-    paper_all = yaml.safe_load(paper_path.read_text())
-    paper = _paper_table2(paper_all)
+    paper = _paper_table2(yaml.safe_load(paper_path.read_text()))
+    return all_runs, runs, aggregate(runs), paper
+
+
+def build_summary(run_paths: list[str], params: dict, out_dir: Path) -> None:
+    """The main grid's DVC metrics (reports/metrics.json) and plots data and figure."""
+    _, runs, summary, paper = _main_results(run_paths, params)
     methods = list(dict.fromkeys(runs["method"]))
     rates = sorted(runs["missing_rate"].unique())
     cell = summary.set_index(["method", "missing_rate"])
@@ -159,11 +178,26 @@ def build_report(run_paths: list[str], params: dict, out_dir: Path, feature_path
         pd.DataFrame(plot_rows).to_csv(tmp, index=False)
     plot(summary, paper, out_dir / "figures" / "accuracy_vs_missing_rate.png")
 
+
+def build_report(run_paths: list[str], params: dict, out_dir: Path, feature_paths: list[str],
+                 masks: list[str]) -> None:
+    """reports/report.md, and with the fidelity experiment its metrics (reports/fidelity.json) and plots."""
+    all_runs, runs, summary, paper = _main_results(run_paths, params)
+    fidelity_tables = None
+    if params["fidelity"]["enabled"]:
+        fidelity_tables = (fidelity.effects(all_runs, params), fidelity.optimism(all_runs),
+                           fidelity.by_protocol(all_runs, params))
+        write_json(out_dir / "fidelity.json", {"params_hash": params_hash(params, (*RUN_SECTIONS, "fidelity")),
+                                               **fidelity.metrics(*fidelity_tables)})
+        _write_fidelity_plots(*fidelity_tables, out_dir)
+    methods = list(dict.fromkeys(runs["method"]))
+    rates = sorted(runs["missing_rate"].unique())
     write_text(out_dir / "report.md", render_markdown(summary, runs, paper, params, methods, rates,
-                                                      _feature_provenance(feature_paths), _mask_summary(masks)))
+                                                      _feature_provenance(feature_paths), _mask_summary(masks),
+                                                      fidelity_tables))
 
 
-def render_markdown(summary, runs, paper, params, methods, rates, features, mask_summary) -> str:
+def render_markdown(summary, runs, paper, params, methods, rates, features, mask_summary, fidelity_tables=None) -> str:
     cell = summary.set_index(["method", "missing_rate"])
     n_seeds, n_folds = len(params["train"]["seeds"]), len(params["splits"]["folds"])
     any_pretrained = any(bool(f.get("pretrained")) for f in features)
@@ -207,9 +241,14 @@ def render_markdown(summary, runs, paper, params, methods, rates, features, mask
             "Per-modality accuracy: each modality's own prediction (MLA: the shared head on that modality's "
             "encoder; late fusion: that modality's classifier), on the test samples where the modality is present.", ""]
 
+    if fidelity_tables is not None:
+        out += render_fidelity(*fidelity_tables, params)
+
     out += ["## Masks", "", _markdown_table(
-        ["missing rate", "real missing fraction", "samples with no modality"],
-        [[f"{m['missing_rate']:.2f}", f"{m['real_missing_fraction']:.3f}", f"{100 * m['share_all_missing']:.1f}%"]
+        ["protocol", "missing rate", "real missing fraction", "samples with 1 / 2 / 3 modalities",
+         "samples with no modality"],
+        [[m["protocol"], f"{m['missing_rate']:.2f}", f"{m['real_missing_fraction']:.3f}",
+          " / ".join(f"{100 * m[f'share_{k}_present']:.1f}%" for k in (1, 2, 3)), f"{100 * m['share_all_missing']:.1f}%"]
          for m in mask_summary]), ""]
 
     out += ["## Provenance", "", "```"]
@@ -226,3 +265,91 @@ def render_markdown(summary, runs, paper, params, methods, rates, features, mask
     out.append("versions:     " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     out += ["```", ""]
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------- fidelity
+
+
+def _pp(mean: float, std: float) -> str:
+    """A difference in percentage points, signed."""
+    return f"{100 * mean:+.2f} ± {100 * std:.2f}"
+
+
+def _write_fidelity_plots(effects: pd.DataFrame, optimism: pd.DataFrame, by_protocol: pd.DataFrame,
+                          out_dir: Path) -> None:
+    wide = effects.pivot(index="missing_rate", columns="difference", values="delta_mean")
+    wide = (100 * wide[list(dict.fromkeys(effects["difference"]))]).round(4).reset_index()
+    with atomic_path(out_dir / "plots" / "fidelity_effects.csv", ".csv") as tmp:
+        wide.to_csv(tmp, index=False)
+    table = by_protocol.assign(series=by_protocol["method"] + "_" + by_protocol["protocol"])
+    wide = (100 * table.pivot(index="missing_rate", columns="series", values="mean")).round(4).reset_index()
+    with atomic_path(out_dir / "plots" / "accuracy_vs_missing_rate_by_protocol.csv", ".csv") as tmp:
+        wide.to_csv(tmp, index=False)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, method in enumerate(dict.fromkeys(by_protocol["method"])):
+        for protocol, style in zip(dict.fromkeys(by_protocol["protocol"]), ("-", "--")):
+            group = by_protocol[(by_protocol["method"] == method) & (by_protocol["protocol"] == protocol)]
+            ax.errorbar(group["missing_rate"], 100 * group["mean"], yerr=100 * group["std"], ls=style, marker="o",
+                        capsize=3, color=f"C{i}", label=f"{method}, {protocol} masks")
+    ax.set_xlabel("missing rate")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy under both mask protocols (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_dir / "figures" / "accuracy_vs_missing_rate_by_protocol.png", ".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def render_fidelity(effects: pd.DataFrame, optimism: pd.DataFrame, by_protocol: pd.DataFrame, params: dict) -> list[str]:
+    rates = sorted(effects["missing_rate"].unique())
+    cell = effects.set_index(["difference", "missing_rate"])
+    out = ["## Fidelity: the paper's MLA against its released code", "",
+           "Each row changes the paper's MLA (eq. 1-8, the first table's `mla`) in one way the released code "
+           "differs, or in all of them (`released_code`); `README.md`, section \"Paper against released code\", "
+           "explains each. Cell: the variant's accuracy, and in brackets its difference to the paper's MLA in "
+           "percentage points, paired on seed and fold (per seed the mean over folds, then mean ± std over seeds). "
+           "**Optimistic** rows pick the epoch on the test set: their figures are not comparable to "
+           "validation-selected ones. Per-batch and fixed fusion and test-set selection act after training; they "
+           "are measured on the paper runs themselves. At missing rate 0.0 nothing is masked, so variants that only "
+           "change the masks or how masked inputs are fed equal the paper runs there and are not retrained.", ""]
+    paper = effects.groupby("missing_rate")["paper_accuracy_mean"].first()
+    rows = [["**paper** (eq. 1-8)"] + [f"{100 * paper[r]:.2f}" for r in rates]]
+    for difference in dict.fromkeys(effects["difference"]):
+        first = cell.loc[difference].iloc[0]
+        label = f"{difference}" + (" **(optimistic)**" if first["optimistic"] else "")
+        rows.append([f"{label}<br><sub>{first['what']}</sub>"] + [
+            f"{100 * cell.loc[(difference, r), 'accuracy_mean']:.2f} ({_pp(cell.loc[(difference, r), 'delta_mean'], cell.loc[(difference, r), 'delta_std'])})"
+            if (difference, r) in cell.index else "—" for r in rates])
+    out += [_markdown_table(["difference"] + [f"missing rate {r:.1f}" for r in rates], rows), ""]
+    out += ["The training budget (optimiser, learning rate, epochs) is this workflow's for every row; the released "
+            "code's own (lr 1e-3, 100 epochs) is not part of this comparison.", ""]
+
+    opt_rates = sorted(optimism["missing_rate"].unique())
+    opt = optimism.set_index(["method", "missing_rate"])
+    out += ["### Optimism of test-set model selection", "",
+            "Best-test-epoch accuracy minus the test accuracy at the validation-selected epoch, same runs "
+            "(percentage points, mean ± std over seeds). This is what picking epochs on the test set adds.", "",
+            _markdown_table(["method"] + [f"{r:.1f}" for r in opt_rates],
+                            [[m] + [_pp(opt.loc[(m, r), "mean"], opt.loc[(m, r), "std"]) for r in opt_rates]
+                             for m in dict.fromkeys(optimism["method"])]), ""]
+
+    prot_rates = sorted(by_protocol["missing_rate"].unique())
+    prot = by_protocol.set_index(["method", "protocol", "missing_rate"])
+    keys = list(dict.fromkeys(zip(by_protocol["method"], by_protocol["protocol"])))
+    out += ["### Accuracy under both mask protocols", "",
+            "`bernoulli`: each modality of each sample missing independently with probability = missing rate (the "
+            "paper's words). `cpm`: CPM-Net's protocol, every sample keeps at least one modality (what the public "
+            "code used). Accuracy %, mean ± std over seeds.", "",
+            _markdown_table(["method", "masks"] + [f"{r:.1f}" for r in prot_rates],
+                            [[m, p] + [_pm(prot.loc[(m, p, r), "mean"], prot.loc[(m, p, r), "std"])
+                                       if (m, p, r) in prot.index else "—" for r in prot_rates] for m, p in keys]), "",
+            "![accuracy under both mask protocols](figures/accuracy_vs_missing_rate_by_protocol.png)", ""]
+    return out

@@ -5,8 +5,12 @@ A Snakemake job covers all seeds and folds of one method at one missing rate, in
 same results as one run at a time, within float tolerance, and faster (bench/bench_training.py: 1.8x
 against the same runs one after another in one process, 8x against one process per run).
 
-Model selection is on the validation split only: after every epoch the fused validation accuracy of every run
-is measured, and each run's best epoch is evaluated once on the test split.
+Model selection is on the validation split (`train.model_selection: validation`, default): after every epoch
+the fused validation accuracy of every run is measured, and each run's best epoch is evaluated on the test
+split. The test accuracy of every epoch is recorded too, never used for selection, so that the report can show
+how optimistic selecting on test would be (best test epoch minus validation-selected); `model_selection: test`
+(what the released MLA code does) selects on it instead, and every table labels that as optimistic.
+For methods with several test-time fusion rules (MLA), the curves of every rule are recorded as well.
 """
 from __future__ import annotations
 
@@ -42,11 +46,21 @@ class RunSpec:
 
 
 def _fused_predictions(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor):
-    """Fused class predictions [R, n]; samples with no modality present get their run's prior class."""
+    """Fused class predictions [R, n]; samples with no modality observed get their run's prior class."""
     pred = method.predict(data, batch)
-    has_any = data.present_at(batch.idx, batch.valid).any(dim=-1)
+    has_any = data.observed_at(batch.idx, batch.valid).any(dim=-1)
     fused = torch.where(has_any, pred.fused_logits.argmax(dim=-1), prior.unsqueeze(1))
     return pred, fused, has_any
+
+
+def _epoch_accuracies(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Accuracy [R] of the method's fused prediction ("fused") and of each of its other fusion rules."""
+    pred, fused, has_any = _fused_predictions(method, data, batch, prior)
+    out = {"fused": _accuracy(fused, batch)}
+    present = data.present_at(batch.idx, batch.valid).permute(0, 2, 1)
+    for rule, logits in method.fusion_variants(pred, present).items():
+        out[rule] = _accuracy(torch.where(has_any, logits.argmax(dim=-1), prior.unsqueeze(1)), batch)
+    return out
 
 
 def _accuracy(fused: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -59,7 +73,7 @@ def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, 
     modality's own accuracy on the samples where it is present."""
     method.eval()
     pred, fused, has_any = _fused_predictions(method, data, batch, prior)
-    present = data.present_at(batch.idx, batch.valid)
+    present = data.observed_at(batch.idx, batch.valid)
     results = []
     for r in range(data.n_runs):
         valid = batch.valid[r]
@@ -88,6 +102,7 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
         splits=[{role: torch.from_numpy(rows).to(device) for role, rows in s.split.items()} for s in specs],
         generators=generators,
         standardize=train_cfg["standardize"],
+        masked_input=train_cfg["masked_input"],
     )
     n_classes, R = len(corpus.class_names), len(specs)
     method = build_method(method_name, corpus.input_dims, n_classes, params, generators).to(device)
@@ -97,10 +112,12 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
                          for rows in data.rows("train")])
     val, test = data.padded(data.rows("val", "all")), data.padded(data.rows("test", "all"))
 
+    select_on = train_cfg["model_selection"]  # "validation" (default) | "test" (optimistic)
     best_acc = torch.full((R,), -1.0, device=device)
     best_epoch = torch.full((R,), -1, dtype=torch.long, device=device)
     best_state = {k: v.detach().clone() for k, v in method.named_parameters()}
-    curves, losses = [], []
+    curves = {"validation": [], "test": []}  # per epoch: {rule: accuracy [R]}
+    losses = []
     started = time.perf_counter()
     for epoch in range(train_cfg["epochs"]):
         optimizer.set_lr(train_cfg["lr"] * train_cfg["lr_gamma"] ** (epoch // train_cfg["lr_step_epochs"]))
@@ -108,10 +125,11 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
         losses.append(method.fit_epoch(data, optimizer, train_cfg["batch_size"]).tolist())
         method.eval()
         with torch.no_grad():
-            val_acc = _accuracy(_fused_predictions(method, data, val, prior)[1], val)
-        curves.append(val_acc.tolist())
-        improved = val_acc > best_acc  # strict: the first best epoch wins ties
-        best_acc = torch.where(improved, val_acc, best_acc)
+            curves["validation"].append(_epoch_accuracies(method, data, val, prior))
+            curves["test"].append(_epoch_accuracies(method, data, test, prior))
+        selection_acc = curves[select_on][-1]["fused"]
+        improved = selection_acc > best_acc  # strict: the first best epoch wins ties
+        best_acc = torch.where(improved, selection_acc, best_acc)
         best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
         for name, p in method.named_parameters():
             gate = improved.view((-1,) + (1,) * (p.dim() - 1))
@@ -124,10 +142,17 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
     test_metrics = evaluate(method, data, test, prior, n_classes)
     records = []
     for r, spec in enumerate(specs):
+        curve = {role: {rule: [float(epoch_acc[rule][r]) for epoch_acc in per_epoch] for rule in per_epoch[0]}
+                 for role, per_epoch in curves.items()}
         records.append({
             "metrics": test_metrics[r],
-            "validation": {"accuracy": float(best_acc[r]), "best_epoch": int(best_epoch[r]),
-                           "accuracy_curve": [c[r] for c in curves]},
+            "model_selection": select_on,
+            "selected_epoch": int(best_epoch[r]),
+            "validation": {"accuracy": curve["validation"]["fused"][int(best_epoch[r])],
+                           "best_epoch": _first_argmax(curve["validation"]["fused"]),
+                           "accuracy_curve": curve["validation"]["fused"]},
+            "test_accuracy_curve": curve["test"]["fused"],
+            "selection": _selection_summary(curve),
             "train_loss_curve": [l[r] for l in losses],
             "n_train": int(len(spec.split["train"])), "n_val": int(len(spec.split["val"])),
             "n_test": int(len(spec.split["test"])),
@@ -140,22 +165,41 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
     return records
 
 
+def _first_argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def _selection_summary(curve: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    """Per fusion rule ("fused": the method's own), the test accuracy at the epoch chosen on validation and at
+    the best test epoch; their difference is the optimism of selecting epochs on the test set."""
+    out = {}
+    for rule, test_curve in curve["test"].items():
+        by_validation = test_curve[_first_argmax(curve["validation"][rule])]
+        by_test = max(test_curve)
+        out[rule] = {"validation_selected": by_validation, "test_selected": by_test, "optimism": by_test - by_validation}
+    return out
+
+
 def train_group(method_name: str, missing_rate: float, corpus: Corpus, folds_table, masks_path: str | Path,
-                outputs: dict[tuple[int, int], str | Path], params: dict) -> None:
-    """Train every (seed, fold) run of one method and missing rate; write one metrics JSON per run."""
+                outputs: dict[tuple[int, int], str | Path], params: dict, variant: str = "paper") -> None:
+    """Train every (seed, fold) run of one method and missing rate; write one metrics JSON per run.
+
+    `params` are the effective parameters of the run (a fidelity variant's overrides already applied)."""
     torch.set_num_threads(params["train"]["threads"])
     run_hash = params_hash(params, RUN_SECTIONS)
     commit = git_commit()
     keys = sorted(outputs)
-    masks = {seed: read_mask(masks_path, seed, corpus.utterance_ids) for seed in {s for s, _ in keys}}
+    protocol = params["masks"]["protocol"]
+    masks = {seed: read_mask(masks_path, seed, corpus.utterance_ids, protocol) for seed in {s for s, _ in keys}}
     specs = [RunSpec(seed * 1000 + fold, masks[seed], fold_indices(folds_table, fold)) for seed, fold in keys]
     if params["train"]["batch_runs"]:
         records = train_runs(method_name, corpus, specs, params)
     else:
         records = [record for spec in specs for record in train_runs(method_name, corpus, [spec], params)]
     for (seed, fold), record in zip(keys, records):
-        record.update(method=method_name, missing_rate=missing_rate, seed=seed, fold=fold,
-                      mask_protocol=params["masks"]["protocol"], all_missing=params["masks"]["all_missing"],
+        record.update(method=method_name, variant=variant, missing_rate=missing_rate, seed=seed, fold=fold,
+                      mask_protocol=protocol, all_missing=params["masks"]["all_missing"],
+                      masked_input=params["train"]["masked_input"],
                       method_params=params["method_params"].get(method_name, {}),
                       params_hash=run_hash, git_commit=commit,
                       encoders={m: {k: corpus.feature_attrs[m].get(k) for k in ("encoder", "pretrained", "model_source")}
