@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from mlaflow import params as P
 from mlaflow.errors import ParamsError
 from mlaflow.methods import METHODS, build_method
 from mlaflow.methods.base import RunGroup, StackedOptimizer
@@ -12,6 +13,7 @@ from mlaflow.methods.ogm_ge import ogm_coefficients
 from mlaflow.methods.qmf import energy_score, qmf_weights, ranking_loss
 
 BASELINES = ["sum", "concat", "film", "bigated", "ogm_ge", "qmf"]
+SHIPPED = P.load(P.REPO_ROOT / "params.yaml")["method_params"]   # every option's value comes from params.yaml
 DIMS = (3, 4, 5)  # audio, visual, text
 N_CLASSES = 3
 SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
@@ -36,7 +38,8 @@ def _group(features, labels, present, train_rows, seeds):
 
 
 def _build(name, generators, dropout=0.0, hidden=8, **options):
-    return METHODS[name](list(DIMS), N_CLASSES, {"hidden_dim": hidden, "dropout": dropout}, options, generators)
+    return METHODS[name](list(DIMS), N_CLASSES, {"hidden_dim": hidden, "dropout": dropout},
+                         {**SHIPPED[name], **options}, generators)
 
 
 def _mask(n, rate, seed):
@@ -55,7 +58,7 @@ def test_output_shapes_and_registry(name):
     present = _mask(20, 0.3, 0)
     data, gens = _group(features, labels, present.expand(2, 20, 3), [torch.arange(20)] * 2, [0, 1])
     model = build_method(name, list(DIMS), N_CLASSES, {"train": {"hidden_dim": 8, "dropout": 0.0},
-                                                       "method_params": {}}, gens)
+                                                       "method_params": SHIPPED}, gens)
     opt = StackedOptimizer(list(model.parameters()), SGD, 2)
     loss = model.train().fit_epoch(data, opt, 8)
     assert loss.shape == (2,) and torch.isfinite(loss).all()
@@ -161,6 +164,9 @@ def test_unknown_options_are_clear_errors():
         _build("bigated", gens, gate="speech")
     with pytest.raises(ParamsError, match=r"method_params\.ogm_ge\.fusion"):
         _build("ogm_ge", gens, fusion="film")
+    with pytest.raises(ParamsError, match=r"method_params\.qmf\.confidence_scale.*missing"):
+        METHODS["qmf"](list(DIMS), N_CLASSES, {"hidden_dim": 8, "dropout": 0.0},
+                       {k: v for k, v in SHIPPED["qmf"].items() if k != "confidence_scale"}, gens)
 
 
 # ------------------------------------------------------------------------------------ method by method
@@ -349,7 +355,7 @@ def test_qmf_history_accumulates_each_present_samples_loss():
     assert torch.equal(model.tracked[0], on)
 
 
-def test_every_baseline_runs_in_the_training_loop_with_default_options():
+def test_every_baseline_runs_in_the_training_loop_with_the_shipped_options():
     import numpy as np
     import yaml
 
@@ -361,7 +367,6 @@ def test_every_baseline_runs_in_the_training_loop_with_default_options():
     corpus = Corpus([f"u{i}" for i in range(80)], features, labels, ["a", "b", "c"], {})
     params = yaml.safe_load(open(P.REPO_ROOT / "params.yaml"))
     params["train"].update({"epochs": 2, "hidden_dim": 8, "batch_size": 16})
-    params["method_params"] = {}                                  # the defaults of each method
     split = {"test": np.arange(0, 20), "val": np.arange(20, 30), "train": np.arange(30, 80)}
     present = np.random.default_rng(0).random((80, 3)) > 0.3
     for name in BASELINES:

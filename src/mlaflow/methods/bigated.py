@@ -19,7 +19,7 @@ from torch import nn
 from mlaflow.methods.base import StackedLinear
 from mlaflow.methods.joint import JointFusion, modality_index, read_options
 
-DEFAULTS = {"gate": "text"}
+OPTIONS = ("gate",)
 
 
 class BiGated(JointFusion):
@@ -27,7 +27,7 @@ class BiGated(JointFusion):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        options = read_options(self.name, method_cfg, DEFAULTS)
+        options = read_options(self.name, method_cfg, OPTIONS)
         self.gating = modality_index(self.name, "gate", options["gate"], self.n_modalities)
         self.gated = [m for m in range(self.n_modalities) if m != self.gating]
         self.projections = nn.ModuleList(StackedLinear(self.hidden_dim, self.hidden_dim, generators)

@@ -44,7 +44,7 @@ class ConcatFusion(JointFusion):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        read_options(self.name, method_cfg, {})
+        read_options(self.name, method_cfg, ())
         self.head = ConcatHead(self.n_modalities, self.hidden_dim, n_classes, generators)
 
     def fuse(self, h, present):

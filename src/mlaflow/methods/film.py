@@ -20,7 +20,7 @@ import torch
 from mlaflow.methods.base import StackedLinear
 from mlaflow.methods.joint import JointFusion, modality_index, read_options
 
-DEFAULTS = {"condition": "text"}
+OPTIONS = ("condition",)
 
 
 class FiLM(JointFusion):
@@ -28,7 +28,7 @@ class FiLM(JointFusion):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        options = read_options(self.name, method_cfg, DEFAULTS)
+        options = read_options(self.name, method_cfg, OPTIONS)
         self.condition = modality_index(self.name, "condition", options["condition"], self.n_modalities)
         self.modulated = [m for m in range(self.n_modalities) if m != self.condition]
         self.film = StackedLinear(self.hidden_dim, 2 * self.hidden_dim, generators)

@@ -24,12 +24,15 @@ from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, masked_cr
 from mlaflow.params import MODALITIES
 
 
-def read_options(method: str, method_cfg: dict, defaults: dict) -> dict:
-    """`method_params.<method>` with defaults filled in; an unknown key is an error (the schema's closed map)."""
-    unknown = sorted(set(method_cfg) - set(defaults))
+def read_options(method: str, method_cfg: dict, keys: tuple[str, ...]) -> dict:
+    """`method_params.<method>` from params.yaml (the only source of their values; the schema requires every
+    key). Checked again here, so that a method built outside the workflow fails naming the key."""
+    missing, unknown = sorted(set(keys) - set(method_cfg)), sorted(set(method_cfg) - set(keys))
+    if missing:
+        raise ParamsError(f"method_params.{method}.{missing[0]}", "missing", "add it (see params.yaml)")
     if unknown:
-        raise ParamsError(f"method_params.{method}", f"unknown option(s) {unknown}", f"use only {sorted(defaults)}")
-    return {**defaults, **method_cfg}
+        raise ParamsError(f"method_params.{method}", f"unknown option(s) {unknown}", f"use only {sorted(keys)}")
+    return dict(method_cfg)
 
 
 def modality_index(method: str, key: str, name: str, n_modalities: int) -> int:

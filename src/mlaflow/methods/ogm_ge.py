@@ -38,7 +38,7 @@ from mlaflow.methods.concat import ConcatHead
 from mlaflow.methods.joint import JointFusion, read_options
 from mlaflow.methods.sum_fusion import SumHead
 
-DEFAULTS = {"fusion": "concat", "alpha": 0.1, "modulation": "ogm_ge", "modulation_starts": 0, "modulation_ends": 50}
+OPTIONS = ("fusion", "alpha", "modulation", "modulation_starts", "modulation_ends")
 CHOICES = {"fusion": ("concat", "sum"), "modulation": ("ogm_ge", "ogm", "none")}
 
 
@@ -61,7 +61,7 @@ class OGMGE(JointFusion):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        options = read_options(self.name, method_cfg, DEFAULTS)
+        options = read_options(self.name, method_cfg, OPTIONS)
         for key, choices in CHOICES.items():
             if options[key] not in choices:
                 raise ParamsError(f"method_params.{self.name}.{key}", f"unknown value {options[key]!r}",

@@ -36,7 +36,7 @@ from torch import nn
 from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear, fuse, masked_cross_entropy
 from mlaflow.methods.joint import read_options
 
-DEFAULTS = {"rank_loss_weight": 0.1, "energy_temperature": 1.0, "confidence_scale": 0.1}
+OPTIONS = ("rank_loss_weight", "energy_temperature", "confidence_scale")
 
 
 def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -70,7 +70,7 @@ class QMF(Method):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        options = read_options(self.name, method_cfg, DEFAULTS)
+        options = read_options(self.name, method_cfg, OPTIONS)
         self.rank_loss_weight = options["rank_loss_weight"]
         self.temperature, self.scale = options["energy_temperature"], options["confidence_scale"]
         self.heads = nn.ModuleList(StackedLinear(self.hidden_dim, n_classes, generators) for _ in input_dims)
