@@ -36,3 +36,44 @@ def test_stale_runs_are_refused_naming_the_file(tmp_path):
     assert len(load_runs([str(good)], params)) == 1
     with pytest.raises(InputError, match="stale.json: stale result"):
         load_runs([str(good), str(stale)], params)
+
+
+def _complete_runs(weak_mla=0.5, weak_concat=0.3):
+    """Runs at missing rate 0 of mla, concat and late_fusion, 2 seeds x 2 folds; visual is the weak modality."""
+    rows = []
+    for method, weak in (("mla", weak_mla), ("concat", weak_concat), ("late_fusion", 0.45)):
+        for seed in (0, 1):
+            for fold in (1, 2):
+                jitter = 0.01 * (seed - 0.5)
+                rows.append({"variant": "paper", "method": method, "missing_rate": 0.0, "seed": seed, "fold": fold,
+                             "accuracy": 0.8 + jitter, "audio_accuracy": 0.6 + jitter,
+                             "visual_accuracy": weak + jitter, "text_accuracy": 0.7 + jitter,
+                             "fusion_average_accuracy": 0.75 + jitter})
+    return pd.DataFrame(rows)
+
+
+def test_table1_and_the_laziness_statement_are_computed_from_the_runs():
+    from mlaflow.report import complete
+
+    table = complete.table1(_complete_runs())
+    assert list(table.index) == ["concat", "late_fusion", "mla"]            # the paper's column order
+    assert table.loc["mla", "visual_accuracy_mean"] == pytest.approx(0.5)
+    assert complete.weak_modality(table) == "visual"                       # lowest when trained alone
+    assert "claim on this corpus: holds" in complete.laziness_statement(table)
+    assert "(concat)" in complete.laziness_statement(table)
+    reversed_table = complete.table1(_complete_runs(weak_mla=0.3, weak_concat=0.5))
+    assert "does not hold" in complete.laziness_statement(reversed_table)
+
+
+def test_table3_pairs_hgm_off_runs_with_average_fusion_curves():
+    from mlaflow.report import complete
+
+    params = yaml.safe_load(open(P.REPO_ROOT / "params.yaml"))
+    runs = _complete_runs()
+    hgm_off = runs[runs["method"] == "mla"].assign(variant="hgm_off", accuracy=0.78, fusion_average_accuracy=0.7)
+    table = complete.table3(pd.concat([runs, hgm_off]), params)
+    assert table.loc[("off", "off"), "multi_mean"] == pytest.approx(0.7)
+    assert table.loc[("off", "on"), "multi_mean"] == pytest.approx(0.78)
+    assert table.loc[("on", "off"), "multi_mean"] == pytest.approx(0.75)
+    assert table.loc[("on", "on"), "multi_mean"] == pytest.approx(0.8)
+    assert complete.table3(runs, params) is None                           # no hgm_off runs: no table

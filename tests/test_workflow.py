@@ -58,6 +58,14 @@ def test_workflow_produces_the_report(workspace):
     assert (workspace / "reports" / "figures" / "accuracy_vs_missing_rate.png").stat().st_size > 1000
 
 
+def test_workflow_produces_the_complete_modality_tables(workspace):
+    report = (workspace / "reports" / "report.md").read_text()
+    assert "Table 1 analogue" in report and "| concat |" in report and "| qmf |" in report
+    assert "Laziness claim on this corpus" in report
+    metrics = json.loads((workspace / "reports" / "metrics.json").read_text())
+    assert set(metrics["concat"]) == {"r00"} and set(metrics["qmf"]) == {"r00"}   # complete modalities only
+
+
 def test_workflow_produces_the_fidelity_section(workspace):
     # tiny fidelity grid: released_code MLA at 0.5, late fusion under cpm masks at 0.0 and 0.5
     # (at 0.0 the cpm masks remove nothing: those cells are the main grid's runs, not retrained)

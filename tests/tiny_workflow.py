@@ -23,6 +23,7 @@ def tiny_params(repo: Path, seeds=(0, 1), gpu_per_job: int = 0) -> dict:
     params["splits"]["folds"] = [1, 2]
     params["masks"]["missing_rates"] = [0.0, 0.5]
     params["train"].update(seeds=list(seeds), epochs=2, threads=1)
+    params["complete_modality_methods"] = ["concat", "qmf"]
     released = params["fidelity"]["variants"]["released_code"]
     params["fidelity"].update(missing_rates=[0.5], protocol_methods=["late_fusion"],
                               variants={"released_code": released})

@@ -36,7 +36,7 @@ def validate(params: dict) -> dict:
             key = ".".join([*map(str, err.absolute_path), extra[0]]) if extra else key
             raise ParamsError(key, "unknown key", "remove it or correct its spelling (see workflow/schemas/params.schema.yaml)")
         raise ParamsError(key, err.message, "see workflow/schemas/params.schema.yaml for allowed values")
-    for method in params["methods"]:
+    for method in [*params["methods"], *params["complete_modality_methods"]]:
         if method not in params["method_params"]:
             raise ParamsError(f"method_params.{method}", "missing for a method listed in `methods`",
                               f"add a `{method}:` entry under method_params")

@@ -57,10 +57,14 @@ def mask_file(protocol, rate):
     return f"data/splits/masks/{protocol}/missing_{rate}.h5"
 
 
+COMPLETE_RATE = P.format_rate(0.0)  # the complete-modality baselines (Table 1 analogue) run at missing rate 0 only
 MAIN_RUN_FILES = [f for method in METHODS for rate in RATES for f in run_files(P.PAPER_VARIANT, method, rate)]
+MAIN_RUN_FILES += [f for method in config["complete_modality_methods"] if method not in METHODS
+                   for f in run_files(P.PAPER_VARIANT, method, COMPLETE_RATE)]
 FIDELITY_RUN_FILES = [f for variant, method, rates in P.fidelity_grid(config) for rate in rates
                       for f in run_files(variant, method, P.format_rate(rate))]
-MAIN_MASK_FILES = [mask_file(PROTOCOL, rate) for rate in RATES]
+MAIN_MASK_FILES = sorted({mask_file(PROTOCOL, rate)
+                          for rate in [*RATES, *([COMPLETE_RATE] if config["complete_modality_methods"] else [])]})
 # every mask file, the fidelity experiment's included: all made in the main stage (data/splits is its output)
 MASK_FILES = sorted(set(MAIN_MASK_FILES) | {
     mask_file(P.variant_params(config, variant)["masks"]["protocol"], P.format_rate(rate))
@@ -70,7 +74,7 @@ SUMMARY_OUTPUTS = [
     "reports/plots/accuracy_vs_missing_rate.csv",
     "reports/figures/accuracy_vs_missing_rate.png",
 ]
-REPORT_OUTPUTS = ["reports/report.md"]
+REPORT_OUTPUTS = ["reports/report.md", "reports/figures/modality_gap.png"]
 if config["fidelity"]["enabled"]:
     REPORT_OUTPUTS += [
         "reports/fidelity.json",

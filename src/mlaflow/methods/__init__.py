@@ -5,10 +5,17 @@ import torch
 
 from mlaflow.errors import ParamsError
 from mlaflow.methods.base import Method
+from mlaflow.methods.bigated import BiGated
+from mlaflow.methods.concat import ConcatFusion
+from mlaflow.methods.film import FiLM
 from mlaflow.methods.late_fusion import LateFusion
 from mlaflow.methods.mla import MLA
+from mlaflow.methods.ogm_ge import OGMGE
+from mlaflow.methods.qmf import QMF
+from mlaflow.methods.sum_fusion import SumFusion
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (MLA, LateFusion)}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (MLA, LateFusion, SumFusion, ConcatFusion, FiLM, BiGated, OGMGE, QMF)}
 
 
 def build_method(name: str, input_dims: list[int], n_classes: int, params: dict,

@@ -220,6 +220,11 @@ class Method(nn.Module):
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
         raise NotImplementedError
 
+    @torch.no_grad()
+    def embeddings(self, data: RunGroup, batch: Batch) -> torch.Tensor:
+        """Each modality's encoder output [R, M, n, s]: the representations the modality gap is measured on."""
+        return torch.stack([enc(data.inputs(m, batch.idx, batch.valid)) for m, enc in enumerate(self.encoders)], dim=1)
+
     def fusion_variants(self, predictions: Predictions, present: torch.Tensor) -> dict[str, torch.Tensor]:
         """Fused logits [R, n, C] under other test-time fusion rules of this method, by rule name (none here).
         The trainer records each rule's validation and test curves, so one training measures them all."""

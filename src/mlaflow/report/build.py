@@ -20,10 +20,10 @@ from mlaflow.errors import InputError
 from mlaflow.io import atomic_path, write_json, write_text
 from mlaflow.params import MODALITIES, PAPER_VARIANT, RUN_SECTIONS, params_hash, rate_key, variant_params
 from mlaflow.provenance import git_commit, versions
-from mlaflow.report import fidelity
+from mlaflow.report import complete, fidelity
 
 METRICS = ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1")
-PAPER_NAMES = {"mla": "mla", "late_fusion": "late_fusion"}
+PAPER_NAMES = {"mla": "mla", "late_fusion": "late_fusion", "qmf": "qmf"}
 
 
 def load_runs(paths: list[str], params: dict) -> pd.DataFrame:
@@ -47,6 +47,7 @@ def load_runs(paths: list[str], params: dict) -> pd.DataFrame:
         row.update({k: run["metrics"][k] for k in METRICS})
         row.update({f"{m}_accuracy": run["metrics"]["per_modality_accuracy"][m] for m in MODALITIES})
         row["share_all_missing"] = run["metrics"]["share_all_missing"]
+        row.update({f"gap_{pair}": gap for pair, gap in run["metrics"].get("modality_gap", {}).items()})
         row["best_epoch"] = run["validation"]["best_epoch"]
         row["seconds_per_epoch"] = run["seconds_per_epoch"]
         selection = run.get("selection", {})
@@ -149,20 +150,18 @@ def _main_results(run_paths: list[str], params: dict):
 def build_summary(run_paths: list[str], params: dict, out_dir: Path) -> None:
     """The main grid's DVC metrics (reports/metrics.json) and plots data and figure."""
     _, runs, summary, paper = _main_results(run_paths, params)
-    methods = list(dict.fromkeys(runs["method"]))
+    methods = list(params["methods"])  # the main grid: every missing rate
     rates = sorted(runs["missing_rate"].unique())
     cell = summary.set_index(["method", "missing_rate"])
 
-    # DVC metrics: nested, no dots in keys.
+    # DVC metrics: nested, no dots in keys; every method at the rates it ran (complete-modality ones at 0).
     metrics = {"params_hash": params_hash(params, RUN_SECTIONS)}
-    for method in methods:
-        metrics[method] = {}
-        for rate in rates:
-            row = cell.loc[(method, rate)]
-            entry = {f"{k}_{stat}": round(float(row[f"{k}_{stat}"]), 6)
-                     for k in (*METRICS, *(f"{m}_accuracy" for m in MODALITIES)) for stat in ("mean", "std")}
-            entry["n_runs"] = int(row["n_runs"])
-            metrics[method][rate_key(rate)] = entry
+    for method, rate in cell.index:
+        row = cell.loc[(method, rate)]
+        entry = {f"{k}_{stat}": round(float(row[f"{k}_{stat}"]), 6)
+                 for k in (*METRICS, *(f"{m}_accuracy" for m in MODALITIES)) for stat in ("mean", "std")}
+        entry["n_runs"] = int(row["n_runs"])
+        metrics.setdefault(method, {})[rate_key(rate)] = entry
     write_json(out_dir / "metrics.json", metrics)
 
     # DVC plots data: one column per method (this run) and per paper curve.
@@ -176,7 +175,7 @@ def build_summary(run_paths: list[str], params: dict, out_dir: Path) -> None:
         plot_rows.append(row)
     with atomic_path(out_dir / "plots" / "accuracy_vs_missing_rate.csv", ".csv") as tmp:
         pd.DataFrame(plot_rows).to_csv(tmp, index=False)
-    plot(summary, paper, out_dir / "figures" / "accuracy_vs_missing_rate.png")
+    plot(summary[summary["method"].isin(methods)], paper, out_dir / "figures" / "accuracy_vs_missing_rate.png")
 
 
 def build_report(run_paths: list[str], params: dict, out_dir: Path, feature_paths: list[str],
@@ -190,14 +189,18 @@ def build_report(run_paths: list[str], params: dict, out_dir: Path, feature_path
         write_json(out_dir / "fidelity.json", {"params_hash": params_hash(params, (*RUN_SECTIONS, "fidelity")),
                                                **fidelity.metrics(*fidelity_tables)})
         _write_fidelity_plots(*fidelity_tables, out_dir)
-    methods = list(dict.fromkeys(runs["method"]))
-    rates = sorted(runs["missing_rate"].unique())
+    methods = list(params["methods"])
+    rates = sorted(runs[runs["method"].isin(methods)]["missing_rate"].unique())
+    paper_all = yaml.safe_load(Path(params["report"]["paper_results"]).read_text())
+    complete_tables = (complete.table1(runs), complete.table3(all_runs, params), complete.gap_table(runs))
+    complete.plot_gap(complete.load_projections(run_paths, complete.GAP_METHODS), out_dir / "figures" / "modality_gap.png")
     write_text(out_dir / "report.md", render_markdown(summary, runs, paper, params, methods, rates,
                                                       _feature_provenance(feature_paths), _mask_summary(masks),
-                                                      fidelity_tables))
+                                                      fidelity_tables, complete_tables, paper_all))
 
 
-def render_markdown(summary, runs, paper, params, methods, rates, features, mask_summary, fidelity_tables=None) -> str:
+def render_markdown(summary, runs, paper, params, methods, rates, features, mask_summary, fidelity_tables=None,
+                    complete_tables=None, paper_all=None) -> str:
     cell = summary.set_index(["method", "missing_rate"])
     n_seeds, n_folds = len(params["train"]["seeds"]), len(params["splits"]["folds"])
     any_pretrained = any(bool(f.get("pretrained")) for f in features)
@@ -231,15 +234,17 @@ def render_markdown(summary, runs, paper, params, methods, rates, features, mask
     header = ["method", "missing rate", "WA", "UA", "macro F1", "weighted F1", *[f"{m} acc" for m in MODALITIES],
               "all-missing share", "runs"]
     rows = []
-    for method in methods:
-        for r in rates:
-            c = cell.loc[(method, r)]
-            rows.append([method, f"{r:.1f}", *[_pm(c[f"{k}_mean"], c[f"{k}_std"]) for k in METRICS],
-                         *[_pm(c[f"{m}_accuracy_mean"], c[f"{m}_accuracy_std"]) for m in MODALITIES],
-                         f"{100 * c['share_all_missing_mean']:.1f}", str(int(c["n_runs"]))])
+    for method, r in cell.index:
+        c = cell.loc[(method, r)]
+        rows.append([method, f"{r:.1f}", *[_pm(c[f"{k}_mean"], c[f"{k}_std"]) for k in METRICS],
+                     *[_pm(c[f"{m}_accuracy_mean"], c[f"{m}_accuracy_std"]) for m in MODALITIES],
+                     f"{100 * c['share_all_missing_mean']:.1f}", str(int(c["n_runs"]))])
     out += [_markdown_table(header, rows), "",
             "Per-modality accuracy: each modality's own prediction (MLA: the shared head on that modality's "
             "encoder; late fusion: that modality's classifier), on the test samples where the modality is present.", ""]
+
+    if complete_tables is not None:
+        out += render_complete(*complete_tables, paper_all)
 
     if fidelity_tables is not None:
         out += render_fidelity(*fidelity_tables, params)
@@ -260,7 +265,7 @@ def render_markdown(summary, runs, paper, params, methods, rates, features, mask
         out.append(f"encoder:      {f.get('modality')}: {f.get('encoder')} from {f.get('model_source')}, "
                    f"pretrained={bool(f.get('pretrained'))}, dim={f.get('dim')}, n={f['n']}, file {f['file']}")
     out.append(f"training:     {json.dumps(params['train'], sort_keys=True)}")
-    for method in methods:
+    for method in dict.fromkeys(runs["method"]):
         out.append(f"method:       {method} {json.dumps(params['method_params'].get(method, {}), sort_keys=True)}")
     out.append("versions:     " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     out += ["```", ""]
@@ -353,3 +358,60 @@ def render_fidelity(effects: pd.DataFrame, optimism: pd.DataFrame, by_protocol: 
                                        if (m, p, r) in prot.index else "—" for r in prot_rates] for m, p in keys]), "",
             "![accuracy under both mask protocols](figures/accuracy_vs_missing_rate_by_protocol.png)", ""]
     return out
+
+
+# ------------------------------------------------------------------------------ complete modalities
+
+
+def render_complete(table1: pd.DataFrame, table3: pd.DataFrame | None, gaps: pd.DataFrame, paper_all: dict) -> list[str]:
+    """Table 1 and Table 3 analogues at missing rate 0, beside the paper's IEMOCAP rows; bold: best of ours."""
+    paper1 = paper_all["table1_complete_modalities"]
+    paper_rows = dict(zip(paper1["methods"], zip(*(paper1["IEMOCAP"][complete.PAPER_MODALITY.get(m, m)]
+                                                   for m in (*MODALITIES, "multi")))))
+    best = {c: table1[f"{c}_mean"].max() for c in complete.COLUMNS}
+    header = ["method", *[f"{m} acc" for m in MODALITIES], "multimodal acc", "paper (IEMOCAP): " +
+              " / ".join([*(complete.PAPER_MODALITY[m] for m in MODALITIES), "multi"])]
+    rows = []
+    for method, row in table1.iterrows():
+        cells = []
+        for c in complete.COLUMNS:
+            text = _pm(row[f"{c}_mean"], row[f"{c}_std"])
+            cells.append(f"**{text}**" if row[f"{c}_mean"] == best[c] else text)
+        ref = paper_rows.get(method)
+        rows.append([method, *cells, " / ".join(f"{v:.2f}" for v in ref) if ref else "—"])
+    out = ["## Complete modalities: every method (Table 1 analogue)", "",
+           "Missing rate 0, accuracy % (mean ± std over seeds of the fold means). Unimodal accuracy as section "
+           "4.1.1 says: fusion methods with the other modalities deactivated, `sum` one modality through its "
+           "layer, `concat` the head split into per-modality sub-heads, MLA the shared head on one encoder, late "
+           "fusion and QMF each modality's classifier. Bold: the best of this run per column.", "",
+           _markdown_table(header, rows), "", complete.laziness_statement(table1), ""]
+    pairs = [c[: -len("_mean")] for c in gaps.columns if c.endswith("_mean")]
+    out += ["### Modality gap (Figure 3 analogue)", "",
+            "Distance between the centroids of the L2-normalised encoder outputs of two modalities on the test set "
+            "(Liang et al. 2022), missing rate 0, mean ± std over seeds. The figure projects one run's embeddings "
+            "(seed and fold first in order) on their two principal axes.", "",
+            _markdown_table(["method", *[p.replace("gap_", "") for p in pairs]],
+                            [[m, *[f"{row[f'{p}_mean']:.3f} ± {row[f'{p}_std']:.3f}" for p in pairs]]
+                             for m, row in gaps.iterrows()]), "",
+            "![modality gap](figures/modality_gap.png)", ""]
+    if table3 is None:
+        out += ["MLA ablations (Table 3 analogue): need the fidelity variant `hgm_off` at missing rate 0.", ""]
+        return out
+    paper3 = paper_all["table3_ablation"]
+    configs = [tuple("on" if flag else "off" for flag in c) for c in paper3["configs"]]
+    paper3_rows = dict(zip(configs, zip(*(paper3["IEMOCAP"][complete.PAPER_MODALITY.get(m, m)]
+                                          for m in (*MODALITIES, "multi")))))
+    rows = []
+    for (hgm, df), row in table3.iterrows():
+        ref = paper3_rows.get((hgm, df))
+        rows.append([hgm, df, *[_pm(row[f"{c}_mean"], row[f"{c}_std"]) for c in (*complete.COLUMNS[:-1], "multi")],
+                     " / ".join(f"{v:.2f}" for v in ref) if ref else "—"])
+    out += ["### MLA ablations (Table 3 analogue)", "",
+            "Head gradient modification (HGM, eq. 3-5) and dynamic fusion (DF, eq. 6-8) on and off, missing rate "
+            "0. HGM off: the fidelity variant `hgm_off`; DF off: the average of the unimodal predictions, measured "
+            "on the same runs (fusion acts after training).", "",
+            _markdown_table(["HGM", "DF", *[f"{m} acc" for m in MODALITIES], "multimodal acc",
+                             "paper (IEMOCAP): " + " / ".join([*(complete.PAPER_MODALITY[m] for m in MODALITIES), "multi"])],
+                            rows), ""]
+    return out
+

@@ -31,7 +31,9 @@ from mlaflow.methods.base import Batch, Method, RunGroup, StackedOptimizer
 from mlaflow.params import MODALITIES, RUN_SECTIONS, params_hash
 from mlaflow.provenance import git_commit
 from mlaflow.train.data import Corpus
-from mlaflow.train.metrics import classification_metrics
+from mlaflow.train.metrics import classification_metrics, modality_gap, projection_2d
+
+PROJECTED_POINTS = 60  # per modality, in each run's 2-D projection of the test embeddings
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, 
     method.eval()
     pred, fused, has_any = _fused_predictions(method, data, batch, prior)
     present = data.observed_at(batch.idx, batch.valid)
+    embeddings = method.embeddings(data, batch)                                    # [R, M, n, s]
+    names = MODALITIES[: data.n_modalities]
     results = []
     for r in range(data.n_runs):
         valid = batch.valid[r]
@@ -86,6 +90,16 @@ def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, 
                 batch.labels[r][on], pred.unimodal_logits[r, m][on].argmax(dim=-1), n_classes)["accuracy"]
         result["n"] = int(valid.sum())
         result["share_all_missing"] = float((~has_any[r][valid]).float().mean()) if result["n"] else 0.0
+        # modality gap on the test samples where both modalities are present
+        result["modality_gap"] = {}
+        for a in range(len(names)):
+            for b in range(a + 1, len(names)):
+                both = present[r, :, a] & present[r, :, b]
+                result["modality_gap"][f"{names[a]}-{names[b]}"] = (
+                    modality_gap(embeddings[r, a][both], embeddings[r, b][both]) if bool(both.any()) else float("nan"))
+        every = present[r].all(dim=-1)
+        result["embedding_projection"] = dict(zip(names, projection_2d(
+            [embeddings[r, m][every] for m in range(len(names))], PROJECTED_POINTS))) if bool(every.any()) else {}
         results.append(result)
     return results
 

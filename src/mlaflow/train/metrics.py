@@ -6,6 +6,7 @@ classes), macro_f1 and weighted_f1 (F1 averaged over classes, unweighted and by 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -29,3 +30,19 @@ def classification_metrics(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes
         "macro_f1": float(f1[has_support].mean()),
         "weighted_f1": float((f1 * support).sum() / support.sum()),
     }
+
+
+def modality_gap(h_a: torch.Tensor, h_b: torch.Tensor) -> float:
+    """Liang et al. 2022 ("Mind the gap"): the distance between the centroids of the L2-normalised embeddings
+    of two modalities, h_a and h_b [n, s] of the same n samples."""
+    return float(torch.linalg.vector_norm(F.normalize(h_a, dim=-1).mean(0) - F.normalize(h_b, dim=-1).mean(0)))
+
+
+def projection_2d(embeddings: list[torch.Tensor], n_points: int) -> list[list[list[float]]]:
+    """The first n_points L2-normalised embeddings of each modality projected on the two principal axes of
+    all of them together (for the modality-gap figure). embeddings: per modality [n, s]."""
+    normed = [F.normalize(h[:n_points], dim=-1) for h in embeddings]
+    stacked = torch.cat(normed)
+    centre = stacked.mean(0)
+    _, _, v = torch.linalg.svd(stacked - centre, full_matrices=False)
+    return [((h - centre) @ v[:2].T).round(decimals=4).tolist() for h in normed]

@@ -1,0 +1,101 @@
+"""What the joint-fusion baselines of appendix A.2 share (sum, concat, FiLM, BiGated, OGM-GE): the modality
+encoders feed one fusion layer, trained end to end on the cross-entropy of the fused prediction.
+
+- Embeddings: h_m [R, B, s] is encoder m's output. A masked (sample, modality) cell gets h_m = 0, set after
+  the encoder with masked_fill: neither the cell's features nor the encoder's biases reach the fusion layer,
+  and no gradient flows back through the cell. The fusion layer then runs unchanged on the zero-filled
+  embeddings (sum leaves the masked term out altogether, see sum_fusion.py).
+- Training: one loss per step, the fused cross-entropy over the batch's samples with a modality present.
+  Encoder m takes an optimiser step only in the runs whose batch has m present somewhere (otherwise its
+  gradient is zero, and no step means no momentum drift and no weight decay, as in late fusion); the fusion
+  layers step in every run that has a batch. Subclasses may change the encoder gradients before the step
+  (`modify_gradients`, used by OGM-GE).
+- Unimodal evaluation (section 4.1.1, "deactivate" the other modalities): modality m's prediction is the
+  network's fused output with every other modality treated as missing. Sum and concat override this with
+  the protocol 4.1.1 gives them (`unimodal`).
+- Predictions: fused logits are zero for samples with no modality present (the trainer predicts its prior).
+"""
+from __future__ import annotations
+
+import torch
+
+from mlaflow.errors import ParamsError
+from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, masked_cross_entropy
+from mlaflow.params import MODALITIES
+
+
+def read_options(method: str, method_cfg: dict, keys: tuple[str, ...]) -> dict:
+    """`method_params.<method>` from params.yaml (the only source of their values; the schema requires every
+    key). Checked again here, so that a method built outside the workflow fails naming the key."""
+    missing, unknown = sorted(set(keys) - set(method_cfg)), sorted(set(method_cfg) - set(keys))
+    if missing:
+        raise ParamsError(f"method_params.{method}.{missing[0]}", "missing", "add it (see params.yaml)")
+    if unknown:
+        raise ParamsError(f"method_params.{method}", f"unknown option(s) {unknown}", f"use only {sorted(keys)}")
+    return dict(method_cfg)
+
+
+def modality_index(method: str, key: str, name: str, n_modalities: int) -> int:
+    """Index of a modality named in the options (MODALITIES order: audio, visual, text)."""
+    names = list(MODALITIES[:n_modalities])
+    if name not in names:
+        raise ParamsError(f"method_params.{method}.{key}", f"unknown modality {name!r}", f"use one of {names}")
+    return names.index(name)
+
+
+class JointFusion(Method):
+    """Base of the joint-fusion methods. Subclasses define `fuse` (and may override `unimodal`,
+    `modify_gradients`)."""
+
+    def embed(self, data: RunGroup, batch: Batch, present: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs h [R, M, B, s], zero where the modality is masked (present: [R, B, M])."""
+        h = torch.stack([enc(data.inputs(m, batch.idx, batch.valid)) for m, enc in enumerate(self.encoders)], dim=1)
+        return h.masked_fill(~present.permute(0, 2, 1).unsqueeze(-1), 0.0)
+
+    def fuse(self, h: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Fused logits [R, B, C] from zero-filled embeddings h [R, M, B, s] and present [R, B, M]."""
+        raise NotImplementedError
+
+    def unimodal(self, h: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Per-modality logits [R, M, B, C]: the fused network with every other modality deactivated."""
+        out = []
+        for m in range(self.n_modalities):
+            only_m = torch.zeros_like(present)
+            only_m[..., m] = present[..., m]
+            out.append(self.fuse(h.masked_fill(~only_m.permute(0, 2, 1).unsqueeze(-1), 0.0), only_m))
+        return torch.stack(out, dim=1)
+
+    def modify_gradients(self, h: torch.Tensor, present: torch.Tensor, labels: torch.Tensor,
+                         encoder_steps: torch.Tensor) -> None:
+        """Hook between backward and the optimiser step; encoder_steps [R, M]: runs where encoder m steps."""
+
+    def fusion_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("encoders.")]
+
+    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+        loss_sum = torch.zeros(self.n_runs, device=data.device)
+        n_batches = torch.zeros(self.n_runs, device=data.device)
+        for batch in data.shuffled_batches(data.rows("train"), batch_size):
+            active = batch.valid.any(dim=1)                                         # [R]
+            self.set_active_runs(active)
+            present = data.present_at(batch.idx, batch.valid)                       # [R, B, M]
+            h = self.embed(data, batch, present)
+            loss = masked_cross_entropy(self.fuse(h, present), batch.labels, present.any(dim=-1))
+            optimizer.zero_grad()
+            loss.sum().backward()                                                   # runs are independent
+            encoder_steps = present.any(dim=1)                                      # [R, M]
+            self.modify_gradients(h.detach(), present, batch.labels, encoder_steps)
+            stepping = {p: active for p in self.fusion_parameters()}
+            for m, encoder in enumerate(self.encoders):
+                stepping.update({p: encoder_steps[:, m] for p in encoder.parameters()})
+            optimizer.step(stepping)
+            loss_sum += loss.detach() * active
+            n_batches += active
+        return loss_sum / n_batches.clamp(min=1)
+
+    @torch.no_grad()
+    def predict(self, data: RunGroup, batch: Batch) -> Predictions:
+        present = data.present_at(batch.idx, batch.valid)
+        h = self.embed(data, batch, present)
+        fused = self.fuse(h, present).masked_fill(~present.any(dim=-1, keepdim=True), 0.0)
+        return Predictions(self.unimodal(h, present), fused)
