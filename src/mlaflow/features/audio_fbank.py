@@ -1,0 +1,173 @@
+"""Audio features without a learned encoder: Kaldi log-mel filterbanks, pooled per utterance.
+
+The MLA paper's audio-visual datasets (CREMA-D, after OGM-GE) feed the audio encoder a time-frequency
+representation of the clip instead of wav2vec 2.0 features. mlaflow stores one vector per utterance, so the
+filterbank frames are pooled: the mean and the standard deviation of every mel band over the utterance's
+frames, concatenated, give a 2 * n_mels vector (256-d for 128 bands).
+
+Filterbank settings are those commonly used with `torchaudio.compliance.kaldi.fbank` for audio
+classification (as in AST): 25 ms Hanning windows every 10 ms, no dither (deterministic), HTK-compatible
+output, no energy term. Values are raw log energies of the float waveform in [-1, 1] (not normalised); a
+silent band gets log(float32 eps) = -15.94, so silence gives finite features.
+
+The encoder follows the protocol of `mlaflow.features.extract` (item_length, load_item, encode returning
+EncodedBatch), so it plugs into extraction as an `audio` encoder. Its "model directory" holds only the
+filterbank settings (config.json, written by `build_embedded`): there are no weights to train or load.
+Files are read with soundfile (torchaudio 2.9 reads files only through torchcodec).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+import torch
+from torchaudio.compliance import kaldi
+
+from mlaflow.errors import InputError, ParamsError
+from mlaflow.features.audio_wav2vec import REEXPORT_FIX
+from mlaflow.features.extract import EncodedBatch, require_model_dir, write_encoder_info
+from mlaflow.io import atomic_path
+
+ARCHITECTURE = "fbank"
+SAMPLE_RATE = 16_000   # CREMA-D's AudioWAV rate
+N_MELS = 128
+FRAME_LENGTH_MS = 25.0
+FRAME_SHIFT_MS = 10.0
+
+
+def fbank_features(wave: np.ndarray, sample_rate: int, n_mels: int = N_MELS, frame_length_ms: float = FRAME_LENGTH_MS,
+                   frame_shift_ms: float = FRAME_SHIFT_MS) -> np.ndarray:
+    """Log-mel filterbank frames [T, n_mels] (float32) of a mono float waveform.
+
+    T = 1 + (len(wave) - window) // shift (Kaldi's snip_edges framing). Raises ValueError for a wave
+    shorter than one window.
+    """
+    frames = _fbank(torch.as_tensor(np.asarray(wave, dtype=np.float32)), sample_rate, n_mels, frame_length_ms,
+                    frame_shift_ms)
+    return frames.numpy()
+
+
+def pool_mean_std(frames: np.ndarray) -> np.ndarray:
+    """Utterance vector [2 * n_mels]: per-band mean over frames, then per-band (population) std."""
+    frames = np.asarray(frames, dtype=np.float32)
+    return np.concatenate([frames.mean(axis=0), frames.std(axis=0)])
+
+
+def utterance_fbank(wave: np.ndarray, sample_rate: int, n_mels: int = N_MELS) -> np.ndarray:
+    """The stored feature of one utterance: pool_mean_std(fbank_features(...)), 2 * n_mels floats."""
+    return pool_mean_std(fbank_features(wave, sample_rate, n_mels))
+
+
+def window_samples(sample_rate: int, frame_length_ms: float = FRAME_LENGTH_MS) -> int:
+    """Samples in one analysis window: the shortest wave that has a filterbank frame."""
+    return int(sample_rate * frame_length_ms / 1000)
+
+
+def _fbank(wave: torch.Tensor, sample_rate: int, n_mels: int, frame_length_ms: float,
+           frame_shift_ms: float) -> torch.Tensor:
+    if wave.ndim != 1:
+        raise ValueError(f"expected a mono waveform [samples], got shape {tuple(wave.shape)}")
+    if len(wave) < window_samples(sample_rate, frame_length_ms):
+        raise ValueError(f"{len(wave)} samples is shorter than one {frame_length_ms} ms window at {sample_rate} Hz")
+    return kaldi.fbank(wave.float().unsqueeze(0), sample_frequency=sample_rate, num_mel_bins=n_mels,
+                       frame_length=frame_length_ms, frame_shift=frame_shift_ms, window_type="hanning",
+                       htk_compat=True, use_energy=False, dither=0.0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Encoder for mlaflow's extraction driver
+# --------------------------------------------------------------------------------------------------------
+
+def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
+    """Write the filterbank settings (n_mels from `cfg` = params `features.audio`) as a "model directory".
+
+    `seed` is recorded only: a filterbank has no weights. The directory appears atomically.
+    """
+    settings = {"architecture": ARCHITECTURE, "sample_rate": SAMPLE_RATE, "n_mels": int(cfg["n_mels"]),
+                "frame_length_ms": FRAME_LENGTH_MS, "frame_shift_ms": FRAME_SHIFT_MS}
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        (tmp / "config.json").write_text(json.dumps(settings, indent=2) + "\n")
+        write_encoder_info(tmp, architecture=ARCHITECTURE, seed=seed, details=settings)
+    return out_dir
+
+
+class FbankAudioEncoder:
+    """Encodes wav files into [B, 2 * n_mels] pooled log-mel filterbank vectors."""
+
+    modality = "audio"
+    length_unit = "samples"
+    architecture = ARCHITECTURE
+    pretrained = False
+    dim_source = "twice the directory's n_mels (mean and std of every mel band)"
+
+    def __init__(self, settings: dict[str, Any], cfg: dict, device: torch.device):
+        self.sample_rate = int(settings["sample_rate"])
+        self.n_mels = int(settings["n_mels"])
+        self.frame_length_ms = float(settings["frame_length_ms"])
+        self.frame_shift_ms = float(settings["frame_shift_ms"])
+        self.max_samples = int(round(cfg["max_seconds"] * self.sample_rate))
+        self.min_samples = window_samples(self.sample_rate, self.frame_length_ms)
+        self.output_dim = 2 * self.n_mels
+        self.device = device
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> "FbankAudioEncoder":
+        model_dir = require_model_dir(model_dir, "audio")
+        settings = json.loads((model_dir / "config.json").read_text())
+        if settings.get("architecture") != ARCHITECTURE:
+            raise ParamsError("features.audio.model", f"{model_dir} is not a filterbank directory written by "
+                              "mlaflow", "set it to `embedded` to have the filterbank settings written")
+        return cls(settings, cfg, device)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def _check_header(self, path: Path) -> int:
+        """Number of samples of a wav (after truncation to max_seconds), from its header only."""
+        if not path.is_file():
+            raise InputError(path, "wav file not found", "restore it or correct `wav_path` in the manifest")
+        try:
+            info = soundfile.info(str(path))
+        except Exception as err:  # libsndfile: corrupt header, not audio (e.g. a git-lfs pointer file)
+            raise InputError(path, f"cannot be read as audio ({err})", REEXPORT_FIX) from err
+        if info.samplerate != self.sample_rate:
+            raise InputError(path, f"sample rate is {info.samplerate} Hz, the filterbank expects {self.sample_rate} Hz",
+                             f"resample it (e.g. `sox in.wav -r {self.sample_rate} out.wav`)")
+        if info.frames < self.min_samples:
+            raise InputError(path, f"too short: {info.frames} samples, one {self.frame_length_ms:g} ms window "
+                             f"needs {self.min_samples}", "remove the utterance from the manifest")
+        return min(int(info.frames), self.max_samples)
+
+    def item_length(self, row: dict) -> int:
+        return self._check_header(Path(row["wav_path"]))
+
+    def load_item(self, row: dict) -> np.ndarray:
+        """The utterance's waveform: float32 mono (channels averaged), truncated to max_seconds."""
+        path = Path(row["wav_path"])
+        self._check_header(path)
+        try:
+            samples, _ = soundfile.read(str(path), frames=self.max_samples, dtype="float32", always_2d=True)
+        except Exception as err:  # a valid header followed by damaged data
+            raise InputError(path, f"cannot be decoded ({err})", REEXPORT_FIX) from err
+        wave = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+        if not np.isfinite(wave).all():
+            raise InputError(path, "contains NaN or inf samples", REEXPORT_FIX)
+        return np.ascontiguousarray(wave)
+
+    # -- encoding --------------------------------------------------------------------------------------
+
+    def encode(self, waves: list[np.ndarray]) -> EncodedBatch:
+        """One pooled filterbank vector per wave; each wave is framed on its own, so nothing is padded."""
+        # float32 throughout: fp16 autocast (features.half_precision) would lose the small log energies
+        with torch.autocast(self.device.type, enabled=False):
+            vectors = []
+            for wave in waves:
+                frames = _fbank(torch.from_numpy(wave).to(self.device), self.sample_rate, self.n_mels,
+                                self.frame_length_ms, self.frame_shift_ms)
+                vectors.append(torch.cat([frames.mean(dim=0), frames.std(dim=0, unbiased=False)]))
+        n_samples = sum(len(wave) for wave in waves)
+        return EncodedBatch(features=torch.stack(vectors), real_units=n_samples, padded_units=n_samples)
