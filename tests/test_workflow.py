@@ -50,7 +50,7 @@ def test_workflow_produces_the_report(workspace):
     assert set(metrics["mla"]) == {"r00", "r50"} and set(metrics["late_fusion"]) == {"r00", "r50"}
     assert metrics["mla"]["r00"]["n_runs"] == 4  # 2 seeds x 2 folds
     runs = sorted((workspace / "data" / "runs").rglob("*.json"))
-    assert len(runs) == 2 * 2 * 2 * 2
+    assert len(runs) == 2 * 2 * 2 * 2 + 2 * 2 * 2   # main grid + 2 complete-modality methods at rate 0
     record = json.loads(runs[0].read_text())
     for key in ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1", "per_modality_accuracy"):
         assert key in record["metrics"]
@@ -77,7 +77,7 @@ def test_workflow_produces_the_fidelity_section(workspace):
     metrics = json.loads((workspace / "reports" / "fidelity.json").read_text())
     assert set(metrics["fidelity"]) == {"released_code", "per_batch_fusion", "fixed_fusion", "test_set_selection"}
     assert metrics["fidelity"]["test_set_selection"]["r50"]["delta_mean"] >= 0
-    assert set(metrics["optimism"]) == {"mla", "late_fusion"}
+    assert set(metrics["optimism"]) == {"mla", "late_fusion", "concat", "qmf"}   # every method that ran
     assert set(metrics["by_protocol"]) == {"bernoulli", "cpm"}
     effects = (workspace / "reports" / "plots" / "fidelity_effects.csv").read_text().splitlines()
     assert effects[0].startswith("missing_rate,released_code") and len(effects) == 2
@@ -115,3 +115,19 @@ def test_wrong_param_fails_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "train.epochz" in proc.stdout + proc.stderr
     assert not (tmp_path / "data" / "corpus").exists()
+
+
+@pytest.mark.parametrize("job_group, per_cell", [("cell", 1), ("seed", 2), ("run", 4)])
+def test_job_group_decides_how_many_runs_one_training_job_covers(tmp_path, job_group, per_cell):
+    copy_workflow(REPO, tmp_path, items=("Snakefile", "workflow", "profiles", "src", "data/reference"))
+    params = tiny_params(REPO)                       # 2 seeds x 2 folds per (method, missing rate)
+    params["train"]["job_group"] = job_group
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = run([str(BIN / "snakemake"), "-n", "--quiet", "rules"], tmp_path).stdout
+    counts = dict(line.split()[:2] for line in out.splitlines() if line.split()[:1] in (["train"], ["train_variant"]))
+    cells = 2 * 2 + 2                                # main grid (2 methods x 2 rates) + 2 complete-modality methods
+    assert int(counts["train"]) == cells * per_cell
+    shell = run([str(BIN / "snakemake"), "-n", "-p", "data/runs/mla/missing_0.50/seed1_fold2.json"], tmp_path).stdout
+    expected = {"cell": "--seed-list 0 1 --fold-list 1 2", "seed": "--seed-list 1 --fold-list 1 2",
+                "run": "--seed-list 1 --fold-list 2"}[job_group]
+    assert expected in shell

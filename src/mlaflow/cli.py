@@ -94,7 +94,14 @@ def _train(args, params):
         from mlaflow.errors import InputError
         raise InputError(args.folds, "utterance ids differ from the manifest's",
                          "regenerate folds after the manifest changed (snakemake --forcerun folds)")
-    runs = [(seed, fold) for seed in params["train"]["seeds"] for fold in params["splits"]["folds"]]
+    seeds = args.seed_list or params["train"]["seeds"]
+    folds = args.fold_list or params["splits"]["folds"]
+    for key, chosen, allowed in (("train.seeds", seeds, params["train"]["seeds"]),
+                                 ("splits.folds", folds, params["splits"]["folds"])):
+        if not set(chosen) <= set(allowed):
+            from mlaflow.errors import ParamsError
+            raise ParamsError(key, f"{sorted(set(chosen) - set(allowed))} not in {allowed}", "train only configured runs")
+    runs = [(seed, fold) for seed in seeds for fold in folds]
     if len(args.out) != len(runs):
         raise SystemExit(f"expected {len(runs)} output paths (seeds x folds), got {len(args.out)}")
     train_group(args.method, args.missing_rate, corpus, folds_table, args.masks, dict(zip(runs, args.out)), params,
@@ -161,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", nargs=3, required=True, metavar=("AUDIO", "VISUAL", "TEXT"))
     p.add_argument("--folds", required=True)
     p.add_argument("--masks", required=True)
+    p.add_argument("--seed-list", type=int, nargs="+", default=None, help="seeds of this job (default: train.seeds)")
+    p.add_argument("--fold-list", type=int, nargs="+", default=None, help="folds of this job (default: splits.folds)")
     p.add_argument("--variant", default=params_mod.PAPER_VARIANT,
                    help="a fidelity variant: paper (default), a name under fidelity.variants, or masks_<protocol>")
     p.add_argument("--out", nargs="+", required=True, help="one metrics JSON per (seed, fold), seeds outer")

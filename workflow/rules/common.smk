@@ -24,6 +24,8 @@ wildcard_constraints:
     variant="[a-z0-9_]+",
     protocol="|".join(P.MASK_PROTOCOLS),
     rate=r"\d\.\d\d",
+    seed=r"\d+",
+    fold=r"\d+",
 
 
 def code(*packages):
@@ -45,12 +47,30 @@ def feature_path(modality):
     return config["features"][modality]["precomputed"] or f"data/features/{modality}.h5"
 
 
-def run_files(variant, method, rate):
+def run_files(variant, method, rate, seeds=SEEDS, folds=FOLDS):
     """One metrics JSON per (seed, fold). The main grid (variant "paper") is under data/runs, the fidelity
-    experiment's variants (see mlaflow.params.variant_params) under data/fidelity: two DVC stages."""
+    experiment's variants (see mlaflow.params.variant_params) under data/fidelity: two DVC stages. A seed or
+    fold given as None stays a wildcard."""
     root = "data/runs" if variant == P.PAPER_VARIANT else "data/fidelity/{variant}"
+    given = {k: v for k, v in (("seed", seeds), ("fold", folds)) if v is not None}
     return expand(root + "/{method}/missing_{rate}/seed{seed}_fold{fold}.json",
-                  variant=variant, method=method, rate=rate, seed=SEEDS, fold=FOLDS)
+                  variant=variant, method=method, rate=rate, **given, allow_missing=True)
+
+
+# What one training job covers (train.job_group): "cell" all seeds x folds of a method at a missing rate,
+# "seed" the folds of one seed, "run" one run. Results are the same whatever the grouping.
+JOB_GROUP = config["train"]["job_group"]
+JOB_SEEDS = None if JOB_GROUP in ("seed", "run") else SEEDS
+JOB_FOLDS = None if JOB_GROUP == "run" else FOLDS
+JOB_NAME = {"cell": "", "seed": "_seed{seed}", "run": "_seed{seed}_fold{fold}"}[JOB_GROUP]
+
+
+def job_seeds(wildcards):
+    return wildcards.seed if JOB_SEEDS is None else " ".join(map(str, SEEDS))
+
+
+def job_folds(wildcards):
+    return wildcards.fold if JOB_FOLDS is None else " ".join(map(str, FOLDS))
 
 
 def mask_file(protocol, rate):

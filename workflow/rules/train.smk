@@ -1,5 +1,6 @@
 rule train:
-    """All seeds x folds of one method at one missing rate, in one process (one metrics JSON per run)."""
+    """The runs of one method at one missing rate that train.job_group puts in one job (default: all seeds x
+    folds), in one process, stacked (one metrics JSON per run)."""
     input:
         manifest="data/manifest/manifest.csv",
         features=[feature_path(m) for m in MODALITIES],
@@ -7,9 +8,11 @@ rule train:
         masks=variant_masks,
         code=code("data", "features", "methods", "train"),
     output:
-        run_files(P.PAPER_VARIANT, "{method}", "{rate}"),
+        run_files(P.PAPER_VARIANT, "{method}", "{rate}", JOB_SEEDS, JOB_FOLDS),
     params:
         variant=variant_of,
+        seeds=job_seeds,
+        folds=job_folds,
         method=method_cfg,
         train=variant_train_cfg,
     threads: config["train"]["threads"]
@@ -18,20 +21,20 @@ rule train:
         mem_mb=4000,
         runtime=60,
     log:
-        "logs/train/{method}/missing_{rate}.log",
+        "logs/train/{method}/missing_{rate}" + JOB_NAME + ".log",
     benchmark:
-        "benchmarks/train/{method}/missing_{rate}.tsv"
+        "benchmarks/train/{method}/missing_{rate}" + JOB_NAME + ".tsv"
     shell:
         "{MLAFLOW} train --variant {params.variant} --method {wildcards.method} --missing-rate {wildcards.rate}"
-        " --manifest {input.manifest} --features {input.features} --folds {input.folds} --masks {input.masks}"
+        " --seed-list {params.seeds} --fold-list {params.folds} --manifest {input.manifest} --features {input.features} --folds {input.folds} --masks {input.masks}"
         " --out {output} > {log} 2>&1"
 
 
 use rule train as train_variant with:
     # a fidelity variant (params.yaml `fidelity`): MLA or a protocol method with the variant's overrides
     output:
-        run_files("{variant}", "{method}", "{rate}"),
+        run_files("{variant}", "{method}", "{rate}", JOB_SEEDS, JOB_FOLDS),
     log:
-        "logs/fidelity/{variant}/{method}/missing_{rate}.log",
+        "logs/fidelity/{variant}/{method}/missing_{rate}" + JOB_NAME + ".log",
     benchmark:
-        "benchmarks/fidelity/{variant}/{method}/missing_{rate}.tsv"
+        "benchmarks/fidelity/{variant}/{method}/missing_{rate}" + JOB_NAME + ".tsv"

@@ -343,7 +343,8 @@ def render_fidelity(effects: pd.DataFrame, optimism: pd.DataFrame, by_protocol: 
             "Best-test-epoch accuracy minus the test accuracy at the validation-selected epoch, same runs "
             "(percentage points, mean ± std over seeds). This is what picking epochs on the test set adds.", "",
             _markdown_table(["method"] + [f"{r:.1f}" for r in opt_rates],
-                            [[m] + [_pp(opt.loc[(m, r), "mean"], opt.loc[(m, r), "std"]) for r in opt_rates]
+                            [[m] + [_pp(opt.loc[(m, r), "mean"], opt.loc[(m, r), "std"]) if (m, r) in opt.index
+                                    else "—" for r in opt_rates]
                              for m in dict.fromkeys(optimism["method"])]), ""]
 
     prot_rates = sorted(by_protocol["missing_rate"].unique())
