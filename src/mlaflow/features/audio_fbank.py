@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile
 import torch
 from torchaudio.compliance import kaldi
 
-from mlaflow.errors import InputError, ParamsError
-from mlaflow.features.audio_wav2vec import REEXPORT_FIX
+from mlaflow.errors import ParamsError
+from mlaflow.features.audio_wav2vec import read_wave, wav_length
 from mlaflow.features.extract import EncodedBatch, require_model_dir, write_encoder_info
 from mlaflow.io import atomic_path
 
@@ -126,37 +125,11 @@ class FbankAudioEncoder:
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    def _check_header(self, path: Path) -> int:
-        """Number of samples of a wav (after truncation to max_seconds), from its header only."""
-        if not path.is_file():
-            raise InputError(path, "wav file not found", "restore it or correct `wav_path` in the manifest")
-        try:
-            info = soundfile.info(str(path))
-        except Exception as err:  # libsndfile: corrupt header, not audio (e.g. a git-lfs pointer file)
-            raise InputError(path, f"cannot be read as audio ({err})", REEXPORT_FIX) from err
-        if info.samplerate != self.sample_rate:
-            raise InputError(path, f"sample rate is {info.samplerate} Hz, the filterbank expects {self.sample_rate} Hz",
-                             f"resample it (e.g. `sox in.wav -r {self.sample_rate} out.wav`)")
-        if info.frames < self.min_samples:
-            raise InputError(path, f"too short: {info.frames} samples, one {self.frame_length_ms:g} ms window "
-                             f"needs {self.min_samples}", "remove the utterance from the manifest")
-        return min(int(info.frames), self.max_samples)
-
     def item_length(self, row: dict) -> int:
-        return self._check_header(Path(row["wav_path"]))
+        return wav_length(Path(row["wav_path"]), self.sample_rate, self.max_samples, self.min_samples)
 
     def load_item(self, row: dict) -> np.ndarray:
-        """The utterance's waveform: float32 mono (channels averaged), truncated to max_seconds."""
-        path = Path(row["wav_path"])
-        self._check_header(path)
-        try:
-            samples, _ = soundfile.read(str(path), frames=self.max_samples, dtype="float32", always_2d=True)
-        except Exception as err:  # a valid header followed by damaged data
-            raise InputError(path, f"cannot be decoded ({err})", REEXPORT_FIX) from err
-        wave = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-        if not np.isfinite(wave).all():
-            raise InputError(path, "contains NaN or inf samples", REEXPORT_FIX)
-        return np.ascontiguousarray(wave)
+        return read_wave(Path(row["wav_path"]), self.sample_rate, self.max_samples, self.min_samples)
 
     # -- encoding --------------------------------------------------------------------------------------
 

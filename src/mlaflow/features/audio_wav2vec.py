@@ -48,6 +48,42 @@ REEXPORT_FIX = "re-export it as 16 kHz mono PCM wav (e.g. `sox in.wav -r 16000 -
                "the utterance from the manifest"
 
 
+def wav_length(path: Path, sample_rate: int, max_samples: int, min_samples: int) -> int:
+    """Number of samples of a wav (after truncation to max_samples), from its header only; every problem an
+    InputError naming the file (missing, not audio, wrong sample rate, shorter than min_samples)."""
+    if not path.is_file():
+        raise InputError(path, "wav file not found", "restore it or correct `wav_path` in the manifest")
+    try:
+        info = soundfile.info(str(path))
+    except Exception as err:  # libsndfile: corrupt header, not audio (e.g. a git-lfs pointer file)
+        raise InputError(path, f"cannot be read as audio ({err})", REEXPORT_FIX) from err
+    if info.samplerate != sample_rate:
+        raise InputError(path, f"sample rate is {info.samplerate} Hz, the encoder expects {sample_rate} Hz",
+                         f"resample it (e.g. `sox in.wav -r {sample_rate} out.wav`)")
+    if info.frames <= 0:
+        raise InputError(path, "contains no audio samples", REEXPORT_FIX)
+    if info.frames < min_samples:
+        raise InputError(path, f"too short: {info.frames} samples, the encoder needs at least {min_samples}",
+                         "remove the utterance from the manifest")
+    return min(int(info.frames), max_samples)
+
+
+def read_wave(path: Path, sample_rate: int, max_samples: int, min_samples: int) -> np.ndarray:
+    """The utterance's waveform: float32 mono (channels averaged), truncated to max_samples, checked."""
+    wav_length(path, sample_rate, max_samples, 1)
+    try:
+        samples, _ = soundfile.read(str(path), frames=max_samples, dtype="float32", always_2d=True)
+    except Exception as err:  # a valid header followed by damaged data
+        raise InputError(path, f"cannot be decoded ({err})", REEXPORT_FIX) from err
+    wave = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    if len(wave) < min_samples:
+        raise InputError(path, f"too short: {len(wave)} samples, the encoder needs at least {min_samples}",
+                         "remove the utterance from the manifest")
+    if not np.isfinite(wave).all():
+        raise InputError(path, "contains NaN or inf samples", REEXPORT_FIX)
+    return np.ascontiguousarray(wave)
+
+
 def conv_geometry(n_layers: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(kernels, strides) of an n-layer conv feature encoder with wav2vec 2.0's 320-sample total stride."""
     if n_layers == len(WAV2VEC2_STRIDES):
@@ -147,39 +183,11 @@ class Wav2Vec2AudioEncoder:
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    def _check_header(self, path: Path) -> int:
-        """Number of samples of a wav (after truncation to max_seconds), from its header only."""
-        if not path.is_file():
-            raise InputError(path, "wav file not found", "restore it or correct `wav_path` in the manifest")
-        try:
-            info = soundfile.info(str(path))
-        except Exception as err:  # libsndfile: corrupt header, not audio, unsupported format
-            raise InputError(path, f"cannot be read as audio ({err})", REEXPORT_FIX) from err
-        if info.samplerate != self.sample_rate:
-            raise InputError(path, f"sample rate is {info.samplerate} Hz, the encoder expects {self.sample_rate} Hz",
-                             f"resample it (e.g. `sox in.wav -r {self.sample_rate} out.wav`)")
-        if info.frames <= 0:
-            raise InputError(path, "contains no audio samples", REEXPORT_FIX)
-        return min(int(info.frames), self.max_samples)
-
     def item_length(self, row: dict) -> int:
-        return self._check_header(Path(row["wav_path"]))
+        return wav_length(Path(row["wav_path"]), self.sample_rate, self.max_samples, min_samples=1)
 
     def load_item(self, row: dict) -> np.ndarray:
-        """The utterance's waveform: float32 mono (channels averaged), truncated to max_seconds."""
-        path = Path(row["wav_path"])
-        self._check_header(path)
-        try:
-            samples, _ = soundfile.read(str(path), frames=self.max_samples, dtype="float32", always_2d=True)
-        except Exception as err:  # a valid header followed by damaged data
-            raise InputError(path, f"cannot be decoded ({err})", REEXPORT_FIX) from err
-        wave = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-        if len(wave) < self.min_samples:
-            raise InputError(path, f"too short: {len(wave)} samples, the encoder needs at least {self.min_samples}",
-                             "remove the utterance from the manifest")
-        if not np.isfinite(wave).all():
-            raise InputError(path, "contains NaN or inf samples", REEXPORT_FIX)
-        return np.ascontiguousarray(wave)
+        return read_wave(Path(row["wav_path"]), self.sample_rate, self.max_samples, self.min_samples)
 
     # -- encoding --------------------------------------------------------------------------------------
 
