@@ -1,4 +1,4 @@
-"""Helpers of tests/slurm/run_slurm_test.sh (the real-SLURM test); plain Python, no mlaflow import needed.
+"""Helpers of tests/slurm/run_slurm_test.sh (the real-SLURM test); run with the venv's Python.
 
   render-conf TEMPLATE OUT_DIR --state-dir D --munge-socket S --gpus N   slurm.conf + gres.conf for this host
   workspace REPO DEST --gpu-per-job N                                       copy of the workflow with tiny params
@@ -18,9 +18,10 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the tiny workflow shared with test_workflow
+from mlaflow.params import fidelity_grid  # noqa: E402
 from tiny_workflow import copy_workflow, tiny_params  # noqa: E402
 
-# The group of workflow/profiles/slurm (build_encoder x3); corpus, extract and train go to SLURM one job each,
+# The group of workflow/profiles/slurm (build_encoder x3); corpus, extract, train and train_variant go to SLURM,
 # the other rules are localrules in the Snakefile.
 ENCODER_GROUP = "encoders"
 
@@ -112,8 +113,11 @@ def jobs(args) -> None:
             name = f"group {ENCODER_GROUP}"
         rules.setdefault(name, []).append((jobid, tres))
     params = yaml.safe_load((Path(args.workspace) / "params.yaml").read_text())
+    complete_only = [m for m in params["complete_modality_methods"] if m not in params["methods"]]
     expected = {"corpus": 1, f"group {ENCODER_GROUP}": 1, "extract": 3,
-                "train": len(params["methods"]) * len(params["masks"]["missing_rates"])}
+                "train": len(params["methods"]) * len(params["masks"]["missing_rates"]) + len(complete_only),
+                "train_variant": sum(len(rates) for _, _, rates in fidelity_grid(params))}
+    expected = {name: n for name, n in expected.items() if n}
     counts = {name: len(entries) for name, entries in rules.items()}
     if counts != expected:
         sys.exit(f"jobs: submitted {counts}, expected {expected} (the other rules are localrules)")
@@ -132,10 +136,10 @@ def jobs(args) -> None:
     for key, call in sorted(calls.items()):
         print(f"  {call}")
     if args.expect_gpus:
-        for rule in ("extract", "train"):
+        for rule in ("extract", "train", "train_variant"):
             if any("gpu" not in t for _, t in rules.get(rule, [])):
                 sys.exit(f"jobs: a {rule} job was submitted without a GPU request")
-        for rule in set(rules) - {"extract", "train"}:
+        for rule in set(rules) - {"extract", "train", "train_variant"}:
             if any("gpu" in t for _, t in rules[rule]):
                 sys.exit(f"jobs: a {rule} job asked for a GPU")
         print("jobs: extract and train asked SLURM for GPUs (--gpus), the other rules did not")

@@ -118,7 +118,8 @@ log "sacct: '$(sacct -n 2>&1 | head -n1 || true)' -> job status via squeue (MinJ
 "$PY" "$HELPER" workspace "$REPO" "$WORK/slurm" --gpu-per-job 1
 "$PY" "$HELPER" workspace "$REPO" "$WORK/local" --gpu-per-job 1
 log "workspaces $WORK/{slurm,local}: 3 sessions x 2 dialogs x 12 utterances, tiny encoders, 2 folds, missing" \
-    "rates 0.0/0.5, 2 epochs, 1 seed, methods mla + late_fusion, resources.gpu_per_job: 1"
+    "rates 0.0/0.5, 2 epochs, 1 seed, methods mla + late_fusion (+ concat, qmf at 0.0; fidelity: released_code,"\
+    "late_fusion under cpm masks), resources.gpu_per_job: 1"
 
 SLURM_FLAGS=(--slurm-status-command squeue --slurm-no-account --slurm-init-seconds-before-status-checks 2
              --slurm-keep-successful-logs --verbose)
