@@ -135,6 +135,14 @@ class RunGroup:
         x = (raw - self.mean[m].unsqueeze(1)) / self.std[m].unsqueeze(1)
         return x.masked_fill(~self.present_at(idx, valid)[..., m : m + 1], 0.0)
 
+    def complete_inputs(self, m: int, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Standardised features of modality m at rows idx [R, B] -> [R, B, d], masked cells INCLUDED (padding 0).
+
+        A privilege: only for the teachers that the missing-modality methods' reference code trains on complete
+        training data (MMIN, IF-MMIN, TATE), each behind an option the report flags. Never for evaluation."""
+        x = (self.features[m][idx] - self.mean[m].unsqueeze(1)) / self.std[m].unsqueeze(1)
+        return x.masked_fill(~valid.unsqueeze(-1), 0.0)
+
     def rows(self, role: str, where: str = "any") -> list[torch.Tensor]:
         """Per run, the rows of a split; `where="any"`: only those with at least one modality present."""
         out = []
