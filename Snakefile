@@ -16,14 +16,22 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
 
-localrules: all, main, features, manifest, folds, masks, summary, report
+localrules: all, analyses, main, features, manifest, folds, masks, summary, report
 
 
 rule all:
-    """Everything: the main grid, the fidelity experiment and the report."""
+    """Everything: the main grid, the missing-modality suite, the isolation analysis, the fidelity experiment and
+    the report."""
     input:
         SUMMARY_OUTPUTS,
         REPORT_OUTPUTS,
+
+
+rule analyses:
+    """The missing-modality suite (Table 2, every missing rate of missing_suite) and the isolation analysis."""
+    input:
+        SUITE_RUN_FILES,
+        ISOLATION_RUN_FILES,
 
 
 rule main:

@@ -83,6 +83,31 @@ def test_workflow_produces_the_fidelity_section(workspace):
     assert effects[0].startswith("missing_rate,released_code") and len(effects) == 2
 
 
+def test_workflow_produces_the_missing_suite_shift_and_isolation(workspace):
+    # suite: qmf at 0.5 (its rate-0 runs are the complete-modality grid's); isolation: text masked at share 0.5
+    assert len(list((workspace / "data" / "suite" / "qmf").rglob("*.json"))) == 4
+    for method in ("mla", "qmf"):
+        runs = sorted((workspace / "data" / "isolation" / "isolate_text" / method).rglob("*.json"))
+        assert len(runs) == 4
+        record = json.loads(runs[0].read_text())
+        assert record["variant"] == "isolate_text" and record["mask_protocol"] == "isolate_text"
+    main_run = json.loads(next((workspace / "data" / "runs" / "mla" / "missing_0.50").glob("*.json")).read_text())
+    assert set(main_run["test_time_shift"]) == {"0.00", "0.50"}
+    assert main_run["test_time_shift"]["0.50"] == pytest.approx(main_run["metrics"]["accuracy"])  # the diagonal
+    report = (workspace / "reports" / "report.md").read_text()
+    assert "## Missing-modality suite (Table 2 analogue)" in report and "| qmf (paper) |" in report
+    assert "### Test-time shift" in report and "## Isolation of modalities" in report
+    metrics = json.loads((workspace / "reports" / "missing_suite.json").read_text())
+    assert set(metrics) == {"params_hash", "mla", "late_fusion", "qmf"} and set(metrics["qmf"]) == {"r50"}
+    assert metrics["qmf"]["r50"]["n_runs"] == 4
+    shift = (workspace / "reports" / "plots" / "test_time_shift.csv").read_text().splitlines()
+    assert shift[0] == "method,train_rate,test_rate,accuracy" and len(shift) == 1 + 3 * 2 * 2
+    isolation = (workspace / "reports" / "plots" / "isolation.csv").read_text().splitlines()
+    assert isolation[0].startswith("training_missing_rate,") and len(isolation) == 3   # shares 0.0 and 0.5
+    assert "mla_audio_without_text" in isolation[0]
+    assert (workspace / "reports" / "figures" / "isolation.png").stat().st_size > 1000
+
+
 def test_second_repro_does_nothing(workspace):
     out = run(["dvc", "repro"], workspace).stdout
     assert "didn't change" in out and "Running stage" not in out
@@ -100,7 +125,7 @@ def test_training_param_change_reruns_only_what_depends_on_it(workspace):
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], workspace).stdout
     assert "Running stage 'experiments'" in out and "Running stage 'features'" not in out
-    assert "Running stage 'fidelity'" in out
+    assert "Running stage 'analyses'" in out and "Running stage 'fidelity'" in out
     assert {p: p.stat().st_mtime_ns for p in masks + features} == before  # masks and features kept
     diff = run(["dvc", "metrics", "diff", "--json"], workspace).stdout
     assert json.loads(diff)  # the metrics changed and DVC shows it

@@ -24,6 +24,8 @@ def tiny_params(repo: Path, seeds=(0, 1), gpu_per_job: int = 0) -> dict:
     params["masks"]["missing_rates"] = [0.0, 0.5]
     params["train"].update(seeds=list(seeds), epochs=2, threads=1)
     params["complete_modality_methods"] = ["concat", "qmf"]
+    params["missing_suite"] = {"methods": ["qmf"], "missing_rates": [0.5]}
+    params["isolation"].update(methods=["mla", "qmf"], modalities=["text"], training_missing_rates=[0.5])
     released = params["fidelity"]["variants"]["released_code"]
     params["fidelity"].update(missing_rates=[0.5], protocol_methods=["late_fusion"],
                               variants={"released_code": released})

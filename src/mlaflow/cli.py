@@ -104,8 +104,10 @@ def _train(args, params):
     runs = [(seed, fold) for seed in seeds for fold in folds]
     if len(args.out) != len(runs):
         raise SystemExit(f"expected {len(runs)} output paths (seeds x folds), got {len(args.out)}")
+    from mlaflow.data.masks import mask_missing_rate
+    shift_masks = {params_mod.format_rate(mask_missing_rate(path)): path for path in args.shift_masks}
     train_group(args.method, args.missing_rate, corpus, folds_table, args.masks, dict(zip(runs, args.out)), params,
-                args.variant)
+                args.variant, shift_masks)
 
 
 def _summary(args, params):
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("masks", help="missing-modality masks for one missing rate and every seed")
     p.add_argument("--manifest", required=True)
     p.add_argument("--missing-rate", type=float, required=True)
-    p.add_argument("--protocol", choices=params_mod.MASK_PROTOCOLS, default=None,
+    p.add_argument("--protocol", choices=params_mod.MASK_PROTOCOLS + params_mod.ISOLATION_PROTOCOLS, default=None,
                    help="mask protocol (default: masks.protocol)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_masks)
@@ -172,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold-list", type=int, nargs="+", default=None, help="folds of this job (default: splits.folds)")
     p.add_argument("--variant", default=params_mod.PAPER_VARIANT,
                    help="a fidelity variant: paper (default), a name under fidelity.variants, or masks_<protocol>")
+    p.add_argument("--shift-masks", nargs="*", default=[],
+                   help="mask files of other missing rates: also test every run under each (test-time shift)")
     p.add_argument("--out", nargs="+", required=True, help="one metrics JSON per (seed, fold), seeds outer")
     p.set_defaults(func=_train)
 

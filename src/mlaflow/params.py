@@ -36,13 +36,28 @@ def validate(params: dict) -> dict:
             key = ".".join([*map(str, err.absolute_path), extra[0]]) if extra else key
             raise ParamsError(key, "unknown key", "remove it or correct its spelling (see workflow/schemas/params.schema.yaml)")
         raise ParamsError(key, err.message, "see workflow/schemas/params.schema.yaml for allowed values")
-    for method in [*params["methods"], *params["complete_modality_methods"]]:
+    for method in [*params["methods"], *params["complete_modality_methods"], *params["missing_suite"]["methods"],
+                   *params["isolation"]["methods"]]:
         if method not in params["method_params"]:
             raise ParamsError(f"method_params.{method}", "missing for a method listed in `methods`",
                               f"add a `{method}:` entry under method_params")
     emb = params["corpus"]["embedded"]
     if emb["min_duration_s"] > emb["max_duration_s"]:
         raise ParamsError("corpus.embedded.min_duration_s", "larger than max_duration_s")
+    for rate in params["missing_suite"]["missing_rates"]:
+        if rate not in params["masks"]["missing_rates"]:
+            raise ParamsError("missing_suite.missing_rates", f"{rate} is not in masks.missing_rates",
+                              "use rates of masks.missing_rates (the suite shares the main grid's masks)")
+    isolation = params["isolation"]
+    if isolation["enabled"]:
+        # share 0.0 of the isolation curves is the main grid's complete-data run of each method
+        for method in isolation["methods"]:
+            at_rate_0 = (method in params["methods"] and 0.0 in params["masks"]["missing_rates"]) or \
+                method in params["complete_modality_methods"]
+            if not at_rate_0:
+                raise ParamsError("isolation.methods", f"{method!r} has no missing-rate-0 run in the main grid",
+                                  f"add {method!r} to complete_modality_methods (or to methods with 0.0 in "
+                                  "masks.missing_rates), or remove it from isolation.methods")
     fidelity = params["fidelity"]
     if fidelity["enabled"]:
         # the fidelity experiment compares against the main grid's runs, so those must exist
@@ -119,6 +134,9 @@ def variant_params(params: dict, variant: str) -> dict:
     if variant.startswith("masks_") and variant[len("masks_"):] in MASK_PROTOCOLS:
         out["masks"]["protocol"] = variant[len("masks_"):]
         return out
+    if variant in isolation_variants(params):
+        out["masks"]["protocol"] = variant  # the isolation mask of that modality (mlaflow.data.masks)
+        return out
     if variant not in params["fidelity"]["variants"]:
         raise ParamsError("fidelity.variants", f"unknown variant {variant!r}",
                           f"use one of {sorted(params['fidelity']['variants'])}")
@@ -134,7 +152,7 @@ def same_as_paper(params: dict, variant: str, missing_rate: float) -> bool:
     variant that only changes how masks are drawn or fed (masks.protocol, train.masked_input) changes nothing."""
     if missing_rate != 0:
         return False
-    if variant.startswith("masks_"):
+    if variant.startswith("masks_") or variant.startswith(ISOLATION_PREFIX):
         return True
     overrides = params["fidelity"]["variants"].get(variant, {})
     return not overrides.get("mla") and set(overrides.get("train", {})) <= {"masked_input"}
@@ -151,3 +169,30 @@ def fidelity_grid(params: dict) -> list[tuple[str, str, list[float]]]:
     grid += [(masks_variant, method, params["masks"]["missing_rates"]) for method in fidelity["protocol_methods"]]
     return [(variant, method, [r for r in rates if not same_as_paper(params, variant, r)])
             for variant, method, rates in grid]
+
+
+# ---------------------------------------------------------------------------- isolation and missing suite
+# Isolation analysis (Figure 2): variant "isolate_<modality>" masks that modality in a share of the training
+# samples (its "missing rate"); its mask protocol has the same name. The missing-modality suite (Table 2)
+# trains other methods under the paper's own settings: variant "paper", its runs kept apart under data/suite.
+
+ISOLATION_PREFIX = "isolate_"
+ISOLATION_PROTOCOLS = tuple(ISOLATION_PREFIX + m for m in MODALITIES)
+
+
+def isolation_variants(params: dict) -> list[str]:
+    return [ISOLATION_PREFIX + m for m in params["isolation"]["modalities"]] if params["isolation"]["enabled"] else []
+
+
+def isolation_grid(params: dict) -> list[tuple[str, str, list[float]]]:
+    """(variant, method, training missing rates) of the isolation analysis; share 0.0 is the paper runs."""
+    rates = params["isolation"]["training_missing_rates"]
+    return [(variant, method, rates) for variant in isolation_variants(params) for method in params["isolation"]["methods"]]
+
+
+def suite_grid(params: dict) -> list[tuple[str, float]]:
+    """(method, missing rate) cells of the missing-modality suite that the main grid does not already train."""
+    main = {(m, r) for m in params["methods"] for r in params["masks"]["missing_rates"]}
+    main |= {(m, 0.0) for m in params["complete_modality_methods"]}
+    return [(m, r) for m in params["missing_suite"]["methods"] for r in params["missing_suite"]["missing_rates"]
+            if (m, r) not in main]

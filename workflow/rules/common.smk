@@ -22,7 +22,7 @@ wildcard_constraints:
     modality="|".join(MODALITIES),
     method="[a-z_]+",
     variant="[a-z0-9_]+",
-    protocol="|".join(P.MASK_PROTOCOLS),
+    protocol="|".join(P.MASK_PROTOCOLS + P.ISOLATION_PROTOCOLS),
     rate=r"\d\.\d\d",
     seed=r"\d+",
     fold=r"\d+",
@@ -47,11 +47,22 @@ def feature_path(modality):
     return config["features"][modality]["precomputed"] or f"data/features/{modality}.h5"
 
 
-def run_files(variant, method, rate, seeds=SEEDS, folds=FOLDS):
-    """One metrics JSON per (seed, fold). The main grid (variant "paper") is under data/runs, the fidelity
-    experiment's variants (see mlaflow.params.variant_params) under data/fidelity: two DVC stages. A seed or
-    fold given as None stays a wildcard."""
-    root = "data/runs" if variant == P.PAPER_VARIANT else "data/fidelity/{variant}"
+SUITE_ROOT = "data/suite"
+
+
+def run_root(variant):
+    """Where runs live, one folder per DVC stage that trains them: the main grid (variant "paper") in data/runs,
+    the isolation analysis (variants isolate_<modality>) in data/isolation/<variant>, the fidelity experiment's
+    variants in data/fidelity/<variant>. The missing-modality suite (also "paper") is in SUITE_ROOT."""
+    if variant == P.PAPER_VARIANT:
+        return "data/runs"
+    return "data/isolation/{variant}" if variant.startswith(P.ISOLATION_PREFIX) else "data/fidelity/{variant}"
+
+
+def run_files(variant, method, rate, seeds=SEEDS, folds=FOLDS, root=None):
+    """One metrics JSON per (seed, fold), under `root` (default: run_root). A seed or fold given as None stays a
+    wildcard."""
+    root = root or run_root(variant)
     given = {k: v for k, v in (("seed", seeds), ("fold", folds)) if v is not None}
     return expand(root + "/{method}/missing_{rate}/seed{seed}_fold{fold}.json",
                   variant=variant, method=method, rate=rate, **given, allow_missing=True)
@@ -83,18 +94,31 @@ MAIN_RUN_FILES += [f for method in config["complete_modality_methods"] if method
                    for f in run_files(P.PAPER_VARIANT, method, COMPLETE_RATE)]
 FIDELITY_RUN_FILES = [f for variant, method, rates in P.fidelity_grid(config) for rate in rates
                       for f in run_files(variant, method, P.format_rate(rate))]
+SUITE_RUN_FILES = [f for method, rate in P.suite_grid(config)
+                   for f in run_files(P.PAPER_VARIANT, method, P.format_rate(rate), root=SUITE_ROOT)]
+ISOLATION_RUN_FILES = [f for variant, method, rates in P.isolation_grid(config) for rate in rates
+                       for f in run_files(variant, method, P.format_rate(rate))]
 MAIN_MASK_FILES = sorted({mask_file(PROTOCOL, rate)
                           for rate in [*RATES, *([COMPLETE_RATE] if config["complete_modality_methods"] else [])]})
 # every mask file, the fidelity experiment's included: all made in the main stage (data/splits is its output)
 MASK_FILES = sorted(set(MAIN_MASK_FILES) | {
     mask_file(P.variant_params(config, variant)["masks"]["protocol"], P.format_rate(rate))
-    for variant, _, rates in P.fidelity_grid(config) for rate in rates})
+    for variant, _, rates in P.fidelity_grid(config) + P.isolation_grid(config) for rate in rates})
 SUMMARY_OUTPUTS = [
     "reports/metrics.json",
     "reports/plots/accuracy_vs_missing_rate.csv",
     "reports/figures/accuracy_vs_missing_rate.png",
 ]
-REPORT_OUTPUTS = ["reports/report.md", "reports/figures/modality_gap.png"]
+REPORT_OUTPUTS = [
+    "reports/report.md",
+    "reports/figures/modality_gap.png",
+    "reports/missing_suite.json",
+    "reports/plots/missing_suite_accuracy.csv",
+    "reports/figures/missing_suite_accuracy.png",
+    "reports/plots/test_time_shift.csv",
+]
+if config["isolation"]["enabled"]:
+    REPORT_OUTPUTS += ["reports/plots/isolation.csv", "reports/figures/isolation.png"]
 if config["fidelity"]["enabled"]:
     REPORT_OUTPUTS += [
         "reports/fidelity.json",
@@ -123,6 +147,13 @@ def method_cfg(wildcards):
 
 def variant_train_cfg(wildcards):
     return P.variant_params(config, variant_of(wildcards))["train"]
+
+
+def shift_masks(wildcards):
+    """Test-time shift: runs of the paper's settings (main grid, suite) are also tested at every missing rate."""
+    if variant_of(wildcards) != P.PAPER_VARIANT:
+        return []
+    return [mask_file(PROTOCOL, rate) for rate in RATES]
 
 
 def variant_masks(wildcards):

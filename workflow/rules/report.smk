@@ -20,7 +20,7 @@ rule summary:
 rule report:
     """reports/report.md: the main tables beside the paper's, the fidelity section, masks and provenance."""
     input:
-        runs=MAIN_RUN_FILES + FIDELITY_RUN_FILES,
+        runs=MAIN_RUN_FILES + SUITE_RUN_FILES + ISOLATION_RUN_FILES + FIDELITY_RUN_FILES,
         features=[feature_path(m) for m in MODALITIES],
         masks=MASK_FILES,
         paper=config["report"]["paper_results"],
@@ -31,6 +31,8 @@ rule report:
         report=config["report"],
         methods=METHODS,
         fidelity=config["fidelity"],
+        missing_suite=config["missing_suite"],
+        isolation=config["isolation"],
     log:
         "logs/report.log",
     benchmark:

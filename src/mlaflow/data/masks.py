@@ -26,7 +26,7 @@ import numpy as np
 
 from mlaflow.errors import InputError
 from mlaflow.io import atomic_path
-from mlaflow.params import MODALITIES
+from mlaflow.params import ISOLATION_PREFIX, ISOLATION_PROTOCOLS, MODALITIES
 
 
 def bernoulli_mask(n_samples: int, missing_rate: float, seed: int, all_missing: str = "prior",
@@ -73,12 +73,35 @@ def cpm_mask(n_samples: int, missing_rate: float, seed: int, n_modalities: int =
             return present
 
 
+def isolation_mask(n_samples: int, modality: str, missing_rate: float, seed: int) -> np.ndarray:
+    """Isolation analysis (Figure 2): only `modality` is masked, each sample independently with probability
+    `missing_rate`; every other modality is present. The trainer applies it to the training split only
+    (`training_only`), so validation and test stay complete."""
+    rng = np.random.default_rng([seed, round(missing_rate * 1000), 2, MODALITIES.index(modality)])
+    present = np.ones((n_samples, len(MODALITIES)), dtype=bool)
+    present[:, MODALITIES.index(modality)] = rng.random(n_samples) >= missing_rate
+    return present
+
+
+def training_only(present: np.ndarray, split: dict[str, np.ndarray]) -> np.ndarray:
+    """The mask with every modality present outside the training split (isolation masks: train-time only)."""
+    out = np.ones_like(present)
+    out[split["train"]] = present[split["train"]]
+    return out
+
+
+def is_isolation(protocol: str) -> bool:
+    return protocol in ISOLATION_PROTOCOLS
+
+
 def draw_mask(protocol: str, n_samples: int, missing_rate: float, seed: int, all_missing: str = "prior") -> np.ndarray:
-    """The mask of one (missing rate, seed) under `masks.protocol`."""
+    """The mask of one (missing rate, seed) under `masks.protocol` (or an isolation protocol)."""
     if protocol == "bernoulli":
         return bernoulli_mask(n_samples, missing_rate, seed, all_missing)
     if protocol == "cpm":
         return cpm_mask(n_samples, missing_rate, seed)  # never removes every modality: all_missing is moot
+    if is_isolation(protocol):
+        return isolation_mask(n_samples, protocol[len(ISOLATION_PREFIX):], missing_rate, seed)
     raise ValueError(f"unknown mask protocol {protocol!r}")
 
 
@@ -106,8 +129,11 @@ def write_masks(path: str | Path, utterance_ids: list[str], masks_by_seed: dict[
                     ds.attrs[key] = value
 
 
-def read_mask(path: str | Path, seed: int, utterance_ids: list[str], protocol: str | None = None) -> np.ndarray:
-    """present [N, M] of one seed, checked against the manifest's ids (and the expected protocol, if given)."""
+def read_mask(path: str | Path, seed: int, utterance_ids: list[str], protocol: str | None = None,
+              forbid_all_missing: str | None = None) -> np.ndarray:
+    """present [N, M] of one seed, checked against the manifest's ids (and the expected protocol, if given):
+    shape [N, len(MODALITIES)], boolean, and, if `forbid_all_missing` names a reason, no sample without any
+    modality."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "mask file not found", "run `snakemake masks` (or dvc repro) to generate masks")
@@ -121,7 +147,21 @@ def read_mask(path: str | Path, seed: int, utterance_ids: list[str], protocol: s
                              "regenerate masks after the manifest changed (snakemake --forcerun masks)")
         if f"seed_{seed}" not in f:
             raise InputError(path, f"no mask for seed {seed}", "regenerate masks for the seeds in params.yaml")
-        return f[f"seed_{seed}"][()].astype(bool)
+        mask = f[f"seed_{seed}"][()]
+    fix = "regenerate it with `snakemake --forcerun masks` (masks are drawn from params.yaml `masks`)"
+    if mask.shape != (len(utterance_ids), len(MODALITIES)):
+        raise InputError(path, f"seed_{seed} has shape {mask.shape}, expected "
+                               f"{(len(utterance_ids), len(MODALITIES))} (utterances x {list(MODALITIES)})", fix)
+    if mask.dtype != np.bool_:
+        raise InputError(path, f"seed_{seed} has dtype {mask.dtype}, expected bool", fix)
+    if forbid_all_missing:
+        empty = np.flatnonzero(~mask.any(axis=1))
+        if len(empty):
+            raise InputError(path, f"seed_{seed} removes every modality of {len(empty)} sample(s) (first: "
+                                   f"{utterance_ids[empty[0]]!r}), which {forbid_all_missing} forbids",
+                             f"{fix}; with the bernoulli protocol, masks.all_missing: prior keeps such samples "
+                             "(predicted as the training prior)")
+    return mask
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -133,3 +173,19 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+def all_missing_forbidden_by(protocol: str, all_missing: str) -> str | None:
+    """Why a mask of this protocol may not remove every modality of a sample (None: it may)."""
+    if protocol == "bernoulli":
+        return None if all_missing == "prior" else f"masks.all_missing: {all_missing}"
+    return f"mask protocol {protocol!r} (every sample keeps a modality)"
+
+
+def mask_missing_rate(path: str | Path) -> float:
+    """The missing rate a mask file was drawn at (its `missing_rate` attribute)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "mask file not found", "run `snakemake masks` (or dvc repro) to generate masks")
+    with h5py.File(path, "r") as f:
+        return float(f.attrs["missing_rate"])

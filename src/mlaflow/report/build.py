@@ -20,7 +20,7 @@ from mlaflow.errors import InputError
 from mlaflow.io import atomic_path, write_json, write_text
 from mlaflow.params import MODALITIES, PAPER_VARIANT, RUN_SECTIONS, params_hash, rate_key, variant_params
 from mlaflow.provenance import git_commit, versions
-from mlaflow.report import complete, fidelity
+from mlaflow.report import complete, fidelity, suite
 
 METRICS = ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1")
 PAPER_NAMES = {"mla": "mla", "late_fusion": "late_fusion", "qmf": "qmf"}
@@ -48,6 +48,7 @@ def load_runs(paths: list[str], params: dict) -> pd.DataFrame:
         row.update({f"{m}_accuracy": run["metrics"]["per_modality_accuracy"][m] for m in MODALITIES})
         row["share_all_missing"] = run["metrics"]["share_all_missing"]
         row.update({f"gap_{pair}": gap for pair, gap in run["metrics"].get("modality_gap", {}).items()})
+        row.update({f"shift_{label}": acc for label, acc in (run.get("test_time_shift") or {}).items()})
         row["best_epoch"] = run["validation"]["best_epoch"]
         row["seconds_per_epoch"] = run["seconds_per_epoch"]
         selection = run.get("selection", {})
@@ -194,13 +195,19 @@ def build_report(run_paths: list[str], params: dict, out_dir: Path, feature_path
     paper_all = yaml.safe_load(Path(params["report"]["paper_results"]).read_text())
     complete_tables = (complete.table1(runs), complete.table3(all_runs, params), complete.gap_table(runs))
     complete.plot_gap(complete.load_projections(run_paths, complete.GAP_METHODS), out_dir / "figures" / "modality_gap.png")
+    table2 = suite.table2(runs, params)
+    suite_tables = (table2, suite.shift_table(runs, suite.strongest(table2)),
+                    suite.isolation(all_runs, params) if params["isolation"]["enabled"] else None)
+    suite.write_files(*suite_tables, paper, out_dir)
+    write_json(out_dir / "missing_suite.json", {"params_hash": params_hash(params, (*RUN_SECTIONS, "missing_suite")),
+                                                **suite.metrics(table2)})
     write_text(out_dir / "report.md", render_markdown(summary, runs, paper, params, methods, rates,
                                                       _feature_provenance(feature_paths), _mask_summary(masks),
-                                                      fidelity_tables, complete_tables, paper_all))
+                                                      fidelity_tables, complete_tables, paper_all, suite_tables))
 
 
 def render_markdown(summary, runs, paper, params, methods, rates, features, mask_summary, fidelity_tables=None,
-                    complete_tables=None, paper_all=None) -> str:
+                    complete_tables=None, paper_all=None, suite_tables=None) -> str:
     cell = summary.set_index(["method", "missing_rate"])
     n_seeds, n_folds = len(params["train"]["seeds"]), len(params["splits"]["folds"])
     any_pretrained = any(bool(f.get("pretrained")) for f in features)
@@ -245,6 +252,9 @@ def render_markdown(summary, runs, paper, params, methods, rates, features, mask
 
     if complete_tables is not None:
         out += render_complete(*complete_tables, paper_all)
+
+    if suite_tables is not None:
+        out += suite.render(*suite_tables, paper, params)
 
     if fidelity_tables is not None:
         out += render_fidelity(*fidelity_tables, params)

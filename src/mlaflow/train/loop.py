@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mlaflow.data.folds import fold_indices
-from mlaflow.data.masks import read_mask
+from mlaflow.data.masks import all_missing_forbidden_by, is_isolation, read_mask, training_only
 from mlaflow.devices import resolve_device
 from mlaflow.io import write_json
 from mlaflow.methods import build_method
@@ -45,6 +46,7 @@ class RunSpec:
     seed: int
     present: np.ndarray
     split: dict[str, np.ndarray]
+    shift: dict[str, np.ndarray] = field(default_factory=dict)  # test-time masks [N, M] by missing-rate label
 
 
 def _fused_predictions(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor):
@@ -68,6 +70,27 @@ def _epoch_accuracies(method: Method, data: RunGroup, batch: Batch, prior: torch
 def _accuracy(fused: torch.Tensor, batch: Batch) -> torch.Tensor:
     correct = ((fused == batch.labels) & batch.valid).sum(dim=1)
     return correct / batch.valid.sum(dim=1).clamp(min=1)
+
+
+def test_time_shift(method: Method, data: RunGroup, test: Batch, prior: torch.Tensor,
+                    specs: list[RunSpec]) -> list[dict[str, float]]:
+    """Per run, the fused test accuracy under each test-time mask in spec.shift (the training mask is kept for
+    every other row): train at one missing rate, test at another. At the training rate itself it equals the
+    run's test accuracy."""
+    labels = sorted(specs[0].shift)
+    out = [{} for _ in specs]
+    for label in labels:
+        observed = data.observed.clone()
+        for r, spec in enumerate(specs):
+            rows = torch.as_tensor(spec.split["test"], device=observed.device)
+            observed[r, rows] = torch.as_tensor(spec.shift[label], device=observed.device)[rows]
+        shifted = copy.copy(data)  # same features, splits and standardisation; only the test rows' mask differs
+        shifted.observed = observed
+        shifted.present = torch.ones_like(observed) if data.zero_fill else observed
+        _, fused, _ = _fused_predictions(method, shifted, test, prior)
+        for r, acc in enumerate(_accuracy(fused, test).tolist()):
+            out[r][label] = acc
+    return out
 
 
 def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, n_classes: int) -> list[dict]:
@@ -129,7 +152,8 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
     select_on = train_cfg["model_selection"]  # "validation" (default) | "test" (optimistic)
     best_acc = torch.full((R,), -1.0, device=device)
     best_epoch = torch.full((R,), -1, dtype=torch.long, device=device)
-    best_state = {k: v.detach().clone() for k, v in method.named_parameters()}
+    state = _run_state(method, R)
+    best_state = {k: v.detach().clone() for k, v in state.items()}
     curves = {"validation": [], "test": []}  # per epoch: {rule: accuracy [R]}
     losses = []
     started = time.perf_counter()
@@ -145,15 +169,16 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
         improved = selection_acc > best_acc  # strict: the first best epoch wins ties
         best_acc = torch.where(improved, selection_acc, best_acc)
         best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
-        for name, p in method.named_parameters():
+        for name, p in state.items():
             gate = improved.view((-1,) + (1,) * (p.dim() - 1))
             best_state[name] = torch.where(gate, p.detach(), best_state[name])
     train_seconds = time.perf_counter() - started
 
     with torch.no_grad():
-        for name, p in method.named_parameters():
+        for name, p in state.items():
             p.copy_(best_state[name])
     test_metrics = evaluate(method, data, test, prior, n_classes)
+    shift = test_time_shift(method, data, test, prior, specs) if specs[0].shift else [None] * R
     records = []
     for r, spec in enumerate(specs):
         curve = {role: {rule: [float(epoch_acc[rule][r]) for epoch_acc in per_epoch] for rule in per_epoch[0]}
@@ -168,6 +193,7 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
             "test_accuracy_curve": curve["test"]["fused"],
             "selection": _selection_summary(curve),
             "train_loss_curve": [l[r] for l in losses],
+            "test_time_shift": shift[r],
             "n_train": int(len(spec.split["train"])), "n_val": int(len(spec.split["val"])),
             "n_test": int(len(spec.split["test"])),
             "prior_class": corpus.class_names[int(prior[r])],
@@ -177,6 +203,14 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
             "seconds_per_epoch": train_seconds / R / train_cfg["epochs"],
         })
     return records
+
+
+def _run_state(method: Method, n_runs: int) -> dict[str, torch.Tensor]:
+    """What is kept of each run's best epoch: every parameter, and every buffer with a leading run axis (for
+    example batch-norm statistics a method keeps per run)."""
+    state = dict(method.named_parameters())
+    state.update({name: b for name, b in method.named_buffers() if b.dim() >= 1 and b.shape[0] == n_runs})
+    return state
 
 
 def _first_argmax(values: list[float]) -> int:
@@ -195,17 +229,28 @@ def _selection_summary(curve: dict[str, dict[str, list[float]]]) -> dict[str, di
 
 
 def train_group(method_name: str, missing_rate: float, corpus: Corpus, folds_table, masks_path: str | Path,
-                outputs: dict[tuple[int, int], str | Path], params: dict, variant: str = "paper") -> None:
+                outputs: dict[tuple[int, int], str | Path], params: dict, variant: str = "paper",
+                shift_masks: dict[str, str | Path] | None = None) -> None:
     """Train every (seed, fold) run of one method and missing rate; write one metrics JSON per run.
 
-    `params` are the effective parameters of the run (a fidelity variant's overrides already applied)."""
+    `params` are the effective parameters of the run (a variant's overrides already applied). `shift_masks`
+    (missing-rate label -> mask file of the same protocol): also test every run under those test-time masks.
+    An isolation mask (variant isolate_<modality>) applies to the training split only."""
     torch.set_num_threads(params["train"]["threads"])
     run_hash = params_hash(params, RUN_SECTIONS)
     commit = git_commit()
     keys = sorted(outputs)
     protocol = params["masks"]["protocol"]
-    masks = {seed: read_mask(masks_path, seed, corpus.utterance_ids, protocol) for seed in {s for s, _ in keys}}
-    specs = [RunSpec(seed * 1000 + fold, masks[seed], fold_indices(folds_table, fold)) for seed, fold in keys]
+    forbid = all_missing_forbidden_by(protocol, params["masks"]["all_missing"])
+    seeds = sorted({s for s, _ in keys})
+    masks = {seed: read_mask(masks_path, seed, corpus.utterance_ids, protocol, forbid) for seed in seeds}
+    shift = {label: {seed: read_mask(path, seed, corpus.utterance_ids, protocol, forbid) for seed in seeds}
+             for label, path in (shift_masks or {}).items()}
+    specs = []
+    for seed, fold in keys:
+        split = fold_indices(folds_table, fold)
+        present = training_only(masks[seed], split) if is_isolation(protocol) else masks[seed]
+        specs.append(RunSpec(seed * 1000 + fold, present, split, {label: m[seed] for label, m in shift.items()}))
     if params["train"]["batch_runs"]:
         records = train_runs(method_name, corpus, specs, params)
     else:

@@ -1,0 +1,187 @@
+"""The missing-modality suite's plumbing (Table 2 analogue, test-time shift), the isolation analysis (Figure 2
+analogue) and the bad inputs issue 4 names: masks that remove every modality, unknown methods, wrong types."""
+import copy
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mlaflow import params as P
+from mlaflow.data.masks import (all_missing_forbidden_by, bernoulli_mask, draw_mask, isolation_mask, read_mask,
+                                training_only, write_masks)
+from mlaflow.errors import InputError, ParamsError
+from mlaflow.report import suite
+from mlaflow.train.data import Corpus
+from mlaflow.train.loop import RunSpec, train_runs
+
+SHIPPED = P.load(P.REPO_ROOT / "params.yaml")
+
+
+# ---------------------------------------------------------------------------------------------- masks
+
+
+def test_isolation_mask_masks_only_its_modality_at_its_rate():
+    present = isolation_mask(20000, "text", 0.6, seed=1)
+    assert present[:, 0].all() and present[:, 1].all()
+    assert abs((~present[:, 2]).mean() - 0.6) < 4 * np.sqrt(0.6 * 0.4 / 20000)
+    assert np.array_equal(draw_mask("isolate_text", 20000, 0.6, 1), present)
+    assert not np.array_equal(isolation_mask(20000, "audio", 0.6, 1)[:, 0], present[:, 2])
+
+
+def test_isolation_masks_apply_to_the_training_split_only():
+    present = isolation_mask(100, "audio", 0.9, seed=0)
+    split = {"train": np.arange(0, 60), "val": np.arange(60, 70), "test": np.arange(70, 100)}
+    out = training_only(present, split)
+    assert np.array_equal(out[:60], present[:60]) and out[60:].all()
+    assert (~out[:60, 0]).mean() > 0.7
+
+
+def _write(path, ids, mask, protocol="bernoulli", all_missing="prior"):
+    write_masks(path, ids, {0: mask}, 0.7, protocol, all_missing)
+
+
+def test_a_mask_that_removes_every_modality_is_refused_where_the_policy_forbids_it(tmp_path):
+    ids = [f"u{i}" for i in range(40)]
+    mask = bernoulli_mask(40, 0.7, seed=0)
+    mask[3] = False
+    path = tmp_path / "missing_0.70.h5"
+    _write(path, ids, mask)
+    assert np.array_equal(read_mask(path, 0, ids, "bernoulli", all_missing_forbidden_by("bernoulli", "prior")), mask)
+    with pytest.raises(InputError, match=r"missing_0.70.h5.*every modality of .* \(first: 'u3'\).*all_missing: redraw"):
+        read_mask(path, 0, ids, "bernoulli", all_missing_forbidden_by("bernoulli", "redraw"))
+    cpm_path = tmp_path / "cpm.h5"
+    _write(cpm_path, ids, mask, protocol="cpm")
+    with pytest.raises(InputError, match="every sample keeps a modality"):
+        read_mask(cpm_path, 0, ids, "cpm", all_missing_forbidden_by("cpm", "prior"))
+
+
+def test_a_mask_of_the_wrong_shape_or_type_names_the_file(tmp_path):
+    ids = [f"u{i}" for i in range(10)]
+    path = tmp_path / "bad.h5"
+    _write(path, ids, np.ones((10, 3), dtype=bool))
+    with h5py.File(path, "a") as f:
+        del f["seed_0"]
+        f["seed_0"] = np.ones((10, 2), dtype=bool)
+    with pytest.raises(InputError, match=r"bad.h5.*shape \(10, 2\)"):
+        read_mask(path, 0, ids)
+    with h5py.File(path, "a") as f:
+        del f["seed_0"]
+        f["seed_0"] = np.full((10, 3), np.nan)
+    with pytest.raises(InputError, match=r"bad.h5.*dtype float64"):
+        read_mask(path, 0, ids)
+
+
+# --------------------------------------------------------------------------------------------- params
+
+
+def test_isolation_variants_change_only_the_mask_protocol():
+    out = P.variant_params(SHIPPED, "isolate_text")
+    assert out["masks"]["protocol"] == "isolate_text"
+    out["masks"]["protocol"] = SHIPPED["masks"]["protocol"]
+    assert out == SHIPPED
+    assert P.same_as_paper(SHIPPED, "isolate_text", 0.0) and not P.same_as_paper(SHIPPED, "isolate_text", 0.3)
+    grid = P.isolation_grid(SHIPPED)
+    assert {(v, m) for v, m, _ in grid} == {(f"isolate_{x}", y) for x in SHIPPED["isolation"]["modalities"]
+                                           for y in SHIPPED["isolation"]["methods"]}
+
+
+def test_suite_grid_skips_cells_the_main_grid_trains():
+    params = copy.deepcopy(SHIPPED)
+    params["missing_suite"] = {"methods": ["mla", "qmf"], "missing_rates": [0.0, 0.3]}
+    assert P.suite_grid(params) == [("qmf", 0.3)]   # mla: main grid; qmf at 0.0: complete-modality grid
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda p: p["missing_suite"].update(missing_rates=[0.15]), "missing_suite.missing_rates"),
+    (lambda p: p["missing_suite"].update(methods=["no_such_method"]), "missing_suite.methods.0"),
+    (lambda p: p["isolation"].update(methods=["concat", "sum"], modalities=["text"]) or
+     p.update(complete_modality_methods=["concat"]), "isolation.methods"),
+    (lambda p: p["isolation"].update(training_missing_rates=["half"]), "isolation.training_missing_rates.0"),
+    (lambda p: p["method_params"]["qmf"].update(rank_loss_weight="high"), "method_params.qmf.rank_loss_weight"),
+    (lambda p: p["isolation"].update(enabled="yes"), "isolation.enabled"),
+])
+def test_wrong_suite_or_isolation_params_name_the_key(mutate, key):
+    params = copy.deepcopy(SHIPPED)
+    mutate(params)
+    with pytest.raises(ParamsError) as err:
+        P.validate(params)
+    assert key in str(err.value)
+
+
+# ------------------------------------------------------------------------------------ test-time shift
+
+
+def _corpus(n=90, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    features = [torch.randn(3, d, generator=g)[labels] * 2 + torch.randn(n, d, generator=g) for d in (3, 4, 5)]
+    return Corpus(utterance_ids=[f"u{i}" for i in range(n)], labels=labels, features=features,
+                  class_names=["a", "b", "c"], feature_attrs={})
+
+
+def test_test_time_shift_equals_the_test_accuracy_at_the_training_mask_and_the_prior_with_nothing():
+    corpus = _corpus()
+    params = copy.deepcopy(SHIPPED)
+    params["train"].update(epochs=2, hidden_dim=8, device="cpu")
+    split = {"train": np.arange(0, 60), "val": np.arange(60, 70), "test": np.arange(70, 90)}
+    present = bernoulli_mask(90, 0.3, seed=0)
+    nothing = np.zeros_like(present)
+    spec = RunSpec(0, present, split, {"0.30": present, "1.00": nothing})
+    (record,) = train_runs("late_fusion", corpus, [spec], params)
+    assert record["test_time_shift"]["0.30"] == pytest.approx(record["metrics"]["accuracy"])
+    prior = corpus.class_names.index(record["prior_class"])
+    expected = float((corpus.labels[70:90] == prior).float().mean())
+    assert record["test_time_shift"]["1.00"] == pytest.approx(expected)   # every test sample predicted as the prior
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def _runs():
+    rows = []
+    for method, base in (("mla", 0.7), ("late_fusion", 0.6), ("qmf", 0.65), ("cca", 0.4)):
+        for rate in (0.0, 0.3, 0.6):
+            for seed in (0, 1):
+                for fold in (1, 2):
+                    acc = base - rate / 2 + 0.01 * seed
+                    rows.append({"variant": "paper", "method": method, "missing_rate": rate, "seed": seed,
+                                 "fold": fold, "accuracy": acc, "audio_accuracy": 0.5, "visual_accuracy": 0.4,
+                                 "text_accuracy": 0.6, "shift_0.00": acc + 0.05, "shift_0.30": acc,
+                                 "shift_0.60": acc - 0.05})
+    return pd.DataFrame(rows)
+
+
+def test_table2_orders_methods_and_picks_the_strongest_for_the_shift_table():
+    params = copy.deepcopy(SHIPPED)
+    params["missing_suite"] = {"methods": ["cca", "qmf"], "missing_rates": [0.3, 0.6]}
+    table = suite.table2(_runs(), params)
+    assert list(dict.fromkeys(table["method"])) == ["mla", "late_fusion", "cca", "qmf"]
+    assert set(table["missing_rate"]) == {0.3, 0.6} and (table["n_runs"] == 4).all()
+    row = table[(table["method"] == "qmf") & (table["missing_rate"] == 0.3)].iloc[0]
+    assert row["mean"] == pytest.approx(0.65 - 0.15 + 0.005) and row["std"] == pytest.approx(0.01 / np.sqrt(2))
+    assert suite.strongest(table) == ["mla", "qmf", "late_fusion"]
+    shift = suite.shift_table(_runs(), ["mla", "qmf"])
+    assert list(dict.fromkeys(shift["method"])) == ["mla", "qmf"] and len(shift) == 2 * 3 * 3
+    cell = shift.set_index(["method", "train_rate", "test_rate"])["mean"]
+    assert cell[("mla", 0.3, 0.0)] == pytest.approx(0.7 - 0.15 + 0.005 + 0.05)
+
+
+def test_isolation_uses_the_paper_runs_at_share_zero_and_states_which_method_is_steadier():
+    runs = _runs()
+    isolated = runs[runs["missing_rate"] == 0.3].assign(variant="isolate_text", missing_rate=0.9)
+    isolated.loc[isolated["method"] == "qmf", "audio_accuracy"] = 0.3   # qmf's audio suffers without text
+    params = copy.deepcopy(SHIPPED)
+    params["isolation"].update(methods=["mla", "qmf"], modalities=["text"])
+    table = suite.isolation(pd.concat([runs, isolated]), params)
+    assert set(table["missing_rate"]) == {0.0, 0.9} and set(table["modality"]) == {"audio", "visual"}
+    statement = suite.isolation_statement(table)
+    assert "`mla` 0.0 points" in statement and "`qmf` 10.0 points" in statement and "**mla**" in statement
+
+
+def test_privileged_rows_are_flagged():
+    assert suite.privilege("mmin", {"mmin": {"teacher_data": "complete"}})
+    assert suite.privilege("mmin", {"mmin": {"teacher_data": "observed"}}) is None
+    assert suite.privilege("tate", {"tate": {"privileged": True}})
+    assert suite.privilege("cca", {"cca": {}}) is None
