@@ -21,6 +21,9 @@ Choices and differences from the reference:
   projections are those of the train mean). Fused logits are zero for samples with no modality present.
 - embeddings(): modality m's own projections from its two pairs, concatenated (s = 2k for every modality).
 - The shared per-modality encoders of `Method` are not used (removed).
+- Caveat (faithful to the reference, not fixed): with ~1200 training rows and 1024-d visual and text features,
+  d_a + d_b exceeds the number of rows, so the weakly regularised (r = 1e-4) sample CCA finds spurious
+  directions with canonical correlation near 1; `regularization` can be raised to counter it.
 """
 from __future__ import annotations
 
