@@ -1,0 +1,158 @@
+"""Deep CCA baseline of the missing-modality experiment (paper Table 2; Andrew, Arora, Bilmes, Livescu,
+ICML 2013), following GCNet's baseline code (zeroQiaoba/GCNet, baseline-cca/dcca.py, util.py `padmeanV1`):
+missing views mean-imputed, one MLP per modality [d, h, h, h, k] (Linear-BatchNorm-ReLU blocks, a last
+Linear), trained to maximise the sum over the pairs (A, V), (A, L), (V, L) of the top-k canonical correlations
+of their outputs (regulariser r = `regularization`, 1e-3 in the reference); a linear classifier on the three
+concatenated k-d outputs. Shared pieces (imputation, the correlation objective, the per-run BatchNorm MLP) in
+correlation.py; dccae.py extends this class.
+
+Choices and differences from the reference:
+- Imputation statistics from each run's present TRAINING rows only (GCNet: train + validation + test rows).
+- Every epoch has two phases, both with the shared optimiser (train.optimizer, lr, momentum, weight decay):
+  (1) the DCCA loss (minus the summed correlations; DCCAE adds its reconstruction term) on shuffled batches
+  of `corr_batch_size` training rows (rows with at least one modality present, missing cells imputed), the
+  networks only; (2) the classifier, on train.batch_size mini-batches of the networks' outputs in eval mode
+  (BatchNorm running statistics) and without gradient, cross-entropy, the classifier only. This is GCNet's
+  pipeline (train DCCA, then extract eval-mode features and fit the classifier on them) interleaved per epoch
+  so that the trainer can select the epoch; the classifier never changes the networks.
+  GCNet trains 100 epochs with Adam (lr 1e-3, weight decay 5e-4, batch 1024); mlaflow uses train.epochs of
+  the shared optimiser. `corr_batch_size` default 256: the covariances are only k x k, and with ~1200 training
+  rows GCNet's 1024 would give two steps per epoch (its batch of 1024 on ~4000 rows gives four).
+- GCNet's linear SVM (C = 0.01) is replaced by a linear softmax classifier (StackedLinear on the 3k outputs).
+- The reference network for text reuses the visual network (`z3 = self.model2(x3)`, a bug): here every
+  modality has its own network.
+- `components` (k) default 10 (GCNet sweeps 2..20 and keeps its best on the test session), `hidden_dim` (h)
+  default 128 (GCNet: 256 for DCCA, 1024 for DCCAE) to keep the cost near the other baselines' (one CPU
+  thread, 15 stacked runs); both are options.
+- The correlation is computed with Cholesky whitening and singular values (same value as the reference's
+  eigendecomposition of T'T + r I; stabler gradient): see correlation.canonical_correlation. A run's DCCA step
+  needs at least two rows in its batch (else it takes no step).
+- BatchNorm statistics are per run (StackedBatchNorm), so stacked runs equal runs one at a time.
+- Unimodal logits of modality m: the classifier with every other modality imputed (the network's output for
+  the imputed value). Fused logits are zero for samples with no modality present.
+- embeddings(): each modality's network output (k-d, eval mode); the output for the imputed value where masked.
+- The shared per-modality encoders of `Method` are not used (removed).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear, masked_cross_entropy
+from mlaflow.methods.correlation import (StackedMLP, arrange_blocks, canonical_correlation, imputed, pairs_of,
+                                         train_fill)
+from mlaflow.methods.joint import read_options
+
+OPTIONS = ("components", "hidden_dim", "regularization", "corr_batch_size")
+
+
+class DCCA(Method):
+    name = "dcca"
+    options = OPTIONS
+
+    def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
+        super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
+        opts = read_options(self.name, method_cfg, self.options)
+        self.k, self.h, self.r = int(opts["components"]), int(opts["hidden_dim"]), float(opts["regularization"])
+        self.corr_batch_size = int(opts["corr_batch_size"])
+        self.encoders = nn.ModuleList()                        # not used: the DCCA networks replace them
+        self.pairs = pairs_of(self.n_modalities)
+        self.nets = nn.ModuleList(StackedMLP([d, self.h, self.h, self.h, self.k], generators) for d in input_dims)
+        self.build_extra(opts, generators)
+        self.classifier = StackedLinear(self.n_modalities * self.k, n_classes, generators)
+        for m, d in enumerate(input_dims):
+            self.register_buffer(f"fill_{m}", torch.zeros(self.n_runs, d))   # imputation value (train rows)
+        self.filled = False
+        self.last_correlation: torch.Tensor | None = None      # [R] mean summed correlations of the last epoch
+
+    def build_extra(self, opts: dict, generators: list[torch.Generator]) -> None:
+        """Extra modules of a subclass (DCCAE's decoders)."""
+
+    def extra_loss(self, xs: list[torch.Tensor], hs: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        """Extra term [R] of the DCCA-phase loss (DCCAE's reconstruction); xs: imputed inputs, hs: outputs."""
+        return torch.zeros(present.shape[0], device=present.device)
+
+    def representation_modules(self) -> list[nn.Module]:
+        return list(self.nets)
+
+    def fill(self, m: int) -> torch.Tensor:
+        return getattr(self, f"fill_{m}")
+
+    def set_rows(self, rows: torch.Tensor | None) -> None:
+        for module in self.representation_modules():
+            module.set_rows(rows)
+
+    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+        if not self.filled:
+            for m, f in enumerate(train_fill(data)):
+                self.fill(m).copy_(f)
+            self.filled = True
+        R = self.n_runs
+        rows = data.rows("train")
+        # (1) the DCCA objective, networks only
+        dcca_sum, corr_sum, dcca_steps = torch.zeros(R), torch.zeros(R), torch.zeros(R)
+        for batch in data.shuffled_batches(rows, self.corr_batch_size):
+            active = batch.valid.sum(dim=1) >= 2
+            if not bool(active.any()):
+                continue
+            present = data.present_at(batch.idx, batch.valid)
+            self.set_rows(batch.valid)
+            xs = [imputed(data, m, batch, self.fill(m), present) for m in range(self.n_modalities)]
+            hs = [net(x) for net, x in zip(self.nets, xs)]
+            corr = sum(canonical_correlation(hs[a], hs[b], batch.valid, self.k, self.r) for a, b in self.pairs)
+            loss = -corr + self.extra_loss(xs, hs, present)
+            optimizer.zero_grad()
+            (loss * active).sum().backward()
+            optimizer.step({p: active for module in self.representation_modules() for p in module.parameters()})
+            dcca_sum += (loss.detach() * active).cpu()
+            corr_sum += (corr.detach() * active).cpu()
+            dcca_steps += active.cpu()
+        self.set_rows(None)
+        self.last_correlation = corr_sum / dcca_steps.clamp(min=1)
+        # (2) the classifier on the networks' eval-mode outputs, without gradient to them
+        for module in self.representation_modules():
+            module.eval()
+        ce_sum, ce_steps = torch.zeros(R), torch.zeros(R)
+        for batch in data.shuffled_batches(rows, batch_size):
+            active = batch.valid.any(dim=1)
+            present = data.present_at(batch.idx, batch.valid)
+            with torch.no_grad():
+                z, c = self.projections(data, batch)
+            logits = self.classifier(arrange_blocks(z, c, present))
+            loss = masked_cross_entropy(logits, batch.labels, present.any(dim=-1))
+            optimizer.zero_grad()
+            loss.sum().backward()
+            optimizer.step({p: active for p in self.classifier.parameters()})
+            ce_sum += (loss.detach() * active).cpu()
+            ce_steps += active.cpu()
+        for module in self.representation_modules():
+            module.train(self.training)
+        out = dcca_sum / dcca_steps.clamp(min=1) + ce_sum / ce_steps.clamp(min=1)
+        return out.to(data.device)
+
+    @torch.no_grad()
+    def projections(self, data: RunGroup, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per modality the network's output z [R, M, B, k] (masked cells: meaningless, replaced by c) and its
+        output for the imputed value c [R, M, 1, k]. Call in eval mode."""
+        z = torch.stack([net(data.inputs(m, batch.idx, batch.valid)) for m, net in enumerate(self.nets)], 1)
+        c = torch.stack([net(self.fill(m).unsqueeze(1)) for m, net in enumerate(self.nets)], 1)
+        return z, c
+
+    @torch.no_grad()
+    def predict(self, data: RunGroup, batch: Batch) -> Predictions:
+        present = data.present_at(batch.idx, batch.valid)
+        z, c = self.projections(data, batch)
+        fused = self.classifier(arrange_blocks(z, c, present)).masked_fill(~present.any(-1, keepdim=True), 0.0)
+        unimodal = []
+        for m in range(self.n_modalities):
+            only_m = torch.zeros_like(present)
+            only_m[..., m] = present[..., m]
+            unimodal.append(self.classifier(arrange_blocks(z, c, only_m)))
+        return Predictions(torch.stack(unimodal, 1), fused)
+
+    @torch.no_grad()
+    def embeddings(self, data: RunGroup, batch: Batch) -> torch.Tensor:
+        """Each modality's network output [R, M, n, k]; the output for the imputed value where masked."""
+        z, c = self.projections(data, batch)
+        on = data.present_at(batch.idx, batch.valid).permute(0, 2, 1).unsqueeze(-1)
+        return torch.where(on, z, c)

@@ -1,0 +1,46 @@
+"""Deep canonically correlated autoencoders (DCCAE; Wang, Arora, Livescu, Bilmes, ICML 2015), baseline of the
+missing-modality experiment (paper Table 2), following GCNet's baseline code (zeroQiaoba/GCNet,
+baseline-cca/dccae.py): DCCA (dcca.py, whose choices all apply) plus one decoder per modality, the mirror of
+its encoder ([k, h, h, h, d], Linear-BatchNorm-ReLU blocks, a last Linear), and the loss
+-sum of correlations + `reconstruction_weight` * sum over modalities of the reconstruction MSE (0.001 in the
+reference). The decoders train with the networks in the DCCA phase; the classifier sees the encoders' outputs.
+
+Differences from the reference:
+- The reconstruction MSE of modality m is over the rows where m is observed only (GCNet reconstructs the
+  mean-imputed cells too, and its third decoder is the visual one, `r3 = self.decoder2(z3)`, a bug: here
+  every modality has its own decoder). It is the mean over the observed rows' feature entries.
+- `hidden_dim` default 128 (GCNet's DCCAE runs use 1024), for cost.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mlaflow.methods.correlation import StackedMLP, observed_mse
+from mlaflow.methods.dcca import DCCA
+from mlaflow.methods.dcca import OPTIONS as DCCA_OPTIONS
+
+OPTIONS = DCCA_OPTIONS + ("reconstruction_weight",)
+
+
+class DCCAE(DCCA):
+    name = "dccae"
+    options = OPTIONS
+
+    def build_extra(self, opts: dict, generators: list[torch.Generator]) -> None:
+        self.reconstruction_weight = float(opts["reconstruction_weight"])
+        self.decoders = nn.ModuleList(StackedMLP([self.k, self.h, self.h, self.h, d], generators)
+                                      for d in self.input_dims)
+        self.last_reconstruction: torch.Tensor | None = None   # [R] summed MSE of the last DCCA batch
+
+    def representation_modules(self) -> list[nn.Module]:
+        return [*self.nets, *self.decoders]
+
+    def reconstruction_error(self, xs: list[torch.Tensor], hs: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        """Sum over modalities of the MSE of the reconstruction on the observed rows -> [R]."""
+        return sum(observed_mse(dec(h), x, present[..., m]) for m, (dec, x, h) in enumerate(zip(self.decoders, xs, hs)))
+
+    def extra_loss(self, xs, hs, present):
+        mse = self.reconstruction_error(xs, hs, present)
+        self.last_reconstruction = mse.detach()
+        return self.reconstruction_weight * mse
