@@ -6,7 +6,10 @@ import torch
 from mlaflow.errors import ParamsError
 from mlaflow.methods.base import Method
 from mlaflow.methods.bigated import BiGated
+from mlaflow.methods.cca import CCA
 from mlaflow.methods.concat import ConcatFusion
+from mlaflow.methods.dcca import DCCA
+from mlaflow.methods.dccae import DCCAE
 from mlaflow.methods.film import FiLM
 from mlaflow.methods.late_fusion import LateFusion
 from mlaflow.methods.mla import MLA
@@ -15,7 +18,7 @@ from mlaflow.methods.qmf import QMF
 from mlaflow.methods.sum_fusion import SumFusion
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (MLA, LateFusion, SumFusion, ConcatFusion, FiLM, BiGated, OGMGE, QMF)}
+    cls.name: cls for cls in (MLA, LateFusion, SumFusion, ConcatFusion, FiLM, BiGated, OGMGE, QMF, CCA, DCCA, DCCAE)}
 
 
 def build_method(name: str, input_dims: list[int], n_classes: int, params: dict,
