@@ -1,0 +1,452 @@
+"""What the imputation baselines of the missing-modality experiment share (ae, cra, mmin, if_mmin; paper
+Table 2, as GCNet's baseline code `zeroQiaoba/GCNet/baseline-mmin` adapts them to utterance-level features):
+
+- Zero-filled inputs: a modality missing for a sample enters its encoder as a zero vector (standardised
+  features, so "zero" is the training mean), and the encoder's output for it (encoder(0), not 0) is what the
+  imputation network completes. Masked cells are never read (`RunGroup.inputs` zero-fills them).
+- Artificial dropout of observed modalities (`artificial_drop`): the reconstruction losses of the reference
+  code compare the reconstruction of a MISSING modality with that modality's true features (AE, CRA) or
+  with a teacher's embedding of them (MMIN, IF-MMIN). mlaflow never reads a masked cell, so where the true
+  value is not observable the loss is computed instead on observed cells that are masked on purpose: in each
+  training mini-batch, a sample with at least two modalities present has, with probability `drop_rate`, one of
+  its present modalities (uniformly chosen) zero-filled as if missing; the reconstruction loss runs over these
+  dropped-but-observed cells, whose features are known. The classifier is trained on the same (dropped)
+  inputs, which also exposes it to more missing-modality patterns. The draws come from each run's generator,
+  only in the runs taking the step, so stacked runs equal runs one at a time.
+- Stacked building blocks: `ResidualAE` (the reference's `ResidualAE`, with its transition layer, and the
+  invariant-feature-conditioned variant of IF-MMIN's `autoencoder_2.ResidualAE`), `SimpleAE` (its
+  `SimpleFcAE`), and `Teacher` (the early-fusion teacher of MMIN / IF-MMIN, trained inside the student's first
+  `fit_epoch` call, with its own optimiser of the shared settings, for train.epochs epochs).
+- Prediction: the whole network on the zero-filled inputs; fused logits zero where nothing is present.
+  Unimodal logits of modality m: the same network with every other modality treated as missing (zero-filled).
+- Simplifications against the reference code: no gradient-norm clipping, no dropout inside the
+  autoencoders (the reference's AEs use none either), linear classifiers (the reference's `FcClassifier`
+  has two hidden layers of 128), reconstruction errors averaged over the cells they count (the reference sums
+  the per-cell errors over the batch, which ties the loss weight to the batch size).
+- Cost (15 stacked runs, 1200 train rows, dims [512, 1024, 1024], one thread, with per-epoch prediction;
+  /root/scratch/imput_bench.py, 3 epochs on a shared machine): late_fusion 2.8 s, ae 6.7 s (2.4x), cra 10.7 s
+  (3.8x), mmin 17.6 s (6.3x, teacher included, n_blocks 1), if_mmin 16.8 s (6.0x). cra, mmin and if_mmin
+  exceed the 2.5x budget: the reference's 384 x 384 transition layers, MMIN's backward (cycle) autoencoder
+  and the teachers' extra train.epochs dominate. Not yet optimised (candidates: teacher embeddings of the
+  training rows computed once after the teacher is trained instead of per batch; a cheaper transition).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlaflow.errors import ParamsError
+from mlaflow.methods.base import (Batch, Method, ModalityEncoder, Predictions, RunGroup, StackedLinear,
+                                  StackedOptimizer, masked_cross_entropy)
+from mlaflow.methods.joint import read_options
+
+TEACHER_DATA = ("complete", "observed")
+
+
+# ------------------------------------------------------------------------------------------------ pieces
+
+
+def artificial_drop(present: torch.Tensor, rate: float, generators: list[torch.Generator],
+                    active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """present [R, B, M] -> (kept, dropped) [R, B, M]: in each active run, each sample with >= 2 modalities
+    present loses one of them (uniformly among its present ones) with probability `rate`. Each active run draws
+    B + B * M uniforms from its own generator (none when rate is 0 or the run is inactive)."""
+    R, B, M = present.shape
+    if rate <= 0.0:
+        return present, torch.zeros_like(present)
+    u, score = [], []
+    for g, on in zip(generators, active.tolist()):
+        if on:
+            u.append(torch.rand(B, generator=g))
+            score.append(torch.rand(B, M, generator=g))
+        else:
+            u.append(torch.ones(B))
+            score.append(torch.zeros(B, M))
+    u, score = torch.stack(u).to(present.device), torch.stack(score).to(present.device)
+    eligible = (present.sum(-1) >= 2) & (u < rate)                                     # [R, B]
+    choice = score.masked_fill(~present, -1.0).argmax(-1)                               # a present modality
+    dropped = F.one_hot(choice, M).bool() & eligible.unsqueeze(-1)
+    return present & ~dropped, dropped
+
+
+def compact(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """mask [R, B] -> (positions [R, K], valid [R, K]): each run's True positions first, K = max count."""
+    k = int(mask.sum(1).max()) if mask.numel() else 0
+    order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :k]
+    return order, mask.gather(1, order)
+
+
+def gather_rows(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """x [R, B, d], positions [R, K] -> [R, K, d]."""
+    return x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per run: pred, target [R, ..., d], weight [R, ...] (which cells count) -> [R]: the
+    mean over the counted cells of the per-dimension mean squared error (0 where none counts)."""
+    per_cell = ((pred - target) ** 2).mean(-1) * weight
+    dims = tuple(range(1, per_cell.dim()))
+    return per_cell.sum(dims) / weight.sum(dims).clamp(min=1)
+
+
+def safe_norm(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm over the last axis, exactly 0 (and with a zero gradient) at 0."""
+    sq = (x**2).sum(-1)
+    return torch.where(sq > 0, sq.clamp(min=1e-30).sqrt(), torch.zeros_like(sq))
+
+
+def cmd(x1: torch.Tensor, x2: torch.Tensor, mask: torch.Tensor, moments: int = 5) -> torch.Tensor:
+    """Central moment discrepancy (Zellinger et al. 2017, the reference's `CMD`, without its bound scaling):
+    x1, x2 [R, B, s] over the rows where mask [R, B] -> [R]: ||E x1 - E x2|| + sum_{k=2..K} ||c_k(x1) - c_k(x2)||,
+    c_k the k-th central moment per dimension. 0 for runs without rows."""
+    w = (mask.float() / mask.sum(1, keepdim=True).clamp(min=1)).unsqueeze(-1)           # [R, B, 1]
+    m1, m2 = (x1 * w).sum(1, keepdim=True), (x2 * w).sum(1, keepdim=True)
+    out = safe_norm((m1 - m2).squeeze(1))
+    s1, s2 = x1 - m1, x2 - m2
+    for k in range(2, moments + 1):
+        out = out + safe_norm(((s1**k) * w).sum(1) - ((s2**k) * w).sum(1))
+    return out
+
+
+def mlp(dims: list[int], activation: type[nn.Module], generators, last: type[nn.Module] | None = None) -> nn.Sequential:
+    """Stacked linear layers dims[0] -> ... -> dims[-1], `activation` between them, `last` after the last."""
+    layers = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(StackedLinear(a, b, generators))
+        if i < len(dims) - 2:
+            layers.append(activation())
+        elif last is not None:
+            layers.append(last())
+    return nn.Sequential(*layers)
+
+
+class SimpleAE(nn.Module):
+    """The reference's `SimpleFcAE` (layers [256, 128]): encoder Linear+LeakyReLU per layer, decoder back with
+    LeakyReLU, the last layer with ReLU. x [R, B, d] -> (reconstruction [R, B, d], latent [R, B, layers[-1]])."""
+
+    def __init__(self, input_dim: int, layers: list[int], generators):
+        super().__init__()
+        self.encoder = mlp([input_dim, *layers], nn.LeakyReLU, generators, last=nn.LeakyReLU)
+        self.decoder = mlp([*layers[::-1], input_dim], nn.LeakyReLU, generators, last=nn.ReLU)
+
+    def forward(self, x):
+        latent = self.encoder(x)
+        return self.decoder(latent), latent
+
+
+class ResidualAE(nn.Module):
+    """The reference's `ResidualAE`: n_blocks encoder/decoder pairs (encoder dims [d, *layers], LeakyReLU
+    between, none after the last; decoder mirrored with ReLU), then a transition Linear-ReLU-Linear (d, d).
+
+    Unconditioned (MMIN, CRA): x_in = x, x_out = 0; per block x_in += x_out, x_out = dec(enc(x_in)); the output
+    is transition(x_in + x_out). Conditioned on the invariant features `shared` (IF-MMIN's `autoencoder_2`):
+    x_out = x; per block x_in = x_out + shared, x_out = dec(enc(x_in)); the output is transition(x_out).
+    Returns (reconstruction [R, B, d], the blocks' latents concatenated [R, B, n_blocks * layers[-1]])."""
+
+    def __init__(self, input_dim: int, layers: list[int], n_blocks: int, generators):
+        super().__init__()
+        self.encoders = nn.ModuleList(mlp([input_dim, *layers], nn.LeakyReLU, generators) for _ in range(n_blocks))
+        self.decoders = nn.ModuleList(mlp([*layers[::-1], input_dim], nn.ReLU, generators) for _ in range(n_blocks))
+        self.transition = mlp([input_dim, input_dim, input_dim], nn.ReLU, generators)
+
+    def forward(self, x: torch.Tensor, shared: torch.Tensor | None = None):
+        latents = []
+        if shared is None:
+            x_in, x_out = x, torch.zeros_like(x)
+            for enc, dec in zip(self.encoders, self.decoders):
+                x_in = x_in + x_out
+                latents.append(enc(x_in))
+                x_out = dec(latents[-1])
+            return self.transition(x_in + x_out), torch.cat(latents, -1)
+        x_out = x
+        for enc, dec in zip(self.encoders, self.decoders):
+            latents.append(enc(x_out + shared))
+            x_out = dec(latents[-1])
+        return self.transition(x_out), torch.cat(latents, -1)
+
+
+def per_slot(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a stacked module to x [R, a, b, d] (flattened to [R, a*b, d] and back)."""
+    R, a, b, _ = x.shape
+    y = module(x.reshape(R, a * b, -1))
+    return y.view(R, a, b, -1)
+
+
+def check_choice(method: str, key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ParamsError(f"method_params.{method}.{key}", f"unknown value {value!r}", f"use one of {list(allowed)}")
+
+
+def check_minimum(method: str, key: str, value, minimum, maximum=None) -> None:
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        raise ParamsError(f"method_params.{method}.{key}", f"{value!r} out of range", f"use a value {bound}")
+
+
+# ------------------------------------------------------------------------------------------ the method base
+
+
+class ImputationMethod(Method):
+    """Base: one training loop; subclasses define `batch_loss` and `logits`. `reconstruction_curve`: per epoch,
+    each run's mean reconstruction error (the unweighted reconstruction term of the loss)."""
+
+    def __init__(self, input_dims, n_classes, train_cfg, generators):
+        super().__init__(input_dims, n_classes, train_cfg, {}, generators)
+        self.generators = generators
+        self.reconstruction_curve: list[torch.Tensor] = []
+
+    def network_on(self, data: RunGroup, batch: Batch, kept: torch.Tensor):
+        """(inputs, h): the present cells' inputs [R, B, d_m] per modality (masked cells 0), and the encoder
+        outputs h [R, B, M*s] of the inputs zero-filled outside `kept` [R, B, M] (the modalities fed).
+        In eval mode the encoders run once per batch (cached): h is encoder(x) where kept, encoder(0) elsewhere,
+        the same numbers as encoding the zero-filled inputs, so predict's M + 1 passes cost one encoding."""
+        key = (batch.idx.data_ptr(), batch.idx.shape, batch.valid.data_ptr())
+        cache = getattr(self, "_cache", None)
+        if self.training or cache is None or cache[0] != key:
+            xs = [data.inputs(m, batch.idx, batch.valid) for m in range(self.n_modalities)]
+            if self.training:
+                h = [enc(x.masked_fill(~kept[..., m : m + 1], 0.0)) for m, (enc, x) in enumerate(zip(self.encoders, xs))]
+                return xs, torch.cat(h, dim=-1)
+            full = torch.stack([enc(x) for enc, x in zip(self.encoders, xs)], dim=2)           # [R, B, M, s]
+            zero = torch.stack([enc(torch.zeros_like(x[:, :1])) for enc, x in zip(self.encoders, xs)], dim=2)
+            self._cache = cache = (key, xs, full, zero)
+        _, xs, full, zero = cache
+        h = torch.where(kept.unsqueeze(-1), full, zero)
+        return xs, h.flatten(2)
+
+    def logits(self, data: RunGroup, batch: Batch, kept: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def batch_loss(self, data: RunGroup, batch: Batch, present: torch.Tensor, active: torch.Tensor):
+        """(loss [R], stepping: {parameter: runs [R]}, reconstruction error [R]) of one training mini-batch."""
+        raise NotImplementedError
+
+    def before_training(self, data: RunGroup, batch_size: int) -> None:
+        """Hook on the first fit_epoch call (teacher training)."""
+
+    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+        if not getattr(self, "_started", False):
+            self.before_training(data, batch_size)
+            self._started = True
+        loss_sum = torch.zeros(self.n_runs, device=data.device)
+        n_batches = torch.zeros(self.n_runs, device=data.device)
+        recon_sum = torch.zeros(self.n_runs, device=data.device)
+        for batch in data.shuffled_batches(data.rows("train"), batch_size):
+            active = batch.valid.any(dim=1)                                         # [R]
+            self.set_active_runs(active)
+            present = data.present_at(batch.idx, batch.valid)                       # [R, B, M]
+            loss, stepping, reconstruction = self.batch_loss(data, batch, present, active)
+            optimizer.zero_grad()
+            loss.sum().backward()
+            optimizer.step(stepping)
+            loss_sum += loss.detach() * active
+            recon_sum += reconstruction.detach() * active
+            n_batches += active
+        self.reconstruction_curve.append(recon_sum / n_batches.clamp(min=1))
+        return loss_sum / n_batches.clamp(min=1)
+
+    def student_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("teacher.")]
+
+    @torch.no_grad()
+    def predict(self, data: RunGroup, batch: Batch) -> Predictions:
+        self._cache = None
+        present = data.present_at(batch.idx, batch.valid)
+        fused = self.logits(data, batch, present).masked_fill(~present.any(-1, keepdim=True), 0.0)
+        unimodal = []
+        for m in range(self.n_modalities):
+            only_m = torch.zeros_like(present)
+            only_m[..., m] = present[..., m]
+            unimodal.append(self.logits(data, batch, only_m))
+        self._cache = None
+        return Predictions(torch.stack(unimodal, dim=1), fused)
+
+
+# --------------------------------------------------------------------------------------------- the teacher
+
+
+class Teacher(nn.Module):
+    """Early-fusion teacher of MMIN (the reference's `UttFusionModel`: encoders, concatenation, classifier) and,
+    with `shared=True`, of IF-MMIN (`UttSharedModel`: a shared encoder Linear-LeakyReLU-Linear-LeakyReLU (s, s)
+    applied to every modality's embedding, the classifier on [embeddings, shared features], and a CMD loss
+    between the modalities' shared features, averaged over the modality pairs). Linear classifiers."""
+
+    def __init__(self, input_dims, n_classes, train_cfg, generators, shared: bool, moments: int = 5):
+        super().__init__()
+        s = train_cfg["hidden_dim"]
+        self.encoders = nn.ModuleList(ModalityEncoder(d, s, train_cfg["dropout"], generators) for d in input_dims)
+        self.shared = mlp([s, s, s], nn.LeakyReLU, generators, last=nn.LeakyReLU) if shared else None
+        width = len(input_dims) * s * (2 if shared else 1)
+        self.head = StackedLinear(width, n_classes, generators)
+        self.moments = moments
+
+    def embed(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """[R, B, d_m] per modality -> [R, M, B, s]."""
+        return torch.stack([enc(x) for enc, x in zip(self.encoders, xs)], dim=1)
+
+    def invariant(self, h: torch.Tensor) -> torch.Tensor:
+        """Shared (invariant) features [R, M, B, s] of the embeddings h [R, M, B, s]."""
+        return per_slot(self.shared, h)
+
+    def loss(self, xs: list[torch.Tensor], labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        h = self.embed(xs)                                                           # [R, M, B, s]
+        feats = [h[:, m] for m in range(h.shape[1])]
+        if self.shared is None:
+            return masked_cross_entropy(self.head(torch.cat(feats, -1)), labels, valid)
+        inv = self.invariant(h)
+        logits = self.head(torch.cat(feats + [inv[:, m] for m in range(h.shape[1])], -1))
+        pairs = [(a, b) for a in range(h.shape[1]) for b in range(a + 1, h.shape[1])]
+        discrepancy = sum(cmd(inv[:, a], inv[:, b], valid, self.moments) for a, b in pairs) / max(1, len(pairs))
+        return masked_cross_entropy(logits, labels, valid) + discrepancy
+
+
+class TeacherStudent(ImputationMethod):
+    """Base of MMIN and IF-MMIN: a teacher trained first (inside the first fit_epoch call), then the student
+    (encoders initialised from the teacher's) with targets from the frozen teacher.
+
+    teacher_data "complete" (the reference's, a PRIVILEGE): the teacher trains on every training row with all
+    its modalities, read through `RunGroup.complete_inputs`, and the student's target embeddings of the
+    training-time missing cells come from those complete features. "observed": the teacher trains on the
+    training rows that have every modality observed (a run without such rows trains it on all its training
+    rows, zero-filled), never reading a masked cell; the student then learns to reconstruct artificially
+    dropped observed cells (`artificial_drop`), its targets the teacher's embeddings of the observed features;
+    truly missing cells count in no reconstruction loss."""
+
+    shared_teacher = False
+
+    def __init__(self, input_dims, n_classes, train_cfg, options, generators):
+        super().__init__(input_dims, n_classes, train_cfg, generators)
+        check_choice(self.name, "teacher_data", options["teacher_data"], TEACHER_DATA)
+        check_minimum(self.name, "n_blocks", options["n_blocks"], 1)
+        check_minimum(self.name, "drop_rate", options["drop_rate"], 0.0, 1.0)
+        self.teacher_data, self.drop_rate = options["teacher_data"], options["drop_rate"]
+        self.train_cfg = dict(train_cfg)
+        self.teacher = Teacher(input_dims, n_classes, train_cfg, generators, shared=self.shared_teacher)
+        self.teacher_losses: list[torch.Tensor] = []
+
+    def teacher_inputs(self, data: RunGroup, batch: Batch) -> list[torch.Tensor]:
+        read = data.complete_inputs if self.teacher_data == "complete" else data.inputs
+        return [read(m, batch.idx, batch.valid) for m in range(self.n_modalities)]
+
+    def teacher_rows(self, data: RunGroup) -> list[torch.Tensor]:
+        rows = data.rows("train")
+        if self.teacher_data == "complete":
+            return rows
+        out = []
+        for r, rows_r in enumerate(rows):
+            complete = rows_r[data.present[r, rows_r].all(dim=1)]
+            out.append(complete if len(complete) else rows_r)
+        return out
+
+    def before_training(self, data: RunGroup, batch_size: int) -> None:
+        """Train the teacher for train.epochs epochs (the trainer's optimiser settings and step schedule, its own
+        optimiser state), freeze it, and initialise the student from it."""
+        cfg = self.train_cfg
+        optimizer = StackedOptimizer(list(self.teacher.parameters()), cfg, self.n_runs)
+        rows = self.teacher_rows(data)
+        params = list(self.teacher.parameters())
+        self.teacher.train()
+        for epoch in range(cfg["epochs"]):
+            optimizer.set_lr(cfg["lr"] * cfg["lr_gamma"] ** (epoch // cfg["lr_step_epochs"]))
+            total = torch.zeros(self.n_runs, device=data.device)
+            count = torch.zeros(self.n_runs, device=data.device)
+            for batch in data.shuffled_batches(rows, batch_size):
+                active = batch.valid.any(dim=1)
+                self.set_active_runs(active)
+                loss = self.teacher.loss(self.teacher_inputs(data, batch), batch.labels, batch.valid)
+                optimizer.zero_grad()
+                loss.sum().backward()
+                optimizer.step({p: active for p in params})
+                total += loss.detach() * active
+                count += active
+            self.teacher_losses.append(total / count.clamp(min=1))
+        optimizer.zero_grad()
+        self.teacher.requires_grad_(False)
+        self.encoders.load_state_dict(self.teacher.encoders.state_dict())
+        if self.shared_teacher:
+            self.shared.load_state_dict(self.teacher.shared.state_dict())
+
+    @torch.no_grad()
+    def teacher_targets(self, data: RunGroup, batch: Batch, present: torch.Tensor, kept: torch.Tensor):
+        """(target [R, B, M, s], counted [R, B, M], teacher embeddings of the source inputs [R, M, B, s]).
+        target: the reference's T_embds, the teacher's embedding of the 'reverse' input (the missing modalities'
+        features, the kept ones zero-filled: teacher encoder(0) in their slots); counted: the slots whose
+        target is known (all with teacher_data complete; not the truly missing ones with observed)."""
+        self.teacher.eval()
+        source = self.teacher.embed(self.teacher_inputs(data, batch))                    # [R, M, B, s]
+        R = batch.idx.shape[0]
+        zero = self.teacher.embed([torch.zeros(R, 1, d, device=data.device) for d in self.input_dims])
+        target = torch.where(kept.permute(0, 2, 1).unsqueeze(-1), zero, source)          # [R, M, B, s]
+        counted = batch.valid.unsqueeze(-1).expand_as(present)
+        if self.teacher_data == "observed":
+            counted = counted & present
+        return target.permute(0, 2, 1, 3), counted, source
+
+    def kept_for_training(self, present: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        if self.teacher_data == "complete":
+            return present                      # the truly missing cells are reconstructed (privileged targets)
+        return artificial_drop(present, self.drop_rate, self.generators, active)[0]
+
+
+
+# ------------------------------------------------------------------------------------ AE and CRA (features)
+
+
+class FeatureReconstruction(ImputationMethod):
+    """Base of AE and CRA (the reference's `mmin_AE_model` / `mmin_CRA_model`): zero-filled inputs -> encoders
+    -> concatenation h (M*s) -> autoencoder -> reconstruction (M*s) -> linear classifier; one decoder per
+    modality maps the reconstruction back to that modality's (standardised) features, and the reconstruction
+    loss compares it with the true features of the missing cells only, here the artificially dropped
+    observed cells (see the module docstring). Decoder m: Linear(M*s, s)-ReLU-Linear(s, d_m) (the reference's
+    has two hidden layers of 128); it runs on the dropped cells only, and steps only in the runs whose
+    batch has such a cell. loss = CE + reconstruction_weight * mean over the dropped cells of their feature
+    MSE. Subclasses define `build_autoencoder` (x [R, B, M*s] -> (reconstruction, latent))."""
+
+    OPTIONS = ("drop_rate", "reconstruction_weight")
+
+    def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
+        super().__init__(input_dims, n_classes, train_cfg, generators)
+        options = read_options(self.name, method_cfg, self.OPTIONS)
+        check_minimum(self.name, "drop_rate", options["drop_rate"], 0.0, 1.0)
+        check_minimum(self.name, "reconstruction_weight", options["reconstruction_weight"], 0.0)
+        self.drop_rate, self.reconstruction_weight = options["drop_rate"], options["reconstruction_weight"]
+        width = self.n_modalities * self.hidden_dim
+        self.autoencoder = self.build_autoencoder(width, options, generators)
+        self.decoders = nn.ModuleList(mlp([width, self.hidden_dim, d], nn.ReLU, generators) for d in input_dims)
+        self.head = StackedLinear(width, n_classes, generators)
+
+    def build_autoencoder(self, width: int, options: dict, generators) -> nn.Module:
+        raise NotImplementedError
+
+    def reconstruct(self, data: RunGroup, batch: Batch, kept: torch.Tensor):
+        xs, h = self.network_on(data, batch, kept)
+        return xs, self.autoencoder(h)[0]
+
+    def logits(self, data: RunGroup, batch: Batch, kept: torch.Tensor) -> torch.Tensor:
+        return self.head(self.reconstruct(data, batch, kept)[1])
+
+    def reconstruction_error(self, xs: list[torch.Tensor], recon: torch.Tensor, dropped: torch.Tensor):
+        """(mean feature MSE over the dropped cells [R], runs in which decoder m was used {m: [R]})."""
+        total = torch.zeros(self.n_runs, device=recon.device)
+        count = torch.zeros(self.n_runs, device=recon.device)
+        used = {}
+        for m, decoder in enumerate(self.decoders):
+            positions, ok = compact(dropped[..., m])
+            if positions.shape[1] == 0:
+                continue
+            error = ((decoder(gather_rows(recon, positions)) - gather_rows(xs[m], positions)) ** 2).mean(-1)
+            total = total + (error * ok).sum(1)
+            count = count + ok.sum(1)
+            used[m] = dropped[..., m].any(1)
+        return total / count.clamp(min=1), used
+
+    def batch_loss(self, data, batch, present, active):
+        kept, dropped = artificial_drop(present, self.drop_rate, self.generators, active)
+        xs, recon = self.reconstruct(data, batch, kept)
+        ce = masked_cross_entropy(self.head(recon), batch.labels, present.any(-1))
+        error, used = self.reconstruction_error(xs, recon, dropped)
+        stepping = {p: active for name, p in self.named_parameters() if not name.startswith("decoders.")}
+        for m, runs in used.items():
+            stepping.update({p: runs for p in self.decoders[m].parameters()})
+        return ce + self.reconstruction_weight * error, stepping, error

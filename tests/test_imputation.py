@@ -1,0 +1,334 @@
+"""The imputation baselines of the missing-modality experiment (ae, cra, mmin, if_mmin): shapes, every pattern
+of missing modalities, learning, stacked runs equal to runs one at a time, and one property of each."""
+import pytest
+import torch
+
+from mlaflow.errors import ParamsError
+from mlaflow.methods.ae import AE
+from mlaflow.methods.base import RunGroup, StackedOptimizer
+from mlaflow.methods.cra import CRA
+from mlaflow.methods.if_mmin import IFMMIN
+from mlaflow.methods.imputation import artificial_drop, cmd
+from mlaflow.methods.mmin import MMIN
+
+CLASSES = {"ae": AE, "cra": CRA, "mmin": MMIN, "if_mmin": IFMMIN}
+METHODS = list(CLASSES)
+DEFAULTS = {   # equal to the YAML reported for params.yaml
+    "ae": {"drop_rate": 0.3, "reconstruction_weight": 0.2},
+    "cra": {"drop_rate": 0.3, "reconstruction_weight": 0.8, "n_blocks": 2},
+    "mmin": {"teacher_data": "complete", "n_blocks": 1, "drop_rate": 0.3, "reconstruction_weight": 4.0,
+             "cycle_weight": 2.0},
+    "if_mmin": {"teacher_data": "complete", "n_blocks": 1, "drop_rate": 0.3, "reconstruction_weight": 1.0,
+                "invariant_weight": 1.0},
+}
+DIMS = (3, 4, 5)
+N_CLASSES = 3
+SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
+ADAM = {"optimizer": "adam", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
+
+
+def _train_cfg(opt=SGD, hidden=8, dropout=0.0, epochs=3):
+    return {"hidden_dim": hidden, "dropout": dropout, "epochs": epochs, "lr_step_epochs": 10, "lr_gamma": 0.1, **opt}
+
+
+def _toy(n=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, N_CLASSES, (n,), generator=g)
+    strength = (1.5, 0.5, 3.0)
+    features = [torch.randn(N_CLASSES, d, generator=g)[labels] * s + torch.randn(n, d, generator=g)
+                for d, s in zip(DIMS, strength)]
+    return features, labels
+
+
+def _group(features, labels, present, train_rows, seeds, standardize=False):
+    splits = [{"train": rows, "val": rows[:0], "test": rows[:0]} for rows in train_rows]
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    return RunGroup(features, labels, present, splits, generators, standardize=standardize), generators
+
+
+def _build(name, generators, cfg=None, **options):
+    return CLASSES[name](list(DIMS), N_CLASSES, cfg or _train_cfg(), {**DEFAULTS[name], **options}, generators)
+
+
+def _mask(n, rate, seed):
+    present = torch.rand(n, 3, generator=torch.Generator().manual_seed(seed)) > rate
+    present[torch.arange(n) % 7 == 0] = torch.tensor([True, False, False])
+    present[torch.arange(n) % 11 == 0] = False
+    return present
+
+
+def _patterns(n):
+    """Every pattern of present modalities (incl. none), cycled over n samples."""
+    codes = torch.arange(n) % 8
+    return torch.stack([(codes >> m) & 1 == 1 for m in range(3)], dim=1)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_shapes_and_every_missing_pattern(name):
+    features, labels = _toy(n=40)
+    present = _patterns(40)
+    data, gens = _group(features, labels, present.expand(2, 40, 3), [torch.arange(40)] * 2, [0, 1])
+    model = _build(name, gens, cfg=_train_cfg(epochs=1))
+    opt = StackedOptimizer(list(model.parameters()), _train_cfg(), 2)
+    loss = model.train().fit_epoch(data, opt, 8)
+    assert loss.shape == (2,) and torch.isfinite(loss).all()
+    pred = model.eval().predict(data, data.padded([torch.arange(40), torch.arange(29)]))
+    assert pred.unimodal_logits.shape == (2, 3, 40, N_CLASSES) and pred.fused_logits.shape == (2, 40, N_CLASSES)
+    assert torch.isfinite(pred.unimodal_logits).all() and torch.isfinite(pred.fused_logits).all()
+    nothing = ~present.any(1)
+    assert torch.equal(pred.fused_logits[0, nothing], torch.zeros(int(nothing.sum()), N_CLASSES))
+    assert torch.equal(pred.fused_logits[1, 29:], torch.zeros(11, N_CLASSES))
+    assert (pred.fused_logits[0, ~nothing].abs().sum(-1) > 0).all()
+    emb = model.embeddings(data, data.padded([torch.arange(40)] * 2))
+    assert emb.shape == (2, 3, 40, 8) and torch.isfinite(emb).all()
+    # unimodal logits of m = the network with only m fed; fused with only m present equals it
+    only_audio = present[:, 0] & ~present[:, 1:].any(1)
+    assert torch.allclose(pred.fused_logits[0, only_audio], pred.unimodal_logits[0, 0, only_audio], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_loss_decreases_and_the_toy_problem_is_learned(name):
+    features, labels = _toy(n=90)
+    present = _mask(90, 0.2, 0)
+    present[~present.any(1)] = True
+    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(90)], [0], standardize=True)
+    model = _build(name, gens, cfg=_train_cfg(ADAM, hidden=16, epochs=8))
+    opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
+    losses = [float(model.train().fit_epoch(data, opt, 16)) for _ in range(12)]
+    assert sum(losses[-3:]) < 0.6 * sum(losses[:3]), losses
+    pred = model.eval().predict(data, data.padded([torch.arange(90)]))
+    assert (pred.fused_logits[0].argmax(-1) == labels).float().mean() > 0.8
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_reconstruction_error_falls_during_training(name):
+    g = torch.Generator().manual_seed(0)
+    n = 96
+    z = torch.randn(n, 2, generator=g)                 # modalities that share a latent: one predicts another
+    features = [z @ torch.randn(2, d, generator=g) + 0.05 * torch.randn(n, d, generator=g) for d in DIMS]
+    labels = (z[:, 0] > 0).long() + (z[:, 1] > 0.5).long()
+    present = _mask(n, 0.2, 1)
+    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(n)], [0], standardize=True)
+    slow = {**ADAM, "lr": 0.003}
+    model = _build(name, gens, cfg=_train_cfg(slow, hidden=16, epochs=4), reconstruction_weight=1.0,
+                   drop_rate=0.8)
+    opt = StackedOptimizer(list(model.parameters()), slow, 1)
+    for _ in range(20):
+        model.train().fit_epoch(data, opt, 16)
+    curve = [float(c) for c in model.reconstruction_curve]
+    assert sum(curve[-3:]) < 0.8 * sum(curve[:3]), curve
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_stacked_runs_equal_runs_one_at_a_time(name):
+    features, labels = _toy(n=50)
+    masks = [_mask(50, 0.2, 1), _mask(50, 0.5, 2)]
+    train_rows = [torch.arange(50), torch.arange(10, 40)]
+    seeds = [3, 4]
+    options = {"teacher_data": "observed"} if name in ("mmin", "if_mmin") else {}
+
+    def train(runs):
+        data, gens = _group(features, labels, torch.stack([masks[r] for r in runs]),
+                            [train_rows[r] for r in runs], [seeds[r] for r in runs])
+        model = _build(name, gens, cfg=_train_cfg(dropout=0.2, epochs=2), **options)
+        opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
+        losses = [model.train().fit_epoch(data, opt, 8) for _ in range(2)]
+        pred = model.eval().predict(data, data.padded([torch.arange(50)] * len(runs)))
+        return model, torch.stack(losses, 1), pred
+
+    stacked, stacked_losses, stacked_pred = train([0, 1])
+    for r in range(2):
+        alone, alone_losses, alone_pred = train([r])
+        assert torch.allclose(stacked_losses[r], alone_losses[0], atol=1e-5)
+        for (key, p), q in zip(stacked.named_parameters(), alone.parameters()):
+            assert torch.allclose(p[r], q[0], atol=1e-5), key
+        assert torch.allclose(stacked_pred.fused_logits[r], alone_pred.fused_logits[0], atol=1e-5)
+        assert torch.allclose(stacked_pred.unimodal_logits[r], alone_pred.unimodal_logits[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ae", "cra", "mmin_observed", "if_mmin_observed"])
+def test_masked_cells_never_reach_the_model(name):
+    name, options = (name[:-9], {"teacher_data": "observed"}) if name.endswith("_observed") else (name, {})
+    features, labels = _toy(n=40)
+    present = _mask(40, 0.4, 5)
+    results = []
+    for poison in (float("nan"), 1e4):
+        poisoned = [x.clone() for x in features]
+        for m in range(3):
+            poisoned[m][~present[:, m]] = poison
+        data, gens = _group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0])
+        if options:   # the observed teacher never asks for the complete features
+            data.complete_inputs = None
+        model = _build(name, gens, **options)
+        opt = StackedOptimizer(list(model.parameters()), SGD, 1)
+        for _ in range(2):
+            model.train().fit_epoch(data, opt, 8)
+        pred = model.eval().predict(data, data.padded([torch.arange(40)]))
+        assert torch.isfinite(pred.fused_logits).all() and torch.isfinite(pred.unimodal_logits).all()
+        results.append((list(model.parameters()), pred))
+    (params_a, pred_a), (params_b, pred_b) = results
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b))
+    assert torch.equal(pred_a.fused_logits, pred_b.fused_logits)
+
+
+def test_options_are_checked():
+    gens = [torch.Generator().manual_seed(0)]
+    with pytest.raises(ParamsError, match=r"method_params\.mmin\.teacher_data"):
+        _build("mmin", gens, teacher_data="test")
+    with pytest.raises(ParamsError, match=r"method_params\.ae.*unknown option"):
+        _build("ae", gens, n_blocks=2)
+    with pytest.raises(ParamsError, match=r"method_params\.cra\.drop_rate"):
+        _build("cra", gens, drop_rate=1.5)
+
+
+# ------------------------------------------------------------------------------------ method by method
+
+
+def test_artificial_drop_takes_one_present_modality_from_samples_with_two_or_more():
+    present = _patterns(800).unsqueeze(0)
+    kept, dropped = artificial_drop(present, 0.5, [torch.Generator().manual_seed(0)], torch.tensor([True]))
+    assert torch.equal(kept | dropped, present) and not (kept & dropped).any()
+    assert (dropped.sum(-1) <= 1).all() and (kept.sum(-1)[present.any(-1)] >= 1).all()
+    eligible = present.sum(-1) >= 2
+    assert not dropped[~eligible].any()
+    assert 0.4 < float(dropped.any(-1)[eligible].float().mean()) < 0.6
+    none, zero = artificial_drop(present, 0.0, [torch.Generator()], torch.tensor([True]))
+    assert torch.equal(none, present) and not zero.any()
+
+
+@pytest.mark.parametrize("name", ["ae", "cra"])
+def test_reconstruction_error_counts_only_the_dropped_cells(name):
+    features, labels = _toy(n=24)
+    present = torch.ones(24, 3, dtype=torch.bool)
+    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(24)], [0])
+    model = _build(name, gens).train()
+    batch = data.padded([torch.arange(24)])
+    present_at = data.present_at(batch.idx, batch.valid)
+    kept, dropped = artificial_drop(present_at, 0.5, [torch.Generator().manual_seed(1)], torch.tensor([True]))
+    assert dropped.any() and (kept.sum(-1) >= 2).any()
+    xs, recon = model.reconstruct(data, batch, kept)
+    error, used = model.reconstruction_error(xs, recon, dropped)
+    # the targets of kept cells (and the features of modalities never dropped) do not enter the error
+    changed = [x.clone() for x in xs]
+    for m in range(3):
+        changed[m][kept[..., m]] += 100.0
+    assert torch.equal(model.reconstruction_error(changed, recon, dropped)[0], error)
+    # a dropped cell's target does
+    m = int(dropped[0].any(0).nonzero()[0])
+    changed = [x.clone() for x in xs]
+    changed[m][dropped[..., m]] += 100.0
+    assert model.reconstruction_error(changed, recon, dropped)[0] > error
+    # it is the mean feature MSE of the decoded dropped cells
+    expected = torch.cat([((model.decoders[m](recon[:, dropped[0, :, m]])[0] - xs[m][0][dropped[0, :, m]]) ** 2).mean(-1)
+                          for m in range(3) if dropped[0, :, m].any()])
+    assert torch.allclose(error, expected.mean().view(1), atol=1e-6)
+    assert set(used) == {m for m in range(3) if dropped[0, :, m].any()}
+
+
+def test_cra_cascade_adds_each_blocks_output():
+    model = _build("cra", [torch.Generator().manual_seed(0)])
+    ae = model.autoencoder
+    x = torch.randn(1, 5, 24)
+    with torch.no_grad():
+        recon, latents = ae(x)
+        x_in, x_out = x, torch.zeros_like(x)
+        for enc, dec in zip(ae.encoders, ae.decoders):
+            x_in = x_in + x_out
+            x_out = dec(enc(x_in))
+        assert torch.allclose(recon, ae.transition(x_in + x_out), atol=1e-6)
+        assert latents.shape == (1, 5, 2 * 128)
+
+
+@pytest.mark.parametrize("name", ["mmin", "if_mmin"])
+def test_observed_teacher_never_reads_masked_cells_and_complete_teacher_does(name):
+    features, labels = _toy(n=36)
+    present = _mask(36, 0.3, 7)
+    calls = []
+
+    def run(teacher_data, shift):
+        changed = [x.clone() for x in features]
+        for m in range(3):
+            changed[m][~present[:, m]] += shift
+        data, gens = _group(changed, labels, present.unsqueeze(0), [torch.arange(36)], [0])
+        original = data.complete_inputs
+        data.complete_inputs = lambda *a: calls.append(teacher_data) or original(*a)
+        model = _build(name, gens, cfg=_train_cfg(epochs=2), teacher_data=teacher_data)
+        opt = StackedOptimizer(list(model.parameters()), SGD, 1)
+        for _ in range(2):
+            model.train().fit_epoch(data, opt, 8)
+        return [p.detach().clone() for p in model.parameters()]
+
+    a, b = run("observed", 0.0), run("observed", 5.0)
+    assert calls == [] and all(torch.equal(p, q) for p, q in zip(a, b))
+    c, d = run("complete", 0.0), run("complete", 5.0)
+    assert calls and not all(torch.equal(p, q) for p, q in zip(c, d))
+
+
+@pytest.mark.parametrize("name", ["mmin", "if_mmin"])
+def test_student_starts_from_the_trained_teacher(name):
+    features, labels = _toy(n=30)
+    data, gens = _group(features, labels, _mask(30, 0.3, 2).unsqueeze(0), [torch.arange(30)], [0])
+    model = _build(name, gens, cfg=_train_cfg(ADAM, epochs=4))
+    initial = [p.detach().clone() for p in model.teacher.parameters()]
+    opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
+    model.before_training(data, 8)
+    assert len(model.teacher_losses) == 4 and model.teacher_losses[-1] < model.teacher_losses[0]
+    assert not all(torch.equal(a, b) for a, b in zip(initial, model.teacher.parameters()))
+    for a, b in zip(model.encoders.parameters(), model.teacher.encoders.parameters()):
+        assert torch.equal(a, b)
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+
+
+def test_mmin_target_is_the_teachers_embedding_of_the_reverse_input():
+    features, labels = _toy(n=20)
+    present = _mask(20, 0.4, 3)
+    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(20)], [0])
+    model = _build("mmin", gens)
+    batch = data.padded([torch.arange(20)])
+    p = data.present_at(batch.idx, batch.valid)
+    target, counted, _ = model.teacher_targets(data, batch, p, p)
+    for m in range(3):
+        reverse = data.complete_inputs(m, batch.idx, batch.valid).masked_fill(p[..., m : m + 1], 0.0)
+        assert torch.allclose(target[:, :, m], model.teacher.encoders[m](reverse), atol=1e-6)
+    assert counted.all()
+    observed = _build("mmin", gens, teacher_data="observed")
+    assert torch.equal(observed.teacher_targets(data, batch, p, p)[1], p)
+
+
+def test_cmd_is_zero_for_identical_distributions_and_positive_otherwise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 50, 6, generator=g)
+    mask = torch.ones(2, 50, dtype=torch.bool)
+    assert torch.equal(cmd(x, x, mask), torch.zeros(2))
+    assert torch.equal(cmd(x, x[:, torch.randperm(50, generator=g)], mask).clamp(max=1e-5) < 1e-5, torch.ones(2, dtype=torch.bool))
+    shifted = cmd(x, x + 0.5, mask)
+    assert (shifted > 0).all() and torch.allclose(shifted, torch.full((2,), 0.5 * 6**0.5), atol=1e-5)
+    scaled = cmd(x, 2 * x, mask)
+    assert (scaled > 0.5).all()
+    # the padding rows do not count; the gradient at identical inputs is finite
+    y = x.clone().requires_grad_(True)
+    partial = mask.clone()
+    partial[:, 40:] = False
+    z = x.clone()
+    z[:, 40:] += 100
+    cmd(y, z, partial).sum().backward()
+    assert torch.isfinite(y.grad).all()
+    assert torch.allclose(cmd(x, z, partial), torch.zeros(2), atol=1e-6)
+    # K = 1 is the distance between the means
+    assert torch.allclose(cmd(x, 3 * x, mask, moments=1), (x.mean(1) - 3 * x.mean(1)).norm(dim=-1), atol=1e-5)
+
+
+def test_if_mmin_teacher_loss_includes_the_cmd_of_shared_features():
+    features, labels = _toy(n=16)
+    data, gens = _group(features, labels, torch.ones(1, 16, 3, dtype=torch.bool), [torch.arange(16)], [0])
+    model = _build("if_mmin", gens)
+    batch = data.padded([torch.arange(16)])
+    xs = model.teacher_inputs(data, batch)
+    h = model.teacher.embed(xs)
+    inv = model.teacher.invariant(h)
+    expected_cmd = (cmd(inv[:, 0], inv[:, 1], batch.valid) + cmd(inv[:, 0], inv[:, 2], batch.valid)
+                    + cmd(inv[:, 1], inv[:, 2], batch.valid)) / 3
+    logits = model.teacher.head(torch.cat([h[:, 0], h[:, 1], h[:, 2], inv[:, 0], inv[:, 1], inv[:, 2]], -1))
+    ce = torch.nn.functional.cross_entropy(logits[0], labels)
+    assert torch.allclose(model.teacher.loss(xs, batch.labels, batch.valid), (ce + expected_cmd).view(1), atol=1e-5)
+    assert expected_cmd > 0
