@@ -185,3 +185,19 @@ def test_privileged_rows_are_flagged():
     assert suite.privilege("mmin", {"mmin": {"teacher_data": "observed"}}) is None
     assert suite.privilege("tate", {"tate": {"privileged": True}})
     assert suite.privilege("cca", {"cca": {}}) is None
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+
+def test_schema_registry_and_params_agree_and_every_method_builds_from_the_shipped_params():
+    from mlaflow.methods import METHODS, build_method
+
+    assert set(P.load_schema()["$defs"]["method"]["enum"]) == set(METHODS)
+    assert set(SHIPPED["method_params"]) == set(METHODS)
+    generators = [torch.Generator().manual_seed(0)]
+    for name in METHODS:
+        method = build_method(name, [3, 4, 5], 3, {**SHIPPED, "train": {**SHIPPED["train"], "hidden_dim": 8}}, generators)
+        assert method.name == name
+    with pytest.raises(ParamsError, match="unknown method 'mmim'"):
+        build_method("mmim", [3, 4, 5], 3, SHIPPED, generators)
