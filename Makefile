@@ -23,5 +23,6 @@ test: setup
 
 bench: setup
 	PATH="$(BIN):$$PATH" python bench/bench_training.py
+	PATH="$(BIN):$$PATH" python bench/bench_methods.py
 	PATH="$(BIN):$$PATH" python bench/bench_extraction.py
 	PATH="$(BIN):$$PATH" python bench/bench_orchestration.py

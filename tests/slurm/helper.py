@@ -18,12 +18,13 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the tiny workflow shared with test_workflow
-from mlaflow.params import fidelity_grid  # noqa: E402
+from mlaflow.params import fidelity_grid, isolation_grid, suite_grid  # noqa: E402
 from tiny_workflow import copy_workflow, tiny_params  # noqa: E402
 
 # The group of workflow/profiles/slurm (build_encoder x3); corpus, extract, train and train_variant go to SLURM,
 # the other rules are localrules in the Snakefile.
 ENCODER_GROUP = "encoders"
+TRAINING_RULES = ("extract", "train", "train_variant", "train_suite", "train_isolation")   # the GPU rules
 
 
 def render_conf(args) -> None:
@@ -116,7 +117,9 @@ def jobs(args) -> None:
     complete_only = [m for m in params["complete_modality_methods"] if m not in params["methods"]]
     expected = {"corpus": 1, f"group {ENCODER_GROUP}": 1, "extract": 3,
                 "train": len(params["methods"]) * len(params["masks"]["missing_rates"]) + len(complete_only),
-                "train_variant": sum(len(rates) for _, _, rates in fidelity_grid(params))}
+                "train_variant": sum(len(rates) for _, _, rates in fidelity_grid(params)),
+                "train_suite": len(suite_grid(params)),
+                "train_isolation": sum(len(rates) for _, _, rates in isolation_grid(params))}
     expected = {name: n for name, n in expected.items() if n}
     counts = {name: len(entries) for name, entries in rules.items()}
     if counts != expected:
@@ -136,10 +139,10 @@ def jobs(args) -> None:
     for key, call in sorted(calls.items()):
         print(f"  {call}")
     if args.expect_gpus:
-        for rule in ("extract", "train", "train_variant"):
+        for rule in TRAINING_RULES:
             if any("gpu" not in t for _, t in rules.get(rule, [])):
                 sys.exit(f"jobs: a {rule} job was submitted without a GPU request")
-        for rule in set(rules) - {"extract", "train", "train_variant"}:
+        for rule in set(rules) - set(TRAINING_RULES):
             if any("gpu" in t for _, t in rules[rule]):
                 sys.exit(f"jobs: a {rule} job asked for a GPU")
         print("jobs: extract and train asked SLURM for GPUs (--gpus), the other rules did not")
