@@ -165,8 +165,8 @@ def test_all_missing_test_samples_count_as_prior_predictions():
 
 def test_unknown_method_is_a_clear_error():
     from mlaflow.errors import ParamsError
-    with pytest.raises(ParamsError, match="unknown method 'mmin'"):
-        build_method("mmin", [3], 2, _params(), [torch.Generator()])
+    with pytest.raises(ParamsError, match="unknown method 'no_such_method'"):
+        build_method("no_such_method", [3], 2, _params(), [torch.Generator()])
 
 
 # ---- bad input at the training boundary: features that do not match the manifest
