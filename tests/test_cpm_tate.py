@@ -12,7 +12,7 @@ from mlaflow.methods.tate import TATE
 # equal to the method_params blocks reported for params.yaml
 DEFAULTS = {
     "cpm_net": {"lsd_dim": 128, "lamb": 1.0, "inner_epochs": 2, "net_lr": 0.001, "latent_lr": 0.01, "test_steps": 100},
-    "tate": {"privileged": True, "teacher_epochs": 15, "heads": 4, "aux_weight": 0.1},
+    "tate": {"privileged": True, "teacher_epochs": 5, "heads": 4, "aux_weight": 0.1},
 }
 SMALL = {"cpm_net": {"lsd_dim": 16}, "tate": {"teacher_epochs": 3}}     # keep the tests fast
 CLASSES = {"cpm_net": CPMNet, "tate": TATE}

@@ -33,8 +33,8 @@ Where mlaflow differs from the reference, and why:
   does not depend on `test_steps`. Gradient descent from zero stops early along the weakly determined
   directions, as the reference's short Adam fit does; it is deterministic (no random init).
 - Training uses the exact quadratic form of the linear-decoder loss (sufficient statistics H^T H and X^T H
-  for the decoder steps, W^T W and X W for the latent steps), which gives the same loss and gradients as
-  decoding every sample, at a fraction of the cost.
+  for the decoder steps, whose gradient 2 (A K - P) / n is written out; W^T W and X W for the latent steps),
+  which gives the same loss and gradients as decoding every sample, at a fraction of the cost.
 - The latents of the training rows are a [R, N, lsd] tensor (all corpus rows; only the run's training rows
   move), kept outside the module's parameters: the trainer's best-epoch checkpoint saves the decoders and the
   class prototypes (a frozen parameter [R, C, lsd], recomputed after every epoch), which is all that

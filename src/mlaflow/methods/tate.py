@@ -18,7 +18,7 @@ Network (per run, everything stacked over runs):
 - The reference's SigmoidAtt pooling over tokens; classifier Linear(D, s) -> Linear(s, C) (the reference's
   bias-free dense then W_l, b_l).
 - Decoder: one transformer layer on the encoder's tokens and a linear map to d_c, reconstructing the complete
-  common-space tokens.
+  common-space tokens (the teacher's, of the complete input: the "complete embeddings").
 
 Loss = CE + 0.1 * (recon + tag + KL), the reference's weights (its 0.1 * l2 on the classifier is left to the
 shared weight decay):
@@ -33,17 +33,21 @@ Teacher (the reference's pre-trained `saved-model`, the same network trained on 
 network of the same architecture (own encoders, no decoder), trained on the first call of fit_epoch for
 `teacher_epochs` epochs of cross-entropy with its own StackedOptimizer using the shared optimiser's settings
 (lr of the first epoch, no schedule). Its parameters are saved with the method's but never step afterwards.
+`teacher_epochs` defaults to 5, not train.epochs: the reference pre-trains its teacher separately, with no
+stated budget, and a full 15-epoch teacher would put TATE above the cost budget of the missing-modality
+baselines (bench: /root/scratch/cpmtate_bench.py). The student's predict evaluates the fused and the M
+unimodal variants in one stacked pass.
 
 Privilege, option `privileged`:
 - true (default, as the reference): the teacher is trained on, and gives its KL targets from, the COMPLETE
-  training features (RunGroup.complete_inputs), and the reconstruction targets are the student's own
-  (detached) tokens of the complete training features. The student's inputs are the observed cells only.
+  training features (RunGroup.complete_inputs), and the reconstruction targets are the teacher's common-space
+  tokens of the complete training features. The student's inputs are the observed cells only.
   Results must be flagged: masked training cells are read.
 - false: no masked cell is ever read. The teacher is trained on the observed training cells (with their real
   tags). At every student step, each training sample with two or more observed modalities loses one of them
   (chosen uniformly, with probability 0.5, from its run's generator): the student sees the remaining cells;
-  the KL targets are the teacher's tokens of all observed cells; the reconstruction targets are the student's
-  own detached tokens of the observed cells, and the reconstruction loss runs over observed tokens only.
+  the KL targets are the teacher's tokens of all observed cells; the reconstruction targets are the teacher's
+  common-space tokens of the observed cells, and the reconstruction loss runs over observed tokens only.
 Validation/test never use either: the student sees the observed cells with their real tags.
 Unimodal logits of modality m: the student's output with every other modality treated as missing (tag set).
 embeddings(): the student's common-space token of each modality (without the tag), 0 where it is absent.
@@ -247,22 +251,14 @@ class TATE(Method):
             active = batch.valid.any(dim=1)
             self._set_active(student, active)
             observed = data.present_at(batch.idx, batch.valid)                               # [R, B, M]
-            with torch.no_grad():
+            with torch.no_grad():   # teacher tokens (KL targets) and common tokens (reconstruction targets)
                 h_t, present_t = self._teacher_view(data, batch)
-                teacher_tokens, _, _ = self.teacher(self.teacher.common(h_t, present_t), present_t)
-            if self.privileged:
-                seen = observed
-                target_on = batch.valid.unsqueeze(-1).expand_as(observed)
-            else:
-                seen = self._drop_one(observed, active)
-                target_on = observed
+                target = self.teacher.common(h_t, present_t)
+                teacher_tokens, _, _ = self.teacher(target, present_t)
+            seen = observed if self.privileged else self._drop_one(observed, active)
+            target_on = present_t
             h = self._embed(self.encoders, data, batch, seen)
             tokens, pooled, logits = self.core(self.core.common(h, seen), seen)
-            with torch.no_grad():   # reconstruction targets: the student's own common tokens of the target cells
-                self._set_active(student, torch.zeros_like(active))   # no dropout (and no draws) for the targets
-                h_target = self._embed(self.encoders, data, batch, target_on, complete=self.privileged)
-                target = self.core.common(h_target, target_on)
-                self._set_active(student, active)
             recon_tokens = self.decoder_out(self.decoder(tokens).flatten(1, 2)).view(*target.shape)
             has_any = seen.any(dim=-1)                                                       # [R, B]
             ce = masked_cross_entropy(logits, batch.labels, has_any)
@@ -292,13 +288,15 @@ class TATE(Method):
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
         present = data.present_at(batch.idx, batch.valid)
         h = self._embed(self.encoders, data, batch, present)
-        fused = self._logits(data, batch, h, present)
-        unimodal = []
+        variants = [present]                                   # all present modalities, then each one alone
         for m in range(self.n_modalities):
             only = torch.zeros_like(present)
             only[..., m] = present[..., m]
-            unimodal.append(self._logits(data, batch, h * only.permute(0, 2, 1).unsqueeze(-1), only))
-        return Predictions(torch.stack(unimodal, dim=1), fused)
+            variants.append(only)
+        stacked = torch.cat(variants, dim=1)                   # one pass over [R, (M + 1) n] samples
+        h_all = torch.cat([h * v.permute(0, 2, 1).unsqueeze(-1) for v in variants], dim=2)
+        logits = self._logits(data, batch, h_all, stacked).view(self.n_runs, len(variants), -1, self.n_classes)
+        return Predictions(logits[:, 1:], logits[:, 0])
 
     @torch.no_grad()
     def embeddings(self, data: RunGroup, batch: Batch) -> torch.Tensor:
