@@ -9,6 +9,7 @@ from mlaflow.methods.base import Method
 from mlaflow.methods.bigated import BiGated
 from mlaflow.methods.cca import CCA
 from mlaflow.methods.concat import ConcatFusion
+from mlaflow.methods.cpm_net import CPMNet
 from mlaflow.methods.cra import CRA
 from mlaflow.methods.dcca import DCCA
 from mlaflow.methods.dccae import DCCAE
@@ -20,9 +21,10 @@ from mlaflow.methods.mmin import MMIN
 from mlaflow.methods.ogm_ge import OGMGE
 from mlaflow.methods.qmf import QMF
 from mlaflow.methods.sum_fusion import SumFusion
+from mlaflow.methods.tate import TATE
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (MLA, LateFusion, SumFusion, ConcatFusion, FiLM, BiGated, OGMGE, QMF, CCA, DCCA, DCCAE, AE, CRA, MMIN, IFMMIN)}
+    cls.name: cls for cls in (MLA, LateFusion, SumFusion, ConcatFusion, FiLM, BiGated, OGMGE, QMF, CCA, DCCA, DCCAE, AE, CRA, MMIN, IFMMIN, CPMNet, TATE)}
 
 
 def build_method(name: str, input_dims: list[int], n_classes: int, params: dict,
