@@ -12,12 +12,23 @@ PACKAGES = ("mlaflow", "torch", "torchvision", "torchaudio", "transformers", "sn
             "pandas", "numpy")
 
 
+# Files the pipeline itself writes into tracked paths: DVC rewrites dvc.lock between stages and the report
+# stages write reports/. Their changes do not make the code that produced a result differ from the commit.
+PIPELINE_OUTPUTS = ("dvc.lock", "reports")
+
+
 @lru_cache(maxsize=1)
 def git_commit() -> str:
-    """`git describe --always --dirty` of the repository, or 'unknown' outside a git checkout."""
+    """The checked-out commit (12 hex digits), with "-dirty" if tracked files other than the pipeline's own
+    outputs (PIPELINE_OUTPUTS) differ from it; 'unknown' outside a git checkout."""
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+
+        commit = git("rev-parse", "--short=12", "HEAD").strip()
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                      *(f":(exclude){path}" for path in PIPELINE_OUTPUTS))
+        return f"{commit}-dirty" if changed.strip() else commit
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
