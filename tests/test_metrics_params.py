@@ -62,3 +62,28 @@ def test_params_hash_depends_only_on_selected_sections():
     params["train"]["lr"] = 0.5
     assert P.params_hash(params, P.RUN_SECTIONS) != h
     assert P.rate_key(0.3) == "r30" and P.format_rate(0.3) == "0.30"
+
+
+def test_git_commit_is_dirty_for_code_changes_but_not_for_the_pipelines_own_outputs(tmp_path, monkeypatch):
+    import subprocess
+
+    from mlaflow import provenance
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "reports").mkdir()
+    for name in ("code.py", "dvc.lock", "reports/metrics.json"):
+        (tmp_path / name).write_text("0\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "init")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    clean = provenance.git_commit.__wrapped__()
+    assert len(clean) == 12 and "dirty" not in clean
+    (tmp_path / "dvc.lock").write_text("1\n")
+    (tmp_path / "reports/metrics.json").write_text("1\n")
+    assert provenance.git_commit.__wrapped__() == clean
+    (tmp_path / "code.py").write_text("1\n")
+    assert provenance.git_commit.__wrapped__() == f"{clean}-dirty"
