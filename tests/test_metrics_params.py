@@ -87,3 +87,19 @@ def test_git_commit_is_dirty_for_code_changes_but_not_for_the_pipelines_own_outp
     assert provenance.git_commit.__wrapped__() == clean
     (tmp_path / "code.py").write_text("1\n")
     assert provenance.git_commit.__wrapped__() == f"{clean}-dirty"
+
+
+def test_atomic_path_removes_the_temporaries_of_a_killed_earlier_attempt(tmp_path):
+    from mlaflow.io import atomic_path, write_json
+
+    stale_dir = tmp_path / ".corpus.abc123.tmp"          # a directory output, killed mid-write
+    (stale_dir / "sub").mkdir(parents=True)
+    stale_file = tmp_path / ".run.json.xyz.tmp.json"      # a file output, killed mid-write
+    stale_file.write_text("{")
+    other = tmp_path / ".other.json.q.tmp.json"           # another output's temporary: left alone
+    other.write_text("{")
+    with atomic_path(tmp_path / "corpus") as tmp:
+        tmp.mkdir()
+    write_json(tmp_path / "run.json", {"a": 1})
+    assert not stale_dir.exists() and not stale_file.exists() and other.exists()
+    assert (tmp_path / "corpus").is_dir() and (tmp_path / "run.json").read_text().startswith("{")

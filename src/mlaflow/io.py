@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import glob
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -22,6 +23,10 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # a killed earlier attempt at this same output (SIGKILL skips `finally`) left its temporary: remove it, so
+    # that it neither piles up nor enters a DVC output's hash
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(suffix)}"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
