@@ -8,33 +8,13 @@ import torch
 from mlaflow import params as P
 from mlaflow.errors import ParamsError
 from mlaflow.methods import METHODS, build_method
-from mlaflow.methods.base import RunGroup, StackedOptimizer
+from mlaflow.methods.base import StackedOptimizer
 from mlaflow.methods.ogm_ge import ogm_coefficients
 from mlaflow.methods.qmf import energy_score, qmf_weights, ranking_loss
+from method_toys import ADAM, DIMS, N_CLASSES, SGD, group, mask, toy
 
 BASELINES = ["sum", "concat", "film", "bigated", "ogm_ge", "qmf"]
 SHIPPED = P.load(P.REPO_ROOT / "params.yaml")["method_params"]   # every option's value comes from params.yaml
-DIMS = (3, 4, 5)  # audio, visual, text
-N_CLASSES = 3
-SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
-ADAM = {"optimizer": "adam", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
-
-
-def _toy(n=60, seed=0):
-    """Separable toy data: each modality carries the label (text most, visual least) plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, N_CLASSES, (n,), generator=g)
-    strength = (1.5, 0.5, 3.0)
-    features = [torch.randn(N_CLASSES, d, generator=g)[labels] * s + torch.randn(n, d, generator=g)
-                for d, s in zip(DIMS, strength)]
-    return features, labels
-
-
-def _group(features, labels, present, train_rows, seeds):
-    """A RunGroup of len(seeds) runs; present [R, N, M]; train_rows: one row list per run."""
-    splits = [{"train": rows, "val": rows[:0], "test": rows[:0]} for rows in train_rows]
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    return RunGroup(features, labels, present, splits, generators, standardize=False), generators
 
 
 def _build(name, generators, dropout=0.0, hidden=8, **options):
@@ -42,21 +22,14 @@ def _build(name, generators, dropout=0.0, hidden=8, **options):
                          {**SHIPPED[name], **options}, generators)
 
 
-def _mask(n, rate, seed):
-    present = torch.rand(n, 3, generator=torch.Generator().manual_seed(seed)) > rate
-    present[torch.arange(n) % 7 == 0] = torch.tensor([True, False, False])   # some samples with audio only
-    present[torch.arange(n) % 11 == 0] = False                                # some with nothing
-    return present
-
-
 # ------------------------------------------------------------------------------------------ all baselines
 
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_output_shapes_and_registry(name):
-    features, labels = _toy(n=20)
-    present = _mask(20, 0.3, 0)
-    data, gens = _group(features, labels, present.expand(2, 20, 3), [torch.arange(20)] * 2, [0, 1])
+    features, labels = toy(n=20)
+    present = mask(20, 0.3, 0)
+    data, gens = group(features, labels, present.expand(2, 20, 3), [torch.arange(20)] * 2, [0, 1])
     model = build_method(name, list(DIMS), N_CLASSES, {"train": {"hidden_dim": 8, "dropout": 0.0},
                                                        "method_params": SHIPPED}, gens)
     opt = StackedOptimizer(list(model.parameters()), SGD, 2)
@@ -72,9 +45,9 @@ def test_output_shapes_and_registry(name):
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_training_loss_decreases_and_the_toy_problem_is_learned(name):
-    features, labels = _toy(n=90)
+    features, labels = toy(n=90)
     present = torch.ones(1, 90, 3, dtype=torch.bool)
-    data, gens = _group(features, labels, present, [torch.arange(90)], [0])
+    data, gens = group(features, labels, present, [torch.arange(90)], [0])
     model = _build(name, gens, hidden=16)
     opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
     losses = [float(model.train().fit_epoch(data, opt, 16)) for _ in range(12)]
@@ -85,13 +58,13 @@ def test_training_loss_decreases_and_the_toy_problem_is_learned(name):
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_stacked_runs_equal_runs_one_at_a_time(name):
-    features, labels = _toy(n=50)
-    masks = [_mask(50, 0.2, 1), _mask(50, 0.5, 2)]
+    features, labels = toy(n=50)
+    masks = [mask(50, 0.2, 1), mask(50, 0.5, 2)]
     train_rows = [torch.arange(50), torch.arange(10, 40)]    # the second run has fewer batches
     seeds = [3, 4]
 
     def train(runs):
-        data, gens = _group(features, labels, torch.stack([masks[r] for r in runs]),
+        data, gens = group(features, labels, torch.stack([masks[r] for r in runs]),
                             [train_rows[r] for r in runs], [seeds[r] for r in runs])
         model = _build(name, gens, dropout=0.2)
         opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
@@ -111,14 +84,14 @@ def test_stacked_runs_equal_runs_one_at_a_time(name):
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_masked_cells_never_reach_the_model(name):
-    features, labels = _toy(n=40)
-    present = _mask(40, 0.4, 5)
+    features, labels = toy(n=40)
+    present = mask(40, 0.4, 5)
     results = []
     for poison in (float("nan"), 1e4):
         poisoned = [x.clone() for x in features]
         for m in range(3):
             poisoned[m][~present[:, m]] = poison     # any use of a masked cell spreads NaN or changes a number
-        data, gens = _group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0])
+        data, gens = group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0])
         model = _build(name, gens)
         opt = StackedOptimizer(list(model.parameters()), SGD, 1)
         for _ in range(2):
@@ -136,10 +109,10 @@ def test_masked_cells_never_reach_the_model(name):
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_an_absent_modality_is_neither_trained_nor_used(name):
-    features, labels = _toy(n=30)
-    present = _mask(30, 0.3, 3)
+    features, labels = toy(n=30)
+    present = mask(30, 0.3, 3)
     present[:, 1] = False                                        # visual missing from every sample
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(30)], [0])
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(30)], [0])
     model = _build(name, gens)
     initial = [p.detach().clone() for p in model.encoders[1].parameters()]
     opt = StackedOptimizer(list(model.parameters()), SGD, 1)      # momentum and weight decay would move it
@@ -173,9 +146,9 @@ def test_unknown_options_are_clear_errors():
 
 
 def _embeddings(model, n=12, seed=0, present=None):
-    features, labels = _toy(n=n, seed=seed)
+    features, labels = toy(n=n, seed=seed)
     present = torch.ones(n, 3, dtype=torch.bool) if present is None else present
-    data, _ = _group(features, labels, present.unsqueeze(0), [torch.arange(n)], [0])
+    data, _ = group(features, labels, present.unsqueeze(0), [torch.arange(n)], [0])
     batch = data.padded([torch.arange(n)])
     present_at = data.present_at(batch.idx, batch.valid)
     return data, batch, present_at, model.embed(data, batch, present_at)
@@ -183,7 +156,7 @@ def _embeddings(model, n=12, seed=0, present=None):
 
 def test_sum_unimodal_logits_are_each_modalitys_layer_and_sum_to_the_fused():
     model = _build("sum", [torch.Generator().manual_seed(0)]).eval()
-    present = _mask(12, 0.3, 1)
+    present = mask(12, 0.3, 1)
     data, batch, present_at, h = _embeddings(model, present=present)
     pred = model.predict(data, batch)
     for m in range(3):
@@ -263,8 +236,8 @@ def test_ogm_coefficient_is_below_one_for_the_dominant_modality_only():
 
 
 def test_ogm_modulates_encoder_weight_gradients_by_the_coefficients():
-    features, labels = _toy(n=16)
-    data, gens = _group(features, labels, torch.ones(1, 16, 3, dtype=torch.bool), [torch.arange(16)], [0])
+    features, labels = toy(n=16)
+    data, gens = group(features, labels, torch.ones(1, 16, 3, dtype=torch.bool), [torch.arange(16)], [0])
     model = _build("ogm_ge", gens, modulation="ogm", alpha=0.5)
     batch = data.padded([torch.arange(16)])
     present = data.present_at(batch.idx, batch.valid)
@@ -288,8 +261,8 @@ def test_ogm_modulates_encoder_weight_gradients_by_the_coefficients():
 
 
 def test_ogm_ge_adds_noise_with_the_gradients_std_where_the_encoder_steps():
-    features, labels = _toy(n=16)
-    data, gens = _group(features, labels, torch.ones(1, 16, 3, dtype=torch.bool), [torch.arange(16)], [0])
+    features, labels = toy(n=16)
+    data, gens = group(features, labels, torch.ones(1, 16, 3, dtype=torch.bool), [torch.arange(16)], [0])
     model = _build("ogm_ge", gens, hidden=32)                    # default modulation: ogm_ge
     batch = data.padded([torch.arange(16)])
     present = data.present_at(batch.idx, batch.valid)
@@ -316,8 +289,8 @@ def test_qmf_fusion_weights_follow_the_energy():
     assert torch.equal(torch.argsort(energy), torch.argsort(-weights))     # lower energy -> higher weight
     # the model fuses the present modalities' logits with these weights
     model = _build("qmf", [torch.Generator().manual_seed(0)]).eval()
-    present = _mask(12, 0.3, 2)
-    data, _ = _group(*_toy(n=12), present.unsqueeze(0), [torch.arange(12)], [0])
+    present = mask(12, 0.3, 2)
+    data, _ = group(*toy(n=12), present.unsqueeze(0), [torch.arange(12)], [0])
     batch = data.padded([torch.arange(12)])
     pred = model.predict(data, batch)
     w = qmf_weights(pred.unimodal_logits[0]) * present.T
@@ -341,9 +314,9 @@ def test_qmf_ranking_loss_is_the_references_margin_ranking_loss():
 
 
 def test_qmf_history_accumulates_each_present_samples_loss():
-    features, labels = _toy(n=20)
-    present = _mask(20, 0.3, 4)
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(20)], [0])
+    features, labels = toy(n=20)
+    present = mask(20, 0.3, 4)
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(20)], [0])
     model = _build("qmf", gens)
     batch = data.padded([torch.arange(20)])
     with torch.no_grad():
@@ -363,7 +336,7 @@ def test_every_baseline_runs_in_the_training_loop_with_the_shipped_options():
     from mlaflow.train.data import Corpus
     from mlaflow.train.loop import RunSpec, train_runs
 
-    features, labels = _toy(n=80)
+    features, labels = toy(n=80)
     corpus = Corpus([f"u{i}" for i in range(80)], features, labels, ["a", "b", "c"], {})
     params = yaml.safe_load(open(P.REPO_ROOT / "params.yaml"))
     params["train"].update({"epochs": 2, "hidden_dim": 8, "batch_size": 16})

@@ -6,15 +6,16 @@ import pytest
 import torch
 
 from mlaflow.methods import METHODS
-from mlaflow.methods.base import RunGroup, StackedOptimizer
+from mlaflow.methods.base import StackedOptimizer
 from mlaflow.methods.cca import CCA
 from mlaflow.methods.correlation import StackedBatchNorm, canonical_correlation, imputed, linear_cca
 from mlaflow.methods.dcca import DCCA
 from mlaflow.methods.dccae import DCCAE
+from method_toys import ADAM, DIMS, N_CLASSES, SGD, all_patterns, group, mask, toy
 
 CLASSES = {"cca": CCA, "dcca": DCCA, "dccae": DCCAE}
 NAMES = list(CLASSES)
-# equal to the method_params blocks reported for params.yaml
+# the reference's values (params.yaml raises cca.regularization to 1 for this corpus size: see cca.py)
 DEFAULTS = {
     "cca": {"components": 10, "regularization": 1e-4},
     "dcca": {"components": 10, "hidden_dim": 128, "regularization": 1e-3, "corr_batch_size": 256},
@@ -23,26 +24,6 @@ DEFAULTS = {
 }
 SMALL = {"components": 2}                                  # toy dimensions are 3..5
 DEEP_SMALL = {"components": 2, "hidden_dim": 8, "corr_batch_size": 16}
-DIMS = (3, 4, 5)
-N_CLASSES = 3
-SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
-ADAM = {"optimizer": "adam", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
-
-
-def _toy(n=60, seed=0):
-    """Separable toy data: each modality carries the label plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, N_CLASSES, (n,), generator=g)
-    strength = (1.5, 0.5, 3.0)
-    features = [torch.randn(N_CLASSES, d, generator=g)[labels] * s + torch.randn(n, d, generator=g)
-                for d, s in zip(DIMS, strength)]
-    return features, labels
-
-
-def _group(features, labels, present, train_rows, seeds, standardize=False):
-    splits = [{"train": rows, "val": rows[:0], "test": rows[:0]} for rows in train_rows]
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    return RunGroup(features, labels, present, splits, generators, standardize=standardize), generators
 
 
 def _build(name, generators, **options):
@@ -51,27 +32,14 @@ def _build(name, generators, **options):
                          {**DEFAULTS[name], **small, **options}, generators)
 
 
-def _mask(n, rate, seed):
-    present = torch.rand(n, 3, generator=torch.Generator().manual_seed(seed)) > rate
-    present[torch.arange(n) % 7 == 0] = torch.tensor([True, False, False])   # some samples with audio only
-    present[torch.arange(n) % 11 == 0] = False                                # some with nothing
-    return present
-
-
-def _all_patterns(n):
-    """Every one of the 8 presence patterns, cyclically (nothing, one, two, all three present)."""
-    codes = torch.arange(n) % 8
-    return torch.stack([(codes >> m) & 1 == 1 for m in range(3)], dim=1)
-
-
 # --------------------------------------------------------------------------------------------- all three
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_shapes_and_every_missing_pattern(name):
-    features, labels = _toy(n=48)
-    present = torch.stack([_all_patterns(48), _mask(48, 0.4, 1)])
-    data, gens = _group(features, labels, present, [torch.arange(48), torch.arange(40)], [0, 1], standardize=True)
+    features, labels = toy(n=48)
+    present = torch.stack([all_patterns(48), mask(48, 0.4, 1)])
+    data, gens = group(features, labels, present, [torch.arange(48), torch.arange(40)], [0, 1], standardize=True)
     model = _build(name, gens)
     opt = StackedOptimizer(list(model.parameters()), SGD, 2)
     loss = model.train().fit_epoch(data, opt, 8)
@@ -94,8 +62,8 @@ def test_shapes_and_every_missing_pattern(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_training_loss_decreases_and_the_toy_problem_is_learned(name):
-    features, labels = _toy(n=90)
-    data, gens = _group(features, labels, torch.ones(1, 90, 3, dtype=torch.bool), [torch.arange(90)], [0])
+    features, labels = toy(n=90)
+    data, gens = group(features, labels, torch.ones(1, 90, 3, dtype=torch.bool), [torch.arange(90)], [0])
     model = _build(name, gens)
     opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
     losses = [float(model.train().fit_epoch(data, opt, 16)) for _ in range(12)]
@@ -106,13 +74,13 @@ def test_training_loss_decreases_and_the_toy_problem_is_learned(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_stacked_runs_equal_runs_one_at_a_time(name):
-    features, labels = _toy(n=50)
-    masks = [_mask(50, 0.2, 1), _mask(50, 0.5, 2)]
+    features, labels = toy(n=50)
+    masks = [mask(50, 0.2, 1), mask(50, 0.5, 2)]
     train_rows = [torch.arange(50), torch.arange(10, 40)]    # the second run has fewer batches
     seeds = [3, 4]
 
     def train(runs):
-        data, gens = _group(features, labels, torch.stack([masks[r] for r in runs]),
+        data, gens = group(features, labels, torch.stack([masks[r] for r in runs]),
                             [train_rows[r] for r in runs], [seeds[r] for r in runs], standardize=True)
         model = _build(name, gens)
         opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
@@ -136,14 +104,14 @@ def test_stacked_runs_equal_runs_one_at_a_time(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_masked_cells_are_never_read(name):
-    features, labels = _toy(n=40)
-    present = _mask(40, 0.4, 5)
+    features, labels = toy(n=40)
+    present = mask(40, 0.4, 5)
     results = []
     for poison in (float("nan"), 1e4):
         poisoned = [x.clone() for x in features]
         for m in range(3):
             poisoned[m][~present[:, m]] = poison
-        data, gens = _group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0], standardize=True)
+        data, gens = group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0], standardize=True)
         model = _build(name, gens)
         opt = StackedOptimizer(list(model.parameters()), SGD, 1)
         losses = torch.stack([model.train().fit_epoch(data, opt, 8) for _ in range(2)])
@@ -171,7 +139,7 @@ def test_each_method_runs_in_the_training_loop(monkeypatch):
     from mlaflow.train.data import Corpus
     from mlaflow.train.loop import RunSpec, train_runs
 
-    features, labels = _toy(n=80)
+    features, labels = toy(n=80)
     corpus = Corpus([f"u{i}" for i in range(80)], features, labels, ["a", "b", "c"], {})
     params = yaml.safe_load(open(P.REPO_ROOT / "params.yaml"))
     params["train"].update({"epochs": 2, "hidden_dim": 8, "batch_size": 16, "device": "cpu"})
@@ -229,9 +197,9 @@ def test_linear_cca_is_gcnets_and_maximises_correlation():
 
 
 def test_cca_method_projections_are_more_correlated_than_the_raw_views():
-    features, labels = _toy(n=200)
-    present = _mask(200, 0.3, 3)
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(200)], [0], standardize=True)
+    features, labels = toy(n=200)
+    present = mask(200, 0.3, 3)
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(200)], [0], standardize=True)
     model = _build("cca", gens)
     model.train().fit_epoch(data, StackedOptimizer(list(model.parameters()), SGD, 1), 32)
     rows = data.rows("train")[0]
@@ -291,9 +259,9 @@ def _full_train_outputs(model, data):
 
 
 def test_dcca_correlation_objective_increases_over_epochs():
-    features, labels = _toy(n=120)
-    present = _mask(120, 0.3, 4)
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(120)], [0], standardize=True)
+    features, labels = toy(n=120)
+    present = mask(120, 0.3, 4)
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(120)], [0], standardize=True)
     model = _build("dcca", gens, corr_batch_size=64)
     opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
     per_epoch, full = [], []
@@ -310,9 +278,9 @@ def test_dcca_correlation_objective_increases_over_epochs():
 
 
 def test_dccae_reconstruction_error_falls():
-    features, labels = _toy(n=120)
-    present = _mask(120, 0.3, 6)
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(120)], [0], standardize=True)
+    features, labels = toy(n=120)
+    present = mask(120, 0.3, 6)
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(120)], [0], standardize=True)
     model = _build("dccae", gens, corr_batch_size=64, reconstruction_weight=0.001)
     opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from mlaflow.errors import ParamsError
-from mlaflow.methods.base import RunGroup, StackedOptimizer
+from mlaflow.methods.base import StackedOptimizer
 from mlaflow.methods.cpm_net import CPMNet, cpm_classification_loss
 from mlaflow.methods.tate import TATE
+from method_toys import ADAM, DIMS, N_CLASSES, SGD, all_patterns, group, mask, toy
 
 # equal to the method_params blocks reported for params.yaml
 DEFAULTS = {
@@ -17,26 +18,6 @@ DEFAULTS = {
 SMALL = {"cpm_net": {"lsd_dim": 16}, "tate": {"teacher_epochs": 3}}     # keep the tests fast
 CLASSES = {"cpm_net": CPMNet, "tate": TATE}
 METHODS = ["cpm_net", "tate"]
-DIMS = (3, 4, 5)
-N_CLASSES = 3
-SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
-ADAM = {"optimizer": "adam", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
-
-
-def _toy(n=60, seed=0):
-    """Separable toy data: each modality carries the label plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, N_CLASSES, (n,), generator=g)
-    strength = (1.5, 0.5, 3.0)
-    features = [torch.randn(N_CLASSES, d, generator=g)[labels] * s + torch.randn(n, d, generator=g)
-                for d, s in zip(DIMS, strength)]
-    return features, labels
-
-
-def _group(features, labels, present, train_rows, seeds):
-    splits = [{"train": rows, "val": rows[:0], "test": rows[:0]} for rows in train_rows]
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    return RunGroup(features, labels, present, splits, generators, standardize=False), generators
 
 
 def _build(name, generators, dropout=0.0, hidden=8, **options):
@@ -44,27 +25,14 @@ def _build(name, generators, dropout=0.0, hidden=8, **options):
                          {**DEFAULTS[name], **SMALL[name], **options}, generators)
 
 
-def _mask(n, rate, seed):
-    present = torch.rand(n, 3, generator=torch.Generator().manual_seed(seed)) > rate
-    present[torch.arange(n) % 7 == 0] = torch.tensor([True, False, False])   # some samples with audio only
-    present[torch.arange(n) % 11 == 0] = False                                # some with nothing
-    return present
-
-
-def _every_pattern(n):
-    """Row i gets pattern i % 8 (bits: audio, visual, text): nothing, one, two and all three present."""
-    codes = torch.arange(n) % 8
-    return torch.stack([(codes >> m) & 1 for m in range(3)], dim=1).bool()
-
-
 # ------------------------------------------------------------------------------------------- both methods
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_shapes_and_every_pattern_of_missing_modalities(name):
-    features, labels = _toy(n=32)
-    present = _every_pattern(32)
-    data, gens = _group(features, labels, present.expand(2, 32, 3), [torch.arange(32), torch.arange(20)], [0, 1])
+    features, labels = toy(n=32)
+    present = all_patterns(32)
+    data, gens = group(features, labels, present.expand(2, 32, 3), [torch.arange(32), torch.arange(20)], [0, 1])
     model = _build(name, gens, dropout=0.1)
     opt = StackedOptimizer(list(model.parameters()), SGD, 2)
     loss = model.train().fit_epoch(data, opt, 8)
@@ -85,10 +53,10 @@ def test_shapes_and_every_pattern_of_missing_modalities(name):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_training_loss_decreases_and_the_toy_problem_is_learned(name):
-    features, labels = _toy(n=90)
-    present = _mask(90, 0.3, 0)
+    features, labels = toy(n=90)
+    present = mask(90, 0.3, 0)
     present[torch.arange(90) % 11 == 0] = torch.tensor([False, False, True])
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(90)], [0])
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(90)], [0])
     model = _build(name, gens, hidden=16)
     opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
     losses = [float(model.train().fit_epoch(data, opt, 16)) for _ in range(10)]
@@ -99,13 +67,13 @@ def test_training_loss_decreases_and_the_toy_problem_is_learned(name):
 
 @pytest.mark.parametrize("name,options", [("cpm_net", {}), ("tate", {}), ("tate", {"privileged": False})])
 def test_stacked_runs_equal_runs_one_at_a_time(name, options):
-    features, labels = _toy(n=40)
-    masks = [_mask(40, 0.2, 1), _mask(40, 0.5, 2)]
+    features, labels = toy(n=40)
+    masks = [mask(40, 0.2, 1), mask(40, 0.5, 2)]
     train_rows = [torch.arange(40), torch.arange(10, 34)]    # the second run has fewer batches
     seeds = [3, 4]
 
     def train(runs):
-        data, gens = _group(features, labels, torch.stack([masks[r] for r in runs]),
+        data, gens = group(features, labels, torch.stack([masks[r] for r in runs]),
                             [train_rows[r] for r in runs], [seeds[r] for r in runs])
         model = _build(name, gens, dropout=0.2, **options)
         opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
@@ -128,14 +96,14 @@ def test_stacked_runs_equal_runs_one_at_a_time(name, options):
 @pytest.mark.parametrize("name,options", [("cpm_net", {}), ("tate", {"privileged": False})])
 def test_masked_cells_never_reach_the_model(name, options):
     """TATE with privileged false, and CPM-Net: changing masked features never changes the run."""
-    features, labels = _toy(n=40)
-    present = _mask(40, 0.4, 5)
+    features, labels = toy(n=40)
+    present = mask(40, 0.4, 5)
     results = []
     for poison in (float("nan"), 1e4):
         poisoned = [x.clone() for x in features]
         for m in range(3):
             poisoned[m][~present[:, m]] = poison
-        data, gens = _group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0])
+        data, gens = group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0])
         model = _build(name, gens, dropout=0.1, **options)
         opt = StackedOptimizer(list(model.parameters()), SGD, 1)
         losses = [model.train().fit_epoch(data, opt, 8) for _ in range(2)]
@@ -173,9 +141,9 @@ def _recon_error(model, data, batch, h, present):
 
 
 def test_cpm_fitted_latents_reduce_reconstruction_error_on_observed_views():
-    features, labels = _toy(n=48)
-    present = _every_pattern(48)
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(40)], [0])
+    features, labels = toy(n=48)
+    present = all_patterns(48)
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(40)], [0])
     model = _build("cpm_net", gens)
     opt = StackedOptimizer(list(model.parameters()), SGD, 1)
     for _ in range(3):
@@ -228,8 +196,8 @@ def test_cpm_classification_loss_is_zero_for_separated_coinciding_latents():
 
 
 def test_cpm_predicts_by_mean_similarity_to_each_class_training_latents():
-    features, labels = _toy(n=30)
-    data, gens = _group(features, labels, torch.ones(1, 30, 3, dtype=torch.bool), [torch.arange(30)], [0])
+    features, labels = toy(n=30)
+    data, gens = group(features, labels, torch.ones(1, 30, 3, dtype=torch.bool), [torch.arange(30)], [0])
     model = _build("cpm_net", gens)
     model.train().fit_epoch(data, StackedOptimizer(list(model.parameters()), SGD, 1), 8)
     h_train = model.latents[0, :30]
@@ -245,9 +213,9 @@ def test_cpm_predicts_by_mean_similarity_to_each_class_training_latents():
 
 
 def test_tate_output_changes_with_the_missing_tag():
-    features, labels = _toy(n=16)
+    features, labels = toy(n=16)
     present = torch.ones(16, 3, dtype=torch.bool)
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(16)], [0])
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(16)], [0])
     model = _build("tate", gens).eval()
     batch = data.padded([torch.arange(16)])
     on = data.present_at(batch.idx, batch.valid)
@@ -267,14 +235,14 @@ def test_tate_output_changes_with_the_missing_tag():
 def test_tate_privilege_reads_masked_training_cells_only_when_on():
     """privileged true: the teacher and the reconstruction targets read the complete training features, so
     changing masked features changes the run; evaluation never reads them."""
-    features, labels = _toy(n=40)
-    present = _mask(40, 0.4, 5)
+    features, labels = toy(n=40)
+    present = mask(40, 0.4, 5)
     runs = []
     for shift in (0.0, 5.0):
         changed = [x.clone() for x in features]
         for m in range(3):
             changed[m][~present[:, m]] += shift
-        data, gens = _group(changed, labels, present.unsqueeze(0), [torch.arange(40)], [0])
+        data, gens = group(changed, labels, present.unsqueeze(0), [torch.arange(40)], [0])
         model = _build("tate", gens, privileged=True)
         model.train().fit_epoch(data, StackedOptimizer(list(model.parameters()), SGD, 1), 8)
         runs.append([p.detach().clone() for p in model.teacher.parameters()])
@@ -284,7 +252,7 @@ def test_tate_privilege_reads_masked_training_cells_only_when_on():
 def test_tate_unprivileged_drop_keeps_one_observed_modality():
     gens = [torch.Generator().manual_seed(0)]
     model = _build("tate", gens, privileged=False)
-    present = _every_pattern(64).unsqueeze(0)
+    present = all_patterns(64).unsqueeze(0)
     seen = model._drop_one(present, torch.tensor([True]))
     assert not (seen & ~present).any()                                  # only observed cells are dropped
     counts = present.sum(-1)
