@@ -33,14 +33,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear, masked_cross_entropy
-from mlaflow.methods.correlation import arrange_blocks, imputed, linear_cca, pairs_of, train_fill
+from mlaflow.methods.base import Batch, RunGroup, StackedLinear, masked_cross_entropy
+from mlaflow.methods.correlation import (ProjectionClassifier, arrange_blocks, imputed, linear_cca, pairs_of,
+                                         train_fill)
 from mlaflow.methods.joint import read_options
 
 OPTIONS = ("components", "regularization")
 
 
-class CCA(Method):
+class CCA(ProjectionClassifier):
     name = "cca"
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
@@ -112,22 +113,3 @@ class CCA(Method):
             loss_sum += loss.detach() * active
             n_batches += active
         return loss_sum / n_batches.clamp(min=1)
-
-    @torch.no_grad()
-    def predict(self, data: RunGroup, batch: Batch) -> Predictions:
-        present = data.present_at(batch.idx, batch.valid)
-        z, c = self.projections(data, batch)
-        fused = self.classifier(arrange_blocks(z, c, present)).masked_fill(~present.any(-1, keepdim=True), 0.0)
-        unimodal = []
-        for m in range(self.n_modalities):
-            only_m = torch.zeros_like(present)
-            only_m[..., m] = present[..., m]
-            unimodal.append(self.classifier(arrange_blocks(z, c, only_m)))
-        return Predictions(torch.stack(unimodal, 1), fused)
-
-    @torch.no_grad()
-    def embeddings(self, data: RunGroup, batch: Batch) -> torch.Tensor:
-        """Modality m's own CCA projections (its two pairs, concatenated) [R, M, n, 2k]; imputed where masked."""
-        z, c = self.projections(data, batch)
-        on = data.present_at(batch.idx, batch.valid).permute(0, 2, 1).unsqueeze(-1)
-        return torch.where(on, z, c)

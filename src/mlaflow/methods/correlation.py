@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlaflow.methods.base import Batch, RunGroup, StackedLinear
+from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear
 
 def pairs_of(n_modalities: int) -> list[tuple[int, int]]:
     """(A, V), (A, L), (V, L) for three modalities: GCNet's order."""
@@ -190,3 +190,29 @@ def observed_mse(reconstruction: torch.Tensor, x: torch.Tensor, on: torch.Tensor
     """Mean squared error per run over the rows on [R, B] (observed cells only) -> [R] (0 where none)."""
     err = F.mse_loss(reconstruction, x, reduction="none").mean(-1)
     return (err * on).sum(1) / on.sum(1).clamp(min=1)
+
+
+class ProjectionClassifier(Method):
+    """What CCA and DCCA share after training: a linear classifier on the per-modality projections (masked cells
+    take the projection of the training mean), unimodal predictions with every other modality imputed, and the
+    projections as the modality-gap embeddings. Subclasses define `projections(data, batch)` -> (z [R, M, n, k'],
+    c [R, M, 1, k']: the projection of the imputed value) and `self.classifier`."""
+
+    @torch.no_grad()
+    def predict(self, data: RunGroup, batch: Batch) -> Predictions:
+        present = data.present_at(batch.idx, batch.valid)
+        z, c = self.projections(data, batch)
+        fused = self.classifier(arrange_blocks(z, c, present)).masked_fill(~present.any(-1, keepdim=True), 0.0)
+        unimodal = []
+        for m in range(self.n_modalities):
+            only_m = torch.zeros_like(present)
+            only_m[..., m] = present[..., m]
+            unimodal.append(self.classifier(arrange_blocks(z, c, only_m)))
+        return Predictions(torch.stack(unimodal, 1), fused)
+
+    @torch.no_grad()
+    def embeddings(self, data: RunGroup, batch: Batch) -> torch.Tensor:
+        """Each modality's own projections [R, M, n, k'] (the imputed value's where masked)."""
+        z, c = self.projections(data, batch)
+        on = data.present_at(batch.idx, batch.valid).permute(0, 2, 1).unsqueeze(-1)
+        return torch.where(on, z, c)

@@ -38,15 +38,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear, masked_cross_entropy
-from mlaflow.methods.correlation import (StackedMLP, arrange_blocks, canonical_correlation, imputed, pairs_of,
-                                         train_fill)
+from mlaflow.methods.base import Batch, RunGroup, StackedLinear, masked_cross_entropy
+from mlaflow.methods.correlation import (ProjectionClassifier, StackedMLP, arrange_blocks, canonical_correlation,
+                                         imputed, pairs_of, train_fill)
 from mlaflow.methods.joint import read_options
 
 OPTIONS = ("components", "hidden_dim", "regularization", "corr_batch_size")
 
 
-class DCCA(Method):
+class DCCA(ProjectionClassifier):
     name = "dcca"
     options = OPTIONS
 
@@ -137,22 +137,3 @@ class DCCA(Method):
         z = torch.stack([net(data.inputs(m, batch.idx, batch.valid)) for m, net in enumerate(self.nets)], 1)
         c = torch.stack([net(self.fill(m).unsqueeze(1)) for m, net in enumerate(self.nets)], 1)
         return z, c
-
-    @torch.no_grad()
-    def predict(self, data: RunGroup, batch: Batch) -> Predictions:
-        present = data.present_at(batch.idx, batch.valid)
-        z, c = self.projections(data, batch)
-        fused = self.classifier(arrange_blocks(z, c, present)).masked_fill(~present.any(-1, keepdim=True), 0.0)
-        unimodal = []
-        for m in range(self.n_modalities):
-            only_m = torch.zeros_like(present)
-            only_m[..., m] = present[..., m]
-            unimodal.append(self.classifier(arrange_blocks(z, c, only_m)))
-        return Predictions(torch.stack(unimodal, 1), fused)
-
-    @torch.no_grad()
-    def embeddings(self, data: RunGroup, batch: Batch) -> torch.Tensor:
-        """Each modality's network output [R, M, n, k]; the output for the imputed value where masked."""
-        z, c = self.projections(data, batch)
-        on = data.present_at(batch.idx, batch.valid).permute(0, 2, 1).unsqueeze(-1)
-        return torch.where(on, z, c)
