@@ -101,6 +101,9 @@ def test_suite_grid_skips_cells_the_main_grid_trains():
     (lambda p: p["isolation"].update(training_missing_rates=["half"]), "isolation.training_missing_rates.0"),
     (lambda p: p["method_params"]["qmf"].update(rank_loss_weight="high"), "method_params.qmf.rank_loss_weight"),
     (lambda p: p["isolation"].update(enabled="yes"), "isolation.enabled"),
+    (lambda p: p["train"]["method_optimizers"].update(ae={"optimizer": "rmsprop"}), "train.method_optimizers.ae.optimizer"),
+    (lambda p: p["train"]["method_optimizers"].update(ae={"momentum": 0.5}), "train.method_optimizers.ae"),
+    (lambda p: p["train"]["method_optimizers"].update(mmim={"lr": 0.1}), "train.method_optimizers"),
 ])
 def test_wrong_suite_or_isolation_params_name_the_key(mutate, key):
     params = copy.deepcopy(SHIPPED)
@@ -201,3 +204,17 @@ def test_schema_registry_and_params_agree_and_every_method_builds_from_the_shipp
         assert method.name == name
     with pytest.raises(ParamsError, match="unknown method 'mmim'"):
         build_method("mmim", [3, 4, 5], 3, SHIPPED, generators)
+
+
+def test_a_methods_own_optimiser_replaces_only_optimizer_and_lr_and_the_run_records_it():
+    params = copy.deepcopy(SHIPPED)
+    params["train"]["method_optimizers"] = {"late_fusion": {"optimizer": "adam", "lr": 0.002}}
+    own = P.params_for_method(params, "late_fusion")
+    assert own["train"]["optimizer"] == "adam" and own["train"]["lr"] == 0.002
+    assert {k: v for k, v in own["train"].items() if k not in ("optimizer", "lr")} == \
+        {k: v for k, v in params["train"].items() if k not in ("optimizer", "lr")}
+    assert P.params_for_method(params, "mla")["train"] == params["train"]
+    params["train"].update(epochs=1, hidden_dim=8, device="cpu")
+    split = {"train": np.arange(0, 60), "val": np.arange(60, 70), "test": np.arange(70, 90)}
+    (record,) = train_runs("late_fusion", _corpus(), [RunSpec(0, np.ones((90, 3), dtype=bool), split)], params)
+    assert record["optimizer"]["optimizer"] == "adam" and record["optimizer"]["lr"] == 0.002

@@ -196,3 +196,11 @@ def suite_grid(params: dict) -> list[tuple[str, float]]:
     main |= {(m, 0.0) for m in params["complete_modality_methods"]}
     return [(m, r) for m in params["missing_suite"]["methods"] for r in params["missing_suite"]["missing_rates"]
             if (m, r) not in main]
+
+
+def params_for_method(params: dict, method: str) -> dict:
+    """params with `train` as `method` trains: train.method_optimizers[method] (its reference's optimiser and
+    learning rate) replacing train.optimizer and train.lr. A copy; `params` is not changed."""
+    out = json.loads(json.dumps(params))
+    out["train"].update(params["train"]["method_optimizers"].get(method, {}))
+    return out

@@ -29,7 +29,7 @@ from mlaflow.devices import resolve_device
 from mlaflow.io import write_json
 from mlaflow.methods import build_method
 from mlaflow.methods.base import Batch, Method, RunGroup, StackedOptimizer
-from mlaflow.params import MODALITIES, RUN_SECTIONS, params_hash
+from mlaflow.params import MODALITIES, RUN_SECTIONS, params_for_method, params_hash
 from mlaflow.provenance import git_commit
 from mlaflow.train.data import Corpus
 from mlaflow.train.metrics import classification_metrics, modality_gap, projection_2d
@@ -129,6 +129,7 @@ def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, 
 
 def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: dict) -> list[dict]:
     """Train the runs in `specs` stacked together; return one metrics record per run (without provenance)."""
+    params = params_for_method(params, method_name)
     train_cfg = params["train"]
     device = resolve_device(train_cfg["device"], "train.device")
     generators = [torch.Generator().manual_seed(spec.seed) for spec in specs]
@@ -198,6 +199,7 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
             "n_test": int(len(spec.split["test"])),
             "prior_class": corpus.class_names[int(prior[r])],
             "device": str(device),
+            "optimizer": {k: train_cfg[k] for k in ("optimizer", "lr", "momentum", "weight_decay")},
             "runs_stacked": R,
             "train_seconds": train_seconds / R,  # this run's share of the stacked training time
             "seconds_per_epoch": train_seconds / R / train_cfg["epochs"],
