@@ -16,10 +16,10 @@ METHODS = list(CLASSES)
 DEFAULTS = {   # equal to the YAML reported for params.yaml
     "ae": {"drop_rate": 0.3, "reconstruction_weight": 0.2},
     "cra": {"drop_rate": 0.3, "reconstruction_weight": 0.8, "n_blocks": 2},
-    "mmin": {"teacher_data": "complete", "n_blocks": 1, "drop_rate": 0.3, "reconstruction_weight": 4.0,
-             "cycle_weight": 2.0},
-    "if_mmin": {"teacher_data": "complete", "n_blocks": 1, "drop_rate": 0.3, "reconstruction_weight": 1.0,
-                "invariant_weight": 1.0},
+    "mmin": {"teacher_data": "complete", "teacher_epochs": None, "n_blocks": 1, "drop_rate": 0.3,
+             "reconstruction_weight": 4.0, "cycle_weight": 2.0},
+    "if_mmin": {"teacher_data": "complete", "teacher_epochs": None, "n_blocks": 1, "drop_rate": 0.3,
+                "reconstruction_weight": 1.0, "invariant_weight": 1.0},
 }
 DIMS = (3, 4, 5)
 N_CLASSES = 3
@@ -179,6 +179,8 @@ def test_options_are_checked():
         _build("ae", gens, n_blocks=2)
     with pytest.raises(ParamsError, match=r"method_params\.cra\.drop_rate"):
         _build("cra", gens, drop_rate=1.5)
+    with pytest.raises(ParamsError, match=r"method_params\.if_mmin\.teacher_epochs"):
+        _build("if_mmin", gens, teacher_epochs=0)
 
 
 # ------------------------------------------------------------------------------------ method by method
@@ -332,3 +334,65 @@ def test_if_mmin_teacher_loss_includes_the_cmd_of_shared_features():
     ce = torch.nn.functional.cross_entropy(logits[0], labels)
     assert torch.allclose(model.teacher.loss(xs, batch.labels, batch.valid), (ce + expected_cmd).view(1), atol=1e-5)
     assert expected_cmd > 0
+
+
+# ------------------------------------------------------------------------------ the exact speed-ups
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_predict_equals_the_whole_network_run_once_per_pattern(name):
+    """predict's shortcuts (encoders once per row, unimodal passes only on rows with m and another modality)
+    give the numbers of the plain definition: the network on the zero-filled inputs, M + 1 times."""
+    features, labels = _toy(n=48)
+    masks = torch.stack([_patterns(48), _mask(48, 0.5, 3)])
+    data, gens = _group(features, labels, masks, [torch.arange(48)] * 2, [0, 1])
+    model = _build(name, gens).eval()
+    batch = data.padded([torch.arange(48), torch.arange(40)])
+    pred = model.predict(data, batch)
+    present = data.present_at(batch.idx, batch.valid)
+    with torch.no_grad():
+        fused = model.logits(data, batch, present).masked_fill(~present.any(-1, keepdim=True), 0.0)
+        assert torch.allclose(pred.fused_logits, fused, atol=1e-6)
+        for m in range(3):
+            only_m = torch.zeros_like(present)
+            only_m[..., m] = present[..., m]
+            assert torch.allclose(pred.unimodal_logits[:, m], model.logits(data, batch, only_m), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ae", "mmin"])
+def test_encoders_on_the_kept_rows_only_equal_encoding_every_zero_filled_row(name):
+    features, labels = _toy(n=40)
+    data, gens = _group(features, labels, _mask(40, 0.4, 4).unsqueeze(0), [torch.arange(40)], [0])
+    model = _build(name, gens).train()
+    batch = data.padded([torch.arange(40)])
+    kept = data.present_at(batch.idx, batch.valid)
+    kept[0, ::3, 1] = False
+    xs, h = model.network_on(data, batch, kept)
+    plain = torch.cat([enc(x.masked_fill(~kept[..., m : m + 1], 0.0)) for m, (enc, x) in
+                       enumerate(zip(model.encoders, xs))], dim=-1)
+    assert torch.allclose(h, plain, atol=1e-6)
+    weight = torch.randn_like(h)
+    grads = [torch.autograd.grad((out * weight).sum(), list(model.encoders.parameters())) for out in (h, plain)]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+
+
+@pytest.mark.parametrize("name", ["mmin", "if_mmin"])
+def test_teacher_table_equals_running_the_teacher(name):
+    features, labels = _toy(n=30)
+    data, gens = _group(features, labels, _mask(30, 0.3, 2).unsqueeze(0), [torch.arange(2, 30)], [0])
+    model = _build(name, gens, cfg=_train_cfg(epochs=3), teacher_epochs=2)
+    model.before_training(data, 8)
+    assert len(model.teacher_losses) == 2
+    batch = data.shuffled_batches(data.rows("train"), 8)[-1]          # a padded batch
+    looked_up = model.teacher_embeddings(data, batch)
+    table, model._table = model._table, None
+    computed = model.teacher_embeddings(data, batch)
+    assert (looked_up[1] is None) == (name == "mmin")
+    for a, b in zip(looked_up, computed):
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-6)
+    model._table = table
+    other = data.padded([torch.arange(0, 8)])                          # rows 0, 1 are not training rows
+    with torch.no_grad():
+        direct = model.teacher.embed(model.teacher_inputs(data, other))
+    assert torch.allclose(model.teacher_embeddings(data, other)[0], direct, atol=1e-6)

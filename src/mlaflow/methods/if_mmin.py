@@ -4,7 +4,8 @@ missing-modality baseline of paper Table 2, following its reference code `ZhuoYu
 utils/functions.py's CMD) with GCNet's utterance-level adaptation of MMIN (fully connected encoders).
 Shared parts in imputation.py (`TeacherStudent`, `Teacher`, `ResidualAE`, `cmd`).
 
-- Teacher (trained inside the first fit_epoch call for train.epochs epochs, then frozen; see mmin.py):
+- Teacher (trained inside the first fit_epoch call for `teacher_epochs` epochs, null: train.epochs, then
+  frozen, its outputs on the training rows tabulated; see mmin.py):
   encoders, a shared encoder (Linear-LeakyReLU-Linear-LeakyReLU, s -> s, applied to every modality's
   embedding), a linear classifier on [embeddings, shared features] (2 * 384); loss = CE + the central moment
   discrepancy (K = 5 moments) between the shared features of every pair of modalities, averaged over pairs.
@@ -26,14 +27,13 @@ Shared parts in imputation.py (`TeacherStudent`, `Teacher`, `ResidualAE`, `cmd`)
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from mlaflow.methods.base import StackedLinear, masked_cross_entropy
-from mlaflow.methods.imputation import ResidualAE, TeacherStudent, masked_mse, mlp, per_slot
+from mlaflow.methods.base import masked_cross_entropy
+from mlaflow.methods.imputation import FastLinear, ResidualAE, TeacherStudent, masked_mse, mlp, per_slot
 from mlaflow.methods.joint import read_options
 
-OPTIONS = ("teacher_data", "n_blocks", "drop_rate", "reconstruction_weight", "invariant_weight")
+OPTIONS = ("teacher_data", "teacher_epochs", "n_blocks", "drop_rate", "reconstruction_weight", "invariant_weight")
 AE_LAYERS = [256, 128, 64]
 
 
@@ -49,29 +49,27 @@ class IFMMIN(TeacherStudent):
         s = self.hidden_dim
         self.shared = mlp([s, s, s], nn.LeakyReLU, generators, last=nn.LeakyReLU)
         self.autoencoder = ResidualAE(self.n_modalities * s, AE_LAYERS, options["n_blocks"], generators)
-        self.head = StackedLinear(AE_LAYERS[-1] * options["n_blocks"], n_classes, generators)
+        self.head = FastLinear(AE_LAYERS[-1] * options["n_blocks"], n_classes, generators)
 
-    def student(self, data, batch, kept):
-        """(reconstruction [R, B, M*s], latents, invariant features [R, B, M, s])."""
-        _, h = self.network_on(data, batch, kept)
+    def student(self, h):
+        """(reconstruction [R, B, M*s], latents, invariant features [R, B, M, s]) of the encoder outputs h."""
         R, B, _ = h.shape
         inv = per_slot(self.shared, h.view(R, B, self.n_modalities, -1))
         recon, latent = self.autoencoder(h, inv.reshape(R, B, -1))
         return recon, latent, inv
 
-    def logits(self, data, batch, kept):
-        return self.head(self.student(data, batch, kept)[1])
+    def logits_from_h(self, h):
+        return self.head(self.student(h)[1])
 
     def batch_loss(self, data, batch, present, active):
         kept = self.kept_for_training(present, active)
-        recon, latent, inv = self.student(data, batch, kept)
+        recon, latent, inv = self.student(self.network_on(data, batch, kept)[1])
         rows = present.any(-1)
         ce = masked_cross_entropy(self.head(latent), batch.labels, rows)
-        target, counted, source = self.teacher_targets(data, batch, present, kept)
+        target, counted, _ = self.teacher_targets(data, batch, present, kept)
         R, B, M, s = target.shape
         error = masked_mse(recon.view(R, B, M, s), target, counted)
-        with torch.no_grad():
-            inv_target = self.teacher.invariant(source).permute(0, 2, 1, 3)            # [R, B, M, s]
+        inv_target = self.teacher_embeddings(data, batch)[1].permute(0, 2, 1, 3)       # [R, B, M, s]
         invariant = masked_mse(inv.flatten(2), inv_target.flatten(2), rows)
         loss = ce + self.reconstruction_weight * error + self.invariant_weight * invariant
         return loss, {p: active for p in self.student_parameters()}, error

@@ -16,19 +16,35 @@ Table 2, as GCNet's baseline code `zeroQiaoba/GCNet/baseline-mmin` adapts them t
 - Stacked building blocks: `ResidualAE` (the reference's `ResidualAE`, with its transition layer, and the
   invariant-feature-conditioned variant of IF-MMIN's `autoencoder_2.ResidualAE`), `SimpleAE` (its
   `SimpleFcAE`), and `Teacher` (the early-fusion teacher of MMIN / IF-MMIN, trained inside the student's first
-  `fit_epoch` call, with its own optimiser of the shared settings, for train.epochs epochs).
+  `fit_epoch` call, with its own optimiser of the shared settings, for `teacher_epochs` epochs, train.epochs
+  unless set).
 - Prediction: the whole network on the zero-filled inputs; fused logits zero where nothing is present.
   Unimodal logits of modality m: the same network with every other modality treated as missing (zero-filled).
 - Simplifications against the reference code: no gradient-norm clipping, no dropout inside the
   autoencoders (the reference's AEs use none either), linear classifiers (the reference's `FcClassifier`
   has two hidden layers of 128), reconstruction errors averaged over the cells they count (the reference sums
   the per-cell errors over the batch, which ties the loss weight to the batch size).
-- Cost (15 stacked runs, 1200 train rows, dims [512, 1024, 1024], one thread, with per-epoch prediction;
-  /root/scratch/imput_bench.py, 3 epochs on a shared machine): late_fusion 2.8 s, ae 6.7 s (2.4x), cra 10.7 s
-  (3.8x), mmin 17.6 s (6.3x, teacher included, n_blocks 1), if_mmin 16.8 s (6.0x). cra, mmin and if_mmin
-  exceed the 2.5x budget: the reference's 384 x 384 transition layers, MMIN's backward (cycle) autoencoder
-  and the teachers' extra train.epochs dominate. Not yet optimised (candidates: teacher embeddings of the
-  training rows computed once after the teacher is trained instead of per batch; a cheaper transition).
+- Exact speed-ups (the same numbers, within float rounding, as the plain computation; tested):
+  (1) the frozen teacher's embeddings and invariant features of every training row are computed once, after
+  its training (`tabulate_teacher`), and looked up per batch; (2) without dropout, a training batch's encoders
+  run only on the cells fed to them plus one zero row per run, whose output encoder(0) fills the other cells
+  (`encode_kept`; the saving grows with the missing rate, none at 0; the bench masks about half the cells);
+  (3) predict runs the encoders once, and the network after them once on every row (fused)
+  and, for modality m's unimodal logits, only on the rows holding m and another modality (a row without m
+  gets the all-zero input's logits, computed once; a row with m alone its fused logits); (4) `FastLinear`:
+  the stacked linear layer with a backward that writes the weight gradient in the weight's layout (no
+  transposed copy), and in-place activations.
+- Cost (15 stacked runs, 1200 train rows, dims [512, 1024, 1024], 15 epochs, one thread, with per-epoch
+  prediction; /root/scratch/imput2_bench.py on a shared 2-core machine, so +-10%): late_fusion 12.2-14.5 s
+  (13.1 s mean); ae 26.9 s (2.0x), cra 39.6 s (3.0x), mmin 50.2 s (3.8x, teacher included; 46.3 s, 3.5x,
+  with teacher_epochs 10), if_mmin 42.6 s (3.3x). Before these speed-ups (3 epochs): ae 2.4x, cra 3.7x,
+  mmin 5.5-6.3x, if_mmin 6.0-6.7x. What remains is the reference's architecture, near the floor of its
+  arithmetic: cra's two [256, 128] blocks and 384 x 384 transition (kept: GCNet's CRA runs use them) on
+  every row, and its per-modality decoders, whose parameters (as many as the encoders') the shared
+  optimiser updates each step (the optimiser is a quarter of cra's time); mmin's student alone (forward and
+  backward residual AEs, each with a transition) costs about 2.8x late fusion and its teacher about 1x.
+  Glibc's trimming of freed memory costs every method 10-15% (MALLOC_TRIM_THRESHOLD_ /
+  MALLOC_MMAP_THRESHOLD_ set high remove it), the ratios unchanged.
 """
 from __future__ import annotations
 
@@ -109,15 +125,51 @@ def cmd(x1: torch.Tensor, x2: torch.Tensor, mask: torch.Tensor, moments: int = 5
     return out
 
 
+class _StackedLinearFunction(torch.autograd.Function):
+    """StackedLinear's product with a backward that writes the weight gradient [R, out, in] directly (autograd's
+    own goes through the transposed weight and then copies the gradient back into the weight's layout)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        gx = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        gw = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        gb = grad.sum(1) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+class FastLinear(StackedLinear):
+    """`StackedLinear` (same parameters, initialisation and numbers) with a cheaper backward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _StackedLinearFunction.apply(x, self.weight, self.bias)
+
+
+def fast_linears(module: nn.Module) -> None:
+    """Turn every StackedLinear inside module (e.g. the shared `ModalityEncoder`s) into a FastLinear, and its
+    ReLUs in-place (they follow FastLinears, which do not keep their outputs for the backward pass)."""
+    for sub in module.modules():
+        if type(sub) is StackedLinear:
+            sub.__class__ = FastLinear
+        elif isinstance(sub, (nn.ReLU, nn.LeakyReLU)):
+            sub.inplace = True
+
+
 def mlp(dims: list[int], activation: type[nn.Module], generators, last: type[nn.Module] | None = None) -> nn.Sequential:
-    """Stacked linear layers dims[0] -> ... -> dims[-1], `activation` between them, `last` after the last."""
+    """Stacked linear layers (FastLinear) dims[0] -> ... -> dims[-1], `activation` between them, `last` after
+    the last (both applied in place to the linear outputs)."""
     layers = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(StackedLinear(a, b, generators))
+        layers.append(FastLinear(a, b, generators))
         if i < len(dims) - 2:
-            layers.append(activation())
+            layers.append(activation(inplace=True))
         elif last is not None:
-            layers.append(last())
+            layers.append(last(inplace=True))
     return nn.Sequential(*layers)
 
 
@@ -193,30 +245,41 @@ class ImputationMethod(Method):
 
     def __init__(self, input_dims, n_classes, train_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, {}, generators)
+        fast_linears(self.encoders)
         self.generators = generators
+        self.dropout = train_cfg["dropout"]
         self.reconstruction_curve: list[torch.Tensor] = []
+
+    def encode_kept(self, m: int, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Encoder m on x [R, B, d] zero-filled outside keep [R, B] -> [R, B, s]. Without dropout the encoder runs
+        on the kept rows only (compacted) and on one zero row per run, whose output (encoder(0)) fills the other
+        rows: the same numbers and gradients as encoding every zero-filled row. With dropout (a mask per row,
+        drawn for the whole padded batch) every row is encoded."""
+        enc = self.encoders[m]
+        if self.dropout > 0.0:
+            return enc(x.masked_fill(~keep.unsqueeze(-1), 0.0))
+        R, B, d = x.shape
+        positions, ok = compact(keep)
+        K = positions.shape[1]
+        out = enc(torch.cat([gather_rows(x, positions), x.new_zeros(R, 1, d)], dim=1))   # [R, K + 1, s]
+        zero = out[:, K:]
+        s = out.shape[-1]
+        out = torch.where(ok.unsqueeze(-1), out[:, :K], zero)
+        return zero.expand(R, B, s).scatter(1, positions.unsqueeze(-1).expand(-1, -1, s), out)
 
     def network_on(self, data: RunGroup, batch: Batch, kept: torch.Tensor):
         """(inputs, h): the present cells' inputs [R, B, d_m] per modality (masked cells 0), and the encoder
-        outputs h [R, B, M*s] of the inputs zero-filled outside `kept` [R, B, M] (the modalities fed).
-        In eval mode the encoders run once per batch (cached): h is encoder(x) where kept, encoder(0) elsewhere,
-        the same numbers as encoding the zero-filled inputs, so predict's M + 1 passes cost one encoding."""
-        key = (batch.idx.data_ptr(), batch.idx.shape, batch.valid.data_ptr())
-        cache = getattr(self, "_cache", None)
-        if self.training or cache is None or cache[0] != key:
-            xs = [data.inputs(m, batch.idx, batch.valid) for m in range(self.n_modalities)]
-            if self.training:
-                h = [enc(x.masked_fill(~kept[..., m : m + 1], 0.0)) for m, (enc, x) in enumerate(zip(self.encoders, xs))]
-                return xs, torch.cat(h, dim=-1)
-            full = torch.stack([enc(x) for enc, x in zip(self.encoders, xs)], dim=2)           # [R, B, M, s]
-            zero = torch.stack([enc(torch.zeros_like(x[:, :1])) for enc, x in zip(self.encoders, xs)], dim=2)
-            self._cache = cache = (key, xs, full, zero)
-        _, xs, full, zero = cache
-        h = torch.where(kept.unsqueeze(-1), full, zero)
-        return xs, h.flatten(2)
+        outputs h [R, B, M*s] of the inputs zero-filled outside `kept` [R, B, M] (the modalities fed)."""
+        xs = [data.inputs(m, batch.idx, batch.valid) for m in range(self.n_modalities)]
+        h = [self.encode_kept(m, x, kept[..., m]) for m, x in enumerate(xs)]
+        return xs, torch.cat(h, dim=-1)
+
+    def logits_from_h(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits [R, n, C] of the network after the encoders, from their outputs h [R, n, M*s]."""
+        raise NotImplementedError
 
     def logits(self, data: RunGroup, batch: Batch, kept: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        return self.logits_from_h(self.network_on(data, batch, kept)[1])
 
     def batch_loss(self, data: RunGroup, batch: Batch, present: torch.Tensor, active: torch.Tensor):
         """(loss [R], stepping: {parameter: runs [R]}, reconstruction error [R]) of one training mini-batch."""
@@ -251,15 +314,31 @@ class ImputationMethod(Method):
 
     @torch.no_grad()
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
-        self._cache = None
-        present = data.present_at(batch.idx, batch.valid)
-        fused = self.logits(data, batch, present).masked_fill(~present.any(-1, keepdim=True), 0.0)
+        """Each encoder runs once per row (and once on a zero row); the rest of the network runs on every row
+        for the fused logits, and for modality m's unimodal logits only on the rows where m and another modality
+        are present: a row without m has every modality zero-filled, so its logits are those of the all-zero
+        input (computed once per run), and a row with m alone has the fused logits. The same numbers as running
+        the whole network M + 1 times on every row."""
+        present = data.present_at(batch.idx, batch.valid)                                  # [R, n, M]
+        R, n, M = present.shape
+        xs = [data.inputs(m, batch.idx, batch.valid) for m in range(M)]
+        full = torch.stack([enc(x) for enc, x in zip(self.encoders, xs)], dim=2)          # [R, n, M, s]
+        zero = torch.stack([enc(x.new_zeros(R, 1, x.shape[-1])) for enc, x in zip(self.encoders, xs)], dim=2)
+        s = full.shape[-1]
+        fused = self.logits_from_h(torch.where(present.unsqueeze(-1), full, zero).flatten(2))
+        fused = fused.masked_fill(~present.any(-1, keepdim=True), 0.0)
+        nothing = self.logits_from_h(zero.flatten(2))                                     # [R, 1, C]
+        C = nothing.shape[-1]
+        alone = present.sum(-1, keepdim=True) == 1                                       # [R, n, 1]
         unimodal = []
-        for m in range(self.n_modalities):
-            only_m = torch.zeros_like(present)
-            only_m[..., m] = present[..., m]
-            unimodal.append(self.logits(data, batch, only_m))
-        self._cache = None
+        for m in range(M):
+            # rows with m and another modality: the network on m alone; rows with m alone: the fused logits
+            positions, ok = compact(present[..., m] & ~alone[..., 0])
+            only_m = zero.expand(R, positions.shape[1], M, s).clone()
+            only_m[:, :, m] = gather_rows(full[:, :, m], positions)
+            base = torch.where(alone & present[..., m : m + 1], fused, nothing)
+            sub = torch.where(ok.unsqueeze(-1), self.logits_from_h(only_m.flatten(2)), gather_rows(base, positions))
+            unimodal.append(base.scatter(1, positions.unsqueeze(-1).expand(-1, -1, C), sub))
         return Predictions(torch.stack(unimodal, dim=1), fused)
 
 
@@ -278,7 +357,8 @@ class Teacher(nn.Module):
         self.encoders = nn.ModuleList(ModalityEncoder(d, s, train_cfg["dropout"], generators) for d in input_dims)
         self.shared = mlp([s, s, s], nn.LeakyReLU, generators, last=nn.LeakyReLU) if shared else None
         width = len(input_dims) * s * (2 if shared else 1)
-        self.head = StackedLinear(width, n_classes, generators)
+        self.head = FastLinear(width, n_classes, generators)
+        fast_linears(self.encoders)
         self.moments = moments
 
     def embed(self, xs: list[torch.Tensor]) -> torch.Tensor:
@@ -321,6 +401,12 @@ class TeacherStudent(ImputationMethod):
         check_minimum(self.name, "n_blocks", options["n_blocks"], 1)
         check_minimum(self.name, "drop_rate", options["drop_rate"], 0.0, 1.0)
         self.teacher_data, self.drop_rate = options["teacher_data"], options["drop_rate"]
+        if options["teacher_epochs"] is not None:
+            if not isinstance(options["teacher_epochs"], int) or isinstance(options["teacher_epochs"], bool):
+                raise ParamsError(f"method_params.{self.name}.teacher_epochs", f"{options['teacher_epochs']!r} is not an "
+                                  "integer", "use null (train.epochs) or an integer >= 1")
+            check_minimum(self.name, "teacher_epochs", options["teacher_epochs"], 1)
+        self.teacher_epochs = options["teacher_epochs"] or train_cfg["epochs"]
         self.train_cfg = dict(train_cfg)
         self.teacher = Teacher(input_dims, n_classes, train_cfg, generators, shared=self.shared_teacher)
         self.teacher_losses: list[torch.Tensor] = []
@@ -340,14 +426,15 @@ class TeacherStudent(ImputationMethod):
         return out
 
     def before_training(self, data: RunGroup, batch_size: int) -> None:
-        """Train the teacher for train.epochs epochs (the trainer's optimiser settings and step schedule, its own
-        optimiser state), freeze it, and initialise the student from it."""
+        """Train the teacher for `teacher_epochs` epochs (train.epochs unless set; the trainer's optimiser
+        settings and step schedule, its own optimiser state), freeze it, initialise the student from it, and
+        tabulate its outputs on the training rows (`tabulate_teacher`)."""
         cfg = self.train_cfg
         optimizer = StackedOptimizer(list(self.teacher.parameters()), cfg, self.n_runs)
         rows = self.teacher_rows(data)
         params = list(self.teacher.parameters())
         self.teacher.train()
-        for epoch in range(cfg["epochs"]):
+        for epoch in range(self.teacher_epochs):
             optimizer.set_lr(cfg["lr"] * cfg["lr_gamma"] ** (epoch // cfg["lr_step_epochs"]))
             total = torch.zeros(self.n_runs, device=data.device)
             count = torch.zeros(self.n_runs, device=data.device)
@@ -366,6 +453,55 @@ class TeacherStudent(ImputationMethod):
         self.encoders.load_state_dict(self.teacher.encoders.state_dict())
         if self.shared_teacher:
             self.shared.load_state_dict(self.teacher.shared.state_dict())
+        self.tabulate_teacher(data)
+
+    @torch.no_grad()
+    def tabulate_teacher(self, data: RunGroup, chunk: int = 256) -> None:
+        """Once the teacher is frozen: its embeddings (and invariant features) of every training row of every run
+        (of the inputs `teacher_inputs` reads), and of the zero input, so that the student's batches look them
+        up instead of re-running the teacher (same numbers)."""
+        self.teacher.eval()
+        rows = data.rows("train")
+        R = self.n_runs
+        position = torch.full((R, len(data.labels)), -1, dtype=torch.long, device=data.device)
+        for r, rows_r in enumerate(rows):
+            position[r, rows_r] = torch.arange(len(rows_r), device=data.device)
+        everything = data.padded(rows)
+        source, invariant = [], []
+        for start in range(0, everything.idx.shape[1], chunk):
+            part = Batch(everything.idx[:, start : start + chunk], everything.valid[:, start : start + chunk],
+                         everything.labels[:, start : start + chunk])
+            h = self.teacher.embed(self.teacher_inputs(data, part))                       # [R, M, b, s]
+            source.append(h.permute(0, 2, 1, 3).flatten(2))                               # [R, b, M*s]
+            if self.shared_teacher:
+                invariant.append(self.teacher.invariant(h).permute(0, 2, 1, 3).flatten(2))
+        zero = self.teacher.embed([torch.zeros(R, 1, d, device=data.device) for d in self.input_dims])
+        zero_inv = self.teacher.invariant(zero) if self.shared_teacher else None
+        self._table = (position, torch.cat(source, 1), torch.cat(invariant, 1) if invariant else None, zero, zero_inv)
+
+    @torch.no_grad()
+    def teacher_embeddings(self, data: RunGroup, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The frozen teacher's embeddings [R, M, B, s] of the batch's `teacher_inputs` and (IF-MMIN) their
+        invariant features [R, M, B, s] (else None): looked up in the table `tabulate_teacher` built when every
+        row of the batch is in it, computed otherwise. Padding rows: the teacher's outputs for the zero input."""
+        table = getattr(self, "_table", None)
+        if table is not None:
+            position, source, invariant, zero, zero_inv = table
+            runs = torch.arange(self.n_runs, device=batch.idx.device).unsqueeze(1)
+            at = position[runs, batch.idx]                                                 # [R, B]
+            if bool((at >= 0)[batch.valid].all()):
+                at = at.clamp(min=0)
+                R, B = at.shape
+                mask = batch.valid.view(R, 1, B, 1)
+
+                def look_up(values, fill):
+                    out = gather_rows(values, at).view(R, B, self.n_modalities, -1).permute(0, 2, 1, 3)
+                    return torch.where(mask, out, fill)
+
+                return look_up(source, zero), (look_up(invariant, zero_inv) if invariant is not None else None)
+        self.teacher.eval()
+        source = self.teacher.embed(self.teacher_inputs(data, batch))
+        return source, (self.teacher.invariant(source) if self.shared_teacher else None)
 
     @torch.no_grad()
     def teacher_targets(self, data: RunGroup, batch: Batch, present: torch.Tensor, kept: torch.Tensor):
@@ -373,10 +509,14 @@ class TeacherStudent(ImputationMethod):
         target: the reference's T_embds, the teacher's embedding of the 'reverse' input (the missing modalities'
         features, the kept ones zero-filled: teacher encoder(0) in their slots); counted: the slots whose
         target is known (all with teacher_data complete; not the truly missing ones with observed)."""
-        self.teacher.eval()
-        source = self.teacher.embed(self.teacher_inputs(data, batch))                    # [R, M, B, s]
+        source, _ = self.teacher_embeddings(data, batch)                                   # [R, M, B, s]
         R = batch.idx.shape[0]
-        zero = self.teacher.embed([torch.zeros(R, 1, d, device=data.device) for d in self.input_dims])
+        table = getattr(self, "_table", None)
+        if table is not None:
+            zero = table[3]
+        else:
+            self.teacher.eval()
+            zero = self.teacher.embed([torch.zeros(R, 1, d, device=data.device) for d in self.input_dims])
         target = torch.where(kept.permute(0, 2, 1).unsqueeze(-1), zero, source)          # [R, M, B, s]
         counted = batch.valid.unsqueeze(-1).expand_as(present)
         if self.teacher_data == "observed":
@@ -414,7 +554,7 @@ class FeatureReconstruction(ImputationMethod):
         width = self.n_modalities * self.hidden_dim
         self.autoencoder = self.build_autoencoder(width, options, generators)
         self.decoders = nn.ModuleList(mlp([width, self.hidden_dim, d], nn.ReLU, generators) for d in input_dims)
-        self.head = StackedLinear(width, n_classes, generators)
+        self.head = FastLinear(width, n_classes, generators)
 
     def build_autoencoder(self, width: int, options: dict, generators) -> nn.Module:
         raise NotImplementedError
@@ -423,8 +563,8 @@ class FeatureReconstruction(ImputationMethod):
         xs, h = self.network_on(data, batch, kept)
         return xs, self.autoencoder(h)[0]
 
-    def logits(self, data: RunGroup, batch: Batch, kept: torch.Tensor) -> torch.Tensor:
-        return self.head(self.reconstruct(data, batch, kept)[1])
+    def logits_from_h(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(self.autoencoder(h)[0])
 
     def reconstruction_error(self, xs: list[torch.Tensor], recon: torch.Tensor, dropped: torch.Tensor):
         """(mean feature MSE over the dropped cells [R], runs in which decoder m was used {m: [R]})."""
