@@ -5,11 +5,12 @@ import torch
 
 from mlaflow.errors import ParamsError
 from mlaflow.methods.ae import AE
-from mlaflow.methods.base import RunGroup, StackedOptimizer
+from mlaflow.methods.base import StackedOptimizer
 from mlaflow.methods.cra import CRA
 from mlaflow.methods.if_mmin import IFMMIN
 from mlaflow.methods.imputation import artificial_drop, cmd
 from mlaflow.methods.mmin import MMIN
+from method_toys import ADAM, DIMS, N_CLASSES, SGD, all_patterns, group, mask, toy
 
 CLASSES = {"ae": AE, "cra": CRA, "mmin": MMIN, "if_mmin": IFMMIN}
 METHODS = list(CLASSES)
@@ -21,53 +22,21 @@ DEFAULTS = {   # equal to the YAML reported for params.yaml
     "if_mmin": {"teacher_data": "complete", "teacher_epochs": None, "n_blocks": 1, "drop_rate": 0.3,
                 "reconstruction_weight": 1.0, "invariant_weight": 1.0},
 }
-DIMS = (3, 4, 5)
-N_CLASSES = 3
-SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
-ADAM = {"optimizer": "adam", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
 
 
 def _train_cfg(opt=SGD, hidden=8, dropout=0.0, epochs=3):
     return {"hidden_dim": hidden, "dropout": dropout, "epochs": epochs, "lr_step_epochs": 10, "lr_gamma": 0.1, **opt}
 
 
-def _toy(n=60, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, N_CLASSES, (n,), generator=g)
-    strength = (1.5, 0.5, 3.0)
-    features = [torch.randn(N_CLASSES, d, generator=g)[labels] * s + torch.randn(n, d, generator=g)
-                for d, s in zip(DIMS, strength)]
-    return features, labels
-
-
-def _group(features, labels, present, train_rows, seeds, standardize=False):
-    splits = [{"train": rows, "val": rows[:0], "test": rows[:0]} for rows in train_rows]
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    return RunGroup(features, labels, present, splits, generators, standardize=standardize), generators
-
-
 def _build(name, generators, cfg=None, **options):
     return CLASSES[name](list(DIMS), N_CLASSES, cfg or _train_cfg(), {**DEFAULTS[name], **options}, generators)
 
 
-def _mask(n, rate, seed):
-    present = torch.rand(n, 3, generator=torch.Generator().manual_seed(seed)) > rate
-    present[torch.arange(n) % 7 == 0] = torch.tensor([True, False, False])
-    present[torch.arange(n) % 11 == 0] = False
-    return present
-
-
-def _patterns(n):
-    """Every pattern of present modalities (incl. none), cycled over n samples."""
-    codes = torch.arange(n) % 8
-    return torch.stack([(codes >> m) & 1 == 1 for m in range(3)], dim=1)
-
-
 @pytest.mark.parametrize("name", METHODS)
 def test_shapes_and_every_missing_pattern(name):
-    features, labels = _toy(n=40)
-    present = _patterns(40)
-    data, gens = _group(features, labels, present.expand(2, 40, 3), [torch.arange(40)] * 2, [0, 1])
+    features, labels = toy(n=40)
+    present = all_patterns(40)
+    data, gens = group(features, labels, present.expand(2, 40, 3), [torch.arange(40)] * 2, [0, 1])
     model = _build(name, gens, cfg=_train_cfg(epochs=1))
     opt = StackedOptimizer(list(model.parameters()), _train_cfg(), 2)
     loss = model.train().fit_epoch(data, opt, 8)
@@ -88,10 +57,10 @@ def test_shapes_and_every_missing_pattern(name):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_loss_decreases_and_the_toy_problem_is_learned(name):
-    features, labels = _toy(n=90)
-    present = _mask(90, 0.2, 0)
+    features, labels = toy(n=90)
+    present = mask(90, 0.2, 0)
     present[~present.any(1)] = True
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(90)], [0], standardize=True)
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(90)], [0], standardize=True)
     model = _build(name, gens, cfg=_train_cfg(ADAM, hidden=16, epochs=8))
     opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
     losses = [float(model.train().fit_epoch(data, opt, 16)) for _ in range(12)]
@@ -107,8 +76,8 @@ def test_reconstruction_error_falls_during_training(name):
     z = torch.randn(n, 2, generator=g)                 # modalities that share a latent: one predicts another
     features = [z @ torch.randn(2, d, generator=g) + 0.05 * torch.randn(n, d, generator=g) for d in DIMS]
     labels = (z[:, 0] > 0).long() + (z[:, 1] > 0.5).long()
-    present = _mask(n, 0.2, 1)
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(n)], [0], standardize=True)
+    present = mask(n, 0.2, 1)
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(n)], [0], standardize=True)
     slow = {**ADAM, "lr": 0.003}
     model = _build(name, gens, cfg=_train_cfg(slow, hidden=16, epochs=4), reconstruction_weight=1.0,
                    drop_rate=0.8)
@@ -121,14 +90,14 @@ def test_reconstruction_error_falls_during_training(name):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_stacked_runs_equal_runs_one_at_a_time(name):
-    features, labels = _toy(n=50)
-    masks = [_mask(50, 0.2, 1), _mask(50, 0.5, 2)]
+    features, labels = toy(n=50)
+    masks = [mask(50, 0.2, 1), mask(50, 0.5, 2)]
     train_rows = [torch.arange(50), torch.arange(10, 40)]
     seeds = [3, 4]
     options = {"teacher_data": "observed"} if name in ("mmin", "if_mmin") else {}
 
     def train(runs):
-        data, gens = _group(features, labels, torch.stack([masks[r] for r in runs]),
+        data, gens = group(features, labels, torch.stack([masks[r] for r in runs]),
                             [train_rows[r] for r in runs], [seeds[r] for r in runs])
         model = _build(name, gens, cfg=_train_cfg(dropout=0.2, epochs=2), **options)
         opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
@@ -149,14 +118,14 @@ def test_stacked_runs_equal_runs_one_at_a_time(name):
 @pytest.mark.parametrize("name", ["ae", "cra", "mmin_observed", "if_mmin_observed"])
 def test_masked_cells_never_reach_the_model(name):
     name, options = (name[:-9], {"teacher_data": "observed"}) if name.endswith("_observed") else (name, {})
-    features, labels = _toy(n=40)
-    present = _mask(40, 0.4, 5)
+    features, labels = toy(n=40)
+    present = mask(40, 0.4, 5)
     results = []
     for poison in (float("nan"), 1e4):
         poisoned = [x.clone() for x in features]
         for m in range(3):
             poisoned[m][~present[:, m]] = poison
-        data, gens = _group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0])
+        data, gens = group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0])
         if options:   # the observed teacher never asks for the complete features
             data.complete_inputs = None
         model = _build(name, gens, **options)
@@ -187,7 +156,7 @@ def test_options_are_checked():
 
 
 def test_artificial_drop_takes_one_present_modality_from_samples_with_two_or_more():
-    present = _patterns(800).unsqueeze(0)
+    present = all_patterns(800).unsqueeze(0)
     kept, dropped = artificial_drop(present, 0.5, [torch.Generator().manual_seed(0)], torch.tensor([True]))
     assert torch.equal(kept | dropped, present) and not (kept & dropped).any()
     assert (dropped.sum(-1) <= 1).all() and (kept.sum(-1)[present.any(-1)] >= 1).all()
@@ -200,9 +169,9 @@ def test_artificial_drop_takes_one_present_modality_from_samples_with_two_or_mor
 
 @pytest.mark.parametrize("name", ["ae", "cra"])
 def test_reconstruction_error_counts_only_the_dropped_cells(name):
-    features, labels = _toy(n=24)
+    features, labels = toy(n=24)
     present = torch.ones(24, 3, dtype=torch.bool)
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(24)], [0])
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(24)], [0])
     model = _build(name, gens).train()
     batch = data.padded([torch.arange(24)])
     present_at = data.present_at(batch.idx, batch.valid)
@@ -243,15 +212,15 @@ def test_cra_cascade_adds_each_blocks_output():
 
 @pytest.mark.parametrize("name", ["mmin", "if_mmin"])
 def test_observed_teacher_never_reads_masked_cells_and_complete_teacher_does(name):
-    features, labels = _toy(n=36)
-    present = _mask(36, 0.3, 7)
+    features, labels = toy(n=36)
+    present = mask(36, 0.3, 7)
     calls = []
 
     def run(teacher_data, shift):
         changed = [x.clone() for x in features]
         for m in range(3):
             changed[m][~present[:, m]] += shift
-        data, gens = _group(changed, labels, present.unsqueeze(0), [torch.arange(36)], [0])
+        data, gens = group(changed, labels, present.unsqueeze(0), [torch.arange(36)], [0])
         original = data.complete_inputs
         data.complete_inputs = lambda *a: calls.append(teacher_data) or original(*a)
         model = _build(name, gens, cfg=_train_cfg(epochs=2), teacher_data=teacher_data)
@@ -268,11 +237,10 @@ def test_observed_teacher_never_reads_masked_cells_and_complete_teacher_does(nam
 
 @pytest.mark.parametrize("name", ["mmin", "if_mmin"])
 def test_student_starts_from_the_trained_teacher(name):
-    features, labels = _toy(n=30)
-    data, gens = _group(features, labels, _mask(30, 0.3, 2).unsqueeze(0), [torch.arange(30)], [0])
+    features, labels = toy(n=30)
+    data, gens = group(features, labels, mask(30, 0.3, 2).unsqueeze(0), [torch.arange(30)], [0])
     model = _build(name, gens, cfg=_train_cfg(ADAM, epochs=4))
     initial = [p.detach().clone() for p in model.teacher.parameters()]
-    opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
     model.before_training(data, 8)
     assert len(model.teacher_losses) == 4 and model.teacher_losses[-1] < model.teacher_losses[0]
     assert not all(torch.equal(a, b) for a, b in zip(initial, model.teacher.parameters()))
@@ -282,9 +250,9 @@ def test_student_starts_from_the_trained_teacher(name):
 
 
 def test_mmin_target_is_the_teachers_embedding_of_the_reverse_input():
-    features, labels = _toy(n=20)
-    present = _mask(20, 0.4, 3)
-    data, gens = _group(features, labels, present.unsqueeze(0), [torch.arange(20)], [0])
+    features, labels = toy(n=20)
+    present = mask(20, 0.4, 3)
+    data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(20)], [0])
     model = _build("mmin", gens)
     batch = data.padded([torch.arange(20)])
     p = data.present_at(batch.idx, batch.valid)
@@ -321,8 +289,8 @@ def test_cmd_is_zero_for_identical_distributions_and_positive_otherwise():
 
 
 def test_if_mmin_teacher_loss_includes_the_cmd_of_shared_features():
-    features, labels = _toy(n=16)
-    data, gens = _group(features, labels, torch.ones(1, 16, 3, dtype=torch.bool), [torch.arange(16)], [0])
+    features, labels = toy(n=16)
+    data, gens = group(features, labels, torch.ones(1, 16, 3, dtype=torch.bool), [torch.arange(16)], [0])
     model = _build("if_mmin", gens)
     batch = data.padded([torch.arange(16)])
     xs = model.teacher_inputs(data, batch)
@@ -343,9 +311,9 @@ def test_if_mmin_teacher_loss_includes_the_cmd_of_shared_features():
 def test_predict_equals_the_whole_network_run_once_per_pattern(name):
     """predict's shortcuts (encoders once per row, unimodal passes only on rows with m and another modality)
     give the numbers of the plain definition: the network on the zero-filled inputs, M + 1 times."""
-    features, labels = _toy(n=48)
-    masks = torch.stack([_patterns(48), _mask(48, 0.5, 3)])
-    data, gens = _group(features, labels, masks, [torch.arange(48)] * 2, [0, 1])
+    features, labels = toy(n=48)
+    masks = torch.stack([all_patterns(48), mask(48, 0.5, 3)])
+    data, gens = group(features, labels, masks, [torch.arange(48)] * 2, [0, 1])
     model = _build(name, gens).eval()
     batch = data.padded([torch.arange(48), torch.arange(40)])
     pred = model.predict(data, batch)
@@ -361,8 +329,8 @@ def test_predict_equals_the_whole_network_run_once_per_pattern(name):
 
 @pytest.mark.parametrize("name", ["ae", "mmin"])
 def test_encoders_on_the_kept_rows_only_equal_encoding_every_zero_filled_row(name):
-    features, labels = _toy(n=40)
-    data, gens = _group(features, labels, _mask(40, 0.4, 4).unsqueeze(0), [torch.arange(40)], [0])
+    features, labels = toy(n=40)
+    data, gens = group(features, labels, mask(40, 0.4, 4).unsqueeze(0), [torch.arange(40)], [0])
     model = _build(name, gens).train()
     batch = data.padded([torch.arange(40)])
     kept = data.present_at(batch.idx, batch.valid)
@@ -378,8 +346,8 @@ def test_encoders_on_the_kept_rows_only_equal_encoding_every_zero_filled_row(nam
 
 @pytest.mark.parametrize("name", ["mmin", "if_mmin"])
 def test_teacher_table_equals_running_the_teacher(name):
-    features, labels = _toy(n=30)
-    data, gens = _group(features, labels, _mask(30, 0.3, 2).unsqueeze(0), [torch.arange(2, 30)], [0])
+    features, labels = toy(n=30)
+    data, gens = group(features, labels, mask(30, 0.3, 2).unsqueeze(0), [torch.arange(2, 30)], [0])
     model = _build(name, gens, cfg=_train_cfg(epochs=3), teacher_epochs=2)
     model.before_training(data, 8)
     assert len(model.teacher_losses) == 2
