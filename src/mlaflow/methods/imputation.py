@@ -35,7 +35,8 @@ Table 2, as GCNet's baseline code `zeroQiaoba/GCNet/baseline-mmin` adapts them t
   the stacked linear layer with a backward that writes the weight gradient in the weight's layout (no
   transposed copy), and in-place activations.
 - Cost (15 stacked runs, 1200 train rows, dims [512, 1024, 1024], 15 epochs, one thread, with per-epoch
-  prediction; /root/scratch/imput2_bench.py on a shared 2-core machine, so +-10%): late_fusion 12.2-14.5 s
+  prediction; measured on a shared 2-core machine, so +-10%; bench/bench_methods.py
+  measures every method): late_fusion 12.2-14.5 s
   (13.1 s mean); ae 26.9 s (2.0x), cra 39.6 s (3.0x), mmin 50.2 s (3.8x, teacher included; 46.3 s, 3.5x,
   with teacher_epochs 10), if_mmin 42.6 s (3.3x). Before these speed-ups (3 epochs): ae 2.4x, cra 3.7x,
   mmin 5.5-6.3x, if_mmin 6.0-6.7x. What remains is the reference's architecture, near the floor of its

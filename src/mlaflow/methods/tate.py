@@ -35,7 +35,7 @@ network of the same architecture (own encoders, no decoder), trained on the firs
 (lr of the first epoch, no schedule). Its parameters are saved with the method's but never step afterwards.
 `teacher_epochs` defaults to 5, not train.epochs: the reference pre-trains its teacher separately, with no
 stated budget, and a full 15-epoch teacher would put TATE above the cost budget of the missing-modality
-baselines (bench: /root/scratch/cpmtate_bench.py). The student's predict evaluates the fused and the M
+baselines (bench/bench_methods.py). The student's predict evaluates the fused and the M
 unimodal variants in one stacked pass.
 
 Privilege, option `privileged`:
