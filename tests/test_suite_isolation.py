@@ -180,7 +180,20 @@ def test_isolation_uses_the_paper_runs_at_share_zero_and_states_which_method_is_
     table = suite.isolation(pd.concat([runs, isolated]), params)
     assert set(table["missing_rate"]) == {0.0, 0.9} and set(table["modality"]) == {"audio", "visual"}
     statement = suite.isolation_statement(table)
-    assert "`mla` 0.0 points" in statement and "`qmf` 10.0 points" in statement and "**mla**" in statement
+    assert "`mla` 0.0 points (seed spread 0.0)" in statement and "`qmf` 10.0 points" in statement
+    assert "more than twice the seed spread under **qmf**:" in statement and "**mla**" not in statement
+    steady = suite.isolation_statement(table[table["method"] == "mla"])
+    assert "No method's curves move" in steady
+
+
+def test_the_table2_claim_is_computed_with_the_seed_spread():
+    params = copy.deepcopy(SHIPPED)
+    params["missing_suite"] = {"methods": ["cca", "qmf"], "missing_rates": [0.3, 0.6]}
+    runs = _runs()
+    assert suite.claim_statement(suite.table2(runs, params)).endswith("MLA is best at 2 of 2 rates.")
+    runs.loc[(runs["method"] == "qmf") & (runs["missing_rate"] == 0.6), "accuracy"] += 0.2   # qmf +15 points
+    statement = suite.claim_statement(suite.table2(runs, params))
+    assert "best at 1 of 2 rates; behind at 0.6 (`qmf` +15.00 points, beyond the two seed spreads)." in statement
 
 
 def test_privileged_rows_are_flagged():
