@@ -101,6 +101,8 @@ def test_suite_grid_skips_cells_the_main_grid_trains():
     (lambda p: p["isolation"].update(training_missing_rates=["half"]), "isolation.training_missing_rates.0"),
     (lambda p: p["method_params"]["qmf"].update(rank_loss_weight="high"), "method_params.qmf.rank_loss_weight"),
     (lambda p: p["isolation"].update(enabled="yes"), "isolation.enabled"),
+    (lambda p: p["isolation"].update(modalities=[]), "isolation.modalities"),
+    (lambda p: p["missing_suite"].update(missing_rates=[]), "missing_suite.missing_rates"),
     (lambda p: p["train"]["method_optimizers"].update(ae={"optimizer": "rmsprop"}), "train.method_optimizers.ae.optimizer"),
     (lambda p: p["train"]["method_optimizers"].update(ae={"momentum": 0.5}), "train.method_optimizers.ae"),
     (lambda p: p["train"]["method_optimizers"].update(mmim={"lr": 0.1}), "train.method_optimizers"),
@@ -231,3 +233,13 @@ def test_a_methods_own_optimiser_replaces_only_optimizer_and_lr_and_the_run_reco
     split = {"train": np.arange(0, 60), "val": np.arange(60, 70), "test": np.arange(70, 90)}
     (record,) = train_runs("late_fusion", _corpus(), [RunSpec(0, np.ones((90, 3), dtype=bool), split)], params)
     assert record["optimizer"]["optimizer"] == "adam" and record["optimizer"]["lr"] == 0.002
+
+
+def test_the_report_names_each_methods_optimiser():
+    params = copy.deepcopy(SHIPPED)
+    params["train"].update(optimizer="sgd", lr=0.01, method_optimizers={"ae": {"optimizer": "adam", "lr": 0.001},
+                                                                      "cra": {"optimizer": "adam", "lr": 0.001}})
+    assert suite._optimisers(params) == ("Optimiser: sgd at lr 0.01, except (their reference's recipe, "
+                                         "`train.method_optimizers`) adam at lr 0.001 for `ae`, `cra`.")
+    params["train"]["method_optimizers"] = {}
+    assert suite._optimisers(params) == "Optimiser: sgd at lr 0.01 for every method."

@@ -182,10 +182,10 @@ def render(table: pd.DataFrame, shift: pd.DataFrame, iso: pd.DataFrame | None, p
     cell = table.set_index(["method", "missing_rate"])
     best = table.loc[table.groupby("missing_rate")["mean"].idxmax()].set_index("missing_rate")["method"]
     out = ["## Missing-modality suite (Table 2 analogue)", "",
-           "Every method on the same masks, folds, seeds, features and training budget (`train` in params.yaml), "
-           "at each missing rate of `missing_suite` (each modality of each sample missing with that probability, "
-           "the same rate on train, validation and test). Bold: best at that rate. Below each row, the paper's "
-           "IEMOCAP figure (Table 2).", ""]
+           "Every method on the same masks, folds, seeds, features and training budget (`train` in params.yaml: "
+           "epochs, batch size), at each missing rate of `missing_suite` (each modality of each sample missing with "
+           "that probability, the same rate on train, validation and test). Bold: best at that rate. Below each row, "
+           "the paper's IEMOCAP figure (Table 2). " + _optimisers(params), ""]
     rows, notes = [], []
     for method in dict.fromkeys(table["method"]):
         flag = privilege(method, params["method_params"])
@@ -235,6 +235,20 @@ def render(table: pd.DataFrame, shift: pd.DataFrame, iso: pd.DataFrame | None, p
     return out
 
 
+def _optimisers(params: dict) -> str:
+    """Which methods train with their reference's optimiser rather than `train`'s (train.method_optimizers)."""
+    own = params["train"]["method_optimizers"]
+    default = f"{params['train']['optimizer']} at lr {params['train']['lr']:g}"
+    if not own:
+        return f"Optimiser: {default} for every method."
+    groups: dict[str, list[str]] = {}
+    for method, cfg in own.items():
+        recipe = f"{cfg.get('optimizer', params['train']['optimizer'])} at lr {cfg.get('lr', params['train']['lr']):g}"
+        groups.setdefault(recipe, []).append(f"`{method}`")
+    return (f"Optimiser: {default}, except (their reference's recipe, `train.method_optimizers`) "
+            + "; ".join(f"{recipe} for {', '.join(names)}" for recipe, names in groups.items()) + ".")
+
+
 def isolation_statement(iso: pd.DataFrame) -> str:
     """Computed: per method, the mean absolute change of the other modalities' accuracy between the smallest and
     the largest share, against the seed-to-seed spread (mean std) of those accuracies."""
@@ -249,7 +263,7 @@ def isolation_statement(iso: pd.DataFrame) -> str:
         parts.append(f"`{method}` {change:.1f} points (seed spread {spread:.1f})")
         if change > 2 * spread:
             moved.append(method)
-    verdict = (f"The other modalities' accuracy moves by more than twice the seed spread under "
+    verdict = ("The other modalities' accuracy moves by more than twice the seed spread under "
                + ", ".join(f"**{m}**" for m in moved) + ": masking one modality in training affects the others there."
                if moved else "No method's curves move by more than twice the seed spread: on this corpus, masking one "
                              "modality in training leaves the others' accuracy unchanged under every method shown.")
