@@ -42,3 +42,48 @@ def all_patterns(n):
     """Every one of the 8 presence patterns, cyclically (nothing, one, two, all three present)."""
     codes = torch.arange(n) % 8
     return torch.stack([(codes >> m) & 1 == 1 for m in range(3)], dim=1)
+
+
+def assert_stacked_equals_alone(build, n=50, second_rows=(10, 40), epochs=3, standardize=False, atol=1e-5,
+                                buffers=False, embeddings=False):
+    """Train two runs stacked and each alone (different masks, seeds and training sizes: the second run has fewer
+    batches) with `build(generators) -> Method`; assert equal losses, parameters, predictions (and, if asked,
+    buffers and embeddings) run by run."""
+    from mlaflow.methods.base import StackedOptimizer
+
+    features, labels = toy(n=n)
+    masks = [mask(n, 0.2, 1), mask(n, 0.5, 2)]
+    train_rows = [torch.arange(n), torch.arange(*second_rows)]
+    seeds = [3, 4]
+
+    def train(runs):
+        data, gens = group(features, labels, torch.stack([masks[r] for r in runs]),
+                           [train_rows[r] for r in runs], [seeds[r] for r in runs], standardize=standardize)
+        model = build(gens)
+        opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
+        losses = [model.train().fit_epoch(data, opt, 8) for _ in range(epochs)]
+        batch = data.padded([torch.arange(n)] * len(runs))
+        pred = model.eval().predict(data, batch)
+        return model, torch.stack(losses, 1), pred, model.embeddings(data, batch)
+
+    stacked, stacked_losses, stacked_pred, stacked_emb = train([0, 1])
+    for r in range(2):
+        alone, alone_losses, alone_pred, alone_emb = train([r])
+        assert torch.allclose(stacked_losses[r], alone_losses[0], atol=atol)
+        for (key, p), q in zip(stacked.named_parameters(), alone.parameters()):
+            assert torch.allclose(p[r], q[0], atol=atol), key
+        if buffers:
+            for (key, p), q in zip(stacked.named_buffers(), alone.buffers()):
+                assert torch.allclose(p[r], q[0], atol=atol), key
+        assert torch.allclose(stacked_pred.fused_logits[r], alone_pred.fused_logits[0], atol=atol)
+        assert torch.allclose(stacked_pred.unimodal_logits[r], alone_pred.unimodal_logits[0], atol=atol)
+        if embeddings:
+            assert torch.allclose(stacked_emb[r], alone_emb[0], atol=atol)
+
+
+def poisoned(features, present, poison):
+    """Copies of the features with every masked cell (present [N, M] False) set to `poison` (NaN, 1e4, ...)."""
+    out = [x.clone() for x in features]
+    for m in range(len(out)):
+        out[m][~present[:, m]] = poison
+    return out

@@ -11,7 +11,7 @@ from mlaflow.methods import METHODS, build_method
 from mlaflow.methods.base import StackedOptimizer
 from mlaflow.methods.ogm_ge import ogm_coefficients
 from mlaflow.methods.qmf import energy_score, qmf_weights, ranking_loss
-from method_toys import ADAM, DIMS, N_CLASSES, SGD, group, mask, toy
+from method_toys import ADAM, DIMS, N_CLASSES, SGD, assert_stacked_equals_alone, group, mask, poisoned, toy
 
 BASELINES = ["sum", "concat", "film", "bigated", "ogm_ge", "qmf"]
 SHIPPED = P.load(P.REPO_ROOT / "params.yaml")["method_params"]   # every option's value comes from params.yaml
@@ -58,28 +58,7 @@ def test_training_loss_decreases_and_the_toy_problem_is_learned(name):
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_stacked_runs_equal_runs_one_at_a_time(name):
-    features, labels = toy(n=50)
-    masks = [mask(50, 0.2, 1), mask(50, 0.5, 2)]
-    train_rows = [torch.arange(50), torch.arange(10, 40)]    # the second run has fewer batches
-    seeds = [3, 4]
-
-    def train(runs):
-        data, gens = group(features, labels, torch.stack([masks[r] for r in runs]),
-                            [train_rows[r] for r in runs], [seeds[r] for r in runs])
-        model = _build(name, gens, dropout=0.2)
-        opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
-        losses = [model.train().fit_epoch(data, opt, 8) for _ in range(3)]
-        pred = model.eval().predict(data, data.padded([torch.arange(50)] * len(runs)))
-        return model, torch.stack(losses, 1), pred
-
-    stacked, stacked_losses, stacked_pred = train([0, 1])
-    for r in range(2):
-        alone, alone_losses, alone_pred = train([r])
-        assert torch.allclose(stacked_losses[r], alone_losses[0], atol=1e-5)
-        for (key, p), q in zip(stacked.named_parameters(), alone.parameters()):
-            assert torch.allclose(p[r], q[0], atol=1e-5), key
-        assert torch.allclose(stacked_pred.fused_logits[r], alone_pred.fused_logits[0], atol=1e-5)
-        assert torch.allclose(stacked_pred.unimodal_logits[r], alone_pred.unimodal_logits[0], atol=1e-5)
+    assert_stacked_equals_alone(lambda gens: _build(name, gens, dropout=0.2))
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -88,10 +67,9 @@ def test_masked_cells_never_reach_the_model(name):
     present = mask(40, 0.4, 5)
     results = []
     for poison in (float("nan"), 1e4):
-        poisoned = [x.clone() for x in features]
-        for m in range(3):
-            poisoned[m][~present[:, m]] = poison     # any use of a masked cell spreads NaN or changes a number
-        data, gens = group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0])
+        # any use of a masked cell spreads NaN or changes a number
+        poisoned_features = poisoned(features, present, poison)
+        data, gens = group(poisoned_features, labels, present.unsqueeze(0), [torch.arange(40)], [0])
         model = _build(name, gens)
         opt = StackedOptimizer(list(model.parameters()), SGD, 1)
         for _ in range(2):

@@ -11,7 +11,8 @@ from mlaflow.methods.cca import CCA
 from mlaflow.methods.correlation import StackedBatchNorm, canonical_correlation, imputed, linear_cca
 from mlaflow.methods.dcca import DCCA
 from mlaflow.methods.dccae import DCCAE
-from method_toys import ADAM, DIMS, N_CLASSES, SGD, all_patterns, group, mask, toy
+from method_toys import (ADAM, DIMS, N_CLASSES, SGD, all_patterns, assert_stacked_equals_alone,
+                          group, mask, poisoned, toy)
 
 CLASSES = {"cca": CCA, "dcca": DCCA, "dccae": DCCAE}
 NAMES = list(CLASSES)
@@ -74,32 +75,7 @@ def test_training_loss_decreases_and_the_toy_problem_is_learned(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_stacked_runs_equal_runs_one_at_a_time(name):
-    features, labels = toy(n=50)
-    masks = [mask(50, 0.2, 1), mask(50, 0.5, 2)]
-    train_rows = [torch.arange(50), torch.arange(10, 40)]    # the second run has fewer batches
-    seeds = [3, 4]
-
-    def train(runs):
-        data, gens = group(features, labels, torch.stack([masks[r] for r in runs]),
-                            [train_rows[r] for r in runs], [seeds[r] for r in runs], standardize=True)
-        model = _build(name, gens)
-        opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
-        losses = [model.train().fit_epoch(data, opt, 8) for _ in range(3)]
-        batch = data.padded([torch.arange(50)] * len(runs))
-        pred = model.eval().predict(data, batch)
-        return model, torch.stack(losses, 1), pred, model.embeddings(data, batch)
-
-    stacked, stacked_losses, stacked_pred, stacked_emb = train([0, 1])
-    for r in range(2):
-        alone, alone_losses, alone_pred, alone_emb = train([r])
-        assert torch.allclose(stacked_losses[r], alone_losses[0], atol=1e-5)
-        for (key, p), q in zip(stacked.named_parameters(), alone.parameters()):
-            assert torch.allclose(p[r], q[0], atol=1e-5), key
-        for (key, p), q in zip(stacked.named_buffers(), alone.buffers()):
-            assert torch.allclose(p[r], q[0], atol=1e-5), key
-        assert torch.allclose(stacked_pred.fused_logits[r], alone_pred.fused_logits[0], atol=1e-5)
-        assert torch.allclose(stacked_pred.unimodal_logits[r], alone_pred.unimodal_logits[0], atol=1e-5)
-        assert torch.allclose(stacked_emb[r], alone_emb[0], atol=1e-5)
+    assert_stacked_equals_alone(lambda gens: _build(name, gens), standardize=True, buffers=True, embeddings=True)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -108,10 +84,8 @@ def test_masked_cells_are_never_read(name):
     present = mask(40, 0.4, 5)
     results = []
     for poison in (float("nan"), 1e4):
-        poisoned = [x.clone() for x in features]
-        for m in range(3):
-            poisoned[m][~present[:, m]] = poison
-        data, gens = group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0], standardize=True)
+        poisoned_features = poisoned(features, present, poison)
+        data, gens = group(poisoned_features, labels, present.unsqueeze(0), [torch.arange(40)], [0], standardize=True)
         model = _build(name, gens)
         opt = StackedOptimizer(list(model.parameters()), SGD, 1)
         losses = torch.stack([model.train().fit_epoch(data, opt, 8) for _ in range(2)])

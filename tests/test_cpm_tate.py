@@ -8,7 +8,8 @@ from mlaflow.errors import ParamsError
 from mlaflow.methods.base import StackedOptimizer
 from mlaflow.methods.cpm_net import CPMNet, cpm_classification_loss
 from mlaflow.methods.tate import TATE
-from method_toys import ADAM, DIMS, N_CLASSES, SGD, all_patterns, group, mask, toy
+from method_toys import (ADAM, DIMS, N_CLASSES, SGD, all_patterns, assert_stacked_equals_alone,
+                          group, mask, poisoned, toy)
 
 # equal to the method_params blocks reported for params.yaml
 DEFAULTS = {
@@ -67,30 +68,8 @@ def test_training_loss_decreases_and_the_toy_problem_is_learned(name):
 
 @pytest.mark.parametrize("name,options", [("cpm_net", {}), ("tate", {}), ("tate", {"privileged": False})])
 def test_stacked_runs_equal_runs_one_at_a_time(name, options):
-    features, labels = toy(n=40)
-    masks = [mask(40, 0.2, 1), mask(40, 0.5, 2)]
-    train_rows = [torch.arange(40), torch.arange(10, 34)]    # the second run has fewer batches
-    seeds = [3, 4]
-
-    def train(runs):
-        data, gens = group(features, labels, torch.stack([masks[r] for r in runs]),
-                            [train_rows[r] for r in runs], [seeds[r] for r in runs])
-        model = _build(name, gens, dropout=0.2, **options)
-        opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
-        losses = [model.train().fit_epoch(data, opt, 8) for _ in range(2)]
-        batch = data.padded([torch.arange(40)] * len(runs))
-        pred = model.eval().predict(data, batch)
-        return model, torch.stack(losses, 1), pred, model.embeddings(data, batch)
-
-    stacked, stacked_losses, stacked_pred, stacked_emb = train([0, 1])
-    for r in range(2):
-        alone, alone_losses, alone_pred, alone_emb = train([r])
-        assert torch.allclose(stacked_losses[r], alone_losses[0], atol=1e-4)
-        for (key, p), q in zip(stacked.named_parameters(), alone.parameters()):
-            assert torch.allclose(p[r], q[0], atol=1e-4), key
-        assert torch.allclose(stacked_pred.fused_logits[r], alone_pred.fused_logits[0], atol=1e-4)
-        assert torch.allclose(stacked_pred.unimodal_logits[r], alone_pred.unimodal_logits[0], atol=1e-4)
-        assert torch.allclose(stacked_emb[r], alone_emb[0], atol=1e-4)
+    assert_stacked_equals_alone(lambda gens: _build(name, gens, dropout=0.2, **options), n=40, second_rows=(10, 34),
+                                epochs=2, atol=1e-4, embeddings=True)
 
 
 @pytest.mark.parametrize("name,options", [("cpm_net", {}), ("tate", {"privileged": False})])
@@ -100,10 +79,8 @@ def test_masked_cells_never_reach_the_model(name, options):
     present = mask(40, 0.4, 5)
     results = []
     for poison in (float("nan"), 1e4):
-        poisoned = [x.clone() for x in features]
-        for m in range(3):
-            poisoned[m][~present[:, m]] = poison
-        data, gens = group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0])
+        poisoned_features = poisoned(features, present, poison)
+        data, gens = group(poisoned_features, labels, present.unsqueeze(0), [torch.arange(40)], [0])
         model = _build(name, gens, dropout=0.1, **options)
         opt = StackedOptimizer(list(model.parameters()), SGD, 1)
         losses = [model.train().fit_epoch(data, opt, 8) for _ in range(2)]

@@ -10,7 +10,8 @@ from mlaflow.methods.cra import CRA
 from mlaflow.methods.if_mmin import IFMMIN
 from mlaflow.methods.imputation import artificial_drop, cmd
 from mlaflow.methods.mmin import MMIN
-from method_toys import ADAM, DIMS, N_CLASSES, SGD, all_patterns, group, mask, toy
+from method_toys import (ADAM, DIMS, N_CLASSES, SGD, all_patterns, assert_stacked_equals_alone,
+                          group, mask, poisoned, toy)
 
 CLASSES = {"ae": AE, "cra": CRA, "mmin": MMIN, "if_mmin": IFMMIN}
 METHODS = list(CLASSES)
@@ -90,29 +91,9 @@ def test_reconstruction_error_falls_during_training(name):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_stacked_runs_equal_runs_one_at_a_time(name):
-    features, labels = toy(n=50)
-    masks = [mask(50, 0.2, 1), mask(50, 0.5, 2)]
-    train_rows = [torch.arange(50), torch.arange(10, 40)]
-    seeds = [3, 4]
     options = {"teacher_data": "observed"} if name in ("mmin", "if_mmin") else {}
-
-    def train(runs):
-        data, gens = group(features, labels, torch.stack([masks[r] for r in runs]),
-                            [train_rows[r] for r in runs], [seeds[r] for r in runs])
-        model = _build(name, gens, cfg=_train_cfg(dropout=0.2, epochs=2), **options)
-        opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
-        losses = [model.train().fit_epoch(data, opt, 8) for _ in range(2)]
-        pred = model.eval().predict(data, data.padded([torch.arange(50)] * len(runs)))
-        return model, torch.stack(losses, 1), pred
-
-    stacked, stacked_losses, stacked_pred = train([0, 1])
-    for r in range(2):
-        alone, alone_losses, alone_pred = train([r])
-        assert torch.allclose(stacked_losses[r], alone_losses[0], atol=1e-5)
-        for (key, p), q in zip(stacked.named_parameters(), alone.parameters()):
-            assert torch.allclose(p[r], q[0], atol=1e-5), key
-        assert torch.allclose(stacked_pred.fused_logits[r], alone_pred.fused_logits[0], atol=1e-5)
-        assert torch.allclose(stacked_pred.unimodal_logits[r], alone_pred.unimodal_logits[0], atol=1e-5)
+    assert_stacked_equals_alone(lambda gens: _build(name, gens, cfg=_train_cfg(dropout=0.2, epochs=2), **options),
+                                epochs=2)
 
 
 @pytest.mark.parametrize("name", ["ae", "cra", "mmin_observed", "if_mmin_observed"])
@@ -122,10 +103,8 @@ def test_masked_cells_never_reach_the_model(name):
     present = mask(40, 0.4, 5)
     results = []
     for poison in (float("nan"), 1e4):
-        poisoned = [x.clone() for x in features]
-        for m in range(3):
-            poisoned[m][~present[:, m]] = poison
-        data, gens = group(poisoned, labels, present.unsqueeze(0), [torch.arange(40)], [0])
+        poisoned_features = poisoned(features, present, poison)
+        data, gens = group(poisoned_features, labels, present.unsqueeze(0), [torch.arange(40)], [0])
         if options:   # the observed teacher never asks for the complete features
             data.complete_inputs = None
         model = _build(name, gens, **options)
