@@ -1,14 +1,21 @@
 # mlaflow: corpus -> features (HDF5) -> masked splits -> training -> report.
-# Every parameter comes from params.yaml (validated at parse time); rules are thin and call `python -m mlaflow`.
+# The config is params.yaml, with `--configfile` / `--config` on top, validated once at parse time; each job gets
+# the keys it computes from in its own config file (workflow/rules/common.smk). Rules are thin: they call
+# `python -m mlaflow <step>`.
+import re
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "params.yaml"
+# next to the Snakefile, so that `snakemake -d <dir> --configfile <file>` runs elsewhere on top of it
+configfile: str(Path(workflow.basedir) / "params.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/config.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/splits.smk"
@@ -16,31 +23,43 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
 
-localrules: all, analyses, main, features, manifest, folds, masks, summary, report
+localrules: all, features, main_grid, missing_suite, isolation, fidelity, job_config, manifest, folds, masks, index, summary, report
 
 
 rule all:
-    """Everything: the main grid, the missing-modality suite, the isolation analysis, the fidelity experiment and
-    the report."""
+    """Everything: every experiment of the table (mlaflow.experiments) and the report."""
     input:
         SUMMARY_OUTPUTS,
         REPORT_OUTPUTS,
 
 
-rule analyses:
-    """The missing-modality suite (Table 2, every missing rate of missing_suite) and the isolation analysis."""
+rule features:
+    """Corpus, manifest and one feature store per modality."""
     input:
-        SUITE_RUN_FILES,
-        ISOLATION_RUN_FILES,
+        FEATURE_FILES,
 
 
-rule main:
-    """The main grid (methods x missing rates x seeds x folds), its metrics and plots, and every mask."""
+rule main_grid:
+    """The main grid and the complete-modality baselines, their metrics and plots, and every mask."""
     input:
         SUMMARY_OUTPUTS,
+        INDEX_FILES["main_grid"],
         MASK_FILES,
 
 
-rule features:
+rule missing_suite:
+    """The missing-modality suite (Table 2 analogue)."""
     input:
-        [feature_path(m) for m in MODALITIES],
+        INDEX_FILES["missing_suite"],
+
+
+rule isolation:
+    """The isolation analysis (Figure 2 analogue)."""
+    input:
+        INDEX_FILES["isolation"],
+
+
+rule fidelity:
+    """The fidelity experiment: the paper's MLA against its released code."""
+    input:
+        INDEX_FILES["fidelity"],

@@ -15,6 +15,7 @@ import time
 import torch
 
 from bench_training import configured, load_inputs, run_specs
+from mlaflow import experiments as E
 from mlaflow.methods import METHODS
 from mlaflow.train.loop import train_runs
 
@@ -36,7 +37,7 @@ def main() -> None:
     seconds = {}
     for method in methods:
         started = time.perf_counter()
-        train_runs(method, corpus, specs, params)
+        train_runs(method, corpus, specs, E.method_settings(params, method))
         seconds[method] = (time.perf_counter() - started) / args.epochs
         ratio = f"{seconds[method] / seconds['late_fusion']:5.1f}x late_fusion" if "late_fusion" in seconds else ""
         print(f"  {method:12s} {seconds[method]:6.2f} s/epoch per cell  {ratio}", flush=True)

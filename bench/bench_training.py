@@ -19,27 +19,30 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mlaflow import experiments as E
 from mlaflow import params as P
+from mlaflow.data import corpora
 from mlaflow.data.folds import fold_indices, make_folds
 from mlaflow.data.masks import bernoulli_mask
 from mlaflow.train.data import Corpus, load_corpus
 from mlaflow.train.loop import RunSpec, train_runs
 
-FEATURES = {m: f"data/features/{m}.h5" for m in P.MODALITIES}
-
-
 def load_inputs(params: dict) -> tuple[Corpus, pd.DataFrame, str]:
-    if Path("data/manifest/manifest.csv").exists() and all(Path(p).exists() for p in FEATURES.values()):
-        corpus = load_corpus("data/manifest/manifest.csv", FEATURES, params)
+    modalities = corpora.modalities(params)
+    features = {m: f"data/features/{m}.h5" for m in modalities}
+    dims = {m: params["features"][m]["dim"] for m in modalities}
+    if Path("data/manifest/manifest.csv").exists() and all(Path(p).exists() for p in features.values()):
+        corpus = load_corpus("data/manifest/manifest.csv", features, corpora.classes(params), dims)
         manifest = pd.read_csv("data/manifest/manifest.csv")
         return corpus, make_folds(manifest, params["splits"]["folds"], params["splits"]["validation_fraction"],
                                   params["splits"]["seed"]), "pipeline features"
     n, g = 1350, torch.Generator().manual_seed(0)
     labels = torch.randint(0, 4, (n,), generator=g)
-    features = [torch.randn(n, params["features"][m]["dim"], generator=g) for m in P.MODALITIES]
+    features = [torch.randn(n, dims[m], generator=g) for m in modalities]
     manifest = pd.DataFrame({"utterance_id": [f"u{i}" for i in range(n)], "session": np.arange(n) % 5 + 1,
                              "label_index": labels.numpy()})
-    corpus = Corpus(manifest["utterance_id"].tolist(), features, labels, ["neu", "hap", "sad", "ang"], {})
+    corpus = Corpus(manifest["utterance_id"].tolist(), features, labels, corpora.classes(params), {},
+                    modalities)
     return corpus, make_folds(manifest, params["splits"]["folds"], params["splits"]["validation_fraction"], 0), \
         "random features"
 
@@ -61,7 +64,8 @@ def one_run_in_this_process(args) -> None:
     """What one process per run does: start, import, load the features, train one run, exit."""
     params = configured(args)
     corpus, folds, _ = load_inputs(params)
-    train_runs(args.method, corpus, run_specs(params, corpus, folds, args.missing_rate)[args.one:args.one + 1], params)
+    train_runs(args.method, corpus, run_specs(params, corpus, folds, args.missing_rate)[args.one:args.one + 1],
+               E.method_settings(params, args.method))
 
 
 def main() -> None:
@@ -92,11 +96,11 @@ def main() -> None:
 
     started = time.perf_counter()
     for spec in specs:
-        train_runs(args.method, corpus, [spec], params)
+        train_runs(args.method, corpus, [spec], E.method_settings(params, args.method))
     grouped = (time.perf_counter() - started) / len(specs)
 
     started = time.perf_counter()
-    train_runs(args.method, corpus, specs, params)
+    train_runs(args.method, corpus, specs, E.method_settings(params, args.method))
     batched = (time.perf_counter() - started) / len(specs)
 
     print(f"  one process per run : {per_process:6.2f} s/run  ({1 / per_process:6.2f} runs/s; timed over "

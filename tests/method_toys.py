@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import torch
 
+from mlaflow.train.loop import train_epoch
+
 from mlaflow.methods.base import RunGroup
 
 DIMS = (3, 4, 5)  # audio, visual, text
+NAMED_DIMS = dict(zip(("audio", "visual", "text"), DIMS))   # how methods are built: their modalities by name
 N_CLASSES = 3
 SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
 ADAM = {"optimizer": "adam", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
@@ -49,7 +52,7 @@ def assert_stacked_equals_alone(build, n=50, second_rows=(10, 40), epochs=3, sta
     """Train two runs stacked and each alone (different masks, seeds and training sizes: the second run has fewer
     batches) with `build(generators) -> Method`; assert equal losses, parameters, predictions (and, if asked,
     buffers and embeddings) run by run."""
-    from mlaflow.methods.base import StackedOptimizer
+    from mlaflow.train.optim import StackedOptimizer
 
     features, labels = toy(n=n)
     masks = [mask(n, 0.2, 1), mask(n, 0.5, 2)]
@@ -61,7 +64,7 @@ def assert_stacked_equals_alone(build, n=50, second_rows=(10, 40), epochs=3, sta
                            [train_rows[r] for r in runs], [seeds[r] for r in runs], standardize=standardize)
         model = build(gens)
         opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
-        losses = [model.train().fit_epoch(data, opt, 8) for _ in range(epochs)]
+        losses = [train_epoch(model.train(), data, opt, 8) for _ in range(epochs)]
         batch = data.padded([torch.arange(n)] * len(runs))
         pred = model.eval().predict(data, batch)
         return model, torch.stack(losses, 1), pred, model.embeddings(data, batch)
@@ -87,3 +90,19 @@ def poisoned(features, present, poison):
     for m in range(len(out)):
         out[m][~present[:, m]] = poison
     return out
+
+
+def options_error(method: str, **options) -> str:
+    """The ParamsError message of the shipped params.yaml with `method_params.<method>` updated by `options`:
+    an option's type and range are checked once, by the schema, before any job starts."""
+    import pytest
+    import yaml
+
+    from mlaflow import params as P
+    from mlaflow.errors import ParamsError
+
+    params = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
+    params["method_params"][method].update(options)
+    with pytest.raises(ParamsError) as err:
+        P.validate(params)
+    return str(err.value)

@@ -2,16 +2,18 @@
 modalities, learning, stacked runs equal to runs one at a time, masked cells never read, and one property of
 each (CCA maximises correlation, DCCA's correlation rises, DCCAE's reconstruction error falls)."""
 import numpy as np
+import re
+
 import pytest
 import torch
 
-from mlaflow.methods import METHODS
-from mlaflow.methods.base import StackedOptimizer
+from mlaflow.train.optim import StackedOptimizer
 from mlaflow.methods.cca import CCA
 from mlaflow.methods.correlation import StackedBatchNorm, canonical_correlation, imputed, linear_cca
 from mlaflow.methods.dcca import DCCA
 from mlaflow.methods.dccae import DCCAE
-from method_toys import (ADAM, DIMS, N_CLASSES, SGD, all_patterns, assert_stacked_equals_alone,
+from mlaflow.train.loop import train_epoch
+from method_toys import (options_error, NAMED_DIMS, ADAM, DIMS, N_CLASSES, SGD, all_patterns, assert_stacked_equals_alone,
                           group, mask, poisoned, toy)
 
 CLASSES = {"cca": CCA, "dcca": DCCA, "dccae": DCCAE}
@@ -29,7 +31,7 @@ DEEP_SMALL = {"components": 2, "hidden_dim": 8, "corr_batch_size": 16}
 
 def _build(name, generators, **options):
     small = SMALL if name == "cca" else DEEP_SMALL
-    return CLASSES[name](list(DIMS), N_CLASSES, {"hidden_dim": 8, "dropout": 0.0},
+    return CLASSES[name](dict(NAMED_DIMS), N_CLASSES, {"hidden_dim": 8, "dropout": 0.0},
                          {**DEFAULTS[name], **small, **options}, generators)
 
 
@@ -43,7 +45,7 @@ def test_shapes_and_every_missing_pattern(name):
     data, gens = group(features, labels, present, [torch.arange(48), torch.arange(40)], [0, 1], standardize=True)
     model = _build(name, gens)
     opt = StackedOptimizer(list(model.parameters()), SGD, 2)
-    loss = model.train().fit_epoch(data, opt, 8)
+    loss = train_epoch(model.train(), data, opt, 8)
     assert loss.shape == (2,) and torch.isfinite(loss).all()
     batch = data.padded([torch.arange(48), torch.arange(30)])
     pred = model.eval().predict(data, batch)
@@ -67,7 +69,7 @@ def test_training_loss_decreases_and_the_toy_problem_is_learned(name):
     data, gens = group(features, labels, torch.ones(1, 90, 3, dtype=torch.bool), [torch.arange(90)], [0])
     model = _build(name, gens)
     opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
-    losses = [float(model.train().fit_epoch(data, opt, 16)) for _ in range(12)]
+    losses = [float(train_epoch(model.train(), data, opt, 16)) for _ in range(12)]
     assert losses[-1] < losses[0] - 0.3, losses
     pred = model.eval().predict(data, data.padded([torch.arange(90)]))
     assert (pred.fused_logits[0].argmax(-1) == labels).float().mean() > 0.9       # chance: 1/3
@@ -88,7 +90,7 @@ def test_masked_cells_are_never_read(name):
         data, gens = group(poisoned_features, labels, present.unsqueeze(0), [torch.arange(40)], [0], standardize=True)
         model = _build(name, gens)
         opt = StackedOptimizer(list(model.parameters()), SGD, 1)
-        losses = torch.stack([model.train().fit_epoch(data, opt, 8) for _ in range(2)])
+        losses = torch.stack([train_epoch(model.train(), data, opt, 8) for _ in range(2)])
         batch = data.padded([torch.arange(40)])
         pred = model.eval().predict(data, batch)
         results.append((losses, pred.fused_logits, pred.unimodal_logits, model.embeddings(data, batch)))
@@ -97,32 +99,27 @@ def test_masked_cells_are_never_read(name):
 
 
 def test_options_are_checked():
-    from mlaflow.errors import ParamsError
-
-    gens = [torch.Generator().manual_seed(0)]
-    with pytest.raises(ParamsError, match=r"method_params\.dccae.*reconstruction_weight.*missing"):
-        DCCAE(list(DIMS), N_CLASSES, {"hidden_dim": 8, "dropout": 0.0}, DEFAULTS["dcca"], gens)
-    with pytest.raises(ParamsError, match=r"method_params\.cca.*unknown"):
-        CCA(list(DIMS), N_CLASSES, {"hidden_dim": 8, "dropout": 0.0}, {**DEFAULTS["cca"], "svm_c": 0.01}, gens)
+    assert "method_params.dccae.reconstruction_weight" in options_error("dccae", reconstruction_weight="high")
+    assert re.search(r"method_params\.cca\.svm_c.*unknown", options_error("cca", svm_c=0.01))
 
 
 def test_each_method_runs_in_the_training_loop(monkeypatch):
     import yaml
 
+    from mlaflow import experiments as E
     from mlaflow import params as P
     from mlaflow.train.data import Corpus
     from mlaflow.train.loop import RunSpec, train_runs
 
     features, labels = toy(n=80)
-    corpus = Corpus([f"u{i}" for i in range(80)], features, labels, ["a", "b", "c"], {})
+    corpus = Corpus([f"u{i}" for i in range(80)], features, labels, ["a", "b", "c"], {}, ["audio", "visual", "text"])
     params = yaml.safe_load(open(P.REPO_ROOT / "params.yaml"))
     params["train"].update({"epochs": 2, "hidden_dim": 8, "batch_size": 16, "device": "cpu"})
     split = {"test": np.arange(0, 20), "val": np.arange(20, 30), "train": np.arange(30, 80)}
     present = np.random.default_rng(0).random((80, 3)) > 0.3
     for name, cls in CLASSES.items():
-        monkeypatch.setitem(METHODS, name, cls)
         params["method_params"][name] = {**DEFAULTS[name], **(SMALL if name == "cca" else DEEP_SMALL)}
-        record = train_runs(name, corpus, [RunSpec(0, present, split)], params)[0]
+        record = train_runs(name, corpus, [RunSpec(0, present, split)], E.method_settings(params, name))[0]
         assert len(record["train_loss_curve"]) == 2 and record["metrics"]["n"] == 20, name
         assert all(np.isfinite(v) for v in record["metrics"]["modality_gap"].values()), name
 
@@ -175,7 +172,7 @@ def test_cca_method_projections_are_more_correlated_than_the_raw_views():
     present = mask(200, 0.3, 3)
     data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(200)], [0], standardize=True)
     model = _build("cca", gens)
-    model.train().fit_epoch(data, StackedOptimizer(list(model.parameters()), SGD, 1), 32)
+    train_epoch(model.train(), data, StackedOptimizer(list(model.parameters()), SGD, 1), 32)
     rows = data.rows("train")[0]
     batch = data.padded([rows])
     emb = model.eval().embeddings(data, batch)[0]                      # [M, n, 2k], imputed where masked
@@ -240,7 +237,7 @@ def test_dcca_correlation_objective_increases_over_epochs():
     opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
     per_epoch, full = [], []
     for _ in range(10):
-        model.train().fit_epoch(data, opt, 16)
+        train_epoch(model.train(), data, opt, 16)
         per_epoch.append(float(model.last_correlation[0]))
         batch, _, xs = _full_train_outputs(model, data)
         with torch.no_grad():
@@ -259,7 +256,7 @@ def test_dccae_reconstruction_error_falls():
     opt = StackedOptimizer(list(model.parameters()), ADAM, 1)
 
     def error():
-        model.train().fit_epoch(data, opt, 16) if errors else None
+        train_epoch(model.train(), data, opt, 16) if errors else None
         batch, present_at, xs = _full_train_outputs(model, data)
         with torch.no_grad():
             for module in model.representation_modules():

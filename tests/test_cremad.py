@@ -189,6 +189,9 @@ def test_frames_follow_the_visual_encoders_layout(corpus: Path):
 # fbank features
 # --------------------------------------------------------------------------------------------------------
 
+FBANK_CFG = {"max_seconds": 20.0, "n_mels": 32}   # params features.audio, as the fbank encoder reads it
+
+
 def _noise(seed: int, n: int = SAMPLE_RATE) -> np.ndarray:
     return 0.1 * np.random.default_rng(seed).standard_normal(n).astype(np.float32)
 
@@ -224,7 +227,7 @@ def test_fbank_rejects_a_wave_shorter_than_one_window():
 
 def test_fbank_encoder_on_a_cremad_manifest(corpus: Path, tmp_path: Path):
     model_dir = audio_fbank.build_embedded(tmp_path / "fbank", {"n_mels": 32}, seed=0)
-    encoder = audio_fbank.FbankAudioEncoder.from_pretrained(model_dir, {"max_seconds": 20.0}, torch.device("cpu"))
+    encoder = audio_fbank.FbankAudioEncoder.from_pretrained(model_dir, FBANK_CFG, torch.device("cpu"))
     assert (encoder.output_dim, encoder.pretrained, encoder.architecture) == (64, False, "fbank")
     manifest, _ = cremad.build_manifest(corpus)
     rows = manifest.to_dict("records")[:3]
@@ -239,7 +242,7 @@ def test_fbank_encoder_on_a_cremad_manifest(corpus: Path, tmp_path: Path):
 
 def test_fbank_encoder_names_bad_wavs(corpus: Path, tmp_path: Path):
     model_dir = audio_fbank.build_embedded(tmp_path / "fbank", {"n_mels": 32}, seed=0)
-    encoder = audio_fbank.FbankAudioEncoder.from_pretrained(model_dir, {"max_seconds": 20.0}, torch.device("cpu"))
+    encoder = audio_fbank.FbankAudioEncoder.from_pretrained(model_dir, FBANK_CFG, torch.device("cpu"))
     resampled = corpus / "AudioWAV/1001_DFA_ANG_XX.wav"
     sf.write(resampled, _noise(0, 800), 8000)
     lfs_pointer = corpus / "AudioWAV/1002_DFA_DIS_XX.wav"
@@ -251,19 +254,18 @@ def test_fbank_encoder_names_bad_wavs(corpus: Path, tmp_path: Path):
             encoder.item_length({"wav_path": str(path)})
         assert raised.value.path == str(path)
     with pytest.raises(ParamsError, match="features.audio.model"):
-        audio_fbank.FbankAudioEncoder.from_pretrained(tmp_path / "nothing", {"max_seconds": 20.0}, torch.device("cpu"))
+        audio_fbank.FbankAudioEncoder.from_pretrained(tmp_path / "nothing", FBANK_CFG, torch.device("cpu"))
 
 
-def test_fbank_encoder_runs_in_the_extraction_driver(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Not yet in the registry: patch load_encoder to hand the driver the fbank encoder, and read the store."""
+def test_fbank_encoder_runs_in_the_extraction_driver(corpus: Path, tmp_path: Path):
+    """`features.audio.encoder: fbank` (the registry) hands the driver the fbank encoder; read the store."""
     from mlaflow.features import extract
     from mlaflow.features.store import read_store
 
     model_dir = audio_fbank.build_embedded(tmp_path / "fbank", {"n_mels": 16}, seed=0)
-    monkeypatch.setattr(extract, "load_encoder", lambda modality, directory, cfg, device:
-                        audio_fbank.FbankAudioEncoder.from_pretrained(directory, cfg[modality], device))
     features_cfg = {"device": "cpu", "half_precision": False,
-                    "audio": {"model": "embedded", "dim": 32, "max_seconds": 20.0, "batch_size": 4}}
+                    "audio": {"encoder": "fbank", "model": "embedded", "dim": 32, "n_mels": 16,
+                              "max_seconds": 20.0, "batch_size": 4}}
     manifest, _ = cremad.build_manifest(corpus)
     stats = extract.extract_features("audio", manifest, model_dir, tmp_path / "audio.h5", features_cfg, "hash")
     assert (stats["n"], stats["padding_fraction"]) == (20, 0.0)

@@ -1,9 +1,14 @@
 """Feature extraction and the HDF5 feature store, on tiny encoders and a tiny synthetic corpus (fast, CPU)."""
 from __future__ import annotations
 
+import ast
 import copy
+import graphlib
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a model hub: every model here is a local directory
 
@@ -17,7 +22,9 @@ from PIL import Image
 
 from mlaflow.errors import InputError, ParamsError
 from mlaflow.features import store as store_module
-from mlaflow.features.extract import ENCODER_INFO_FILE, build_embedded_encoder, extract_features, load_encoder
+from mlaflow.features.extract import build_embedded_encoder, extract_features, load_encoder
+from mlaflow.features import protocol
+from mlaflow.features.protocol import ENCODER_INFO_FILE, ENCODERS, Encoder, encoder_class, encoder_module
 from mlaflow.features.store import FeatureStoreWriter, partial_path_for, read_store
 
 MODALITIES = ("audio", "visual", "text")
@@ -33,12 +40,14 @@ def tiny_features_cfg() -> dict:
     """params.yaml `features` with tiny encoders; batch_size 3 so 7 utterances make uneven batches."""
     return {
         "device": "cpu", "half_precision": True, "embedded_seed": 0,
-        "text": {"model": "embedded", "precomputed": None, "dim": 32, "pooling": "mean", "max_length": 24,
-                 "batch_size": 3, "embedded": {"num_layers": 1, "num_heads": 2, "intermediate_size": 64}},
-        "audio": {"model": "embedded", "precomputed": None, "dim": 32, "layer": "conv", "max_seconds": 1.0,
-                  "batch_size": 3, "embedded": {"conv_dim": [16, 32], "hidden_size": 32, "num_layers": 1,
-                                                "num_heads": 2}},
-        "visual": {"model": "embedded", "precomputed": None, "dim": 1024, "image_size": 32, "batch_size": 3},
+        "text": {"encoder": "bert", "model": "embedded", "precomputed": None, "dim": 32, "pooling": "mean",
+                 "max_length": 24, "batch_size": 3,
+                 "embedded": {"num_layers": 1, "num_heads": 2, "intermediate_size": 64}},
+        "audio": {"encoder": "wav2vec2", "model": "embedded", "precomputed": None, "dim": 32, "layer": "conv",
+                  "max_seconds": 1.0, "n_mels": 128, "batch_size": 3,
+                  "embedded": {"conv_dim": [16, 32], "hidden_size": 32, "num_layers": 1, "num_heads": 2}},
+        "visual": {"encoder": "manet", "model": "embedded", "precomputed": None, "dim": 1024, "image_size": 32,
+                   "batch_size": 3},
     }
 
 
@@ -361,3 +370,152 @@ def test_a_damaged_or_foreign_partial_file_is_not_trusted(tmp_path, corpus, mode
 def test_missing_model_directory_is_a_params_error(tmp_path, corpus):
     with pytest.raises(ParamsError, match="features.visual.model.*does not exist"):
         extract_features("visual", corpus, tmp_path / "nowhere", tmp_path / "v.h5", tiny_features_cfg(), "h")
+
+
+# ----------------------------------------------------------------------------------------------- registry
+
+FEATURES_DIR = Path(protocol.__file__).parent
+
+
+def test_fbank_encoder_extracts_pooled_filterbanks_end_to_end(tmp_path, corpus):
+    from mlaflow.features.audio_fbank import utterance_fbank
+
+    cfg = tiny_features_cfg()
+    cfg["audio"].update(encoder="fbank", n_mels=16, dim=32)
+    model_dir = build_embedded_encoder("audio", tmp_path / "fbank", cfg)
+    stats = extract_features("audio", corpus, model_dir, tmp_path / "audio.h5", cfg, params_hash="h")
+    assert stats["n"] == len(corpus) and stats["padding_fraction"] == 0.0  # each wave framed on its own
+    table = read_store(tmp_path / "audio.h5", modality="audio", expected_dim=2 * 16)
+    assert table.features.shape == (len(corpus), 32) and table.ids == corpus["utterance_id"].tolist()
+    assert table.attrs["encoder"] == "fbank" and table.attrs["pretrained"] is False
+    max_samples = int(cfg["audio"]["max_seconds"] * 16_000)
+    for path, vector in zip(corpus["wav_path"], table.features):
+        wave = soundfile.read(path, dtype="float32")[0][:max_samples]  # 1.2 s wav: truncated to max_seconds
+        np.testing.assert_allclose(vector, utterance_fbank(wave, 16_000, n_mels=16), rtol=1e-5, atol=1e-5)
+
+    wrong_dim = copy.deepcopy(cfg)
+    wrong_dim["audio"]["dim"] = 512  # wav2vec 2.0's width: fbank gives 2 * n_mels
+    with pytest.raises(ParamsError, match=r"features.audio.dim.*set features.audio.dim: 32"):
+        extract_features("audio", corpus, model_dir, tmp_path / "wrong.h5", wrong_dim, params_hash="h")
+    wrong_bands = copy.deepcopy(cfg)
+    wrong_bands["audio"]["n_mels"] = 20
+    with pytest.raises(ParamsError, match=r"features.audio.n_mels.*16 bands"):
+        extract_features("audio", corpus, model_dir, tmp_path / "wrong.h5", wrong_bands, params_hash="h")
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_unknown_or_missing_encoder_name_is_a_params_error_naming_the_key(tmp_path, corpus, models, modality):
+    cfg = tiny_features_cfg()
+    cfg[modality]["encoder"] = "resnet"
+    calls = [lambda: build_embedded_encoder(modality, tmp_path / "built", cfg),
+             lambda: load_encoder(modality, models[modality], cfg, torch.device("cpu")),
+             lambda: extract_features(modality, corpus, models[modality], tmp_path / "out.h5", cfg, "h")]
+    for call in calls:
+        with pytest.raises(ParamsError, match=f"features.{modality}.encoder.*unknown encoder `resnet`") as err:
+            call()
+        assert err.value.key == f"features.{modality}.encoder"
+        assert all(name in str(err.value) for name in ("bert", "wav2vec2", "manet", "fbank"))  # the known ones
+    assert not (tmp_path / "built").exists() and not (tmp_path / "out.h5").exists()
+
+    del cfg[modality]["encoder"]  # no silent default
+    with pytest.raises(ParamsError, match=f"features.{modality}.encoder.*is not set"):
+        load_encoder(modality, models[modality], cfg, torch.device("cpu"))
+    with pytest.raises(ParamsError, match=r"features.audio.encoder.*unknown encoder `resnet`"):
+        encoder_module("resnet", "audio")
+    with pytest.raises(ParamsError, match="unknown encoder `resnet`"):
+        encoder_class("resnet")
+
+
+@pytest.mark.parametrize("modality,name", [("text", "fbank"), ("audio", "bert"), ("visual", "wav2vec2"),
+                                           ("audio", "manet")])
+def test_an_encoder_of_another_input_kind_is_a_params_error_naming_the_key(tmp_path, corpus, models, modality,
+                                                                            name):
+    cfg = tiny_features_cfg()
+    cfg[modality]["encoder"] = name
+    reads = encoder_class(name).modality
+    for call in (lambda: build_embedded_encoder(modality, tmp_path / "built", cfg),
+                 lambda: load_encoder(modality, tmp_path / "not_even_a_directory", cfg, torch.device("cpu")),
+                 lambda: extract_features(modality, corpus, models[modality], tmp_path / "out.h5", cfg, "h")):
+        with pytest.raises(ParamsError) as err:
+            call()
+        assert err.value.key == f"features.{modality}.encoder"
+        assert f"`{name}` reads {reads} input" in str(err.value) and f"{modality} input" in str(err.value)
+    assert not (tmp_path / "built").exists()
+
+
+def test_registry_names_each_encoder_class_and_its_module():
+    for name, target in ENCODERS.items():
+        module, class_name = target.split(":")
+        assert encoder_module(name) == module and module.startswith("mlaflow.features.")
+        encoder = encoder_class(name)
+        assert encoder.__name__ == class_name and encoder.__module__ == module
+        assert encoder.modality in protocol.INPUT_KINDS.values()
+        assert callable(getattr(sys.modules[module], "build_embedded"))  # the protocol's module-level builder
+    assert {name: encoder_class(name).modality for name in ENCODERS} == \
+        {"bert": "text", "wav2vec2": "audio", "manet": "visual", "fbank": "audio"}
+
+
+def test_loaded_encoders_follow_the_protocol(models):
+    cfg = tiny_features_cfg()
+    for modality in MODALITIES:
+        encoder = load_encoder(modality, models[modality], cfg, torch.device("cpu"))
+        assert isinstance(encoder, Encoder) and encoder.modality == modality
+        assert encoder.output_dim == cfg[modality]["dim"]
+
+
+def _features_import_graph() -> dict[str, set[str]]:
+    """{module: modules of mlaflow.features it imports}, from the source of every module of the package.
+
+    Every import statement counts, at any nesting level (imports inside functions included).
+    """
+    package = "mlaflow.features"
+    modules = {path.stem for path in FEATURES_DIR.glob("*.py")}
+    graph = {}
+    for module in modules:
+        imported = set()
+        for node in ast.walk(ast.parse((FEATURES_DIR / f"{module}.py").read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: `from . import x`, `from .x import y`
+                    base = f"{package}.{node.module}" if node.module else package
+                else:
+                    base = node.module or ""
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith(f"{package}."):
+                    target = name[len(package) + 1:].split(".")[0]
+                    if target in modules and target != module:
+                        imported.add(target)
+        graph[module] = imported
+    return graph
+
+
+def test_the_features_package_has_no_import_cycle():
+    graph = _features_import_graph()
+    assert {"protocol", "extract", "text_bert", "audio_wav2vec", "visual_manet", "audio_fbank"} <= set(graph)
+    # the parser sees the imports that exist (so an empty graph cannot pass for an acyclic one)
+    assert {"protocol", "audio_io"} <= graph["audio_fbank"] and "store" in graph["extract"]
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as err:
+        pytest.fail(f"import cycle in mlaflow.features: {' -> '.join(err.args[1])}")
+    assert order
+    encoders = {target.split(":")[0].rsplit(".", 1)[1] for target in ENCODERS.values()}
+    assert graph["protocol"] == set()  # the bottom of the package
+    assert not graph["extract"] & encoders  # encoders are imported on demand, by name
+    assert all("extract" not in graph[encoder] for encoder in encoders)
+    assert "audio_wav2vec" not in graph["audio_fbank"]  # fbank must not pull in transformers
+
+
+@pytest.mark.parametrize("module", ["mlaflow.features.protocol", "mlaflow.features.extract",
+                                    "mlaflow.features.audio_fbank"])
+def test_importing_the_registry_or_the_driver_imports_no_encoder(module):
+    """transformers takes seconds to import: only the encoders that need it may import it, when used."""
+    others = [target.split(":")[0] for target in ENCODERS.values() if target.split(":")[0] != module]
+    code = (f"import sys, {module}\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers' or m in sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, *others], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", f"importing {module} imported {result.stdout.strip()}"

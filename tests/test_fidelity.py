@@ -7,12 +7,13 @@ import pytest
 import torch
 import yaml
 
+from mlaflow import experiments as E
 from mlaflow import params as P
 from mlaflow.errors import ParamsError
-from mlaflow.methods.base import StackedOptimizer
+from mlaflow.train.optim import StackedOptimizer
 from mlaflow.methods.mla import (batch_entropy, dynamic_fusion_weights, fixed_fusion_weights,
                                  per_batch_fusion_weights, released_rls_update)
-from mlaflow.train.loop import RunSpec, train_runs
+from mlaflow.train.loop import RunSpec, train_runs, train_epoch
 from test_late_fusion_and_training import _params, _separable_corpus, _split
 from test_mla_equations import _sgd, _toy_data, _toy_mla
 
@@ -113,7 +114,7 @@ def test_released_hgm_projects_the_head_gradient_by_P_transposed():
             P = _released_gsplugin_update(P, h.mean(0), alpha)
             grad_W = torch.mm(grad_W, torch.t(P))
         W, b = W - lr * grad_W, b - lr * b_.grad
-    model.fit_epoch(data, opt, batch_size=6)
+    train_epoch(model, data, opt, batch_size=6)
     assert torch.allclose(model.P[0], P, atol=1e-6)
     assert torch.allclose(model.head.weight[0], W, atol=1e-6)
 
@@ -146,7 +147,7 @@ def test_in_batch_alternation_takes_M_optimizer_steps_per_batch():
         return original_step(active)
 
     opt.step = recording_step
-    model.fit_epoch(data, opt, batch_size=8)
+    train_epoch(model, data, opt, batch_size=8)
     n_batches = math.ceil(20 / 8)
     assert len(stepped) == 3 * n_batches                                  # M steps per batch
     assert stepped == [[m] for _ in range(n_batches) for m in range(3)]   # fixed order audio, visual, text
@@ -183,7 +184,7 @@ def test_test_selection_is_never_below_validation_selection_and_fusion_rules_mat
     present = np.random.default_rng(0).random((300, 3)) > 0.3
     specs = [RunSpec(seed, present, _split(300)) for seed in (0, 1)]
     params = _params(epochs=5, optimizer="sgd", lr=0.02, momentum=0.9)
-    records = train_runs("mla", corpus, specs, params)
+    records = train_runs("mla", corpus, specs, E.method_settings(params, "mla"))
     for record in records:
         for rule, chosen in record["selection"].items():
             assert chosen["test_selected"] >= chosen["validation_selected"], rule
@@ -193,13 +194,13 @@ def test_test_selection_is_never_below_validation_selection_and_fusion_rules_mat
         assert record["selection"]["per_sample"]["validation_selected"] == pytest.approx(record["metrics"]["accuracy"])
     # a test-time fusion rule measured from the curves equals a real run with that rule
     params["method_params"]["mla"]["fusion"] = "per_batch"
-    per_batch = train_runs("mla", corpus, specs, params)
+    per_batch = train_runs("mla", corpus, specs, E.method_settings(params, "mla"))
     for record, real in zip(records, per_batch):
         assert record["selection"]["per_batch"]["validation_selected"] == pytest.approx(real["metrics"]["accuracy"])
     # selecting on test reports the best test epoch
     params["method_params"]["mla"]["fusion"] = "per_sample"
     params["train"]["model_selection"] = "test"
-    on_test = train_runs("mla", corpus, specs, params)
+    on_test = train_runs("mla", corpus, specs, E.method_settings(params, "mla"))
     for record, optimistic in zip(records, on_test):
         assert optimistic["model_selection"] == "test"
         assert optimistic["metrics"]["accuracy"] == pytest.approx(max(record["test_accuracy_curve"]))
@@ -215,9 +216,9 @@ def test_released_options_stack_like_runs_one_at_a_time(options):
     specs[1].split = {"test": np.arange(0, 80), "val": np.arange(80, 100), "train": np.arange(100, 250)}
     params = _params(epochs=3, optimizer="sgd", momentum=0.9, masked_input="zero_fill")
     params["method_params"]["mla"].update(options)
-    stacked = train_runs("mla", corpus, specs, params)
+    stacked = train_runs("mla", corpus, specs, E.method_settings(params, "mla"))
     for spec, record in zip(specs, stacked):
-        alone = train_runs("mla", corpus, [spec], params)[0]
+        alone = train_runs("mla", corpus, [spec], E.method_settings(params, "mla"))[0]
         assert alone["train_loss_curve"] == pytest.approx(record["train_loss_curve"], abs=1e-5)
         assert alone["metrics"]["accuracy"] == pytest.approx(record["metrics"]["accuracy"], abs=1e-6)
 
@@ -231,23 +232,26 @@ def _shipped():
 
 def test_variants_override_the_paper_default_only_where_they_say():
     params = P.validate(_shipped())
-    released = P.variant_params(params, "released_code")
+    table = E.by_name(E.experiment_table(params))
+    released = E.train_job_config(params, table["released_code"], "mla")
     assert released["method_params"]["mla"]["alternation"] == "in_batch"
-    assert released["train"]["model_selection"] == "test" and released["masks"]["protocol"] == "cpm"
+    assert released["train"]["model_selection"] == "test" and table["released_code"].masks.protocol == "cpm"
     assert released["train"]["epochs"] == params["train"]["epochs"]
     assert params["method_params"]["mla"]["alternation"] == "per_step"       # the original is untouched
-    assert P.variant_params(params, "masks_cpm")["masks"]["protocol"] == "cpm"
-    hashes = {P.params_hash(P.variant_params(params, v), P.RUN_SECTIONS) for v in ["paper", *params["fidelity"]["variants"]]}
-    assert len(hashes) == 1 + len(params["fidelity"]["variants"])          # every variant is its own result
-    with pytest.raises(ParamsError, match="unknown variant 'nope'"):
-        P.variant_params(params, "nope")
+    assert table["masks_cpm"].masks.protocol == "cpm" and not table["masks_cpm"].overrides
+    variants = list(params["fidelity"]["variants"])
+    hashes = {E.config_hash(E.train_job_config(params, table[v], "mla")) for v in ["main", *variants]}
+    assert len(hashes) == 1 + len(variants)                                  # every variant is its own result
+    assert "nope" not in table
 
 
 @pytest.mark.parametrize("mutate, key", [
     (lambda p: p["fidelity"].update(missing_rates=[0.25]), "fidelity.missing_rates"),
     (lambda p: p["fidelity"]["variants"].update(x={"mla": {"fusion": "per_batches"}}), "fidelity.variants.x.mla.fusion"),
     (lambda p: p["fidelity"]["variants"].update(x={"mla": {"epochs": 3}}), "fidelity.variants.x.mla.epochs"),
-    (lambda p: p["fidelity"]["variants"].update(paper={"mla": {"fusion": "fixed"}}), "fidelity.variants.paper"),
+    (lambda p: p["fidelity"]["variants"].update(main={"mla": {"fusion": "fixed"}}), "fidelity.variants.main"),
+    (lambda p: p["fidelity"]["variants"].update(isolate_text={"mla": {"fusion": "fixed"}}),
+     "fidelity.variants.isolate_text"),
     (lambda p: p.update(methods=["late_fusion"]), "methods"),
     (lambda p: p["method_params"]["mla"].update(head_gradient_modification="released_code"),
      "method_params.mla.head_gradient_modification"),

@@ -3,16 +3,18 @@ import pytest
 import torch
 import yaml
 
+from mlaflow import experiments as E
 from mlaflow import params as P
 from mlaflow.methods import build_method
-from mlaflow.methods.base import RunGroup, StackedOptimizer
+from mlaflow.methods.base import RunGroup
+from mlaflow.train.optim import StackedOptimizer
 from mlaflow.methods.late_fusion import LateFusion
 from mlaflow.train.data import Corpus
-from mlaflow.train.loop import RunSpec, train_runs
+from mlaflow.train.loop import RunSpec, train_runs, train_epoch
 
 
 def train_run(method, corpus, present, split, params, seed):
-    return train_runs(method, corpus, [RunSpec(seed, present, split)], params)[0]
+    return train_runs(method, corpus, [RunSpec(seed, present, split)], E.method_settings(params, method))[0]
 
 TRAIN_CFG = {"hidden_dim": 8, "dropout": 0.0}
 
@@ -43,7 +45,7 @@ def test_late_fusion_modalities_train_independently():
         model = LateFusion([3, 4, 5], 3, TRAIN_CFG, {}, gens)
         opt = StackedOptimizer(list(model.parameters()), SGD, 1)
         for _ in range(3):
-            model.fit_epoch(data, opt, 16)
+            train_epoch(model, data, opt, 16)
         models.append(model)
     # modality 0's encoder and head do not depend on the other modalities' data
     for a, b in zip(list(models[0].encoders[0].parameters()) + list(models[0].heads[0].parameters()),
@@ -100,7 +102,7 @@ def _separable_corpus(n=300, seed=0):
     centers = [torch.randn(4, d, generator=g) for d in (6, 5, 7)]
     strength = (1.5, 0.2, 3.0)  # modality 1 nearly uninformative, modality 2 strong
     features = [c[labels] * s + torch.randn(n, c.shape[1], generator=g) for c, s in zip(centers, strength)]
-    return Corpus([f"u{i}" for i in range(n)], features, labels, ["a", "b", "c", "d"], {})
+    return Corpus([f"u{i}" for i in range(n)], features, labels, ["a", "b", "c", "d"], {}, ["audio", "visual", "text"])
 
 
 def _params(**train):
@@ -142,9 +144,9 @@ def test_stacked_runs_equal_runs_one_at_a_time(method):
     specs = [RunSpec(seed, rng.random((300, 3)) > rate, _split(300)) for seed, rate in ((0, 0.0), (1, 0.3), (2, 0.6))]
     specs[2].split = {"test": np.arange(0, 80), "val": np.arange(80, 100), "train": np.arange(100, 250)}
     params = _params(epochs=4, optimizer="sgd", momentum=0.9, dropout=0.2)
-    stacked = train_runs(method, corpus, specs, params)
+    stacked = train_runs(method, corpus, specs, E.method_settings(params, method))
     for spec, record in zip(specs, stacked):
-        alone = train_runs(method, corpus, [spec], params)[0]
+        alone = train_runs(method, corpus, [spec], E.method_settings(params, method))[0]
         assert alone["validation"]["accuracy_curve"] == pytest.approx(record["validation"]["accuracy_curve"], abs=1e-6)
         assert alone["train_loss_curve"] == pytest.approx(record["train_loss_curve"], abs=1e-5)
         assert alone["metrics"]["accuracy"] == pytest.approx(record["metrics"]["accuracy"], abs=1e-6)
@@ -180,7 +182,7 @@ def _write_inputs(tmp_path, ids_per_modality, labels_per_modality=None, nan_in=N
         tmp_path / "manifest.csv", index=False)
     params = _params()
     paths = {}
-    for modality in P.MODALITIES:
+    for modality in ("audio", "visual", "text"):
         dim = params["features"][modality]["dim"]
         store_ids = ids_per_modality.get(modality, ids)
         features = np.ones((len(store_ids), dim), dtype=np.float32)
@@ -204,7 +206,8 @@ def test_ids_that_do_not_match_across_modalities_name_the_file(tmp_path):
 
     manifest, paths, params = _write_inputs(tmp_path, {"visual": ["u0", "u1", "x9"]})
     with pytest.raises(InputError, match=r"visual\.h5.*1 utterances of the manifest have no features \(first: u2\)"):
-        load_corpus(manifest, paths, params)
+        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"],
+                    {m: params["features"][m]["dim"] for m in paths})
 
 
 def test_labels_that_disagree_with_the_manifest_name_the_file(tmp_path):
@@ -215,7 +218,8 @@ def test_labels_that_disagree_with_the_manifest_name_the_file(tmp_path):
 
     manifest, paths, params = _write_inputs(tmp_path, {}, labels_per_modality={"text": ["neu", "ang", "sad"]})
     with pytest.raises(InputError, match=r"text\.h5.*labels disagree.*u1"):
-        load_corpus(manifest, paths, params)
+        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"],
+                    {m: params["features"][m]["dim"] for m in paths})
 
 
 def test_nan_features_are_refused_before_training(tmp_path):
@@ -226,4 +230,5 @@ def test_nan_features_are_refused_before_training(tmp_path):
 
     manifest, paths, params = _write_inputs(tmp_path, {}, nan_in="audio")
     with pytest.raises(InputError, match=r"audio\.h5.*u1"):
-        load_corpus(manifest, paths, params)
+        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"],
+                    {m: params["features"][m]["dim"] for m in paths})

@@ -4,6 +4,8 @@ import pytest
 
 from mlaflow.data.folds import fold_indices, make_folds
 from mlaflow.data.masks import bernoulli_mask, cpm_mask, draw_mask, mask_stats, read_mask, write_masks
+
+BERNOULLI = {"protocol": "bernoulli", "modality": None, "training_only": False}
 from mlaflow.errors import InputError, ParamsError
 
 
@@ -30,7 +32,7 @@ def test_all_missing_prior_keeps_empty_samples_and_redraw_removes_them():
     assert (~kept.any(1)).mean() > 0.3  # 0.7**3 = 0.343: kept as drawn
     redrawn = bernoulli_mask(5000, 0.7, seed=0, all_missing="redraw")
     assert redrawn.any(1).all()
-    stats = mask_stats(redrawn)
+    stats = mask_stats(redrawn, ["audio", "visual", "text"])
     assert stats["share_with_k_present"]["0"] == 0.0
     assert stats["missing_fraction"] < 0.7  # the real fraction is recorded, and it is lower
 
@@ -39,7 +41,7 @@ def test_mask_file_round_trip_and_id_check(tmp_path):
     ids = [f"u{i}" for i in range(50)]
     masks = {0: bernoulli_mask(50, 0.3, 0), 1: bernoulli_mask(50, 0.3, 1)}
     path = tmp_path / "missing_0.30.h5"
-    write_masks(path, ids, masks, 0.3, "bernoulli", "prior")
+    write_masks(path, ids, masks, 0.3, BERNOULLI, "prior", ["audio", "visual", "text"])
     assert np.array_equal(read_mask(path, 1, ids), masks[1])
     with pytest.raises(InputError, match="missing_0.30.h5"):
         read_mask(path, 0, ids[::-1])
@@ -92,7 +94,8 @@ def test_cpm_at_high_rates_keeps_exactly_one_modality_per_sample():
 
 
 def test_draw_mask_dispatches_on_the_protocol():
-    assert np.array_equal(draw_mask("bernoulli", 100, 0.3, 2), bernoulli_mask(100, 0.3, 2))
-    assert np.array_equal(draw_mask("cpm", 100, 0.3, 2), cpm_mask(100, 0.3, 2))
+    names = ["audio", "visual", "text"]
+    assert np.array_equal(draw_mask(BERNOULLI, names, 100, 0.3, 2), bernoulli_mask(100, 0.3, 2))
+    assert np.array_equal(draw_mask({**BERNOULLI, "protocol": "cpm"}, names, 100, 0.3, 2), cpm_mask(100, 0.3, 2))
     with pytest.raises(ValueError):
-        draw_mask("other", 100, 0.3, 2)
+        draw_mask({**BERNOULLI, "protocol": "other"}, names, 100, 0.3, 2)

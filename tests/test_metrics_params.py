@@ -47,21 +47,33 @@ def test_wrong_key_or_value_names_the_key(mutate, key):
     assert f"`{key}`" in str(err.value)
 
 
-def test_method_without_its_params_is_refused():
+def test_method_without_its_params_gets_their_defaults():
+    # every method's options have schema defaults: an omitted method_params entry is filled, not refused
     params = _params()
-    del params["method_params"]["late_fusion"]
-    with pytest.raises(ParamsError, match="method_params.late_fusion"):
-        P.validate(params)
+    del params["method_params"]["late_fusion"], params["method_params"]["mla"]
+    filled = P.validate(params)
+    assert filled["method_params"]["late_fusion"] == {}
+    assert filled["method_params"]["mla"] == _params()["method_params"]["mla"]
 
 
-def test_params_hash_depends_only_on_selected_sections():
+def test_a_training_jobs_config_holds_only_what_the_job_computes_from():
+    from mlaflow import experiments as E
+    from mlaflow.keys import config_hash, format_rate, rate_key
+
+    def mla_hash(params):
+        params = P.validate(params)
+        return config_hash(E.train_job_config(params, E.by_name(E.experiment_table(params))["main"], "mla"))
+
     params = _params()
-    h = P.params_hash(params, P.RUN_SECTIONS)
+    h = mla_hash(params)
     params["report"]["paper_results"] = "elsewhere.yaml"
-    assert P.params_hash(params, P.RUN_SECTIONS) == h
+    params["method_params"]["tate"]["heads"] = 2                 # another method's option
+    params["train"]["job_group"] = "run"                         # how runs are grouped into jobs
+    params["resources"]["gpu_per_job"] = 1
+    assert mla_hash(params) == h
     params["train"]["lr"] = 0.5
-    assert P.params_hash(params, P.RUN_SECTIONS) != h
-    assert P.rate_key(0.3) == "r30" and P.format_rate(0.3) == "0.30"
+    assert mla_hash(params) != h
+    assert rate_key(0.3) == "r30" and format_rate(0.3) == "0.30"
 
 
 def test_git_commit_is_dirty_for_code_changes_but_not_for_the_pipelines_own_outputs(tmp_path, monkeypatch):

@@ -4,7 +4,10 @@ import math
 import pytest
 import torch
 
-from mlaflow.methods.base import RunGroup, StackedOptimizer
+from mlaflow.train.loop import train_epoch
+
+from mlaflow.methods.base import RunGroup
+from mlaflow.train.optim import StackedOptimizer
 from mlaflow.methods.mla import MLA, dynamic_fusion_weights, prediction_entropy, rls_update
 
 TRAIN_CFG = {"hidden_dim": 4, "dropout": 0.0, "batch_size": 8}
@@ -91,7 +94,7 @@ def _toy_data(n=20, seed=0, n_runs=1, present=None):
 
 
 def _toy_mla(generators, hgm="paper", alpha=1.0, **options):
-    return MLA([3, 2, 5], n_classes=3, train_cfg=TRAIN_CFG,
+    return MLA({"audio": 3, "visual": 2, "text": 5}, n_classes=3, train_cfg=TRAIN_CFG,
                method_cfg={**PAPER_MLA, "alpha": alpha, "head_gradient_modification": hgm, **options},
                generators=generators)
 
@@ -107,7 +110,7 @@ def test_eq1_alternation_one_modality_per_step_in_order():
     calls = []
     for m, enc in enumerate(model.encoders):
         enc.register_forward_hook(lambda mod, inp, out, m=m: calls.append(m))
-    model.fit_epoch(data, _sgd(model), batch_size=8)
+    train_epoch(model, data, _sgd(model), batch_size=8)
     assert calls == [t % 3 for t in range(3 * math.ceil(20 / 8))]  # m_t = t mod M, one encoder per step
     assert model.step.tolist() == [9]
 
@@ -127,7 +130,7 @@ def test_eq2_each_step_gives_gradients_to_the_current_encoder_and_the_head_only(
         return original_step(active)
 
     opt.step = recording_step
-    model.fit_epoch(data, opt, batch_size=8)
+    train_epoch(model, data, opt, batch_size=8)
     assert with_grad == [[t % 3] for t in range(9)]
 
 
@@ -153,7 +156,7 @@ def test_eq3_head_gradient_is_projected_by_P_t_and_bias_is_not():
             grad_W = grad_W @ P                     # eq. 3; the bias is not projected
         W, b = W - lr * grad_W, b - lr * b_.grad
     # the rows of a batch come shuffled; the mean and the mean loss do not depend on the order
-    model.fit_epoch(data, opt, batch_size=6)
+    train_epoch(model, data, opt, batch_size=6)
     assert model.step.tolist() == [3]
     assert torch.allclose(model.P[0], P, atol=1e-6)
     assert torch.allclose(model.head.weight[0], W, atol=1e-6)
@@ -171,7 +174,7 @@ def test_rls_update_is_batched_over_runs():
 def test_hgm_off_leaves_P_identity():
     data, gens = _toy_data()
     model = _toy_mla(gens, hgm="off")
-    model.fit_epoch(data, _sgd(model), 8)
+    train_epoch(model, data, _sgd(model), 8)
     assert torch.equal(model.P[0], torch.eye(4))
 
 
@@ -183,7 +186,7 @@ def test_masked_modality_contributes_nothing_to_training_or_fusion():
     for m in range(3):
         data.features[m][~present[:, m]] = float("nan")  # any use of a masked cell would spread NaN
     model = _toy_mla(gens)
-    model.fit_epoch(data, _sgd(model, lr=0.05, momentum=0.9), 8)
+    train_epoch(model, data, _sgd(model, lr=0.05, momentum=0.9), 8)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     model.eval()
     batch = data.padded([torch.arange(30)])

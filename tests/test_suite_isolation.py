@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mlaflow import experiments as E
 from mlaflow import params as P
 from mlaflow.data.masks import (all_missing_forbidden_by, bernoulli_mask, draw_mask, isolation_mask, read_mask,
                                 training_only, write_masks)
@@ -17,29 +18,33 @@ from mlaflow.train.data import Corpus
 from mlaflow.train.loop import RunSpec, train_runs
 
 SHIPPED = P.load(P.REPO_ROOT / "params.yaml")
+NAMES = ["audio", "visual", "text"]
+BERNOULLI = {"protocol": "bernoulli", "modality": None, "training_only": False}
+CPM = {**BERNOULLI, "protocol": "cpm"}
 
 
 # ---------------------------------------------------------------------------------------------- masks
 
 
 def test_isolation_mask_masks_only_its_modality_at_its_rate():
-    present = isolation_mask(20000, "text", 0.6, seed=1)
+    present = isolation_mask(20000, 2, 0.6, seed=1)
     assert present[:, 0].all() and present[:, 1].all()
     assert abs((~present[:, 2]).mean() - 0.6) < 4 * np.sqrt(0.6 * 0.4 / 20000)
-    assert np.array_equal(draw_mask("isolate_text", 20000, 0.6, 1), present)
-    assert not np.array_equal(isolation_mask(20000, "audio", 0.6, 1)[:, 0], present[:, 2])
+    spec = {"protocol": "single_modality", "modality": "text", "training_only": True}
+    assert np.array_equal(draw_mask(spec, NAMES, 20000, 0.6, 1), present)
+    assert not np.array_equal(isolation_mask(20000, 0, 0.6, 1)[:, 0], present[:, 2])
 
 
 def test_isolation_masks_apply_to_the_training_split_only():
-    present = isolation_mask(100, "audio", 0.9, seed=0)
+    present = isolation_mask(100, 0, 0.9, seed=0)
     split = {"train": np.arange(0, 60), "val": np.arange(60, 70), "test": np.arange(70, 100)}
     out = training_only(present, split)
     assert np.array_equal(out[:60], present[:60]) and out[60:].all()
     assert (~out[:60, 0]).mean() > 0.7
 
 
-def _write(path, ids, mask, protocol="bernoulli", all_missing="prior"):
-    write_masks(path, ids, {0: mask}, 0.7, protocol, all_missing)
+def _write(path, ids, mask, spec=BERNOULLI, all_missing="prior"):
+    write_masks(path, ids, {0: mask}, 0.7, spec, all_missing, NAMES)
 
 
 def test_a_mask_that_removes_every_modality_is_refused_where_the_policy_forbids_it(tmp_path):
@@ -48,13 +53,13 @@ def test_a_mask_that_removes_every_modality_is_refused_where_the_policy_forbids_
     mask[3] = False
     path = tmp_path / "missing_0.70.h5"
     _write(path, ids, mask)
-    assert np.array_equal(read_mask(path, 0, ids, "bernoulli", all_missing_forbidden_by("bernoulli", "prior")), mask)
+    assert np.array_equal(read_mask(path, 0, ids, BERNOULLI, all_missing_forbidden_by(BERNOULLI, "prior")), mask)
     with pytest.raises(InputError, match=r"missing_0.70.h5.*every modality of .* \(first: 'u3'\).*all_missing: redraw"):
-        read_mask(path, 0, ids, "bernoulli", all_missing_forbidden_by("bernoulli", "redraw"))
+        read_mask(path, 0, ids, BERNOULLI, all_missing_forbidden_by(BERNOULLI, "redraw"))
     cpm_path = tmp_path / "cpm.h5"
-    _write(cpm_path, ids, mask, protocol="cpm")
+    _write(cpm_path, ids, mask, spec=CPM)
     with pytest.raises(InputError, match="every sample keeps a modality"):
-        read_mask(cpm_path, 0, ids, "cpm", all_missing_forbidden_by("cpm", "prior"))
+        read_mask(cpm_path, 0, ids, CPM, all_missing_forbidden_by(CPM, "prior"))
 
 
 def test_a_mask_of_the_wrong_shape_or_type_names_the_file(tmp_path):
@@ -76,21 +81,25 @@ def test_a_mask_of_the_wrong_shape_or_type_names_the_file(tmp_path):
 # --------------------------------------------------------------------------------------------- params
 
 
-def test_isolation_variants_change_only_the_mask_protocol():
-    out = P.variant_params(SHIPPED, "isolate_text")
-    assert out["masks"]["protocol"] == "isolate_text"
-    out["masks"]["protocol"] = SHIPPED["masks"]["protocol"]
-    assert out == SHIPPED
-    assert P.same_as_paper(SHIPPED, "isolate_text", 0.0) and not P.same_as_paper(SHIPPED, "isolate_text", 0.3)
-    grid = P.isolation_grid(SHIPPED)
-    assert {(v, m) for v, m, _ in grid} == {(f"isolate_{x}", y) for x in SHIPPED["isolation"]["modalities"]
-                                           for y in SHIPPED["isolation"]["methods"]}
+def test_isolation_experiments_change_only_the_masks():
+    table = E.by_name(E.experiment_table(SHIPPED))
+    for modality in SHIPPED["isolation"]["modalities"]:
+        experiment = table[f"isolate_{modality}"]
+        assert experiment.kind == "isolation" and experiment.masks == E.MaskSpec("single_modality", modality, True)
+        assert not experiment.overrides and not experiment.test_time_shift
+        config = E.train_job_config(SHIPPED, experiment, "mla")
+        main = E.train_job_config(SHIPPED, table["main"], "mla")
+        assert {k: v for k, v in config.items() if k not in ("experiment", "test_time_shift")} == \
+            {k: v for k, v in main.items() if k not in ("experiment", "test_time_shift")}
+        assert {m for m, _ in experiment.cells} == set(SHIPPED["isolation"]["methods"])
+        assert set(experiment.reused) == {(m, 0.0) for m in SHIPPED["isolation"]["methods"]}   # share 0: main grid
 
 
-def test_suite_grid_skips_cells_the_main_grid_trains():
+def test_suite_skips_cells_the_main_grid_trains():
     params = copy.deepcopy(SHIPPED)
     params["missing_suite"] = {"methods": ["mla", "qmf"], "missing_rates": [0.0, 0.3]}
-    assert P.suite_grid(params) == [("qmf", 0.3)]   # mla: main grid; qmf at 0.0: complete-modality grid
+    suite_experiment = E.by_name(E.experiment_table(params))["suite"]
+    assert suite_experiment.cells == (("qmf", 0.3),)   # mla: main grid; qmf at 0.0: complete-modality grid
 
 
 @pytest.mark.parametrize("mutate, key", [
@@ -123,7 +132,7 @@ def _corpus(n=90, seed=0):
     labels = torch.randint(0, 3, (n,), generator=g)
     features = [torch.randn(3, d, generator=g)[labels] * 2 + torch.randn(n, d, generator=g) for d in (3, 4, 5)]
     return Corpus(utterance_ids=[f"u{i}" for i in range(n)], labels=labels, features=features,
-                  class_names=["a", "b", "c"], feature_attrs={})
+                  class_names=["a", "b", "c"], feature_attrs={}, modalities=["audio", "visual", "text"])
 
 
 def test_test_time_shift_equals_the_test_accuracy_at_the_training_mask_and_the_prior_with_nothing():
@@ -134,7 +143,7 @@ def test_test_time_shift_equals_the_test_accuracy_at_the_training_mask_and_the_p
     present = bernoulli_mask(90, 0.3, seed=0)
     nothing = np.zeros_like(present)
     spec = RunSpec(0, present, split, {"0.30": present, "1.00": nothing})
-    (record,) = train_runs("late_fusion", corpus, [spec], params)
+    (record,) = train_runs("late_fusion", corpus, [spec], E.method_settings(params, "late_fusion"))
     assert record["test_time_shift"]["0.30"] == pytest.approx(record["metrics"]["accuracy"])
     prior = corpus.class_names.index(record["prior_class"])
     expected = float((corpus.labels[70:90] == prior).float().mean())
@@ -158,10 +167,15 @@ def _runs():
     return pd.DataFrame(rows)
 
 
+def _table2(runs, params):
+    methods = suite.suite_methods(params["methods"], params["missing_suite"]["methods"])
+    return suite.table2(runs, methods, params["missing_suite"]["missing_rates"])
+
+
 def test_table2_orders_methods_and_picks_the_strongest_for_the_shift_table():
     params = copy.deepcopy(SHIPPED)
     params["missing_suite"] = {"methods": ["cca", "qmf"], "missing_rates": [0.3, 0.6]}
-    table = suite.table2(_runs(), params)
+    table = _table2(_runs(), params)
     assert list(dict.fromkeys(table["method"])) == ["mla", "late_fusion", "cca", "qmf"]
     assert set(table["missing_rate"]) == {0.3, 0.6} and (table["n_runs"] == 4).all()
     row = table[(table["method"] == "qmf") & (table["missing_rate"] == 0.3)].iloc[0]
@@ -179,7 +193,9 @@ def test_isolation_uses_the_paper_runs_at_share_zero_and_states_which_method_is_
     isolated.loc[isolated["method"] == "qmf", "audio_accuracy"] = 0.3   # qmf's audio suffers without text
     params = copy.deepcopy(SHIPPED)
     params["isolation"].update(methods=["mla", "qmf"], modalities=["text"])
-    table = suite.isolation(pd.concat([runs, isolated]), params)
+    experiment = E.by_name(E.experiment_table(params))["isolate_text"]
+    share0 = runs[runs["missing_rate"] == 0.0]                          # the main grid's runs, reused at share 0
+    table = suite.isolation([(experiment, pd.concat([share0, isolated]))], NAMES)
     assert set(table["missing_rate"]) == {0.0, 0.9} and set(table["modality"]) == {"audio", "visual"}
     statement = suite.isolation_statement(table)
     assert "`mla` 0.0 points (seed spread 0.0)" in statement and "`qmf` 10.0 points" in statement
@@ -192,9 +208,9 @@ def test_the_table2_claim_is_computed_with_the_seed_spread():
     params = copy.deepcopy(SHIPPED)
     params["missing_suite"] = {"methods": ["cca", "qmf"], "missing_rates": [0.3, 0.6]}
     runs = _runs()
-    assert suite.claim_statement(suite.table2(runs, params)).endswith("MLA is best at 2 of 2 rates.")
+    assert suite.claim_statement(_table2(runs, params)).endswith("MLA is best at 2 of 2 rates.")
     runs.loc[(runs["method"] == "qmf") & (runs["missing_rate"] == 0.6), "accuracy"] += 0.2   # qmf +15 points
-    statement = suite.claim_statement(suite.table2(runs, params))
+    statement = suite.claim_statement(_table2(runs, params))
     assert "best at 1 of 2 rates; behind at 0.6 (`qmf` +15.00 points, beyond the two seed spreads)." in statement
 
 
@@ -214,24 +230,28 @@ def test_schema_registry_and_params_agree_and_every_method_builds_from_the_shipp
     assert set(P.load_schema()["$defs"]["method"]["enum"]) == set(METHODS)
     assert set(SHIPPED["method_params"]) == set(METHODS)
     generators = [torch.Generator().manual_seed(0)]
+    dims = dict(zip(NAMES, [3, 4, 5]))
     for name in METHODS:
-        method = build_method(name, [3, 4, 5], 3, {**SHIPPED, "train": {**SHIPPED["train"], "hidden_dim": 8}}, generators)
+        settings = E.method_settings(SHIPPED, name)
+        settings["train"]["hidden_dim"] = 8
+        method = build_method(name, dims, 3, settings, generators)
         assert method.name == name
     with pytest.raises(ParamsError, match="unknown method 'mmim'"):
-        build_method("mmim", [3, 4, 5], 3, SHIPPED, generators)
+        build_method("mmim", dims, 3, E.method_settings(SHIPPED, "mla"), generators)
 
 
 def test_a_methods_own_optimiser_replaces_only_optimizer_and_lr_and_the_run_records_it():
     params = copy.deepcopy(SHIPPED)
     params["train"]["method_optimizers"] = {"late_fusion": {"optimizer": "adam", "lr": 0.002}}
-    own = P.params_for_method(params, "late_fusion")
+    own = E.method_settings(params, "late_fusion")
     assert own["train"]["optimizer"] == "adam" and own["train"]["lr"] == 0.002
     assert {k: v for k, v in own["train"].items() if k not in ("optimizer", "lr")} == \
-        {k: v for k, v in params["train"].items() if k not in ("optimizer", "lr")}
-    assert P.params_for_method(params, "mla")["train"] == params["train"]
+        {k: v for k, v in E.method_settings(params, "mla")["train"].items() if k not in ("optimizer", "lr")}
+    assert E.method_settings(params, "mla")["train"] == E.effective_train(params, "mla")
+    assert E.method_settings(params, "mla")["train"]["optimizer"] == params["train"]["optimizer"]
     params["train"].update(epochs=1, hidden_dim=8, device="cpu")
     split = {"train": np.arange(0, 60), "val": np.arange(60, 70), "test": np.arange(70, 90)}
-    (record,) = train_runs("late_fusion", _corpus(), [RunSpec(0, np.ones((90, 3), dtype=bool), split)], params)
+    (record,) = train_runs("late_fusion", _corpus(), [RunSpec(0, np.ones((90, 3), dtype=bool), split)], E.method_settings(params, "late_fusion"))
     assert record["optimizer"]["optimizer"] == "adam" and record["optimizer"]["lr"] == 0.002
 
 
@@ -239,7 +259,7 @@ def test_the_report_names_each_methods_optimiser():
     params = copy.deepcopy(SHIPPED)
     params["train"].update(optimizer="sgd", lr=0.01, method_optimizers={"ae": {"optimizer": "adam", "lr": 0.001},
                                                                       "cra": {"optimizer": "adam", "lr": 0.001}})
-    assert suite._optimisers(params) == ("Optimiser: sgd at lr 0.01, except (their reference's recipe, "
+    assert suite.optimisers(params) == ("Optimiser: sgd at lr 0.01, except (their reference's recipe, "
                                          "`train.method_optimizers`) adam at lr 0.001 for `ae`, `cra`.")
     params["train"]["method_optimizers"] = {}
-    assert suite._optimisers(params) == "Optimiser: sgd at lr 0.01 for every method."
+    assert suite.optimisers(params) == "Optimiser: sgd at lr 0.01 for every method."

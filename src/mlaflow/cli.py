@@ -1,204 +1,193 @@
-"""The one command-line interface the Snakemake rules call: `python -m mlaflow <step> ...`.
+"""`mlaflow <step>`: the one command line the Snakemake rules call, one step per rule.
 
-Every step reads params.yaml (validated against the schema) and writes its outputs atomically.
+Every step reads the config file of its job (`--config`, a JSON file the workflow writes from the config
+Snakemake was given: see workflow/rules/common.smk) and the input files named on the command line, and writes
+its outputs atomically. This module only parses arguments and calls one function of the step's module; it is
+not a code input of any job (mlaflow.codedeps), so editing it reruns nothing.
+
+On a fresh machine you do not call these by hand: `make reproduce` runs the whole workflow, `make test` the
+tests (README.md).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
-from mlaflow import params as params_mod
-from mlaflow.errors import MlaflowError
+from mlaflow.errors import InputError, MlaflowError
 
 log = logging.getLogger("mlaflow")
 
+NO_STEP = """mlaflow: the steps of the mlaflow workflow, one per Snakemake rule (`mlaflow --help` lists them).
 
-def _corpus(args, params):
+To run the workflow on a fresh machine, from the repository root:
+  make reproduce    # installs the pinned dependencies into .venv, then runs `dvc repro` (README.md)
+  make test         # runs the test suite
+"""
+
+
+def _config(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(path, f"cannot read the job's config ({err})",
+                         "let the workflow write it (snakemake or dvc repro); do not edit it by hand")
+
+
+def _corpus(args, config):
     from mlaflow.data.synthetic import generate_corpus
 
-    summary = generate_corpus(Path(args.out), params["corpus"]["embedded"], threads=args.threads)
+    summary = generate_corpus(Path(args.out), config["embedded"], threads=args.threads)
     log.info("embedded corpus written to %s: %s", args.out, summary)
 
 
-def _manifest(args, params):
-    from mlaflow.data.iemocap import build_manifest
-    from mlaflow.io import atomic_path
+def _manifest(args, config):
+    from mlaflow.data.manifest import write_manifest
 
-    manifest, counts = build_manifest(Path(args.corpus_root), params["corpus"]["label_setup"])
-    log.info("manifest: %d utterances kept; counts: %s", len(manifest), counts)
-    with atomic_path(args.out, ".csv") as tmp:
-        manifest.to_csv(tmp, index=False)
+    write_manifest(config["adapter"], args.corpus_root, config["label_setup"], args.out)
 
 
-def _folds(args, params):
-    import pandas as pd
+def _folds(args, config):
+    from mlaflow.data.folds import write_folds
 
-    from mlaflow.data.folds import make_folds
-    from mlaflow.io import atomic_path
-
-    manifest = pd.read_csv(args.manifest, dtype={"utterance_id": str})
-    cfg = params["splits"]
-    table = make_folds(manifest, cfg["folds"], cfg["validation_fraction"], cfg["seed"])
-    for fold in cfg["folds"]:
-        log.info("fold %d: %s", fold, table[f"fold{fold}"].value_counts().to_dict())
-    with atomic_path(args.out, ".csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_folds(config, args.manifest, args.out)
 
 
-def _masks(args, params):
-    import pandas as pd
+def _masks(args, config):
+    from mlaflow.data.masks import make_masks
 
-    from mlaflow.data.masks import draw_mask, mask_stats, write_masks
-
-    ids = pd.read_csv(args.manifest, dtype={"utterance_id": str})["utterance_id"].tolist()
-    cfg = params["masks"]
-    protocol = args.protocol or cfg["protocol"]
-    masks = {seed: draw_mask(protocol, len(ids), args.missing_rate, seed, cfg["all_missing"])
-             for seed in params["train"]["seeds"]}
-    for seed, present in masks.items():
-        log.info("missing_rate=%.2f seed=%d: %s", args.missing_rate, seed, mask_stats(present))
-    write_masks(args.out, ids, masks, args.missing_rate, protocol, cfg["all_missing"])
+    make_masks(config, args.manifest, args.missing_rate, args.out)
 
 
-def _build_encoder(args, params):
-    from mlaflow.features.extract import build_embedded_encoder
+def _build_encoder(args, config):
+    from mlaflow.features.extract import build_encoder_job
 
-    build_embedded_encoder(args.modality, Path(args.out), params["features"])
-    log.info("embedded (randomly initialised, NOT pretrained) %s encoder saved to %s", args.modality, args.out)
-
-
-def _extract(args, params):
-    import pandas as pd
-
-    from mlaflow.features.extract import extract_features
-
-    manifest = pd.read_csv(args.manifest, dtype={"utterance_id": str, "transcript": str})
-    stats = extract_features(args.modality, manifest, Path(args.model), Path(args.out), params["features"],
-                             params_mod.params_hash(params, params_mod.FEATURE_SECTIONS), threads=args.threads)
-    log.info("%s features: %s", args.modality, stats)
+    build_encoder_job(config, args.out)
+    log.info("embedded (randomly initialised, NOT pretrained) %s encoder saved to %s", config["modality"], args.out)
 
 
-def _train(args, params):
-    import pandas as pd
+def _extract(args, config):
+    from mlaflow.features.extract import extraction_job
 
-    from mlaflow.train.data import load_corpus
-    from mlaflow.train.loop import train_group
-
-    params = params_mod.variant_params(params, args.variant)
-    feature_paths = dict(zip(params_mod.MODALITIES, args.features))
-    corpus = load_corpus(args.manifest, feature_paths, params)
-    folds_table = pd.read_csv(args.folds, dtype={"utterance_id": str})
-    if folds_table["utterance_id"].tolist() != corpus.utterance_ids:
-        from mlaflow.errors import InputError
-        raise InputError(args.folds, "utterance ids differ from the manifest's",
-                         "regenerate folds after the manifest changed (snakemake --forcerun folds)")
-    seeds = args.seed_list or params["train"]["seeds"]
-    folds = args.fold_list or params["splits"]["folds"]
-    for key, chosen, allowed in (("train.seeds", seeds, params["train"]["seeds"]),
-                                 ("splits.folds", folds, params["splits"]["folds"])):
-        if not set(chosen) <= set(allowed):
-            from mlaflow.errors import ParamsError
-            raise ParamsError(key, f"{sorted(set(chosen) - set(allowed))} not in {allowed}", "train only configured runs")
-    runs = [(seed, fold) for seed in seeds for fold in folds]
-    if len(args.out) != len(runs):
-        raise SystemExit(f"expected {len(runs)} output paths (seeds x folds), got {len(args.out)}")
-    from mlaflow.data.masks import mask_missing_rate
-    shift_masks = {params_mod.format_rate(mask_missing_rate(path)): path for path in args.shift_masks}
-    train_group(args.method, args.missing_rate, corpus, folds_table, args.masks, dict(zip(runs, args.out)), params,
-                args.variant, shift_masks)
+    log.info("%s features: %s", config["modality"], extraction_job(config, args.manifest, args.model, args.out,
+                                                                    args.threads))
 
 
-def _summary(args, params):
+def _train(args, config):
+    from mlaflow.train.job import run_training_job
+
+    run_training_job(config, args.missing_rate, args.seed_list, args.fold_list, args.manifest, args.features,
+                     args.folds, args.masks, args.shift_masks, args.out)
+
+
+def _index(args, config):
+    from mlaflow.train.index import write_index
+
+    write_index(config, args.runs, args.out)
+
+
+def _summary(args, config):
     from mlaflow.report.build import build_summary
 
-    build_summary(args.runs, params, Path(args.out_dir))
+    build_summary(config, args.indexes, args.paper, Path(args.out_dir))
 
 
-def _report(args, params):
+def _report(args, config):
     from mlaflow.report.build import build_report
 
-    build_report(args.runs, params, Path(args.out_dir), feature_paths=args.features, masks=args.masks)
+    build_report(config, args.indexes, args.paper, args.features, args.masks, Path(args.out_dir))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlaflow", description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    sub = parser.add_subparsers(dest="step", required=True)
+    parser = argparse.ArgumentParser(prog="mlaflow", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="step", metavar="STEP")
 
-    p = sub.add_parser("corpus", help="generate the embedded corpus in the IEMOCAP layout")
+    def step(name, func, help, reads, writes):
+        p = sub.add_parser(name, help=help, description=f"{help}.\n\nReads: {reads}\nWrites: {writes}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", required=True, help="the job's config file (JSON, written by the workflow)")
+        p.set_defaults(func=func)
+        return p
+
+    p = step("corpus", _corpus, "generate the embedded corpus in the IEMOCAP release layout",
+             "its config (corpus.embedded)", "the corpus tree at --out (wav, transcripts, labels, face frames)")
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: up to 2)")
-    p.set_defaults(func=_corpus)
 
-    p = sub.add_parser("manifest", help="parse an IEMOCAP-layout corpus into a manifest CSV")
+    p = step("manifest", _manifest, "turn a corpus tree into the manifest (one row per utterance kept)",
+             "the corpus tree at --corpus-root", "the manifest CSV at --out")
     p.add_argument("--corpus-root", required=True)
     p.add_argument("--out", required=True)
-    p.set_defaults(func=_manifest)
 
-    p = sub.add_parser("folds", help="leave-one-session-out folds with a validation split")
+    p = step("folds", _folds, "leave-one-session-out folds with a validation split", "the manifest",
+             "the folds CSV (one column fold<k>: train / val / test)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
-    p.set_defaults(func=_folds)
 
-    p = sub.add_parser("masks", help="missing-modality masks for one missing rate and every seed")
+    p = step("masks", _masks, "missing-modality masks of one specification and missing rate, one per seed",
+             "the manifest", "an HDF5 file with one bool [N, M] mask per seed")
     p.add_argument("--manifest", required=True)
     p.add_argument("--missing-rate", type=float, required=True)
-    p.add_argument("--protocol", choices=params_mod.MASK_PROTOCOLS + params_mod.ISOLATION_PROTOCOLS, default=None,
-                   help="mask protocol (default: masks.protocol)")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=_masks)
 
-    p = sub.add_parser("build-encoder", help="build an embedded (random, not pretrained) encoder")
-    p.add_argument("--modality", choices=params_mod.MODALITIES, required=True)
+    p = step("build-encoder", _build_encoder, "build an embedded (randomly initialised, NOT pretrained) encoder",
+             "its config", "a model directory in the save_pretrained layout")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=_build_encoder)
 
-    p = sub.add_parser("extract", help="extract utterance-level features of one modality into HDF5")
-    p.add_argument("--modality", choices=params_mod.MODALITIES, required=True)
+    p = step("extract", _extract, "extract utterance-level features of one modality into HDF5",
+             "the manifest and the model directory (embedded or pretrained)",
+             "the feature store (HDF5; resumable from its .partial.h5)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.set_defaults(func=_extract)
 
-    p = sub.add_parser("train", help="train all seeds and folds of one method at one missing rate")
-    p.add_argument("--method", required=True)
+    p = step("train", _train, "train the runs (seeds x folds) of one method at one missing rate, stacked",
+             "the manifest, one feature store per modality, the folds, the masks (and the test-time shift masks)",
+             "one metrics JSON per run (seeds outer, folds inner)")
     p.add_argument("--missing-rate", type=float, required=True)
+    p.add_argument("--seed-list", type=int, nargs="+", required=True)
+    p.add_argument("--fold-list", type=int, nargs="+", required=True)
     p.add_argument("--manifest", required=True)
-    p.add_argument("--features", nargs=3, required=True, metavar=("AUDIO", "VISUAL", "TEXT"))
+    p.add_argument("--features", nargs="+", required=True, help="one store per modality, in the corpus's order")
     p.add_argument("--folds", required=True)
     p.add_argument("--masks", required=True)
-    p.add_argument("--seed-list", type=int, nargs="+", default=None, help="seeds of this job (default: train.seeds)")
-    p.add_argument("--fold-list", type=int, nargs="+", default=None, help="folds of this job (default: splits.folds)")
-    p.add_argument("--variant", default=params_mod.PAPER_VARIANT,
-                   help="a fidelity variant: paper (default), a name under fidelity.variants, or masks_<protocol>")
     p.add_argument("--shift-masks", nargs="*", default=[],
-                   help="mask files of other missing rates: also test every run under each (test-time shift)")
-    p.add_argument("--out", nargs="+", required=True, help="one metrics JSON per (seed, fold), seeds outer")
-    p.set_defaults(func=_train)
+                   help="mask files of the test-time shift's missing rates (the config lists them)")
+    p.add_argument("--out", nargs="+", required=True)
 
-    p = sub.add_parser("summary", help="the main grid's metrics and plots (reports/metrics.json, plots/)")
-    p.add_argument("--runs", nargs="+", required=True)
+    p = step("index", _index, "check a stage's runs against their jobs' configs and list them",
+             "the stage's run files", "the stage's index (JSON: its experiments and runs)")
+    p.add_argument("--runs", nargs="*", default=[])
+    p.add_argument("--out", required=True)
+
+    p = step("summary", _summary, "the main grid's DVC metrics and plots", "the main grid's index and its runs",
+             "reports/metrics.json, reports/plots/accuracy_vs_missing_rate.csv, its figure")
+    p.add_argument("--indexes", nargs="+", required=True)
+    p.add_argument("--paper", required=True, help="the paper's figures (data/reference/paper_results.yaml)")
     p.add_argument("--out-dir", default="reports")
-    p.set_defaults(func=_summary)
 
-    p = sub.add_parser("report", help="reports/report.md, with the fidelity section and its metrics")
-    p.add_argument("--runs", nargs="+", required=True)
-    p.add_argument("--features", nargs=3, required=True)
+    p = step("report", _report, "reports/report.md and the suite's, isolation's and fidelity's metrics and plots",
+             "every stage's index and runs, the feature stores and masks (provenance)", "reports/")
+    p.add_argument("--indexes", nargs="+", required=True)
+    p.add_argument("--paper", required=True)
+    p.add_argument("--features", nargs="+", required=True)
     p.add_argument("--masks", nargs="+", required=True)
     p.add_argument("--out-dir", default="reports")
-    p.set_defaults(func=_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.step is None:
+        print(NO_STEP, end="")
+        return 0
     try:
-        params = params_mod.load(args.params)
-        args.func(args, params)
+        args.func(args, _config(args.config))
     except MlaflowError as err:
         log.error("%s", err)
         return 2

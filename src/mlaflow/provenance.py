@@ -5,8 +5,9 @@ import platform
 import subprocess
 from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 
-from mlaflow.params import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PACKAGES = ("mlaflow", "torch", "torchvision", "torchaudio", "transformers", "snakemake", "dvc", "h5py",
             "pandas", "numpy")

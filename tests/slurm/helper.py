@@ -18,13 +18,14 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the tiny workflow shared with test_workflow
-from mlaflow.params import fidelity_grid, isolation_grid, suite_grid  # noqa: E402
+from mlaflow import params as P  # noqa: E402
+from mlaflow.experiments import experiment_table  # noqa: E402
 from tiny_workflow import copy_workflow, tiny_params  # noqa: E402
 
-# The group of workflow/profiles/slurm (build_encoder x3); corpus, extract, train and train_variant go to SLURM,
-# the other rules are localrules in the Snakefile.
+# The group of workflow/profiles/slurm (build_encoder x3); corpus, extract and train go to SLURM, the other rules
+# are localrules in the Snakefile.
 ENCODER_GROUP = "encoders"
-TRAINING_RULES = ("extract", "train", "train_variant", "train_suite", "train_isolation")   # the GPU rules
+TRAINING_RULES = ("extract", "train")   # the GPU rules
 
 
 def render_conf(args) -> None:
@@ -68,8 +69,9 @@ def workspace(args) -> None:
 
 def compare(args) -> None:
     a, b = Path(args.a), Path(args.b)
-    runs_a = sorted(p.relative_to(a) for d in ("runs", "fidelity") for p in (a / "data" / d).rglob("*.json"))
-    runs_b = sorted(p.relative_to(b) for d in ("runs", "fidelity") for p in (b / "data" / d).rglob("*.json"))
+    dirs = ("runs", "suite", "isolation", "fidelity")
+    runs_a = sorted(p.relative_to(a) for d in dirs for p in (a / "data" / d).rglob("seed*_fold*.json"))
+    runs_b = sorted(p.relative_to(b) for d in dirs for p in (b / "data" / d).rglob("seed*_fold*.json"))
     if not runs_a or runs_a != runs_b:
         sys.exit(f"compare: different run files:\n  {a}: {[str(p) for p in runs_a]}\n  {b}: {[str(p) for p in runs_b]}")
     for rel in runs_a:
@@ -113,13 +115,9 @@ def jobs(args) -> None:
         if name.startswith(f"{ENCODER_GROUP}_"):  # a group job: rule_<group>_<rules>
             name = f"group {ENCODER_GROUP}"
         rules.setdefault(name, []).append((jobid, tres))
-    params = yaml.safe_load((Path(args.workspace) / "params.yaml").read_text())
-    complete_only = [m for m in params["complete_modality_methods"] if m not in params["methods"]]
+    params = P.validate(yaml.safe_load((Path(args.workspace) / "params.yaml").read_text()))
     expected = {"corpus": 1, f"group {ENCODER_GROUP}": 1, "extract": 3,
-                "train": len(params["methods"]) * len(params["masks"]["missing_rates"]) + len(complete_only),
-                "train_variant": sum(len(rates) for _, _, rates in fidelity_grid(params)),
-                "train_suite": len(suite_grid(params)),
-                "train_isolation": sum(len(rates) for _, _, rates in isolation_grid(params))}
+                "train": sum(len(experiment.cells) for experiment in experiment_table(params))}
     expected = {name: n for name, n in expected.items() if n}
     counts = {name: len(entries) for name, entries in rules.items()}
     if counts != expected:

@@ -1,41 +1,51 @@
-# Helpers shared by the rules: the grid, paths and the code each rule depends on, all derived from params.yaml.
+# What every rule shares: the validated config, the experiment table, job config files and code inputs.
+#
+# Parameters reach jobs through Snakemake only: every job reads one config file (`*.config.json`), written by the
+# rule `job_config` from the config Snakemake was given (params.yaml, then --configfile / --config on top), with
+# exactly the keys that job computes from. Its `params:` are that content, so Snakemake reruns the config job
+# (and what depends on it) exactly when the content changes. Jobs never read params.yaml themselves.
 import sys
 from pathlib import Path
 
+import mlaflow.experiments as E
 import mlaflow.params as P
+from mlaflow.codedeps import code_files
+from mlaflow.data import corpora
+from mlaflow.features.protocol import encoder_module
+from mlaflow.methods import method_module
 
-P.validate(config)  # fails at parse time, naming the key, before any job starts
+_validated = P.validate(config)  # defaults filled, --config strings coerced; fails naming the key, before any job
+config.clear()
+config.update(_validated)
 
+WORKFLOW_DIR = Path(workflow.basedir)
 MLAFLOW = f"{sys.executable} -m mlaflow"
-MODALITIES = list(P.MODALITIES)
-METHODS = config["methods"]
-RATES = [P.format_rate(r) for r in config["masks"]["missing_rates"]]
+CORPUS = corpora.corpus_kind(config)
+MODALITIES = corpora.modalities(config)
 SEEDS = config["train"]["seeds"]
 FOLDS = config["splits"]["folds"]
-EMBEDDED = config["corpus"]["kind"] == "embedded"
 CORPUS_ROOT = config["corpus"]["root"]
 GPUS = config["resources"]["gpu_per_job"]
-PROTOCOL = config["masks"]["protocol"]
+TABLE = E.experiment_table(config)
+EXPERIMENTS = E.by_name(TABLE)
+# workflow resources (not data) are found next to the Snakefile, whatever the working directory (-d)
+PAPER_RESULTS = str(WORKFLOW_DIR / config["report"]["paper_results"])
 
 
 wildcard_constraints:
     modality="|".join(MODALITIES),
     method="[a-z_]+",
-    variant="[a-z0-9_]+",
-    protocol="|".join(P.MASK_PROTOCOLS + P.ISOLATION_PROTOCOLS),
     rate=r"\d\.\d\d",
     seed=r"\d+",
     fold=r"\d+",
 
 
-def code(*packages):
-    """Source files of the given mlaflow sub-packages (plus the shared modules): rule inputs, so that a code
-    change reruns the rules that use it (Snakemake does not track imported modules itself)."""
-    root = Path("src/mlaflow")
-    files = [root / f for f in ("__init__.py", "cli.py", "errors.py", "io.py", "params.py", "devices.py", "provenance.py")]
-    for package in packages:
-        files += sorted((root / package).glob("*.py"))
-    return [str(f) for f in files]
+def code(*entries):
+    """The source files the given mlaflow modules run (their static imports; see mlaflow.codedeps)."""
+    return code_files(*entries)
+
+
+# ------------------------------------------------------------------------------------------- paths
 
 
 def model_path(modality):
@@ -47,114 +57,155 @@ def feature_path(modality):
     return config["features"][modality]["precomputed"] or f"data/features/{modality}.h5"
 
 
-SUITE_ROOT = "data/suite"
-
-
-def run_root(variant):
-    """Where runs live, one folder per DVC stage that trains them: the main grid (variant "paper") in data/runs,
-    the isolation analysis (variants isolate_<modality>) in data/isolation/<variant>, the fidelity experiment's
-    variants in data/fidelity/<variant>. The missing-modality suite (also "paper") is in SUITE_ROOT."""
-    if variant == P.PAPER_VARIANT:
-        return "data/runs"
-    return "data/isolation/{variant}" if variant.startswith(P.ISOLATION_PREFIX) else "data/fidelity/{variant}"
-
-
-def run_files(variant, method, rate, seeds=SEEDS, folds=FOLDS, root=None):
-    """One metrics JSON per (seed, fold), under `root` (default: run_root). A seed or fold given as None stays a
-    wildcard."""
-    root = root or run_root(variant)
-    given = {k: v for k, v in (("seed", seeds), ("fold", folds)) if v is not None}
-    return expand(root + "/{method}/missing_{rate}/seed{seed}_fold{fold}.json",
-                  variant=variant, method=method, rate=rate, **given, allow_missing=True)
-
+FEATURE_FILES = [feature_path(m) for m in MODALITIES]
+STAGE_DIRS = {"main_grid": "data/runs", "missing_suite": "data/suite", "isolation": "data/isolation",
+              "fidelity": "data/fidelity"}
+INDEX_FILES = {stage: f"{root}/index.json" for stage, root in STAGE_DIRS.items()}
 
 # What one training job covers (train.job_group): "cell" all seeds x folds of a method at a missing rate,
 # "seed" the folds of one seed, "run" one run. Results are the same whatever the grouping.
 JOB_GROUP = config["train"]["job_group"]
-JOB_SEEDS = None if JOB_GROUP in ("seed", "run") else SEEDS
-JOB_FOLDS = None if JOB_GROUP == "run" else FOLDS
 JOB_NAME = {"cell": "", "seed": "_seed{seed}", "run": "_seed{seed}_fold{fold}"}[JOB_GROUP]
 
 
+def experiment_runs(experiment):
+    return [E.run_path(experiment, method, rate, seed, fold)
+            for method, rate in experiment.cells for seed in SEEDS for fold in FOLDS]
+
+
+def stage_runs(stage):
+    return [path for experiment in TABLE if experiment.stage == stage for path in experiment_runs(experiment)]
+
+
+def job_outputs(root, method, rate, seed="{seed}", fold="{fold}"):
+    """The run files one training job writes (train.job_group decides how many)."""
+    seeds = SEEDS if JOB_GROUP == "cell" else [seed]
+    folds = FOLDS if JOB_GROUP in ("cell", "seed") else [fold]
+    return [f"{root}/{method}/missing_{rate}/seed{s}_fold{f}.json" for s in seeds for f in folds]
+
+
+# every experiment's training jobs: the rule `train` matches {root}/{method}/missing_{rate}/...
+ROOTS = sorted({experiment.root for experiment in TABLE})
+EXPERIMENT_OF = {(experiment.root, method): experiment for experiment in TABLE for method in experiment.methods}
+MASK_FILES = sorted({E.mask_path(experiment.masks, rate) for experiment in TABLE for _, rate in experiment.cells}
+                    | {E.mask_path(experiment.masks, rate) for experiment in TABLE if experiment.test_time_shift
+                       for rate in config["masks"]["missing_rates"]})
+MASK_SPECS = {experiment.masks.folder: experiment.masks for experiment in TABLE}
+
+
+# ------------------------------------------------------------------------------------------- job configs
+
+
+def _summary_config():
+    return {"methods": list(config["methods"]), "modalities": MODALITIES, "paper_dataset": CORPUS.paper_dataset}
+
+
+def _index_config(stage):
+    experiments = [experiment for experiment in TABLE if experiment.stage == stage]
+    return {"stage": stage, "experiments": [E.as_dict(experiment) for experiment in experiments],
+            "config_hashes": {f"{experiment.name}/{method}": E.config_hash(E.train_job_config(config, experiment, method))
+                              for experiment in experiments for method in experiment.methods},
+            "seeds": SEEDS, "folds": FOLDS}
+
+
+JOB_CONFIGS = {
+    "data/manifest/manifest.config.json": {"kind": config["corpus"]["kind"], "adapter": CORPUS.manifest_module,
+                                           "label_setup": config["corpus"]["label_setup"]},
+    "data/splits/folds.config.json": {"splits": config["splits"]},
+    "reports/summary.config.json": _summary_config(),
+    "reports/report.config.json": {"config": config, "modalities": MODALITIES, "classes": corpora.classes(config),
+                                   "paper_dataset": CORPUS.paper_dataset},
+}
+if CORPUS.generator_module:
+    JOB_CONFIGS[f"{CORPUS_ROOT}.config.json"] = {"embedded": config["corpus"]["embedded"]}
+for _m in MODALITIES:
+    _cfg = config["features"][_m]
+    JOB_CONFIGS[f"data/models/{_m}.config.json"] = {
+        "modality": _m, "embedded_seed": config["features"]["embedded_seed"],
+        "encoder": {k: v for k, v in _cfg.items() if k not in ("model", "precomputed", "batch_size")}}
+    JOB_CONFIGS[f"data/features/{_m}.config.json"] = {
+        "modality": _m, "device": config["features"]["device"], "half_precision": config["features"]["half_precision"],
+        "model_source": _cfg["model"], "encoder": {k: v for k, v in _cfg.items() if k != "precomputed"}}
+for _folder, _spec in MASK_SPECS.items():
+    JOB_CONFIGS[f"data/splits/masks/{_folder}.config.json"] = E.mask_job_config(config, _spec)
+for (_root, _method), _experiment in EXPERIMENT_OF.items():
+    JOB_CONFIGS[E.job_config_path(_experiment, _method)] = E.train_job_config(config, _experiment, _method)
+for _stage, _index in INDEX_FILES.items():
+    JOB_CONFIGS[_index.replace(".json", ".config.json")] = _index_config(_stage)
+
+
+def job_config(wildcards):
+    return JOB_CONFIGS[f"{wildcards.path}.config.json"]
+
+
+def experiment_of(wildcards):
+    return EXPERIMENT_OF[(wildcards.root, wildcards.method)]
+
+
+def train_config_file(wildcards):
+    return E.job_config_path(experiment_of(wildcards), wildcards.method)
+
+
+def train_masks(wildcards):
+    return E.mask_path(experiment_of(wildcards).masks, float(wildcards.rate))
+
+
+def shift_masks(wildcards):
+    """Test-time shift: runs of main, complete and suite are also tested at every missing rate."""
+    experiment = experiment_of(wildcards)
+    if not experiment.test_time_shift:
+        return []
+    return [E.mask_path(experiment.masks, rate) for rate in config["masks"]["missing_rates"]]
+
+
+def train_code(wildcards):
+    return code("mlaflow.train.job", method_module(wildcards.method))
+
+
 def job_seeds(wildcards):
-    return wildcards.seed if JOB_SEEDS is None else " ".join(map(str, SEEDS))
+    return " ".join(map(str, SEEDS)) if JOB_GROUP == "cell" else wildcards.seed
 
 
 def job_folds(wildcards):
-    return wildcards.fold if JOB_FOLDS is None else " ".join(map(str, FOLDS))
+    return " ".join(map(str, FOLDS)) if JOB_GROUP in ("cell", "seed") else wildcards.fold
 
 
-def mask_file(protocol, rate):
-    return f"data/splits/masks/{protocol}/missing_{rate}.h5"
+def modality_model(wildcards):
+    return model_path(wildcards.modality)
 
 
-COMPLETE_RATE = P.format_rate(0.0)  # the complete-modality baselines (Table 1 analogue) run at missing rate 0 only
-MAIN_RUN_FILES = [f for method in METHODS for rate in RATES for f in run_files(P.PAPER_VARIANT, method, rate)]
-MAIN_RUN_FILES += [f for method in config["complete_modality_methods"] if method not in METHODS
-                   for f in run_files(P.PAPER_VARIANT, method, COMPLETE_RATE)]
-FIDELITY_RUN_FILES = [f for variant, method, rates in P.fidelity_grid(config) for rate in rates
-                      for f in run_files(variant, method, P.format_rate(rate))]
-SUITE_RUN_FILES = [f for method, rate in P.suite_grid(config)
-                   for f in run_files(P.PAPER_VARIANT, method, P.format_rate(rate), root=SUITE_ROOT)]
-ISOLATION_RUN_FILES = [f for variant, method, rates in P.isolation_grid(config) for rate in rates
-                       for f in run_files(variant, method, P.format_rate(rate))]
-MAIN_MASK_FILES = sorted({mask_file(PROTOCOL, rate)
-                          for rate in [*RATES, *([COMPLETE_RATE] if config["complete_modality_methods"] else [])]})
-# every mask file, the fidelity experiment's included: all made in the main stage (data/splits is its output)
-MASK_FILES = sorted(set(MAIN_MASK_FILES) | {
-    mask_file(P.variant_params(config, variant)["masks"]["protocol"], P.format_rate(rate))
-    for variant, _, rates in P.fidelity_grid(config) + P.isolation_grid(config) for rate in rates})
+def encoder_code(wildcards):
+    return code(encoder_module(config["features"][wildcards.modality]["encoder"], wildcards.modality))
+
+
+def extract_code(wildcards):
+    return code("mlaflow.features.extract") + encoder_code(wildcards)
+
+
+STAGE_OF_DIR = {root: stage for stage, root in STAGE_DIRS.items()}
+
+
+def stage_runs_of_dir(wildcards):
+    return stage_runs(STAGE_OF_DIR[wildcards.stage_dir])
+
+
 SUMMARY_OUTPUTS = [
     "reports/metrics.json",
     "reports/plots/accuracy_vs_missing_rate.csv",
     "reports/figures/accuracy_vs_missing_rate.png",
 ]
+# written whatever runs (a section without data says so), so that every DVC output exists
 REPORT_OUTPUTS = [
     "reports/report.md",
-    "reports/figures/modality_gap.png",
     "reports/missing_suite.json",
+    "reports/fidelity.json",
     "reports/plots/missing_suite_accuracy.csv",
-    "reports/figures/missing_suite_accuracy.png",
     "reports/plots/test_time_shift.csv",
+    "reports/plots/isolation.csv",
+    "reports/plots/fidelity_effects.csv",
+    "reports/plots/accuracy_vs_missing_rate_by_protocol.csv",
+    "reports/figures/modality_gap.png",
+    "reports/figures/missing_suite_accuracy.png",
+    "reports/figures/isolation.png",
+    "reports/figures/accuracy_vs_missing_rate_by_protocol.png",
 ]
-if config["isolation"]["enabled"]:
-    REPORT_OUTPUTS += ["reports/plots/isolation.csv", "reports/figures/isolation.png"]
-if config["fidelity"]["enabled"]:
-    REPORT_OUTPUTS += [
-        "reports/fidelity.json",
-        "reports/plots/fidelity_effects.csv",
-        "reports/plots/accuracy_vs_missing_rate_by_protocol.csv",
-        "reports/figures/accuracy_vs_missing_rate_by_protocol.png",
-    ]
-
-
-# Input and params functions of wildcards (named functions rather than lambdas in rules).
-def modality_model(wildcards):
-    return model_path(wildcards.modality)
-
-
-def modality_cfg(wildcards):
-    return config["features"][wildcards.modality]
-
-
-def variant_of(wildcards):
-    return getattr(wildcards, "variant", P.PAPER_VARIANT)  # the main grid's rule has no variant wildcard
-
-
-def method_cfg(wildcards):
-    return P.variant_params(config, variant_of(wildcards))["method_params"][wildcards.method]
-
-
-def variant_train_cfg(wildcards):
-    return P.variant_params(config, variant_of(wildcards))["train"]
-
-
-def shift_masks(wildcards):
-    """Test-time shift: runs of the paper's settings (main grid, suite) are also tested at every missing rate."""
-    if variant_of(wildcards) != P.PAPER_VARIANT:
-        return []
-    return [mask_file(PROTOCOL, rate) for rate in RATES]
-
-
-def variant_masks(wildcards):
-    return mask_file(P.variant_params(config, variant_of(wildcards))["masks"]["protocol"], wildcards.rate)

@@ -1,34 +1,32 @@
-if EMBEDDED:
+if CORPUS.generator_module:
 
     rule corpus:
         """Generate the embedded corpus in the IEMOCAP release layout (deterministic, seeded)."""
         input:
-            code("data"),
+            config=f"{CORPUS_ROOT}.config.json",
+            code=code(CORPUS.generator_module),
         output:
             directory(CORPUS_ROOT),
-        params:
-            embedded=config["corpus"]["embedded"],
         threads: 2
         log:
             "logs/corpus.log",
         benchmark:
             "benchmarks/corpus.tsv"
         shell:
-            "{MLAFLOW} corpus --out {output} --threads {threads} > {log} 2>&1"
+            "{MLAFLOW} corpus --config {input.config} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule manifest:
-    """Parse the IEMOCAP layout into a manifest (one row per kept utterance)."""
+    """Parse the corpus into a manifest (one row per kept utterance)."""
     input:
+        config="data/manifest/manifest.config.json",
         corpus=CORPUS_ROOT,
-        code=code("data"),
+        code=code("mlaflow.data.manifest", CORPUS.manifest_module),
     output:
         "data/manifest/manifest.csv",
-    params:
-        label_setup=config["corpus"]["label_setup"],
     log:
         "logs/manifest.log",
     benchmark:
         "benchmarks/manifest.tsv"
     shell:
-        "{MLAFLOW} manifest --corpus-root {input.corpus} --out {output} > {log} 2>&1"
+        "{MLAFLOW} manifest --config {input.config} --corpus-root {input.corpus} --out {output} > {log} 2>&1"

@@ -2,32 +2,27 @@ rule build_encoder:
     """Build a small randomly initialised (not pretrained) encoder of the real architecture, saved with
     save_pretrained so that extraction loads it exactly like pretrained weights."""
     input:
-        code("features"),
+        config="data/models/{modality}.config.json",
+        code=encoder_code,
     output:
         directory("data/models/{modality}"),
-    params:
-        cfg=modality_cfg,
-        seed=config["features"]["embedded_seed"],
     log:
         "logs/build_encoder/{modality}.log",
     benchmark:
         "benchmarks/build_encoder/{modality}.tsv"
     shell:
-        "{MLAFLOW} build-encoder --modality {wildcards.modality} --out {output} > {log} 2>&1"
+        "{MLAFLOW} build-encoder --config {input.config} --out {output} > {log} 2>&1"
 
 
 rule extract:
     """Utterance-level features of one modality into HDF5 (batched, length-sorted, resumable)."""
     input:
+        config="data/features/{modality}.config.json",
         manifest="data/manifest/manifest.csv",
         model=modality_model,
-        code=code("features"),
+        code=extract_code,
     output:
         "data/features/{modality}.h5",
-    params:
-        cfg=modality_cfg,
-        device=config["features"]["device"],
-        half_precision=config["features"]["half_precision"],
     threads: 1
     resources:
         gpu=GPUS,
@@ -38,5 +33,5 @@ rule extract:
     benchmark:
         "benchmarks/extract/{modality}.tsv"
     shell:
-        "{MLAFLOW} extract --modality {wildcards.modality} --manifest {input.manifest} --model {input.model}"
+        "{MLAFLOW} extract --config {input.config} --manifest {input.manifest} --model {input.model}"
         " --out {output} --threads {threads} > {log} 2>&1"

@@ -1,34 +1,33 @@
 rule folds:
     """Leave-one-session-out folds, validation drawn from the training sessions."""
     input:
+        config="data/splits/folds.config.json",
         manifest="data/manifest/manifest.csv",
-        code=code("data"),
+        code=code("mlaflow.data.folds"),
     output:
         "data/splits/folds.csv",
-    params:
-        splits=config["splits"],
     log:
         "logs/folds.log",
     benchmark:
         "benchmarks/folds.tsv"
     shell:
-        "{MLAFLOW} folds --manifest {input.manifest} --out {output} > {log} 2>&1"
+        "{MLAFLOW} folds --config {input.config} --manifest {input.manifest} --out {output} > {log} 2>&1"
 
 
 rule masks:
-    """Missing-modality masks of one protocol and missing rate, one per seed, same rate on train/val/test."""
+    """Missing-modality masks of one specification (data/splits/masks/<folder>) and missing rate, one per seed."""
     input:
+        config="data/splits/masks/{folder}.config.json",
         manifest="data/manifest/manifest.csv",
-        code=code("data"),
+        code=code("mlaflow.data.masks"),
     output:
-        "data/splits/masks/{protocol}/missing_{rate}.h5",
-    params:
-        all_missing=config["masks"]["all_missing"],
-        seeds=SEEDS,
+        "data/splits/masks/{folder}/missing_{rate}.h5",
+    wildcard_constraints:
+        folder="|".join(MASK_SPECS),
     log:
-        "logs/masks/{protocol}/missing_{rate}.log",
+        "logs/masks/{folder}/missing_{rate}.log",
     benchmark:
-        "benchmarks/masks/{protocol}/missing_{rate}.tsv"
+        "benchmarks/masks/{folder}/missing_{rate}.tsv"
     shell:
-        "{MLAFLOW} masks --manifest {input.manifest} --protocol {wildcards.protocol} --missing-rate {wildcards.rate}"
+        "{MLAFLOW} masks --config {input.config} --manifest {input.manifest} --missing-rate {wildcards.rate}"
         " --out {output} > {log} 2>&1"

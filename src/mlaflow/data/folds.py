@@ -33,6 +33,18 @@ def make_folds(manifest: pd.DataFrame, folds: list[int], validation_fraction: fl
     return out
 
 
+def write_folds(config: dict, manifest_path, out) -> pd.DataFrame:
+    """The folds job (`mlaflow folds`): its config holds params `splits`."""
+    from mlaflow.io import atomic_path
+
+    manifest = pd.read_csv(manifest_path, dtype={"utterance_id": str})
+    cfg = config["splits"]
+    table = make_folds(manifest, cfg["folds"], cfg["validation_fraction"], cfg["seed"])
+    with atomic_path(out, ".csv") as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
 def fold_indices(folds_table: pd.DataFrame, fold: int) -> dict[str, np.ndarray]:
     """Row indices (into the manifest order) of each role of one fold."""
     column = folds_table[f"fold{fold}"].to_numpy()

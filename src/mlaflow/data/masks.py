@@ -1,7 +1,7 @@
 """Missing-modality masks (paper section 4.2): each modality of each sample is missing with probability eta.
 
-A mask is a bool array `present[N, M]` over the manifest's utterances and the modalities in
-`mlaflow.params.MODALITIES` order. The same eta applies to train, validation and test; every cell is an
+A mask is a bool array `present[N, M]` over the manifest's utterances and the corpus's modalities, in their
+order. The same eta applies to train, validation and test; every cell is an
 independent Bernoulli draw, so the three splits' masks are independent draws as well. One mask is drawn per
 (missing rate, seed) and is fixed for the run (never redrawn per epoch).
 
@@ -24,13 +24,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+import pandas as pd
+
 from mlaflow.errors import InputError
 from mlaflow.io import atomic_path
-from mlaflow.params import ISOLATION_PREFIX, ISOLATION_PROTOCOLS, MODALITIES
 
 
 def bernoulli_mask(n_samples: int, missing_rate: float, seed: int, all_missing: str = "prior",
-                   n_modalities: int = len(MODALITIES)) -> np.ndarray:
+                   n_modalities: int = 3) -> np.ndarray:
     """Return present[N, M]: True where the modality is observed."""
     rng = np.random.default_rng([seed, round(missing_rate * 1000)])
     present = rng.random((n_samples, n_modalities)) >= missing_rate
@@ -47,7 +48,7 @@ def bernoulli_mask(n_samples: int, missing_rate: float, seed: int, all_missing: 
     return present
 
 
-def cpm_mask(n_samples: int, missing_rate: float, seed: int, n_modalities: int = len(MODALITIES),
+def cpm_mask(n_samples: int, missing_rate: float, seed: int, n_modalities: int = 3,
              tolerance: float = 0.005) -> np.ndarray:
     """CPM-Net's protocol: present[N, M] with at least one modality per sample and a missing fraction of
     `missing_rate` within `tolerance` (or exactly one modality per sample when missing_rate >= 1 - 1/M)."""
@@ -73,13 +74,13 @@ def cpm_mask(n_samples: int, missing_rate: float, seed: int, n_modalities: int =
             return present
 
 
-def isolation_mask(n_samples: int, modality: str, missing_rate: float, seed: int) -> np.ndarray:
-    """Isolation analysis (Figure 2): only `modality` is masked, each sample independently with probability
-    `missing_rate`; every other modality is present. The trainer applies it to the training split only
-    (`training_only`), so validation and test stay complete."""
-    rng = np.random.default_rng([seed, round(missing_rate * 1000), 2, MODALITIES.index(modality)])
-    present = np.ones((n_samples, len(MODALITIES)), dtype=bool)
-    present[:, MODALITIES.index(modality)] = rng.random(n_samples) >= missing_rate
+def isolation_mask(n_samples: int, modality: int, missing_rate: float, seed: int, n_modalities: int = 3) -> np.ndarray:
+    """Isolation analysis (Figure 2): only modality number `modality` is masked, each sample independently with
+    probability `missing_rate`; every other modality is present. The trainer applies it to the training split
+    only (`training_only`), so validation and test stay complete."""
+    rng = np.random.default_rng([seed, round(missing_rate * 1000), 2, modality])
+    present = np.ones((n_samples, n_modalities), dtype=bool)
+    present[:, modality] = rng.random(n_samples) >= missing_rate
     return present
 
 
@@ -90,57 +91,77 @@ def training_only(present: np.ndarray, split: dict[str, np.ndarray]) -> np.ndarr
     return out
 
 
-def is_isolation(protocol: str) -> bool:
-    return protocol in ISOLATION_PROTOCOLS
+def draw_mask(spec: dict, modalities: list[str], n_samples: int, missing_rate: float, seed: int,
+              all_missing: str = "prior") -> np.ndarray:
+    """The mask of one (missing rate, seed) under a mask specification (`mlaflow.experiments.MaskSpec.as_dict`:
+    protocol bernoulli | cpm | single_modality, and the modality of the latter)."""
+    M = len(modalities)
+    if spec["protocol"] == "bernoulli":
+        return bernoulli_mask(n_samples, missing_rate, seed, all_missing, M)
+    if spec["protocol"] == "cpm":
+        return cpm_mask(n_samples, missing_rate, seed, M)  # never removes every modality: all_missing is moot
+    if spec["protocol"] == "single_modality":
+        return isolation_mask(n_samples, modalities.index(spec["modality"]), missing_rate, seed, M)
+    raise ValueError(f"unknown mask protocol {spec['protocol']!r}")
 
 
-def draw_mask(protocol: str, n_samples: int, missing_rate: float, seed: int, all_missing: str = "prior") -> np.ndarray:
-    """The mask of one (missing rate, seed) under `masks.protocol` (or an isolation protocol)."""
-    if protocol == "bernoulli":
-        return bernoulli_mask(n_samples, missing_rate, seed, all_missing)
-    if protocol == "cpm":
-        return cpm_mask(n_samples, missing_rate, seed)  # never removes every modality: all_missing is moot
-    if is_isolation(protocol):
-        return isolation_mask(n_samples, protocol[len(ISOLATION_PREFIX):], missing_rate, seed)
-    raise ValueError(f"unknown mask protocol {protocol!r}")
-
-
-def mask_stats(present: np.ndarray) -> dict:
+def mask_stats(present: np.ndarray, modalities: list[str]) -> dict:
     """Real missing fraction overall and per modality, and the share of samples with k modalities present."""
     n_present = present.sum(axis=1)
     return {
         "missing_fraction": float(1.0 - present.mean()),
-        "missing_fraction_per_modality": {m: float(1.0 - present[:, i].mean()) for i, m in enumerate(MODALITIES)},
+        "missing_fraction_per_modality": {m: float(1.0 - present[:, i].mean()) for i, m in enumerate(modalities)},
         "share_with_k_present": {str(k): float((n_present == k).mean()) for k in range(present.shape[1] + 1)},
     }
 
 
+def spec_label(spec: dict) -> str:
+    """A mask specification in words: 'bernoulli', 'cpm', 'single_modality(text)'."""
+    return f"{spec['protocol']}({spec['modality']})" if spec["protocol"] == "single_modality" else spec["protocol"]
+
+
 def write_masks(path: str | Path, utterance_ids: list[str], masks_by_seed: dict[int, np.ndarray],
-                missing_rate: float, protocol: str, all_missing: str) -> None:
+                missing_rate: float, spec: dict, all_missing: str, modalities: list[str]) -> None:
     """One HDF5 file per missing rate: dataset `seed_<s>` bool [N, M] per seed, stats as attributes."""
     with atomic_path(path, ".h5") as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("ids", data=np.array(utterance_ids, dtype=object), dtype=h5py.string_dtype())
-            f.attrs.update(missing_rate=missing_rate, protocol=protocol, all_missing=all_missing,
-                           modalities=list(MODALITIES))
+            f.attrs.update(missing_rate=missing_rate, protocol=spec_label(spec), all_missing=all_missing,
+                           modalities=list(modalities))
             for seed, present in masks_by_seed.items():
                 ds = f.create_dataset(f"seed_{seed}", data=present)
-                for key, value in _flatten(mask_stats(present)).items():
+                for key, value in _flatten(mask_stats(present, modalities)).items():
                     ds.attrs[key] = value
 
 
-def read_mask(path: str | Path, seed: int, utterance_ids: list[str], protocol: str | None = None,
+def make_masks(config: dict, manifest_path: str | Path, missing_rate: float, out: str | Path) -> None:
+    """The masks job (`mlaflow masks`): one mask per seed of the config at `missing_rate`, into `out`."""
+    import logging
+
+    ids = pd.read_csv(manifest_path, dtype={"utterance_id": str})["utterance_id"].tolist()
+    spec, modalities = config["masks"], config["modalities"]
+    # only bernoulli masks can remove every modality of a sample (experiments.mask_job_config)
+    all_missing = config["all_missing"] if spec["protocol"] == "bernoulli" else "not applicable"
+    masks = {seed: draw_mask(spec, modalities, len(ids), missing_rate, seed, all_missing) for seed in config["seeds"]}
+    for seed, present in masks.items():
+        logging.getLogger(__name__).info("missing_rate=%.2f seed=%d: %s", missing_rate, seed,
+                                         mask_stats(present, modalities))
+    write_masks(out, ids, masks, missing_rate, spec, all_missing, modalities)
+
+
+def read_mask(path: str | Path, seed: int, utterance_ids: list[str], spec: dict | None = None,
               forbid_all_missing: str | None = None) -> np.ndarray:
-    """present [N, M] of one seed, checked against the manifest's ids (and the expected protocol, if given):
-    shape [N, len(MODALITIES)], boolean, and, if `forbid_all_missing` names a reason, no sample without any
+    """present [N, M] of one seed, checked against the manifest's ids (and the expected specification, if
+    given): shape [N, M], boolean, and, if `forbid_all_missing` names a reason, no sample without any
     modality."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "mask file not found", "run `snakemake masks` (or dvc repro) to generate masks")
     with h5py.File(path, "r") as f:
-        if protocol is not None and f.attrs.get("protocol") != protocol:
-            raise InputError(path, f"masks drawn under protocol {f.attrs.get('protocol')!r}, expected {protocol!r}",
-                             "pass the mask file of the run's protocol (data/splits/masks/<protocol>/)")
+        if spec is not None and f.attrs.get("protocol") != spec_label(spec):
+            raise InputError(path, f"masks drawn under protocol {f.attrs.get('protocol')!r}, expected "
+                             f"{spec_label(spec)!r}", "pass the mask file of the run's protocol (data/splits/masks/)")
+        modalities = [str(m) for m in f.attrs.get("modalities", [])]
         ids = [s.decode() if isinstance(s, bytes) else s for s in f["ids"][()]]
         if ids != list(utterance_ids):
             raise InputError(path, "mask ids do not match the manifest's utterances",
@@ -149,9 +170,9 @@ def read_mask(path: str | Path, seed: int, utterance_ids: list[str], protocol: s
             raise InputError(path, f"no mask for seed {seed}", "regenerate masks for the seeds in params.yaml")
         mask = f[f"seed_{seed}"][()]
     fix = "regenerate it with `snakemake --forcerun masks` (masks are drawn from params.yaml `masks`)"
-    if mask.shape != (len(utterance_ids), len(MODALITIES)):
+    if mask.ndim != 2 or mask.shape != (len(utterance_ids), len(modalities)):
         raise InputError(path, f"seed_{seed} has shape {mask.shape}, expected "
-                               f"{(len(utterance_ids), len(MODALITIES))} (utterances x {list(MODALITIES)})", fix)
+                               f"{(len(utterance_ids), len(modalities))} (utterances x {modalities})", fix)
     if mask.dtype != np.bool_:
         raise InputError(path, f"seed_{seed} has dtype {mask.dtype}, expected bool", fix)
     if forbid_all_missing:
@@ -175,11 +196,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def all_missing_forbidden_by(protocol: str, all_missing: str) -> str | None:
-    """Why a mask of this protocol may not remove every modality of a sample (None: it may)."""
-    if protocol == "bernoulli":
+def all_missing_forbidden_by(spec: dict, all_missing: str) -> str | None:
+    """Why a mask of this specification may not remove every modality of a sample (None: it may)."""
+    if spec["protocol"] == "bernoulli":
         return None if all_missing == "prior" else f"masks.all_missing: {all_missing}"
-    return f"mask protocol {protocol!r} (every sample keeps a modality)"
+    return f"mask protocol {spec_label(spec)!r} (every sample keeps a modality)"
 
 
 def mask_missing_rate(path: str | Path) -> float:

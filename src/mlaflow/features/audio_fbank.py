@@ -10,10 +10,12 @@ classification (as in AST): 25 ms Hanning windows every 10 ms, no dither (determ
 output, no energy term. Values are raw log energies of the float waveform in [-1, 1] (not normalised); a
 silent band gets log(float32 eps) = -15.94, so silence gives finite features.
 
-The encoder follows the protocol of `mlaflow.features.extract` (item_length, load_item, encode returning
-EncodedBatch), so it plugs into extraction as an `audio` encoder. Its "model directory" holds only the
-filterbank settings (config.json, written by `build_embedded`): there are no weights to train or load.
-Files are read with soundfile (torchaudio 2.9 reads files only through torchcodec).
+The encoder follows the protocol of `mlaflow.features.protocol` and is chosen with
+`features.audio.encoder: fbank`; `features.audio.n_mels` sets the number of bands, so
+`features.audio.dim` must be 2 * n_mels. Its "model directory" holds only the filterbank settings
+(config.json, written by `build_embedded`): there are no weights to train or load. Wav files are read by
+`mlaflow.features.audio_io` (soundfile; torchaudio 2.9 reads files only through torchcodec), so this module
+does not depend on the wav2vec 2.0 encoder's module (nor, through it, on transformers).
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ import torch
 from torchaudio.compliance import kaldi
 
 from mlaflow.errors import ParamsError
-from mlaflow.features.audio_wav2vec import read_wave, wav_length
-from mlaflow.features.extract import EncodedBatch, require_model_dir, write_encoder_info
+from mlaflow.features.audio_io import read_wave, wav_length
+from mlaflow.features.protocol import EncodedBatch, require_model_dir, write_encoder_info
 from mlaflow.io import atomic_path
 
 ARCHITECTURE = "fbank"
@@ -81,7 +83,8 @@ def _fbank(wave: torch.Tensor, sample_rate: int, n_mels: int, frame_length_ms: f
 # --------------------------------------------------------------------------------------------------------
 
 def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
-    """Write the filterbank settings (n_mels from `cfg` = params `features.audio`) as a "model directory".
+    """Write the filterbank settings (n_mels: params `features.audio.n_mels`; cfg = `features.audio`) as a
+    "model directory".
 
     `seed` is recorded only: a filterbank has no weights. The directory appears atomically.
     """
@@ -121,6 +124,11 @@ class FbankAudioEncoder:
         if settings.get("architecture") != ARCHITECTURE:
             raise ParamsError("features.audio.model", f"{model_dir} is not a filterbank directory written by "
                               "mlaflow", "set it to `embedded` to have the filterbank settings written")
+        # the directory's settings make the features; a different n_mels in params would be silently ignored
+        if int(settings["n_mels"]) != int(cfg["n_mels"]):
+            raise ParamsError("features.audio.n_mels", f"is {cfg['n_mels']} but the filterbank directory "
+                              f"{model_dir} has {settings['n_mels']} bands",
+                              f"set it to {settings['n_mels']}, or rebuild the directory (model: embedded)")
         return cls(settings, cfg, device)
 
     # -- reading ---------------------------------------------------------------------------------------

@@ -22,6 +22,9 @@ layers it is exactly wav2vec 2.0's geometry.
 "Valid frames" are those the model's `_get_feat_extract_output_lengths` computes from each utterance's own
 length, so batched and one-at-a-time extraction agree (for layer-norm models; GroupNorm models such as
 wav2vec2-base normalise over the padded length and differ slightly - a warning says so).
+
+Wav files are read by `mlaflow.features.audio_io` (shared with the filterbank encoder). The encoder follows
+the protocol of `mlaflow.features.protocol`; it is registered as `features.audio.encoder: wav2vec2`.
 """
 from __future__ import annotations
 
@@ -30,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile
 import torch
 
-from mlaflow.errors import InputError, ParamsError
-from mlaflow.features.extract import (EncodedBatch, read_encoder_info, require_model_dir, seeded_init, to_device,
-                                      write_encoder_info)
+from mlaflow.errors import ParamsError
+from mlaflow.features.audio_io import read_wave, wav_length
+from mlaflow.features.protocol import (EncodedBatch, read_encoder_info, require_model_dir, seeded_init, to_device,
+                                       write_encoder_info)
 from mlaflow.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -44,44 +47,6 @@ ARCHITECTURE = "wav2vec2"
 SAMPLE_RATE = 16_000
 WAV2VEC2_KERNELS = (10, 3, 3, 3, 3, 2, 2)
 WAV2VEC2_STRIDES = (5, 2, 2, 2, 2, 2, 2)
-REEXPORT_FIX = "re-export it as 16 kHz mono PCM wav (e.g. `sox in.wav -r 16000 -c 1 out.wav`) or remove " \
-               "the utterance from the manifest"
-
-
-def wav_length(path: Path, sample_rate: int, max_samples: int, min_samples: int) -> int:
-    """Number of samples of a wav (after truncation to max_samples), from its header only; every problem an
-    InputError naming the file (missing, not audio, wrong sample rate, shorter than min_samples)."""
-    if not path.is_file():
-        raise InputError(path, "wav file not found", "restore it or correct `wav_path` in the manifest")
-    try:
-        info = soundfile.info(str(path))
-    except Exception as err:  # libsndfile: corrupt header, not audio (e.g. a git-lfs pointer file)
-        raise InputError(path, f"cannot be read as audio ({err})", REEXPORT_FIX) from err
-    if info.samplerate != sample_rate:
-        raise InputError(path, f"sample rate is {info.samplerate} Hz, the encoder expects {sample_rate} Hz",
-                         f"resample it (e.g. `sox in.wav -r {sample_rate} out.wav`)")
-    if info.frames <= 0:
-        raise InputError(path, "contains no audio samples", REEXPORT_FIX)
-    if info.frames < min_samples:
-        raise InputError(path, f"too short: {info.frames} samples, the encoder needs at least {min_samples}",
-                         "remove the utterance from the manifest")
-    return min(int(info.frames), max_samples)
-
-
-def read_wave(path: Path, sample_rate: int, max_samples: int, min_samples: int) -> np.ndarray:
-    """The utterance's waveform: float32 mono (channels averaged), truncated to max_samples, checked."""
-    wav_length(path, sample_rate, max_samples, 1)
-    try:
-        samples, _ = soundfile.read(str(path), frames=max_samples, dtype="float32", always_2d=True)
-    except Exception as err:  # a valid header followed by damaged data
-        raise InputError(path, f"cannot be decoded ({err})", REEXPORT_FIX) from err
-    wave = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-    if len(wave) < min_samples:
-        raise InputError(path, f"too short: {len(wave)} samples, the encoder needs at least {min_samples}",
-                         "remove the utterance from the manifest")
-    if not np.isfinite(wave).all():
-        raise InputError(path, "contains NaN or inf samples", REEXPORT_FIX)
-    return np.ascontiguousarray(wave)
 
 
 def conv_geometry(n_layers: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -1,11 +1,15 @@
-"""Feature extraction driver shared by the three modalities.
+"""Feature extraction driver shared by every encoder: one pooled feature vector per utterance, into HDF5.
 
-`build_embedded_encoder` writes a randomly initialised encoder directory (model: embedded);
-`extract_features` loads any encoder directory with `from_pretrained` and streams one feature vector per
-utterance of a manifest into the HDF5 store (`mlaflow.features.store`).
+`extract_features` loads the encoder that `features.<modality>.encoder` names (bert, wav2vec2, manet,
+fbank: the registry of `mlaflow.features.protocol`, which also describes what an encoder must provide)
+from a model directory with its `from_pretrained`, and streams one feature vector per utterance of a
+manifest into the HDF5 store (`mlaflow.features.store`). `build_embedded_encoder` writes the randomly
+initialised (NOT pretrained) model directory of that encoder (features.<modality>.model: embedded).
+Encoder modules are imported only when used: this module imports none of them (transformers alone takes
+seconds to import).
 
 How extraction keeps fast and safe:
-  * utterances are sorted by length (audio: samples, text: characters, visual: frames) so a batch holds
+  * utterances are sorted by length (audio: samples, text: tokens, visual: frames) so a batch holds
     similar lengths and little padding; the padding fraction is reported;
   * the next batch's files are read in a background thread while the current one is encoded;
   * `torch.inference_mode()`; on CUDA, pinned host memory + non-blocking copies, and fp16 autocast when
@@ -14,25 +18,17 @@ How extraction keeps fast and safe:
     killed job resumes from the rows already written;
   * a bad input file does not stop the run: every good utterance is still computed and written, then one
     InputError lists the bad files; after fixing them a re-run computes only the missing rows.
-
-Encoder protocol (implemented by text_bert.BertTextEncoder, audio_wav2vec.Wav2Vec2AudioEncoder,
-visual_manet.MANetVisualEncoder): class method `from_pretrained(model_dir, cfg, device)`; attributes
-`modality`, `architecture`, `pretrained`, `output_dim`, `dim_source` (what sets output_dim, for
-error messages), `length_unit`; `item_length(row) -> int` (cheap, for
-sorting), `load_item(row)` (reads the utterance's files, raises InputError), `encode(items) -> EncodedBatch`.
-A row is a dict of one manifest row.
 """
 from __future__ import annotations
 
 import contextlib
-import json
+import importlib
 import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,98 +36,29 @@ import torch
 
 from mlaflow.devices import resolve_device
 from mlaflow.errors import InputError, ParamsError
-from mlaflow.io import write_json
+from mlaflow.features.protocol import Encoder, encoder_for, input_kind
 
 log = logging.getLogger(__name__)
 
-ENCODER_INFO_FILE = "mlaflow_encoder.json"
 MANIFEST_COLUMNS = ("utterance_id", "label", "wav_path", "transcript", "frames_dir", "n_frames")
 MAX_LISTED_BAD_FILES = 5
-ENCODER_CLASSES = {"text": "BertTextEncoder", "audio": "Wav2Vec2AudioEncoder", "visual": "MANetVisualEncoder"}
-
-
-# ------------------------------------------------------------------------------------ shared by encoders
-
-
-@dataclass
-class EncodedBatch:
-    """What an encoder returns for one batch: pooled features and how much of its input was padding."""
-
-    features: torch.Tensor  # [B, D], any device, float32
-    real_units: int  # samples / tokens / frames that belong to utterances
-    padded_units: int  # the same, padding included (batch size x longest)
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Copy a host tensor to `device`; on CUDA through pinned memory, without blocking the host."""
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
-
-
-@contextlib.contextmanager
-def seeded_init(seed: int) -> Iterator[None]:
-    """Seed torch's CPU generator for a model's initialisation without disturbing the caller's random state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def write_encoder_info(model_dir: str | Path, architecture: str, seed: int, details: dict | None = None) -> None:
-    """Mark a directory as an embedded (randomly initialised, not pretrained) encoder built by mlaflow."""
-    write_json(Path(model_dir) / ENCODER_INFO_FILE,
-               {"pretrained": False, "architecture": architecture, "seed": seed, "details": details or {}})
-
-
-def read_encoder_info(model_dir: str | Path) -> dict[str, Any]:
-    """The directory's mlaflow_encoder.json; a directory without one is a user's pretrained model."""
-    path = Path(model_dir) / ENCODER_INFO_FILE
-    if not path.exists():
-        return {"pretrained": True}
-    return json.loads(path.read_text())
-
-
-def require_model_dir(model_dir: str | Path, modality: str, weights_file: str | None = None) -> Path:
-    """The model directory as a Path, or a ParamsError naming `features.<modality>.model` if it is unusable.
-
-    Checking here keeps from_pretrained from ever treating a mistyped path as a model-hub name.
-    """
-    model_dir = Path(model_dir)
-    key = f"features.{modality}.model"
-    for required in ("config.json", weights_file):
-        if required is not None and not (model_dir / required).is_file():
-            what = "does not exist" if not model_dir.exists() else f"has no {required}"
-            raise ParamsError(key, f"model directory {model_dir} {what}",
-                              "set it to `embedded`, or to a local directory written by save_pretrained")
-    return model_dir
 
 
 # ------------------------------------------------------------------------------------ dispatch
 
 
-def _module(modality: str):
-    # imported on demand: transformers alone takes seconds to import
-    if modality == "text":
-        from mlaflow.features import text_bert
-        return text_bert
-    if modality == "audio":
-        from mlaflow.features import audio_wav2vec
-        return audio_wav2vec
-    if modality == "visual":
-        from mlaflow.features import visual_manet
-        return visual_manet
-    raise ParamsError("modality", f"unknown modality `{modality}`", "use one of audio, visual, text")
-
-
 def build_embedded_encoder(modality: str, out_dir: str | Path, features_cfg: dict) -> Path:
-    """Build the randomly initialised encoder of `modality` (seed features.embedded_seed) into out_dir."""
-    return _module(modality).build_embedded(out_dir, features_cfg[modality], features_cfg["embedded_seed"])
+    """Build the randomly initialised encoder that features.<modality>.encoder names (seed
+    features.embedded_seed) into out_dir."""
+    encoder_class = encoder_for(modality, features_cfg)  # checks the name and the input kind
+    module = importlib.import_module(encoder_class.__module__)  # build_embedded lives beside the class
+    return module.build_embedded(out_dir, features_cfg[modality], features_cfg["embedded_seed"])
 
 
-def load_encoder(modality: str, model_dir: str | Path, features_cfg: dict, device: torch.device):
-    """The encoder of `modality` from `model_dir` (embedded or pretrained: the same from_pretrained path)."""
-    encoder_class = getattr(_module(modality), ENCODER_CLASSES[modality])
-    return encoder_class.from_pretrained(model_dir, features_cfg[modality], device)
+def load_encoder(modality: str, model_dir: str | Path, features_cfg: dict, device: torch.device) -> Encoder:
+    """The encoder that features.<modality>.encoder names, from `model_dir` (embedded or pretrained: the same
+    from_pretrained path)."""
+    return encoder_for(modality, features_cfg).from_pretrained(model_dir, features_cfg[modality], device)
 
 
 # ------------------------------------------------------------------------------------ extraction
@@ -160,6 +87,28 @@ def _bad_files_error(bad: dict[int, InputError], n_total: int, n_written: int, p
                        "are computed")
     error.bad_files = {index: err.path for index, err in bad.items()}  # type: ignore[attr-defined]
     return error
+
+
+def extraction_job(config: dict, manifest_path: str | Path, model_dir: str | Path, out_path: str | Path,
+                   threads: int | None = None) -> dict:
+    """The extraction job (`mlaflow extract`): `config` is its config file (the modality, the device settings and
+    the modality's `features` options); its hash is recorded in the store and decides whether a partial store
+    may be resumed."""
+    from mlaflow.keys import config_hash
+
+    manifest = pd.read_csv(manifest_path, dtype={"utterance_id": str, "transcript": str})
+    modality = config["modality"]
+    features_cfg = {"device": config["device"], "half_precision": config["half_precision"],
+                    modality: config["encoder"]}
+    return extract_features(modality, manifest, Path(model_dir), Path(out_path), features_cfg, config_hash(config),
+                            threads=threads)
+
+
+def build_encoder_job(config: dict, out_dir: str | Path) -> Path:
+    """The encoder-building job (`mlaflow build-encoder`): the embedded encoder its config describes."""
+    modality = config["modality"]
+    return build_embedded_encoder(modality, Path(out_dir), {"embedded_seed": config["embedded_seed"],
+                                                            modality: config["encoder"]})
 
 
 def extract_features(modality: str, manifest: pd.DataFrame, model_dir: str | Path, out_path: str | Path,
@@ -233,7 +182,7 @@ def _extract(modality: str, manifest: pd.DataFrame, model_dir: str | Path, out_p
             "threads": torch.get_num_threads()}
 
 
-def _length_sorted_batches(encoder, rows: list[dict], pending: np.ndarray, batch_size: int,
+def _length_sorted_batches(encoder: Encoder, rows: list[dict], pending: np.ndarray, batch_size: int,
                            bad: dict[int, InputError]) -> list[list[int]]:
     """Pending rows in batches of similar length, longest first (a batch too large for the device fails at
     once, not at the end of the corpus). Rows whose length cannot even be read go to `bad`."""
@@ -247,7 +196,8 @@ def _length_sorted_batches(encoder, rows: list[dict], pending: np.ndarray, batch
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def _load_batch(encoder, rows: list[dict], batch: list[int]) -> tuple[list[int], list[Any], dict[int, InputError]]:
+def _load_batch(encoder: Encoder, rows: list[dict],
+                batch: list[int]) -> tuple[list[int], list[Any], dict[int, InputError]]:
     """Read the input files of a batch: (rows read, their items, {row: error} for the unreadable ones)."""
     good_rows, items, failures = [], [], {}
     for index in batch:
@@ -259,7 +209,7 @@ def _load_batch(encoder, rows: list[dict], batch: list[int]) -> tuple[list[int],
     return good_rows, items, failures
 
 
-def _encode_batches(encoder, rows: list[dict], batches: list[list[int]], writer, autocast, modality: str,
+def _encode_batches(encoder: Encoder, rows: list[dict], batches: list[list[int]], writer, autocast, modality: str,
                     dim: int, bad: dict[int, InputError], progress) -> tuple[int, int, int]:
     """Encode and write every batch, reading the next batch's files in a background thread meanwhile.
 
@@ -294,7 +244,8 @@ def _encode_batches(encoder, rows: list[dict], batches: list[list[int]], writer,
 
 
 def _input_name(row: dict, modality: str) -> str:
-    return {"audio": row["wav_path"], "visual": row["frames_dir"]}.get(modality, f"utterance {row['utterance_id']}")
+    return {"audio": row["wav_path"], "visual": row["frames_dir"]}.get(input_kind(modality),
+                                                                       f"utterance {row['utterance_id']}")
 
 
 def _progress_bar(total: int, modality: str):

@@ -12,6 +12,9 @@ Two kinds of model directory load through the same `from_pretrained(dir)` path:
 
 Pooling (`features.text.pooling`): `mean` averages the last hidden layer over the non-padding tokens
 ([CLS] and [SEP] included), `cls` takes the [CLS] position.
+
+The encoder follows the protocol of `mlaflow.features.protocol`; it is registered as
+`features.text.encoder: bert`.
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ from typing import Any
 import torch
 
 from mlaflow.errors import ParamsError
-from mlaflow.features.extract import (EncodedBatch, read_encoder_info, require_model_dir, seeded_init, to_device,
-                                      write_encoder_info)
+from mlaflow.features.protocol import (EncodedBatch, read_encoder_info, require_model_dir, seeded_init, to_device,
+                                       write_encoder_info)
 from mlaflow.io import atomic_path
 
 ARCHITECTURE = "bert"

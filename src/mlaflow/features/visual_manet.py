@@ -29,6 +29,9 @@ reference implementation):
 
 The module uses `huggingface_hub.PyTorchModelHubMixin`, so `save_pretrained(dir)` writes config.json and
 model.safetensors and `from_pretrained(dir)` loads them, like the transformers encoders.
+
+The encoder (`MANetVisualEncoder`) follows the protocol of `mlaflow.features.protocol`; it is registered as
+`features.visual.encoder: manet`.
 """
 from __future__ import annotations
 
@@ -43,8 +46,8 @@ from PIL import Image
 from torch import nn
 
 from mlaflow.errors import InputError
-from mlaflow.features.extract import (EncodedBatch, read_encoder_info, require_model_dir, seeded_init, to_device,
-                                      write_encoder_info)
+from mlaflow.features.protocol import (EncodedBatch, read_encoder_info, require_model_dir, seeded_init, to_device,
+                                       write_encoder_info)
 from mlaflow.io import atomic_path
 
 ARCHITECTURE = "manet"

@@ -1,35 +1,53 @@
-"""The method registry: every training method mlaflow runs, by the name used in params.yaml."""
+"""The method registry: every training method mlaflow runs, by the name used in params.yaml.
+
+Modules are named, not imported: a training job imports only its own method's module, and the workflow derives
+each job's code inputs from that (editing `tate.py` reruns TATE's jobs only; see mlaflow.codedeps).
+"""
 from __future__ import annotations
+
+import importlib
 
 import torch
 
 from mlaflow.errors import ParamsError
-from mlaflow.methods.ae import AE
-from mlaflow.methods.base import Method
-from mlaflow.methods.bigated import BiGated
-from mlaflow.methods.cca import CCA
-from mlaflow.methods.concat import ConcatFusion
-from mlaflow.methods.cpm_net import CPMNet
-from mlaflow.methods.cra import CRA
-from mlaflow.methods.dcca import DCCA
-from mlaflow.methods.dccae import DCCAE
-from mlaflow.methods.film import FiLM
-from mlaflow.methods.if_mmin import IFMMIN
-from mlaflow.methods.late_fusion import LateFusion
-from mlaflow.methods.mla import MLA
-from mlaflow.methods.mmin import MMIN
-from mlaflow.methods.ogm_ge import OGMGE
-from mlaflow.methods.qmf import QMF
-from mlaflow.methods.sum_fusion import SumFusion
-from mlaflow.methods.tate import TATE
 
-METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (MLA, LateFusion, SumFusion, ConcatFusion, FiLM, BiGated, OGMGE, QMF, CCA, DCCA, DCCAE, AE, CRA, MMIN, IFMMIN, CPMNet, TATE)}
+# name -> "module:class"
+METHODS: dict[str, str] = {
+    "mla": "mlaflow.methods.mla:MLA",
+    "late_fusion": "mlaflow.methods.late_fusion:LateFusion",
+    "sum": "mlaflow.methods.sum_fusion:SumFusion",
+    "concat": "mlaflow.methods.concat:ConcatFusion",
+    "film": "mlaflow.methods.film:FiLM",
+    "bigated": "mlaflow.methods.bigated:BiGated",
+    "ogm_ge": "mlaflow.methods.ogm_ge:OGMGE",
+    "qmf": "mlaflow.methods.qmf:QMF",
+    "cca": "mlaflow.methods.cca:CCA",
+    "dcca": "mlaflow.methods.dcca:DCCA",
+    "dccae": "mlaflow.methods.dccae:DCCAE",
+    "ae": "mlaflow.methods.ae:AE",
+    "cra": "mlaflow.methods.cra:CRA",
+    "mmin": "mlaflow.methods.mmin:MMIN",
+    "if_mmin": "mlaflow.methods.if_mmin:IFMMIN",
+    "cpm_net": "mlaflow.methods.cpm_net:CPMNet",
+    "tate": "mlaflow.methods.tate:TATE",
+}
 
 
-def build_method(name: str, input_dims: list[int], n_classes: int, params: dict,
-                 generators: list[torch.Generator]) -> Method:
-    """Build `name` for len(generators) stacked runs (one generator per run: its init, shuffles, dropout)."""
+def method_module(name: str) -> str:
+    """The dotted module of a method (for code dependencies)."""
     if name not in METHODS:
         raise ParamsError("methods", f"unknown method {name!r}", f"use one of {sorted(METHODS)}")
-    return METHODS[name](input_dims, n_classes, params["train"], params["method_params"].get(name, {}), generators)
+    return METHODS[name].split(":")[0]
+
+
+def method_class(name: str):
+    module = importlib.import_module(method_module(name))
+    return getattr(module, METHODS[name].split(":")[1])
+
+
+def build_method(name: str, input_dims: dict[str, int] | list[int], n_classes: int, settings: dict,
+                 generators: list[torch.Generator]):
+    """Build `name` for len(generators) stacked runs (one generator per run: its init, shuffles, dropout).
+    settings: {"train": ..., "method_params": {name: options}} (mlaflow.experiments.method_settings)."""
+    return method_class(name)(input_dims, n_classes, settings["train"], settings["method_params"].get(name, {}),
+                              generators)

@@ -7,6 +7,8 @@ initialisation, shuffling and dropout drawn from its own `torch.Generator`, its 
 standardisation, and the optimiser updates a run only at the steps where that run really takes a step. So R
 runs stacked give the same numbers (within float tolerance) as R runs one after another, only faster.
 
+How a method is trained (one loop for all, `mlaflow.train.loop`) is described in `Method`.
+
 A method sees the data through `RunGroup`, which gathers mini-batches of every run from the shared feature
 tensors (features stay in memory, once, whatever R is). With `train.masked_input: skip` (default) a masked
 (sample, modality) cell is never read: methods select present rows before encoding, and `RunGroup.inputs`
@@ -16,11 +18,14 @@ it sees every modality as present, and a masked cell's raw features are zeros.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mlaflow.errors import ParamsError
 
 
 # ----------------------------------------------------------------------------------------- stacked layers
@@ -184,6 +189,42 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch
 
 
 @dataclass
+class Step:
+    """One optimiser step of the training loop.
+
+    loss: per-run loss [R] to backpropagate (None: the method has set the gradients itself);
+    stepping: parameter -> runs [R] that update it at this step (the others keep their values and state);
+    active: runs [R] that took the step, for the loss bookkeeping;
+    phase: the epoch's loss is the sum over phases of each phase's mean step loss (DCCA has two);
+    optimizer: a method's own optimiser for this step (CPM-Net), else the loop's;
+    record: whether the step's loss counts in the epoch's loss;
+    context: what the method's `after_backward` needs."""
+
+    loss: torch.Tensor | None
+    stepping: dict
+    active: torch.Tensor
+    phase: str = "train"
+    optimizer: object | None = None
+    record: bool = True
+    context: dict = field(default_factory=dict)
+
+
+@dataclass
+class Phase:
+    """Training before the main epochs (a teacher), run by the same loop: `epochs` epochs of `steps(data,
+    batch_size, epoch)` with a fresh optimiser over `parameters` (the trainer's optimiser settings and lr
+    schedule, its own state), then `finish(per-epoch losses)`."""
+
+    name: str
+    parameters: list
+    epochs: int
+    steps: Callable[["RunGroup", int, int], Iterator[Step]]
+    finish: Callable[[list[torch.Tensor]], None]
+
+
+
+
+@dataclass
 class Predictions:
     """Outputs of `Method.predict` on padded rows [R, n].
 
@@ -196,26 +237,74 @@ class Predictions:
 
 
 class Method(nn.Module):
-    """Interface of a training method over R stacked runs. Subclasses define `fit_epoch` and `predict`.
+    """Interface of a training method over R stacked runs, driven by the one training loop
+    (`mlaflow.train.loop.train_epoch`).
 
-    `fit_epoch` returns the mean training loss per run and performs its optimiser steps through
-    `optimizer.step(active)`, where `active` maps each parameter to the runs [R] that take that step."""
+    A method says what is its own and nothing else:
+    - `batch_step(data, batch, present, active) -> Step`: the per-run loss of one training mini-batch and which
+      runs update which parameters. The default `training_steps` calls it on each shuffled mini-batch of the
+      training rows; a method with another schedule of steps (MLA's alternation, DCCA's two phases, CPM-Net's
+      full-batch steps with its own optimisers) overrides `training_steps` itself.
+    - `after_backward(step)`: a hook between the backward pass and the optimiser step (MLA's head-gradient
+      projection, OGM-GE's gradient modulation).
+    - `pretraining(data, batch_size) -> [Phase]`: training that comes before the first epoch (a teacher), which
+      the same loop runs with its own optimiser.
+    - `predict`, `embeddings`, `fusion_variants`: evaluation.
+    The loop owns epochs, the learning-rate schedule, zero_grad / backward / optimiser steps and the loss
+    bookkeeping; `epochs_trained` counts the epochs it has run."""
 
     name = "base"
 
-    def __init__(self, input_dims: list[int], n_classes: int, train_cfg: dict, method_cfg: dict,
+    def __init__(self, input_dims: dict[str, int] | list[int], n_classes: int, train_cfg: dict, method_cfg: dict,
                  generators: list[torch.Generator]):
+        """input_dims: each modality's feature width, as {modality name: dim} in the corpus's order (a method
+        whose options name a modality needs the names), or as a list."""
         super().__init__()
-        self.input_dims = list(input_dims)
-        self.n_modalities = len(input_dims)
+        self.modalities = list(input_dims) if isinstance(input_dims, dict) else None
+        self.input_dims = list(input_dims.values()) if isinstance(input_dims, dict) else list(input_dims)
+        self.n_modalities = len(self.input_dims)
         self.n_runs = len(generators)
         self.n_classes = n_classes
         self.hidden_dim = train_cfg["hidden_dim"]
+        self.epochs_trained = 0
         self.encoders = nn.ModuleList(
-            ModalityEncoder(d, train_cfg["hidden_dim"], train_cfg["dropout"], generators) for d in input_dims)
+            ModalityEncoder(d, train_cfg["hidden_dim"], train_cfg["dropout"], generators) for d in self.input_dims)
 
-    def fit_epoch(self, data: RunGroup, optimizer: "StackedOptimizer", batch_size: int) -> torch.Tensor:
+    def modality_index(self, key: str, name: str) -> int:
+        """The index of the modality an option (`method_params.<method>.<key>`) names."""
+        if self.modalities is None:
+            raise ParamsError(f"method_params.{self.name}.{key}", "names a modality, but the method was built "
+                              "without modality names", "build it with input_dims as {modality: dim}")
+        if name not in self.modalities:
+            raise ParamsError(f"method_params.{self.name}.{key}", f"unknown modality {name!r}",
+                              f"use one of {self.modalities}")
+        return self.modalities.index(name)
+
+    def weights_by_modality(self, key: str, weights: dict[str, float]) -> list[float]:
+        """An option that gives a number per modality name (`method_params.<method>.<key>`), in modality order."""
+        if self.modalities is None or set(weights) != set(self.modalities):
+            raise ParamsError(f"method_params.{self.name}.{key}", f"has weights for {sorted(weights)}, the corpus's "
+                              f"modalities are {self.modalities}", "give one weight per modality of the corpus")
+        return [weights[m] for m in self.modalities]
+
+    def training_steps(self, data: "RunGroup", batch_size: int, epoch: int) -> Iterator["Step"]:
+        """One epoch's optimiser steps (default: one per shuffled mini-batch of the training rows). A step's
+        forward pass runs when the loop asks for it, after the previous step's update."""
+        for batch in data.shuffled_batches(data.rows("train"), batch_size):
+            active = batch.valid.any(dim=1)                                         # [R]
+            self.set_active_runs(active)
+            yield self.batch_step(data, batch, data.present_at(batch.idx, batch.valid), active)
+
+    def batch_step(self, data: "RunGroup", batch: Batch, present: torch.Tensor, active: torch.Tensor) -> "Step":
+        """The step of one training mini-batch; present [R, B, M], active [R] (runs with a batch)."""
         raise NotImplementedError
+
+    def after_backward(self, step: "Step") -> None:
+        """Hook between the backward pass and the optimiser step (nothing by default)."""
+
+    def pretraining(self, data: "RunGroup", batch_size: int) -> list["Phase"]:
+        """Phases trained before the first epoch (none by default)."""
+        return []
 
     def set_active_runs(self, active: torch.Tensor) -> None:
         """Tell the dropout layers which runs take the coming step (only those draw random numbers)."""
@@ -246,66 +335,3 @@ def fuse(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     even NaN) cannot reach the fused prediction."""
     weighted = (weights.unsqueeze(-1) * logits).masked_fill((weights == 0).unsqueeze(-1), 0.0)
     return weighted.sum(dim=-3)
-
-
-# ------------------------------------------------------------------------------------------- optimisers
-
-
-class StackedOptimizer:
-    """SGD (momentum, weight decay) or Adam over stacked parameters, stepping each run only when it is active.
-
-    The update of run r is exactly torch.optim.SGD's / torch.optim.Adam's for that run alone: a parameter that
-    gets no gradient in a run's step (an encoder whose modality is not trained at that step, a run that has
-    run out of batches) is not updated, its momentum does not move and its weight decay is not applied."""
-
-    def __init__(self, params: list[nn.Parameter], train_cfg: dict, n_runs: int):
-        self.params = list(params)
-        self.kind = train_cfg["optimizer"]
-        self.lr, self.momentum, self.weight_decay = train_cfg["lr"], train_cfg["momentum"], train_cfg["weight_decay"]
-        self.betas, self.eps = (0.9, 0.999), 1e-8
-        self.state = [{"buf": torch.zeros_like(p), "buf2": torch.zeros_like(p),
-                       "steps": torch.zeros(n_runs, device=p.device)} for p in self.params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self, active: dict[nn.Parameter, torch.Tensor]) -> None:
-        for p, state in zip(self.params, self.state):
-            runs = active.get(p)
-            if p.grad is None or runs is None or not bool(runs.any()):
-                continue
-            state["steps"] += runs.float()
-            if bool(runs.all()):  # the common case: update the whole stacked tensor in place
-                self._update(p, p.grad, state["buf"], state["buf2"], state["steps"], slice(None))
-            else:  # only the active runs' slices: gather, update, scatter back
-                idx = runs.nonzero().flatten()
-                param, buf, buf2 = p[idx], state["buf"][idx], state["buf2"][idx]
-                self._update(param, p.grad[idx], buf, buf2, state["steps"], idx)
-                p[idx], state["buf"][idx], state["buf2"][idx] = param, buf, buf2
-
-    def _update(self, p, grad, buf, buf2, steps, runs) -> None:
-        """torch.optim.SGD / Adam (no amsgrad, no nesterov) on the given runs' slices, in place."""
-        shape = (-1,) + (1,) * (p.dim() - 1)
-        if self.weight_decay:
-            grad = grad.add(p, alpha=self.weight_decay)
-        t = steps[runs].view(shape)
-        if self.kind == "sgd":
-            if not self.momentum:
-                p.sub_(grad, alpha=self.lr)
-                return
-            first = t == 1  # torch's SGD starts the momentum buffer at the gradient
-            if bool(first.any()):
-                buf.copy_(torch.where(first, grad, buf * self.momentum + grad))
-            else:
-                buf.mul_(self.momentum).add_(grad)
-            p.sub_(buf, alpha=self.lr)
-        else:
-            b1, b2 = self.betas
-            buf.mul_(b1).add_(grad, alpha=1 - b1)
-            buf2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-            p.sub_((self.lr / (1 - b1**t)) * buf / ((buf2 / (1 - b2**t)).sqrt() + self.eps))
-
-    def set_lr(self, lr: float) -> None:
-        self.lr = lr

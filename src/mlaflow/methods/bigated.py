@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from mlaflow.methods.base import StackedLinear
-from mlaflow.methods.joint import JointFusion, modality_index, read_options
+from mlaflow.methods.joint import JointFusion
 
-OPTIONS = ("gate",)
 
 
 class BiGated(JointFusion):
@@ -27,8 +26,8 @@ class BiGated(JointFusion):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        options = read_options(self.name, method_cfg, OPTIONS)
-        self.gating = modality_index(self.name, "gate", options["gate"], self.n_modalities)
+        options = method_cfg
+        self.gating = self.modality_index("gate", options["gate"])
         self.gated = [m for m in range(self.n_modalities) if m != self.gating]
         self.projections = nn.ModuleList(StackedLinear(self.hidden_dim, self.hidden_dim, generators)
                                          for _ in range(self.n_modalities))

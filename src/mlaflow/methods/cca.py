@@ -8,7 +8,7 @@ Choices and differences from the reference:
 - Imputation statistics from each run's present TRAINING rows only (GCNet: train + validation + test rows,
   transductive); the features are mlaflow's standardised ones (standardisation from train rows as well).
 - The CCA is fitted in closed form (correlation.linear_cca, GCNet's `CCA.fit` batched over runs) on the first
-  `fit_epoch` call, on the run's training rows with at least one modality present (missing cells imputed, as
+  epoch (`training_steps`), on the run's training rows with at least one modality present (missing cells imputed, as
   GCNet fits on all its imputed training rows), then kept fixed. It takes no optimiser step and no epoch.
 - Classifier: GCNet's linear SVM (LinearSVC, C = 0.01) is replaced by a linear softmax classifier
   (StackedLinear on the 3 * 2 * k projections) trained with cross-entropy by the shared optimiser for the
@@ -33,12 +33,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlaflow.methods.base import Batch, RunGroup, StackedLinear, masked_cross_entropy
+from mlaflow.methods.base import Batch, RunGroup, StackedLinear, Step, masked_cross_entropy
 from mlaflow.methods.correlation import (ProjectionClassifier, arrange_blocks, imputed, linear_cca, pairs_of,
                                          train_fill)
-from mlaflow.methods.joint import read_options
 
-OPTIONS = ("components", "regularization")
 
 
 class CCA(ProjectionClassifier):
@@ -46,13 +44,13 @@ class CCA(ProjectionClassifier):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        options = read_options(self.name, method_cfg, OPTIONS)
+        options = method_cfg
         self.k, self.r = int(options["components"]), float(options["regularization"])
         self.encoders = nn.ModuleList()                        # not used: the CCA projections replace them
         R, M = self.n_runs, self.n_modalities
         self.pairs = pairs_of(M)
         self.block = (M - 1) * self.k                          # each modality's width: its projections in its pairs
-        for m, d in enumerate(input_dims):
+        for m, d in enumerate(self.input_dims):
             self.register_buffer(f"mean_{m}", torch.zeros(R, d))             # CCA centring (train rows)
             self.register_buffer(f"fill_{m}", torch.zeros(R, d))             # imputation value (train rows)
             self.register_buffer(f"proj_{m}", torch.zeros(R, d, self.block))  # W of m in each of its pairs
@@ -96,20 +94,13 @@ class CCA(ProjectionClassifier):
             c.append(torch.bmm((fill - mean).unsqueeze(1), proj))
         return torch.stack(z, 1), torch.stack(c, 1)
 
-    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+    def training_steps(self, data: RunGroup, batch_size: int, epoch: int):
         if not self.fitted:
             self.fit_cca(data)
-        loss_sum = torch.zeros(self.n_runs, device=data.device)
-        n_batches = torch.zeros(self.n_runs, device=data.device)
-        for batch in data.shuffled_batches(data.rows("train"), batch_size):
-            active = batch.valid.any(dim=1)
-            present = data.present_at(batch.idx, batch.valid)
-            z, c = self.projections(data, batch)
-            logits = self.classifier(arrange_blocks(z, c, present))
-            loss = masked_cross_entropy(logits, batch.labels, present.any(dim=-1))
-            optimizer.zero_grad()
-            loss.sum().backward()
-            optimizer.step({p: active for p in self.classifier.parameters()})
-            loss_sum += loss.detach() * active
-            n_batches += active
-        return loss_sum / n_batches.clamp(min=1)
+        return super().training_steps(data, batch_size, epoch)
+
+    def batch_step(self, data: RunGroup, batch: Batch, present: torch.Tensor, active: torch.Tensor) -> Step:
+        z, c = self.projections(data, batch)
+        logits = self.classifier(arrange_blocks(z, c, present))
+        loss = masked_cross_entropy(logits, batch.labels, present.any(dim=-1))
+        return Step(loss, {p: active for p in self.classifier.parameters()}, active)

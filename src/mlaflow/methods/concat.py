@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mlaflow.methods.base import StackedLinear
-from mlaflow.methods.joint import JointFusion, read_options
+from mlaflow.methods.joint import JointFusion
 
 
 class ConcatHead(nn.Module):
@@ -44,7 +44,6 @@ class ConcatFusion(JointFusion):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        read_options(self.name, method_cfg, ())
         self.head = ConcatHead(self.n_modalities, self.hidden_dim, n_classes, generators)
 
     def fuse(self, h, present):

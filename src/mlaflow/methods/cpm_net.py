@@ -51,10 +51,9 @@ import math
 import torch
 from torch import nn
 
-from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedOptimizer
-from mlaflow.methods.joint import read_options
+from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, Step
+from mlaflow.train.optim import StackedOptimizer
 
-OPTIONS = ("lsd_dim", "lamb", "inner_epochs", "net_lr", "latent_lr", "test_steps")
 REFERENCE_STEPS = 5  # network steps, then latent steps, per reference epoch (CPMNets.train's step=[5, 5])
 
 
@@ -87,15 +86,15 @@ class CPMNet(Method):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        options = read_options(self.name, method_cfg, OPTIONS)
+        options = method_cfg
         self.lsd = options["lsd_dim"]
         self.lamb, self.inner_epochs = options["lamb"], options["inner_epochs"]
         self.net_lr, self.latent_lr, self.test_steps = options["net_lr"], options["latent_lr"], options["test_steps"]
         self.generators = generators
         # decoder m: weight [R, d_m, lsd], bias [R, d_m] (x ~ W h + b)
         self.dec_weight = nn.ParameterList(
-            nn.Parameter(torch.stack([_xavier((d, self.lsd), g) for g in generators])) for d in input_dims)
-        self.dec_bias = nn.ParameterList(nn.Parameter(torch.zeros(self.n_runs, d)) for d in input_dims)
+            nn.Parameter(torch.stack([_xavier((d, self.lsd), g) for g in generators])) for d in self.input_dims)
+        self.dec_bias = nn.ParameterList(nn.Parameter(torch.zeros(self.n_runs, d)) for d in self.input_dims)
         self.prototypes = nn.Parameter(torch.zeros(self.n_runs, n_classes, self.lsd), requires_grad=False)
         self.latents: torch.Tensor | None = None        # [R, N, lsd], the training latents (see the docstring)
         self._net_opt: StackedOptimizer | None = None
@@ -113,7 +112,10 @@ class CPMNet(Method):
         self._net_opt = StackedOptimizer([*self.dec_weight, *self.dec_bias], {**adam, "lr": self.net_lr}, self.n_runs)
         self._latent_opt = StackedOptimizer([self.latents], {**adam, "lr": self.latent_lr}, self.n_runs)
 
-    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+    def training_steps(self, data: RunGroup, batch_size: int, epoch: int):
+        """`inner_epochs` reference epochs of full-batch steps with CPM-Net's own optimisers: 5 decoder steps
+        (gradient written out), then 5 latent steps; the epoch's loss is the mean of each reference epoch's last
+        latent loss."""
         rows = data.rows("train")
         if self.latents is None:
             self._start(data, rows)
@@ -126,7 +128,6 @@ class CPMNet(Method):
         decoder_params = [*self.dec_weight, *self.dec_bias]
         net_steps = {p: active for p in decoder_params}
         latent_steps = {self.latents: active}
-        total = torch.zeros(self.n_runs, device=data.device)
         for _ in range(self.inner_epochs):
             # --- decoders (latents fixed): loss_m = tr(A K A^T) - 2 tr(A^T P) + const, A = [W_m, b_m],
             #     K = sum_i p_im h~_i h~_i^T, P = sum_i p_im x_im h~_i^T, h~ = [h, 1]
@@ -143,26 +144,22 @@ class CPMNet(Method):
                         A = torch.cat([self.dec_weight[m], self.dec_bias[m].unsqueeze(-1)], dim=-1)   # [R, d, k+1]
                         grad = 2 * (A @ K - P) / count.view(-1, 1, 1)
                         self.dec_weight[m].grad, self.dec_bias[m].grad = grad[..., :-1].contiguous(), grad[..., -1].contiguous()
-                self._net_opt.step(net_steps)
+                yield Step(None, net_steps, active, optimizer=self._net_opt, record=False)
             # --- latents (decoders fixed): recon_i = sum_m p_m (h^T G_m h - 2 c_m . h + e_m)
             with torch.no_grad():
                 G = [w.transpose(1, 2) @ w for w in self.dec_weight]                            # [R, k, k]
                 centred = [(x - b.unsqueeze(1)) * present[..., m:m + 1] for m, (x, b) in enumerate(zip(xs, self.dec_bias))]
                 c = [z @ w for z, w in zip(centred, self.dec_weight)]                           # [R, n, k]
                 e = sum((z * z).sum(dim=(1, 2)) for z in centred)                               # [R]
-            for _ in range(REFERENCE_STEPS):
+            for step in range(REFERENCE_STEPS):
                 h = self.latents[runs, batch.idx]
                 recon = e.clone()
                 for m in range(self.n_modalities):
                     recon = recon + (present[..., m] * ((h @ G[m]) * h).sum(-1)).sum(1) - 2 * (c[m] * h).sum(dim=(1, 2))
                 cls = cpm_classification_loss(h, batch.labels, batch.valid, self.n_classes)
                 loss = recon / count + self.lamb * cls
-                self._latent_opt.zero_grad()
-                loss.sum().backward()
-                self._latent_opt.step(latent_steps)
-            total += loss.detach()
+                yield Step(loss, latent_steps, active, optimizer=self._latent_opt, record=step == REFERENCE_STEPS - 1)
         self._update_prototypes(batch, runs)
-        return total / self.inner_epochs * active
 
     @torch.no_grad()
     def _update_prototypes(self, batch: Batch, runs: torch.Tensor) -> None:

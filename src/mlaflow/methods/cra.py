@@ -14,15 +14,13 @@ imputation.py). Other simplifications: see imputation.py.
 """
 from __future__ import annotations
 
-from mlaflow.methods.imputation import FeatureReconstruction, ResidualAE, check_minimum
+from mlaflow.methods.imputation import FeatureReconstruction, ResidualAE
 
 CRA_LAYERS = [256, 128]
 
 
 class CRA(FeatureReconstruction):
     name = "cra"
-    OPTIONS = ("drop_rate", "reconstruction_weight", "n_blocks")
 
     def build_autoencoder(self, width, options, generators):
-        check_minimum(self.name, "n_blocks", options["n_blocks"], 1)
         return ResidualAE(width, CRA_LAYERS, options["n_blocks"], generators)

@@ -38,29 +38,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlaflow.methods.base import Batch, RunGroup, StackedLinear, masked_cross_entropy
+from mlaflow.methods.base import Batch, RunGroup, StackedLinear, Step, masked_cross_entropy
 from mlaflow.methods.correlation import (ProjectionClassifier, StackedMLP, arrange_blocks, canonical_correlation,
                                          imputed, pairs_of, train_fill)
-from mlaflow.methods.joint import read_options
 
-OPTIONS = ("components", "hidden_dim", "regularization", "corr_batch_size")
 
 
 class DCCA(ProjectionClassifier):
     name = "dcca"
-    options = OPTIONS
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        opts = read_options(self.name, method_cfg, self.options)
+        opts = method_cfg
         self.k, self.h, self.r = int(opts["components"]), int(opts["hidden_dim"]), float(opts["regularization"])
         self.corr_batch_size = int(opts["corr_batch_size"])
         self.encoders = nn.ModuleList()                        # not used: the DCCA networks replace them
         self.pairs = pairs_of(self.n_modalities)
-        self.nets = nn.ModuleList(StackedMLP([d, self.h, self.h, self.h, self.k], generators) for d in input_dims)
+        self.nets = nn.ModuleList(StackedMLP([d, self.h, self.h, self.h, self.k], generators) for d in self.input_dims)
         self.build_extra(opts, generators)
         self.classifier = StackedLinear(self.n_modalities * self.k, n_classes, generators)
-        for m, d in enumerate(input_dims):
+        for m, d in enumerate(self.input_dims):
             self.register_buffer(f"fill_{m}", torch.zeros(self.n_runs, d))   # imputation value (train rows)
         self.filled = False
         self.last_correlation: torch.Tensor | None = None      # [R] mean summed correlations of the last epoch
@@ -82,17 +79,18 @@ class DCCA(ProjectionClassifier):
         for module in self.representation_modules():
             module.set_rows(rows)
 
-    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+    def training_steps(self, data: RunGroup, batch_size: int, epoch: int):
+        """Two phases per epoch: (1) the DCCA objective, networks only; (2) the classifier on the networks'
+        eval-mode outputs, without gradient to them."""
         if not self.filled:
             for m, f in enumerate(train_fill(data)):
                 self.fill(m).copy_(f)
             self.filled = True
         R = self.n_runs
         rows = data.rows("train")
-        # (1) the DCCA objective, networks only
-        dcca_sum, corr_sum, dcca_steps = torch.zeros(R), torch.zeros(R), torch.zeros(R)
+        corr_sum, dcca_steps = torch.zeros(R), torch.zeros(R)
         for batch in data.shuffled_batches(rows, self.corr_batch_size):
-            active = batch.valid.sum(dim=1) >= 2
+            active = batch.valid.sum(dim=1) >= 2                  # a correlation needs two rows
             if not bool(active.any()):
                 continue
             present = data.present_at(batch.idx, batch.valid)
@@ -101,18 +99,14 @@ class DCCA(ProjectionClassifier):
             hs = [net(x) for net, x in zip(self.nets, xs)]
             corr = sum(canonical_correlation(hs[a], hs[b], batch.valid, self.k, self.r) for a, b in self.pairs)
             loss = -corr + self.extra_loss(xs, hs, present)
-            optimizer.zero_grad()
-            (loss * active).sum().backward()
-            optimizer.step({p: active for module in self.representation_modules() for p in module.parameters()})
-            dcca_sum += (loss.detach() * active).cpu()
+            stepping = {p: active for module in self.representation_modules() for p in module.parameters()}
+            yield Step(loss * active, stepping, active, phase="correlation")
             corr_sum += (corr.detach() * active).cpu()
             dcca_steps += active.cpu()
         self.set_rows(None)
         self.last_correlation = corr_sum / dcca_steps.clamp(min=1)
-        # (2) the classifier on the networks' eval-mode outputs, without gradient to them
         for module in self.representation_modules():
             module.eval()
-        ce_sum, ce_steps = torch.zeros(R), torch.zeros(R)
         for batch in data.shuffled_batches(rows, batch_size):
             active = batch.valid.any(dim=1)
             present = data.present_at(batch.idx, batch.valid)
@@ -120,15 +114,9 @@ class DCCA(ProjectionClassifier):
                 z, c = self.projections(data, batch)
             logits = self.classifier(arrange_blocks(z, c, present))
             loss = masked_cross_entropy(logits, batch.labels, present.any(dim=-1))
-            optimizer.zero_grad()
-            loss.sum().backward()
-            optimizer.step({p: active for p in self.classifier.parameters()})
-            ce_sum += (loss.detach() * active).cpu()
-            ce_steps += active.cpu()
+            yield Step(loss, {p: active for p in self.classifier.parameters()}, active, phase="classifier")
         for module in self.representation_modules():
             module.train(self.training)
-        out = dcca_sum / dcca_steps.clamp(min=1) + ce_sum / ce_steps.clamp(min=1)
-        return out.to(data.device)
 
     @torch.no_grad()
     def projections(self, data: RunGroup, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

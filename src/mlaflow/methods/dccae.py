@@ -18,14 +18,11 @@ from torch import nn
 
 from mlaflow.methods.correlation import StackedMLP, observed_mse
 from mlaflow.methods.dcca import DCCA
-from mlaflow.methods.dcca import OPTIONS as DCCA_OPTIONS
 
-OPTIONS = DCCA_OPTIONS + ("reconstruction_weight",)
 
 
 class DCCAE(DCCA):
     name = "dccae"
-    options = OPTIONS
 
     def build_extra(self, opts: dict, generators: list[torch.Generator]) -> None:
         self.reconstruction_weight = float(opts["reconstruction_weight"])

@@ -18,9 +18,8 @@ from __future__ import annotations
 import torch
 
 from mlaflow.methods.base import StackedLinear
-from mlaflow.methods.joint import JointFusion, modality_index, read_options
+from mlaflow.methods.joint import JointFusion
 
-OPTIONS = ("condition",)
 
 
 class FiLM(JointFusion):
@@ -28,8 +27,8 @@ class FiLM(JointFusion):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        options = read_options(self.name, method_cfg, OPTIONS)
-        self.condition = modality_index(self.name, "condition", options["condition"], self.n_modalities)
+        options = method_cfg
+        self.condition = self.modality_index("condition", options["condition"])
         self.modulated = [m for m in range(self.n_modalities) if m != self.condition]
         self.film = StackedLinear(self.hidden_dim, 2 * self.hidden_dim, generators)
         self.head = StackedLinear(len(self.modulated) * self.hidden_dim, n_classes, generators)

@@ -4,7 +4,7 @@ missing-modality baseline of paper Table 2, following its reference code `ZhuoYu
 utils/functions.py's CMD) with GCNet's utterance-level adaptation of MMIN (fully connected encoders).
 Shared parts in imputation.py (`TeacherStudent`, `Teacher`, `ResidualAE`, `cmd`).
 
-- Teacher (trained inside the first fit_epoch call for `teacher_epochs` epochs, null: train.epochs, then
+- Teacher (a pretraining phase of the training loop, for `teacher_epochs` epochs, null: train.epochs, then
   frozen, its outputs on the training rows tabulated; see mmin.py):
   encoders, a shared encoder (Linear-LeakyReLU-Linear-LeakyReLU, s -> s, applied to every modality's
   embedding), a linear classifier on [embeddings, shared features] (2 * 384); loss = CE + the central moment
@@ -31,9 +31,7 @@ from torch import nn
 
 from mlaflow.methods.base import masked_cross_entropy
 from mlaflow.methods.imputation import FastLinear, ResidualAE, TeacherStudent, masked_mse, mlp, per_slot
-from mlaflow.methods.joint import read_options
 
-OPTIONS = ("teacher_data", "teacher_epochs", "n_blocks", "drop_rate", "reconstruction_weight", "invariant_weight")
 AE_LAYERS = [256, 128, 64]
 
 
@@ -42,7 +40,7 @@ class IFMMIN(TeacherStudent):
     shared_teacher = True
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
-        options = read_options(self.name, method_cfg, OPTIONS)
+        options = method_cfg
         super().__init__(input_dims, n_classes, train_cfg, options, generators)
         self.reconstruction_weight = options["reconstruction_weight"]
         self.invariant_weight = options["invariant_weight"]

@@ -16,7 +16,7 @@ Table 2, as GCNet's baseline code `zeroQiaoba/GCNet/baseline-mmin` adapts them t
 - Stacked building blocks: `ResidualAE` (the reference's `ResidualAE`, with its transition layer, and the
   invariant-feature-conditioned variant of IF-MMIN's `autoencoder_2.ResidualAE`), `SimpleAE` (its
   `SimpleFcAE`), and `Teacher` (the early-fusion teacher of MMIN / IF-MMIN, trained inside the student's first
-  `fit_epoch` call, with its own optimiser of the shared settings, for `teacher_epochs` epochs, train.epochs
+  epoch (a pretraining phase of the training loop), with its own optimiser of the shared settings, for `teacher_epochs` epochs, train.epochs
   unless set).
 - Prediction: the whole network on the zero-filled inputs; fused logits zero where nothing is present.
   Unimodal logits of modality m: the same network with every other modality treated as missing (zero-filled).
@@ -53,12 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlaflow.errors import ParamsError
-from mlaflow.methods.base import (Batch, Method, ModalityEncoder, Predictions, RunGroup, StackedLinear,
-                                  StackedOptimizer, masked_cross_entropy)
-from mlaflow.methods.joint import read_options
+from mlaflow.methods.base import (Batch, Method, ModalityEncoder, Phase, Predictions, RunGroup, StackedLinear, Step,
+                                  masked_cross_entropy)
 
-TEACHER_DATA = ("complete", "observed")
 
 
 # ------------------------------------------------------------------------------------------------ pieces
@@ -226,17 +223,6 @@ def per_slot(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.view(R, a, b, -1)
 
 
-def check_choice(method: str, key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ParamsError(f"method_params.{method}.{key}", f"unknown value {value!r}", f"use one of {list(allowed)}")
-
-
-def check_minimum(method: str, key: str, value, minimum, maximum=None) -> None:
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-        raise ParamsError(f"method_params.{method}.{key}", f"{value!r} out of range", f"use a value {bound}")
-
-
 # ------------------------------------------------------------------------------------------ the method base
 
 
@@ -286,29 +272,18 @@ class ImputationMethod(Method):
         """(loss [R], stepping: {parameter: runs [R]}, reconstruction error [R]) of one training mini-batch."""
         raise NotImplementedError
 
-    def before_training(self, data: RunGroup, batch_size: int) -> None:
-        """Hook on the first fit_epoch call (teacher training)."""
-
-    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
-        if not getattr(self, "_started", False):
-            self.before_training(data, batch_size)
-            self._started = True
-        loss_sum = torch.zeros(self.n_runs, device=data.device)
-        n_batches = torch.zeros(self.n_runs, device=data.device)
+    def training_steps(self, data: RunGroup, batch_size: int, epoch: int):
         recon_sum = torch.zeros(self.n_runs, device=data.device)
+        n_batches = torch.zeros(self.n_runs, device=data.device)
         for batch in data.shuffled_batches(data.rows("train"), batch_size):
             active = batch.valid.any(dim=1)                                         # [R]
             self.set_active_runs(active)
             present = data.present_at(batch.idx, batch.valid)                       # [R, B, M]
             loss, stepping, reconstruction = self.batch_loss(data, batch, present, active)
-            optimizer.zero_grad()
-            loss.sum().backward()
-            optimizer.step(stepping)
-            loss_sum += loss.detach() * active
+            yield Step(loss, stepping, active)
             recon_sum += reconstruction.detach() * active
             n_batches += active
         self.reconstruction_curve.append(recon_sum / n_batches.clamp(min=1))
-        return loss_sum / n_batches.clamp(min=1)
 
     def student_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("teacher.")]
@@ -383,7 +358,7 @@ class Teacher(nn.Module):
 
 
 class TeacherStudent(ImputationMethod):
-    """Base of MMIN and IF-MMIN: a teacher trained first (inside the first fit_epoch call), then the student
+    """Base of MMIN and IF-MMIN: a teacher trained first (a pretraining phase, before the first epoch), then the student
     (encoders initialised from the teacher's) with targets from the frozen teacher.
 
     teacher_data "complete" (the reference's, a PRIVILEGE): the teacher trains on every training row with all
@@ -398,18 +373,9 @@ class TeacherStudent(ImputationMethod):
 
     def __init__(self, input_dims, n_classes, train_cfg, options, generators):
         super().__init__(input_dims, n_classes, train_cfg, generators)
-        check_choice(self.name, "teacher_data", options["teacher_data"], TEACHER_DATA)
-        check_minimum(self.name, "n_blocks", options["n_blocks"], 1)
-        check_minimum(self.name, "drop_rate", options["drop_rate"], 0.0, 1.0)
         self.teacher_data, self.drop_rate = options["teacher_data"], options["drop_rate"]
-        if options["teacher_epochs"] is not None:
-            if not isinstance(options["teacher_epochs"], int) or isinstance(options["teacher_epochs"], bool):
-                raise ParamsError(f"method_params.{self.name}.teacher_epochs", f"{options['teacher_epochs']!r} is not an "
-                                  "integer", "use null (train.epochs) or an integer >= 1")
-            check_minimum(self.name, "teacher_epochs", options["teacher_epochs"], 1)
         self.teacher_epochs = options["teacher_epochs"] or train_cfg["epochs"]
-        self.train_cfg = dict(train_cfg)
-        self.teacher = Teacher(input_dims, n_classes, train_cfg, generators, shared=self.shared_teacher)
+        self.teacher = Teacher(self.input_dims, n_classes, train_cfg, generators, shared=self.shared_teacher)
         self.teacher_losses: list[torch.Tensor] = []
 
     def teacher_inputs(self, data: RunGroup, batch: Batch) -> list[torch.Tensor]:
@@ -426,35 +392,31 @@ class TeacherStudent(ImputationMethod):
             out.append(complete if len(complete) else rows_r)
         return out
 
-    def before_training(self, data: RunGroup, batch_size: int) -> None:
-        """Train the teacher for `teacher_epochs` epochs (train.epochs unless set; the trainer's optimiser
-        settings and step schedule, its own optimiser state), freeze it, initialise the student from it, and
-        tabulate its outputs on the training rows (`tabulate_teacher`)."""
-        cfg = self.train_cfg
-        optimizer = StackedOptimizer(list(self.teacher.parameters()), cfg, self.n_runs)
+    def pretraining(self, data: RunGroup, batch_size: int) -> list[Phase]:
+        """The teacher, trained first for `teacher_epochs` epochs (train.epochs unless set; the trainer's optimiser
+        settings and step schedule, its own optimiser state), then frozen: the student's encoders start from its
+        own, and its outputs on the training rows are tabulated (`tabulate_teacher`)."""
         rows = self.teacher_rows(data)
-        params = list(self.teacher.parameters())
-        self.teacher.train()
-        for epoch in range(self.teacher_epochs):
-            optimizer.set_lr(cfg["lr"] * cfg["lr_gamma"] ** (epoch // cfg["lr_step_epochs"]))
-            total = torch.zeros(self.n_runs, device=data.device)
-            count = torch.zeros(self.n_runs, device=data.device)
+
+        def steps(data: RunGroup, batch_size: int, epoch: int):
             for batch in data.shuffled_batches(rows, batch_size):
                 active = batch.valid.any(dim=1)
                 self.set_active_runs(active)
                 loss = self.teacher.loss(self.teacher_inputs(data, batch), batch.labels, batch.valid)
-                optimizer.zero_grad()
-                loss.sum().backward()
-                optimizer.step({p: active for p in params})
-                total += loss.detach() * active
-                count += active
-            self.teacher_losses.append(total / count.clamp(min=1))
-        optimizer.zero_grad()
-        self.teacher.requires_grad_(False)
-        self.encoders.load_state_dict(self.teacher.encoders.state_dict())
-        if self.shared_teacher:
-            self.shared.load_state_dict(self.teacher.shared.state_dict())
-        self.tabulate_teacher(data)
+                yield Step(loss, {p: active for p in self.teacher.parameters()}, active)
+
+        def finish(losses: list[torch.Tensor]) -> None:
+            self.teacher_losses.extend(losses)
+            for p in self.teacher.parameters():
+                p.grad = None
+            self.teacher.requires_grad_(False)
+            self.encoders.load_state_dict(self.teacher.encoders.state_dict())
+            if self.shared_teacher:
+                self.shared.load_state_dict(self.teacher.shared.state_dict())
+            self.tabulate_teacher(data)
+
+        self.teacher.train()
+        return [Phase("teacher", list(self.teacher.parameters()), self.teacher_epochs, steps, finish)]
 
     @torch.no_grad()
     def tabulate_teacher(self, data: RunGroup, chunk: int = 256) -> None:
@@ -544,17 +506,13 @@ class FeatureReconstruction(ImputationMethod):
     batch has such a cell. loss = CE + reconstruction_weight * mean over the dropped cells of their feature
     MSE. Subclasses define `build_autoencoder` (x [R, B, M*s] -> (reconstruction, latent))."""
 
-    OPTIONS = ("drop_rate", "reconstruction_weight")
-
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, generators)
-        options = read_options(self.name, method_cfg, self.OPTIONS)
-        check_minimum(self.name, "drop_rate", options["drop_rate"], 0.0, 1.0)
-        check_minimum(self.name, "reconstruction_weight", options["reconstruction_weight"], 0.0)
+        options = method_cfg
         self.drop_rate, self.reconstruction_weight = options["drop_rate"], options["reconstruction_weight"]
         width = self.n_modalities * self.hidden_dim
         self.autoencoder = self.build_autoencoder(width, options, generators)
-        self.decoders = nn.ModuleList(mlp([width, self.hidden_dim, d], nn.ReLU, generators) for d in input_dims)
+        self.decoders = nn.ModuleList(mlp([width, self.hidden_dim, d], nn.ReLU, generators) for d in self.input_dims)
         self.head = FastLinear(width, n_classes, generators)
 
     def build_autoencoder(self, width: int, options: dict, generators) -> nn.Module:

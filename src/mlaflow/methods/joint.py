@@ -19,28 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from mlaflow.errors import ParamsError
-from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, masked_cross_entropy
-from mlaflow.params import MODALITIES
-
-
-def read_options(method: str, method_cfg: dict, keys: tuple[str, ...]) -> dict:
-    """`method_params.<method>` from params.yaml (the only source of their values; the schema requires every
-    key). Checked again here, so that a method built outside the workflow fails naming the key."""
-    missing, unknown = sorted(set(keys) - set(method_cfg)), sorted(set(method_cfg) - set(keys))
-    if missing:
-        raise ParamsError(f"method_params.{method}.{missing[0]}", "missing", "add it (see params.yaml)")
-    if unknown:
-        raise ParamsError(f"method_params.{method}", f"unknown option(s) {unknown}", f"use only {sorted(keys)}")
-    return dict(method_cfg)
-
-
-def modality_index(method: str, key: str, name: str, n_modalities: int) -> int:
-    """Index of a modality named in the options (MODALITIES order: audio, visual, text)."""
-    names = list(MODALITIES[:n_modalities])
-    if name not in names:
-        raise ParamsError(f"method_params.{method}.{key}", f"unknown modality {name!r}", f"use one of {names}")
-    return names.index(name)
+from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, Step, masked_cross_entropy
 
 
 class JointFusion(Method):
@@ -72,26 +51,19 @@ class JointFusion(Method):
     def fusion_parameters(self) -> list[torch.nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("encoders.")]
 
-    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
-        loss_sum = torch.zeros(self.n_runs, device=data.device)
-        n_batches = torch.zeros(self.n_runs, device=data.device)
-        for batch in data.shuffled_batches(data.rows("train"), batch_size):
-            active = batch.valid.any(dim=1)                                         # [R]
-            self.set_active_runs(active)
-            present = data.present_at(batch.idx, batch.valid)                       # [R, B, M]
-            h = self.embed(data, batch, present)
-            loss = masked_cross_entropy(self.fuse(h, present), batch.labels, present.any(dim=-1))
-            optimizer.zero_grad()
-            loss.sum().backward()                                                   # runs are independent
-            encoder_steps = present.any(dim=1)                                      # [R, M]
-            self.modify_gradients(h.detach(), present, batch.labels, encoder_steps)
-            stepping = {p: active for p in self.fusion_parameters()}
-            for m, encoder in enumerate(self.encoders):
-                stepping.update({p: encoder_steps[:, m] for p in encoder.parameters()})
-            optimizer.step(stepping)
-            loss_sum += loss.detach() * active
-            n_batches += active
-        return loss_sum / n_batches.clamp(min=1)
+    def batch_step(self, data: RunGroup, batch: Batch, present: torch.Tensor, active: torch.Tensor) -> Step:
+        h = self.embed(data, batch, present)
+        loss = masked_cross_entropy(self.fuse(h, present), batch.labels, present.any(dim=-1))
+        encoder_steps = present.any(dim=1)                                          # [R, M]
+        stepping = {p: active for p in self.fusion_parameters()}
+        for m, encoder in enumerate(self.encoders):
+            stepping.update({p: encoder_steps[:, m] for p in encoder.parameters()})
+        return Step(loss, stepping, active, context={"h": h.detach(), "present": present, "labels": batch.labels,
+                                                     "encoder_steps": encoder_steps})
+
+    def after_backward(self, step: Step) -> None:
+        c = step.context
+        self.modify_gradients(c["h"], c["present"], c["labels"], c["encoder_steps"])
 
     @torch.no_grad()
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear, fuse, masked_cross_entropy
+from mlaflow.methods.base import (Batch, Method, Predictions, RunGroup, StackedLinear, Step, fuse,
+                                  masked_cross_entropy)
 
 
 class LateFusion(Method):
@@ -19,28 +20,17 @@ class LateFusion(Method):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        self.heads = nn.ModuleList(StackedLinear(self.hidden_dim, n_classes, generators) for _ in input_dims)
+        self.heads = nn.ModuleList(StackedLinear(self.hidden_dim, n_classes, generators) for _ in self.input_dims)
 
-    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
-        loss_sum = torch.zeros(self.n_runs, device=data.device)
-        n_batches = torch.zeros(self.n_runs, device=data.device)
-        for batch in data.shuffled_batches(data.rows("train"), batch_size):
-            active = batch.valid.any(dim=1)
-            self.set_active_runs(active)
-            present = data.present_at(batch.idx, batch.valid)                       # [R, B, M]
-            loss = torch.zeros(self.n_runs, device=data.device)
-            stepping = {}
-            for m, (encoder, head) in enumerate(zip(self.encoders, self.heads)):
-                logits = head(encoder(data.inputs(m, batch.idx, batch.valid)))
-                loss = loss + masked_cross_entropy(logits, batch.labels, present[..., m])
-                runs_with_m = present[..., m].any(dim=1)
-                stepping.update({p: runs_with_m for p in [*encoder.parameters(), *head.parameters()]})
-            optimizer.zero_grad()
-            loss.sum().backward()
-            optimizer.step(stepping)
-            loss_sum += loss.detach() * active
-            n_batches += active
-        return loss_sum / n_batches.clamp(min=1)
+    def batch_step(self, data: RunGroup, batch: Batch, present: torch.Tensor, active: torch.Tensor) -> Step:
+        loss = torch.zeros(self.n_runs, device=data.device)
+        stepping = {}
+        for m, (encoder, head) in enumerate(zip(self.encoders, self.heads)):
+            logits = head(encoder(data.inputs(m, batch.idx, batch.valid)))
+            loss = loss + masked_cross_entropy(logits, batch.labels, present[..., m])
+            runs_with_m = present[..., m].any(dim=1)
+            stepping.update({p: runs_with_m for p in [*encoder.parameters(), *head.parameters()]})
+        return Step(loss, stepping, active)
 
     @torch.no_grad()
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:

@@ -39,7 +39,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear, fuse, masked_cross_entropy
+from mlaflow.methods.base import (Batch, Method, Predictions, RunGroup, StackedLinear, Step, fuse,
+                                  masked_cross_entropy)
 
 FUSION_RULES = ("per_sample", "per_batch", "fixed", "average")
 
@@ -167,7 +168,7 @@ class MLA(Method):
         self.alpha_schedule = method_cfg["alpha_schedule"]
         self.alternation = method_cfg["alternation"]
         self.fusion = method_cfg["fusion"]
-        self.fixed_weights = [method_cfg["fixed_weights"][m] for m in ("audio", "visual", "text")][: self.n_modalities]
+        self.fixed_weights = self.weights_by_modality("fixed_weights", method_cfg["fixed_weights"])
         self.eval_batch_size = train_cfg["batch_size"]  # the test batches of per-batch fusion
         # P of eq. 3-5, one per run: P_0 = I, reset per run (not saved with the weights)
         self.register_buffer("P", torch.eye(self.hidden_dim).repeat(self.n_runs, 1, 1), persistent=False)
@@ -176,12 +177,24 @@ class MLA(Method):
 
     # ------------------------------------------------------------------------------------ training
 
-    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+    def training_steps(self, data: RunGroup, batch_size: int, epoch: int):
         if self.alternation == "in_batch":
-            return self._fit_epoch_in_batch(data, optimizer, batch_size)
-        return self._fit_epoch_per_step(data, optimizer, batch_size)
+            return self._in_batch_steps(data, batch_size)
+        return self._per_step_steps(data, batch_size)
 
-    def _fit_epoch_per_step(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+    def _unimodal_step(self, m: int, h: torch.Tensor, loss: torch.Tensor, rows: torch.Tensor, active: torch.Tensor,
+                       batch_index: int, batches_per_epoch: torch.Tensor) -> Step:
+        """One unimodal step of modality m for the active runs: encoder m and the head update; the head's
+        gradient is projected in `after_backward`. rows [R, B]: the samples of h."""
+        stepping = {p: active for p in [*self.encoders[m].parameters(), *self.head.parameters()]}
+        return Step(loss, stepping, active, context={"h": h, "rows": rows, "batch_index": batch_index,
+                                                     "batches_per_epoch": batches_per_epoch})
+
+    def _steps_taken(self, active: torch.Tensor) -> None:
+        self.step += active.to(self.step.device).long()
+        self.optimizer_steps += 1
+
+    def _per_step_steps(self, data: RunGroup, batch_size: int):
         """Eq. 1: step j of the epoch trains modality j mod M, on a batch from that modality's own stream."""
         M, R = self.n_modalities, self.n_runs
         train_rows = data.rows("train")
@@ -190,7 +203,6 @@ class MLA(Method):
         present_train = [data.present[r, rows] for r, rows in enumerate(train_rows)]
         streams = [[_CyclingBatches(rows[present_train[r][:, m]], batch_size, data.generators[r]) for m in range(M)]
                    for r, rows in enumerate(train_rows)]
-        loss_sum, n_taken = torch.zeros(R, device=data.device), torch.zeros(R, device=data.device)
         empty = train_rows[0][:0]
         for j in range(int(n_steps.max())):
             m = j % M                        # eq. 1: every run's t is a multiple of M at the start of an epoch
@@ -202,17 +214,14 @@ class MLA(Method):
             self.set_active_runs(active)
             h = self.encoders[m](data.inputs(m, batch.idx, batch.valid))            # h_{m_t}(x)  [R, B, s]
             loss = masked_cross_entropy(self.head(h), batch.labels, batch.valid)    # eq. 2, per run
-            self._step(m, h, loss, batch.valid, active, optimizer, j // M, n_batches)
-            loss_sum += loss.detach() * active
-            n_taken += active
-        return loss_sum / n_taken.clamp(min=1)
+            yield self._unimodal_step(m, h, loss, batch.valid, active, j // M, n_batches)
+            self._steps_taken(active)
 
-    def _fit_epoch_in_batch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+    def _in_batch_steps(self, data: RunGroup, batch_size: int):
         """The released code's scheme: one forward of every encoder on a paired batch, then one backward and
         one optimiser step per modality, in the fixed order audio, visual, text (M steps per batch)."""
         train_rows = data.rows("train")
         n_batches = torch.tensor([-(-len(rows) // batch_size) for rows in train_rows])
-        loss_sum, n_taken = torch.zeros(self.n_runs, device=data.device), torch.zeros(self.n_runs, device=data.device)
         for b, batch in enumerate(data.shuffled_batches(train_rows, batch_size)):
             self.set_active_runs(batch.valid.any(dim=1))
             present = data.present_at(batch.idx, batch.valid)                       # [R, B, M]
@@ -222,30 +231,23 @@ class MLA(Method):
                 if not bool(active.any()):
                     continue
                 loss = masked_cross_entropy(self.head(h), batch.labels, present[..., m])  # head as updated so far
-                self._step(m, h, loss, present[..., m], active, optimizer, b, n_batches)
-                loss_sum += loss.detach() * active
-                n_taken += active
-        return loss_sum / n_taken.clamp(min=1)
+                yield self._unimodal_step(m, h, loss, present[..., m], active, b, n_batches)
+                self._steps_taken(active)
 
-    def _step(self, m: int, h: torch.Tensor, loss: torch.Tensor, rows: torch.Tensor, active: torch.Tensor,
-              optimizer, batch_index: int, batches_per_epoch: torch.Tensor) -> None:
-        """One unimodal step of modality m for the active runs: backward, head gradient modification (eq. 3-5
-        or the released variant), optimiser step of encoder m and the head. rows [R, B]: the samples of h."""
-        optimizer.zero_grad()
-        loss.sum().backward()                                                        # runs are independent
-        if self.hgm != "off":
-            gate = (active & (self.step.to(active.device) > 0)).view(-1, 1, 1)       # t = 0: gradient as is
-            weight = rows.unsqueeze(-1).float()
-            h_mean = (h.detach() * weight).sum(1) / weight.sum(1).clamp(min=1)       # eq. 4 (batch mean)
-            alpha = self._alpha(batch_index, batches_per_epoch).to(h.device)
-            update = rls_update if self.hgm == "paper" else released_rls_update
-            self.P = torch.where(gate, update(self.P, h_mean, alpha), self.P)        # eq. 5
-            projector = self.P if self.hgm == "paper" else self.P.transpose(1, 2)
-            grad = self.head.weight.grad
-            self.head.weight.grad = torch.where(gate, grad @ projector, grad)        # eq. 3
-        optimizer.step({p: active for p in [*self.encoders[m].parameters(), *self.head.parameters()]})
-        self.step += active.to(self.step.device).long()
-        self.optimizer_steps += 1
+    def after_backward(self, step: Step) -> None:
+        """Head gradient modification (eq. 3-5, or the released variant) between backward and the step."""
+        if self.hgm == "off":
+            return
+        c, active = step.context, step.active
+        gate = (active & (self.step.to(active.device) > 0)).view(-1, 1, 1)       # t = 0: gradient as is
+        weight = c["rows"].unsqueeze(-1).float()
+        h_mean = (c["h"].detach() * weight).sum(1) / weight.sum(1).clamp(min=1)  # eq. 4 (batch mean)
+        alpha = self._alpha(c["batch_index"], c["batches_per_epoch"]).to(h_mean.device)
+        update = rls_update if self.hgm == "paper" else released_rls_update
+        self.P = torch.where(gate, update(self.P, h_mean, alpha), self.P)        # eq. 5
+        projector = self.P if self.hgm == "paper" else self.P.transpose(1, 2)
+        grad = self.head.weight.grad
+        self.head.weight.grad = torch.where(gate, grad @ projector, grad)        # eq. 3
 
     def _alpha(self, batch_index: int, batches_per_epoch: torch.Tensor) -> torch.Tensor:
         """alpha of eq. 5 per run: constant, or decaying tenfold over each epoch (the released schedule)."""

@@ -3,9 +3,9 @@ paper Table 2 as GCNet's baseline code adapts it to utterance-level features (`z
 baseline-mmin/models/mmin_model.py with utt_fusion_model.py as the teacher and networks/autoencoder.py's
 `ResidualAE`). Shared parts in imputation.py (`TeacherStudent`, `Teacher`, `ResidualAE`).
 
-- Teacher: an early-fusion classifier (encoders, concatenation, linear classifier) trained inside the first
-  fit_epoch call for `teacher_epochs` epochs (null: train.epochs, as the reference, which trains the teacher
-  as a model of its own) with the trainer's optimiser settings and lr schedule (its own optimiser state),
+- Teacher: an early-fusion classifier (encoders, concatenation, linear classifier) trained before the first
+  epoch, as a pretraining phase of the training loop, for `teacher_epochs` epochs (null: train.epochs, as the
+  reference, which trains the teacher as a model of its own) with the trainer's optimiser settings and lr schedule (its own optimiser state),
   then frozen; its embeddings of the training rows are then computed once and looked up by the student.
   The teacher costs about as much as a late-fusion training; a smaller `teacher_epochs` trades its
   convergence for time (see imputation.py for the figures).
@@ -34,9 +34,7 @@ from __future__ import annotations
 
 from mlaflow.methods.base import masked_cross_entropy
 from mlaflow.methods.imputation import FastLinear, ResidualAE, TeacherStudent, masked_mse
-from mlaflow.methods.joint import read_options
 
-OPTIONS = ("teacher_data", "teacher_epochs", "n_blocks", "drop_rate", "reconstruction_weight", "cycle_weight")
 AE_LAYERS = [256, 128, 64]
 
 
@@ -44,7 +42,7 @@ class MMIN(TeacherStudent):
     name = "mmin"
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
-        options = read_options(self.name, method_cfg, OPTIONS)
+        options = method_cfg
         super().__init__(input_dims, n_classes, train_cfg, options, generators)
         self.reconstruction_weight, self.cycle_weight = options["reconstruction_weight"], options["cycle_weight"]
         width = self.n_modalities * self.hidden_dim

@@ -32,14 +32,11 @@ from __future__ import annotations
 
 import torch
 
-from mlaflow.errors import ParamsError
 from mlaflow.methods.base import StackedLinear
 from mlaflow.methods.concat import ConcatHead
-from mlaflow.methods.joint import JointFusion, read_options
+from mlaflow.methods.joint import JointFusion
 from mlaflow.methods.sum_fusion import SumHead
 
-OPTIONS = ("fusion", "alpha", "modulation", "modulation_starts", "modulation_ends")
-CHOICES = {"fusion": ("concat", "sum"), "modulation": ("ogm_ge", "ogm", "none")}
 
 
 def ogm_coefficients(scores: torch.Tensor, available: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -61,26 +58,16 @@ class OGMGE(JointFusion):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        options = read_options(self.name, method_cfg, OPTIONS)
-        for key, choices in CHOICES.items():
-            if options[key] not in choices:
-                raise ParamsError(f"method_params.{self.name}.{key}", f"unknown value {options[key]!r}",
-                                  f"use one of {list(choices)}")
+        options = method_cfg
         self.alpha, self.modulation = options["alpha"], options["modulation"]
         self.window = (options["modulation_starts"], options["modulation_ends"])
         head = ConcatHead if options["fusion"] == "concat" else SumHead
         self.head = head(self.n_modalities, self.hidden_dim, n_classes, generators)
         self.generators = generators        # GE noise of run r comes from run r's generator
-        self.epoch = 0                      # epochs trained so far (the reference's 0-based `epoch`)
         self.last_coefficients: torch.Tensor | None = None   # k [R, M] of the last step, for inspection
 
     def fuse(self, h, present):
         return self.head(h, present)
-
-    def fit_epoch(self, data, optimizer, batch_size):
-        loss = super().fit_epoch(data, optimizer, batch_size)
-        self.epoch += 1
-        return loss
 
     def coefficients(self, h: torch.Tensor, present: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """k [R, M] for a batch: h [R, M, B, s], present [R, B, M], labels [R, B]."""
@@ -93,7 +80,7 @@ class OGMGE(JointFusion):
 
     @torch.no_grad()
     def modify_gradients(self, h, present, labels, encoder_steps):
-        if self.modulation == "none" or not self.window[0] <= self.epoch <= self.window[1]:
+        if self.modulation == "none" or not self.window[0] <= self.epochs_trained <= self.window[1]:
             return
         k = self.coefficients(h, present, labels)
         self.last_coefficients = k

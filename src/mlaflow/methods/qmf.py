@@ -33,10 +33,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear, fuse, masked_cross_entropy
-from mlaflow.methods.joint import read_options
+from mlaflow.methods.base import (Batch, Method, Predictions, RunGroup, StackedLinear, Step, fuse,
+                                  masked_cross_entropy)
 
-OPTIONS = ("rank_loss_weight", "energy_temperature", "confidence_scale")
 
 
 def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -70,10 +69,10 @@ class QMF(Method):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        options = read_options(self.name, method_cfg, OPTIONS)
+        options = method_cfg
         self.rank_loss_weight = options["rank_loss_weight"]
         self.temperature, self.scale = options["energy_temperature"], options["confidence_scale"]
-        self.heads = nn.ModuleList(StackedLinear(self.hidden_dim, n_classes, generators) for _ in input_dims)
+        self.heads = nn.ModuleList(StackedLinear(self.hidden_dim, n_classes, generators) for _ in self.input_dims)
         self.history: torch.Tensor | None = None   # [R, M, N] cumulative CE of each training sample
         self.tracked: torch.Tensor | None = None   # [R, M, N] the training samples where m is present
 
@@ -95,42 +94,34 @@ class QMF(Method):
         at = self.history.gather(2, idx.unsqueeze(1).expand(-1, self.n_modalities, -1))
         return (at - low) / (high - low).clamp(min=1e-12)
 
-    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
+    def training_steps(self, data: RunGroup, batch_size: int, epoch: int):
         if self.history is None:
             self._start_history(data)
+        return super().training_steps(data, batch_size, epoch)
+
+    def batch_step(self, data: RunGroup, batch: Batch, present: torch.Tensor, active: torch.Tensor) -> Step:
         R, M = self.n_runs, self.n_modalities
-        loss_sum = torch.zeros(R, device=data.device)
-        n_batches = torch.zeros(R, device=data.device)
-        for batch in data.shuffled_batches(data.rows("train"), batch_size):
-            active = batch.valid.any(dim=1)
-            self.set_active_runs(active)
-            present = data.present_at(batch.idx, batch.valid)                       # [R, B, M]
-            on = present.permute(0, 2, 1)                                            # [R, M, B]
-            logits = self.unimodal_logits(data, batch)                               # [R, M, B, C]
-            weights = qmf_weights(logits, self.temperature, self.scale)              # [R, M, B]
-            fused = fuse(logits, weights.detach().masked_fill(~on, 0.0))
-            labels = batch.labels.unsqueeze(1).expand(-1, M, -1)
-            ce = torch.nn.functional.cross_entropy(logits.flatten(0, 2), labels.flatten(),
-                                                   reduction="none").view(R, M, -1)
-            unimodal_loss = (ce * on).sum(dim=-1) / on.sum(dim=-1).clamp(min=1)     # [R, M]
-            loss = unimodal_loss.sum(dim=1) + masked_cross_entropy(fused, batch.labels, present.any(dim=-1))
-            # History first (as the text-image code), then the ranking loss on the updated history.
-            runs = torch.arange(R, device=data.device).view(R, 1, 1)
-            modalities = torch.arange(M, device=data.device).view(1, M, 1)
-            self.history.index_put_((runs, modalities, batch.idx.unsqueeze(1)), (ce.detach() * on), accumulate=True)
-            correctness = self.normalised_history(batch.idx)                         # [R, M, B]
-            rank = ranking_loss(weights.flatten(0, 1), correctness.flatten(0, 1), on.flatten(0, 1)).view(R, M)
-            loss = loss + self.rank_loss_weight * rank.sum(dim=1)
-            optimizer.zero_grad()
-            loss.sum().backward()
-            runs_with = on.any(dim=-1)                                               # [R, M]
-            stepping = {}
-            for m, (encoder, head) in enumerate(zip(self.encoders, self.heads)):
-                stepping.update({p: runs_with[:, m] for p in [*encoder.parameters(), *head.parameters()]})
-            optimizer.step(stepping)
-            loss_sum += loss.detach() * active
-            n_batches += active
-        return loss_sum / n_batches.clamp(min=1)
+        on = present.permute(0, 2, 1)                                                # [R, M, B]
+        logits = self.unimodal_logits(data, batch)                                   # [R, M, B, C]
+        weights = qmf_weights(logits, self.temperature, self.scale)                  # [R, M, B]
+        fused = fuse(logits, weights.detach().masked_fill(~on, 0.0))
+        labels = batch.labels.unsqueeze(1).expand(-1, M, -1)
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 2), labels.flatten(),
+                                               reduction="none").view(R, M, -1)
+        unimodal_loss = (ce * on).sum(dim=-1) / on.sum(dim=-1).clamp(min=1)         # [R, M]
+        loss = unimodal_loss.sum(dim=1) + masked_cross_entropy(fused, batch.labels, present.any(dim=-1))
+        # History first (as the text-image code), then the ranking loss on the updated history.
+        runs = torch.arange(R, device=data.device).view(R, 1, 1)
+        modalities = torch.arange(M, device=data.device).view(1, M, 1)
+        self.history.index_put_((runs, modalities, batch.idx.unsqueeze(1)), (ce.detach() * on), accumulate=True)
+        correctness = self.normalised_history(batch.idx)                             # [R, M, B]
+        rank = ranking_loss(weights.flatten(0, 1), correctness.flatten(0, 1), on.flatten(0, 1)).view(R, M)
+        loss = loss + self.rank_loss_weight * rank.sum(dim=1)
+        runs_with = on.any(dim=-1)                                                   # [R, M]
+        stepping = {}
+        for m, (encoder, head) in enumerate(zip(self.encoders, self.heads)):
+            stepping.update({p: runs_with[:, m] for p in [*encoder.parameters(), *head.parameters()]})
+        return Step(loss, stepping, active)
 
     @torch.no_grad()
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:

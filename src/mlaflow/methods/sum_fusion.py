@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mlaflow.methods.base import StackedLinear, fuse
-from mlaflow.methods.joint import JointFusion, read_options
+from mlaflow.methods.joint import JointFusion
 
 
 class SumHead(nn.Module):
@@ -41,7 +41,6 @@ class SumFusion(JointFusion):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        read_options(self.name, method_cfg, ())
         self.head = SumHead(self.n_modalities, self.hidden_dim, n_classes, generators)
 
     def fuse(self, h, present):

@@ -30,9 +30,10 @@ shared weight decay):
 Losses are means over samples (the reference sums CE and KL over the batch and averages the tag loss).
 
 Teacher (the reference's pre-trained `saved-model`, the same network trained on complete data): a second
-network of the same architecture (own encoders, no decoder), trained on the first call of fit_epoch for
-`teacher_epochs` epochs of cross-entropy with its own StackedOptimizer using the shared optimiser's settings
-(lr of the first epoch, no schedule). Its parameters are saved with the method's but never step afterwards.
+network of the same architecture (own encoders, no decoder), trained before the first epoch (a pretraining
+phase of the training loop) for `teacher_epochs` epochs of cross-entropy with its own optimiser, using the
+shared optimiser's settings and the step schedule (before the one training loop it kept the first epoch's lr;
+with teacher_epochs below train.lr_step_epochs the two are the same). Its parameters are saved with the method's but never step afterwards.
 `teacher_epochs` defaults to 5, not train.epochs: the reference pre-trains its teacher separately, with no
 stated budget, and a full 15-epoch teacher would put TATE above the cost budget of the missing-modality
 baselines (bench/bench_methods.py). The student's predict evaluates the fused and the M
@@ -61,11 +62,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlaflow.methods.base import (Batch, Method, ModalityEncoder, Predictions, RunGroup, StackedDropout,
-                                  StackedLinear, StackedOptimizer, masked_cross_entropy)
-from mlaflow.methods.joint import read_options
+from mlaflow.methods.base import (Batch, Method, ModalityEncoder, Phase, Predictions, RunGroup, StackedDropout,
+                                  StackedLinear, Step, masked_cross_entropy)
 
-OPTIONS = ("privileged", "teacher_epochs", "heads", "aux_weight")
 DROP_PROBABILITY = 0.5   # privileged false: chance that a sample with >= 2 observed modalities loses one
 
 
@@ -165,7 +164,7 @@ class TATE(Method):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        options = read_options(self.name, method_cfg, OPTIONS)
+        options = method_cfg
         self.privileged, self.teacher_epochs = bool(options["privileged"]), options["teacher_epochs"]
         self.aux_weight = options["aux_weight"]
         self.generators = generators
@@ -174,9 +173,8 @@ class TATE(Method):
         self.decoder = TokenLayer(self.core.dim, self.core.encoder.heads * self.core.encoder.head_dim,
                                   options["heads"], dropout, generators)
         self.decoder_out = StackedLinear(self.core.dim, self.core.common_dim, generators)
-        self.teacher_encoders = nn.ModuleList(ModalityEncoder(d, s, dropout, generators) for d in input_dims)
+        self.teacher_encoders = nn.ModuleList(ModalityEncoder(d, s, dropout, generators) for d in self.input_dims)
         self.teacher = TateCore(M, s, n_classes, options["heads"], dropout, generators)
-        self.teacher_trained = False
 
     # --------------------------------------------------------------------------------------- embeddings
 
@@ -203,28 +201,28 @@ class TATE(Method):
 
     # --------------------------------------------------------------------------------------- training
 
-    def _train_teacher(self, data: RunGroup, optimizer, batch_size: int) -> None:
-        cfg = {"optimizer": optimizer.kind, "lr": optimizer.lr, "momentum": optimizer.momentum,
-               "weight_decay": optimizer.weight_decay}
-        params = [*self.teacher_encoders.parameters(), *self.teacher.parameters()]
-        teacher_opt = StackedOptimizer(params, cfg, self.n_runs)
-        self.teacher_encoders.train(), self.teacher.train()
-        for _ in range(self.teacher_epochs):
+    def pretraining(self, data: RunGroup, batch_size: int) -> list[Phase]:
+        """The teacher: `teacher_epochs` epochs of cross-entropy (the trainer's optimiser settings and schedule,
+        its own optimiser state), then frozen."""
+        def steps(data: RunGroup, batch_size: int, epoch: int):
             for batch in data.shuffled_batches(data.rows("train"), batch_size):
                 active = batch.valid.any(dim=1)
                 self._set_active([self.teacher_encoders, self.teacher], active)
                 h, present = self._teacher_view(data, batch)
                 _, _, logits = self.teacher(self.teacher.common(h, present), present)
                 loss = masked_cross_entropy(logits, batch.labels, present.any(dim=-1))
-                teacher_opt.zero_grad()
-                loss.sum().backward()
                 stepping = {p: active for p in self.teacher.parameters()}
                 runs_with = present.any(dim=1)                                               # [R, M]
                 for m, enc in enumerate(self.teacher_encoders):
                     stepping.update({p: runs_with[:, m] for p in enc.parameters()})
-                teacher_opt.step(stepping)
-        self.teacher_encoders.eval(), self.teacher.eval()
-        self.teacher_trained = True
+                yield Step(loss, stepping, active)
+
+        def finish(losses: list[torch.Tensor]) -> None:
+            self.teacher_encoders.eval(), self.teacher.eval()
+
+        self.teacher_encoders.train(), self.teacher.train()
+        return [Phase("teacher", [*self.teacher_encoders.parameters(), *self.teacher.parameters()],
+                      self.teacher_epochs, steps, finish)]
 
     def _drop_one(self, present: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """privileged false: each sample with >= 2 present modalities loses one (probability 0.5), drawn from its
@@ -240,43 +238,35 @@ class TATE(Method):
             out[r, torch.arange(B, device=present.device)[eligible], choice[eligible]] = False
         return out
 
-    def fit_epoch(self, data: RunGroup, optimizer, batch_size: int) -> torch.Tensor:
-        if not self.teacher_trained:
-            self._train_teacher(data, optimizer, batch_size)
+    def training_steps(self, data: RunGroup, batch_size: int, epoch: int):
         self.teacher_encoders.eval(), self.teacher.eval()    # the trainer's method.train() must not reach them
-        student = [self.encoders, self.core, self.decoder, self.decoder_out]
-        loss_sum = torch.zeros(self.n_runs, device=data.device)
-        n_batches = torch.zeros(self.n_runs, device=data.device)
-        for batch in data.shuffled_batches(data.rows("train"), batch_size):
-            active = batch.valid.any(dim=1)
-            self._set_active(student, active)
-            observed = data.present_at(batch.idx, batch.valid)                               # [R, B, M]
-            with torch.no_grad():   # teacher tokens (KL targets) and common tokens (reconstruction targets)
-                h_t, present_t = self._teacher_view(data, batch)
-                target = self.teacher.common(h_t, present_t)
-                teacher_tokens, _, _ = self.teacher(target, present_t)
-            seen = observed if self.privileged else self._drop_one(observed, active)
-            target_on = present_t
-            h = self._embed(self.encoders, data, batch, seen)
-            tokens, pooled, logits = self.core(self.core.common(h, seen), seen)
-            recon_tokens = self.decoder_out(self.decoder(tokens).flatten(1, 2)).view(*target.shape)
-            has_any = seen.any(dim=-1)                                                       # [R, B]
-            ce = masked_cross_entropy(logits, batch.labels, has_any)
-            tag = (~seen).to(pooled.dtype)
-            tag_loss = masked_mean((torch.sigmoid(pooled[..., -self.n_modalities:]) - tag).abs().mean(-1), has_any)
-            kl = masked_mean(symmetric_kl(tokens, teacher_tokens).mean(-1), has_any & present_t.any(-1))
-            recon = masked_mean(symmetric_kl(recon_tokens, target), target_on & has_any.unsqueeze(-1))
-            loss = ce + self.aux_weight * (recon + tag_loss + kl)
-            optimizer.zero_grad()
-            loss.sum().backward()
-            stepping = {p: active for module in student[1:] for p in module.parameters()}
-            runs_with = seen.any(dim=1)
-            for m, enc in enumerate(self.encoders):
-                stepping.update({p: runs_with[:, m] for p in enc.parameters()})
-            optimizer.step(stepping)
-            loss_sum += loss.detach() * active
-            n_batches += active
-        return loss_sum / n_batches.clamp(min=1)
+        return super().training_steps(data, batch_size, epoch)
+
+    def set_active_runs(self, active: torch.Tensor) -> None:
+        self._set_active([self.encoders, self.core, self.decoder, self.decoder_out], active)
+
+    def batch_step(self, data: RunGroup, batch: Batch, observed: torch.Tensor, active: torch.Tensor) -> Step:
+        with torch.no_grad():   # teacher tokens (KL targets) and common tokens (reconstruction targets)
+            h_t, present_t = self._teacher_view(data, batch)
+            target = self.teacher.common(h_t, present_t)
+            teacher_tokens, _, _ = self.teacher(target, present_t)
+        seen = observed if self.privileged else self._drop_one(observed, active)
+        target_on = present_t
+        h = self._embed(self.encoders, data, batch, seen)
+        tokens, pooled, logits = self.core(self.core.common(h, seen), seen)
+        recon_tokens = self.decoder_out(self.decoder(tokens).flatten(1, 2)).view(*target.shape)
+        has_any = seen.any(dim=-1)                                                       # [R, B]
+        ce = masked_cross_entropy(logits, batch.labels, has_any)
+        tag = (~seen).to(pooled.dtype)
+        tag_loss = masked_mean((torch.sigmoid(pooled[..., -self.n_modalities:]) - tag).abs().mean(-1), has_any)
+        kl = masked_mean(symmetric_kl(tokens, teacher_tokens).mean(-1), has_any & present_t.any(-1))
+        recon = masked_mean(symmetric_kl(recon_tokens, target), target_on & has_any.unsqueeze(-1))
+        loss = ce + self.aux_weight * (recon + tag_loss + kl)
+        stepping = {p: active for module in (self.core, self.decoder, self.decoder_out) for p in module.parameters()}
+        runs_with = seen.any(dim=1)
+        for m, enc in enumerate(self.encoders):
+            stepping.update({p: runs_with[:, m] for p in enc.parameters()})
+        return Step(loss, stepping, active)
 
     # ------------------------------------------------------------------------------------- prediction
 

@@ -1,5 +1,6 @@
 """Complete-modality analyses (missing rate 0): the Table 1 analogue (every method's multimodal and unimodal
-accuracy), the laziness statement computed from it, and the Table 3 analogue (MLA's ablations).
+accuracy), the laziness statement computed from it, the modality gap (Figure 3 analogue) and the Table 3
+analogue (MLA's ablations).
 
 Modality laziness (section 4.3): under joint training the weak modality learns less than it can. Late fusion
 trains each modality alone, so its unimodal accuracies say what each modality can reach; the weak modality is
@@ -9,53 +10,56 @@ more than the larger of their standard deviations over seeds.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pandas as pd
 
-from mlaflow.io import atomic_path
-from mlaflow.params import MODALITIES, PAPER_VARIANT
+from mlaflow.experiments import Experiment
+from mlaflow.report import markdown as md
+from mlaflow.report import plots
+from mlaflow.report.aggregate import seed_stats
+from mlaflow.report.context import MAIN_KINDS, ReportContext
 
 # trained end to end through one fusion layer: the methods whose weak modality the paper calls lazy
 JOINT_METHODS = ("sum", "concat", "film", "bigated", "ogm_ge")
 PAPER_ORDER = ("sum", "concat", "late_fusion", "film", "bigated", "ogm_ge", "qmf", "mla")
-COLUMNS = (*(f"{m}_accuracy" for m in MODALITIES), "accuracy")
-# the paper's IEMOCAP table names the visual modality "image"
-PAPER_MODALITY = {"audio": "audio", "visual": "image", "text": "text"}
+GAP_METHODS = ("mla", "concat")  # Figure 3 of the paper
+GAP_PNG = "figures/modality_gap.png"
+# the only override of the fidelity variant that turns head gradient modification off (Table 3's "HGM off")
+HGM_OFF = {"method_params": {"mla": {"head_gradient_modification": "off"}}}
 
 
-def _mean_std(frame: pd.DataFrame, columns) -> pd.Series:
-    """Mean over folds per seed, then mean and sample std over seeds, for each column."""
-    per_seed = frame.groupby("seed")[list(columns)].mean()
-    out = {}
-    for c in columns:
-        out[f"{c}_mean"] = per_seed[c].mean()
-        out[f"{c}_std"] = per_seed[c].std(ddof=1) if len(per_seed) > 1 else 0.0
-    out["n_runs"] = len(frame)
-    return pd.Series(out)
+def columns(modalities: list[str]) -> tuple[str, ...]:
+    """Table 1's figures: each modality's unimodal accuracy, then the multimodal one."""
+    return (*(f"{m}_accuracy" for m in modalities), "accuracy")
 
 
-def table1(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per method that ran at missing rate 0 (main grid runs), in the paper's column order."""
-    complete = runs[runs["missing_rate"] == 0.0]
-    methods = sorted(complete["method"].unique(), key=lambda m: (PAPER_ORDER.index(m) if m in PAPER_ORDER else 99, m))
-    return pd.DataFrame({m: _mean_std(complete[complete["method"] == m], COLUMNS) for m in methods}).T
+def _paper_order(methods) -> list[str]:
+    return sorted(methods, key=lambda m: (PAPER_ORDER.index(m) if m in PAPER_ORDER else 99, m))
 
 
-def weak_modality(table: pd.DataFrame) -> str:
-    unimodal = [f"{m}_accuracy_mean" for m in MODALITIES]
+def _by_method(frame: pd.DataFrame, cols) -> pd.DataFrame:
+    """seed_stats per method, indexed by method, in the paper's column order."""
+    table = seed_stats(frame, ["method"], list(cols)).set_index("method")
+    return table.loc[_paper_order(table.index)]
+
+
+def table1(runs: pd.DataFrame, modalities: list[str]) -> pd.DataFrame:
+    """One row per method that ran at missing rate 0 (runs under the paper's settings)."""
+    return _by_method(runs[runs["missing_rate"] == 0.0], columns(modalities))
+
+
+def weak_modality(table: pd.DataFrame, modalities: list[str]) -> str:
+    unimodal = [f"{m}_accuracy_mean" for m in modalities]
     reference = table.loc["late_fusion", unimodal] if "late_fusion" in table.index else table[unimodal].mean()
-    return MODALITIES[int(reference.to_numpy().argmin())]
+    return modalities[int(reference.to_numpy(dtype=float).argmin())]
 
 
-def laziness_statement(table: pd.DataFrame) -> str:
+def laziness_statement(table: pd.DataFrame, modalities: list[str]) -> str:
     """A sentence computed from the Table 1 analogue: does MLA's weak modality learn more than under the best
     joint-training method here?"""
     joint = [m for m in JOINT_METHODS if m in table.index]
     if "mla" not in table.index or not joint:
         return "The laziness comparison needs MLA and at least one joint-training method at missing rate 0."
-    weak = weak_modality(table)
+    weak = weak_modality(table, modalities)
     col = f"{weak}_accuracy"
     best = max(joint, key=lambda m: table.loc[m, f"{col}_mean"])
     mla, other = table.loc["mla"], table.loc[best]
@@ -71,65 +75,119 @@ def laziness_statement(table: pd.DataFrame) -> str:
             f"accuracy is {100 * fused_gap:+.2f} points from the best joint method's.")
 
 
-def table3(all_runs: pd.DataFrame, params: dict) -> pd.DataFrame | None:
+def hgm_off_experiment(experiments: list[Experiment]) -> Experiment | None:
+    """The fidelity experiment whose only change is head gradient modification off (Table 3's HGM off)."""
+    return next((e for e in experiments if e.kind == "fidelity" and e.overrides == HGM_OFF), None)
+
+
+def table3(main: pd.DataFrame, hgm_off: pd.DataFrame, modalities: list[str]) -> pd.DataFrame | None:
     """MLA with head gradient modification (HGM) on/off and dynamic fusion (DF) on/off, at missing rate 0.
 
-    HGM off is the fidelity variant whose only override is head_gradient_modification: off; DF off is the
-    average of the unimodal predictions, measured on the same runs' recorded curves (fusion acts after
-    training). None when that variant did not run at missing rate 0."""
-    variants = params["fidelity"]["variants"]
-    hgm_off = next((v for v, o in variants.items() if o == {"mla": {"head_gradient_modification": "off"}}), None)
-    zero = all_runs[(all_runs["missing_rate"] == 0.0) & (all_runs["method"] == "mla")]
-    on, off = zero[zero["variant"] == PAPER_VARIANT], zero[zero["variant"] == hgm_off]
-    if hgm_off is None or on.empty or off.empty or "fusion_average_accuracy" not in zero:
+    `main`: runs of the main grid; `hgm_off`: runs of the HGM-off variant. DF off is the average of the
+    unimodal predictions, measured on the same runs' recorded curves (fusion acts after training). None when
+    either has no MLA run at missing rate 0."""
+    def at_zero(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[(frame["missing_rate"] == 0.0) & (frame["method"] == "mla")]
+
+    on, off = at_zero(main), at_zero(hgm_off)
+    if on.empty or off.empty or "fusion_average_accuracy" not in on or "fusion_average_accuracy" not in off:
         return None
+    cols = [*columns(modalities)[:-1], "multi"]
     rows = {}
     for hgm, frame in (("off", off), ("on", on)):
         for df, column in (("off", "fusion_average_accuracy"), ("on", "accuracy")):
-            stats = _mean_std(frame.assign(multi=frame[column]), (*COLUMNS[:-1], "multi"))
-            rows[(hgm, df)] = stats
+            rows[(hgm, df)] = seed_stats(frame.assign(multi=frame[column]), ["method"], cols).iloc[0]
     return pd.DataFrame(rows).T
 
 
-GAP_METHODS = ("mla", "concat")  # Figure 3 of the paper
-
-
 def gap_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Modality gap per method and modality pair at missing rate 0 (mean +- std over seeds)."""
+    """Modality gap per method and modality pair at missing rate 0 (mean ± std over seeds)."""
     complete = runs[runs["missing_rate"] == 0.0]
-    pairs = [c for c in complete.columns if c.startswith("gap_")]
-    methods = sorted(complete["method"].unique(), key=lambda m: (PAPER_ORDER.index(m) if m in PAPER_ORDER else 99, m))
-    return pd.DataFrame({m: _mean_std(complete[complete["method"] == m], pairs) for m in methods}).T
+    pairs = [c for c in complete.columns if c.startswith("gap_") and complete[c].notna().any()]
+    return _by_method(complete, pairs)
 
 
-def load_projections(run_paths: list[str], methods) -> dict[str, dict]:
-    """Per method, the 2-D embedding projection of its first run (lowest seed, then fold) at missing rate 0."""
-    chosen: dict[str, tuple] = {}
-    for path in run_paths:
-        run = json.loads(Path(path).read_text())
-        if run["method"] in methods and run["missing_rate"] == 0.0 and run.get("variant", PAPER_VARIANT) == PAPER_VARIANT:
-            key = (run["seed"], run["fold"])
-            if run["method"] not in chosen or key < chosen[run["method"]][0]:
-                chosen[run["method"]] = (key, run["metrics"].get("embedding_projection", {}))
-    return {m: projection for m, (_, projection) in chosen.items()}
-
-
-def plot_gap(projections: dict[str, dict], out_png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_gap(projections: dict[str, dict], out_png) -> None:
     methods = [m for m in GAP_METHODS if projections.get(m)] or ["(none)"]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4.0), squeeze=False)
-    for ax, method in zip(axes[0], methods):
+    fig, axes = plots.new_figure(4.2, 4.0, panels=len(methods))
+    for ax, method in zip(axes, methods):
         for i, (modality, points) in enumerate(projections.get(method, {}).items()):
             xy = list(zip(*points)) if points else ([], [])
             ax.scatter(xy[0], xy[1], s=8, alpha=0.6, color=f"C{i}", label=modality)
         ax.set_title(f"{method}: test embeddings (L2-normalised, PCA)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out_png, ".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+        if ax.get_legend_handles_labels()[0]:   # "(none)": an empty panel, no legend
+            ax.legend(fontsize=8)
+    plots.save_png(fig, out_png, dpi=110)
+
+
+def _paper_cell(values: list[float] | None) -> str:
+    return " / ".join(f"{v:.2f}" for v in values) if values else "—"
+
+
+def _paper_header(paper, table: dict, modalities: list[str]) -> list[str]:
+    """The paper column's header (its modality names), or no column when the paper has no such table."""
+    if not table:
+        return []
+    return [f"paper ({paper.dataset}): " + " / ".join([*(paper.column(m) for m in modalities), "multi"])]
+
+
+def section(ctx: ReportContext) -> list[str]:
+    """Table 1 and Table 3 analogues at missing rate 0, beside the paper's rows; the modality gap."""
+    modalities, paper = ctx.modalities, ctx.paper
+    runs = ctx.paper_runs
+    main = {e.name for e in ctx.of_kind(*MAIN_KINDS)}
+    projections = {method: projection for (name, method, rate), projection in ctx.projections.items()
+                   if name in main and rate == 0.0 and method in GAP_METHODS}
+    plot_gap(projections, ctx.out_dir / GAP_PNG)
+    title = "## Complete modalities: every method (Table 1 analogue)"
+    if runs[runs["missing_rate"] == 0.0].empty:
+        return [title, "", "Complete modalities (Table 1 analogue): no run at missing rate 0 under the paper's "
+                           "settings (add 0.0 to masks.missing_rates or methods to complete_modality_methods).", ""]
+    table = table1(runs, modalities)
+    cols = columns(modalities)
+    best = {c: table[f"{c}_mean"].max() for c in cols}
+    rows = []
+    for method, row in table.iterrows():
+        cells = []
+        for c in cols:
+            text = md.pm(row[f"{c}_mean"], row[f"{c}_std"])
+            cells.append(f"**{text}**" if row[f"{c}_mean"] == best[c] else text)
+        paper_cell = [_paper_cell(paper.row(paper.table1, method, modalities))] if paper.table1 else []
+        rows.append([method, *cells, *paper_cell])
+    out = [title, "",
+           "Missing rate 0, accuracy % (mean ± std over seeds of the fold means). Unimodal accuracy as section "
+           "4.1.1 says: fusion methods with the other modalities deactivated, `sum` one modality through its "
+           "layer, `concat` the head split into per-modality sub-heads, MLA the shared head on one encoder, late "
+           "fusion and QMF each modality's classifier. Bold: the best of this run per column.", "",
+           *md.table(["method", *[f"{m} acc" for m in modalities], "multimodal acc",
+                      *_paper_header(paper, paper.table1, modalities)], rows), "",
+           laziness_statement(table, modalities), ""]
+
+    gaps = gap_table(runs)
+    pairs = [c[: -len("_mean")] for c in gaps.columns if c.startswith("gap_") and c.endswith("_mean")]
+    out += ["### Modality gap (Figure 3 analogue)", "",
+            "Distance between the centroids of the L2-normalised encoder outputs of two modalities on the test set "
+            "(Liang et al. 2022), missing rate 0, mean ± std over seeds. The figure projects one run's embeddings "
+            "(seed and fold first in order) on their two principal axes.", "",
+            *md.table(["method", *[p.replace("gap_", "") for p in pairs]],
+                      [[m, *[f"{row[f'{p}_mean']:.3f} ± {row[f'{p}_std']:.3f}" for p in pairs]]
+                       for m, row in gaps.iterrows()]), "",
+            f"![modality gap]({GAP_PNG})", ""]
+
+    variant = hgm_off_experiment(ctx.experiments)
+    t3 = None if variant is None else table3(ctx.runs_of_kind("main"), ctx.runs_of(variant), modalities)
+    if t3 is None:
+        return out + ["MLA ablations (Table 3 analogue): need MLA at missing rate 0 in the main grid and a fidelity "
+                      "variant whose only change is `head_gradient_modification: off`, at missing rate 0.", ""]
+    rows = []
+    for (hgm, df), row in t3.iterrows():
+        rows.append([hgm, df, *[md.pm(row[f"{c}_mean"], row[f"{c}_std"]) for c in (*cols[:-1], "multi")],
+                     *([_paper_cell(paper.row(paper.table3, (hgm, df), modalities))] if paper.table3 else [])])
+    return out + ["### MLA ablations (Table 3 analogue)", "",
+                  "Head gradient modification (HGM, eq. 3-5) and dynamic fusion (DF, eq. 6-8) on and off, missing "
+                  f"rate 0. HGM off: the fidelity variant `{variant.name}`; DF off: the average of the unimodal "
+                  "predictions, measured on the same runs (fusion acts after training).", "",
+                  *md.table(["HGM", "DF", *[f"{m} acc" for m in modalities], "multimodal acc",
+                             *_paper_header(paper, paper.table3, modalities)], rows),
+                  ""]

@@ -9,10 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mlaflow.data.iemocap import CLASS_NAMES
 from mlaflow.errors import InputError
 from mlaflow.features.store import read_store
-from mlaflow.params import MODALITIES
 
 
 @dataclass
@@ -24,20 +22,23 @@ class Corpus:
     labels: torch.Tensor               # [N] int64
     class_names: list[str]
     feature_attrs: dict[str, dict]     # per modality, the HDF5 store's attributes (encoder, pretrained, ...)
+    modalities: list[str]              # names, in the order of `features` and of every mask's columns
 
     @property
     def input_dims(self) -> list[int]:
         return [x.shape[1] for x in self.features]
 
 
-def load_corpus(manifest_path: str | Path, feature_paths: dict[str, str | Path], params: dict) -> Corpus:
+def load_corpus(manifest_path: str | Path, feature_paths: dict[str, str | Path], classes: list[str],
+                feature_dims: dict[str, int]) -> Corpus:
+    """The manifest's utterances with the features of every modality of `feature_dims` (in its order), checked
+    against the stores; `classes` in label_index order (a training job's config holds both)."""
     manifest = pd.read_csv(manifest_path, dtype={"utterance_id": str, "label": str})
     ids = manifest["utterance_id"].tolist()
-    class_names = CLASS_NAMES[params["corpus"]["label_setup"]]
     features, attrs = [], {}
-    for modality in MODALITIES:
+    for modality, dim in feature_dims.items():
         path = feature_paths[modality]
-        table = read_store(path, modality=modality, expected_dim=params["features"][modality]["dim"])
+        table = read_store(path, modality=modality, expected_dim=dim)
         position = {utt: i for i, utt in enumerate(table.ids)}
         missing = [utt for utt in ids if utt not in position]
         if missing:
@@ -55,4 +56,4 @@ def load_corpus(manifest_path: str | Path, feature_paths: dict[str, str | Path],
         features.append(torch.from_numpy(np.ascontiguousarray(table.features[rows], dtype=np.float32)))
         attrs[modality] = dict(table.attrs)
     labels = torch.tensor(manifest["label_index"].to_numpy(dtype=np.int64))
-    return Corpus(ids, features, labels, class_names, attrs)
+    return Corpus(ids, features, labels, list(classes), attrs, list(feature_dims))

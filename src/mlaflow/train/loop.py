@@ -1,4 +1,10 @@
-"""Training and evaluation of runs (method x missing rate x seed x fold).
+"""The one training loop, and the evaluation of runs (method x missing rate x seed x fold).
+
+`train_epoch` is the only place where epochs run: it runs a method's pretraining phases before the first epoch
+(a teacher, with its own optimiser), then the epoch's steps (`Method.training_steps`), each one zero_grad ->
+backward -> the method's `after_backward` hook -> the optimiser step of the runs that take it, and keeps the
+loss bookkeeping. `train_runs` adds the learning-rate schedule (`StepDecay`), validation-based model selection
+and the final evaluation.
 
 A Snakemake job covers all seeds and folds of one method at one missing rate, in one process. With
 `train.batch_runs: true` (default) its runs are trained together, stacked (see `mlaflow.methods.base`):
@@ -14,29 +20,86 @@ For methods with several test-time fusion rules (MLA), the curves of every rule 
 """
 from __future__ import annotations
 
-import logging
-import time
 import copy
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from mlaflow.data.folds import fold_indices
-from mlaflow.data.masks import all_missing_forbidden_by, is_isolation, read_mask, training_only
 from mlaflow.devices import resolve_device
-from mlaflow.io import write_json
 from mlaflow.methods import build_method
-from mlaflow.methods.base import Batch, Method, RunGroup, StackedOptimizer
-from mlaflow.params import MODALITIES, RUN_SECTIONS, params_for_method, params_hash
-from mlaflow.provenance import git_commit
+from mlaflow.methods.base import Batch, Method, Phase, RunGroup, Step
 from mlaflow.train.data import Corpus
 from mlaflow.train.metrics import classification_metrics, modality_gap, projection_2d
+from mlaflow.train.optim import StackedOptimizer, StepDecay
 
 PROJECTED_POINTS = 60  # per modality, in each run's 2-D projection of the test embeddings
 
-log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+def run_steps(steps: Iterable[Step], optimizer: StackedOptimizer, method: Method | None, n_runs: int,
+              device: torch.device) -> torch.Tensor:
+    """Take every step; return the epoch's loss per run [R]: per phase the mean loss of the recorded steps of
+    the runs that took them, summed over phases."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, torch.Tensor] = {}
+    for step in steps:
+        step_optimizer = step.optimizer or optimizer
+        if step.loss is not None:
+            step_optimizer.zero_grad()
+            step.loss.sum().backward()                                  # runs are independent
+        if method is not None:
+            method.after_backward(step)
+        step_optimizer.step(step.stepping)
+        if step.record:
+            if step.phase not in sums:
+                sums[step.phase] = torch.zeros(n_runs, device=device)
+                counts[step.phase] = torch.zeros(n_runs, device=device)
+            sums[step.phase] += step.loss.detach() * step.active
+            counts[step.phase] += step.active
+    total = torch.zeros(n_runs, device=device)
+    for phase in sums:
+        total = total + sums[phase] / counts[phase].clamp(min=1)
+    return total
+
+
+def run_phase(phase: Phase, data: RunGroup, batch_size: int, settings: dict, schedule: StepDecay | None,
+              n_runs: int) -> None:
+    """A pretraining phase: `phase.epochs` epochs with a fresh optimiser of the given settings, the schedule's
+    learning rate at each epoch (constant without one)."""
+    optimizer = StackedOptimizer(phase.parameters, settings, n_runs)
+    losses = []
+    for epoch in range(phase.epochs):
+        if schedule is not None:
+            optimizer.set_lr(schedule.lr_at(epoch))
+        losses.append(run_steps(phase.steps(data, batch_size, epoch), optimizer, None, n_runs, data.device))
+    phase.finish(losses)
+
+
+def pretrain(method: Method, data: RunGroup, batch_size: int, settings: dict, schedule: StepDecay | None = None) -> None:
+    """Every pretraining phase of `method` (its teacher), each with a fresh optimiser of `settings`."""
+    for phase in method.pretraining(data, batch_size):
+        run_phase(phase, data, batch_size, settings, schedule, method.n_runs)
+
+
+def train_epoch(method: Method, data: RunGroup, optimizer: StackedOptimizer, batch_size: int,
+                schedule: StepDecay | None = None) -> torch.Tensor:
+    """One epoch of `method` (its pretraining phases first, before the first epoch); returns the mean training
+    loss per run [R]. Pretraining phases use the optimiser's settings and `schedule` (constant lr without one)."""
+    if method.epochs_trained == 0:
+        pretrain(method, data, batch_size, optimizer.settings(), schedule)
+    loss = run_steps(method.training_steps(data, batch_size, method.epochs_trained), optimizer, method,
+                     method.n_runs, data.device)
+    method.epochs_trained += 1
+    return loss
+
+
+# ------------------------------------------------------------------------------------------ evaluation
 
 
 @dataclass
@@ -93,21 +156,21 @@ def test_time_shift(method: Method, data: RunGroup, test: Batch, prior: torch.Te
     return out
 
 
-def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, n_classes: int) -> list[dict]:
+def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, n_classes: int,
+             names: list[str]) -> list[dict]:
     """Per run: fused metrics (all-missing samples predicted as the prior class, and counted) and each
     modality's own accuracy on the samples where it is present."""
     method.eval()
     pred, fused, has_any = _fused_predictions(method, data, batch, prior)
     present = data.observed_at(batch.idx, batch.valid)
     embeddings = method.embeddings(data, batch)                                    # [R, M, n, s]
-    names = MODALITIES[: data.n_modalities]
     results = []
     for r in range(data.n_runs):
         valid = batch.valid[r]
         labels = batch.labels[r][valid]
         result = classification_metrics(labels, fused[r][valid], n_classes)
         result["per_modality_accuracy"] = {}
-        for m, name in enumerate(MODALITIES[: data.n_modalities]):
+        for m, name in enumerate(names):
             on = present[r, :, m]
             result["per_modality_accuracy"][name] = classification_metrics(
                 batch.labels[r][on], pred.unimodal_logits[r, m][on].argmax(dim=-1), n_classes)["accuracy"]
@@ -127,10 +190,14 @@ def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, 
     return results
 
 
-def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: dict) -> list[dict]:
-    """Train the runs in `specs` stacked together; return one metrics record per run (without provenance)."""
-    params = params_for_method(params, method_name)
-    train_cfg = params["train"]
+def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], settings: dict) -> list[dict]:
+    """Train the runs in `specs` stacked together; return one metrics record per run (without provenance).
+
+    settings: {"train": the method's effective train settings, "method_params": {method_name: its options}}, as
+    `mlaflow.experiments.method_settings` gives them (a training job's config holds them too)."""
+    train_cfg = settings["train"]
+    if "method_optimizers" in train_cfg:
+        raise ValueError("train_runs takes a method's effective settings: experiments.method_settings(config, method)")
     device = resolve_device(train_cfg["device"], "train.device")
     generators = [torch.Generator().manual_seed(spec.seed) for spec in specs]
     data = RunGroup(
@@ -143,8 +210,10 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
         masked_input=train_cfg["masked_input"],
     )
     n_classes, R = len(corpus.class_names), len(specs)
-    method = build_method(method_name, corpus.input_dims, n_classes, params, generators).to(device)
+    method = build_method(method_name, dict(zip(corpus.modalities, corpus.input_dims)), n_classes, settings,
+                          generators).to(device)
     optimizer = StackedOptimizer(list(method.parameters()), train_cfg, R)
+    schedule = StepDecay.from_train(train_cfg)
     # each run's prior: the majority class of its training samples that have a modality
     prior = torch.stack([torch.bincount(data.labels[rows], minlength=n_classes).argmax()
                          for rows in data.rows("train")])
@@ -159,9 +228,9 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
     losses = []
     started = time.perf_counter()
     for epoch in range(train_cfg["epochs"]):
-        optimizer.set_lr(train_cfg["lr"] * train_cfg["lr_gamma"] ** (epoch // train_cfg["lr_step_epochs"]))
+        optimizer.set_lr(schedule.lr_at(epoch))
         method.train()
-        losses.append(method.fit_epoch(data, optimizer, train_cfg["batch_size"]).tolist())
+        losses.append(train_epoch(method, data, optimizer, train_cfg["batch_size"], schedule).tolist())
         method.eval()
         with torch.no_grad():
             curves["validation"].append(_epoch_accuracies(method, data, val, prior))
@@ -178,7 +247,7 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], params: d
     with torch.no_grad():
         for name, p in state.items():
             p.copy_(best_state[name])
-    test_metrics = evaluate(method, data, test, prior, n_classes)
+    test_metrics = evaluate(method, data, test, prior, n_classes, corpus.modalities)
     shift = test_time_shift(method, data, test, prior, specs) if specs[0].shift else [None] * R
     records = []
     for r, spec in enumerate(specs):
@@ -228,44 +297,3 @@ def _selection_summary(curve: dict[str, dict[str, list[float]]]) -> dict[str, di
         by_test = max(test_curve)
         out[rule] = {"validation_selected": by_validation, "test_selected": by_test, "optimism": by_test - by_validation}
     return out
-
-
-def train_group(method_name: str, missing_rate: float, corpus: Corpus, folds_table, masks_path: str | Path,
-                outputs: dict[tuple[int, int], str | Path], params: dict, variant: str = "paper",
-                shift_masks: dict[str, str | Path] | None = None) -> None:
-    """Train every (seed, fold) run of one method and missing rate; write one metrics JSON per run.
-
-    `params` are the effective parameters of the run (a variant's overrides already applied). `shift_masks`
-    (missing-rate label -> mask file of the same protocol): also test every run under those test-time masks.
-    An isolation mask (variant isolate_<modality>) applies to the training split only."""
-    torch.set_num_threads(params["train"]["threads"])
-    run_hash = params_hash(params, RUN_SECTIONS)
-    commit = git_commit()
-    keys = sorted(outputs)
-    protocol = params["masks"]["protocol"]
-    forbid = all_missing_forbidden_by(protocol, params["masks"]["all_missing"])
-    seeds = sorted({s for s, _ in keys})
-    masks = {seed: read_mask(masks_path, seed, corpus.utterance_ids, protocol, forbid) for seed in seeds}
-    shift = {label: {seed: read_mask(path, seed, corpus.utterance_ids, protocol, forbid) for seed in seeds}
-             for label, path in (shift_masks or {}).items()}
-    specs = []
-    for seed, fold in keys:
-        split = fold_indices(folds_table, fold)
-        present = training_only(masks[seed], split) if is_isolation(protocol) else masks[seed]
-        specs.append(RunSpec(seed * 1000 + fold, present, split, {label: m[seed] for label, m in shift.items()}))
-    if params["train"]["batch_runs"]:
-        records = train_runs(method_name, corpus, specs, params)
-    else:
-        records = [record for spec in specs for record in train_runs(method_name, corpus, [spec], params)]
-    for (seed, fold), record in zip(keys, records):
-        record.update(method=method_name, variant=variant, missing_rate=missing_rate, seed=seed, fold=fold,
-                      mask_protocol=protocol, all_missing=params["masks"]["all_missing"],
-                      masked_input=params["train"]["masked_input"],
-                      method_params=params["method_params"].get(method_name, {}),
-                      params_hash=run_hash, git_commit=commit,
-                      encoders={m: {k: corpus.feature_attrs[m].get(k) for k in ("encoder", "pretrained", "model_source")}
-                                for m in MODALITIES})
-        write_json(outputs[(seed, fold)], record)
-        log.info("%s rate=%.2f seed=%d fold=%d: test acc %.4f (val %.4f at epoch %d)", method_name, missing_rate,
-                 seed, fold, record["metrics"]["accuracy"], record["validation"]["accuracy"],
-                 record["validation"]["best_epoch"])

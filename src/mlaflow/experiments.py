@@ -1,0 +1,216 @@
+"""The experiment table: every kind of training the workflow runs, as data, in one place.
+
+An `Experiment` is a named set of runs (method x missing rate x seed x fold) trained under one set of overrides
+of the paper's settings and one mask specification. The Snakemake rules (workflow/rules/train.smk), the DVC
+stages (dvc.yaml) and the report all read this table; nothing parses an experiment's name.
+
+| kind       | name                  | root                      | cells                                   | masks                  |
+|------------|-----------------------|---------------------------|-----------------------------------------|------------------------|
+| main       | main                  | data/runs                 | `methods` x `masks.missing_rates`       | `masks.protocol`       |
+| complete   | complete              | data/runs                 | `complete_modality_methods` x {0.0}     | `masks.protocol`       |
+| suite      | suite                 | data/suite                | `missing_suite` cells main does not run | `masks.protocol`       |
+| isolation  | isolate_<modality>    | data/isolation/<name>     | `isolation.methods` x shares            | that modality, training split only |
+| fidelity   | <variant name>        | data/fidelity/<name>      | mla x `fidelity.missing_rates`          | the variant's protocol |
+| fidelity   | masks_<protocol>      | data/fidelity/<name>      | `protocol_methods` x every missing rate | the other protocol     |
+
+Main and complete share a root (their methods never overlap: a complete-modality method that is also in
+`methods` runs in the main grid). Runs of main, complete and suite are also tested under the test masks of
+every missing rate (`test_time_shift`). A cell that would equal a main-grid (or complete-modality) run exactly
+is not trained but listed in `reused`, and the report reads that run in its place: a fidelity variant at
+missing rate 0 that only changes the masks or how masked inputs are fed (nothing is masked there), and the
+isolation analysis' share 0 (nothing masked in training).
+
+This module also builds the config file of every job (`*_job_config`): what a job computes comes from that
+file, which a Snakemake rule writes from the config Snakemake was given (workflow/rules/common.smk), and a
+run records its hash, so the report can refuse a run trained under other settings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mlaflow.data import corpora
+from mlaflow.keys import config_hash, format_rate, rate_key  # noqa: F401  (re-exported for the Snakefile)
+
+MASK_PROTOCOLS = ("bernoulli", "cpm")
+STAGES = ("main_grid", "missing_suite", "isolation", "fidelity")
+
+
+# ------------------------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """How an experiment's masks are drawn: `bernoulli` or `cpm` over every modality (data/masks.py), or
+    `single_modality`: only `modality` is masked, and with `training_only` the mask applies to the training
+    split alone (validation and test stay complete)."""
+
+    protocol: str
+    modality: str | None = None
+    training_only: bool = False
+
+    @property
+    def folder(self) -> str:
+        """Where its mask files live: data/splits/masks/<folder>/missing_<rate>.h5."""
+        return f"isolate_{self.modality}" if self.protocol == "single_modality" else self.protocol
+
+    def as_dict(self) -> dict:
+        return {"protocol": self.protocol, "modality": self.modality, "training_only": self.training_only}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One kind of training (see the module docstring). `overrides` change the paper's settings:
+    {"method_params": {method: {option: value}}, "train": {key: value}}."""
+
+    name: str
+    kind: str
+    stage: str
+    root: str
+    cells: tuple[tuple[str, float], ...]
+    masks: MaskSpec
+    overrides: dict = field(default_factory=dict)
+    test_time_shift: bool = False
+    reused: tuple[tuple[str, float], ...] = ()   # cells read from main/complete, not trained here
+    description: str = ""
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(method for method, _ in self.cells))
+
+    def rates(self, method: str) -> list[float]:
+        return [rate for m, rate in self.cells if m == method]
+
+
+def _equals_main_at(overrides: dict, rate: float) -> bool:
+    """At missing rate 0 nothing is masked: a variant that changes only how masks are drawn or fed (the mask
+    protocol, train.masked_input) trains exactly the main grid's runs there."""
+    return rate == 0 and not overrides.get("method_params") and set(overrides.get("train", {})) <= {"masked_input"}
+
+
+def experiment_table(config: dict) -> list[Experiment]:
+    """Every experiment of a validated config, in the order the report shows them."""
+    methods, rates = list(config["methods"]), list(config["masks"]["missing_rates"])
+    protocol = config["masks"]["protocol"]
+    main_cells = [(m, r) for m in methods for r in rates]
+    complete_cells = [(m, 0.0) for m in config["complete_modality_methods"] if m not in methods]
+    table = [
+        Experiment("main", "main", "main_grid", "data/runs", tuple(main_cells), MaskSpec(protocol),
+                   test_time_shift=True, description="the main grid: `methods` at every missing rate"),
+        Experiment("complete", "complete", "main_grid", "data/runs", tuple(complete_cells), MaskSpec(protocol),
+                   test_time_shift=True,
+                   description="complete-modality baselines (Table 1 analogue) at missing rate 0"),
+    ]
+    trained = set(main_cells) | set(complete_cells)
+    suite = config["missing_suite"]
+    suite_cells = [(m, r) for m in suite["methods"] for r in suite["missing_rates"] if (m, r) not in trained]
+    table.append(Experiment("suite", "suite", "missing_suite", "data/suite", tuple(suite_cells), MaskSpec(protocol),
+                            test_time_shift=True,
+                            description="the missing-modality suite (Table 2 analogue)"))
+    isolation = config["isolation"]
+    if isolation["enabled"]:
+        for modality in isolation["modalities"]:
+            name = f"isolate_{modality}"
+            cells = [(m, r) for m in isolation["methods"] for r in isolation["training_missing_rates"]]
+            table.append(Experiment(name, "isolation", "isolation", f"data/isolation/{name}", tuple(cells),
+                                    MaskSpec("single_modality", modality, training_only=True),
+                                    reused=tuple((m, 0.0) for m in isolation["methods"]),
+                                    description=f"{modality} masked in a share of the training samples only"))
+    fidelity = config["fidelity"]
+    if fidelity["enabled"]:
+        for name, variant in fidelity["variants"].items():
+            overrides = {key: value for key, value in
+                         (("method_params", {"mla": variant["mla"]} if variant.get("mla") else {}),
+                          ("train", variant.get("train", {}))) if value}
+            variant_protocol = variant.get("masks", {}).get("protocol", protocol)
+            cells = [("mla", r) for r in fidelity["missing_rates"]]
+            reused = [c for c in cells if _equals_main_at(overrides, c[1])]
+            table.append(Experiment(name, "fidelity", "fidelity", f"data/fidelity/{name}",
+                                    tuple(c for c in cells if c not in reused), MaskSpec(variant_protocol),
+                                    overrides=overrides, reused=tuple(reused),
+                                    description="; ".join(f"{k}: {v}" for section in variant.values()
+                                                          for k, v in section.items())))
+        other = next(p for p in MASK_PROTOCOLS if p != protocol)
+        cells = [(m, r) for m in fidelity["protocol_methods"] for r in rates]
+        reused = [c for c in cells if c[1] == 0]
+        table.append(Experiment(f"masks_{other}", "fidelity", "fidelity", f"data/fidelity/masks_{other}",
+                                tuple(c for c in cells if c not in reused), MaskSpec(other),
+                                reused=tuple(reused), description=f"masks: {other}"))
+    return table
+
+
+def as_dict(experiment: Experiment) -> dict:
+    """An experiment as JSON (the stage indexes hold them); `Experiment.from_dict` reads it back."""
+    return {"name": experiment.name, "kind": experiment.kind, "stage": experiment.stage, "root": experiment.root,
+            "cells": [list(c) for c in experiment.cells], "masks": experiment.masks.as_dict(),
+            "overrides": experiment.overrides, "test_time_shift": experiment.test_time_shift,
+            "reused": [list(c) for c in experiment.reused], "description": experiment.description}
+
+
+def from_dict(d: dict) -> Experiment:
+    return Experiment(d["name"], d["kind"], d["stage"], d["root"], tuple((m, float(r)) for m, r in d["cells"]),
+                      MaskSpec(**d["masks"]), d["overrides"], d["test_time_shift"],
+                      tuple((m, float(r)) for m, r in d["reused"]), d["description"])
+
+
+def by_name(table: list[Experiment]) -> dict[str, Experiment]:
+    return {experiment.name: experiment for experiment in table}
+
+
+def run_path(experiment: Experiment, method: str, rate: float, seed: int | str, fold: int | str) -> str:
+    return f"{experiment.root}/{method}/missing_{format_rate(rate)}/seed{seed}_fold{fold}.json"
+
+
+def job_config_path(experiment: Experiment, method: str) -> str:
+    """The config file of a method's training jobs in an experiment (next to its runs, inside its DVC output)."""
+    return f"{experiment.root}/{method}.config.json"
+
+
+def mask_path(masks: MaskSpec, rate: float) -> str:
+    return f"data/splits/masks/{masks.folder}/missing_{format_rate(rate)}.h5"
+
+
+# ------------------------------------------------------------------------------------------- job configs
+
+
+def effective_train(config: dict, method: str, overrides: dict | None = None) -> dict:
+    """`train` as `method` trains it: its reference optimiser (train.method_optimizers), the experiment's
+    overrides, without the keys that only say how jobs are grouped and run elsewhere."""
+    train = {k: v for k, v in config["train"].items() if k not in ("seeds", "job_group", "method_optimizers")}
+    train.update(config["train"]["method_optimizers"].get(method, {}))
+    train.update((overrides or {}).get("train", {}))
+    return train
+
+
+def effective_method_params(config: dict, method: str, overrides: dict | None = None) -> dict:
+    options = dict(config["method_params"].get(method, {}))
+    options.update((overrides or {}).get("method_params", {}).get(method, {}))
+    return options
+
+
+def method_settings(config: dict, method: str, overrides: dict | None = None) -> dict:
+    """{"train": ..., "method_params": {method: ...}}: the settings `mlaflow.train.loop.train_runs` takes."""
+    return {"train": effective_train(config, method, overrides),
+            "method_params": {method: effective_method_params(config, method, overrides)}}
+
+
+def train_job_config(config: dict, experiment: Experiment, method: str) -> dict:
+    """Everything a training job of `method` in `experiment` computes from (besides its input files)."""
+    return {
+        "experiment": {"name": experiment.name, "kind": experiment.kind, "masks": experiment.masks.as_dict()},
+        "method": method,
+        **method_settings(config, method, experiment.overrides),
+        "masks": {"all_missing": config["masks"]["all_missing"]},
+        "test_time_shift": [format_rate(r) for r in config["masks"]["missing_rates"]] if experiment.test_time_shift
+        else [],
+        "modalities": corpora.modalities(config),
+        "classes": corpora.classes(config),
+        "feature_dims": {m: config["features"][m]["dim"] for m in corpora.modalities(config)},
+    }
+
+
+def mask_job_config(config: dict, masks: MaskSpec) -> dict:
+    """What the masks of one specification are drawn from (all_missing matters to bernoulli masks only)."""
+    out = {"masks": masks.as_dict(), "seeds": list(config["train"]["seeds"]), "modalities": corpora.modalities(config)}
+    if masks.protocol == "bernoulli":
+        out["all_missing"] = config["masks"]["all_missing"]
+    return out

@@ -1,0 +1,142 @@
+"""The main grid (`methods` at every missing rate, plus the complete-modality baselines at rate 0): the DVC
+metrics and plots of the summary job, and the report's first sections (the read-first note, accuracy against
+missing rate beside the paper's Table 2, every metric of every method under the paper's settings).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from mlaflow.io import write_json
+from mlaflow.keys import config_hash, rate_key
+from mlaflow.report import markdown as md
+from mlaflow.report import plots
+from mlaflow.report.aggregate import seed_stats
+from mlaflow.report.context import MAIN_KINDS, METRICS, ReportContext
+
+ACCURACY_PNG = "figures/accuracy_vs_missing_rate.png"
+
+
+def summary_table(runs: pd.DataFrame, modalities: list[str]) -> pd.DataFrame:
+    """Per (method, missing rate): the metrics, per-modality accuracies and all-missing share over seeds."""
+    columns = [*METRICS, *(f"{m}_accuracy" for m in modalities), "share_all_missing"]
+    return seed_stats(runs, ["method", "missing_rate"], columns)
+
+
+def plot_accuracy(summary: pd.DataFrame, ctx: ReportContext, methods: list[str]) -> None:
+    fig, (ax,) = plots.new_figure()
+    for i, method in enumerate(methods):
+        group = summary[summary["method"] == method]
+        color = f"C{i}"
+        plots.errorbar_lines(ax, group, "missing_rate", "accuracy_mean", "accuracy_std", capsize=3, color=color,
+                             label=f"{method} (this run)")
+        ref = ctx.paper.table2.get(method)
+        if ref:
+            ax.plot(list(ref), list(ref.values()), ls="--", marker="x", color=color, alpha=0.6,
+                    label=f"{method} (paper, {ctx.paper.dataset})")
+    plots.finish(ax, "missing rate (each modality of each sample, train = val = test)", "test accuracy (%)",
+                 "Accuracy against missing rate (mean ± std over seeds)")
+    plots.save_png(fig, ctx.out_dir / ACCURACY_PNG)
+
+
+def write_summary(ctx: ReportContext) -> None:
+    """reports/metrics.json (DVC metrics: every method of the main grid and the complete-modality baselines at
+    the rates it ran), plots/accuracy_vs_missing_rate.csv (one column per main method, and per paper curve
+    when there is a paper dataset) and its figure."""
+    methods = list(ctx.job_config["methods"])
+    runs = ctx.runs_of_kind(*MAIN_KINDS)
+    summary = summary_table(runs, ctx.modalities)
+    cell = summary.set_index(["method", "missing_rate"])
+
+    # DVC metrics: nested, no dots in keys
+    metrics: dict = {"config_hash": config_hash(ctx.job_config)}
+    for (method, rate), row in cell.iterrows():
+        entry = {f"{k}_{stat}": round(float(row[f"{k}_{stat}"]), 6)
+                 for k in (*METRICS, *(f"{m}_accuracy" for m in ctx.modalities)) for stat in ("mean", "std")}
+        entry["n_runs"] = int(row["n_runs"])
+        metrics.setdefault(method, {})[rate_key(rate)] = entry
+    write_json(ctx.out_dir / "metrics.json", metrics)
+
+    # DVC plots data: one column per method (this run) and, with a paper dataset, per paper curve
+    with_paper = ctx.paper.dataset is not None
+    header = ["missing_rate", *[c for m in methods for c in ([m, f"paper_{m}"] if with_paper else [m])]]
+    plot_rows = []
+    for rate in sorted(runs[runs["method"].isin(methods)]["missing_rate"].unique()):
+        row = {"missing_rate": rate}
+        for method in methods:
+            row[method] = round(100 * float(cell.loc[(method, rate), "accuracy_mean"]), 4) \
+                if (method, rate) in cell.index else ""
+            if with_paper:
+                row[f"paper_{method}"] = ctx.paper.table2.get(method, {}).get(rate, "")
+        plot_rows.append(row)
+    plots.write_csv(pd.DataFrame(plot_rows, columns=header), ctx.out_dir / "plots" / "accuracy_vs_missing_rate.csv")
+    plot_accuracy(summary, ctx, methods)
+
+
+# ------------------------------------------------------------------------------------------- sections
+
+
+def header(ctx: ReportContext) -> list[str]:
+    """Title, the read-first note (synthetic corpus or random encoders) and how every cell is computed."""
+    config = ctx.config
+    corpus = config["corpus"]
+    any_pretrained = any(bool(f.get("pretrained")) for f in ctx.features)
+    n_seeds, n_folds = len(config["train"]["seeds"]), len(config["splits"]["folds"])
+    out = ["# mlaflow report: learning with missing modalities (MLA, CVPR 2024, Table 2 protocol)", ""]
+    if corpus["kind"] == "embedded" or not any_pretrained:
+        paper = (f"the paper's {ctx.paper.dataset} figures, which are shown beside them for reference only"
+                 if ctx.paper.dataset else "the paper's figures")
+        out += ["> **Read this first.** " + (
+            "These numbers come from the *embedded synthetic corpus* (generated, IEMOCAP layout), "
+            if corpus["kind"] == "embedded" else f"These numbers come from the corpus at `{corpus['root']}`, ")
+            + ("with **randomly initialised, not pretrained** encoders. " if not any_pretrained else "")
+            + "They test that the workflow runs and how the methods behave relative to each other; they are "
+              f"**not comparable** to {paper}.", ""]
+    out += [f"Accuracy is overall test accuracy (WA). Each cell: for each seed the mean over {n_folds} "
+            f"leave-one-session-out folds, then mean ± std over {n_seeds} seeds. Model selection on validation "
+            f"only (validation drawn from the training sessions). Masks: `{config['masks']['protocol']}`, same rate "
+            f"on train, validation and test; samples with no modality left: `{config['masks']['all_missing']}`.", ""]
+    return out
+
+
+def accuracy_table(ctx: ReportContext) -> list[str]:
+    """Accuracy of the main grid's methods against missing rate, each with the paper's row below it."""
+    methods = ctx.main_methods
+    runs = ctx.runs_of_kind("main")
+    out = ["## Accuracy (%) against missing rate", ""]
+    if runs.empty:
+        return out + ["No runs of the main grid.", ""]
+    cell = seed_stats(runs, ["method", "missing_rate"], "accuracy").set_index(["method", "missing_rate"])
+    rates = sorted(runs["missing_rate"].unique())
+    rows = []
+    for method in methods:
+        rows.append([f"**{method}**"] + [md.pm(cell.loc[(method, r), "mean"], cell.loc[(method, r), "std"])
+                                         if (method, r) in cell.index else "—" for r in rates])
+        ref = ctx.paper.table2.get(method)
+        if ref:
+            rows.append([f"{method} (paper)"] + [f"{ref[r]:.2f}" if r in ref else "—" for r in rates])
+    out += [*md.table(["method"] + [md.rate(r) for r in rates], rows), ""]
+    if ctx.paper.table2:
+        paper_rates = sorted({r for ref in ctx.paper.table2.values() for r in ref})
+        no_zero = "" if 0.0 in paper_rates else "; the paper has no 0.0 column in this protocol"
+        out += [f"Paper rows: Table 2 ({ctx.paper.dataset}, missing rates {paper_rates[0]:g}-{paper_rates[-1]:g}"
+                f"{no_zero}).", ""]
+    return out + [f"![accuracy against missing rate]({ACCURACY_PNG})", ""]
+
+
+def all_metrics(ctx: ReportContext) -> list[str]:
+    """Every metric of every run under the paper's settings (main grid, complete modalities, suite)."""
+    out = ["## All metrics (%, mean ± std over seeds)", ""]
+    runs = ctx.paper_runs
+    if runs.empty:
+        return out + ["No runs under the paper's settings.", ""]
+    cell = summary_table(runs, ctx.modalities).set_index(["method", "missing_rate"])
+    header = ["method", "missing rate", "WA", "UA", "macro F1", "weighted F1",
+              *[f"{m} acc" for m in ctx.modalities], "all-missing share", "runs"]
+    rows = [[method, md.rate(r), *[md.pm(c[f"{k}_mean"], c[f"{k}_std"]) for k in METRICS],
+             *[md.pm(c[f"{m}_accuracy_mean"], c[f"{m}_accuracy_std"]) for m in ctx.modalities],
+             f"{100 * c['share_all_missing_mean']:.1f}", str(int(c["n_runs"]))]
+            for (method, r), c in cell.iterrows()]
+    return out + [*md.table(header, rows), "",
+                  "Per-modality accuracy: each modality's own prediction (MLA: the shared head on that modality's "
+                  "encoder; late fusion: that modality's classifier), on the test samples where the modality is "
+                  "present.", ""]

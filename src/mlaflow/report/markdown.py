@@ -1,0 +1,28 @@
+"""Markdown building blocks of report.md: tables and the "mean ± std" cells, in percent.
+
+Every section writes its tables with `table` and its cells with `pm` (an accuracy) or `pp` (a signed
+difference in percentage points), so a cell reads the same in every section.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A GitHub markdown table as lines (no blank line around it)."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def pm(mean: float, std: float) -> str:
+    """A fraction as percent, mean ± std: 0.8296, 0.0026 -> '82.96 ± 0.26'."""
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def pp(mean: float, std: float) -> str:
+    """A difference of fractions in signed percentage points: -0.0309, 0.0074 -> '-3.09 ± 0.74'."""
+    return f"{100 * mean:+.2f} ± {100 * std:.2f}"
+
+
+def rate(value: float) -> str:
+    """A missing rate as a column header: 0.3 -> '0.3'."""
+    return f"{value:.1f}"
