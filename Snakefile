@@ -23,43 +23,46 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
 
-localrules: all, features, main_grid, missing_suite, isolation, fidelity, job_config, manifest, folds, masks, index, summary, report
+localrules: all, features, main_grid, missing_suite, isolation, fidelity, report, job_config, manifest, folds, masks, index, summary, build_report
 
 
 rule all:
-    """Everything: every experiment of the table (mlaflow.experiments) and the report."""
+    """Everything: every stage's outputs (every experiment of the table, mlaflow.experiments) and the report."""
     input:
-        SUMMARY_OUTPUTS,
-        REPORT_OUTPUTS,
+        [path for targets in STAGE_TARGETS.values() for path in targets],
 
 
 rule features:
     """Corpus, manifest and one feature store per modality."""
     input:
-        FEATURE_FILES,
+        STAGE_TARGETS["features"],
 
 
 rule main_grid:
     """The main grid and the complete-modality baselines, their metrics and plots, and every mask."""
     input:
-        SUMMARY_OUTPUTS,
-        INDEX_FILES["main_grid"],
-        MASK_FILES,
+        STAGE_TARGETS["main_grid"],
 
 
 rule missing_suite:
     """The missing-modality suite (Table 2 analogue)."""
     input:
-        INDEX_FILES["missing_suite"],
+        STAGE_TARGETS["missing_suite"],
 
 
 rule isolation:
     """The isolation analysis (Figure 2 analogue)."""
     input:
-        INDEX_FILES["isolation"],
+        STAGE_TARGETS["isolation"],
 
 
 rule fidelity:
     """The fidelity experiment: the paper's MLA against its released code."""
     input:
-        INDEX_FILES["fidelity"],
+        STAGE_TARGETS["fidelity"],
+
+
+rule report:
+    """reports/report.md and the report's metrics, plots and figures."""
+    input:
+        STAGE_TARGETS["report"],

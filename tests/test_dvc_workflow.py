@@ -73,3 +73,52 @@ def test_training_param_change_reruns_only_what_depends_on_it(repo):
     assert {p: p.stat().st_mtime_ns for p in masks + features} == before  # masks and features kept
     diff = run(["dvc", "metrics", "diff", "--json"], repo).stdout
     assert json.loads(diff)  # the metrics changed and DVC shows it
+
+
+def test_a_damaged_feature_store_is_never_sealed_into_dvc_lock(repo):
+    store = repo / "data" / "features" / "audio.h5"
+    whole, lock = store.read_bytes(), (repo / "dvc.lock").read_text()
+    stat = store.stat()
+    with open(store, "r+b") as f:                       # truncated in place, its timestamp kept
+        f.truncate(stat.st_size // 2)
+    os.utime(store, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    proc = run(["dvc", "repro"], repo, check=False)
+    assert proc.returncode != 0
+    assert "data/features/audio.h5" in proc.stdout + proc.stderr and "damaged" in proc.stdout + proc.stderr
+    assert (repo / "dvc.lock").read_text() == lock     # nothing recorded
+    store.write_bytes(whole)
+    os.utime(store, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.fixture(scope="module")
+def sparse_repo(tmp_path_factory) -> Path:
+    """The tiny workflow with every optional part of the grid off: no missing rate 0 in the main grid, no MLA,
+    an empty suite, no isolation analysis, no fidelity experiment."""
+    root = tmp_path_factory.mktemp("sparse")
+    copy_workflow(REPO, root)
+    params = tiny_params(REPO)
+    params.update(methods=["late_fusion"], complete_modality_methods=["concat"])
+    params["masks"]["missing_rates"] = [0.5]
+    params["missing_suite"]["methods"] = []
+    params["isolation"]["enabled"] = False
+    params["fidelity"]["enabled"] = False
+    (root / "params.yaml").write_text(yaml.safe_dump(P.validate(params), sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run([*GIT, "add", "-A"], root)
+    run([*GIT, "commit", "-qm", "init"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "config", "core.analytics", "false"], root)
+    run(["dvc", "repro"], root)
+    return root
+
+
+def test_every_config_the_schema_accepts_runs_to_a_report(sparse_repo):
+    report = (sparse_repo / "reports" / "report.md").read_text()
+    assert "Isolation analysis: not run" in report and "Fidelity experiment: not run" in report
+    assert "suite (Table 2 analogue): not run" in report
+    stages = yaml.safe_load((sparse_repo / "dvc.yaml").read_text())["stages"]
+    for stage in stages.values():                       # every declared output exists, even of a stage with no runs
+        for key in ("outs", "metrics", "plots"):
+            for out in stage.get(key, []):
+                assert (sparse_repo / (next(iter(out)) if isinstance(out, dict) else out)).exists(), out
+    assert "didn't change" in run(["dvc", "repro"], sparse_repo).stdout

@@ -189,3 +189,47 @@ def test_job_group_decides_how_many_runs_one_training_job_covers(code, tmp_path,
     expected = {"cell": "--seed-list 0 1 --fold-list 1 2", "seed": "--seed-list 1 --fold-list 1 2",
                 "run": "--seed-list 1 --fold-list 2"}[job_group]
     assert expected in shell
+
+
+def scheduled(output: str, rule: str) -> list[str]:
+    """The output lines of every job of `rule` in a dry run's listing."""
+    return re.findall(rf"^rule {rule}:\n(?:    .*\n)*?    output: (.*)$", output, re.M)
+
+
+@pytest.fixture
+def workspace_copy(workspace, tmp_path) -> Path:
+    """A copy of the finished tiny workspace (timestamps and Snakemake's metadata kept) to change freely."""
+    import shutil
+
+    copy = tmp_path / "work"
+    shutil.copytree(workspace, copy, symlinks=True)
+    return copy
+
+
+def test_adding_a_missing_rate_schedules_exactly_the_runs_it_invalidates(code, workspace_copy):
+    rates = ["--config", "masks={missing_rates: [0.0, 0.3, 0.5]}"]
+    out = snakemake(code, workspace_copy, "-n", "all", *rates).stdout
+    trained = scheduled(out, "train")
+    roots = sorted({path.split("/missing_")[0] for job in trained for path in job.split(", ")})
+    # main and complete and the suite are tested at every rate (their shift records gain 0.3); the new cells;
+    # isolation and the fidelity variant at 0.5 do not depend on the rates and are not retrained
+    assert roots == ["data/fidelity/masks_cpm/late_fusion", "data/runs/concat", "data/runs/late_fusion",
+                     "data/runs/mla", "data/runs/qmf", "data/suite/qmf"]
+    assert len(trained) == 10 and not any("missing_0.50" in j for j in trained if "masks_cpm" in j)
+    snakemake(code, workspace_copy, "all", *rates)            # and it runs to the report (no stale run)
+    metrics = json.loads((workspace_copy / "reports" / "metrics.json").read_text())
+    assert set(metrics["mla"]) == {"r00", "r30", "r50"}
+
+
+def test_a_missing_intermediate_file_is_made_again(code, workspace_copy):
+    (workspace_copy / "data" / "manifest" / "manifest.csv").unlink()
+    assert "manifest" in job_counts(snakemake(code, workspace_copy, "-n", "features").stdout)
+    (workspace_copy / "data" / "splits" / "masks" / "bernoulli" / "missing_0.50.h5").unlink()
+    (workspace_copy / "data" / "runs" / "mla.config.json").unlink()
+    counts = job_counts(snakemake(code, workspace_copy, "-n", "main_grid").stdout)
+    assert counts["masks"] == 1 and counts["job_config"] >= 1
+
+
+def test_a_precomputed_store_that_does_not_exist_fails_at_parse_time(code, tmp_path):
+    proc = snakemake(code, tmp_path, "-n", "--config", "features={audio: {precomputed: no/such.h5}}", check=False)
+    assert proc.returncode != 0 and "features.audio.precomputed" in proc.stdout + proc.stderr

@@ -100,15 +100,22 @@ def _report(args, config):
     build_report(config, args.indexes, args.paper, args.features, args.masks, Path(args.out_dir))
 
 
+def _verify(args, config):
+    from mlaflow.integrity import verify
+
+    log.info("%d output files read back whole", verify(args.paths))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlaflow", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="step", metavar="STEP")
 
-    def step(name, func, help, reads, writes):
+    def step(name, func, help, reads, writes, config=True):
         p = sub.add_parser(name, help=help, description=f"{help}.\n\nReads: {reads}\nWrites: {writes}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--config", required=True, help="the job's config file (JSON, written by the workflow)")
+        if config:
+            p.add_argument("--config", required=True, help="the job's config file (JSON, written by the workflow)")
         p.set_defaults(func=func)
         return p
 
@@ -177,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", nargs="+", required=True)
     p.add_argument("--masks", nargs="+", required=True)
     p.add_argument("--out-dir", default="reports")
+
+    p = step("verify", _verify, "check that every file of a stage's outputs reads back whole (run by each DVC stage)",
+             "the given files and folders (HDF5, JSON, CSV)", "nothing; fails naming the damaged files", config=False)
+    p.add_argument("paths", nargs="+")
     return parser
 
 
@@ -187,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(NO_STEP, end="")
         return 0
     try:
-        args.func(args, _config(args.config))
+        args.func(args, _config(args.config) if getattr(args, "config", None) else None)
     except MlaflowError as err:
         log.error("%s", err)
         return 2

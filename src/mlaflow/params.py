@@ -27,6 +27,7 @@ def validate(params: dict) -> dict:
     """`params` validated: a new dict, strings coerced and defaults filled by the schema (mlaflow.schema.validate),
     then checked across keys. Raise ParamsError naming the offending key; `params` itself is not changed."""
     params = schema.validate(params, load_schema())
+    _check_rates(params)
     for method in [*params["methods"], *params["complete_modality_methods"], *params["missing_suite"]["methods"],
                    *params["isolation"]["methods"]]:
         if method not in params["method_params"]:
@@ -35,7 +36,7 @@ def validate(params: dict) -> dict:
     emb = params["corpus"]["embedded"]
     if emb["min_duration_s"] > emb["max_duration_s"]:
         raise ParamsError("corpus.embedded.min_duration_s", "larger than max_duration_s")
-    for rate in params["missing_suite"]["missing_rates"]:
+    for rate in params["missing_suite"]["missing_rates"] if params["missing_suite"]["methods"] else []:
         if rate not in params["masks"]["missing_rates"]:
             raise ParamsError("missing_suite.missing_rates", f"{rate} is not in masks.missing_rates",
                               "use rates of masks.missing_rates (the suite shares the main grid's masks)")
@@ -61,8 +62,8 @@ def validate(params: dict) -> dict:
             if rate not in params["masks"]["missing_rates"]:
                 raise ParamsError("fidelity.missing_rates", f"{rate} is not in masks.missing_rates",
                                   "use rates of the main grid (its MLA runs are the paper baseline)")
-    _check_rates(params)
     _check_corpus(params)
+    _check_paths(params)
     _check_experiment_names(params)
     return params
 
@@ -99,6 +100,23 @@ def _check_corpus(params: dict) -> None:
             if value not in names:
                 raise ParamsError("isolation.modalities", f"{value!r} is not a modality of the corpus",
                                   f"use some of {names}")
+
+
+def _check_paths(params: dict) -> None:
+    """Files the config points at must be there before any job starts (relative to the working directory)."""
+    corpus = params["corpus"]
+    if corpora.corpus_kind(params).generator_module is None and not Path(corpus["root"]).is_dir():
+        raise ParamsError("corpus.root", f"{corpus['root']} is not a directory",
+                          f"point it at the {corpus['kind']} corpus (see the README)")
+    for modality in corpora.modalities(params):
+        cfg = params["features"][modality]
+        if cfg["precomputed"]:
+            if not Path(cfg["precomputed"]).is_file():
+                raise ParamsError(f"features.{modality}.precomputed", f"{cfg['precomputed']} does not exist",
+                                  "point it at an HDF5 feature store (README: HDF5 feature store schema), or set null")
+        elif cfg["model"] != "embedded" and not (Path(cfg["model"]) / "config.json").is_file():
+            raise ParamsError(f"features.{modality}.model", f"{cfg['model']} is not a model directory (no config.json)",
+                              "set it to `embedded`, or to a local directory written by save_pretrained")
 
 
 def _check_experiment_names(params: dict) -> None:

@@ -4,6 +4,7 @@
 # rule `job_config` from the config Snakemake was given (params.yaml, then --configfile / --config on top), with
 # exactly the keys that job computes from. Its `params:` are that content, so Snakemake reruns the config job
 # (and what depends on it) exactly when the content changes. Jobs never read params.yaml themselves.
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ GPUS = config["resources"]["gpu_per_job"]
 TABLE = E.experiment_table(config)
 EXPERIMENTS = E.by_name(TABLE)
 # workflow resources (not data) are found next to the Snakefile, whatever the working directory (-d)
-PAPER_RESULTS = str(WORKFLOW_DIR / config["report"]["paper_results"])
+PAPER_RESULTS = os.path.relpath(WORKFLOW_DIR / config["report"]["paper_results"])
 
 
 wildcard_constraints:
@@ -41,8 +42,9 @@ wildcard_constraints:
 
 
 def code(*entries):
-    """The source files the given mlaflow modules run (their static imports; see mlaflow.codedeps)."""
-    return code_files(*entries)
+    """The source files the given mlaflow modules run (their static imports; see mlaflow.codedeps), relative to
+    the working directory: moving the checkout (a fresh clone elsewhere, a DVC temporary copy) changes nothing."""
+    return [os.path.relpath(f) for f in code_files(*entries)]
 
 
 # ------------------------------------------------------------------------------------------- paths
@@ -58,6 +60,7 @@ def feature_path(modality):
 
 
 FEATURE_FILES = [feature_path(m) for m in MODALITIES]
+EXTRACTED = [m for m in MODALITIES if not config["features"][m]["precomputed"]]   # the others are the user's
 STAGE_DIRS = {"main_grid": "data/runs", "missing_suite": "data/suite", "isolation": "data/isolation",
               "fidelity": "data/fidelity"}
 INDEX_FILES = {stage: f"{root}/index.json" for stage, root in STAGE_DIRS.items()}
@@ -118,11 +121,12 @@ JOB_CONFIGS = {
 }
 if CORPUS.generator_module:
     JOB_CONFIGS[f"{CORPUS_ROOT}.config.json"] = {"embedded": config["corpus"]["embedded"]}
-for _m in MODALITIES:
+for _m in EXTRACTED:
     _cfg = config["features"][_m]
-    JOB_CONFIGS[f"data/models/{_m}.config.json"] = {
-        "modality": _m, "embedded_seed": config["features"]["embedded_seed"],
-        "encoder": {k: v for k, v in _cfg.items() if k not in ("model", "precomputed", "batch_size")}}
+    if _cfg["model"] == "embedded":
+        JOB_CONFIGS[f"data/models/{_m}.config.json"] = {
+            "modality": _m, "embedded_seed": config["features"]["embedded_seed"],
+            "encoder": {k: v for k, v in _cfg.items() if k not in ("model", "precomputed", "batch_size")}}
     JOB_CONFIGS[f"data/features/{_m}.config.json"] = {
         "modality": _m, "device": config["features"]["device"], "half_precision": config["features"]["half_precision"],
         "model_source": _cfg["model"], "encoder": {k: v for k, v in _cfg.items() if k != "precomputed"}}
@@ -209,3 +213,23 @@ REPORT_OUTPUTS = [
     "reports/figures/isolation.png",
     "reports/figures/accuracy_vs_missing_rate_by_protocol.png",
 ]
+
+
+def _under(*folders):
+    """The job config files inside the given folders (they belong to the DVC output of those folders)."""
+    return [path for path in JOB_CONFIGS if path.startswith(tuple(f"{folder}/" for folder in folders))]
+
+
+# Every file of every stage's DVC outputs, so that a stage's target regenerates any of them that is missing
+# (Snakemake does not remake a missing intermediate file whose consumers are up to date).
+STAGE_TARGETS = {
+    "features": [*([CORPUS_ROOT] if CORPUS.generator_module else []), "data/manifest/manifest.csv",
+                 *(model_path(m) for m in EXTRACTED if config["features"][m]["model"] == "embedded"),
+                 *(f"data/features/{m}.h5" for m in EXTRACTED),
+                 *_under("data/corpus", "data/manifest", "data/models", "data/features")],
+    "main_grid": ["data/splits/folds.csv", *MASK_FILES, *stage_runs("main_grid"), INDEX_FILES["main_grid"],
+                  *SUMMARY_OUTPUTS, "reports/summary.config.json", *_under("data/splits", "data/runs")],
+    **{stage: [*stage_runs(stage), INDEX_FILES[stage], *_under(STAGE_DIRS[stage])]
+       for stage in ("missing_suite", "isolation", "fidelity")},
+    "report": [*REPORT_OUTPUTS, "reports/report.config.json"],
+}

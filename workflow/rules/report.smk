@@ -16,7 +16,7 @@ rule summary:
         " --out-dir reports > {log} 2>&1"
 
 
-rule report:
+rule build_report:
     """reports/report.md: the main tables beside the paper's, the suite, isolation and fidelity sections, masks
     and provenance; the suite's and the fidelity experiment's metrics and plots."""
     input:

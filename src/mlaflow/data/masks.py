@@ -149,26 +149,44 @@ def make_masks(config: dict, manifest_path: str | Path, missing_rate: float, out
     write_masks(out, ids, masks, missing_rate, spec, all_missing, modalities)
 
 
+def open_mask(path: str | Path) -> h5py.File:
+    """A mask file opened for reading; a missing or damaged one is an InputError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "mask file not found", "run `snakemake masks` (or dvc repro) to generate masks")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise InputError(path, f"cannot be read as a mask file ({err})",
+                         "delete it and run `dvc repro` again (it is redrawn, identically)") from err
+
+
+def _read_seed(f: h5py.File, path: Path, seed: int, spec: dict | None):
+    if spec is not None and f.attrs.get("protocol") != spec_label(spec):
+        raise InputError(path, f"masks drawn under protocol {f.attrs.get('protocol')!r}, expected "
+                         f"{spec_label(spec)!r}", "pass the mask file of the run's protocol (data/splits/masks/)")
+    modalities = [str(m) for m in f.attrs.get("modalities", [])]
+    ids = [s.decode() if isinstance(s, bytes) else s for s in f["ids"][()]]
+    if f"seed_{seed}" not in f:
+        raise InputError(path, f"no mask for seed {seed}", "regenerate masks for the seeds in params.yaml")
+    return modalities, ids, f[f"seed_{seed}"][()]
+
+
 def read_mask(path: str | Path, seed: int, utterance_ids: list[str], spec: dict | None = None,
               forbid_all_missing: str | None = None) -> np.ndarray:
     """present [N, M] of one seed, checked against the manifest's ids (and the expected specification, if
     given): shape [N, M], boolean, and, if `forbid_all_missing` names a reason, no sample without any
     modality."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "mask file not found", "run `snakemake masks` (or dvc repro) to generate masks")
-    with h5py.File(path, "r") as f:
-        if spec is not None and f.attrs.get("protocol") != spec_label(spec):
-            raise InputError(path, f"masks drawn under protocol {f.attrs.get('protocol')!r}, expected "
-                             f"{spec_label(spec)!r}", "pass the mask file of the run's protocol (data/splits/masks/)")
-        modalities = [str(m) for m in f.attrs.get("modalities", [])]
-        ids = [s.decode() if isinstance(s, bytes) else s for s in f["ids"][()]]
-        if ids != list(utterance_ids):
-            raise InputError(path, "mask ids do not match the manifest's utterances",
-                             "regenerate masks after the manifest changed (snakemake --forcerun masks)")
-        if f"seed_{seed}" not in f:
-            raise InputError(path, f"no mask for seed {seed}", "regenerate masks for the seeds in params.yaml")
-        mask = f[f"seed_{seed}"][()]
+    with open_mask(path) as f:
+        try:
+            modalities, ids, mask = _read_seed(f, path, seed, spec)
+        except OSError as err:  # the header opened, a dataset does not read: a damaged file
+            raise InputError(path, f"cannot be read whole ({err})",
+                             "delete it and run `dvc repro` again (it is redrawn, identically)") from err
+    if ids != list(utterance_ids):
+        raise InputError(path, "mask ids do not match the manifest's utterances",
+                         "regenerate masks after the manifest changed (snakemake --forcerun masks)")
     fix = "regenerate it with `snakemake --forcerun masks` (masks are drawn from params.yaml `masks`)"
     if mask.ndim != 2 or mask.shape != (len(utterance_ids), len(modalities)):
         raise InputError(path, f"seed_{seed} has shape {mask.shape}, expected "
@@ -205,8 +223,5 @@ def all_missing_forbidden_by(spec: dict, all_missing: str) -> str | None:
 
 def mask_missing_rate(path: str | Path) -> float:
     """The missing rate a mask file was drawn at (its `missing_rate` attribute)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "mask file not found", "run `snakemake masks` (or dvc repro) to generate masks")
-    with h5py.File(path, "r") as f:
+    with open_mask(path) as f:
         return float(f.attrs["missing_rate"])

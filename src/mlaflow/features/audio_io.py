@@ -7,6 +7,7 @@ the utterance, goes on, and lists all bad files at the end.
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,32 @@ from mlaflow.errors import InputError
 
 REEXPORT_FIX = "re-export it as 16 kHz mono PCM wav (e.g. `sox in.wav -r 16000 -c 1 out.wav`) or remove " \
                "the utterance from the manifest"
+
+
+def declared_wav_frames(path: Path) -> int | None:
+    """The frame count a RIFF/WAVE header declares (its data chunk's size / block align), or None when the file
+    is not a plain WAV or declares no size (streamed). libsndfile reports the frames actually present, so a file
+    cut short mid-data reads "fine" with fewer samples: comparing the two catches it."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"fmt ":
+                fmt = f.read(size)
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                f.seek(size % 2, 1)
+            elif name == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + size % 2, 1)
 
 
 def wav_length(path: Path, sample_rate: int, max_samples: int, min_samples: int) -> int:
@@ -32,6 +59,10 @@ def wav_length(path: Path, sample_rate: int, max_samples: int, min_samples: int)
                          f"resample it (e.g. `sox in.wav -r {sample_rate} out.wav`)")
     if info.frames <= 0:
         raise InputError(path, "contains no audio samples", REEXPORT_FIX)
+    declared = declared_wav_frames(path) if info.format == "WAV" else None
+    if declared is not None and declared > info.frames:
+        raise InputError(path, f"cut short: its header declares {declared} frames, the file holds {info.frames}",
+                         f"restore the whole file; {REEXPORT_FIX}")
     if info.frames < min_samples:
         raise InputError(path, f"too short: {info.frames} samples, the encoder needs at least {min_samples}",
                          "remove the utterance from the manifest")

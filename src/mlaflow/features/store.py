@@ -101,6 +101,17 @@ def _python_value(value: Any) -> Any:
     return value
 
 
+def _os_reason(err: OSError) -> str:
+    """The operating system's reason in a few words ("No space left on device"), not HDF5's whole trace."""
+    import errno as errno_codes
+
+    text = str(err)
+    for code in (errno_codes.ENOSPC, errno_codes.EACCES, errno_codes.EROFS, errno_codes.EDQUOT):
+        if err.errno == code or f"errno = {code}," in text:
+            return os.strerror(code)
+    return text.splitlines()[0][:200]
+
+
 def _read_strings(dataset: h5py.Dataset) -> list[str]:
     return [str(s) for s in dataset.asstr()[()]]
 
@@ -145,9 +156,12 @@ def read_store(path: str | Path, modality: str | None = None, expected_dim: int 
         features_ds = handle["features"]
         if features_ds.ndim != 2:
             raise InputError(path, f"`features` has shape {features_ds.shape}, expected [N, D]", redo)
-        features = features_ds.astype(np.float32)[()]
-        ids = _read_strings(handle["ids"])
-        labels = _read_strings(handle["labels"])
+        try:
+            features = features_ds.astype(np.float32)[()]
+            ids = _read_strings(handle["ids"])
+            labels = _read_strings(handle["labels"])
+        except OSError as err:  # a damaged data region: the header opened, the rows do not read
+            raise InputError(path, f"cannot be read whole ({err})", redo) from err
 
     n_rows, dim = features.shape
     modality_key = f"features.{found_modality}"
@@ -316,25 +330,35 @@ class FeatureStoreWriter:
         rows, features = rows[order], features[order]
         if len(np.unique(rows)) != len(rows):
             raise ValueError("duplicate rows in one write")
-        self.file["features"][rows, :] = features
-        self.file.flush()  # rows reach the file before the flags that vouch for them
-        self.file["written"][rows] = True
-        self.file.flush()
+        try:
+            self.file["features"][rows, :] = features
+            self.file.flush()  # rows reach the file before the flags that vouch for them
+            self.file["written"][rows] = True
+            self.file.flush()
+        except OSError as err:  # a full disk, a lost mount: stop now, keep what is written
+            raise InputError(self.partial_path, f"cannot be written ({_os_reason(err)})",
+                             "free disk space (or fix the folder's permissions) and re-run the extraction: the "
+                             "rows written so far are kept and only the others are computed") from err
 
     def finish(self) -> Path:
         """Seal the store: drop `written`, set complete=True and rename it atomically onto the output path."""
         handle = self.file
         n_missing = int((~handle["written"][()]).sum())
         if n_missing:
-            raise RuntimeError(f"{n_missing} rows of {self.partial_path} are not written yet")
-        del handle["written"]
-        handle.attrs["complete"] = True
-        handle.flush()
-        handle.close()
-        self._file = None
-        with open(self.partial_path, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(self.partial_path, self.out_path)
+            raise RuntimeError(f"{n_missing} rows of {self.partial_path} were never written: finish() before "
+                               "every row is written is a bug of the caller")
+        try:
+            del handle["written"]
+            handle.attrs["complete"] = True
+            handle.flush()
+            handle.close()
+            self._file = None
+            with open(self.partial_path, "rb") as stream:
+                os.fsync(stream.fileno())
+            os.replace(self.partial_path, self.out_path)
+        except OSError as err:
+            raise InputError(self.partial_path, f"cannot be sealed into {self.out_path} ({_os_reason(err)})",
+                             "free disk space (or fix the folder's permissions) and re-run the extraction") from err
         return self.out_path
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mlaflow.data.masks import open_mask
 from mlaflow.errors import InputError
 from mlaflow.experiments import STAGES, Experiment, from_dict
 
@@ -170,9 +171,13 @@ def feature_provenance(feature_paths: list[str]) -> list[dict]:
     """Each feature store's attributes (encoder, model source, pretrained, dim) and its number of rows."""
     out = []
     for path in feature_paths:
-        with h5py.File(path, "r") as f:
-            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-            out.append({"file": path, "n": int(f["features"].shape[0]), **attrs})
+        try:
+            with h5py.File(path, "r") as f:
+                attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+                out.append({"file": path, "n": int(f["features"].shape[0]), **attrs})
+        except (OSError, KeyError) as err:  # truncated or not a feature store
+            raise InputError(path, f"cannot be read as a feature store ({err})",
+                             "delete it and run `dvc repro` again (it is re-extracted)") from err
     return out
 
 
@@ -181,7 +186,7 @@ def mask_summary(mask_paths: list[str], modalities: list[str]) -> list[dict]:
     present (k = 0..M), each the mean over seeds."""
     out = []
     for path in mask_paths:
-        with h5py.File(path, "r") as f:
+        with open_mask(path) as f:
             n_modalities = len(f.attrs.get("modalities", modalities))
             seeds = [k for k in f.keys() if k.startswith("seed_")]
             real = [float(f[k].attrs["missing_fraction"]) for k in seeds]

@@ -4,17 +4,28 @@ one metrics JSON written per run.
 
 The job's config (written by the workflow from the config Snakemake was given; see
 `mlaflow.experiments.train_job_config`) holds everything the runs compute from besides the input files; every
-run records that config's hash, so the report can refuse a run trained under other settings.
+run records that config's hash, so the stage's index can refuse a run trained under other settings.
+
+What survives a failure: before training, the job checks that it can write its outputs (a read-only or full
+folder fails at once, naming it). Each finished run is also kept in `<run folder>/.done/`, under a key of
+everything it was computed from (the config, every input file's content, the code the job runs); Snakemake
+deletes a failed job's outputs, not these, so a rerun of a killed or failed job trains only the runs not done
+(with `train.batch_runs: false` runs finish one by one; stacked runs finish together). A job that succeeds
+removes its `.done` entries.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from mlaflow.data.folds import fold_indices
+from mlaflow.codedeps import code_files
 from mlaflow.data.masks import all_missing_forbidden_by, mask_missing_rate, read_mask, training_only
 from mlaflow.errors import InputError
 from mlaflow.keys import config_hash, format_rate
@@ -34,6 +45,7 @@ def run_training_job(config: dict, missing_rate: float, seeds: list[int], folds:
     runs = [(seed, fold) for seed in seeds for fold in folds]
     if len(outputs) != len(runs):
         raise SystemExit(f"expected {len(runs)} output paths (seeds x folds), got {len(outputs)}")
+    check_writable(outputs)
     modalities = config["modalities"]
     if len(feature_paths) != len(modalities):
         raise SystemExit(f"expected one feature store per modality {modalities}, got {len(feature_paths)}")
@@ -60,12 +72,11 @@ def run_training_job(config: dict, missing_rate: float, seeds: list[int], folds:
         specs.append(RunSpec(seed * 1000 + fold, present, split, {label: m[seed] for label, m in shift.items()}))
     method = config["method"]
     settings = {"train": config["train"], "method_params": config["method_params"]}
-    if config["train"]["batch_runs"]:
-        records = train_runs(method, corpus, specs, settings)
-    else:
-        records = [record for s in specs for record in train_runs(method, corpus, [s], settings)]
     run_hash, commit = config_hash(config), git_commit()
-    for (seed, fold), record, out in zip(runs, records, outputs):
+    key = _fingerprint(config, [manifest, *feature_paths, folds_path, masks_path, *shift_mask_paths], method)
+
+    def finished(index: int, record: dict) -> None:
+        seed, fold = runs[index]
         record.update(method=method, experiment=config["experiment"]["name"],
                       experiment_kind=config["experiment"]["kind"], missing_rate=missing_rate, seed=seed, fold=fold,
                       masks=spec, all_missing=config["masks"]["all_missing"],
@@ -73,7 +84,66 @@ def run_training_job(config: dict, missing_rate: float, seeds: list[int], folds:
                       method_params=config["method_params"].get(method, {}), config_hash=run_hash, git_commit=commit,
                       encoders={m: {k: corpus.feature_attrs[m].get(k) for k in ("encoder", "pretrained", "model_source")}
                                 for m in modalities})
-        write_json(out, record)
+        _write(_done_path(outputs[index], key), record)
         log.info("%s rate=%.2f seed=%d fold=%d: test acc %.4f (val %.4f at epoch %d)", method, missing_rate,
                  seed, fold, record["metrics"]["accuracy"], record["validation"]["accuracy"],
                  record["validation"]["best_epoch"])
+
+    pending = [i for i, out in enumerate(outputs) if not _done_path(out, key).is_file()]
+    if len(pending) < len(outputs):
+        log.info("%d of %d runs were finished by an earlier attempt of this job: training the other %d",
+                 len(outputs) - len(pending), len(outputs), len(pending))
+    if pending and config["train"]["batch_runs"]:
+        for i, record in zip(pending, train_runs(method, corpus, [specs[i] for i in pending], settings)):
+            finished(i, record)
+    else:
+        for i in pending:
+            finished(i, train_runs(method, corpus, [specs[i]], settings)[0])
+    for out in outputs:
+        done = _done_path(out, key)
+        _write(out, json.loads(done.read_text()))
+    for out in outputs:                      # every output is whole: the resume entries are not needed any more
+        for stale in _done_path(out, key).parent.glob(f"{Path(out).stem}.*.json"):
+            stale.unlink(missing_ok=True)
+    for folder in {_done_path(out, key).parent for out in outputs}:
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def check_writable(outputs: list[str]) -> None:
+    """Fail before any training if an output folder cannot take a file (permissions, full disk)."""
+    for folder in sorted({Path(out).parent / ".done" for out in outputs}):
+        probe = folder / f".probe-{os.getpid()}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_text("probe")
+            probe.unlink()
+        except OSError as err:
+            raise InputError(folder, f"cannot write the runs' results here ({err.strerror or err})",
+                             "make the folder writable (or free disk space) and re-run; nothing was trained") from err
+
+
+def _write(path: str | Path, record: dict) -> None:
+    try:
+        write_json(path, record)
+    except OSError as err:
+        raise InputError(path, f"cannot be written ({err.strerror or err})",
+                         "free disk space (or fix the folder's permissions) and re-run the job: the runs finished "
+                         "so far are kept and only the others are trained") from err
+
+
+def _done_path(out: str | Path, key: str) -> Path:
+    out = Path(out)
+    return out.parent / ".done" / f"{out.stem}.{key}.json"
+
+
+def _fingerprint(config: dict, inputs: list, method: str) -> str:
+    """A key of everything a run is computed from: the job's config, its input files' content, its code."""
+    from mlaflow.methods import method_module
+
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for path in [*map(str, inputs), *code_files("mlaflow.train.job", method_module(method))]:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

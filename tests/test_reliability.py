@@ -1,0 +1,256 @@
+"""What survives what (issue 15): damaged outputs are named wherever they are produced or read, missing rates
+name their files exactly, a training job fails before training when it cannot write and keeps its finished runs
+when it fails later, extraction stops naming the file when a write fails, and a wav cut short is bad input."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+import yaml
+
+from mlaflow import experiments as E
+from mlaflow import params as P
+from mlaflow.data.folds import make_folds
+from mlaflow.data.masks import bernoulli_mask, write_masks
+from mlaflow.errors import InputError, ParamsError
+from mlaflow.features.audio_io import declared_wav_frames, read_wave, wav_length
+from mlaflow.features.store import FeatureStoreWriter, read_store
+from mlaflow.integrity import verify
+from mlaflow.train import job as job_module
+from mlaflow.train.job import run_training_job
+
+NAMES = ["audio", "visual", "text"]
+BERNOULLI = {"protocol": "bernoulli", "modality": None, "training_only": False}
+
+
+def _shipped() -> dict:
+    return yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
+
+
+# ------------------------------------------------------------------------------------------ missing rates
+
+
+@pytest.mark.parametrize("rates, message", [
+    ([0.0, 0.333], r"masks\.missing_rates.*0\.333 has more than two decimals"),
+    ([0.0, 0.3, 0.30000001], r"masks\.missing_rates.*0\.30000001 has more than two decimals"),
+])
+def test_a_missing_rate_must_be_what_its_file_name_says(rates, message):
+    params = _shipped()
+    params["masks"]["missing_rates"] = rates
+    with pytest.raises(ParamsError, match=message):
+        P.validate(params)
+
+
+def test_paths_the_config_points_at_are_checked_at_parse_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = _shipped()
+    params["features"]["audio"]["precomputed"] = "no/such/store.h5"
+    with pytest.raises(ParamsError, match=r"features\.audio\.precomputed.*does not exist"):
+        P.validate(params)
+    params = _shipped()
+    params["features"]["text"]["model"] = "no/such/bert"
+    with pytest.raises(ParamsError, match=r"features\.text\.model.*not a model directory"):
+        P.validate(params)
+    params = _shipped()
+    params["corpus"].update(kind="iemocap", root="no/such/IEMOCAP_full_release")
+    with pytest.raises(ParamsError, match=r"corpus\.root.*not a directory"):
+        P.validate(params)
+
+
+# ------------------------------------------------------------------------------------------ damaged outputs
+
+
+def _store(path: Path, ids, dim=4, modality="audio") -> Path:
+    with FeatureStoreWriter(path, ids, ["neu"] * len(ids), dim, {"modality": modality, "params_hash": "x"}) as w:
+        w.write(np.arange(len(ids)), np.ones((len(ids), dim), np.float32))
+        w.finish()
+    return path
+
+
+def _truncate_keeping_mtime(path: Path) -> None:
+    stat = path.stat()
+    with open(path, "r+b") as f:
+        f.truncate(stat.st_size // 2)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_truncated_feature_store_is_named_where_it_is_read_and_by_verify(tmp_path):
+    store = _store(tmp_path / "features" / "audio.h5", [f"u{i}" for i in range(200)], dim=64)
+    (tmp_path / "features" / "audio.config.json").write_text("{}")
+    assert verify([str(tmp_path / "features")]) == 2
+    _truncate_keeping_mtime(store)
+    with pytest.raises(InputError, match=r"audio\.h5: not a readable HDF5 file"):
+        read_store(store)
+    with pytest.raises(InputError, match=r"1 output file\(s\) are damaged: .*audio\.h5.*Fix: delete the damaged"):
+        verify([str(tmp_path / "features")])
+
+
+def test_verify_names_a_store_that_misses_utterances_of_the_manifest_and_damaged_json(tmp_path):
+    (tmp_path / "manifest").mkdir()
+    pd.DataFrame({"utterance_id": ["u0", "u1", "u2"]}).to_csv(tmp_path / "manifest" / "manifest.csv", index=False)
+    _store(tmp_path / "features" / "audio.h5", ["u0", "u1"])
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "run.json").write_text('{"metrics": ')
+    with pytest.raises(InputError) as err:
+        verify([str(tmp_path / "manifest"), str(tmp_path / "features"), str(tmp_path / "runs")])
+    assert "2 output file(s) are damaged" in str(err.value)
+    assert "audio.h5: holds 2 rows, the manifest 3 utterances" in str(err.value) and "run.json" in str(err.value)
+
+
+def test_the_report_names_a_damaged_feature_store(tmp_path):
+    from mlaflow.report.context import feature_provenance
+
+    store = _store(tmp_path / "audio.h5", [f"u{i}" for i in range(200)], dim=64)
+    _truncate_keeping_mtime(store)
+    with pytest.raises(InputError, match=r"audio\.h5: cannot be read as a feature store.*dvc repro"):
+        feature_provenance([str(store)])
+
+
+def test_every_dvc_stage_verifies_exactly_its_outputs():
+    stages = yaml.safe_load((P.REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        snakemake, verify_cmd = stage["cmd"].split(" && ")
+        assert snakemake == f"snakemake {name}" and verify_cmd.startswith("mlaflow verify ")
+        checked = set(verify_cmd.split()[2:])
+        outs = {next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots")
+                for o in stage.get(key, [])}
+        outs = {o for o in outs if not o.endswith(".png") and o != "data/corpus"}   # images and wavs: not read back
+        covered = {o for o in outs if any(o == c or o.startswith(c.rstrip("/") + "/") for c in checked)}
+        assert covered == outs, (name, outs - covered)
+
+
+# ------------------------------------------------------------------------------------------ a training job
+
+
+@pytest.fixture
+def job_inputs(tmp_path):
+    """A tiny corpus as files (manifest, three stores, folds, masks) and a training job's config."""
+    n, rng = 60, np.random.default_rng(0)
+    ids = [f"u{i:02d}" for i in range(n)]
+    labels = rng.integers(0, 3, n)
+    classes = ["neu", "hap", "sad"]
+    manifest = pd.DataFrame({"utterance_id": ids, "session": np.arange(n) % 3 + 1,
+                             "label": [classes[i] for i in labels], "label_index": labels})
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    dims = {"audio": 3, "visual": 4, "text": 5}
+    stores = []
+    for m, d in dims.items():
+        with FeatureStoreWriter(tmp_path / f"{m}.h5", ids, manifest["label"].tolist(), d, {"modality": m}) as w:
+            w.write(np.arange(n), (rng.standard_normal((n, d)) + labels[:, None]).astype(np.float32))
+            w.finish()
+        stores.append(str(tmp_path / f"{m}.h5"))
+    make_folds(manifest, [1, 2], 0.2, 0).to_csv(tmp_path / "folds.csv", index=False)
+    write_masks(tmp_path / "masks.h5", ids, {s: bernoulli_mask(n, 0.3, s) for s in (0, 1)}, 0.3, BERNOULLI, "prior",
+                NAMES)
+    params = P.validate(_shipped())
+    params["train"].update(epochs=2, hidden_dim=8, device="cpu", batch_runs=False)
+    config = E.train_job_config(params, E.by_name(E.experiment_table(params))["main"], "late_fusion")
+    config.update(test_time_shift=[], classes=classes, feature_dims=dims)
+    args = dict(manifest=tmp_path / "manifest.csv", feature_paths=stores, folds_path=tmp_path / "folds.csv",
+                masks_path=tmp_path / "masks.h5", shift_mask_paths=[])
+    outputs = [str(tmp_path / "runs" / f"seed{s}_fold{f}.json") for s in (0, 1) for f in (1, 2)]
+    return config, args, outputs
+
+
+def _run(config, args, outputs):
+    run_training_job(config, 0.3, [0, 1], [1, 2], outputs=outputs, **args)
+
+
+def test_a_job_that_cannot_write_fails_before_training(job_inputs, tmp_path, monkeypatch):
+    config, args, _ = job_inputs
+    (tmp_path / "blocked").write_text("a file where the runs' folder should be")
+    trained = []
+    monkeypatch.setattr(job_module, "train_runs", lambda *a, **k: trained.append(a) or [])
+    with pytest.raises(InputError, match=r"blocked/\.done: cannot write the runs' results here.*nothing was trained"):
+        _run(config, args, [str(tmp_path / "blocked" / f"seed{s}_fold{f}.json") for s in (0, 1) for f in (1, 2)])
+    assert not trained
+
+
+def test_a_failed_job_keeps_its_finished_runs_and_the_rerun_trains_only_the_rest(job_inputs, monkeypatch):
+    config, args, outputs = job_inputs
+    real = job_module.train_runs
+    calls = []
+
+    def failing_on_the_third(method, corpus, specs, settings):
+        calls.append(len(specs))
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return real(method, corpus, specs, settings)
+
+    monkeypatch.setattr(job_module, "train_runs", failing_on_the_third)
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(config, args, outputs)
+    done = sorted(Path(outputs[0]).parent.joinpath(".done").glob("*.json"))
+    assert [p.name.split(".")[0] for p in done] == ["seed0_fold1", "seed0_fold2"]   # kept, in a hidden folder
+    calls.clear()
+    monkeypatch.setattr(job_module, "train_runs", lambda *a: calls.append(len(a[2])) or real(*a))
+    _run(config, args, outputs)
+    assert calls == [1, 1]                                   # only the two runs not finished before
+    resumed = [json.loads(Path(o).read_text()) for o in outputs]
+    assert not Path(outputs[0]).parent.joinpath(".done").exists()   # removed once every output is whole
+    for out in outputs:
+        Path(out).unlink()
+    monkeypatch.setattr(job_module, "train_runs", real)
+    _run(config, args, outputs)                               # from scratch: the same numbers
+    fresh = [json.loads(Path(o).read_text()) for o in outputs]
+    for a, b in zip(resumed, fresh):
+        assert a["metrics"] == b["metrics"] and a["validation"] == b["validation"]
+
+
+def test_a_full_disk_while_writing_a_run_names_the_file(job_inputs, monkeypatch):
+    config, args, outputs = job_inputs
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(job_module, "write_json", full)
+    with pytest.raises(InputError, match=r"seed0_fold1\.[0-9a-f]+\.json: cannot be written \(No space left on device\)"):
+        _run(config, args, outputs)
+
+
+# ------------------------------------------------------------------------------------------ extraction
+
+
+def test_a_failed_write_during_extraction_stops_it_naming_the_partial_file(tmp_path, monkeypatch):
+    ids = [f"u{i}" for i in range(10)]
+    attrs = {"modality": "audio", "params_hash": "h"}
+    writer = FeatureStoreWriter(tmp_path / "audio.h5", ids, ["neu"] * 10, 4, attrs)
+    writer.open()
+    writer.write(np.arange(5), np.ones((5, 4), np.float32))
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "Can't synchronously write data (errno = 28, 'No space left on device')")
+
+    monkeypatch.setattr(h5py.File, "flush", full)
+    with pytest.raises(InputError, match=r"audio\.partial\.h5: cannot be written \(No space left on device\).*kept"):
+        writer.write(np.arange(5, 10), np.ones((5, 4), np.float32))
+    monkeypatch.undo()
+    writer.close()
+    reopened = FeatureStoreWriter(tmp_path / "audio.h5", ids, ["neu"] * 10, 4, attrs)
+    reopened.open()
+    assert list(reopened.pending_rows()) == [5, 6, 7, 8, 9]        # the rows written before are kept
+    reopened.close()
+
+
+# ------------------------------------------------------------------------------------------ wav files
+
+
+def test_a_wav_cut_short_mid_file_is_bad_input(tmp_path):
+    path = tmp_path / "cut.wav"
+    soundfile.write(path, np.random.default_rng(0).standard_normal(23074).astype("float32") * 0.1, 16000,
+                    subtype="PCM_16")
+    assert declared_wav_frames(path) == 23074 and read_wave(path, 16000, 10**9, 400).shape == (23074,)
+    with open(path, "r+b") as f:
+        f.truncate(44 + 9978 * 2)                     # the header still declares 23,074 frames
+    assert soundfile.info(str(path)).frames == 9978
+    with pytest.raises(InputError, match=r"cut\.wav: cut short: its header declares 23074 frames, the file holds 9978"):
+        wav_length(path, 16000, 10**9, 400)
+    with pytest.raises(InputError, match="cut short"):
+        read_wave(path, 16000, 10**9, 400)
