@@ -237,7 +237,7 @@ def test_a_string_that_does_not_parse_stays_a_string_and_fails_naming_the_key(do
 # -------------------------------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("dotted", ["train.epochz", "method_params.mla.fixed_weights.speech", "features.audio.nmels",
+@pytest.mark.parametrize("dotted", ["train.epochz", "corpus.embedded_cremad.speech", "features.audio.nmels",
                                     "fidelity.variants.hgm_off.mla.epochs", "trian"])
 def test_an_unknown_key_fails_naming_it(dotted):
     config = _minimal(_shipped())

@@ -233,3 +233,61 @@ def test_a_missing_intermediate_file_is_made_again(code, workspace_copy):
 def test_a_precomputed_store_that_does_not_exist_fails_at_parse_time(code, tmp_path):
     proc = snakemake(code, tmp_path, "-n", "--config", "features={audio: {precomputed: no/such.h5}}", check=False)
     assert proc.returncode != 0 and "features.audio.precomputed" in proc.stdout + proc.stderr
+
+
+def other_config(code: Path, workdir: Path, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """snakemake with another config of .test/ (instead of the tiny one)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(code / "src")}
+    cmd = [str(BIN / "snakemake"), "-s", str(code / "Snakefile"), "-d", str(workdir), "--configfile",
+           str(code / ".test" / f"{name}.yaml"), "--replace-workflow-config", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def test_the_cremad_look_alike_runs_end_to_end_with_two_modalities_and_six_classes(code, tmp_path):
+    other_config(code, tmp_path, "cremad", "all")
+    assert sorted(p.name for p in (tmp_path / "data" / "corpus" / "CREMA-D" / "AudioWAV").glob("*.wav"))[0] \
+        == "1001_IEO_ANG_XX.wav"
+    record = json.loads(next((tmp_path / "data" / "runs" / "mla" / "missing_0.50").glob("*.json")).read_text())
+    assert set(record["metrics"]["per_modality_accuracy"]) == {"audio", "visual"}
+    assert record["encoders"]["audio"]["encoder"] == "fbank" and record["encoders"]["visual"]["encoder"] == "manet"
+    config = json.loads((tmp_path / "data" / "runs" / "mla.config.json").read_text())
+    assert config["classes"] == ["neu", "hap", "sad", "fea", "dis", "ang"] and config["feature_dims"]["audio"] == 64
+    report = (tmp_path / "reports" / "report.md").read_text()
+    assert "Table 1 analogue" in report and "paper (CREMA-D): audio / video / multi" in report
+    assert "| mla |" in report and "59.27 / 64.91 / 79.70" in report        # the paper's CREMA-D row of MLA
+    assert "Table 2" in report and "(paper)" not in report.split("Table 2 analogue")[1].split("##")[0]
+    assert "visual acc" in report and "text acc" not in report
+
+
+def test_your_own_features_run_end_to_end_with_free_names_ten_classes_and_their_split(code, tmp_path):
+    from tiny_workflow import write_feature_corpus
+
+    write_feature_corpus(tmp_path)
+    other_config(code, tmp_path, "features", "all")
+    assert not (tmp_path / "data" / "corpus").exists() and not (tmp_path / "data" / "features").exists()
+    folds = (tmp_path / "data" / "splits" / "folds.csv").read_text().splitlines()
+    assert folds[0] == "utterance_id,fold1"
+    record = json.loads(next((tmp_path / "data" / "runs" / "mla" / "missing_0.00").glob("*.json")).read_text())
+    assert set(record["metrics"]["per_modality_accuracy"]) == {"speech", "face", "words"}
+    assert record["n_test"] == 60 and record["n_val"] == 30
+    assert record["metrics"]["accuracy"] > 0.3               # ten classes, chance 0.1: the words carry the label
+    report = (tmp_path / "reports" / "report.md").read_text()
+    assert "speech acc" in report and "words acc" in report and "not one of its datasets" in report
+    assert "(paper)" not in report
+
+
+def test_a_features_store_that_does_not_match_the_table_fails_naming_it(code, tmp_path):
+    import h5py
+
+    from tiny_workflow import write_feature_corpus
+
+    write_feature_corpus(tmp_path)
+    with h5py.File(tmp_path / "own" / "face.h5", "a") as f:
+        f.attrs["modality"] = "words"
+    proc = other_config(code, tmp_path, "features", "data/runs/index.json", check=False)
+    assert proc.returncode != 0
+    log = "\n".join(p.read_text() for p in (tmp_path / "logs" / "train").rglob("*.log"))
+    assert "face.h5" in log and "holds `words` features, but `face` features were expected" in log

@@ -34,3 +34,35 @@ def copy_workflow(repo: Path, dest: Path, items=WORKFLOW_ITEMS) -> None:
         else:
             (dest / item).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / item)
+
+
+FEATURE_MODALITIES = {"speech": 12, "face": 8, "words": 16}   # .test/features.yaml: names and widths
+FEATURE_CLASSES = [f"c{i}" for i in range(10)]
+
+
+def write_feature_corpus(dest: Path, n: int = 300, seed: int = 0) -> None:
+    """The user's own features of .test/features.yaml under dest/own: one HDF5 store per modality (the README's
+    schema, modality names of their own) and labels.csv (id, label, split), ten classes; each modality carries
+    the label through a class mean, words most, face least."""
+    import numpy as np
+    import pandas as pd
+
+    from mlaflow.features.store import FeatureStoreWriter
+
+    own = Path(dest) / "own"
+    own.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(FEATURE_CLASSES), n)
+    ids = [f"clip{i:04d}" for i in range(n)]
+    split = np.array(["train"] * n, dtype=object)
+    split[: n // 5], split[n // 5: n // 5 + n // 10] = "test", "validation"
+    names = [FEATURE_CLASSES[i] for i in labels]
+    pd.DataFrame({"id": ids, "label": names, "split": split}).to_csv(own / "labels.csv", index=False)
+    for strength, (modality, dim) in zip((1.0, 0.5, 2.0), FEATURE_MODALITIES.items()):
+        centres = rng.standard_normal((len(FEATURE_CLASSES), dim))
+        features = (strength * centres[labels] + rng.standard_normal((n, dim))).astype(np.float32)
+        with FeatureStoreWriter(own / f"{modality}.h5", ids, names, dim,
+                                {"modality": modality, "encoder": "user", "model_source": "user features",
+                                 "pretrained": True, "params_hash": "user"}) as writer:
+            writer.write(np.arange(n), features)
+            writer.finish()

@@ -37,16 +37,17 @@ def _config(path: str) -> dict:
 
 
 def _corpus(args, config):
-    from mlaflow.data.synthetic import generate_corpus
+    import importlib
 
-    summary = generate_corpus(Path(args.out), config["embedded"], threads=args.threads)
+    generate_corpus = importlib.import_module(config["generator"]).generate_corpus
+    summary = generate_corpus(Path(args.out), config["settings"], threads=args.threads)
     log.info("embedded corpus written to %s: %s", args.out, summary)
 
 
 def _manifest(args, config):
     from mlaflow.data.manifest import write_manifest
 
-    write_manifest(config["adapter"], args.corpus_root, config["label_setup"], args.out)
+    write_manifest(config, args.source, args.out)
 
 
 def _folds(args, config):
@@ -119,14 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = step("corpus", _corpus, "generate the embedded corpus in the IEMOCAP release layout",
-             "its config (corpus.embedded)", "the corpus tree at --out (wav, transcripts, labels, face frames)")
+    p = step("corpus", _corpus, "generate an embedded corpus in its release's layout (IEMOCAP or CREMA-D)",
+             "its config (corpus.embedded or corpus.embedded_cremad)",
+             "the corpus tree at --out (wav, face frames; IEMOCAP: transcripts, labels)")
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: up to 2)")
 
-    p = step("manifest", _manifest, "turn a corpus tree into the manifest (one row per utterance kept)",
-             "the corpus tree at --corpus-root", "the manifest CSV at --out")
-    p.add_argument("--corpus-root", required=True)
+    p = step("manifest", _manifest, "turn a corpus into the manifest (one row per utterance kept)",
+             "the corpus tree (or kind features' label table) at --source", "the manifest CSV at --out")
+    p.add_argument("--source", required=True)
     p.add_argument("--out", required=True)
 
     p = step("folds", _folds, "leave-one-session-out folds with a validation split", "the manifest",

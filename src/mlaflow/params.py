@@ -28,14 +28,14 @@ def validate(params: dict) -> dict:
     then checked across keys. Raise ParamsError naming the offending key; `params` itself is not changed."""
     params = schema.validate(params, load_schema())
     _check_rates(params)
-    for method in [*params["methods"], *params["complete_modality_methods"], *params["missing_suite"]["methods"],
-                   *params["isolation"]["methods"]]:
+    for method in sorted(used_methods(params)):
         if method not in params["method_params"]:
             raise ParamsError(f"method_params.{method}", "missing for a method listed in `methods`",
                               f"add a `{method}:` entry under method_params")
-    emb = params["corpus"]["embedded"]
-    if emb["min_duration_s"] > emb["max_duration_s"]:
-        raise ParamsError("corpus.embedded.min_duration_s", "larger than max_duration_s")
+    for generator in ("embedded", "embedded_cremad"):
+        settings = params["corpus"][generator]
+        if settings["min_duration_s"] > settings["max_duration_s"]:
+            raise ParamsError(f"corpus.{generator}.min_duration_s", "larger than max_duration_s")
     for rate in params["missing_suite"]["missing_rates"] if params["missing_suite"]["methods"] else []:
         if rate not in params["masks"]["missing_rates"]:
             raise ParamsError("missing_suite.missing_rates", f"{rate} is not in masks.missing_rates",
@@ -87,14 +87,45 @@ def _check_rates(params: dict) -> None:
             labels[label] = rate
 
 
+FEATURE_OPTIONS = ("device", "half_precision", "embedded_seed")   # features.* keys that are not modalities
+SHIPPED_MODALITIES = ("audio", "visual", "text")                    # features.* keys with documented defaults
+
+
+def used_methods(params: dict) -> set[str]:
+    return {*params["methods"], *params["complete_modality_methods"], *params["missing_suite"]["methods"],
+            *(params["isolation"]["methods"] if params["isolation"]["enabled"] else [])}
+
+
 def _check_corpus(params: dict) -> None:
-    """Option values that name a modality must name one of the corpus's."""
+    """The corpus kind's own keys are set, and option values that name a modality name one of the corpus's."""
+    kind = corpora.corpus_kind(params)
+    if kind.name == "features" and not params["corpus"]["table"]:
+        raise ParamsError("corpus.table", "is not set; corpus kind 'features' reads the labels from it",
+                          "point it at a CSV of id, label (and split or fold; see README)")
     names = corpora.modalities(params)
     corpora.classes(params)
-    for key, value in (("method_params.film.condition", params["method_params"]["film"]["condition"]),
-                       ("method_params.bigated.gate", params["method_params"]["bigated"]["gate"])):
-        if value not in names:
-            raise ParamsError(key, f"{value!r} is not a modality of the corpus", f"use one of {names}")
+    for key in params["features"]:
+        if key not in (*FEATURE_OPTIONS, *SHIPPED_MODALITIES, *names):
+            raise ParamsError(f"features.{key}", f"is not a modality of the corpus ({names})",
+                              "correct the name, or add it to corpus.modalities")
+    for modality in names:
+        if modality not in params["features"]:
+            raise ParamsError(f"features.{modality}", "is not set",
+                              f"give its store and width: features.{modality}: {{precomputed: <file.h5>, dim: <d>}}")
+        if not kind.extracted and not params["features"][modality]["precomputed"]:
+            raise ParamsError(f"features.{modality}.precomputed", f"is not set; corpus kind {kind.name!r} has no "
+                              "extraction", "point it at the modality's HDF5 store")
+    used = used_methods(params)
+    for method, key in (("film", "condition"), ("bigated", "gate")):
+        value = params["method_params"][method][key]
+        if method in used and value not in names:
+            raise ParamsError(f"method_params.{method}.{key}", f"{value!r} is not a modality of the corpus",
+                              f"use one of {names}")
+    mla = params["method_params"]["mla"]
+    fusions = {mla["fusion"], *(v.get("mla", {}).get("fusion") for v in params["fidelity"]["variants"].values())}
+    if "fixed" in fusions and "mla" in used and not set(names) <= set(mla["fixed_weights"]):
+        raise ParamsError("method_params.mla.fixed_weights", f"has no weight for {sorted(set(names) - set(mla['fixed_weights']))}, "
+                          "and fusion fixed needs one per modality", f"give a weight to each of {names}")
     if params["isolation"]["enabled"]:
         for value in params["isolation"]["modalities"]:
             if value not in names:
@@ -105,16 +136,22 @@ def _check_corpus(params: dict) -> None:
 def _check_paths(params: dict) -> None:
     """Files the config points at must be there before any job starts (relative to the working directory)."""
     corpus = params["corpus"]
-    if corpora.corpus_kind(params).generator_module is None and not Path(corpus["root"]).is_dir():
+    kind = corpora.corpus_kind(params)
+    if kind.extracted and kind.generator_module is None and not Path(corpus["root"]).is_dir():
         raise ParamsError("corpus.root", f"{corpus['root']} is not a directory",
                           f"point it at the {corpus['kind']} corpus (see the README)")
+    if kind.name == "features" and not Path(corpus["table"]).is_file():
+        raise ParamsError("corpus.table", f"{corpus['table']} does not exist", "point it at the CSV of id, label")
+    if kind.name == "cremad" and corpus["split_file"] and not Path(corpus["split_file"]).is_file():
+        raise ParamsError("corpus.split_file", f"{corpus['split_file']} does not exist",
+                          "point it at the CSV of clip, split, or set it to null")
     for modality in corpora.modalities(params):
         cfg = params["features"][modality]
         if cfg["precomputed"]:
             if not Path(cfg["precomputed"]).is_file():
                 raise ParamsError(f"features.{modality}.precomputed", f"{cfg['precomputed']} does not exist",
                                   "point it at an HDF5 feature store (README: HDF5 feature store schema), or set null")
-        elif cfg["model"] != "embedded" and not (Path(cfg["model"]) / "config.json").is_file():
+        elif cfg.get("model", "embedded") != "embedded" and not (Path(cfg["model"]) / "config.json").is_file():
             raise ParamsError(f"features.{modality}.model", f"{cfg['model']} is not a model directory (no config.json)",
                               "set it to `embedded`, or to a local directory written by save_pretrained")
 

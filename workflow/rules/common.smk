@@ -100,7 +100,8 @@ MASK_SPECS = {experiment.masks.folder: experiment.masks for experiment in TABLE}
 
 
 def _summary_config():
-    return {"methods": list(config["methods"]), "modalities": MODALITIES, "paper_dataset": CORPUS.paper_dataset}
+    return {"methods": list(config["methods"]), "modalities": MODALITIES, "paper_dataset": CORPUS.paper_dataset,
+            "paper_columns": CORPUS.paper_columns}
 
 
 def _index_config(stage):
@@ -112,15 +113,15 @@ def _index_config(stage):
 
 
 JOB_CONFIGS = {
-    "data/manifest/manifest.config.json": {"kind": config["corpus"]["kind"], "adapter": CORPUS.manifest_module,
-                                           "label_setup": config["corpus"]["label_setup"]},
+    "data/manifest/manifest.config.json": corpora.manifest_config(config),
     "data/splits/folds.config.json": {"splits": config["splits"]},
     "reports/summary.config.json": _summary_config(),
     "reports/report.config.json": {"config": config, "modalities": MODALITIES, "classes": corpora.classes(config),
-                                   "paper_dataset": CORPUS.paper_dataset},
+                                   "paper_dataset": CORPUS.paper_dataset, "paper_columns": CORPUS.paper_columns},
 }
 if CORPUS.generator_module:
-    JOB_CONFIGS[f"{CORPUS_ROOT}.config.json"] = {"embedded": config["corpus"]["embedded"]}
+    JOB_CONFIGS[f"{CORPUS_ROOT}.config.json"] = {"generator": CORPUS.generator_module,
+                                                 "settings": config["corpus"][CORPUS.generator_key]}
 for _m in EXTRACTED:
     _cfg = config["features"][_m]
     if _cfg["model"] == "embedded":
@@ -172,6 +173,17 @@ def job_seeds(wildcards):
 
 def job_folds(wildcards):
     return " ".join(map(str, FOLDS)) if JOB_GROUP in ("cell", "seed") else wildcards.fold
+
+
+def manifest_source():
+    """What the manifest is read from: the corpus tree, or kind features' label table."""
+    return config["corpus"]["table"] if not CORPUS.extracted else CORPUS_ROOT
+
+
+def manifest_inputs():
+    """Other files the manifest depends on (CREMA-D's split file)."""
+    split_file = config["corpus"]["split_file"] if CORPUS.name == "cremad" else None
+    return [split_file] if split_file else []
 
 
 def modality_model(wildcards):

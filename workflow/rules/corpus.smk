@@ -1,7 +1,7 @@
 if CORPUS.generator_module:
 
     rule corpus:
-        """Generate the embedded corpus in the IEMOCAP release layout (deterministic, seeded)."""
+        """Generate the embedded corpus in its release's layout (IEMOCAP or CREMA-D; deterministic, seeded)."""
         input:
             config=f"{CORPUS_ROOT}.config.json",
             code=code(CORPUS.generator_module),
@@ -17,11 +17,12 @@ if CORPUS.generator_module:
 
 
 rule manifest:
-    """Parse the corpus into a manifest (one row per kept utterance)."""
+    """Parse the corpus (its tree, or the label table of kind features) into a manifest (one row per utterance)."""
     input:
         config="data/manifest/manifest.config.json",
-        corpus=CORPUS_ROOT,
-        code=code("mlaflow.data.manifest", CORPUS.manifest_module),
+        source=manifest_source(),
+        extra=manifest_inputs(),
+        code=code("mlaflow.data.manifest", CORPUS.adapter.split(":")[0]),
     output:
         "data/manifest/manifest.csv",
     log:
@@ -29,4 +30,4 @@ rule manifest:
     benchmark:
         "benchmarks/manifest.tsv"
     shell:
-        "{MLAFLOW} manifest --config {input.config} --corpus-root {input.corpus} --out {output} > {log} 2>&1"
+        "{MLAFLOW} manifest --config {input.config} --source {input.source} --out {output} > {log} 2>&1"

@@ -1,14 +1,24 @@
 """The corpus registry: what each `corpus.kind` supplies to the rest of the workflow.
 
 A kind names its modalities (the order of every mask's columns and of every method's encoders), its classes
-per label setup (the order of `label_index`), the module that builds its manifest, the module that generates
-it (the embedded corpus only), and the paper's dataset it stands for (whose figures the report shows beside
-its tables, or None).
+per label setup (the order of `label_index`), the adapter that builds its manifest, the generator that writes
+it (the embedded kinds), whether its features are extracted or given, the paper's dataset it stands for (whose
+figures the report shows beside its tables, or None) and how that dataset's tables name its modalities.
+Everything downstream reads these through `modalities(config)` and `classes(config)`, never constants.
+
+| kind            | modalities           | classes                        | manifest from            | features  |
+|-----------------|----------------------|--------------------------------|--------------------------|-----------|
+| embedded        | audio, visual, text  | IEMOCAP 4class / 6class        | generated IEMOCAP tree   | extracted |
+| iemocap         | audio, visual, text  | IEMOCAP 4class / 6class        | corpus.root              | extracted |
+| embedded_cremad | audio, visual        | neu hap sad fea dis ang        | generated CREMA-D tree   | extracted |
+| cremad          | audio, visual        | neu hap sad fea dis ang        | corpus.root              | extracted |
+| features        | corpus.modalities    | corpus.classes                 | corpus.table             | given     |
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from mlaflow.data.cremad import CLASS_NAMES as CREMAD_CLASSES
 from mlaflow.data.iemocap import CLASS_NAMES as IEMOCAP_CLASSES
 from mlaflow.errors import ParamsError
 
@@ -16,18 +26,31 @@ from mlaflow.errors import ParamsError
 @dataclass(frozen=True)
 class CorpusKind:
     name: str
-    modalities: tuple[str, ...]
-    classes: dict[str, list[str]]          # label setup -> class names in label_index order
-    manifest_module: str                    # has build_manifest(root, label_setup) -> (manifest, counts)
-    generator_module: str | None            # has generate_corpus(out, cfg, threads) (generated corpora)
-    paper_dataset: str | None               # the paper's dataset it stands for (paper_results.yaml)
+    modalities: tuple[str, ...] | None     # None: from corpus.modalities
+    classes: dict[str, list[str]] | None   # label setup -> class names in label_index order; None: corpus.classes
+    adapter: str                            # "module:function" of its manifest builder (mlaflow.data.manifest)
+    generator_module: str | None = None     # has generate_corpus(out, cfg, threads) (generated kinds)
+    generator_key: str | None = None        # its settings: corpus.<key>
+    extracted: bool = True                  # False: every modality's store is given (features.<m>.precomputed)
+    paper_dataset: str | None = None        # the paper's dataset it stands for (paper_results.yaml)
+    paper_columns: dict[str, str] = field(default_factory=dict)   # modality -> the paper's column name
 
+
+IEMOCAP_MODALITIES = ("audio", "visual", "text")
+CREMAD_MODALITIES = ("audio", "visual")
 
 CORPORA = {
-    "embedded": CorpusKind("embedded", ("audio", "visual", "text"), IEMOCAP_CLASSES, "mlaflow.data.iemocap",
-                           "mlaflow.data.synthetic", "IEMOCAP"),
-    "iemocap": CorpusKind("iemocap", ("audio", "visual", "text"), IEMOCAP_CLASSES, "mlaflow.data.iemocap",
-                          None, "IEMOCAP"),
+    "embedded": CorpusKind("embedded", IEMOCAP_MODALITIES, IEMOCAP_CLASSES, "mlaflow.data.iemocap:manifest_for",
+                           "mlaflow.data.synthetic", "embedded", paper_dataset="IEMOCAP",
+                           paper_columns={"visual": "image"}),
+    "iemocap": CorpusKind("iemocap", IEMOCAP_MODALITIES, IEMOCAP_CLASSES, "mlaflow.data.iemocap:manifest_for",
+                          paper_dataset="IEMOCAP", paper_columns={"visual": "image"}),
+    "embedded_cremad": CorpusKind("embedded_cremad", CREMAD_MODALITIES, CREMAD_CLASSES,
+                                  "mlaflow.data.cremad:manifest_for", "mlaflow.data.synthetic_cremad",
+                                  "embedded_cremad", paper_dataset="CREMA-D", paper_columns={"visual": "video"}),
+    "cremad": CorpusKind("cremad", CREMAD_MODALITIES, CREMAD_CLASSES, "mlaflow.data.cremad:manifest_for",
+                         paper_dataset="CREMA-D", paper_columns={"visual": "video"}),
+    "features": CorpusKind("features", None, None, "mlaflow.data.table:manifest_for", extracted=False),
 }
 
 
@@ -39,12 +62,40 @@ def corpus_kind(config: dict) -> CorpusKind:
 
 
 def modalities(config: dict) -> list[str]:
-    return list(corpus_kind(config).modalities)
+    kind = corpus_kind(config)
+    if kind.modalities is not None:
+        return list(kind.modalities)
+    names = config["corpus"]["modalities"]
+    if not names:
+        raise ParamsError("corpus.modalities", f"is not set; corpus kind {kind.name!r} takes its modality names "
+                          "from it", "list two or more, e.g. [speech, face, words]")
+    return list(names)
 
 
 def classes(config: dict) -> list[str]:
-    kind, setup = corpus_kind(config), config["corpus"]["label_setup"]
+    kind = corpus_kind(config)
+    if kind.classes is None:
+        names = config["corpus"]["classes"]
+        if not names:
+            raise ParamsError("corpus.classes", f"is not set; corpus kind {kind.name!r} takes its class names from "
+                              "it", "list two or more, in label_index order")
+        return list(names)
+    setup = config["corpus"]["label_setup"]
     if setup not in kind.classes:
         raise ParamsError("corpus.label_setup", f"{setup!r} is not a label setup of corpus kind {kind.name!r}",
                           f"use one of {sorted(kind.classes)}")
     return list(kind.classes[setup])
+
+
+def manifest_config(config: dict) -> dict:
+    """What the manifest job builds the manifest from (its config file)."""
+    kind, corpus = corpus_kind(config), config["corpus"]
+    out = {"kind": kind.name, "adapter": kind.adapter, "classes": classes(config)}
+    if kind.name in ("embedded", "iemocap"):
+        out["label_setup"] = corpus["label_setup"]
+    elif kind.name in ("cremad", "embedded_cremad"):
+        out.update(label_setup=corpus["label_setup"], speaker_groups=corpus["speaker_groups"],
+                   split_file=corpus["split_file"] if kind.name == "cremad" else None)
+    else:
+        out["table"] = corpus["table"]
+    return out

@@ -177,3 +177,40 @@ def _frame_dirs(root: Path, clips: dict[str, dict]) -> dict[str, tuple[Path, int
               "frames", "re-extract them with ffmpeg's `-start_number 0` (its default starts at 001), "
               "or rename them in order")
     return frame_dirs
+
+
+SPLIT_VALUES = ("train", "test")
+
+
+def manifest_for(config: dict, root: Path) -> tuple[pd.DataFrame, dict]:
+    """The manifest job's entry (mlaflow.data.manifest): the tree at `root`, in speaker-group folds, or, with
+    `split_file` (OGM-GE's fixed train/test clip list: a CSV with columns clip and split), one fold of that split
+    (column `split`; validation is drawn from its training clips by mlaflow.data.folds)."""
+    manifest, counts = build_manifest(Path(root), config["label_setup"], config["speaker_groups"])
+    if config.get("split_file"):
+        manifest = apply_split_file(manifest, Path(config["split_file"]))
+        counts["split"] = manifest["split"].value_counts().to_dict()
+    return manifest, counts
+
+
+def apply_split_file(manifest: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The manifest with a `split` column from a clip list; every clip listed exactly once, as train or test."""
+    if not path.is_file():
+        raise InputError(path, "split file not found", "point corpus.split_file at the CSV, or set it to null")
+    table = pd.read_csv(path, dtype=str)
+    if {"clip", "split"} - set(table.columns):
+        raise InputError(path, f"has columns {list(table.columns)}, expected clip and split", "rename the columns")
+    unknown = sorted(set(table["split"]) - set(SPLIT_VALUES))
+    if unknown:
+        raise InputError(path, f"split value(s) {unknown}; expected {list(SPLIT_VALUES)}", "correct the values")
+    twice = table["clip"][table["clip"].duplicated()].unique().tolist()
+    if twice:
+        raise InputError(path, f"clip(s) listed twice: {twice[:5]}", "list every clip once")
+    split = dict(zip(table["clip"], table["split"]))
+    unlisted = [clip for clip in manifest["utterance_id"] if clip not in split]
+    foreign = sorted(set(split) - set(manifest["utterance_id"]))
+    if unlisted or foreign:
+        raise InputError(path, f"{len(unlisted)} clip(s) of the corpus are not listed (first: {unlisted[:3]}) and "
+                         f"{len(foreign)} listed clip(s) are not in the corpus (first: {foreign[:3]})",
+                         "list exactly the corpus's clips (file stems of AudioWAV)")
+    return manifest.assign(split=manifest["utterance_id"].map(split), session=1)

@@ -221,3 +221,8 @@ def _raise_if(problems: list[tuple[Path | str, str]], problem: str, kind: str, f
     shown = "; ".join(f"{path} ({detail})" for path, detail in problems[:SHOWN_PER_ERROR])
     more = f"; and {len(problems) - SHOWN_PER_ERROR} more" if len(problems) > SHOWN_PER_ERROR else ""
     raise InputError(problems[0][0], f"{len(problems)} {kind} problem(s): {problem}: {shown}{more}", fix)
+
+
+def manifest_for(config: dict, root: Path) -> tuple[pd.DataFrame, dict]:
+    """The manifest job's entry (mlaflow.data.manifest): the tree at `root` under config's label setup."""
+    return build_manifest(Path(root), config["label_setup"])

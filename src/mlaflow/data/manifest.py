@@ -1,19 +1,26 @@
-"""The manifest job (`mlaflow manifest`): the corpus kind's adapter (mlaflow.data.corpora) turns its tree into
-one table of the utterances kept, written atomically."""
+"""The manifest job (`mlaflow manifest`): the corpus kind's adapter (mlaflow.data.corpora) turns its source (a
+corpus tree, or the label table of kind features) into one table of the utterances kept, written atomically.
+The adapter is named in the job's config ("module:function"), so the job's code inputs are that module's."""
 from __future__ import annotations
 
 import importlib
 import logging
 from pathlib import Path
 
+from mlaflow.errors import InputError
 from mlaflow.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 
-def write_manifest(manifest_module: str, corpus_root: str | Path, label_setup: str, out: str | Path):
-    build = importlib.import_module(manifest_module).build_manifest
-    manifest, counts = build(Path(corpus_root), label_setup)
+def write_manifest(config: dict, source: str | Path, out: str | Path):
+    module, function = config["adapter"].split(":")
+    manifest, counts = getattr(importlib.import_module(module), function)(config, Path(source))
+    n_classes = len(config["classes"])
+    bad = manifest.index[(manifest["label_index"] < 0) | (manifest["label_index"] >= n_classes)].tolist()
+    if bad:
+        raise InputError(source, f"{len(bad)} utterance(s) with a label outside the corpus's {n_classes} classes "
+                         f"(first: {manifest['utterance_id'].iloc[bad[0]]})", "correct the labels of the corpus")
     log.info("manifest: %d utterances kept; counts: %s", len(manifest), counts)
     with atomic_path(out, ".csv") as tmp:
         manifest.to_csv(tmp, index=False)

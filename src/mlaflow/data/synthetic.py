@@ -264,7 +264,7 @@ def plan_corpus(cfg: dict) -> list[Utterance]:
     per_session = cfg["dialogs_per_session"] * cfg["utterances_per_dialog"]
     utterances: list[Utterance] = []
     for session in range(1, cfg["sessions"] + 1):
-        speakers = {gender: _make_speaker(session, gender, rng) for gender in "FM"}
+        speakers = {gender: make_speaker(f"Ses{session:02d}{gender}", gender, rng) for gender in "FM"}
         # exact quotas per session (not i.i.d. draws) keep every leave-one-session-out fold alike
         labels = rng.permutation(_quota_labels(per_session))
         for dialog_index in range(cfg["dialogs_per_session"]):
@@ -313,11 +313,12 @@ def _quota_labels(n: int) -> np.ndarray:
     return np.repeat(np.array(codes), counts)
 
 
-def _make_speaker(session: int, gender: str, rng: np.random.Generator) -> Speaker:
+def make_speaker(speaker_id: str, gender: str, rng: np.random.Generator) -> Speaker:
+    """A speaker of `gender` (F or M) with a voice and a face drawn from `rng` (a fixed number of draws)."""
     f0_mean, f0_sd = SPEAKER_F0_HZ[gender]
     skin = np.array([200, 160, 130]) * rng.uniform(0.6, 1.1) + rng.normal(0, 8, 3)
     return Speaker(
-        speaker_id=f"Ses{session:02d}{gender}",
+        speaker_id=speaker_id,
         f0_hz=float(rng.normal(f0_mean, f0_sd)),
         vocal_tract=float(rng.normal(1.12 if gender == "F" else 1.0, 0.04)),
         skin_rgb=tuple(int(v) for v in np.clip(skin, 40, 255)),

@@ -280,11 +280,14 @@ class Method(nn.Module):
                               f"use one of {self.modalities}")
         return self.modalities.index(name)
 
-    def weights_by_modality(self, key: str, weights: dict[str, float]) -> list[float]:
-        """An option that gives a number per modality name (`method_params.<method>.<key>`), in modality order."""
-        if self.modalities is None or set(weights) != set(self.modalities):
-            raise ParamsError(f"method_params.{self.name}.{key}", f"has weights for {sorted(weights)}, the corpus's "
-                              f"modalities are {self.modalities}", "give one weight per modality of the corpus")
+    def weights_by_modality(self, key: str, weights: dict[str, float]) -> list[float] | None:
+        """An option that gives a number per modality name (`method_params.<method>.<key>`), in modality order;
+        names that are not the corpus's are not used; None when a modality of the corpus has no weight."""
+        if self.modalities is None:
+            raise ParamsError(f"method_params.{self.name}.{key}", "gives weights by modality name, but the method "
+                              "was built without modality names", "build it with input_dims as {modality: dim}")
+        if not set(self.modalities) <= set(weights):
+            return None
         return [weights[m] for m in self.modalities]
 
     def training_steps(self, data: "RunGroup", batch_size: int, epoch: int) -> Iterator["Step"]:

@@ -39,6 +39,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mlaflow.errors import ParamsError
+
 from mlaflow.methods.base import (Batch, Method, Predictions, RunGroup, StackedLinear, Step, fuse,
                                   masked_cross_entropy)
 
@@ -168,7 +170,11 @@ class MLA(Method):
         self.alpha_schedule = method_cfg["alpha_schedule"]
         self.alternation = method_cfg["alternation"]
         self.fusion = method_cfg["fusion"]
+        # the released code's fixed weights (IEMOCAP's modalities); without one per modality the rule is not measured
         self.fixed_weights = self.weights_by_modality("fixed_weights", method_cfg["fixed_weights"])
+        if self.fixed_weights is None and self.fusion == "fixed":
+            raise ParamsError("method_params.mla.fixed_weights", f"has no weight for some of {self.modalities}",
+                              "give one weight per modality of the corpus")
         self.eval_batch_size = train_cfg["batch_size"]  # the test batches of per-batch fusion
         # P of eq. 3-5, one per run: P_0 = I, reset per run (not saved with the weights)
         self.register_buffer("P", torch.eye(self.hidden_dim).repeat(self.n_runs, 1, 1), persistent=False)
@@ -270,7 +276,7 @@ class MLA(Method):
         acts at test time only, so one trained model measures them all. present [R, M, n]."""
         logits = predictions.unimodal_logits
         return {rule: fuse(logits, fusion_weights(rule, logits, present, self.eval_batch_size, self.fixed_weights))
-                for rule in FUSION_RULES}
+                for rule in FUSION_RULES if rule != "fixed" or self.fixed_weights is not None}
 
 
 class _CyclingBatches:

@@ -30,8 +30,6 @@ from mlaflow.experiments import STAGES, Experiment, from_dict
 METRICS = ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1")
 MAIN_KINDS = ("main", "complete")             # the runs that reused cells stand for
 PAPER_KINDS = ("main", "complete", "suite")   # the paper's settings and the main mask protocol: the main tables
-# the paper's tables name some modalities differently from the corpus (IEMOCAP's visual modality is "image")
-PAPER_MODALITY = {"visual": "image"}
 KEYS = ("experiment", "kind", "method", "missing_rate", "seed", "fold")
 
 
@@ -47,10 +45,11 @@ class Paper:
     table2: dict = field(default_factory=dict)   # method -> {missing rate: value} (Table 2, missing modalities)
     table3: dict = field(default_factory=dict)   # ("on"|"off" HGM, "on"|"off" DF) -> {paper column: value}
 
-    @staticmethod
-    def column(modality: str) -> str:
+    columns: dict = field(default_factory=dict)  # modality -> the paper's column name (IEMOCAP's visual is "image")
+
+    def column(self, modality: str) -> str:
         """The paper's name of a modality's column."""
-        return PAPER_MODALITY.get(modality, modality)
+        return self.columns.get(modality, modality)
 
     def row(self, table: dict, key, modalities: list[str]) -> list[float] | None:
         """A Table 1 or 3 row in the order (modalities..., multi), or None if the paper has no such row."""
@@ -61,7 +60,7 @@ class Paper:
         return [entry[c] for c in columns]
 
 
-def load_paper(path: str | Path, dataset: str | None) -> Paper:
+def load_paper(path: str | Path, dataset: str | None, columns: dict | None = None) -> Paper:
     """The tables of `dataset` in the paper's results file (data/reference/paper_results.yaml); `dataset` None:
     no paper figures at all (the file is not read)."""
     if dataset is None:
@@ -83,7 +82,7 @@ def load_paper(path: str | Path, dataset: str | None) -> Paper:
     t3 = doc.get("table3_ablation") or {}
     configs = [tuple("on" if flag else "off" for flag in c) for c in t3.get("configs", [])]
     table3 = by_method({"configs": configs}, "configs", t3.get(dataset)) if configs else {}
-    return Paper(dataset, table1, table2, table3)
+    return Paper(dataset, table1, table2, table3, dict(columns or {}))
 
 
 # ------------------------------------------------------------------------------------------- indexes and runs
@@ -261,6 +260,7 @@ def load_context(job_config: dict, index_paths: list[str], paper_path: str | Pat
     experiments, run_paths, stages = load_indexes(list(index_paths))
     modalities = list(job_config["modalities"])
     runs, projections = load_runs(run_paths, experiments, modalities)
-    return ReportContext(job_config, experiments, runs, load_paper(paper_path, job_config.get("paper_dataset")),
+    return ReportContext(job_config, experiments, runs, load_paper(paper_path, job_config.get("paper_dataset"),
+                                                                        job_config.get("paper_columns")),
                          Path(out_dir), stages, projections, feature_provenance(list(feature_paths)),
                          mask_summary(list(mask_paths), modalities))

@@ -82,18 +82,25 @@ def header(ctx: ReportContext) -> list[str]:
     any_pretrained = any(bool(f.get("pretrained")) for f in ctx.features)
     n_seeds, n_folds = len(config["train"]["seeds"]), len(config["splits"]["folds"])
     out = ["# mlaflow report: learning with missing modalities (MLA, CVPR 2024, Table 2 protocol)", ""]
-    if corpus["kind"] == "embedded" or not any_pretrained:
+    generated = {"embedded": "IEMOCAP", "embedded_cremad": "CREMA-D"}.get(corpus["kind"])
+    if corpus["kind"] == "features":
+        source = f"These numbers come from your own features (labels `{corpus['table']}`). "
+    elif generated:
+        source = f"These numbers come from the *embedded synthetic corpus* (generated, {generated} layout), "
+    else:
+        source = f"These numbers come from the corpus at `{corpus['root']}`, "
+    if generated or (not any_pretrained and corpus["kind"] != "features"):
         paper = (f"the paper's {ctx.paper.dataset} figures, which are shown beside them for reference only"
                  if ctx.paper.dataset else "the paper's figures")
-        out += ["> **Read this first.** " + (
-            "These numbers come from the *embedded synthetic corpus* (generated, IEMOCAP layout), "
-            if corpus["kind"] == "embedded" else f"These numbers come from the corpus at `{corpus['root']}`, ")
-            + ("with **randomly initialised, not pretrained** encoders. " if not any_pretrained else "")
-            + "They test that the workflow runs and how the methods behave relative to each other; they are "
-              f"**not comparable** to {paper}.", ""]
+        out += ["> **Read this first.** " + source
+                + ("with **randomly initialised, not pretrained** encoders. " if not any_pretrained else "")
+                + "They test that the workflow runs and how the methods behave relative to each other; they are "
+                  f"**not comparable** to {paper}.", ""]
+    elif corpus["kind"] == "features":
+        out += [f"> {source}The paper's figures are not shown: this corpus is not one of its datasets.", ""]
     out += [f"Accuracy is overall test accuracy (WA). Each cell: for each seed the mean over {n_folds} "
-            f"leave-one-session-out folds, then mean ± std over {n_seeds} seeds. Model selection on validation "
-            f"only (validation drawn from the training sessions). Masks: `{config['masks']['protocol']}`, same rate "
+            f"folds (leave one session, speaker group or table fold out; or the corpus's own split), then mean ± std "
+            f"over {n_seeds} seeds. Model selection on validation only (validation drawn from the training part). Masks: `{config['masks']['protocol']}`, same rate "
             f"on train, validation and test; samples with no modality left: `{config['masks']['all_missing']}`.", ""]
     return out
 
