@@ -32,7 +32,7 @@ def load_inputs(params: dict) -> tuple[Corpus, pd.DataFrame, str]:
     features = {m: f"data/features/{m}.h5" for m in modalities}
     dims = {m: params["features"][m]["dim"] for m in modalities}
     if Path("data/manifest/manifest.csv").exists() and all(Path(p).exists() for p in features.values()):
-        corpus = load_corpus("data/manifest/manifest.csv", features, corpora.classes(params), dims)
+        corpus = load_corpus("data/manifest/manifest.csv", features, corpora.classes(params), modalities, dims)
         manifest = pd.read_csv("data/manifest/manifest.csv")
         return corpus, make_folds(manifest, params["splits"]["folds"], params["splits"]["validation_fraction"],
                                   params["splits"]["seed"]), "pipeline features"

@@ -206,7 +206,7 @@ def test_ids_that_do_not_match_across_modalities_name_the_file(tmp_path):
 
     manifest, paths, params = _write_inputs(tmp_path, {"visual": ["u0", "u1", "x9"]})
     with pytest.raises(InputError, match=r"visual\.h5.*1 utterances of the manifest have no features \(first: u2\)"):
-        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"],
+        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"], list(paths),
                     {m: params["features"][m]["dim"] for m in paths})
 
 
@@ -218,7 +218,7 @@ def test_labels_that_disagree_with_the_manifest_name_the_file(tmp_path):
 
     manifest, paths, params = _write_inputs(tmp_path, {}, labels_per_modality={"text": ["neu", "ang", "sad"]})
     with pytest.raises(InputError, match=r"text\.h5.*labels disagree.*u1"):
-        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"],
+        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"], list(paths),
                     {m: params["features"][m]["dim"] for m in paths})
 
 
@@ -230,5 +230,21 @@ def test_nan_features_are_refused_before_training(tmp_path):
 
     manifest, paths, params = _write_inputs(tmp_path, {}, nan_in="audio")
     with pytest.raises(InputError, match=r"audio\.h5.*u1"):
-        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"],
+        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"], list(paths),
                     {m: params["features"][m]["dim"] for m in paths})
+
+
+def test_the_modality_order_is_the_corpus_list_never_a_json_objects_key_order(tmp_path):
+    """A job config is JSON written with sorted keys: {"audio", "text", "visual"}. The features, the masks'
+    columns and the method's encoders must all follow the corpus's modality list (audio, visual, text)."""
+    import json
+
+    from mlaflow.train.data import load_corpus
+
+    manifest, paths, params = _write_inputs(tmp_path, {})
+    dims = json.loads(json.dumps({m: params["features"][m]["dim"] for m in ("audio", "visual", "text")},
+                                 sort_keys=True))
+    assert list(dims) == ["audio", "text", "visual"]
+    corpus = load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"], ["audio", "visual", "text"], dims)
+    assert corpus.modalities == ["audio", "visual", "text"]
+    assert corpus.input_dims == [params["features"][m]["dim"] for m in ("audio", "visual", "text")]

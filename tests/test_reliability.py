@@ -254,3 +254,14 @@ def test_a_wav_cut_short_mid_file_is_bad_input(tmp_path):
         wav_length(path, 16000, 10**9, 400)
     with pytest.raises(InputError, match="cut short"):
         read_wave(path, 16000, 10**9, 400)
+
+
+def test_a_mask_whose_columns_are_other_modalities_is_refused(tmp_path):
+    from mlaflow.data.masks import read_mask
+
+    ids = [f"u{i}" for i in range(10)]
+    write_masks(tmp_path / "m.h5", ids, {0: bernoulli_mask(10, 0.3, 0)}, 0.3, BERNOULLI, "prior",
+                ["audio", "text", "visual"])
+    with pytest.raises(InputError, match=r"m\.h5: its columns are the modalities \['audio', 'text', 'visual'\], "
+                                         r"the run's are \['audio', 'visual', 'text'\]"):
+        read_mask(tmp_path / "m.h5", 0, ids, BERNOULLI, None, NAMES)

@@ -10,4 +10,4 @@ rule job_config:
     run:
         from mlaflow.io import write_json
 
-        write_json(output[0], params.content)
+        write_json(output[0], params.content, sort_keys=False)

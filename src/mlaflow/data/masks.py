@@ -173,24 +173,27 @@ def _read_seed(f: h5py.File, path: Path, seed: int, spec: dict | None):
 
 
 def read_mask(path: str | Path, seed: int, utterance_ids: list[str], spec: dict | None = None,
-              forbid_all_missing: str | None = None) -> np.ndarray:
+              forbid_all_missing: str | None = None, modalities: list[str] | None = None) -> np.ndarray:
     """present [N, M] of one seed, checked against the manifest's ids (and the expected specification, if
     given): shape [N, M], boolean, and, if `forbid_all_missing` names a reason, no sample without any
     modality."""
     path = Path(path)
     with open_mask(path) as f:
         try:
-            modalities, ids, mask = _read_seed(f, path, seed, spec)
+            file_modalities, ids, mask = _read_seed(f, path, seed, spec)
         except OSError as err:  # the header opened, a dataset does not read: a damaged file
             raise InputError(path, f"cannot be read whole ({err})",
                              "delete it and run `dvc repro` again (it is redrawn, identically)") from err
     if ids != list(utterance_ids):
         raise InputError(path, "mask ids do not match the manifest's utterances",
                          "regenerate masks after the manifest changed (snakemake --forcerun masks)")
+    if modalities is not None and file_modalities != list(modalities):
+        raise InputError(path, f"its columns are the modalities {file_modalities}, the run's are {list(modalities)}",
+                         "regenerate masks for this corpus (snakemake --forcerun masks)")
     fix = "regenerate it with `snakemake --forcerun masks` (masks are drawn from params.yaml `masks`)"
-    if mask.ndim != 2 or mask.shape != (len(utterance_ids), len(modalities)):
+    if mask.ndim != 2 or mask.shape != (len(utterance_ids), len(file_modalities)):
         raise InputError(path, f"seed_{seed} has shape {mask.shape}, expected "
-                               f"{(len(utterance_ids), len(modalities))} (utterances x {modalities})", fix)
+                               f"{(len(utterance_ids), len(file_modalities))} (utterances x {file_modalities})", fix)
     if mask.dtype != np.bool_:
         raise InputError(path, f"seed_{seed} has dtype {mask.dtype}, expected bool", fix)
     if forbid_all_missing:

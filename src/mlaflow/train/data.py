@@ -30,14 +30,15 @@ class Corpus:
 
 
 def load_corpus(manifest_path: str | Path, feature_paths: dict[str, str | Path], classes: list[str],
-                feature_dims: dict[str, int]) -> Corpus:
-    """The manifest's utterances with the features of every modality of `feature_dims` (in its order), checked
-    against the stores; `classes` in label_index order (a training job's config holds both)."""
+                modalities: list[str], feature_dims: dict[str, int]) -> Corpus:
+    """The manifest's utterances with the features of every modality, in the order of `modalities` (the order
+    of every mask's columns; never the key order of `feature_dims`, which a JSON config does not keep), checked
+    against the stores; `classes` in label_index order (a training job's config holds all three)."""
     manifest = pd.read_csv(manifest_path, dtype={"utterance_id": str, "label": str})
     ids = manifest["utterance_id"].tolist()
     features, attrs = [], {}
-    for modality, dim in feature_dims.items():
-        path = feature_paths[modality]
+    for modality in modalities:
+        path, dim = feature_paths[modality], feature_dims[modality]
         table = read_store(path, modality=modality, expected_dim=dim)
         position = {utt: i for i, utt in enumerate(table.ids)}
         missing = [utt for utt in ids if utt not in position]
@@ -56,4 +57,4 @@ def load_corpus(manifest_path: str | Path, feature_paths: dict[str, str | Path],
         features.append(torch.from_numpy(np.ascontiguousarray(table.features[rows], dtype=np.float32)))
         attrs[modality] = dict(table.attrs)
     labels = torch.tensor(manifest["label_index"].to_numpy(dtype=np.int64))
-    return Corpus(ids, features, labels, list(classes), attrs, list(feature_dims))
+    return Corpus(ids, features, labels, list(classes), attrs, list(modalities))

@@ -50,7 +50,8 @@ def run_training_job(config: dict, missing_rate: float, seeds: list[int], folds:
     if len(feature_paths) != len(modalities):
         raise SystemExit(f"expected one feature store per modality {modalities}, got {len(feature_paths)}")
     torch.set_num_threads(config["train"]["threads"])
-    corpus = load_corpus(manifest, dict(zip(modalities, feature_paths)), config["classes"], config["feature_dims"])
+    corpus = load_corpus(manifest, dict(zip(modalities, feature_paths)), config["classes"], modalities,
+                         config["feature_dims"])
     folds_table = pd.read_csv(folds_path, dtype={"utterance_id": str})
     if folds_table["utterance_id"].tolist() != corpus.utterance_ids:
         raise InputError(folds_path, "utterance ids differ from the manifest's",
@@ -58,11 +59,11 @@ def run_training_job(config: dict, missing_rate: float, seeds: list[int], folds:
     spec = config["experiment"]["masks"]
     forbid = all_missing_forbidden_by(spec, config["masks"]["all_missing"])
     ids = corpus.utterance_ids
-    masks = {seed: read_mask(masks_path, seed, ids, spec, forbid) for seed in seeds}
+    masks = {seed: read_mask(masks_path, seed, ids, spec, forbid, modalities) for seed in seeds}
     shift = {}
     for path in shift_mask_paths:
         label = format_rate(mask_missing_rate(path))
-        shift[label] = {seed: read_mask(path, seed, ids, spec, forbid) for seed in seeds}
+        shift[label] = {seed: read_mask(path, seed, ids, spec, forbid, modalities) for seed in seeds}
     if sorted(shift) != sorted(config["test_time_shift"]):
         raise SystemExit(f"test-time shift masks {sorted(shift)} do not match the config's {config['test_time_shift']}")
     specs = []
