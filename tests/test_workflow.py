@@ -151,7 +151,7 @@ def test_editing_one_methods_module_reruns_only_its_jobs_and_the_report(code, wo
     # qmf trains in the complete-modality grid (0.0), the suite (0.5) and the isolation analysis (0.5)
     with _edited(code / "src" / "mlaflow" / "methods" / "qmf.py", "\n# an edit\n"):
         counts = job_counts(snakemake(code, workspace, "-n", "all").stdout)
-    assert counts == {"train": 3, "index": 3, "summary": 1, "report": 1, "all": 1}
+    assert counts == {"train": 3, "index": 3, "summary": 1, "build_report": 1, "all": 1}
     with _edited(code / "src" / "mlaflow" / "methods" / "tate.py", "\n# an edit\n"):   # tate is not in this grid
         assert "Nothing to be done" in snakemake(code, workspace, "-n", "all").stdout
     assert "Nothing to be done" in snakemake(code, workspace, "-n", "all").stdout     # restored: checksums match
@@ -159,7 +159,8 @@ def test_editing_one_methods_module_reruns_only_its_jobs_and_the_report(code, wo
 
 def test_editing_the_report_code_reruns_only_the_report(code, workspace):
     with _edited(code / "src" / "mlaflow" / "report" / "build.py", "\n# an edit\n"):
-        assert job_counts(snakemake(code, workspace, "-n", "all").stdout) == {"summary": 1, "report": 1, "all": 1}
+        assert job_counts(snakemake(code, workspace, "-n", "all").stdout) == {"summary": 1, "build_report": 1,
+                                                                              "all": 1}
     with _edited(code / "src" / "mlaflow" / "cli.py", "\n# a help string\n"):         # not a code input
         assert "Nothing to be done" in snakemake(code, workspace, "-n", "all").stdout
 
@@ -197,13 +198,16 @@ def scheduled(output: str, rule: str) -> list[str]:
 
 
 @pytest.fixture
-def workspace_copy(workspace, tmp_path) -> Path:
-    """A copy of the finished tiny workspace (timestamps and Snakemake's metadata kept) to change freely."""
+def workspace_copy(workspace, request) -> Path:
+    """A copy of the finished tiny workspace (timestamps and Snakemake's metadata kept) to change freely. A
+    sibling of it, so that the code inputs' paths (relative to the working directory) stay the same."""
     import shutil
 
-    copy = tmp_path / "work"
+    copy = workspace.parent / f"{workspace.name}-{request.node.name[:40]}"
+    shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(workspace, copy, symlinks=True)
-    return copy
+    yield copy
+    shutil.rmtree(copy, ignore_errors=True)
 
 
 def test_adding_a_missing_rate_schedules_exactly_the_runs_it_invalidates(code, workspace_copy):
@@ -222,12 +226,12 @@ def test_adding_a_missing_rate_schedules_exactly_the_runs_it_invalidates(code, w
 
 
 def test_a_missing_intermediate_file_is_made_again(code, workspace_copy):
-    (workspace_copy / "data" / "manifest" / "manifest.csv").unlink()
-    assert "manifest" in job_counts(snakemake(code, workspace_copy, "-n", "features").stdout)
     (workspace_copy / "data" / "splits" / "masks" / "bernoulli" / "missing_0.50.h5").unlink()
     (workspace_copy / "data" / "runs" / "mla.config.json").unlink()
     counts = job_counts(snakemake(code, workspace_copy, "-n", "main_grid").stdout)
     assert counts["masks"] == 1 and counts["job_config"] >= 1
+    (workspace_copy / "data" / "manifest" / "manifest.csv").unlink()
+    assert "manifest" in job_counts(snakemake(code, workspace_copy, "-n", "features").stdout)
 
 
 def test_a_precomputed_store_that_does_not_exist_fails_at_parse_time(code, tmp_path):

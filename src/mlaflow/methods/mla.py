@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 
 from mlaflow.errors import ParamsError
-
 from mlaflow.methods.base import (Batch, Method, Predictions, RunGroup, StackedLinear, Step, fuse,
                                   masked_cross_entropy)
 
