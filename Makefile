@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup reproduce test bench
+.PHONY: setup reproduce test browser lint format bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,28 @@ setup: $(VENV)/.installed
 reproduce: setup
 	PATH="$(BIN):$$PATH" dvc repro
 
-test: setup
+# the browser test needs chromium and chromedriver: installed with apt-get when missing (as root)
+browser:
+	.ci/install_browser.sh
+
+test: setup browser
 	PATH="$(BIN):$$PATH" python -m pytest
+
+# Lint and format checks (pinned in pyproject's `lint` extra); `make format` applies the formatters.
+$(VENV)/.lint-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $@
+
+lint: $(VENV)/.lint-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	PATH="$(BIN):$$PATH" python .ci/snakemake_lint.py
+
+format: $(VENV)/.lint-installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt Snakefile workflow/rules
 
 bench: setup
 	PATH="$(BIN):$$PATH" python bench/bench_training.py

@@ -14,7 +14,26 @@ min_version("9.0")
 configfile: str(Path(workflow.basedir) / "params.yaml")
 
 
+# `snakemake --report reports/report.html`: this description, then every output flagged report() (common.smk)
+report: "workflow/report/workflow.rst"
+
+
+# the rules put the Python that runs Snakemake first on PATH (common.smk): cluster jobs need it too
+envvars:
+    "PATH",
+
+
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    modality="|".join(MODALITIES),
+    method="[a-z_]+",
+    rate=r"\d\.\d\d",
+    seed=r"\d+",
+    fold=r"\d+",
+
+
 include: "workflow/rules/config.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/features.smk"
@@ -23,7 +42,21 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
 
-localrules: all, features, main_grid, missing_suite, isolation, fidelity, report, job_config, manifest, folds, masks, index, summary, build_report
+localrules:
+    all,
+    features,
+    main_grid,
+    missing_suite,
+    isolation,
+    fidelity,
+    report,
+    job_config,
+    manifest,
+    folds,
+    masks,
+    index,
+    summary,
+    build_report,
 
 
 rule all:

@@ -10,6 +10,7 @@ embedded ones of params.yaml `features` (or of --params). Figures only, no asser
 
     .venv/bin/python bench/bench_extraction.py --n 300
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,16 @@ MODALITIES = ("audio", "visual", "text")
 LABELS = ("neu", "hap", "sad", "ang")
 
 
-def make_corpus(root: Path, n: int, seed: int = 0, min_s: float = 1.0, max_s: float = 2.5, n_frames: int = 3,
-                image_size: int = 64, words_per_transcript: int = 10) -> pd.DataFrame:
+def make_corpus(
+    root: Path,
+    n: int,
+    seed: int = 0,
+    min_s: float = 1.0,
+    max_s: float = 2.5,
+    n_frames: int = 3,
+    image_size: int = 64,
+    words_per_transcript: int = 10,
+) -> pd.DataFrame:
     """Write n synthetic utterances under root and return their manifest."""
     from mlaflow.features.text_bert import ENGLISH_WORDS
 
@@ -57,13 +66,25 @@ def make_corpus(root: Path, n: int, seed: int = 0, min_s: float = 1.0, max_s: fl
         n_words = max(1, int(rng.normal(words_per_transcript, 3)))
         transcript = " ".join(rng.choice(vocabulary, size=n_words)).capitalize() + "."
         label = LABELS[i % len(LABELS)]
-        rows.append({"utterance_id": utterance_id, "session": 1, "speaker": "F", "label": label,
-                     "label_index": LABELS.index(label), "wav_path": str(wav_path), "transcript": transcript,
-                     "frames_dir": str(frames_dir), "n_frames": n_frames})
+        rows.append(
+            {
+                "utterance_id": utterance_id,
+                "session": 1,
+                "speaker": "F",
+                "label": label,
+                "label_index": LABELS.index(label),
+                "wav_path": str(wav_path),
+                "transcript": transcript,
+                "frames_dir": str(frames_dir),
+                "n_frames": n_frames,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def unsorted_padding_fraction(manifest: pd.DataFrame, modality: str, features_cfg: dict, model_dir: Path) -> float:
+def unsorted_padding_fraction(
+    manifest: pd.DataFrame, modality: str, features_cfg: dict, model_dir: Path
+) -> float:
     """Padding fraction the same batches would have in manifest order (audio: samples, text: tokens)."""
     batch_size, max_length = features_cfg[modality]["batch_size"], features_cfg["text"]["max_length"]
     if modality == "audio":
@@ -72,13 +93,19 @@ def unsorted_padding_fraction(manifest: pd.DataFrame, modality: str, features_cf
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        lengths = np.array([len(ids) for ids in tokenizer(manifest["transcript"].fillna("").tolist(),
-                                                          truncation=True, max_length=max_length)["input_ids"]])
+        lengths = np.array(
+            [
+                len(ids)
+                for ids in tokenizer(
+                    manifest["transcript"].fillna("").tolist(), truncation=True, max_length=max_length
+                )["input_ids"]
+            ]
+        )
     else:
         return 0.0  # frames are concatenated, never padded
     real = padded = 0
     for start in range(0, len(lengths), batch_size):
-        batch = lengths[start:start + batch_size]
+        batch = lengths[start : start + batch_size]
         real += batch.sum()
         padded += batch.max() * len(batch)
     return 1.0 - real / padded
@@ -93,13 +120,16 @@ def memory_mib(field: str) -> float:
     return float("nan")
 
 
-def run_extraction(modality: str, manifest: pd.DataFrame, model_dir: Path, out: Path, features_cfg: dict,
-                   device: str = "cpu") -> dict:
+def run_extraction(
+    modality: str, manifest: pd.DataFrame, model_dir: Path, out: Path, features_cfg: dict, device: str = "cpu"
+) -> dict:
     from mlaflow.features.extract import extract_features
 
     if out.exists():
         out.unlink()
-    return extract_features(modality, manifest, model_dir, out, features_cfg, params_hash="bench", device=device)
+    return extract_features(
+        modality, manifest, model_dir, out, features_cfg, params_hash="bench", device=device
+    )
 
 
 def rss_child(args: argparse.Namespace) -> None:
@@ -107,17 +137,32 @@ def rss_child(args: argparse.Namespace) -> None:
     manifest = pd.read_csv(args.manifest).head(args.rss_child_n)
     features_cfg = yaml.safe_load(Path(args.params).read_text())["features"]
     before = memory_mib("VmRSS")
-    stats = run_extraction(args.rss_child, manifest, Path(args.work) / "models" / args.rss_child,
-                           Path(args.work) / f"rss_{args.rss_child}_{args.rss_child_n}.h5", features_cfg)
-    print(json.dumps({"peak_rss_mib": memory_mib("VmHWM"), "rss_before_mib": before, "seconds": stats["seconds"]}))
+    stats = run_extraction(
+        args.rss_child,
+        manifest,
+        Path(args.work) / "models" / args.rss_child,
+        Path(args.work) / f"rss_{args.rss_child}_{args.rss_child_n}.h5",
+        features_cfg,
+    )
+    print(
+        json.dumps(
+            {"peak_rss_mib": memory_mib("VmHWM"), "rss_before_mib": before, "seconds": stats["seconds"]}
+        )
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--manifest", help="manifest CSV to use instead of a generated corpus")
-    parser.add_argument("--n", type=int, default=300, help="utterances of the generated corpus (batched runs)")
+    parser.add_argument(
+        "--n", type=int, default=300, help="utterances of the generated corpus (batched runs)"
+    )
     parser.add_argument("--single-n", type=int, default=60, help="utterances timed one at a time")
-    parser.add_argument("--rss-sizes", default="", help="two corpus sizes for the peak-RSS runs (default n/4,n)")
+    parser.add_argument(
+        "--rss-sizes", default="", help="two corpus sizes for the peak-RSS runs (default n/4,n)"
+    )
     parser.add_argument("--modalities", default=",".join(MODALITIES))
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     parser.add_argument("--work", help="working directory (default: a temporary one)")
@@ -146,8 +191,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     sizes = [int(s) for s in args.rss_sizes.split(",") if s] or [max(len(manifest) // 4, 1), len(manifest)]
 
-    header = (f"{'modality':8} {'batch':>5} {'utt/s batched':>14} {'utt/s single':>13} {'ratio':>6} "
-              f"{'padding sorted':>15} {'unsorted':>9} {'build s':>8} {'load s':>7}")
+    header = (
+        f"{'modality':8} {'batch':>5} {'utt/s batched':>14} {'utt/s single':>13} {'ratio':>6} "
+        f"{'padding sorted':>15} {'unsorted':>9} {'build s':>8} {'load s':>7}"
+    )
     lines = []
     for modality in args.modalities.split(","):
         model_dir = work / "models" / modality
@@ -158,28 +205,36 @@ def main() -> None:
         batched = run_extraction(modality, manifest, model_dir, work / f"{modality}.h5", features_cfg)
         single_cfg = copy.deepcopy(features_cfg)
         single_cfg[modality]["batch_size"] = 1
-        single = run_extraction(modality, manifest.head(args.single_n), model_dir, work / f"{modality}_single.h5",
-                                single_cfg)
+        single = run_extraction(
+            modality, manifest.head(args.single_n), model_dir, work / f"{modality}_single.h5", single_cfg
+        )
         ratio = batched["utterances_per_second"] / single["utterances_per_second"]
         unsorted = unsorted_padding_fraction(manifest, modality, features_cfg, model_dir)
-        lines.append(f"{modality:8} {features_cfg[modality]['batch_size']:>5} {batched['utterances_per_second']:>14.1f} "
-                     f"{single['utterances_per_second']:>13.1f} {ratio:>6.2f} "
-                     f"{batched['padding_fraction']:>15.3f} {unsorted:>9.3f} {build_seconds:>8.1f} "
-                     f"{batched['load_seconds']:>7.1f}")
+        lines.append(
+            f"{modality:8} {features_cfg[modality]['batch_size']:>5} {batched['utterances_per_second']:>14.1f} "
+            f"{single['utterances_per_second']:>13.1f} {ratio:>6.2f} "
+            f"{batched['padding_fraction']:>15.3f} {unsorted:>9.3f} {build_seconds:>8.1f} "
+            f"{batched['load_seconds']:>7.1f}"
+        )
         print(f"{modality}: {json.dumps(batched)}", flush=True)
 
     print("\nthroughput (CPU, embedded encoders of params.yaml)")
     print(header)
     print("\n".join(lines))
 
-    if torch.cuda.is_available():  # GPU section: same batches on CUDA (fp16 autocast if features.half_precision)
+    # GPU section: same batches on CUDA (fp16 autocast if features.half_precision)
+    if torch.cuda.is_available():
         print(f"\nGPU: {torch.cuda.get_device_name(0)}, half_precision={features_cfg['half_precision']}")
         for modality in args.modalities.split(","):
             model_dir = work / "models" / modality
             cpu = run_extraction(modality, manifest, model_dir, work / f"{modality}.h5", features_cfg)
-            gpu = run_extraction(modality, manifest, model_dir, work / f"{modality}_gpu.h5", features_cfg, "cuda")
-            print(f"{modality:8} utt/s cuda {gpu['utterances_per_second']:.1f} ({gpu['dtype']}) vs cpu "
-                  f"{cpu['utterances_per_second']:.1f}: {gpu['utterances_per_second'] / cpu['utterances_per_second']:.1f}x")
+            gpu = run_extraction(
+                modality, manifest, model_dir, work / f"{modality}_gpu.h5", features_cfg, "cuda"
+            )
+            print(
+                f"{modality:8} utt/s cuda {gpu['utterances_per_second']:.1f} ({gpu['dtype']}) vs cpu "
+                f"{cpu['utterances_per_second']:.1f}: {gpu['utterances_per_second'] / cpu['utterances_per_second']:.1f}x"
+            )
     else:
         print("\nno CUDA device: GPU section skipped")
 
@@ -187,13 +242,31 @@ def main() -> None:
     for modality in args.modalities.split(","):
         figures = []
         for size in sizes:
-            result = subprocess.run([sys.executable, __file__, "--rss-child", modality, "--rss-child-n", str(size),
-                                     "--manifest", str(manifest_csv), "--params", args.params,
-                                     "--work", str(work)], capture_output=True, text=True, check=True)
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--rss-child",
+                    modality,
+                    "--rss-child-n",
+                    str(size),
+                    "--manifest",
+                    str(manifest_csv),
+                    "--params",
+                    args.params,
+                    "--work",
+                    str(work),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             figures.append(json.loads(result.stdout.strip().splitlines()[-1]))
-        print(f"{modality:8} " + "  ".join(f"n={size}: {fig['peak_rss_mib']:.0f} MiB" for size, fig in
-                                           zip(sizes, figures))
-              + f"   (after imports: {figures[0]['rss_before_mib']:.0f} MiB)")
+        print(
+            f"{modality:8} "
+            + "  ".join(f"n={size}: {fig['peak_rss_mib']:.0f} MiB" for size, fig in zip(sizes, figures))
+            + f"   (after imports: {figures[0]['rss_before_mib']:.0f} MiB)"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Measured, each `--repeat` times (min and median reported):
   - `snakemake`              the same without -n (takes the lock, writes its log), runs no job
   - `dvc repro`              DVC hashes the stages' dependencies and outputs and finds both stages unchanged
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-OUTPUTS = ("dvc.lock", "reports/metrics.json", "reports/fidelity.json", "reports/report.md", "data/features", "data/runs",
-           "data/fidelity", "data/splits")
+OUTPUTS = (
+    "dvc.lock",
+    "reports/metrics.json",
+    "reports/fidelity.json",
+    "reports/report.md",
+    "data/features",
+    "data/runs",
+    "data/fidelity",
+    "data/splits",
+)
 
 
 def tool(name: str) -> str:
@@ -48,8 +57,10 @@ def timed(label: str, cmd: list[str], cwd: Path, repeat: int, ok) -> None:
     for _ in range(repeat):
         seconds, proc = run(cmd, cwd)
         if proc.returncode != 0 or not ok(proc):
-            print(f"{label:32s} unexpected result (exit {proc.returncode}); output tail:\n"
-                  f"{(proc.stdout + proc.stderr)[-1500:]}")
+            print(
+                f"{label:32s} unexpected result (exit {proc.returncode}); output tail:\n"
+                f"{(proc.stdout + proc.stderr)[-1500:]}"
+            )
             return
         times.append(seconds)
     print(f"{label:32s} min {min(times):6.2f} s   median {statistics.median(times):6.2f} s   ({repeat} runs)")
@@ -61,49 +72,72 @@ def version(cmd: list[str], cwd: Path) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--repo", type=Path, default=REPO, help="workflow directory (default: this repository)")
+    parser.add_argument(
+        "--repo", type=Path, default=REPO, help="workflow directory (default: this repository)"
+    )
     args = parser.parse_args()
     repo = args.repo.resolve()
     snakemake, dvc = tool("snakemake"), tool("dvc")
 
     missing = [p for p in OUTPUTS if not (repo / p).exists()]
     if missing:
-        print(f"outputs missing in {repo}: {', '.join(missing)}\nrun `make reproduce` first; nothing measured.")
+        print(
+            f"outputs missing in {repo}: {', '.join(missing)}\nrun `make reproduce` first; nothing measured."
+        )
         return 1
 
     # Size of the grid (a dry run of everything; cheap) and the state of the workspace.
     _, proc = run([snakemake, "-n", "--forceall", "--quiet", "all"], repo)
     total = re.search(r"^total\s+(\d+)", proc.stdout, re.M)
     trains = re.search(r"^train\s+(\d+)", proc.stdout, re.M)
-    print(f"{repo}: snakemake {version([snakemake, '--version'], repo)}, dvc {version([dvc, '--version'], repo)}, "
-          f"{os.cpu_count()} CPUs")
-    print(f"grid: {total.group(1) if total else '?'} jobs ({trains.group(1) if trains else '?'} train jobs), "
-          f"{sum(1 for _ in (repo / 'data' / 'runs').rglob('*.json'))} run files")
+    print(
+        f"{repo}: snakemake {version([snakemake, '--version'], repo)}, dvc {version([dvc, '--version'], repo)}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        f"grid: {total.group(1) if total else '?'} jobs ({trains.group(1) if trains else '?'} train jobs), "
+        f"{sum(1 for _ in (repo / 'data' / 'runs').rglob('*.json'))} run files"
+    )
 
     _, proc = run([snakemake, "-n", "--quiet", "all"], repo)
     snakemake_noop = proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
     would = re.search(r"^total\s+(\d+)", proc.stdout, re.M)
     pending = "no-op" if snakemake_noop else f"{would.group(1) if would else 'some'} jobs pending"
-    timed(f"snakemake -n ({pending})", [snakemake, "-n", "all"], repo, args.repeat,
-          lambda p: "Nothing to be done" in p.stdout + p.stderr or not snakemake_noop)
+    timed(
+        f"snakemake -n ({pending})",
+        [snakemake, "-n", "all"],
+        repo,
+        args.repeat,
+        lambda p: "Nothing to be done" in p.stdout + p.stderr or not snakemake_noop,
+    )
     if not snakemake_noop:
-        print(f"snakemake is not up to date here ({pending}): run "
-              "`make reproduce` (or `dvc repro`) first; the no-op `snakemake` and `dvc repro` are not measured "
-              "(they would run those jobs). The dry-run time above is for this state.")
+        print(
+            f"snakemake is not up to date here ({pending}): run "
+            "`make reproduce` (or `dvc repro`) first; the no-op `snakemake` and `dvc repro` are not measured "
+            "(they would run those jobs). The dry-run time above is for this state."
+        )
         return 1
-    timed("snakemake (no-op)", [snakemake, "all"], repo, args.repeat,
-          lambda p: "Nothing to be done" in p.stdout + p.stderr)
+    timed(
+        "snakemake (no-op)",
+        [snakemake, "all"],
+        repo,
+        args.repeat,
+        lambda p: "Nothing to be done" in p.stdout + p.stderr,
+    )
 
     _, proc = run([dvc, "status", "--quiet"], repo)
     if proc.returncode != 0:
         _, detail = run([dvc, "status"], repo)
-        print(f"dvc status is not clean (a stage would run):\n{detail.stdout.strip()[:1500]}\n"
-              "run `make reproduce` (or `dvc repro`) first; the no-op `dvc repro` is not measured.")
+        print(
+            f"dvc status is not clean (a stage would run):\n{detail.stdout.strip()[:1500]}\n"
+            "run `make reproduce` (or `dvc repro`) first; the no-op `dvc repro` is not measured."
+        )
         return 1
-    timed("dvc repro (no-op)", [dvc, "repro"], repo, args.repeat,
-          lambda p: "Running stage" not in p.stdout)
+    timed("dvc repro (no-op)", [dvc, "repro"], repo, args.repeat, lambda p: "Running stage" not in p.stdout)
     return 0
 
 

@@ -1,16 +1,16 @@
 """Toy data shared by the method tests (test_baselines, test_correlation, test_imputation, test_cpm_tate): a
 separable three-modality problem, RunGroups of stacked runs over it, masks with every pattern of missing
 modalities, and the optimiser settings the tests train with."""
+
 from __future__ import annotations
 
 import torch
 
+from mlaflow.methods.base import RunGroup
 from mlaflow.train.loop import train_epoch
 
-from mlaflow.methods.base import RunGroup
-
 DIMS = (3, 4, 5)  # audio, visual, text
-NAMED_DIMS = dict(zip(("audio", "visual", "text"), DIMS))   # how methods are built: their modalities by name
+NAMED_DIMS = dict(zip(("audio", "visual", "text"), DIMS))  # how methods are built: their modalities by name
 N_CLASSES = 3
 SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
 ADAM = {"optimizer": "adam", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
@@ -21,8 +21,10 @@ def toy(n=60, seed=0):
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, N_CLASSES, (n,), generator=g)
     strength = (1.5, 0.5, 3.0)
-    features = [torch.randn(N_CLASSES, d, generator=g)[labels] * s + torch.randn(n, d, generator=g)
-                for d, s in zip(DIMS, strength)]
+    features = [
+        torch.randn(N_CLASSES, d, generator=g)[labels] * s + torch.randn(n, d, generator=g)
+        for d, s in zip(DIMS, strength)
+    ]
     return features, labels
 
 
@@ -47,8 +49,9 @@ def all_patterns(n):
     return torch.stack([(codes >> m) & 1 == 1 for m in range(3)], dim=1)
 
 
-def assert_stacked_equals_alone(build, n=50, second_rows=(10, 40), epochs=3, standardize=False, atol=1e-5,
-                                buffers=False, embeddings=False):
+def assert_stacked_equals_alone(
+    build, n=50, second_rows=(10, 40), epochs=3, standardize=False, atol=1e-5, buffers=False, embeddings=False
+):
     """Train two runs stacked and each alone (different masks, seeds and training sizes: the second run has fewer
     batches) with `build(generators) -> Method`; assert equal losses, parameters, predictions (and, if asked,
     buffers and embeddings) run by run."""
@@ -60,8 +63,14 @@ def assert_stacked_equals_alone(build, n=50, second_rows=(10, 40), epochs=3, sta
     seeds = [3, 4]
 
     def train(runs):
-        data, gens = group(features, labels, torch.stack([masks[r] for r in runs]),
-                           [train_rows[r] for r in runs], [seeds[r] for r in runs], standardize=standardize)
+        data, gens = group(
+            features,
+            labels,
+            torch.stack([masks[r] for r in runs]),
+            [train_rows[r] for r in runs],
+            [seeds[r] for r in runs],
+            standardize=standardize,
+        )
         model = build(gens)
         opt = StackedOptimizer(list(model.parameters()), SGD, len(runs))
         losses = [train_epoch(model.train(), data, opt, 8) for _ in range(epochs)]

@@ -1,28 +1,45 @@
 """The complete-modality baselines of appendix A.2 (sum, concat, FiLM, BiGated, OGM-GE, QMF): shapes,
 learning, stacked runs equal to runs one at a time, masked cells never used, and one property of each."""
+
 import math
 import re
 
 import pytest
 import torch
+from method_toys import (
+    ADAM,
+    N_CLASSES,
+    NAMED_DIMS,
+    SGD,
+    assert_stacked_equals_alone,
+    group,
+    mask,
+    options_error,
+    poisoned,
+    toy,
+)
 
 from mlaflow import experiments as E
 from mlaflow import params as P
 from mlaflow.errors import ParamsError
 from mlaflow.methods import build_method, method_class
-from mlaflow.train.optim import StackedOptimizer
 from mlaflow.methods.ogm_ge import ogm_coefficients
 from mlaflow.methods.qmf import energy_score, qmf_weights, ranking_loss
 from mlaflow.train.loop import train_epoch
-from method_toys import options_error, NAMED_DIMS, ADAM, N_CLASSES, SGD, assert_stacked_equals_alone, group, mask, poisoned, toy
+from mlaflow.train.optim import StackedOptimizer
 
 BASELINES = ["sum", "concat", "film", "bigated", "ogm_ge", "qmf"]
-SHIPPED = P.load(P.REPO_ROOT / "params.yaml")["method_params"]   # every option's value comes from params.yaml
+SHIPPED = P.load(P.REPO_ROOT / "params.yaml")["method_params"]  # every option's value comes from params.yaml
 
 
 def _build(name, generators, dropout=0.0, hidden=8, **options):
-    return method_class(name)(dict(NAMED_DIMS), N_CLASSES, {"hidden_dim": hidden, "dropout": dropout},
-                         {**SHIPPED[name], **options}, generators)
+    return method_class(name)(
+        dict(NAMED_DIMS),
+        N_CLASSES,
+        {"hidden_dim": hidden, "dropout": dropout},
+        {**SHIPPED[name], **options},
+        generators,
+    )
 
 
 # ------------------------------------------------------------------------------------------ all baselines
@@ -33,8 +50,13 @@ def test_output_shapes_and_registry(name):
     features, labels = toy(n=20)
     present = mask(20, 0.3, 0)
     data, gens = group(features, labels, present.expand(2, 20, 3), [torch.arange(20)] * 2, [0, 1])
-    model = build_method(name, dict(NAMED_DIMS), N_CLASSES, {"train": {"hidden_dim": 8, "dropout": 0.0},
-                                                       "method_params": SHIPPED}, gens)
+    model = build_method(
+        name,
+        dict(NAMED_DIMS),
+        N_CLASSES,
+        {"train": {"hidden_dim": 8, "dropout": 0.0}, "method_params": SHIPPED},
+        gens,
+    )
     opt = StackedOptimizer(list(model.parameters()), SGD, 2)
     loss = train_epoch(model.train(), data, opt, 8)
     assert loss.shape == (2,) and torch.isfinite(loss).all()
@@ -43,7 +65,7 @@ def test_output_shapes_and_registry(name):
     assert pred.fused_logits.shape == (2, 20, N_CLASSES)
     nothing = ~present.any(1)
     assert torch.equal(pred.fused_logits[0, nothing], torch.zeros(int(nothing.sum()), N_CLASSES))
-    assert torch.equal(pred.fused_logits[1, 13:], torch.zeros(7, N_CLASSES))      # padding
+    assert torch.equal(pred.fused_logits[1, 13:], torch.zeros(7, N_CLASSES))  # padding
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -84,7 +106,7 @@ def test_masked_cells_never_reach_the_model(name):
     (params_nan, pred_nan), (params_big, pred_big) = results
     assert all(torch.equal(a, b) for a, b in zip(params_nan, params_big))
     assert torch.equal(pred_nan.fused_logits, pred_big.fused_logits)
-    on = present.T.unsqueeze(-1).expand(-1, -1, N_CLASSES)   # unimodal logits where the modality is present
+    on = present.T.unsqueeze(-1).expand(-1, -1, N_CLASSES)  # unimodal logits where the modality is present
     assert torch.equal(pred_nan.unimodal_logits[0][on], pred_big.unimodal_logits[0][on])
 
 
@@ -92,11 +114,11 @@ def test_masked_cells_never_reach_the_model(name):
 def test_an_absent_modality_is_neither_trained_nor_used(name):
     features, labels = toy(n=30)
     present = mask(30, 0.3, 3)
-    present[:, 1] = False                                        # visual missing from every sample
+    present[:, 1] = False  # visual missing from every sample
     data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(30)], [0])
     model = _build(name, gens)
     initial = [p.detach().clone() for p in model.encoders[1].parameters()]
-    opt = StackedOptimizer(list(model.parameters()), SGD, 1)      # momentum and weight decay would move it
+    opt = StackedOptimizer(list(model.parameters()), SGD, 1)  # momentum and weight decay would move it
     for _ in range(2):
         train_epoch(model.train(), data, opt, 8)
     assert all(torch.equal(a, b) for a, b in zip(initial, model.encoders[1].parameters()))
@@ -114,7 +136,8 @@ def test_unknown_options_are_clear_errors():
     gens = [torch.Generator().manual_seed(0)]
     assert re.search(r"method_params\.film\.gamma.*unknown key", options_error("film", gamma=1))
     assert re.search(r"method_params\.bigated\.gate.*'speech'", options_error("bigated", gate="speech"))
-    with pytest.raises(ParamsError, match=r"method_params\.bigated\.gate.*'speech'"):   # and against the corpus
+    # and against the corpus
+    with pytest.raises(ParamsError, match=r"method_params\.bigated\.gate.*'speech'"):
         _build("bigated", gens, gate="speech")
     assert "method_params.ogm_ge.fusion" in options_error("ogm_ge", fusion="film")
     assert "method_params.qmf.confidence_scale" in options_error("qmf", confidence_scale=-1)
@@ -135,7 +158,7 @@ def _embeddings(model, n=12, seed=0, present=None):
 def test_sum_unimodal_logits_are_each_modalitys_layer_and_sum_to_the_fused():
     model = _build("sum", [torch.Generator().manual_seed(0)]).eval()
     present = mask(12, 0.3, 1)
-    data, batch, present_at, h = _embeddings(model, present=present)
+    data, batch, _present_at, _h = _embeddings(model, present=present)
     pred = model.predict(data, batch)
     for m in range(3):
         alone = model.head.layers[m](model.encoders[m](data.inputs(m, batch.idx, batch.valid)))
@@ -148,27 +171,31 @@ def test_sum_unimodal_logits_are_each_modalitys_layer_and_sum_to_the_fused():
 
 def test_concat_sub_heads_sum_to_the_full_head():
     model = _build("concat", [torch.Generator().manual_seed(0)]).eval()
-    data, batch, present_at, h = _embeddings(model)
+    data, batch, _present_at, h = _embeddings(model)
     pred = model.predict(data, batch)
     # W_m h_m + b / M summed over modalities = W [h_1, h_2, h_3] + b
     assert torch.allclose(pred.unimodal_logits[0].sum(0), pred.fused_logits[0], atol=1e-5)
     W, b, s = model.head.linear.weight[0], model.head.linear.bias[0], model.hidden_dim
-    text = h[0, 2] @ W[:, 2 * s:].T + b / 3
+    text = h[0, 2] @ W[:, 2 * s :].T + b / 3
     assert torch.allclose(pred.unimodal_logits[0, 2], text, atol=1e-6)
 
 
 def test_film_gamma_and_beta_modulate_the_fused_output():
     model = _build("film", [torch.Generator().manual_seed(0)], condition="text").eval()
     assert model.condition == 2 and model.modulated == [0, 1]
-    data, batch, present_at, h = _embeddings(model)
+    _data, _batch, present_at, h = _embeddings(model)
     with torch.no_grad():
         gamma, beta = model.film_parameters(h[:, 2])
         fused = model.fuse(h, present_at)
         assert torch.allclose(fused, model.modulate_and_classify(h, gamma, beta))
         identity = model.modulate_and_classify(h, torch.ones_like(gamma), torch.zeros_like(beta))
         assert not torch.allclose(fused, identity, atol=1e-4)
-        assert not torch.allclose(fused, model.modulate_and_classify(h, gamma, torch.zeros_like(beta)), atol=1e-4)
-        assert not torch.allclose(fused, model.modulate_and_classify(h, torch.ones_like(gamma), beta), atol=1e-4)
+        assert not torch.allclose(
+            fused, model.modulate_and_classify(h, gamma, torch.zeros_like(beta)), atol=1e-4
+        )
+        assert not torch.allclose(
+            fused, model.modulate_and_classify(h, torch.ones_like(gamma), beta), atol=1e-4
+        )
         # the condition modality reaches the output only through gamma and beta
         h_other = h.clone()
         h_other[:, 2] = torch.randn_like(h[:, 2])
@@ -180,7 +207,7 @@ def test_film_gamma_and_beta_modulate_the_fused_output():
 def test_bigated_gate_is_in_zero_one_and_changes_the_output():
     model = _build("bigated", [torch.Generator().manual_seed(0)], gate="audio").eval()
     assert model.gating == 0 and model.gated == [1, 2]
-    data, batch, present_at, h = _embeddings(model)
+    _data, _batch, present_at, h = _embeddings(model)
     with torch.no_grad():
         gate = model.gate(h)
         assert ((gate > 0) & (gate < 1)).all() and gate.std() > 0.01
@@ -188,15 +215,20 @@ def test_bigated_gate_is_in_zero_one_and_changes_the_output():
         assert torch.allclose(fused, model.gate_and_classify(h, gate))
         assert not torch.allclose(fused, model.gate_and_classify(h, torch.ones_like(gate)), atol=1e-4)
         h_other = h.clone()
-        h_other[:, 0] = torch.randn_like(h[:, 0])                # the gate modality only acts through the gate
+        h_other[:, 0] = torch.randn_like(h[:, 0])  # the gate modality only acts through the gate
         assert not torch.allclose(fused, model.fuse(h_other, present_at), atol=1e-4)
 
 
 def test_ogm_coefficient_is_below_one_for_the_dominant_modality_only():
-    scores = torch.tensor([[0.6, 0.2, 0.1],      # audio dominant: rho = 0.6 / 0.15 = 4
-                           [0.3, 0.3, 0.9],      # text dominant: rho = 0.9 / 0.3 = 3
-                           [0.4, 0.4, 0.4],      # balanced: rho = 1, no modulation
-                           [0.9, 0.2, 0.5]])     # visual absent from the batch: rho = 0.9 / 0.5
+    # visual absent from the batch: rho = 0.9 / 0.5
+    scores = torch.tensor(
+        [
+            [0.6, 0.2, 0.1],  # audio dominant: rho = 0.6 / 0.15 = 4
+            [0.3, 0.3, 0.9],  # text dominant: rho = 0.9 / 0.3 = 3
+            [0.4, 0.4, 0.4],  # balanced: rho = 1, no modulation
+            [0.9, 0.2, 0.5],
+        ]
+    )
     available = torch.tensor([[True] * 3] * 3 + [[True, False, True]])
     k = ogm_coefficients(scores, available, alpha=0.5)
     expected = torch.ones(4, 3)
@@ -209,8 +241,10 @@ def test_ogm_coefficient_is_below_one_for_the_dominant_modality_only():
     k2 = ogm_coefficients(torch.tensor([[0.2, 0.5]]), torch.tensor([[True, True]]), alpha=0.1)
     assert torch.allclose(k2, torch.tensor([[1.0, 1 - math.tanh(0.1 * 2.5)]]))
     # one modality in the batch: nothing to balance
-    assert torch.equal(ogm_coefficients(torch.tensor([[0.0, 0.7, 0.0]]), torch.tensor([[False, True, False]]), 0.1),
-                       torch.ones(1, 3))
+    assert torch.equal(
+        ogm_coefficients(torch.tensor([[0.0, 0.7, 0.0]]), torch.tensor([[False, True, False]]), 0.1),
+        torch.ones(1, 3),
+    )
 
 
 def test_ogm_modulates_encoder_weight_gradients_by_the_coefficients():
@@ -230,7 +264,7 @@ def test_ogm_modulates_encoder_weight_gradients_by_the_coefficients():
         if name.startswith("encoders.") and name.endswith("weight"):
             m = int(name.split(".")[1])
             assert torch.allclose(p.grad, before[name] * k[0, m]), name
-        else:                                    # biases and the fusion head are not modulated
+        else:  # biases and the fusion head are not modulated
             assert torch.equal(p.grad, before[name]), name
     # outside the modulation window nothing changes
     late = _build("ogm_ge", [torch.Generator().manual_seed(0)], modulation_ends=-1)
@@ -241,16 +275,16 @@ def test_ogm_modulates_encoder_weight_gradients_by_the_coefficients():
 def test_ogm_ge_adds_noise_with_the_gradients_std_where_the_encoder_steps():
     features, labels = toy(n=16)
     data, gens = group(features, labels, torch.ones(1, 16, 3, dtype=torch.bool), [torch.arange(16)], [0])
-    model = _build("ogm_ge", gens, hidden=32)                    # default modulation: ogm_ge
+    model = _build("ogm_ge", gens, hidden=32)  # default modulation: ogm_ge
     batch = data.padded([torch.arange(16)])
     present = data.present_at(batch.idx, batch.valid)
     h = model.embed(data, batch, present)
     torch.nn.functional.cross_entropy(model.fuse(h, present)[0], labels).backward()
     before = {name: p.grad.clone() for name, p in model.named_parameters()}
-    steps = torch.tensor([[True, False, True]])                 # visual takes no step: no noise either
+    steps = torch.tensor([[True, False, True]])  # visual takes no step: no noise either
     model.modify_gradients(h.detach(), present, batch.labels, steps)
     k = model.last_coefficients
-    for m, layer in ((0, 3), (2, 3), (2, 6)):                    # 32 x 32 weights of the encoders
+    for m, layer in ((0, 3), (2, 3), (2, 6)):  # 32 x 32 weights of the encoders
         name = f"encoders.{m}.{layer}.weight"
         noise = model.get_parameter(name).grad - before[name] * k[0, m]
         assert 0.7 < float(noise.std() / before[name].std()) < 1.4, name
@@ -264,7 +298,7 @@ def test_qmf_fusion_weights_follow_the_energy():
     assert energy_score(torch.tensor([2.0, 0.0]), temperature=2.0) == pytest.approx(-2 * math.log(math.e + 1))
     logits = torch.randn(50, 4, generator=torch.Generator().manual_seed(0)) * 3
     energy, weights = energy_score(logits), qmf_weights(logits)
-    assert torch.equal(torch.argsort(energy), torch.argsort(-weights))     # lower energy -> higher weight
+    assert torch.equal(torch.argsort(energy), torch.argsort(-weights))  # lower energy -> higher weight
     # the model fuses the present modalities' logits with these weights
     model = _build("qmf", [torch.Generator().manual_seed(0)]).eval()
     present = mask(12, 0.3, 2)
@@ -277,10 +311,14 @@ def test_qmf_fusion_weights_follow_the_energy():
 
 def test_qmf_ranking_loss_is_the_references_margin_ranking_loss():
     confidence = torch.tensor([[0.9, 0.2, 0.5, 0.0]])
-    correctness = torch.tensor([[1.0, 0.0, 0.5, 0.3]])   # normalised cumulative loss: sample 0 is the worst
+    correctness = torch.tensor([[1.0, 0.0, 0.5, 0.3]])  # normalised cumulative loss: sample 0 is the worst
     on = torch.tensor([[True, True, True, False]])
     # pairs (0, 1), (1, 2), (2, 0) among the counted samples
-    pair_loss = [max(0.0, 1 * (0.9 - 0.2) - 1.0), max(0.0, -1 * (0.2 - 0.5) - 0.5), max(0.0, -1 * (0.5 - 0.9) - 0.5)]
+    pair_loss = [
+        max(0.0, 1 * (0.9 - 0.2) - 1.0),
+        max(0.0, -1 * (0.2 - 0.5) - 0.5),
+        max(0.0, -1 * (0.5 - 0.9) - 0.5),
+    ]
     assert ranking_loss(confidence, correctness, on) == pytest.approx([sum(pair_loss) / 3])
     # the same as torch's MarginRankingLoss with the reference's targets and margins
     c, n = confidence[0, :3], correctness[0, :3]
@@ -298,10 +336,15 @@ def test_qmf_history_accumulates_each_present_samples_loss():
     model = _build("qmf", gens)
     batch = data.padded([torch.arange(20)])
     with torch.no_grad():
-        ce = torch.stack([torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-                          for logits in model.unimodal_logits(data, batch)[0]])          # [M, N] before the step
-    train_epoch(model.train(), data, StackedOptimizer(list(model.parameters()), SGD, 1), 32)   # one batch
-    on = present.T & present.any(1)                                 # rows without any modality are not trained
+        # [M, N] before the step
+        ce = torch.stack(
+            [
+                torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+                for logits in model.unimodal_logits(data, batch)[0]
+            ]
+        )
+    train_epoch(model.train(), data, StackedOptimizer(list(model.parameters()), SGD, 1), 32)  # one batch
+    on = present.T & present.any(1)  # rows without any modality are not trained
     assert torch.allclose(model.history[0], ce * on, atol=1e-6)
     assert torch.equal(model.tracked[0], on)
 
@@ -315,8 +358,10 @@ def test_every_baseline_runs_in_the_training_loop_with_the_shipped_options():
     from mlaflow.train.loop import RunSpec, train_runs
 
     features, labels = toy(n=80)
-    corpus = Corpus([f"u{i}" for i in range(80)], features, labels, ["a", "b", "c"], {}, ["audio", "visual", "text"])
-    params = yaml.safe_load(open(P.REPO_ROOT / "params.yaml"))
+    corpus = Corpus(
+        [f"u{i}" for i in range(80)], features, labels, ["a", "b", "c"], {}, ["audio", "visual", "text"]
+    )
+    params = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
     params["train"].update({"epochs": 2, "hidden_dim": 8, "batch_size": 16})
     split = {"test": np.arange(0, 20), "val": np.arange(20, 30), "train": np.arange(30, 80)}
     present = np.random.default_rng(0).random((80, 3)) > 0.3

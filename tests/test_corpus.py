@@ -1,4 +1,5 @@
 """The IEMOCAP adapter (on a hand-written tree in the release's layout) and the embedded-corpus generator."""
+
 from __future__ import annotations
 
 import shutil
@@ -33,7 +34,7 @@ FIXTURE = {
         ("Ses02M_script01_1_F001", "exc", "We did it!"),
     ],
 }
-NO_MEDIA = {"Ses01F_impro01_M001"}   # dropped in both setups: its wav and frames are never looked for
+NO_MEDIA = {"Ses01F_impro01_M001"}  # dropped in both setups: its wav and frames are never looked for
 
 
 def _write_fixture(root: Path) -> Path:
@@ -44,8 +45,12 @@ def _write_fixture(root: Path) -> Path:
         transcript = ["M: [LAUGHTER]"]
         for i, (utt, code, text) in enumerate(utterances):
             start, end = 2.0 * i + 1.0, 2.0 * i + 2.5
-            labels += [f"[{start:.4f} - {end:.4f}]\t{utt}\t{code}\t[2.5000, 3.0000, 2.5000]",
-                       "C-E1:\tNeutral;\t()", "A-E1:\tval 3; act 2; dom  2;\t()", ""]
+            labels += [
+                f"[{start:.4f} - {end:.4f}]\t{utt}\t{code}\t[2.5000, 3.0000, 2.5000]",
+                "C-E1:\tNeutral;\t()",
+                "A-E1:\tval 3; act 2; dom  2;\t()",
+                "",
+            ]
             transcript.append(f"{utt} [{start:08.4f}-{end:08.4f}]: {text}")
             if utt in NO_MEDIA:
                 continue
@@ -87,8 +92,12 @@ def test_manifest_4class_merges_excited_into_happy(corpus: Path):
     assert manifest["utterance_id"].tolist() == sorted(manifest["utterance_id"])
     labels = dict(zip(manifest["utterance_id"], manifest["label"]))
     assert labels == {
-        "Ses01F_impro01_F000": "neu", "Ses01F_impro01_M000": "hap", "Ses01F_impro01_F002": "hap",
-        "Ses02M_script01_1_F000": "sad", "Ses02M_script01_1_M000": "ang", "Ses02M_script01_1_F001": "hap",
+        "Ses01F_impro01_F000": "neu",
+        "Ses01F_impro01_M000": "hap",
+        "Ses01F_impro01_F002": "hap",
+        "Ses02M_script01_1_F000": "sad",
+        "Ses02M_script01_1_M000": "ang",
+        "Ses02M_script01_1_F001": "hap",
     }
     assert (manifest["label_index"] == [CLASS_NAMES["4class"].index(x) for x in manifest["label"]]).all()
     assert counts["kept_per_class"] == {"neu": 1, "hap": 3, "sad": 1, "ang": 1}
@@ -96,11 +105,17 @@ def test_manifest_4class_merges_excited_into_happy(corpus: Path):
     assert (counts["n_kept"], counts["n_dropped"]) == (6, 3)
 
     row = manifest.set_index("utterance_id").loc["Ses02M_script01_1_F000"]
-    assert row["session"] == 2 and row["speaker"] == "Ses02F"     # the F actor of a dialog recorded by M
+    assert row["session"] == 2 and row["speaker"] == "Ses02F"  # the F actor of a dialog recorded by M
     assert row["transcript"] == "I miss him."
     assert row["n_frames"] == 2
-    assert Path(row["wav_path"]) == corpus / "Session2/sentences/wav/Ses02M_script01_1/Ses02M_script01_1_F000.wav"
-    assert Path(row["frames_dir"]) == corpus / "Session2/sentences/faces/Ses02M_script01_1/Ses02M_script01_1_F000"
+    assert (
+        Path(row["wav_path"])
+        == corpus / "Session2/sentences/wav/Ses02M_script01_1/Ses02M_script01_1_F000.wav"
+    )
+    assert (
+        Path(row["frames_dir"])
+        == corpus / "Session2/sentences/faces/Ses02M_script01_1/Ses02M_script01_1_F000"
+    )
     assert manifest["session"].dtype == np.int64 and manifest["n_frames"].dtype == np.int64
 
 
@@ -121,6 +136,7 @@ def test_unknown_label_setup_is_a_params_error(corpus: Path):
 # Bad input: one InputError that names the file at fault
 # --------------------------------------------------------------------------------------------------------
 
+
 def _edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text
@@ -132,25 +148,44 @@ UTT = "Ses01F_impro01_F000"
 
 BAD_INPUTS = {
     # name: (how to break the fixture, text the error message must contain)
-    "unknown_code": (lambda r: _edit(r / S1 / "EmoEvaluation/Ses01F_impro01.txt", f"{UTT}\tneu", f"{UTT}\tjoy"),
-                     [f"{S1}/EmoEvaluation/Ses01F_impro01.txt", UTT, "joy"]),
-    "empty_transcript": (lambda r: _edit(r / S1 / "transcriptions/Ses01F_impro01.txt", ": Excuse me.", ": "),
-                         [f"{S1}/transcriptions/Ses01F_impro01.txt", UTT, "empty"]),
-    "no_transcript_line": (lambda r: _edit(r / S1 / "transcriptions/Ses01F_impro01.txt",
-                                           f"{UTT} [001.0000-002.5000]: Excuse me.\n", ""),
-                           [f"{S1}/transcriptions/Ses01F_impro01.txt", UTT]),
-    "no_transcription_file": (lambda r: (r / S1 / "transcriptions/Ses01F_impro01.txt").unlink(),
-                              [f"{S1}/transcriptions/Ses01F_impro01.txt"]),
-    "missing_wav": (lambda r: (r / f"Session1/sentences/wav/Ses01F_impro01/{UTT}.wav").unlink(),
-                    [f"Session1/sentences/wav/Ses01F_impro01/{UTT}.wav"]),
-    "missing_frames_dir": (lambda r: shutil.rmtree(r / f"Session1/sentences/faces/Ses01F_impro01/{UTT}"),
-                           [f"Session1/sentences/faces/Ses01F_impro01/{UTT}"]),
-    "empty_frames_dir": (lambda r: [p.unlink() for p in (r / f"Session1/sentences/faces/Ses01F_impro01/{UTT}").iterdir()],
-                         [f"Session1/sentences/faces/Ses01F_impro01/{UTT}", "empty"]),
-    "malformed_label_line": (lambda r: _edit(r / S1 / "EmoEvaluation/Ses01F_impro01.txt", f"\t{UTT}\tneu", f" {UTT} neu"),
-                             [f"{S1}/EmoEvaluation/Ses01F_impro01.txt", "line 3"]),
-    "no_label_files": (lambda r: shutil.rmtree(r / "Session2/dialog/EmoEvaluation"),
-                       ["Session2/dialog/EmoEvaluation"]),
+    "unknown_code": (
+        lambda r: _edit(r / S1 / "EmoEvaluation/Ses01F_impro01.txt", f"{UTT}\tneu", f"{UTT}\tjoy"),
+        [f"{S1}/EmoEvaluation/Ses01F_impro01.txt", UTT, "joy"],
+    ),
+    "empty_transcript": (
+        lambda r: _edit(r / S1 / "transcriptions/Ses01F_impro01.txt", ": Excuse me.", ": "),
+        [f"{S1}/transcriptions/Ses01F_impro01.txt", UTT, "empty"],
+    ),
+    "no_transcript_line": (
+        lambda r: _edit(
+            r / S1 / "transcriptions/Ses01F_impro01.txt", f"{UTT} [001.0000-002.5000]: Excuse me.\n", ""
+        ),
+        [f"{S1}/transcriptions/Ses01F_impro01.txt", UTT],
+    ),
+    "no_transcription_file": (
+        lambda r: (r / S1 / "transcriptions/Ses01F_impro01.txt").unlink(),
+        [f"{S1}/transcriptions/Ses01F_impro01.txt"],
+    ),
+    "missing_wav": (
+        lambda r: (r / f"Session1/sentences/wav/Ses01F_impro01/{UTT}.wav").unlink(),
+        [f"Session1/sentences/wav/Ses01F_impro01/{UTT}.wav"],
+    ),
+    "missing_frames_dir": (
+        lambda r: shutil.rmtree(r / f"Session1/sentences/faces/Ses01F_impro01/{UTT}"),
+        [f"Session1/sentences/faces/Ses01F_impro01/{UTT}"],
+    ),
+    "empty_frames_dir": (
+        lambda r: [p.unlink() for p in (r / f"Session1/sentences/faces/Ses01F_impro01/{UTT}").iterdir()],
+        [f"Session1/sentences/faces/Ses01F_impro01/{UTT}", "empty"],
+    ),
+    "malformed_label_line": (
+        lambda r: _edit(r / S1 / "EmoEvaluation/Ses01F_impro01.txt", f"\t{UTT}\tneu", f" {UTT} neu"),
+        [f"{S1}/EmoEvaluation/Ses01F_impro01.txt", "line 3"],
+    ),
+    "no_label_files": (
+        lambda r: shutil.rmtree(r / "Session2/dialog/EmoEvaluation"),
+        ["Session2/dialog/EmoEvaluation"],
+    ),
 }
 
 
@@ -185,8 +220,12 @@ def test_missing_root_or_sessions(tmp_path: Path):
 
 def test_no_utterance_in_the_setup(corpus: Path):
     for path in (corpus / "Session1/dialog/EmoEvaluation").glob("*.txt"):
-        path.write_text(path.read_text().replace("\tneu\t", "\toth\t").replace("\texc\t", "\toth\t")
-                        .replace("\thap\t", "\toth\t"))
+        path.write_text(
+            path.read_text()
+            .replace("\tneu\t", "\toth\t")
+            .replace("\texc\t", "\toth\t")
+            .replace("\thap\t", "\toth\t")
+        )
     shutil.rmtree(corpus / "Session2")
     with pytest.raises(InputError, match="no utterance has a label of the 4class setup"):
         build_manifest(corpus, "4class")
@@ -196,10 +235,20 @@ def test_no_utterance_in_the_setup(corpus: Path):
 # The generator
 # --------------------------------------------------------------------------------------------------------
 
+
 def _small_cfg(**overrides) -> dict:
-    cfg = {"seed": 3, "sessions": 2, "dialogs_per_session": 2, "utterances_per_dialog": 5, "sample_rate": 16000,
-           "min_duration_s": 0.3, "max_duration_s": 0.6, "frames_per_utterance": 2, "image_size": 32,
-           "modality_strength": {"text": 0.8, "audio": 0.5, "visual": 0.25}}
+    cfg = {
+        "seed": 3,
+        "sessions": 2,
+        "dialogs_per_session": 2,
+        "utterances_per_dialog": 5,
+        "sample_rate": 16000,
+        "min_duration_s": 0.3,
+        "max_duration_s": 0.6,
+        "frames_per_utterance": 2,
+        "image_size": 32,
+        "modality_strength": {"text": 0.8, "audio": 0.5, "visual": 0.25},
+    }
     return {**cfg, **overrides}
 
 
@@ -243,7 +292,7 @@ def test_generated_corpus_parses_with_counts_as_configured(tmp_path: Path):
     assert set(manifest["speaker"]) == {"Ses01F", "Ses01M", "Ses02F", "Ses02M"}
     assert (manifest["n_frames"] == 1).all()
 
-    six, six_counts = build_manifest(root, "6class")
+    _six, six_counts = build_manifest(root, "6class")
     assert all(six_counts["kept_per_class"][name] > 0 for name in CLASS_NAMES["6class"])
 
     info = sf.info(manifest["wav_path"].iloc[0])
@@ -281,5 +330,5 @@ def test_generator_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(synthetic, "draw_face_frames", failing_draw)
     with pytest.raises(RuntimeError, match="killed"):
         synthetic.generate_corpus(root, _small_cfg(seed=4))
-    assert _files(root) == before                             # the old corpus is untouched
-    assert [p.name for p in tmp_path.iterdir()] == [root.name]   # and no temporary is left behind
+    assert _files(root) == before  # the old corpus is untouched
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]  # and no temporary is left behind

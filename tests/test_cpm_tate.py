@@ -1,32 +1,55 @@
 """The missing-modality baselines CPM-Net and TATE: shapes under every pattern of missing modalities, learning,
 stacked runs equal to runs one at a time, and one property of each (CPM-Net's latent fit and classification
 loss; TATE's missing tag and its privilege option)."""
+
 import re
 
 import pytest
 import torch
+from method_toys import (
+    ADAM,
+    N_CLASSES,
+    NAMED_DIMS,
+    SGD,
+    all_patterns,
+    assert_stacked_equals_alone,
+    group,
+    mask,
+    options_error,
+    poisoned,
+    toy,
+)
 
-from mlaflow.train.loop import train_epoch
-
-from mlaflow.train.optim import StackedOptimizer
 from mlaflow.methods.cpm_net import CPMNet, cpm_classification_loss
 from mlaflow.methods.tate import TATE
-from method_toys import (options_error, NAMED_DIMS, ADAM, N_CLASSES, SGD, all_patterns, assert_stacked_equals_alone,
-                          group, mask, poisoned, toy)
+from mlaflow.train.loop import train_epoch
+from mlaflow.train.optim import StackedOptimizer
 
 # equal to the method_params blocks reported for params.yaml
 DEFAULTS = {
-    "cpm_net": {"lsd_dim": 128, "lamb": 1.0, "inner_epochs": 2, "net_lr": 0.001, "latent_lr": 0.01, "test_steps": 100},
+    "cpm_net": {
+        "lsd_dim": 128,
+        "lamb": 1.0,
+        "inner_epochs": 2,
+        "net_lr": 0.001,
+        "latent_lr": 0.01,
+        "test_steps": 100,
+    },
     "tate": {"privileged": True, "teacher_epochs": 5, "heads": 4, "aux_weight": 0.1},
 }
-SMALL = {"cpm_net": {"lsd_dim": 16}, "tate": {"teacher_epochs": 3}}     # keep the tests fast
+SMALL = {"cpm_net": {"lsd_dim": 16}, "tate": {"teacher_epochs": 3}}  # keep the tests fast
 CLASSES = {"cpm_net": CPMNet, "tate": TATE}
 METHODS = ["cpm_net", "tate"]
 
 
 def _build(name, generators, dropout=0.0, hidden=8, **options):
-    return CLASSES[name](dict(NAMED_DIMS), N_CLASSES, {"hidden_dim": hidden, "dropout": dropout},
-                         {**DEFAULTS[name], **SMALL[name], **options}, generators)
+    return CLASSES[name](
+        dict(NAMED_DIMS),
+        N_CLASSES,
+        {"hidden_dim": hidden, "dropout": dropout},
+        {**DEFAULTS[name], **SMALL[name], **options},
+        generators,
+    )
 
 
 # ------------------------------------------------------------------------------------------- both methods
@@ -36,7 +59,9 @@ def _build(name, generators, dropout=0.0, hidden=8, **options):
 def test_shapes_and_every_pattern_of_missing_modalities(name):
     features, labels = toy(n=32)
     present = all_patterns(32)
-    data, gens = group(features, labels, present.expand(2, 32, 3), [torch.arange(32), torch.arange(20)], [0, 1])
+    data, gens = group(
+        features, labels, present.expand(2, 32, 3), [torch.arange(32), torch.arange(20)], [0, 1]
+    )
     model = _build(name, gens, dropout=0.1)
     opt = StackedOptimizer(list(model.parameters()), SGD, 2)
     loss = train_epoch(model.train(), data, opt, 8)
@@ -48,9 +73,9 @@ def test_shapes_and_every_pattern_of_missing_modalities(name):
     assert torch.isfinite(pred.fused_logits).all() and torch.isfinite(pred.unimodal_logits).all()
     nothing = ~present.any(1)
     assert torch.equal(pred.fused_logits[0, nothing], torch.zeros(int(nothing.sum()), N_CLASSES))
-    assert torch.equal(pred.fused_logits[1, 27:], torch.zeros(5, N_CLASSES))           # padding
+    assert torch.equal(pred.fused_logits[1, 27:], torch.zeros(5, N_CLASSES))  # padding
     some = present.any(1)
-    assert (pred.fused_logits[0, some].abs().sum(-1) > 0).all()                          # one, two, three present
+    assert (pred.fused_logits[0, some].abs().sum(-1) > 0).all()  # one, two, three present
     emb = model.embeddings(data, batch)
     assert emb.shape[:3] == (2, 3, 32) and torch.isfinite(emb).all()
 
@@ -66,13 +91,19 @@ def test_training_loss_decreases_and_the_toy_problem_is_learned(name):
     losses = [float(train_epoch(model.train(), data, opt, 16)) for _ in range(10)]
     assert losses[-1] < 0.5 * losses[0], losses
     pred = model.eval().predict(data, data.padded([torch.arange(90)]))
-    assert (pred.fused_logits[0].argmax(-1) == labels).float().mean() > 0.8            # chance: 1/3
+    assert (pred.fused_logits[0].argmax(-1) == labels).float().mean() > 0.8  # chance: 1/3
 
 
 @pytest.mark.parametrize("name,options", [("cpm_net", {}), ("tate", {}), ("tate", {"privileged": False})])
 def test_stacked_runs_equal_runs_one_at_a_time(name, options):
-    assert_stacked_equals_alone(lambda gens: _build(name, gens, dropout=0.2, **options), n=40, second_rows=(10, 34),
-                                epochs=2, atol=1e-4, embeddings=True)
+    assert_stacked_equals_alone(
+        lambda gens: _build(name, gens, dropout=0.2, **options),
+        n=40,
+        second_rows=(10, 34),
+        epochs=2,
+        atol=1e-4,
+        embeddings=True,
+    )
 
 
 @pytest.mark.parametrize("name,options", [("cpm_net", {}), ("tate", {"privileged": False})])
@@ -132,7 +163,7 @@ def test_cpm_fitted_latents_reduce_reconstruction_error_on_observed_views():
     after = _recon_error(model, data, batch, fused, on)
     assert (after[some] < before[some]).all()
     assert (fused[~some] == 0).all()
-    for m in range(3):                      # the unimodal latent reconstructs its own view better than zero
+    for m in range(3):  # the unimodal latent reconstructs its own view better than zero
         only = torch.zeros_like(on)
         only[..., m] = on[..., m]
         e0 = _recon_error(model, data, batch, torch.zeros_like(fused), only)[on[..., m]]
@@ -144,8 +175,10 @@ def test_cpm_fitted_latents_reduce_reconstruction_error_on_observed_views():
     fused, _ = model.fit_latents(data, batch)
     i = int(torch.nonzero(on[0].all(-1))[0])
     G = sum(w[0].T @ w[0] for w in model.dec_weight).double()
-    c = sum(model.dec_weight[m][0].T @ (data.inputs(m, batch.idx, batch.valid)[0, i] - model.dec_bias[m][0])
-            for m in range(3)).double()
+    c = sum(
+        model.dec_weight[m][0].T @ (data.inputs(m, batch.idx, batch.valid)[0, i] - model.dec_bias[m][0])
+        for m in range(3)
+    ).double()
     step = 1 / (2 * torch.linalg.eigvalsh(G)[-1])
     h = torch.zeros_like(c)
     for _ in range(7):
@@ -156,7 +189,7 @@ def test_cpm_fitted_latents_reduce_reconstruction_error_on_observed_views():
 def test_cpm_classification_loss_is_zero_for_separated_coinciding_latents():
     labels = torch.tensor([[0, 0, 1, 1, 2, 2]])
     valid = torch.ones(1, 6, dtype=torch.bool)
-    centres = 10 * torch.eye(3, 5)                                   # far apart, orthogonal
+    centres = 10 * torch.eye(3, 5)  # far apart, orthogonal
     h = centres[labels]
     assert cpm_classification_loss(h, labels, valid, 3) == 0
     # the same latents with two labels swapped: the swapped samples pay 1 + the similarity gap
@@ -167,8 +200,15 @@ def test_cpm_classification_loss_is_zero_for_separated_coinciding_latents():
     assert torch.allclose(loss, torch.tensor([4 * 51.0 / 6]))
     # padding rows count nowhere
     padded = torch.cat([h, torch.randn(1, 2, 5)], dim=1)
-    assert cpm_classification_loss(padded, torch.cat([labels, torch.tensor([[0, 1]])], 1),
-                                   torch.cat([valid, torch.zeros(1, 2, dtype=torch.bool)], 1), 3) == 0
+    assert (
+        cpm_classification_loss(
+            padded,
+            torch.cat([labels, torch.tensor([[0, 1]])], 1),
+            torch.cat([valid, torch.zeros(1, 2, dtype=torch.bool)], 1),
+            3,
+        )
+        == 0
+    )
 
 
 def test_cpm_predicts_by_mean_similarity_to_each_class_training_latents():
@@ -201,7 +241,7 @@ def test_tate_output_changes_with_the_missing_tag():
         # the same tokens, but visual tagged as missing (its token kept): only the tag differs
         tagged = on.clone()
         tagged[..., 1] = False
-        _, pooled, logits_tagged = model.core(common, tagged)
+        _, _pooled, logits_tagged = model.core(common, tagged)
         assert not torch.allclose(logits, logits_tagged, atol=1e-5)
         # the tag is appended to every token
         tokens = torch.cat([common, (~tagged).float().unsqueeze(2).expand(-1, -1, 3, -1)], dim=-1)
@@ -230,7 +270,7 @@ def test_tate_unprivileged_drop_keeps_one_observed_modality():
     model = _build("tate", gens, privileged=False)
     present = all_patterns(64).unsqueeze(0)
     seen = model._drop_one(present, torch.tensor([True]))
-    assert not (seen & ~present).any()                                  # only observed cells are dropped
+    assert not (seen & ~present).any()  # only observed cells are dropped
     counts = present.sum(-1)
     assert torch.equal(seen.sum(-1)[counts <= 1], counts[counts <= 1])  # single-modality samples keep it
     dropped = counts - seen.sum(-1)

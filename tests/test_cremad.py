@@ -1,4 +1,5 @@
 """The CREMA-D adapter (on generated trees in the release's layout) and the fbank audio features."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,7 +19,7 @@ from mlaflow.features import audio_fbank
 
 SAMPLE_RATE = 16000
 EMOTIONS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
-ACTORS = [str(actor) for actor in range(1001, 1011)]   # 10 actors -> 2 per speaker group
+ACTORS = [str(actor) for actor in range(1001, 1011)]  # 10 actors -> 2 per speaker group
 
 
 def _clips() -> list[str]:
@@ -46,14 +47,17 @@ def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "CREMA-D"
     for seed, stem in enumerate(_clips()):
         _write_clip(root, stem, seed)
-    (root / "VideoDemographics.csv").write_text("ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,Caucasian,Not Hispanic\n")
-    (root / "AudioWAV" / ".DS_Store").write_bytes(b"\0")   # metadata of some copies: ignored
+    (root / "VideoDemographics.csv").write_text(
+        "ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,Caucasian,Not Hispanic\n"
+    )
+    (root / "AudioWAV" / ".DS_Store").write_bytes(b"\0")  # metadata of some copies: ignored
     return root
 
 
 # --------------------------------------------------------------------------------------------------------
 # The manifest
 # --------------------------------------------------------------------------------------------------------
+
 
 def test_manifest_columns_and_rows(corpus: Path):
     manifest, counts = cremad.build_manifest(corpus)
@@ -69,7 +73,7 @@ def test_manifest_columns_and_rows(corpus: Path):
 
 
 def test_labels_follow_the_file_name_in_the_fixed_class_order(corpus: Path):
-    assert cremad.CLASS_NAMES["6class"] == ["neu", "hap", "sad", "fea", "dis", "ang"]   # OGM-GE's order
+    assert cremad.CLASS_NAMES["6class"] == ["neu", "hap", "sad", "fea", "dis", "ang"]  # OGM-GE's order
     assert set(cremad.LABEL_SETUPS["6class"]) == cremad.EMOTION_CODES == set(EMOTIONS)
     manifest, counts = cremad.build_manifest(corpus, "6class")
     for stem, label, index in zip(manifest["utterance_id"], manifest["label"], manifest["label_index"]):
@@ -84,9 +88,10 @@ def test_speaker_groups_are_deterministic_round_robin_and_speaker_independent(co
     again, _ = cremad.build_manifest(corpus)
     assert manifest.equals(again)
     groups_of_actor = manifest.groupby("speaker")["session"].unique()
-    assert all(len(groups) == 1 for groups in groups_of_actor)   # no actor in two groups
-    assert {actor: groups[0] for actor, groups in groups_of_actor.items()} == \
-        {actor: rank % 5 + 1 for rank, actor in enumerate(ACTORS)}
+    assert all(len(groups) == 1 for groups in groups_of_actor)  # no actor in two groups
+    assert {actor: groups[0] for actor, groups in groups_of_actor.items()} == {
+        actor: rank % 5 + 1 for rank, actor in enumerate(ACTORS)
+    }
     assert counts["actors_per_session"] == {1: 2, 2: 2, 3: 2, 4: 2, 5: 2}
     assert counts["clips_per_session"] == {1: 4, 2: 4, 3: 4, 4: 4, 5: 4}
 
@@ -116,13 +121,14 @@ def test_bad_parameters(corpus: Path):
 # Bad input: one InputError that names the file at fault
 # --------------------------------------------------------------------------------------------------------
 
+
 def _rename_wav(root: Path, stem: str, new_name: str) -> None:
     (root / "AudioWAV" / f"{stem}.wav").rename(root / "AudioWAV" / new_name)
 
 
 def _renumber_frames(root: Path, stem: str) -> None:
     frames = root / "frames" / stem
-    for k in reversed(range(2)):   # 000, 001 -> 001, 002: what ffmpeg writes without -start_number 0
+    for k in reversed(range(2)):  # 000, 001 -> 001, 002: what ffmpeg writes without -start_number 0
         (frames / f"{k:03d}.png").rename(frames / f"{k + 1:03d}.png")
 
 
@@ -133,23 +139,39 @@ def _empty_audio_dir(root: Path) -> None:
 
 BAD_INPUTS = {
     # name: (how to break the fixture, texts the error message must contain)
-    "malformed_name": (lambda r: _rename_wav(r, "1001_DFA_ANG_XX", "1001_DFA_ANG_X.wav"),
-                       ["AudioWAV/1001_DFA_ANG_X.wav", "malformed"]),
-    "unknown_sentence": (lambda r: _rename_wav(r, "1001_DFA_ANG_XX", "1001_ABC_ANG_XX.wav"),
-                         ["AudioWAV/1001_ABC_ANG_XX.wav", "malformed"]),
-    "unknown_level": (lambda r: _rename_wav(r, "1001_DFA_ANG_XX", "1001_DFA_ANG_ZZ.wav"),
-                      ["AudioWAV/1001_DFA_ANG_ZZ.wav", "malformed"]),
-    "unknown_emotion": (lambda r: _rename_wav(r, "1001_DFA_ANG_XX", "1001_DFA_JOY_XX.wav"),
-                        ["AudioWAV/1001_DFA_JOY_XX.wav", "unknown emotion", "'JOY'"]),
+    "malformed_name": (
+        lambda r: _rename_wav(r, "1001_DFA_ANG_XX", "1001_DFA_ANG_X.wav"),
+        ["AudioWAV/1001_DFA_ANG_X.wav", "malformed"],
+    ),
+    "unknown_sentence": (
+        lambda r: _rename_wav(r, "1001_DFA_ANG_XX", "1001_ABC_ANG_XX.wav"),
+        ["AudioWAV/1001_ABC_ANG_XX.wav", "malformed"],
+    ),
+    "unknown_level": (
+        lambda r: _rename_wav(r, "1001_DFA_ANG_XX", "1001_DFA_ANG_ZZ.wav"),
+        ["AudioWAV/1001_DFA_ANG_ZZ.wav", "malformed"],
+    ),
+    "unknown_emotion": (
+        lambda r: _rename_wav(r, "1001_DFA_ANG_XX", "1001_DFA_JOY_XX.wav"),
+        ["AudioWAV/1001_DFA_JOY_XX.wav", "unknown emotion", "'JOY'"],
+    ),
     "no_frames_root": (lambda r: shutil.rmtree(r / "frames"), ["CREMA-D/frames", "ffmpeg"]),
-    "wav_without_frames": (lambda r: shutil.rmtree(r / "frames/1002_IEO_FEA_HI"),
-                           ["AudioWAV/1002_IEO_FEA_HI.wav", "without a frames directory", "ffmpeg"]),
-    "frames_without_wav": (lambda r: (r / "AudioWAV/1002_IEO_FEA_HI.wav").unlink(),
-                           ["frames/1002_IEO_FEA_HI", "without a wav"]),
-    "empty_frames_dir": (lambda r: [p.unlink() for p in (r / "frames/1005_DFA_NEU_XX").iterdir()],
-                         ["frames/1005_DFA_NEU_XX", "empty"]),
-    "frames_numbered_from_one": (lambda r: _renumber_frames(r, "1005_DFA_NEU_XX"),
-                                 ["frames/1005_DFA_NEU_XX", "001.png", "-start_number 0"]),
+    "wav_without_frames": (
+        lambda r: shutil.rmtree(r / "frames/1002_IEO_FEA_HI"),
+        ["AudioWAV/1002_IEO_FEA_HI.wav", "without a frames directory", "ffmpeg"],
+    ),
+    "frames_without_wav": (
+        lambda r: (r / "AudioWAV/1002_IEO_FEA_HI.wav").unlink(),
+        ["frames/1002_IEO_FEA_HI", "without a wav"],
+    ),
+    "empty_frames_dir": (
+        lambda r: [p.unlink() for p in (r / "frames/1005_DFA_NEU_XX").iterdir()],
+        ["frames/1005_DFA_NEU_XX", "empty"],
+    ),
+    "frames_numbered_from_one": (
+        lambda r: _renumber_frames(r, "1005_DFA_NEU_XX"),
+        ["frames/1005_DFA_NEU_XX", "001.png", "-start_number 0"],
+    ),
     "empty_audio_dir": (_empty_audio_dir, ["CREMA-D/AudioWAV", "no .wav"]),
     "no_audio_dir": (lambda r: shutil.rmtree(r / "AudioWAV"), ["CREMA-D/AudioWAV", "no AudioWAV"]),
     "no_root": (lambda r: shutil.rmtree(r), ["CREMA-D", "not found"]),
@@ -189,7 +211,7 @@ def test_frames_follow_the_visual_encoders_layout(corpus: Path):
 # fbank features
 # --------------------------------------------------------------------------------------------------------
 
-FBANK_CFG = {"max_seconds": 20.0, "n_mels": 32}   # params features.audio, as the fbank encoder reads it
+FBANK_CFG = {"max_seconds": 20.0, "n_mels": 32}  # params features.audio, as the fbank encoder reads it
 
 
 def _noise(seed: int, n: int = SAMPLE_RATE) -> np.ndarray:
@@ -208,7 +230,7 @@ def test_fbank_shape_and_pooling():
 
 def test_fbank_differs_between_waves_and_is_deterministic():
     first = audio_fbank.utterance_fbank(_noise(0), SAMPLE_RATE)
-    assert np.array_equal(first, audio_fbank.utterance_fbank(_noise(0), SAMPLE_RATE))   # no dither
+    assert np.array_equal(first, audio_fbank.utterance_fbank(_noise(0), SAMPLE_RATE))  # no dither
     tone = np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32) * 0.1
     assert not np.allclose(first, audio_fbank.utterance_fbank(_noise(1), SAMPLE_RATE))
     assert not np.allclose(first, audio_fbank.utterance_fbank(tone, SAMPLE_RATE))
@@ -217,7 +239,7 @@ def test_fbank_differs_between_waves_and_is_deterministic():
 def test_fbank_of_silence_is_finite():
     pooled = audio_fbank.utterance_fbank(np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
     assert np.isfinite(pooled).all()
-    np.testing.assert_allclose(pooled[audio_fbank.N_MELS:], 0.0, atol=1e-5)   # constant frames: zero std
+    np.testing.assert_allclose(pooled[audio_fbank.N_MELS :], 0.0, atol=1e-5)  # constant frames: zero std
 
 
 def test_fbank_rejects_a_wave_shorter_than_one_window():
@@ -236,8 +258,9 @@ def test_fbank_encoder_on_a_cremad_manifest(corpus: Path, tmp_path: Path):
     encoded = encoder.encode(waves)
     assert encoded.features.shape == (3, 64) and encoded.real_units == encoded.padded_units == 4800
     for wave, vector in zip(waves, encoded.features.numpy()):
-        np.testing.assert_allclose(vector, audio_fbank.utterance_fbank(wave, SAMPLE_RATE, n_mels=32), rtol=1e-5,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            vector, audio_fbank.utterance_fbank(wave, SAMPLE_RATE, n_mels=32), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_fbank_encoder_names_bad_wavs(corpus: Path, tmp_path: Path):
@@ -249,7 +272,11 @@ def test_fbank_encoder_names_bad_wavs(corpus: Path, tmp_path: Path):
     lfs_pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n")
     short = corpus / "AudioWAV/1003_DFA_FEA_XX.wav"
     sf.write(short, _noise(0, 100), SAMPLE_RATE)
-    for path, problem in ((resampled, "8000 Hz"), (lfs_pointer, "cannot be read as audio"), (short, "too short")):
+    for path, problem in (
+        (resampled, "8000 Hz"),
+        (lfs_pointer, "cannot be read as audio"),
+        (short, "too short"),
+    ):
         with pytest.raises(InputError, match=problem) as raised:
             encoder.item_length({"wav_path": str(path)})
         assert raised.value.path == str(path)
@@ -263,13 +290,26 @@ def test_fbank_encoder_runs_in_the_extraction_driver(corpus: Path, tmp_path: Pat
     from mlaflow.features.store import read_store
 
     model_dir = audio_fbank.build_embedded(tmp_path / "fbank", {"n_mels": 16}, seed=0)
-    features_cfg = {"device": "cpu", "half_precision": False,
-                    "audio": {"encoder": "fbank", "model": "embedded", "dim": 32, "n_mels": 16,
-                              "max_seconds": 20.0, "batch_size": 4}}
+    features_cfg = {
+        "device": "cpu",
+        "half_precision": False,
+        "audio": {
+            "encoder": "fbank",
+            "model": "embedded",
+            "dim": 32,
+            "n_mels": 16,
+            "max_seconds": 20.0,
+            "batch_size": 4,
+        },
+    }
     manifest, _ = cremad.build_manifest(corpus)
-    stats = extract.extract_features("audio", manifest, model_dir, tmp_path / "audio.h5", features_cfg, "hash")
+    stats = extract.extract_features(
+        "audio", manifest, model_dir, tmp_path / "audio.h5", features_cfg, "hash"
+    )
     assert (stats["n"], stats["padding_fraction"]) == (20, 0.0)
     table = read_store(tmp_path / "audio.h5", modality="audio", expected_dim=32)
     assert table.ids == manifest["utterance_id"].tolist() and table.attrs["encoder"] == "fbank"
-    first = audio_fbank.utterance_fbank(sf.read(manifest["wav_path"].iloc[0], dtype="float32")[0], SAMPLE_RATE, 16)
+    first = audio_fbank.utterance_fbank(
+        sf.read(manifest["wav_path"].iloc[0], dtype="float32")[0], SAMPLE_RATE, 16
+    )
     np.testing.assert_allclose(table.features[0], first, rtol=1e-5, atol=1e-5)

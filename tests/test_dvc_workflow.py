@@ -1,6 +1,7 @@
 """The workflow through DVC (`dvc repro` wraps one Snakemake target per stage), on the tiny config in a temporary
 git repository: it runs to the report, a second repro does nothing, and a training parameter change reruns only
 the stages and the jobs that depend on it, which `dvc metrics diff` shows."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_workflow import copy_workflow, tiny_params
 
 from mlaflow import params as P
-from tiny_workflow import copy_workflow, tiny_params
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd / "src")}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -48,7 +51,14 @@ def test_dvc_repro_runs_every_stage_to_the_report(repo):
     report = (repo / "reports" / "report.md").read_text()
     assert "## Missing-modality suite (Table 2 analogue)" in report and "## Fidelity" in report
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"features", "main_grid", "missing_suite", "isolation", "fidelity", "report"}
+    assert set(lock["stages"]) == {
+        "features",
+        "main_grid",
+        "missing_suite",
+        "isolation",
+        "fidelity",
+        "report",
+    }
 
 
 def test_second_repro_does_nothing(repo):
@@ -79,13 +89,13 @@ def test_a_damaged_feature_store_is_never_sealed_into_dvc_lock(repo):
     store = repo / "data" / "features" / "audio.h5"
     whole, lock = store.read_bytes(), (repo / "dvc.lock").read_text()
     stat = store.stat()
-    with open(store, "r+b") as f:                       # truncated in place, its timestamp kept
+    with open(store, "r+b") as f:  # truncated in place, its timestamp kept
         f.truncate(stat.st_size // 2)
     os.utime(store, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     proc = run(["dvc", "repro"], repo, check=False)
     assert proc.returncode != 0
     assert "data/features/audio.h5" in proc.stdout + proc.stderr and "damaged" in proc.stdout + proc.stderr
-    assert (repo / "dvc.lock").read_text() == lock     # nothing recorded
+    assert (repo / "dvc.lock").read_text() == lock  # nothing recorded
     store.write_bytes(whole)
     os.utime(store, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
@@ -115,10 +125,10 @@ def sparse_repo(tmp_path_factory) -> Path:
 def test_every_config_the_schema_accepts_runs_to_a_report(sparse_repo):
     report = (sparse_repo / "reports" / "report.md").read_text()
     assert "Isolation analysis: not run" in report and "Fidelity experiment: not run" in report
-    assert "MLA has no run in this table" in report          # Table 2 of the main grid's methods only
+    assert "MLA has no run in this table" in report  # Table 2 of the main grid's methods only
     assert "suite (data/suite): none" in report
     stages = yaml.safe_load((sparse_repo / "dvc.yaml").read_text())["stages"]
-    for stage in stages.values():                       # every declared output exists, even of a stage with no runs
+    for stage in stages.values():  # every declared output exists, even of a stage with no runs
         for key in ("outs", "metrics", "plots"):
             for out in stage.get(key, []):
                 assert (sparse_repo / (next(iter(out)) if isinstance(out, dict) else out)).exists(), out

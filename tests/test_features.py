@@ -1,4 +1,5 @@
 """Feature extraction and the HDF5 feature store, on tiny encoders and a tiny synthetic corpus (fast, CPU)."""
+
 from __future__ import annotations
 
 import ast
@@ -21,16 +22,22 @@ import torch
 from PIL import Image
 
 from mlaflow.errors import InputError, ParamsError
+from mlaflow.features import protocol
 from mlaflow.features import store as store_module
 from mlaflow.features.extract import build_embedded_encoder, extract_features, load_encoder
-from mlaflow.features import protocol
 from mlaflow.features.protocol import ENCODER_INFO_FILE, ENCODERS, Encoder, encoder_class, encoder_module
 from mlaflow.features.store import FeatureStoreWriter, partial_path_for, read_store
 
 MODALITIES = ("audio", "visual", "text")
-TRANSCRIPTS = ["Oh.", "I don't know what you mean, honestly.", "Yeah, okay!",
-               "Why would you say something like that to me right now?", "Fine", "Hmm... whatever, café Zürich #42",
-               "We're getting married next week in Las Vegas!"]
+TRANSCRIPTS = [
+    "Oh.",
+    "I don't know what you mean, honestly.",
+    "Yeah, okay!",
+    "Why would you say something like that to me right now?",
+    "Fine",
+    "Hmm... whatever, café Zürich #42",
+    "We're getting married next week in Las Vegas!",
+]
 DURATIONS_S = [0.30, 0.95, 0.55, 1.20, 0.40, 0.80, 0.65]
 N_FRAMES = [1, 3, 2, 3, 1, 2, 3]
 LABELS = ["neu", "hap", "sad", "ang", "neu", "hap", "sad"]
@@ -39,15 +46,38 @@ LABELS = ["neu", "hap", "sad", "ang", "neu", "hap", "sad"]
 def tiny_features_cfg() -> dict:
     """params.yaml `features` with tiny encoders; batch_size 3 so 7 utterances make uneven batches."""
     return {
-        "device": "cpu", "half_precision": True, "embedded_seed": 0,
-        "text": {"encoder": "bert", "model": "embedded", "precomputed": None, "dim": 32, "pooling": "mean",
-                 "max_length": 24, "batch_size": 3,
-                 "embedded": {"num_layers": 1, "num_heads": 2, "intermediate_size": 64}},
-        "audio": {"encoder": "wav2vec2", "model": "embedded", "precomputed": None, "dim": 32, "layer": "conv",
-                  "max_seconds": 1.0, "n_mels": 128, "batch_size": 3,
-                  "embedded": {"conv_dim": [16, 32], "hidden_size": 32, "num_layers": 1, "num_heads": 2}},
-        "visual": {"encoder": "manet", "model": "embedded", "precomputed": None, "dim": 1024, "image_size": 32,
-                   "batch_size": 3},
+        "device": "cpu",
+        "half_precision": True,
+        "embedded_seed": 0,
+        "text": {
+            "encoder": "bert",
+            "model": "embedded",
+            "precomputed": None,
+            "dim": 32,
+            "pooling": "mean",
+            "max_length": 24,
+            "batch_size": 3,
+            "embedded": {"num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+        },
+        "audio": {
+            "encoder": "wav2vec2",
+            "model": "embedded",
+            "precomputed": None,
+            "dim": 32,
+            "layer": "conv",
+            "max_seconds": 1.0,
+            "n_mels": 128,
+            "batch_size": 3,
+            "embedded": {"conv_dim": [16, 32], "hidden_size": 32, "num_layers": 1, "num_heads": 2},
+        },
+        "visual": {
+            "encoder": "manet",
+            "model": "embedded",
+            "precomputed": None,
+            "dim": 1024,
+            "image_size": 32,
+            "batch_size": 3,
+        },
     }
 
 
@@ -76,9 +106,19 @@ def corpus(tmp_path):
         frames_dir.mkdir(parents=True)
         for k in range(n_frames):
             write_frame(frames_dir / f"{k:03d}.png", seed=10 * i + k)
-        rows.append({"utterance_id": utterance_id, "session": 1, "speaker": "F", "label": label,
-                     "label_index": ["neu", "hap", "sad", "ang"].index(label), "wav_path": str(wav_path),
-                     "transcript": text, "frames_dir": str(frames_dir), "n_frames": n_frames})
+        rows.append(
+            {
+                "utterance_id": utterance_id,
+                "session": 1,
+                "speaker": "F",
+                "label": label,
+                "label_index": ["neu", "hap", "sad", "ang"].index(label),
+                "wav_path": str(wav_path),
+                "transcript": text,
+                "frames_dir": str(frames_dir),
+                "n_frames": n_frames,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -101,8 +141,9 @@ def write_store(path, ids, features, labels=None, **attrs):
     with h5py.File(path, "w") as f:
         f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
         f.create_dataset("features", data=features)
-        f.create_dataset("labels", data=np.array(labels or ["neu"] * len(ids), dtype=object),
-                         dtype=h5py.string_dtype())
+        f.create_dataset(
+            "labels", data=np.array(labels or ["neu"] * len(ids), dtype=object), dtype=h5py.string_dtype()
+        )
         for name, value in {"modality": "audio", "dim": features.shape[1], "complete": True, **attrs}.items():
             f.attrs[name] = value
 
@@ -114,8 +155,13 @@ def test_store_round_trip(tmp_path):
     out = tmp_path / "audio.h5"
     ids, labels = [f"u{i}" for i in range(5)], ["neu", "hap", "sad", "ang", "neu"]
     features = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
-    attrs = {"modality": "audio", "encoder": "wav2vec2", "model_source": "embedded", "pretrained": False,
-             "params_hash": "abc"}
+    attrs = {
+        "modality": "audio",
+        "encoder": "wav2vec2",
+        "model_source": "embedded",
+        "pretrained": False,
+        "params_hash": "abc",
+    }
     with FeatureStoreWriter(out, ids, labels, 4, attrs) as writer:
         writer.write([3, 0], features[[3, 0]])  # any row order
         assert list(writer.pending_rows()) == [1, 2, 4]
@@ -127,7 +173,11 @@ def test_store_round_trip(tmp_path):
     np.testing.assert_array_equal(table.features, features)
     assert table.features.dtype == np.float32
     assert table.attrs["complete"] is True and table.attrs["pretrained"] is False
-    assert table.attrs["dim"] == 4 and table.attrs["params_hash"] == "abc" and table.attrs["encoder"] == "wav2vec2"
+    assert (
+        table.attrs["dim"] == 4
+        and table.attrs["params_hash"] == "abc"
+        and table.attrs["encoder"] == "wav2vec2"
+    )
     with h5py.File(out) as f:
         assert "written" not in f and h5py.check_string_dtype(f["ids"].dtype).encoding == "utf-8"
 
@@ -184,8 +234,13 @@ def test_read_store_errors_name_the_file_and_the_fix(tmp_path):
 
 def test_writer_distrusts_rows_flagged_written_but_not_finite(tmp_path):
     out = tmp_path / "text.h5"
-    attrs = {"modality": "text", "encoder": "bert", "model_source": "embedded", "pretrained": False,
-             "params_hash": "h"}
+    attrs = {
+        "modality": "text",
+        "encoder": "bert",
+        "model_source": "embedded",
+        "pretrained": False,
+        "params_hash": "h",
+    }
     with FeatureStoreWriter(out, ["a", "b", "c"], ["neu"] * 3, 2, attrs) as writer:
         writer.write([0, 1], np.ones((2, 2)))
     with h5py.File(partial_path_for(out), "r+") as f:  # as if the flag reached the disk but the row did not
@@ -244,15 +299,27 @@ def test_output_dims_match_cfg(tmp_path, corpus, models, modality):
         extract_features(modality, corpus, models[modality], tmp_path / "wrong.h5", wrong, params_hash="h")
 
 
-@pytest.mark.parametrize("modality,overrides", [("text", {}), ("text", {"pooling": "cls"}), ("audio", {}),
-                                                ("audio", {"layer": "transformer", "dim": 32}), ("visual", {})])
+@pytest.mark.parametrize(
+    "modality,overrides",
+    [
+        ("text", {}),
+        ("text", {"pooling": "cls"}),
+        ("audio", {}),
+        ("audio", {"layer": "transformer", "dim": 32}),
+        ("visual", {}),
+    ],
+)
 def test_batched_extraction_equals_one_at_a_time(tmp_path, corpus, models, modality, overrides):
     batched = extract(modality, corpus, models, tmp_path / "batched.h5", batch_size=4, **overrides)
     extract(modality, corpus, models, tmp_path / "single.h5", batch_size=1, **overrides)
     if modality != "visual":
         assert batched["padding_fraction"] > 0  # there was padding to mask
-    np.testing.assert_allclose(read_store(tmp_path / "batched.h5").features,
-                               read_store(tmp_path / "single.h5").features, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        read_store(tmp_path / "batched.h5").features,
+        read_store(tmp_path / "single.h5").features,
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_audio_conv_features_are_wav2vec2_extract_features(corpus, models):
@@ -274,19 +341,21 @@ def test_bad_files_keep_good_rows_and_a_rerun_computes_only_the_missing_ones(tmp
     extract("visual", corpus, models, clean / "visual.h5")
 
     wavs, frames = corpus["wav_path"].tolist(), corpus["frames_dir"].tolist()
-    originals = {wavs[1]: open(wavs[1], "rb").read(), wavs[4]: open(wavs[4], "rb").read()}
-    open(wavs[1], "wb").write(b"RIFF garbage, not a wav")
+    originals = {wavs[1]: Path(wavs[1]).read_bytes(), wavs[4]: Path(wavs[4]).read_bytes()}
+    Path(wavs[1]).write_bytes(b"RIFF garbage, not a wav")
     write_wav(wavs[4], 0.5, rate=8_000)  # wrong sample rate
     broken_png = os.path.join(frames[3], "001.png")
     missing_png = os.path.join(frames[6], "002.png")
-    open(broken_png, "wb").write(open(broken_png, "rb").read()[:40])  # truncated image
+    Path(broken_png).write_bytes(Path(broken_png).read_bytes()[:40])  # truncated image
     os.remove(missing_png)
 
     out = tmp_path / "run"
     with pytest.raises(InputError) as err:
         extract("audio", corpus, models, out / "audio.h5")
     message = str(err.value)
-    assert "2 of 7 utterances" in message and wavs[1] in message and wavs[4] in message and "8000 Hz" in message
+    assert (
+        "2 of 7 utterances" in message and wavs[1] in message and wavs[4] in message and "8000 Hz" in message
+    )
     assert "re-run" in message and not (out / "audio.h5").exists()
     with h5py.File(partial_path_for(out / "audio.h5")) as f:
         assert f["written"][()].tolist() == [True, False, True, True, False, True, True]
@@ -296,14 +365,20 @@ def test_bad_files_keep_good_rows_and_a_rerun_computes_only_the_missing_ones(tmp
     assert broken_png in str(err.value) and missing_png in str(err.value) and "not found" in str(err.value)
 
     for path, content in originals.items():
-        open(path, "wb").write(content)
+        Path(path).write_bytes(content)
     write_frame(broken_png, seed=31)
     write_frame(missing_png, seed=62)
     for modality, expected_missing in [("audio", 2), ("visual", 2)]:
         stats = extract(modality, corpus, models, out / f"{modality}.h5")
-        assert stats["n_computed"] == expected_missing and stats["n_resumed"] == len(corpus) - expected_missing
-        np.testing.assert_allclose(read_store(out / f"{modality}.h5").features,
-                                   read_store(clean / f"{modality}.h5").features, rtol=1e-4, atol=1e-5)
+        assert (
+            stats["n_computed"] == expected_missing and stats["n_resumed"] == len(corpus) - expected_missing
+        )
+        np.testing.assert_allclose(
+            read_store(out / f"{modality}.h5").features,
+            read_store(clean / f"{modality}.h5").features,
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 def test_empty_wav_and_missing_file_are_input_errors(tmp_path, corpus, models):
@@ -320,13 +395,15 @@ class SimulatedKill(Exception):
     pass
 
 
-def test_resume_after_a_kill_continues_and_matches_an_uninterrupted_run(tmp_path, corpus, models, monkeypatch):
+def test_resume_after_a_kill_continues_and_matches_an_uninterrupted_run(
+    tmp_path, corpus, models, monkeypatch
+):
     for modality in MODALITIES:
         extract(modality, corpus, models, tmp_path / f"{modality}_clean.h5")
         original_write = FeatureStoreWriter.write
         calls = []
 
-        def write_then_die(self, rows, features):
+        def write_then_die(self, rows, features, calls=calls, original_write=original_write):
             if calls:
                 raise SimulatedKill
             calls.append(len(rows))
@@ -341,8 +418,12 @@ def test_resume_after_a_kill_continues_and_matches_an_uninterrupted_run(tmp_path
 
         stats = extract(modality, corpus, models, out)
         assert stats["n_resumed"] == 3 and stats["n_computed"] == len(corpus) - 3
-        np.testing.assert_allclose(read_store(out).features, read_store(tmp_path / f"{modality}_clean.h5").features,
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            read_store(out).features,
+            read_store(tmp_path / f"{modality}_clean.h5").features,
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "other_params"])
@@ -364,7 +445,9 @@ def test_a_damaged_or_foreign_partial_file_is_not_trusted(tmp_path, corpus, mode
     stats = extract("text", corpus, models, out)
     assert stats["n_resumed"] == 0 and stats["n_computed"] == len(corpus)
     assert "starting over" in stats["resume"]
-    np.testing.assert_allclose(read_store(out).features, read_store(tmp_path / "clean.h5").features, atol=1e-6)
+    np.testing.assert_allclose(
+        read_store(out).features, read_store(tmp_path / "clean.h5").features, atol=1e-6
+    )
 
 
 def test_missing_model_directory_is_a_params_error(tmp_path, corpus):
@@ -407,14 +490,19 @@ def test_fbank_encoder_extracts_pooled_filterbanks_end_to_end(tmp_path, corpus):
 def test_unknown_or_missing_encoder_name_is_a_params_error_naming_the_key(tmp_path, corpus, models, modality):
     cfg = tiny_features_cfg()
     cfg[modality]["encoder"] = "resnet"
-    calls = [lambda: build_embedded_encoder(modality, tmp_path / "built", cfg),
-             lambda: load_encoder(modality, models[modality], cfg, torch.device("cpu")),
-             lambda: extract_features(modality, corpus, models[modality], tmp_path / "out.h5", cfg, "h")]
+    calls = [
+        lambda: build_embedded_encoder(modality, tmp_path / "built", cfg),
+        lambda: load_encoder(modality, models[modality], cfg, torch.device("cpu")),
+        lambda: extract_features(modality, corpus, models[modality], tmp_path / "out.h5", cfg, "h"),
+    ]
     for call in calls:
-        with pytest.raises(ParamsError, match=f"features.{modality}.encoder.*unknown encoder `resnet`") as err:
+        with pytest.raises(
+            ParamsError, match=f"features.{modality}.encoder.*unknown encoder `resnet`"
+        ) as err:
             call()
         assert err.value.key == f"features.{modality}.encoder"
-        assert all(name in str(err.value) for name in ("bert", "wav2vec2", "manet", "fbank"))  # the known ones
+        # the known ones
+        assert all(name in str(err.value) for name in ("bert", "wav2vec2", "manet", "fbank"))
     assert not (tmp_path / "built").exists() and not (tmp_path / "out.h5").exists()
 
     del cfg[modality]["encoder"]  # no silent default
@@ -426,16 +514,20 @@ def test_unknown_or_missing_encoder_name_is_a_params_error_naming_the_key(tmp_pa
         encoder_class("resnet")
 
 
-@pytest.mark.parametrize("modality,name", [("text", "fbank"), ("audio", "bert"), ("visual", "wav2vec2"),
-                                           ("audio", "manet")])
-def test_an_encoder_of_another_input_kind_is_a_params_error_naming_the_key(tmp_path, corpus, models, modality,
-                                                                            name):
+@pytest.mark.parametrize(
+    "modality,name", [("text", "fbank"), ("audio", "bert"), ("visual", "wav2vec2"), ("audio", "manet")]
+)
+def test_an_encoder_of_another_input_kind_is_a_params_error_naming_the_key(
+    tmp_path, corpus, models, modality, name
+):
     cfg = tiny_features_cfg()
     cfg[modality]["encoder"] = name
     reads = encoder_class(name).modality
-    for call in (lambda: build_embedded_encoder(modality, tmp_path / "built", cfg),
-                 lambda: load_encoder(modality, tmp_path / "not_even_a_directory", cfg, torch.device("cpu")),
-                 lambda: extract_features(modality, corpus, models[modality], tmp_path / "out.h5", cfg, "h")):
+    for call in (
+        lambda: build_embedded_encoder(modality, tmp_path / "built", cfg),
+        lambda: load_encoder(modality, tmp_path / "not_even_a_directory", cfg, torch.device("cpu")),
+        lambda: extract_features(modality, corpus, models[modality], tmp_path / "out.h5", cfg, "h"),
+    ):
         with pytest.raises(ParamsError) as err:
             call()
         assert err.value.key == f"features.{modality}.encoder"
@@ -450,9 +542,13 @@ def test_registry_names_each_encoder_class_and_its_module():
         encoder = encoder_class(name)
         assert encoder.__name__ == class_name and encoder.__module__ == module
         assert encoder.modality in protocol.INPUT_KINDS.values()
-        assert callable(getattr(sys.modules[module], "build_embedded"))  # the protocol's module-level builder
-    assert {name: encoder_class(name).modality for name in ENCODERS} == \
-        {"bert": "text", "wav2vec2": "audio", "manet": "visual", "fbank": "audio"}
+        assert callable(sys.modules[module].build_embedded)  # the protocol's module-level builder
+    assert {name: encoder_class(name).modality for name in ENCODERS} == {
+        "bert": "text",
+        "wav2vec2": "audio",
+        "manet": "visual",
+        "fbank": "audio",
+    }
 
 
 def test_loaded_encoders_follow_the_protocol(models):
@@ -486,7 +582,7 @@ def _features_import_graph() -> dict[str, set[str]]:
                 continue
             for name in names:
                 if name.startswith(f"{package}."):
-                    target = name[len(package) + 1:].split(".")[0]
+                    target = name[len(package) + 1 :].split(".")[0]
                     if target in modules and target != module:
                         imported.add(target)
         graph[module] = imported
@@ -510,12 +606,15 @@ def test_the_features_package_has_no_import_cycle():
     assert "audio_wav2vec" not in graph["audio_fbank"]  # fbank must not pull in transformers
 
 
-@pytest.mark.parametrize("module", ["mlaflow.features.protocol", "mlaflow.features.extract",
-                                    "mlaflow.features.audio_fbank"])
+@pytest.mark.parametrize(
+    "module", ["mlaflow.features.protocol", "mlaflow.features.extract", "mlaflow.features.audio_fbank"]
+)
 def test_importing_the_registry_or_the_driver_imports_no_encoder(module):
     """transformers takes seconds to import: only the encoders that need it may import it, when used."""
     others = [target.split(":")[0] for target in ENCODERS.values() if target.split(":")[0] != module]
-    code = (f"import sys, {module}\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers' or m in sys.argv[1:]))")
+    code = (
+        f"import sys, {module}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers' or m in sys.argv[1:]))"
+    )
     result = subprocess.run([sys.executable, "-c", code, *others], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", f"importing {module} imported {result.stdout.strip()}"

@@ -1,22 +1,27 @@
 """The released code's choices as options (issue 8): each against an independent implementation or a property
 that could fail, and the bookkeeping that lets the report measure them (curves, test-set selection)."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from test_late_fusion_and_training import _params, _separable_corpus, _split
+from test_mla_equations import _sgd, _toy_data, _toy_mla
 
 from mlaflow import experiments as E
 from mlaflow import params as P
 from mlaflow.errors import ParamsError
+from mlaflow.methods.mla import (
+    batch_entropy,
+    dynamic_fusion_weights,
+    fixed_fusion_weights,
+    per_batch_fusion_weights,
+    released_rls_update,
+)
+from mlaflow.train.loop import RunSpec, train_epoch, train_runs
 from mlaflow.train.optim import StackedOptimizer
-from mlaflow.methods.mla import (batch_entropy, dynamic_fusion_weights, fixed_fusion_weights,
-                                 per_batch_fusion_weights, released_rls_update)
-from mlaflow.train.loop import RunSpec, train_runs, train_epoch
-from test_late_fusion_and_training import _params, _separable_corpus, _split
-from test_mla_equations import _sgd, _toy_data, _toy_mla
-
 
 # ------------------------------------------------------------------------------------------------ fusion
 
@@ -27,9 +32,9 @@ def test_per_batch_weights_are_constant_within_a_batch_and_depend_on_its_composi
     present = torch.ones(3, 12, dtype=torch.bool)
     weights = per_batch_fusion_weights(logits, present, batch_size=4)
     for start in (0, 4, 8):
-        block = weights[:, start:start + 4]
-        assert torch.allclose(block, block[:, :1].expand_as(block))          # one lambda per modality per batch
-    assert not torch.allclose(weights[:, 0], weights[:, 4])                  # batches differ
+        block = weights[:, start : start + 4]
+        assert torch.allclose(block, block[:, :1].expand_as(block))  # one lambda per modality per batch
+    assert not torch.allclose(weights[:, 0], weights[:, 4])  # batches differ
     assert torch.allclose(weights.sum(0), torch.ones(12))
     # the same sample gets another weight when its batch-mates change
     swapped = logits.clone()
@@ -51,7 +56,9 @@ def test_batch_entropy_is_the_released_calculate_entropy():
     # released main.py: probabilities = softmax(output, dim=0); entropy = -sum(p * log p)
     p = torch.softmax(out, dim=0)
     expected = -torch.sum(p * torch.log(p))
-    assert batch_entropy(out.unsqueeze(0), torch.ones(1, 6, dtype=torch.bool))[0] == pytest.approx(float(expected), rel=1e-5)
+    assert batch_entropy(out.unsqueeze(0), torch.ones(1, 6, dtype=torch.bool))[0] == pytest.approx(
+        float(expected), rel=1e-5
+    )
     # a masked sample does not take part
     present = torch.ones(1, 6, dtype=torch.bool)
     present[0, 5] = False
@@ -100,8 +107,9 @@ def test_released_hgm_projects_the_head_gradient_by_P_transposed():
     alpha, lr = 0.5, 0.1
     data, gens = _toy_data(n=6)
     model = _toy_mla(gens, hgm="released", alpha=alpha)
-    opt = StackedOptimizer(list(model.head.parameters()), {"optimizer": "sgd", "lr": lr, "momentum": 0.0,
-                                                            "weight_decay": 0.0}, 1)
+    opt = StackedOptimizer(
+        list(model.head.parameters()), {"optimizer": "sgd", "lr": lr, "momentum": 0.0, "weight_decay": 0.0}, 1
+    )
     with torch.no_grad():
         hs = [enc(x.unsqueeze(0))[0] for enc, x in zip(model.encoders, data.features)]
     W, b, P = model.head.weight[0].detach().clone(), model.head.bias[0].detach().clone(), torch.eye(4)
@@ -143,15 +151,19 @@ def test_in_batch_alternation_takes_M_optimizer_steps_per_batch():
     original_step = opt.step
 
     def recording_step(active):
-        stepped.append([m for m, enc in enumerate(model.encoders) if any(p in active for p in enc.parameters())])
+        stepped.append(
+            [m for m, enc in enumerate(model.encoders) if any(p in active for p in enc.parameters())]
+        )
         return original_step(active)
 
     opt.step = recording_step
     train_epoch(model, data, opt, batch_size=8)
     n_batches = math.ceil(20 / 8)
-    assert len(stepped) == 3 * n_batches                                  # M steps per batch
-    assert stepped == [[m] for _ in range(n_batches) for m in range(3)]   # fixed order audio, visual, text
-    assert forwards == [m for _ in range(n_batches) for m in range(3)]    # one forward of every encoder per batch
+    assert len(stepped) == 3 * n_batches  # M steps per batch
+    assert stepped == [[m] for _ in range(n_batches) for m in range(3)]  # fixed order audio, visual, text
+    assert forwards == [
+        m for _ in range(n_batches) for m in range(3)
+    ]  # one forward of every encoder per batch
     assert model.step.tolist() == [3 * n_batches]
 
 
@@ -166,14 +178,22 @@ def test_zero_fill_hides_the_mask_from_the_model_and_feeds_zeros():
     for m in range(3):
         data.features[m][~present[:, m]] = float("nan")
     from mlaflow.methods.base import RunGroup
-    zero = RunGroup(data.features, data.labels, data.present, data.splits, data.generators, standardize=True,
-                    masked_input="zero_fill")
+
+    zero = RunGroup(
+        data.features,
+        data.labels,
+        data.present,
+        data.splits,
+        data.generators,
+        standardize=True,
+        masked_input="zero_fill",
+    )
     batch = zero.padded([torch.arange(10)])
-    assert zero.present_at(batch.idx, batch.valid).all()                      # the model is told nothing
+    assert zero.present_at(batch.idx, batch.valid).all()  # the model is told nothing
     assert torch.equal(zero.observed_at(batch.idx, batch.valid)[0], present)  # the real mask is kept
     x = zero.inputs(1, batch.idx, batch.valid)[0]
     assert torch.isfinite(x).all()
-    assert torch.allclose(x[0], (0 - zero.mean[1][0]) / zero.std[1][0])      # raw zeros, standardised
+    assert torch.allclose(x[0], (0 - zero.mean[1][0]) / zero.std[1][0])  # raw zeros, standardised
 
 
 # ----------------------------------------------------------------------- curves and test-set selection
@@ -188,15 +208,23 @@ def test_test_selection_is_never_below_validation_selection_and_fusion_rules_mat
     for record in records:
         for rule, chosen in record["selection"].items():
             assert chosen["test_selected"] >= chosen["validation_selected"], rule
-            assert chosen["optimism"] == pytest.approx(chosen["test_selected"] - chosen["validation_selected"])
+            assert chosen["optimism"] == pytest.approx(
+                chosen["test_selected"] - chosen["validation_selected"]
+            )
         # the method's own rule at the validation-chosen epoch is the reported test accuracy
-        assert record["selection"]["fused"]["validation_selected"] == pytest.approx(record["metrics"]["accuracy"], abs=1e-6)
-        assert record["selection"]["per_sample"]["validation_selected"] == pytest.approx(record["metrics"]["accuracy"])
+        assert record["selection"]["fused"]["validation_selected"] == pytest.approx(
+            record["metrics"]["accuracy"], abs=1e-6
+        )
+        assert record["selection"]["per_sample"]["validation_selected"] == pytest.approx(
+            record["metrics"]["accuracy"]
+        )
     # a test-time fusion rule measured from the curves equals a real run with that rule
     params["method_params"]["mla"]["fusion"] = "per_batch"
     per_batch = train_runs("mla", corpus, specs, E.method_settings(params, "mla"))
     for record, real in zip(records, per_batch):
-        assert record["selection"]["per_batch"]["validation_selected"] == pytest.approx(real["metrics"]["accuracy"])
+        assert record["selection"]["per_batch"]["validation_selected"] == pytest.approx(
+            real["metrics"]["accuracy"]
+        )
     # selecting on test reports the best test epoch
     params["method_params"]["mla"]["fusion"] = "per_sample"
     params["train"]["model_selection"] = "test"
@@ -207,8 +235,13 @@ def test_test_selection_is_never_below_validation_selection_and_fusion_rules_mat
         assert optimistic["metrics"]["accuracy"] >= record["metrics"]["accuracy"]
 
 
-@pytest.mark.parametrize("options", [{"alternation": "in_batch"}, {"head_gradient_modification": "released",
-                                                                     "alpha_schedule": "decay_within_epoch"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"alternation": "in_batch"},
+        {"head_gradient_modification": "released", "alpha_schedule": "decay_within_epoch"},
+    ],
+)
 def test_released_options_stack_like_runs_one_at_a_time(options):
     corpus = _separable_corpus()
     rng = np.random.default_rng(0)
@@ -237,26 +270,42 @@ def test_variants_override_the_paper_default_only_where_they_say():
     assert released["method_params"]["mla"]["alternation"] == "in_batch"
     assert released["train"]["model_selection"] == "test" and table["released_code"].masks.protocol == "cpm"
     assert released["train"]["epochs"] == params["train"]["epochs"]
-    assert params["method_params"]["mla"]["alternation"] == "per_step"       # the original is untouched
+    assert params["method_params"]["mla"]["alternation"] == "per_step"  # the original is untouched
     assert table["masks_cpm"].masks.protocol == "cpm" and not table["masks_cpm"].overrides
     variants = list(params["fidelity"]["variants"])
     hashes = {E.config_hash(E.train_job_config(params, table[v], "mla")) for v in ["main", *variants]}
-    assert len(hashes) == 1 + len(variants)                                  # every variant is its own result
+    assert len(hashes) == 1 + len(variants)  # every variant is its own result
     assert "nope" not in table
 
 
-@pytest.mark.parametrize("mutate, key", [
-    (lambda p: p["fidelity"].update(missing_rates=[0.25]), "fidelity.missing_rates"),
-    (lambda p: p["fidelity"]["variants"].update(x={"mla": {"fusion": "per_batches"}}), "fidelity.variants.x.mla.fusion"),
-    (lambda p: p["fidelity"]["variants"].update(x={"mla": {"epochs": 3}}), "fidelity.variants.x.mla.epochs"),
-    (lambda p: p["fidelity"]["variants"].update(main={"mla": {"fusion": "fixed"}}), "fidelity.variants.main"),
-    (lambda p: p["fidelity"]["variants"].update(isolate_text={"mla": {"fusion": "fixed"}}),
-     "fidelity.variants.isolate_text"),
-    (lambda p: p.update(methods=["late_fusion"]), "methods"),
-    (lambda p: p["method_params"]["mla"].update(head_gradient_modification="released_code"),
-     "method_params.mla.head_gradient_modification"),
-    (lambda p: p["train"].update(model_selection="best"), "train.model_selection"),
-])
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda p: p["fidelity"].update(missing_rates=[0.25]), "fidelity.missing_rates"),
+        (
+            lambda p: p["fidelity"]["variants"].update(x={"mla": {"fusion": "per_batches"}}),
+            "fidelity.variants.x.mla.fusion",
+        ),
+        (
+            lambda p: p["fidelity"]["variants"].update(x={"mla": {"epochs": 3}}),
+            "fidelity.variants.x.mla.epochs",
+        ),
+        (
+            lambda p: p["fidelity"]["variants"].update(main={"mla": {"fusion": "fixed"}}),
+            "fidelity.variants.main",
+        ),
+        (
+            lambda p: p["fidelity"]["variants"].update(isolate_text={"mla": {"fusion": "fixed"}}),
+            "fidelity.variants.isolate_text",
+        ),
+        (lambda p: p.update(methods=["late_fusion"]), "methods"),
+        (
+            lambda p: p["method_params"]["mla"].update(head_gradient_modification="released_code"),
+            "method_params.mla.head_gradient_modification",
+        ),
+        (lambda p: p["train"].update(model_selection="best"), "train.model_selection"),
+    ],
+)
 def test_wrong_fidelity_params_name_the_key(mutate, key):
     params = _shipped()
     mutate(params)

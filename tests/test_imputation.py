@@ -1,39 +1,72 @@
 """The imputation baselines of the missing-modality experiment (ae, cra, mmin, if_mmin): shapes, every pattern
 of missing modalities, learning, stacked runs equal to runs one at a time, and one property of each."""
+
 import re
 
 import pytest
 import torch
-
-from mlaflow.train.loop import pretrain, train_epoch
+from method_toys import (
+    ADAM,
+    DIMS,
+    N_CLASSES,
+    NAMED_DIMS,
+    SGD,
+    all_patterns,
+    assert_stacked_equals_alone,
+    group,
+    mask,
+    options_error,
+    poisoned,
+    toy,
+)
 
 from mlaflow.methods.ae import AE
-from mlaflow.train.optim import StackedOptimizer
 from mlaflow.methods.cra import CRA
 from mlaflow.methods.if_mmin import IFMMIN
 from mlaflow.methods.imputation import artificial_drop, cmd
 from mlaflow.methods.mmin import MMIN
-from method_toys import (options_error, NAMED_DIMS, ADAM, DIMS, N_CLASSES, SGD, all_patterns, assert_stacked_equals_alone,
-                          group, mask, poisoned, toy)
+from mlaflow.train.loop import pretrain, train_epoch
+from mlaflow.train.optim import StackedOptimizer
 
 CLASSES = {"ae": AE, "cra": CRA, "mmin": MMIN, "if_mmin": IFMMIN}
 METHODS = list(CLASSES)
-DEFAULTS = {   # equal to the YAML reported for params.yaml
+DEFAULTS = {  # equal to the YAML reported for params.yaml
     "ae": {"drop_rate": 0.3, "reconstruction_weight": 0.2},
     "cra": {"drop_rate": 0.3, "reconstruction_weight": 0.8, "n_blocks": 2},
-    "mmin": {"teacher_data": "complete", "teacher_epochs": None, "n_blocks": 1, "drop_rate": 0.3,
-             "reconstruction_weight": 4.0, "cycle_weight": 2.0},
-    "if_mmin": {"teacher_data": "complete", "teacher_epochs": None, "n_blocks": 1, "drop_rate": 0.3,
-                "reconstruction_weight": 1.0, "invariant_weight": 1.0},
+    "mmin": {
+        "teacher_data": "complete",
+        "teacher_epochs": None,
+        "n_blocks": 1,
+        "drop_rate": 0.3,
+        "reconstruction_weight": 4.0,
+        "cycle_weight": 2.0,
+    },
+    "if_mmin": {
+        "teacher_data": "complete",
+        "teacher_epochs": None,
+        "n_blocks": 1,
+        "drop_rate": 0.3,
+        "reconstruction_weight": 1.0,
+        "invariant_weight": 1.0,
+    },
 }
 
 
 def _train_cfg(opt=SGD, hidden=8, dropout=0.0, epochs=3):
-    return {"hidden_dim": hidden, "dropout": dropout, "epochs": epochs, "lr_step_epochs": 10, "lr_gamma": 0.1, **opt}
+    return {
+        "hidden_dim": hidden,
+        "dropout": dropout,
+        "epochs": epochs,
+        "lr_step_epochs": 10,
+        "lr_gamma": 0.1,
+        **opt,
+    }
 
 
 def _build(name, generators, cfg=None, **options):
-    return CLASSES[name](dict(NAMED_DIMS), N_CLASSES, cfg or _train_cfg(), {**DEFAULTS[name], **options}, generators)
+    return CLASSES[name](
+        dict(NAMED_DIMS), N_CLASSES, cfg or _train_cfg(), {**DEFAULTS[name], **options}, generators
+    )
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -46,7 +79,11 @@ def test_shapes_and_every_missing_pattern(name):
     loss = train_epoch(model.train(), data, opt, 8)
     assert loss.shape == (2,) and torch.isfinite(loss).all()
     pred = model.eval().predict(data, data.padded([torch.arange(40), torch.arange(29)]))
-    assert pred.unimodal_logits.shape == (2, 3, 40, N_CLASSES) and pred.fused_logits.shape == (2, 40, N_CLASSES)
+    assert pred.unimodal_logits.shape == (2, 3, 40, N_CLASSES) and pred.fused_logits.shape == (
+        2,
+        40,
+        N_CLASSES,
+    )
     assert torch.isfinite(pred.unimodal_logits).all() and torch.isfinite(pred.fused_logits).all()
     nothing = ~present.any(1)
     assert torch.equal(pred.fused_logits[0, nothing], torch.zeros(int(nothing.sum()), N_CLASSES))
@@ -77,14 +114,15 @@ def test_loss_decreases_and_the_toy_problem_is_learned(name):
 def test_reconstruction_error_falls_during_training(name):
     g = torch.Generator().manual_seed(0)
     n = 96
-    z = torch.randn(n, 2, generator=g)                 # modalities that share a latent: one predicts another
+    z = torch.randn(n, 2, generator=g)  # modalities that share a latent: one predicts another
     features = [z @ torch.randn(2, d, generator=g) + 0.05 * torch.randn(n, d, generator=g) for d in DIMS]
     labels = (z[:, 0] > 0).long() + (z[:, 1] > 0.5).long()
     present = mask(n, 0.2, 1)
     data, gens = group(features, labels, present.unsqueeze(0), [torch.arange(n)], [0], standardize=True)
     slow = {**ADAM, "lr": 0.003}
-    model = _build(name, gens, cfg=_train_cfg(slow, hidden=16, epochs=4), reconstruction_weight=1.0,
-                   drop_rate=0.8)
+    model = _build(
+        name, gens, cfg=_train_cfg(slow, hidden=16, epochs=4), reconstruction_weight=1.0, drop_rate=0.8
+    )
     opt = StackedOptimizer(list(model.parameters()), slow, 1)
     for _ in range(20):
         train_epoch(model.train(), data, opt, 16)
@@ -95,8 +133,9 @@ def test_reconstruction_error_falls_during_training(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_stacked_runs_equal_runs_one_at_a_time(name):
     options = {"teacher_data": "observed"} if name in ("mmin", "if_mmin") else {}
-    assert_stacked_equals_alone(lambda gens: _build(name, gens, cfg=_train_cfg(dropout=0.2, epochs=2), **options),
-                                epochs=2)
+    assert_stacked_equals_alone(
+        lambda gens: _build(name, gens, cfg=_train_cfg(dropout=0.2, epochs=2), **options), epochs=2
+    )
 
 
 @pytest.mark.parametrize("name", ["ae", "cra", "mmin_observed", "if_mmin_observed"])
@@ -108,7 +147,7 @@ def test_masked_cells_never_reach_the_model(name):
     for poison in (float("nan"), 1e4):
         poisoned_features = poisoned(features, present, poison)
         data, gens = group(poisoned_features, labels, present.unsqueeze(0), [torch.arange(40)], [0])
-        if options:   # the observed teacher never asks for the complete features
+        if options:  # the observed teacher never asks for the complete features
             data.complete_inputs = None
         model = _build(name, gens, **options)
         opt = StackedOptimizer(list(model.parameters()), SGD, 1)
@@ -168,8 +207,13 @@ def test_reconstruction_error_counts_only_the_dropped_cells(name):
     changed[m][dropped[..., m]] += 100.0
     assert model.reconstruction_error(changed, recon, dropped)[0] > error
     # it is the mean feature MSE of the decoded dropped cells
-    expected = torch.cat([((model.decoders[m](recon[:, dropped[0, :, m]])[0] - xs[m][0][dropped[0, :, m]]) ** 2).mean(-1)
-                          for m in range(3) if dropped[0, :, m].any()])
+    expected = torch.cat(
+        [
+            ((model.decoders[m](recon[:, dropped[0, :, m]])[0] - xs[m][0][dropped[0, :, m]]) ** 2).mean(-1)
+            for m in range(3)
+            if dropped[0, :, m].any()
+        ]
+    )
     assert torch.allclose(error, expected.mean().view(1), atol=1e-6)
     assert set(used) == {m for m in range(3) if dropped[0, :, m].any()}
 
@@ -248,7 +292,10 @@ def test_cmd_is_zero_for_identical_distributions_and_positive_otherwise():
     x = torch.randn(2, 50, 6, generator=g)
     mask = torch.ones(2, 50, dtype=torch.bool)
     assert torch.equal(cmd(x, x, mask), torch.zeros(2))
-    assert torch.equal(cmd(x, x[:, torch.randperm(50, generator=g)], mask).clamp(max=1e-5) < 1e-5, torch.ones(2, dtype=torch.bool))
+    assert torch.equal(
+        cmd(x, x[:, torch.randperm(50, generator=g)], mask).clamp(max=1e-5) < 1e-5,
+        torch.ones(2, dtype=torch.bool),
+    )
     shifted = cmd(x, x + 0.5, mask)
     assert (shifted > 0).all() and torch.allclose(shifted, torch.full((2,), 0.5 * 6**0.5), atol=1e-5)
     scaled = cmd(x, 2 * x, mask)
@@ -274,11 +321,16 @@ def test_if_mmin_teacher_loss_includes_the_cmd_of_shared_features():
     xs = model.teacher_inputs(data, batch)
     h = model.teacher.embed(xs)
     inv = model.teacher.invariant(h)
-    expected_cmd = (cmd(inv[:, 0], inv[:, 1], batch.valid) + cmd(inv[:, 0], inv[:, 2], batch.valid)
-                    + cmd(inv[:, 1], inv[:, 2], batch.valid)) / 3
+    expected_cmd = (
+        cmd(inv[:, 0], inv[:, 1], batch.valid)
+        + cmd(inv[:, 0], inv[:, 2], batch.valid)
+        + cmd(inv[:, 1], inv[:, 2], batch.valid)
+    ) / 3
     logits = model.teacher.head(torch.cat([h[:, 0], h[:, 1], h[:, 2], inv[:, 0], inv[:, 1], inv[:, 2]], -1))
     ce = torch.nn.functional.cross_entropy(logits[0], labels)
-    assert torch.allclose(model.teacher.loss(xs, batch.labels, batch.valid), (ce + expected_cmd).view(1), atol=1e-5)
+    assert torch.allclose(
+        model.teacher.loss(xs, batch.labels, batch.valid), (ce + expected_cmd).view(1), atol=1e-5
+    )
     assert expected_cmd > 0
 
 
@@ -314,11 +366,18 @@ def test_encoders_on_the_kept_rows_only_equal_encoding_every_zero_filled_row(nam
     kept = data.present_at(batch.idx, batch.valid)
     kept[0, ::3, 1] = False
     xs, h = model.network_on(data, batch, kept)
-    plain = torch.cat([enc(x.masked_fill(~kept[..., m : m + 1], 0.0)) for m, (enc, x) in
-                       enumerate(zip(model.encoders, xs))], dim=-1)
+    plain = torch.cat(
+        [
+            enc(x.masked_fill(~kept[..., m : m + 1], 0.0))
+            for m, (enc, x) in enumerate(zip(model.encoders, xs))
+        ],
+        dim=-1,
+    )
     assert torch.allclose(h, plain, atol=1e-6)
     weight = torch.randn_like(h)
-    grads = [torch.autograd.grad((out * weight).sum(), list(model.encoders.parameters())) for out in (h, plain)]
+    grads = [
+        torch.autograd.grad((out * weight).sum(), list(model.encoders.parameters())) for out in (h, plain)
+    ]
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
 
 
@@ -329,7 +388,7 @@ def test_teacher_table_equals_running_the_teacher(name):
     model = _build(name, gens, cfg=_train_cfg(epochs=3), teacher_epochs=2)
     pretrain(model, data, 8, SGD)
     assert len(model.teacher_losses) == 2
-    batch = data.shuffled_batches(data.rows("train"), 8)[-1]          # a padded batch
+    batch = data.shuffled_batches(data.rows("train"), 8)[-1]  # a padded batch
     looked_up = model.teacher_embeddings(data, batch)
     table, model._table = model._table, None
     computed = model.teacher_embeddings(data, batch)
@@ -338,7 +397,7 @@ def test_teacher_table_equals_running_the_teacher(name):
         if a is not None:
             assert torch.allclose(a, b, atol=1e-6)
     model._table = table
-    other = data.padded([torch.arange(0, 8)])                          # rows 0, 1 are not training rows
+    other = data.padded([torch.arange(0, 8)])  # rows 0, 1 are not training rows
     with torch.no_grad():
         direct = model.teacher.embed(model.teacher_inputs(data, other))
     assert torch.allclose(model.teacher_embeddings(data, other)[0], direct, atol=1e-6)

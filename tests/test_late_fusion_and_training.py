@@ -7,14 +7,15 @@ from mlaflow import experiments as E
 from mlaflow import params as P
 from mlaflow.methods import build_method
 from mlaflow.methods.base import RunGroup
-from mlaflow.train.optim import StackedOptimizer
 from mlaflow.methods.late_fusion import LateFusion
 from mlaflow.train.data import Corpus
-from mlaflow.train.loop import RunSpec, train_runs, train_epoch
+from mlaflow.train.loop import RunSpec, train_epoch, train_runs
+from mlaflow.train.optim import StackedOptimizer
 
 
 def train_run(method, corpus, present, split, params, seed):
     return train_runs(method, corpus, [RunSpec(seed, present, split)], E.method_settings(params, method))[0]
+
 
 TRAIN_CFG = {"hidden_dim": 8, "dropout": 0.0}
 
@@ -23,8 +24,14 @@ def _group(features, labels, present, n_runs=1, seed=0):
     n = len(labels)
     split = {"train": torch.arange(n), "val": torch.arange(0), "test": torch.arange(0)}
     generators = [torch.Generator().manual_seed(seed + r) for r in range(n_runs)]
-    return RunGroup(features, labels, present.expand(n_runs, n, 3).clone(), [split] * n_runs, generators,
-                    standardize=False), generators
+    return RunGroup(
+        features,
+        labels,
+        present.expand(n_runs, n, 3).clone(),
+        [split] * n_runs,
+        generators,
+        standardize=False,
+    ), generators
 
 
 def _data(n=40, seed=0):
@@ -48,8 +55,10 @@ def test_late_fusion_modalities_train_independently():
             train_epoch(model, data, opt, 16)
         models.append(model)
     # modality 0's encoder and head do not depend on the other modalities' data
-    for a, b in zip(list(models[0].encoders[0].parameters()) + list(models[0].heads[0].parameters()),
-                    list(models[1].encoders[0].parameters()) + list(models[1].heads[0].parameters())):
+    for a, b in zip(
+        list(models[0].encoders[0].parameters()) + list(models[0].heads[0].parameters()),
+        list(models[1].encoders[0].parameters()) + list(models[1].heads[0].parameters()),
+    ):
         assert torch.allclose(a, b, atol=1e-6)
     assert not torch.allclose(models[0].heads[1].weight, models[1].heads[1].weight)
 
@@ -76,8 +85,11 @@ def test_stacked_optimizer_matches_torch_optim_for_one_run(optimizer):
     ours = torch.nn.Parameter(weights.clone())
     theirs = torch.nn.Parameter(weights[0].clone())
     opt = StackedOptimizer([ours], cfg, 1)
-    ref = (torch.optim.SGD([theirs], lr=0.05, momentum=0.9, weight_decay=0.01) if optimizer == "sgd"
-           else torch.optim.Adam([theirs], lr=0.05, weight_decay=0.01))
+    ref = (
+        torch.optim.SGD([theirs], lr=0.05, momentum=0.9, weight_decay=0.01)
+        if optimizer == "sgd"
+        else torch.optim.Adam([theirs], lr=0.05, weight_decay=0.01)
+    )
     for step in range(5):
         grad = torch.randn(4, 3)
         ours.grad, theirs.grad = grad.unsqueeze(0).clone(), grad.clone()
@@ -92,7 +104,7 @@ def test_stacked_optimizer_leaves_inactive_runs_untouched():
     for _ in range(3):
         p.grad = torch.ones(3, 2)
         opt.step({p: torch.tensor([True, False, True])})
-    assert torch.equal(p[1], torch.ones(2))            # no step, no momentum drift, no weight decay
+    assert torch.equal(p[1], torch.ones(2))  # no step, no momentum drift, no weight decay
     assert torch.allclose(p[0], p[2]) and not torch.equal(p[0], torch.ones(2))
 
 
@@ -102,11 +114,13 @@ def _separable_corpus(n=300, seed=0):
     centers = [torch.randn(4, d, generator=g) for d in (6, 5, 7)]
     strength = (1.5, 0.2, 3.0)  # modality 1 nearly uninformative, modality 2 strong
     features = [c[labels] * s + torch.randn(n, c.shape[1], generator=g) for c, s in zip(centers, strength)]
-    return Corpus([f"u{i}" for i in range(n)], features, labels, ["a", "b", "c", "d"], {}, ["audio", "visual", "text"])
+    return Corpus(
+        [f"u{i}" for i in range(n)], features, labels, ["a", "b", "c", "d"], {}, ["audio", "visual", "text"]
+    )
 
 
 def _params(**train):
-    params = yaml.safe_load(open(P.REPO_ROOT / "params.yaml"))
+    params = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
     params["train"].update({"epochs": 20, "hidden_dim": 16, "optimizer": "adam", "lr": 0.01, **train})
     return params
 
@@ -141,13 +155,18 @@ def test_model_selection_never_looks_at_test_labels():
 def test_stacked_runs_equal_runs_one_at_a_time(method):
     corpus = _separable_corpus()
     rng = np.random.default_rng(0)
-    specs = [RunSpec(seed, rng.random((300, 3)) > rate, _split(300)) for seed, rate in ((0, 0.0), (1, 0.3), (2, 0.6))]
+    specs = [
+        RunSpec(seed, rng.random((300, 3)) > rate, _split(300))
+        for seed, rate in ((0, 0.0), (1, 0.3), (2, 0.6))
+    ]
     specs[2].split = {"test": np.arange(0, 80), "val": np.arange(80, 100), "train": np.arange(100, 250)}
     params = _params(epochs=4, optimizer="sgd", momentum=0.9, dropout=0.2)
     stacked = train_runs(method, corpus, specs, E.method_settings(params, method))
     for spec, record in zip(specs, stacked):
         alone = train_runs(method, corpus, [spec], E.method_settings(params, method))[0]
-        assert alone["validation"]["accuracy_curve"] == pytest.approx(record["validation"]["accuracy_curve"], abs=1e-6)
+        assert alone["validation"]["accuracy_curve"] == pytest.approx(
+            record["validation"]["accuracy_curve"], abs=1e-6
+        )
         assert alone["train_loss_curve"] == pytest.approx(record["train_loss_curve"], abs=1e-5)
         assert alone["metrics"]["accuracy"] == pytest.approx(record["metrics"]["accuracy"], abs=1e-6)
 
@@ -167,11 +186,13 @@ def test_all_missing_test_samples_count_as_prior_predictions():
 
 def test_unknown_method_is_a_clear_error():
     from mlaflow.errors import ParamsError
+
     with pytest.raises(ParamsError, match="unknown method 'no_such_method'"):
         build_method("no_such_method", [3], 2, _params(), [torch.Generator()])
 
 
 # ---- bad input at the training boundary: features that do not match the manifest
+
 
 def _write_inputs(tmp_path, ids_per_modality, labels_per_modality=None, nan_in=None):
     import h5py
@@ -179,7 +200,8 @@ def _write_inputs(tmp_path, ids_per_modality, labels_per_modality=None, nan_in=N
 
     ids = ["u0", "u1", "u2"]
     pd.DataFrame({"utterance_id": ids, "label": ["neu", "hap", "sad"], "label_index": [0, 1, 2]}).to_csv(
-        tmp_path / "manifest.csv", index=False)
+        tmp_path / "manifest.csv", index=False
+    )
     params = _params()
     paths = {}
     for modality in ("audio", "visual", "text"):
@@ -205,9 +227,16 @@ def test_ids_that_do_not_match_across_modalities_name_the_file(tmp_path):
     from mlaflow.train.data import load_corpus
 
     manifest, paths, params = _write_inputs(tmp_path, {"visual": ["u0", "u1", "x9"]})
-    with pytest.raises(InputError, match=r"visual\.h5.*1 utterances of the manifest have no features \(first: u2\)"):
-        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"], list(paths),
-                    {m: params["features"][m]["dim"] for m in paths})
+    with pytest.raises(
+        InputError, match=r"visual\.h5.*1 utterances of the manifest have no features \(first: u2\)"
+    ):
+        load_corpus(
+            manifest,
+            paths,
+            ["neu", "hap", "sad", "ang"],
+            list(paths),
+            {m: params["features"][m]["dim"] for m in paths},
+        )
 
 
 def test_labels_that_disagree_with_the_manifest_name_the_file(tmp_path):
@@ -218,8 +247,13 @@ def test_labels_that_disagree_with_the_manifest_name_the_file(tmp_path):
 
     manifest, paths, params = _write_inputs(tmp_path, {}, labels_per_modality={"text": ["neu", "ang", "sad"]})
     with pytest.raises(InputError, match=r"text\.h5.*labels disagree.*u1"):
-        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"], list(paths),
-                    {m: params["features"][m]["dim"] for m in paths})
+        load_corpus(
+            manifest,
+            paths,
+            ["neu", "hap", "sad", "ang"],
+            list(paths),
+            {m: params["features"][m]["dim"] for m in paths},
+        )
 
 
 def test_nan_features_are_refused_before_training(tmp_path):
@@ -230,8 +264,13 @@ def test_nan_features_are_refused_before_training(tmp_path):
 
     manifest, paths, params = _write_inputs(tmp_path, {}, nan_in="audio")
     with pytest.raises(InputError, match=r"audio\.h5.*u1"):
-        load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"], list(paths),
-                    {m: params["features"][m]["dim"] for m in paths})
+        load_corpus(
+            manifest,
+            paths,
+            ["neu", "hap", "sad", "ang"],
+            list(paths),
+            {m: params["features"][m]["dim"] for m in paths},
+        )
 
 
 def test_the_modality_order_is_the_corpus_list_never_a_json_objects_key_order(tmp_path):
@@ -242,8 +281,9 @@ def test_the_modality_order_is_the_corpus_list_never_a_json_objects_key_order(tm
     from mlaflow.train.data import load_corpus
 
     manifest, paths, params = _write_inputs(tmp_path, {})
-    dims = json.loads(json.dumps({m: params["features"][m]["dim"] for m in ("audio", "visual", "text")},
-                                 sort_keys=True))
+    dims = json.loads(
+        json.dumps({m: params["features"][m]["dim"] for m in ("audio", "visual", "text")}, sort_keys=True)
+    )
     assert list(dims) == ["audio", "text", "visual"]
     corpus = load_corpus(manifest, paths, ["neu", "hap", "sad", "ang"], ["audio", "visual", "text"], dims)
     assert corpus.modalities == ["audio", "visual", "text"]

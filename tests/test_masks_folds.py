@@ -4,9 +4,9 @@ import pytest
 
 from mlaflow.data.folds import fold_indices, make_folds
 from mlaflow.data.masks import bernoulli_mask, cpm_mask, draw_mask, mask_stats, read_mask, write_masks
+from mlaflow.errors import InputError, ParamsError
 
 BERNOULLI = {"protocol": "bernoulli", "modality": None, "training_only": False}
-from mlaflow.errors import InputError, ParamsError
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.3, 0.7])
@@ -80,8 +80,8 @@ def test_fold_for_missing_session_names_the_key():
 @pytest.mark.parametrize("rate", [0.1, 0.3, 0.5, 0.6])
 def test_cpm_masks_keep_a_modality_and_hit_the_target_fraction(rate):
     present = cpm_mask(5531, rate, seed=0)
-    assert present.any(axis=1).all()                     # never every modality of a sample
-    assert abs((1 - present.mean()) - rate) < 0.005        # the protocol's tolerance
+    assert present.any(axis=1).all()  # never every modality of a sample
+    assert abs((1 - present.mean()) - rate) < 0.005  # the protocol's tolerance
     assert np.array_equal(present, cpm_mask(5531, rate, seed=0))
     assert not np.array_equal(present, cpm_mask(5531, rate, seed=1))
 
@@ -89,13 +89,15 @@ def test_cpm_masks_keep_a_modality_and_hit_the_target_fraction(rate):
 def test_cpm_at_high_rates_keeps_exactly_one_modality_per_sample():
     present = cpm_mask(3000, 0.7, seed=0)
     assert (present.sum(axis=1) == 1).all()
-    assert 1 - present.mean() == pytest.approx(2 / 3)      # the real fraction is 0.667, not 0.7
+    assert 1 - present.mean() == pytest.approx(2 / 3)  # the real fraction is 0.667, not 0.7
     assert np.bincount(present.argmax(1), minlength=3).min() > 900  # the kept modality is chosen uniformly
 
 
 def test_draw_mask_dispatches_on_the_protocol():
     names = ["audio", "visual", "text"]
     assert np.array_equal(draw_mask(BERNOULLI, names, 100, 0.3, 2), bernoulli_mask(100, 0.3, 2))
-    assert np.array_equal(draw_mask({**BERNOULLI, "protocol": "cpm"}, names, 100, 0.3, 2), cpm_mask(100, 0.3, 2))
+    assert np.array_equal(
+        draw_mask({**BERNOULLI, "protocol": "cpm"}, names, 100, 0.3, 2), cpm_mask(100, 0.3, 2)
+    )
     with pytest.raises(ValueError):
         draw_mask({**BERNOULLI, "protocol": "other"}, names, 100, 0.3, 2)

@@ -30,15 +30,20 @@ def test_shipped_params_are_valid():
     P.validate(_params())
 
 
-@pytest.mark.parametrize("mutate, key", [
-    (lambda p: p["train"].update(epoch=3), "train.epoch"),
-    (lambda p: p["train"].update(lr="fast"), "train.lr"),
-    (lambda p: p.update(methods=["mla", "magic"]), "methods.1"),
-    (lambda p: p["masks"].update(missing_rates=[0.1, 1.5]), "masks.missing_rates.1"),
-    (lambda p: p["method_params"]["mla"].update(head_gradient_modification="sometimes"),
-     "method_params.mla.head_gradient_modification"),
-    (lambda p: p["features"]["audio"].update(dim=0), "features.audio.dim"),
-])
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda p: p["train"].update(epoch=3), "train.epoch"),
+        (lambda p: p["train"].update(lr="fast"), "train.lr"),
+        (lambda p: p.update(methods=["mla", "magic"]), "methods.1"),
+        (lambda p: p["masks"].update(missing_rates=[0.1, 1.5]), "masks.missing_rates.1"),
+        (
+            lambda p: p["method_params"]["mla"].update(head_gradient_modification="sometimes"),
+            "method_params.mla.head_gradient_modification",
+        ),
+        (lambda p: p["features"]["audio"].update(dim=0), "features.audio.dim"),
+    ],
+)
 def test_wrong_key_or_value_names_the_key(mutate, key):
     params = copy.deepcopy(_params())
     mutate(params)
@@ -67,8 +72,8 @@ def test_a_training_jobs_config_holds_only_what_the_job_computes_from():
     params = _params()
     h = mla_hash(params)
     params["report"]["paper_results"] = "elsewhere.yaml"
-    params["method_params"]["tate"]["heads"] = 2                 # another method's option
-    params["train"]["job_group"] = "run"                         # how runs are grouped into jobs
+    params["method_params"]["tate"]["heads"] = 2  # another method's option
+    params["train"]["job_group"] = "run"  # how runs are grouped into jobs
     params["resources"]["gpu_per_job"] = 1
     assert mla_hash(params) == h
     params["train"]["lr"] = 0.5
@@ -82,8 +87,12 @@ def test_git_commit_is_dirty_for_code_changes_but_not_for_the_pipelines_own_outp
     from mlaflow import provenance
 
     def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
 
     (tmp_path / "reports").mkdir()
     for name in ("code.py", "dvc.lock", "reports/metrics.json"):
@@ -104,11 +113,11 @@ def test_git_commit_is_dirty_for_code_changes_but_not_for_the_pipelines_own_outp
 def test_atomic_path_removes_the_temporaries_of_a_killed_earlier_attempt(tmp_path):
     from mlaflow.io import atomic_path, write_json
 
-    stale_dir = tmp_path / ".corpus.abc123.tmp"          # a directory output, killed mid-write
+    stale_dir = tmp_path / ".corpus.abc123.tmp"  # a directory output, killed mid-write
     (stale_dir / "sub").mkdir(parents=True)
-    stale_file = tmp_path / ".run.json.xyz.tmp.json"      # a file output, killed mid-write
+    stale_file = tmp_path / ".run.json.xyz.tmp.json"  # a file output, killed mid-write
     stale_file.write_text("{")
-    other = tmp_path / ".other.json.q.tmp.json"           # another output's temporary: left alone
+    other = tmp_path / ".other.json.q.tmp.json"  # another output's temporary: left alone
     other.write_text("{")
     with atomic_path(tmp_path / "corpus") as tmp:
         tmp.mkdir()

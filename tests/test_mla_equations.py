@@ -1,19 +1,24 @@
 """MLA's equations against hand-computed values (paper section 3)."""
+
 import math
 
 import pytest
 import torch
 
-from mlaflow.train.loop import train_epoch
-
 from mlaflow.methods.base import RunGroup
-from mlaflow.train.optim import StackedOptimizer
 from mlaflow.methods.mla import MLA, dynamic_fusion_weights, prediction_entropy, rls_update
+from mlaflow.train.loop import train_epoch
+from mlaflow.train.optim import StackedOptimizer
 
 TRAIN_CFG = {"hidden_dim": 4, "dropout": 0.0, "batch_size": 8}
-PAPER_MLA = {"alpha": 1.0, "alpha_schedule": "constant", "head_gradient_modification": "paper",
-             "alternation": "per_step", "fusion": "per_sample",
-             "fixed_weights": {"audio": 0.35, "visual": 0.25, "text": 0.40}}
+PAPER_MLA = {
+    "alpha": 1.0,
+    "alpha_schedule": "constant",
+    "head_gradient_modification": "paper",
+    "alternation": "per_step",
+    "fusion": "per_sample",
+    "fixed_weights": {"audio": 0.35, "visual": 0.25, "text": 0.40},
+}
 
 
 def test_eq5_rls_update_identity_hand_computed():
@@ -30,7 +35,9 @@ def test_eq5_rls_update_general_hand_computed():
     q = torch.tensor([4.0, 7.0]) / 18.5
     expected = P - torch.outer(q, torch.tensor([4.0, 7.0]))
     assert torch.allclose(rls_update(P, h, alpha), expected)
-    assert torch.allclose(expected, torch.tensor([[2 - 16 / 18.5, 1 - 28 / 18.5], [1 - 28 / 18.5, 3 - 49 / 18.5]]))
+    assert torch.allclose(
+        expected, torch.tensor([[2 - 16 / 18.5, 1 - 28 / 18.5], [1 - 28 / 18.5, 3 - 49 / 18.5]])
+    )
 
 
 def test_eq5_projects_out_the_mean_feature_as_alpha_vanishes():
@@ -88,15 +95,25 @@ def _toy_data(n=20, seed=0, n_runs=1, present=None):
         present = torch.ones(n, 3, dtype=torch.bool)
     split = {"train": torch.arange(n), "val": torch.arange(0), "test": torch.arange(0)}
     generators = [torch.Generator().manual_seed(100 + r) for r in range(n_runs)]
-    data = RunGroup(features, labels, present.expand(n_runs, n, 3).clone(), [split] * n_runs, generators,
-                    standardize=False)
+    data = RunGroup(
+        features,
+        labels,
+        present.expand(n_runs, n, 3).clone(),
+        [split] * n_runs,
+        generators,
+        standardize=False,
+    )
     return data, generators
 
 
 def _toy_mla(generators, hgm="paper", alpha=1.0, **options):
-    return MLA({"audio": 3, "visual": 2, "text": 5}, n_classes=3, train_cfg=TRAIN_CFG,
-               method_cfg={**PAPER_MLA, "alpha": alpha, "head_gradient_modification": hgm, **options},
-               generators=generators)
+    return MLA(
+        {"audio": 3, "visual": 2, "text": 5},
+        n_classes=3,
+        train_cfg=TRAIN_CFG,
+        method_cfg={**PAPER_MLA, "alpha": alpha, "head_gradient_modification": hgm, **options},
+        generators=generators,
+    )
 
 
 def _sgd(model, lr=0.1, momentum=0.0, n_runs=1):
@@ -123,8 +140,13 @@ def test_eq2_each_step_gives_gradients_to_the_current_encoder_and_the_head_only(
     original_step = opt.step
 
     def recording_step(active):
-        with_grad.append([m for m, enc in enumerate(model.encoders)
-                          if any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())])
+        with_grad.append(
+            [
+                m
+                for m, enc in enumerate(model.encoders)
+                if any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
+            ]
+        )
         stepped = [m for m, enc in enumerate(model.encoders) if any(p in active for p in enc.parameters())]
         assert stepped == with_grad[-1] and model.head.weight in active
         return original_step(active)
@@ -140,8 +162,9 @@ def test_eq3_head_gradient_is_projected_by_P_t_and_bias_is_not():
     data, gens = _toy_data(n=6)
     model = _toy_mla(gens, alpha=alpha)
     # freeze the encoders (lr 0 through an optimizer over the head only) so each modality's h is fixed
-    opt = StackedOptimizer(list(model.head.parameters()), {"optimizer": "sgd", "lr": lr, "momentum": 0.0,
-                                                            "weight_decay": 0.0}, 1)
+    opt = StackedOptimizer(
+        list(model.head.parameters()), {"optimizer": "sgd", "lr": lr, "momentum": 0.0, "weight_decay": 0.0}, 1
+    )
     with torch.no_grad():
         hs = [enc(x.unsqueeze(0))[0] for enc, x in zip(model.encoders, data.features)]
     W, b, P = model.head.weight[0].detach().clone(), model.head.bias[0].detach().clone(), torch.eye(4)
@@ -152,8 +175,8 @@ def test_eq3_head_gradient_is_projected_by_P_t_and_bias_is_not():
         torch.nn.functional.cross_entropy(h @ W_.T + b_, labels).backward()
         grad_W = W_.grad
         if t > 0:
-            P = rls_update(P, h.mean(0), alpha)   # eq. 4-5, computed before the head update (Algorithm 1)
-            grad_W = grad_W @ P                     # eq. 3; the bias is not projected
+            P = rls_update(P, h.mean(0), alpha)  # eq. 4-5, computed before the head update (Algorithm 1)
+            grad_W = grad_W @ P  # eq. 3; the bias is not projected
         W, b = W - lr * grad_W, b - lr * b_.grad
     # the rows of a batch come shuffled; the mean and the mean loss do not depend on the order
     train_epoch(model, data, opt, batch_size=6)

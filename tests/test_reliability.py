@@ -1,6 +1,7 @@
 """What survives what (issue 15): damaged outputs are named wherever they are produced or read, missing rates
 name their files exactly, a training job fails before training when it cannot write and keeps its finished runs
 when it fails later, extraction stops naming the file when a write fails, and a wav cut short is bad input."""
+
 from __future__ import annotations
 
 import errno
@@ -37,10 +38,13 @@ def _shipped() -> dict:
 # ------------------------------------------------------------------------------------------ missing rates
 
 
-@pytest.mark.parametrize("rates, message", [
-    ([0.0, 0.333], r"masks\.missing_rates.*0\.333 has more than two decimals"),
-    ([0.0, 0.3, 0.30000001], r"masks\.missing_rates.*0\.30000001 has more than two decimals"),
-])
+@pytest.mark.parametrize(
+    "rates, message",
+    [
+        ([0.0, 0.333], r"masks\.missing_rates.*0\.333 has more than two decimals"),
+        ([0.0, 0.3, 0.30000001], r"masks\.missing_rates.*0\.30000001 has more than two decimals"),
+    ],
+)
 def test_a_missing_rate_must_be_what_its_file_name_says(rates, message):
     params = _shipped()
     params["masks"]["missing_rates"] = rates
@@ -68,7 +72,9 @@ def test_paths_the_config_points_at_are_checked_at_parse_time(tmp_path, monkeypa
 
 
 def _store(path: Path, ids, dim=4, modality="audio") -> Path:
-    with FeatureStoreWriter(path, ids, ["neu"] * len(ids), dim, {"modality": modality, "params_hash": "x"}) as w:
+    with FeatureStoreWriter(
+        path, ids, ["neu"] * len(ids), dim, {"modality": modality, "params_hash": "x"}
+    ) as w:
         w.write(np.arange(len(ids)), np.ones((len(ids), dim), np.float32))
         w.finish()
     return path
@@ -88,20 +94,26 @@ def test_a_truncated_feature_store_is_named_where_it_is_read_and_by_verify(tmp_p
     _truncate_keeping_mtime(store)
     with pytest.raises(InputError, match=r"audio\.h5: not a readable HDF5 file"):
         read_store(store)
-    with pytest.raises(InputError, match=r"1 output file\(s\) are damaged: .*audio\.h5.*Fix: delete the damaged"):
+    with pytest.raises(
+        InputError, match=r"1 output file\(s\) are damaged: .*audio\.h5.*Fix: delete the damaged"
+    ):
         verify([str(tmp_path / "features")])
 
 
 def test_verify_names_a_store_that_misses_utterances_of_the_manifest_and_damaged_json(tmp_path):
     (tmp_path / "manifest").mkdir()
-    pd.DataFrame({"utterance_id": ["u0", "u1", "u2"]}).to_csv(tmp_path / "manifest" / "manifest.csv", index=False)
+    pd.DataFrame({"utterance_id": ["u0", "u1", "u2"]}).to_csv(
+        tmp_path / "manifest" / "manifest.csv", index=False
+    )
     _store(tmp_path / "features" / "audio.h5", ["u0", "u1"])
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "run.json").write_text('{"metrics": ')
     with pytest.raises(InputError) as err:
         verify([str(tmp_path / "manifest"), str(tmp_path / "features"), str(tmp_path / "runs")])
     assert "2 output file(s) are damaged" in str(err.value)
-    assert "audio.h5: holds 2 rows, the manifest 3 utterances" in str(err.value) and "run.json" in str(err.value)
+    assert "audio.h5: holds 2 rows, the manifest 3 utterances" in str(err.value) and "run.json" in str(
+        err.value
+    )
 
 
 def test_the_report_names_a_damaged_feature_store(tmp_path):
@@ -119,9 +131,14 @@ def test_every_dvc_stage_verifies_exactly_its_outputs():
         snakemake, verify_cmd = stage["cmd"].split(" && ")
         assert snakemake == f"snakemake {name}" and verify_cmd.startswith("mlaflow verify ")
         checked = set(verify_cmd.split()[2:])
-        outs = {next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots")
-                for o in stage.get(key, [])}
-        outs = {o for o in outs if not o.endswith(".png") and o != "data/corpus"}   # images and wavs: not read back
+        outs = {
+            next(iter(o)) if isinstance(o, dict) else o
+            for key in ("outs", "metrics", "plots")
+            for o in stage.get(key, [])
+        }
+        outs = {
+            o for o in outs if not o.endswith(".png") and o != "data/corpus"
+        }  # images and wavs: not read back
         covered = {o for o in outs if any(o == c or o.startswith(c.rstrip("/") + "/") for c in checked)}
         assert covered == outs, (name, outs - covered)
 
@@ -136,25 +153,45 @@ def job_inputs(tmp_path):
     ids = [f"u{i:02d}" for i in range(n)]
     labels = rng.integers(0, 3, n)
     classes = ["neu", "hap", "sad"]
-    manifest = pd.DataFrame({"utterance_id": ids, "session": np.arange(n) % 3 + 1,
-                             "label": [classes[i] for i in labels], "label_index": labels})
+    manifest = pd.DataFrame(
+        {
+            "utterance_id": ids,
+            "session": np.arange(n) % 3 + 1,
+            "label": [classes[i] for i in labels],
+            "label_index": labels,
+        }
+    )
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     dims = {"audio": 3, "visual": 4, "text": 5}
     stores = []
     for m, d in dims.items():
-        with FeatureStoreWriter(tmp_path / f"{m}.h5", ids, manifest["label"].tolist(), d, {"modality": m}) as w:
+        with FeatureStoreWriter(
+            tmp_path / f"{m}.h5", ids, manifest["label"].tolist(), d, {"modality": m}
+        ) as w:
             w.write(np.arange(n), (rng.standard_normal((n, d)) + labels[:, None]).astype(np.float32))
             w.finish()
         stores.append(str(tmp_path / f"{m}.h5"))
     make_folds(manifest, [1, 2], 0.2, 0).to_csv(tmp_path / "folds.csv", index=False)
-    write_masks(tmp_path / "masks.h5", ids, {s: bernoulli_mask(n, 0.3, s) for s in (0, 1)}, 0.3, BERNOULLI, "prior",
-                NAMES)
+    write_masks(
+        tmp_path / "masks.h5",
+        ids,
+        {s: bernoulli_mask(n, 0.3, s) for s in (0, 1)},
+        0.3,
+        BERNOULLI,
+        "prior",
+        NAMES,
+    )
     params = P.validate(_shipped())
     params["train"].update(epochs=2, hidden_dim=8, device="cpu", batch_runs=False)
     config = E.train_job_config(params, E.by_name(E.experiment_table(params))["main"], "late_fusion")
     config.update(test_time_shift=[], classes=classes, feature_dims=dims)
-    args = dict(manifest=tmp_path / "manifest.csv", feature_paths=stores, folds_path=tmp_path / "folds.csv",
-                masks_path=tmp_path / "masks.h5", shift_mask_paths=[])
+    args = {
+        "manifest": tmp_path / "manifest.csv",
+        "feature_paths": stores,
+        "folds_path": tmp_path / "folds.csv",
+        "masks_path": tmp_path / "masks.h5",
+        "shift_mask_paths": [],
+    }
     outputs = [str(tmp_path / "runs" / f"seed{s}_fold{f}.json") for s in (0, 1) for f in (1, 2)]
     return config, args, outputs
 
@@ -168,8 +205,14 @@ def test_a_job_that_cannot_write_fails_before_training(job_inputs, tmp_path, mon
     (tmp_path / "blocked").write_text("a file where the runs' folder should be")
     trained = []
     monkeypatch.setattr(job_module, "train_runs", lambda *a, **k: trained.append(a) or [])
-    with pytest.raises(InputError, match=r"blocked/\.done: cannot write the runs' results here.*nothing was trained"):
-        _run(config, args, [str(tmp_path / "blocked" / f"seed{s}_fold{f}.json") for s in (0, 1) for f in (1, 2)])
+    with pytest.raises(
+        InputError, match=r"blocked/\.done: cannot write the runs' results here.*nothing was trained"
+    ):
+        _run(
+            config,
+            args,
+            [str(tmp_path / "blocked" / f"seed{s}_fold{f}.json") for s in (0, 1) for f in (1, 2)],
+        )
     assert not trained
 
 
@@ -188,17 +231,17 @@ def test_a_failed_job_keeps_its_finished_runs_and_the_rerun_trains_only_the_rest
     with pytest.raises(RuntimeError, match="killed"):
         _run(config, args, outputs)
     done = sorted(Path(outputs[0]).parent.joinpath(".done").glob("*.json"))
-    assert [p.name.split(".")[0] for p in done] == ["seed0_fold1", "seed0_fold2"]   # kept, in a hidden folder
+    assert [p.name.split(".")[0] for p in done] == ["seed0_fold1", "seed0_fold2"]  # kept, in a hidden folder
     calls.clear()
     monkeypatch.setattr(job_module, "train_runs", lambda *a: calls.append(len(a[2])) or real(*a))
     _run(config, args, outputs)
-    assert calls == [1, 1]                                   # only the two runs not finished before
+    assert calls == [1, 1]  # only the two runs not finished before
     resumed = [json.loads(Path(o).read_text()) for o in outputs]
-    assert not Path(outputs[0]).parent.joinpath(".done").exists()   # removed once every output is whole
+    assert not Path(outputs[0]).parent.joinpath(".done").exists()  # removed once every output is whole
     for out in outputs:
         Path(out).unlink()
     monkeypatch.setattr(job_module, "train_runs", real)
-    _run(config, args, outputs)                               # from scratch: the same numbers
+    _run(config, args, outputs)  # from scratch: the same numbers
     fresh = [json.loads(Path(o).read_text()) for o in outputs]
     for a, b in zip(resumed, fresh):
         assert a["metrics"] == b["metrics"] and a["validation"] == b["validation"]
@@ -211,7 +254,9 @@ def test_a_full_disk_while_writing_a_run_names_the_file(job_inputs, monkeypatch)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(job_module, "write_json", full)
-    with pytest.raises(InputError, match=r"seed0_fold1\.[0-9a-f]+\.json: cannot be written \(No space left on device\)"):
+    with pytest.raises(
+        InputError, match=r"seed0_fold1\.[0-9a-f]+\.json: cannot be written \(No space left on device\)"
+    ):
         _run(config, args, outputs)
 
 
@@ -229,13 +274,15 @@ def test_a_failed_write_during_extraction_stops_it_naming_the_partial_file(tmp_p
         raise OSError(errno.ENOSPC, "Can't synchronously write data (errno = 28, 'No space left on device')")
 
     monkeypatch.setattr(h5py.File, "flush", full)
-    with pytest.raises(InputError, match=r"audio\.partial\.h5: cannot be written \(No space left on device\).*kept"):
+    with pytest.raises(
+        InputError, match=r"audio\.partial\.h5: cannot be written \(No space left on device\).*kept"
+    ):
         writer.write(np.arange(5, 10), np.ones((5, 4), np.float32))
     monkeypatch.undo()
     writer.close()
     reopened = FeatureStoreWriter(tmp_path / "audio.h5", ids, ["neu"] * 10, 4, attrs)
     reopened.open()
-    assert list(reopened.pending_rows()) == [5, 6, 7, 8, 9]        # the rows written before are kept
+    assert list(reopened.pending_rows()) == [5, 6, 7, 8, 9]  # the rows written before are kept
     reopened.close()
 
 
@@ -244,13 +291,16 @@ def test_a_failed_write_during_extraction_stops_it_naming_the_partial_file(tmp_p
 
 def test_a_wav_cut_short_mid_file_is_bad_input(tmp_path):
     path = tmp_path / "cut.wav"
-    soundfile.write(path, np.random.default_rng(0).standard_normal(23074).astype("float32") * 0.1, 16000,
-                    subtype="PCM_16")
+    soundfile.write(
+        path, np.random.default_rng(0).standard_normal(23074).astype("float32") * 0.1, 16000, subtype="PCM_16"
+    )
     assert declared_wav_frames(path) == 23074 and read_wave(path, 16000, 10**9, 400).shape == (23074,)
     with open(path, "r+b") as f:
-        f.truncate(44 + 9978 * 2)                     # the header still declares 23,074 frames
+        f.truncate(44 + 9978 * 2)  # the header still declares 23,074 frames
     assert soundfile.info(str(path)).frames == 9978
-    with pytest.raises(InputError, match=r"cut\.wav: cut short: its header declares 23074 frames, the file holds 9978"):
+    with pytest.raises(
+        InputError, match=r"cut\.wav: cut short: its header declares 23074 frames, the file holds 9978"
+    ):
         wav_length(path, 16000, 10**9, 400)
     with pytest.raises(InputError, match="cut short"):
         read_wave(path, 16000, 10**9, 400)
@@ -260,8 +310,18 @@ def test_a_mask_whose_columns_are_other_modalities_is_refused(tmp_path):
     from mlaflow.data.masks import read_mask
 
     ids = [f"u{i}" for i in range(10)]
-    write_masks(tmp_path / "m.h5", ids, {0: bernoulli_mask(10, 0.3, 0)}, 0.3, BERNOULLI, "prior",
-                ["audio", "text", "visual"])
-    with pytest.raises(InputError, match=r"m\.h5: its columns are the modalities \['audio', 'text', 'visual'\], "
-                                         r"the run's are \['audio', 'visual', 'text'\]"):
+    write_masks(
+        tmp_path / "m.h5",
+        ids,
+        {0: bernoulli_mask(10, 0.3, 0)},
+        0.3,
+        BERNOULLI,
+        "prior",
+        ["audio", "text", "visual"],
+    )
+    with pytest.raises(
+        InputError,
+        match=r"m\.h5: its columns are the modalities \['audio', 'text', 'visual'\], "
+        r"the run's are \['audio', 'visual', 'text'\]",
+    ):
         read_mask(tmp_path / "m.h5", 0, ids, BERNOULLI, None, NAMES)

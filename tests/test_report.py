@@ -3,8 +3,11 @@
 Every test builds its own tiny stage indexes and run JSONs in tmp_path (`write_workspace`), as the workflow
 would write them, and reads them through the report's entry points or its loader.
 """
+
 import copy
 import json
+import re
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,6 +15,7 @@ import pandas as pd
 import pytest
 
 from mlaflow import experiments as X
+from mlaflow.errors import InputError
 from mlaflow.report import build, complete, suite
 from mlaflow.report.aggregate import seed_stats
 from mlaflow.report.context import load_context
@@ -24,20 +28,47 @@ CONFIG = {
     "methods": ["mla", "late_fusion"],
     "complete_modality_methods": ["concat", "qmf"],
     "missing_suite": {"methods": ["cca", "qmf"], "missing_rates": [0.3, 0.6]},
-    "isolation": {"enabled": True, "methods": ["mla"], "modalities": ["text"], "training_missing_rates": [0.6]},
-    "fidelity": {"enabled": True, "missing_rates": [0.0, 0.3],
-                 "variants": {"hgm_off": {"mla": {"head_gradient_modification": "off"}},
-                              "zero_filled_inputs": {"train": {"masked_input": "zero_fill"}}},
-                 "protocol_methods": ["mla"]},
-    "train": {"seeds": [0, 1], "optimizer": "sgd", "lr": 0.01, "masked_input": "skip", "model_selection": "validation",
-              "job_group": "cell", "method_optimizers": {"cca": {"optimizer": "adam", "lr": 0.001}}},
+    "isolation": {
+        "enabled": True,
+        "methods": ["mla"],
+        "modalities": ["text"],
+        "training_missing_rates": [0.6],
+    },
+    "fidelity": {
+        "enabled": True,
+        "missing_rates": [0.0, 0.3],
+        "variants": {
+            "hgm_off": {"mla": {"head_gradient_modification": "off"}},
+            "zero_filled_inputs": {"train": {"masked_input": "zero_fill"}},
+        },
+        "protocol_methods": ["mla"],
+    },
+    "train": {
+        "seeds": [0, 1],
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "masked_input": "skip",
+        "model_selection": "validation",
+        "job_group": "cell",
+        "method_optimizers": {"cca": {"optimizer": "adam", "lr": 0.001}},
+    },
     "method_params": {"mla": {}, "late_fusion": {}, "concat": {}, "qmf": {}, "cca": {}},
 }
-REPORT_OUTPUTS = ("report.md", "missing_suite.json", "fidelity.json", "plots/missing_suite_accuracy.csv",
-                  "plots/test_time_shift.csv", "plots/isolation.csv", "plots/fidelity_effects.csv",
-                  "plots/accuracy_vs_missing_rate_by_protocol.csv", "figures/modality_gap.png",
-                  "figures/missing_suite_accuracy.png", "figures/isolation.png",
-                  "figures/accuracy_vs_missing_rate_by_protocol.png")
+REPORT_OUTPUTS = (
+    "report.md",
+    "report_page.html",
+    "missing_suite.json",
+    "fidelity.json",
+    "plots/missing_suite_accuracy.csv",
+    "plots/test_time_shift.csv",
+    "plots/isolation.csv",
+    "plots/fidelity_effects.csv",
+    "plots/accuracy_vs_missing_rate_by_protocol.csv",
+    "figures/modality_gap.png",
+    "figures/missing_suite_accuracy.png",
+    "figures/isolation.png",
+    "figures/accuracy_vs_missing_rate_by_protocol.png",
+)
 BASE = {"mla": 0.8, "late_fusion": 0.78, "concat": 0.75, "qmf": 0.77, "cca": 0.6}
 PAPER = """
 table1_complete_modalities:
@@ -64,19 +95,37 @@ def _record(experiment, method, rate, seed, fold, config_rates):
     masked = experiment.masks.modality
     per_modality = {m: (0.5 if m == masked else acc - 0.1 - 0.1 * i) for i, m in enumerate(MODALITIES)}
     return {
-        "experiment": experiment.name, "experiment_kind": experiment.kind, "method": method, "missing_rate": rate,
-        "seed": seed, "fold": fold, "config_hash": f"hash-{method}", "masks": experiment.masks.as_dict(),
-        "metrics": {"accuracy": acc, "unweighted_accuracy": acc - 0.01, "macro_f1": acc - 0.02,
-                    "weighted_f1": acc - 0.015, "per_modality_accuracy": per_modality, "share_all_missing": rate / 10,
-                    "modality_gap": {"audio-text": 0.8, "audio-visual": 0.9 + 0.01 * seed},
-                    "embedding_projection": {m: [[0.1 * i, 0.2], [0.3, 0.1 * fold]] for i, m in enumerate(MODALITIES)}},
-        "test_time_shift": ({f"{r:.2f}": acc - (r - rate) / 4 for r in config_rates}
-                            if experiment.test_time_shift else {}),
-        "validation": {"best_epoch": 3}, "seconds_per_epoch": 0.1,
-        "selection": {"fused": {"test_selected": acc + 0.01, "optimism": 0.01, "validation_selected": acc},
-                      "per_batch": {"validation_selected": acc - 0.03},
-                      "fixed": {"validation_selected": acc + 0.001},
-                      "average": {"validation_selected": acc - 0.005}},
+        "experiment": experiment.name,
+        "experiment_kind": experiment.kind,
+        "method": method,
+        "missing_rate": rate,
+        "seed": seed,
+        "fold": fold,
+        "config_hash": f"hash-{method}",
+        "masks": experiment.masks.as_dict(),
+        "metrics": {
+            "accuracy": acc,
+            "unweighted_accuracy": acc - 0.01,
+            "macro_f1": acc - 0.02,
+            "weighted_f1": acc - 0.015,
+            "per_modality_accuracy": per_modality,
+            "share_all_missing": rate / 10,
+            "modality_gap": {"audio-text": 0.8, "audio-visual": 0.9 + 0.01 * seed},
+            "embedding_projection": {
+                m: [[0.1 * i, 0.2], [0.3, 0.1 * fold]] for i, m in enumerate(MODALITIES)
+            },
+        },
+        "test_time_shift": (
+            {f"{r:.2f}": acc - (r - rate) / 4 for r in config_rates} if experiment.test_time_shift else {}
+        ),
+        "validation": {"best_epoch": 3},
+        "seconds_per_epoch": 0.1,
+        "selection": {
+            "fused": {"test_selected": acc + 0.01, "optimism": 0.01, "validation_selected": acc},
+            "per_batch": {"validation_selected": acc - 0.03},
+            "fixed": {"validation_selected": acc + 0.001},
+            "average": {"validation_selected": acc - 0.005},
+        },
     }
 
 
@@ -96,11 +145,14 @@ def write_workspace(root, config, stages=X.STAGES, skip=lambda experiment, metho
                     for fold in config["splits"]["folds"]:
                         path = root / X.run_path(e, method, rate, seed, fold)
                         path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_text(json.dumps(_record(e, method, rate, seed, fold,
-                                                           config["masks"]["missing_rates"])))
+                        path.write_text(
+                            json.dumps(_record(e, method, rate, seed, fold, config["masks"]["missing_rates"]))
+                        )
                         runs.append(str(path))
         index = root / f"{stage}.index.json"
-        index.write_text(json.dumps({"stage": stage, "experiments": [X.as_dict(e) for e in exps], "runs": runs}))
+        index.write_text(
+            json.dumps({"stage": stage, "experiments": [X.as_dict(e) for e in exps], "runs": runs})
+        )
         paths.append(str(index))
     return paths
 
@@ -133,14 +185,21 @@ def paper_path(tmp_path):
 
 
 def _report_config(config, paper_dataset="IEMOCAP"):
-    return {"config": config, "modalities": MODALITIES, "classes": ["neu", "hap", "sad", "ang"],
-            "paper_dataset": paper_dataset}
+    return {
+        "config": config,
+        "modalities": MODALITIES,
+        "classes": ["neu", "hap", "sad", "ang"],
+        "paper_dataset": paper_dataset,
+    }
 
 
 def _build(tmp_path, paper_path, config=CONFIG, **kwargs):
     indexes = write_workspace(tmp_path, config, **kwargs)
     features, masks = _provenance_files(tmp_path)
     out = tmp_path / "reports"
+    # as in the workflow: the summary first (report_page.html embeds its figure)
+    summary = {"methods": config["methods"], "modalities": MODALITIES, "paper_dataset": "IEMOCAP"}
+    build.build_summary(summary, indexes[:1], paper_path, out)
     build.build_report(_report_config(config), indexes, paper_path, features, masks, out)
     return (out / "report.md").read_text(), out
 
@@ -149,24 +208,32 @@ def _build(tmp_path, paper_path, config=CONFIG, **kwargs):
 
 
 def test_seed_stats_is_mean_over_folds_then_mean_and_sample_std_over_seeds():
-    runs = pd.DataFrame({
-        "method": ["mla"] * 4, "missing_rate": [0.3] * 4, "seed": [0, 0, 1, 1], "fold": [1, 2, 1, 2],
-        "accuracy": [0.5, 0.7, 0.8, 0.8], "f1": [0.1, 0.3, 0.2, 0.2],
-    })
+    runs = pd.DataFrame(
+        {
+            "method": ["mla"] * 4,
+            "missing_rate": [0.3] * 4,
+            "seed": [0, 0, 1, 1],
+            "fold": [1, 2, 1, 2],
+            "accuracy": [0.5, 0.7, 0.8, 0.8],
+            "f1": [0.1, 0.3, 0.2, 0.2],
+        }
+    )
     row = seed_stats(runs, ["method", "missing_rate"], ["accuracy", "f1"]).iloc[0]
     # seed 0: 0.6, seed 1: 0.8 -> mean 0.7, sample std |0.8 - 0.6| / sqrt(2) = 0.1414
     assert row["accuracy_mean"] == pytest.approx(0.7)
     assert row["accuracy_std"] == pytest.approx(0.2 / np.sqrt(2))
     assert row["f1_mean"] == pytest.approx(0.2) and row["f1_std"] == pytest.approx(0.0)
     assert row["n_seeds"] == 2 and row["n_runs"] == 4
-    single = seed_stats(runs, ["method"], "accuracy").iloc[0]     # one column: plain mean / std
+    single = seed_stats(runs, ["method"], "accuracy").iloc[0]  # one column: plain mean / std
     assert single["mean"] == pytest.approx(0.7) and single["std"] == pytest.approx(0.1414213, rel=1e-5)
     one_seed = seed_stats(runs[runs["seed"] == 0], ["method"], "accuracy").iloc[0]
     assert one_seed["mean"] == pytest.approx(0.6) and one_seed["std"] == 0.0
 
 
 def test_seed_stats_keeps_the_order_of_the_groups():
-    runs = pd.DataFrame({"method": ["b", "b", "a", "a"], "seed": [0, 1, 0, 1], "accuracy": [0.1, 0.3, 0.5, 0.5]})
+    runs = pd.DataFrame(
+        {"method": ["b", "b", "a", "a"], "seed": [0, 1, 0, 1], "accuracy": [0.1, 0.3, 0.5, 0.5]}
+    )
     table = seed_stats(runs, ["method"], "accuracy")
     assert list(table["method"]) == ["b", "a"] and table["mean"].tolist() == pytest.approx([0.2, 0.5])
 
@@ -181,18 +248,29 @@ def _complete_runs(weak_mla=0.5, weak_concat=0.3):
         for seed in (0, 1):
             for fold in (1, 2):
                 jitter = 0.01 * (seed - 0.5)
-                rows.append({"experiment": "main", "kind": "main", "method": method, "missing_rate": 0.0,
-                             "seed": seed, "fold": fold, "accuracy": 0.8 + jitter, "audio_accuracy": 0.6 + jitter,
-                             "visual_accuracy": weak + jitter, "text_accuracy": 0.7 + jitter,
-                             "fusion_average_accuracy": 0.75 + jitter})
+                rows.append(
+                    {
+                        "experiment": "main",
+                        "kind": "main",
+                        "method": method,
+                        "missing_rate": 0.0,
+                        "seed": seed,
+                        "fold": fold,
+                        "accuracy": 0.8 + jitter,
+                        "audio_accuracy": 0.6 + jitter,
+                        "visual_accuracy": weak + jitter,
+                        "text_accuracy": 0.7 + jitter,
+                        "fusion_average_accuracy": 0.75 + jitter,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def test_table1_and_the_laziness_statement_are_computed_from_the_runs():
     table = complete.table1(_complete_runs(), MODALITIES)
-    assert list(table.index) == ["concat", "late_fusion", "mla"]            # the paper's column order
+    assert list(table.index) == ["concat", "late_fusion", "mla"]  # the paper's column order
     assert table.loc["mla", "visual_accuracy_mean"] == pytest.approx(0.5)
-    assert complete.weak_modality(table, MODALITIES) == "visual"           # lowest when trained alone
+    assert complete.weak_modality(table, MODALITIES) == "visual"  # lowest when trained alone
     assert "claim on this corpus: holds" in complete.laziness_statement(table, MODALITIES)
     assert "(concat)" in complete.laziness_statement(table, MODALITIES)
     reversed_table = complete.table1(_complete_runs(weak_mla=0.3, weak_concat=0.5), MODALITIES)
@@ -201,20 +279,28 @@ def test_table1_and_the_laziness_statement_are_computed_from_the_runs():
 
 def test_table3_pairs_hgm_off_runs_with_average_fusion_curves():
     runs = _complete_runs()
-    hgm_off = runs[runs["method"] == "mla"].assign(experiment="hgm_off", accuracy=0.78, fusion_average_accuracy=0.7)
+    hgm_off = runs[runs["method"] == "mla"].assign(
+        experiment="hgm_off", accuracy=0.78, fusion_average_accuracy=0.7
+    )
     table = complete.table3(runs, hgm_off, MODALITIES)
     assert table.loc[("off", "off"), "multi_mean"] == pytest.approx(0.7)
     assert table.loc[("off", "on"), "multi_mean"] == pytest.approx(0.78)
     assert table.loc[("on", "off"), "multi_mean"] == pytest.approx(0.75)
     assert table.loc[("on", "on"), "multi_mean"] == pytest.approx(0.8)
-    assert complete.table3(runs, hgm_off.iloc[0:0], MODALITIES) is None    # no hgm_off runs: no table
+    assert complete.table3(runs, hgm_off.iloc[0:0], MODALITIES) is None  # no hgm_off runs: no table
     experiments = X.experiment_table(CONFIG)
-    assert complete.hgm_off_experiment(experiments).name == "hgm_off"       # found by its overrides, not its name
+    assert complete.hgm_off_experiment(experiments).name == "hgm_off"  # found by its overrides, not its name
 
 
 def test_the_table2_claim_and_the_strongest_methods():
-    runs = pd.DataFrame([{"method": m, "missing_rate": r, "seed": s, "fold": 1, "accuracy": BASE[m] - r + 0.01 * s}
-                         for m in ("mla", "late_fusion", "cca", "qmf") for r in (0.3, 0.6) for s in (0, 1)])
+    runs = pd.DataFrame(
+        [
+            {"method": m, "missing_rate": r, "seed": s, "fold": 1, "accuracy": BASE[m] - r + 0.01 * s}
+            for m in ("mla", "late_fusion", "cca", "qmf")
+            for r in (0.3, 0.6)
+            for s in (0, 1)
+        ]
+    )
     methods = suite.suite_methods(["mla", "late_fusion"], ["cca", "qmf"])
     table = suite.table2(runs, methods, [0.3, 0.6])
     assert list(dict.fromkeys(table["method"])) == ["mla", "late_fusion", "cca", "qmf"]
@@ -222,7 +308,9 @@ def test_the_table2_claim_and_the_strongest_methods():
     assert suite.claim_statement(table).endswith("MLA is best at 2 of 2 rates.")
     runs.loc[(runs["method"] == "qmf") & (runs["missing_rate"] == 0.6), "accuracy"] += 0.2
     statement = suite.claim_statement(suite.table2(runs, methods, [0.3, 0.6]))
-    assert "best at 1 of 2 rates; behind at 0.6 (`qmf` +17.00 points, beyond the two seed spreads)." in statement
+    assert (
+        "best at 1 of 2 rates; behind at 0.6 (`qmf` +17.00 points, beyond the two seed spreads)." in statement
+    )
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -231,8 +319,8 @@ def test_the_table2_claim_and_the_strongest_methods():
 def test_runs_load_in_the_experiment_tables_order_and_reused_cells_read_the_main_runs(tmp_path, paper_path):
     indexes = write_workspace(tmp_path, CONFIG)
     shuffled = tmp_path / "shuffled.index.json"
-    index = json.loads(open(indexes[0]).read())
-    index["runs"] = index["runs"][::-1]                      # the order of the index does not matter
+    index = json.loads(Path(indexes[0]).read_text())
+    index["runs"] = index["runs"][::-1]  # the order of the index does not matter
     shuffled.write_text(json.dumps(index))
     ctx = load_context(_report_config(CONFIG), [str(shuffled), *indexes[1:]], paper_path, tmp_path / "out")
     main = ctx.runs_of_kind("main")
@@ -244,20 +332,26 @@ def test_runs_load_in_the_experiment_tables_order_and_reused_cells_read_the_main
     runs = ctx.runs_of(zero_fill)
     at_zero = runs[runs["missing_rate"] == 0.0]
     assert len(at_zero) == 4 and (at_zero["experiment"] == "zero_filled_inputs").all()
-    assert at_zero["accuracy"].tolist() == main[(main["method"] == "mla") & (main["missing_rate"] == 0.0)][
-        "accuracy"].tolist()
+    assert (
+        at_zero["accuracy"].tolist()
+        == main[(main["method"] == "mla") & (main["missing_rate"] == 0.0)]["accuracy"].tolist()
+    )
     isolation = ctx.runs_of(X.by_name(ctx.experiments)["isolate_text"])
-    assert sorted(isolation["missing_rate"].unique()) == [0.0, 0.6]    # share 0: the main grid's runs
+    assert sorted(isolation["missing_rate"].unique()) == [0.0, 0.6]  # share 0: the main grid's runs
 
 
 def test_the_paper_dataset_null_shows_no_paper_figures(tmp_path, paper_path):
     indexes = write_workspace(tmp_path, CONFIG)
     out = tmp_path / "reports"
+    build.build_summary(
+        {"methods": CONFIG["methods"], "modalities": MODALITIES, "paper_dataset": None},
+        indexes[:1],
+        paper_path,
+        out,
+    )
     build.build_report(_report_config(CONFIG, paper_dataset=None), indexes, paper_path, [], [], out)
     report = (out / "report.md").read_text()
     assert "(paper)" not in report and "paper (" not in report
-    build.build_summary({"methods": CONFIG["methods"], "modalities": MODALITIES, "paper_dataset": None},
-                        indexes[:1], paper_path, out)
     header = (out / "plots" / "accuracy_vs_missing_rate.csv").read_text().splitlines()[0]
     assert header == "missing_rate,mla,late_fusion"
 
@@ -273,17 +367,27 @@ def test_every_registered_section_runs_and_returns_lines(tmp_path, paper_path):
     for section in build.SECTIONS:
         lines = section(ctx)
         assert lines and all(isinstance(line, str) for line in lines), section.__name__
-    for name in ("report.md",):
-        assert not (tmp_path / "out" / name).exists()          # sections write their own files, not the report
-    for name in REPORT_OUTPUTS[1:]:
+    for name in ("report.md", "report_page.html"):
+        assert not (tmp_path / "out" / name).exists()  # sections write their own files, not the report
+    for name in REPORT_OUTPUTS[2:]:
         assert (tmp_path / "out" / name).exists(), name
 
 
 def test_the_report_and_summary_on_a_tiny_workspace(tmp_path, paper_path):
     report, out = _build(tmp_path, paper_path)
-    for heading in ("## Accuracy (%) against missing rate", "## All metrics", "Table 1 analogue",
-                    "### Modality gap", "### MLA ablations (Table 3 analogue)", "## Missing-modality suite",
-                    "### Test-time shift", "## Isolation of modalities", "## Fidelity", "## Masks", "## Provenance"):
+    for heading in (
+        "## Accuracy (%) against missing rate",
+        "## All metrics",
+        "Table 1 analogue",
+        "### Modality gap",
+        "### MLA ablations (Table 3 analogue)",
+        "## Missing-modality suite",
+        "### Test-time shift",
+        "## Isolation of modalities",
+        "## Fidelity",
+        "## Masks",
+        "## Provenance",
+    ):
         assert heading in report, heading
     assert "| mla (paper) | — | 70.00 | 60.00 |" in report
     assert "Laziness claim on this corpus" in report and "MLA is best at 2 of 2 rates." in report
@@ -296,14 +400,21 @@ def test_the_report_and_summary_on_a_tiny_workspace(tmp_path, paper_path):
     assert fidelity_metrics["fidelity"]["hgm_off"]["r00"]["delta_mean"] == pytest.approx(-0.02)
     assert set(fidelity_metrics["by_protocol"]) == {"bernoulli", "cpm"}
 
-    build.build_summary({"methods": CONFIG["methods"], "modalities": MODALITIES, "paper_dataset": "IEMOCAP"},
-                        [str(tmp_path / "main_grid.index.json")], paper_path, out)
+    build.build_summary(
+        {"methods": CONFIG["methods"], "modalities": MODALITIES, "paper_dataset": "IEMOCAP"},
+        [str(tmp_path / "main_grid.index.json")],
+        paper_path,
+        out,
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"config_hash", "mla", "late_fusion", "concat", "qmf"}
     assert metrics["mla"]["r30"]["accuracy_mean"] == pytest.approx(0.8 - 0.15 + 0.005 + 0.003)
     assert metrics["concat"].keys() == {"r00"} and metrics["mla"]["r00"]["n_runs"] == 4
     csv = (out / "plots" / "accuracy_vs_missing_rate.csv").read_text().splitlines()
-    assert csv[0] == "missing_rate,mla,paper_mla,late_fusion,paper_late_fusion" and csv[2] == "0.3,65.8,70.0,63.8,"
+    assert (
+        csv[0] == "missing_rate,mla,paper_mla,late_fusion,paper_late_fusion"
+        and csv[2] == "0.3,65.8,70.0,63.8,"
+    )
 
 
 # ------------------------------------------------------------------------------------------- sections without data
@@ -324,13 +435,17 @@ def test_stages_not_run_are_one_sentence_each(tmp_path, paper_path):
 
 def test_an_empty_suite_says_so(tmp_path, paper_path):
     report, out = _build(tmp_path, paper_path, skip=lambda e, m, r: e.kind == "suite")
-    assert ("Missing-modality suite (Table 2 analogue): not run (the missing_suite stage's index lists no runs)."
-            in report)
+    assert (
+        "Missing-modality suite (Table 2 analogue): not run (the missing_suite stage's index lists no runs)."
+        in report
+    )
     assert json.loads((out / "missing_suite.json").read_text()).keys() == {"config_hash"}
-    other = tmp_path / "other"          # no index of the stage at all
+    other = tmp_path / "other"  # no index of the stage at all
     other.mkdir()
     report, _ = _build(other, paper_path, stages=("main_grid",))
-    assert "Missing-modality suite (Table 2 analogue): not run (no index of the missing_suite stage)." in report
+    assert (
+        "Missing-modality suite (Table 2 analogue): not run (no index of the missing_suite stage)." in report
+    )
 
 
 def test_a_main_grid_without_missing_rate_0_says_so(tmp_path, paper_path):
@@ -341,7 +456,7 @@ def test_a_main_grid_without_missing_rate_0_says_so(tmp_path, paper_path):
     config["fidelity"]["missing_rates"] = [0.3]
     report, _ = _build(tmp_path, paper_path, config=config)
     assert "Complete modalities (Table 1 analogue): no run at missing rate 0" in report
-    assert "| **mla** | 65.80 ± 0.71 | 50.80 ± 0.71 |" in report          # the main table without a 0.0 column
+    assert "| **mla** | 65.80 ± 0.71 | 50.80 ± 0.71 |" in report  # the main table without a 0.0 column
 
 
 def test_a_main_grid_without_mla_says_so(tmp_path, paper_path):
@@ -350,7 +465,31 @@ def test_a_main_grid_without_mla_says_so(tmp_path, paper_path):
     config["isolation"]["methods"] = ["late_fusion"]
     config["fidelity"]["enabled"] = False
     report, _ = _build(tmp_path, paper_path, config=config)
-    assert "Paper's claim (MLA best at every missing rate): not tested here, MLA has no run in this table." in report
+    assert (
+        "Paper's claim (MLA best at every missing rate): not tested here, MLA has no run in this table."
+        in report
+    )
     assert "The laziness comparison needs MLA" in report
     assert "The 2 strongest methods of the table above" in report
     assert "MLA ablations (Table 3 analogue): need MLA at missing rate 0" in report
+
+
+# ------------------------------------------------------------------------------------------- report page
+
+
+def test_the_report_page_holds_every_table_and_embeds_every_figure(tmp_path, paper_path):
+    report, out = _build(tmp_path, paper_path)
+    page = (out / "report_page.html").read_text()
+    assert page.count("<table>") == report.count("\n|---") and page.count("<table>") >= 5
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert figures and page.count('src="data:image/png;base64,') == len(figures)
+    assert 'src="figures/' not in page
+
+
+def test_the_report_page_fails_naming_a_missing_figure_and_passes_no_raw_html(tmp_path):
+    from mlaflow.report.page import render_page
+
+    (tmp_path / "figures").mkdir()
+    with pytest.raises(InputError, match="figures/absent.png"):
+        render_page("![gone](figures/absent.png)", tmp_path)
+    assert "<script>" not in render_page("<script>alert(1)</script>", tmp_path)

@@ -1,5 +1,6 @@
 """The params schema documents every key, gives every key but five a default, and is applied in one pass
 (mlaflow.schema.validate: coerce strings, fill defaults, validate)."""
+
 import copy
 
 import jsonschema
@@ -13,8 +14,12 @@ from mlaflow.errors import ParamsError
 SCHEMA = P.load_schema()
 # the keys that define an experiment: a config must state them, the schema gives them no default
 WITHOUT_DEFAULT = ("corpus.kind", "methods", "masks.missing_rates", "splits.folds", "train.seeds")
-NEW_KEYS = {"features.text.encoder": "bert", "features.audio.encoder": "wav2vec2", "features.audio.n_mels": 128,
-            "features.visual.encoder": "manet"}
+NEW_KEYS = {
+    "features.text.encoder": "bert",
+    "features.audio.encoder": "wav2vec2",
+    "features.audio.n_mels": 128,
+    "features.visual.encoder": "manet",
+}
 
 
 def _shipped() -> dict:
@@ -84,7 +89,7 @@ def test_every_property_and_every_def_has_a_description():
                 description = sub.get("description") if isinstance(sub, dict) else None
                 if not isinstance(description, str) or not description.strip():
                     undocumented.append(f"{path}/{section}/{name}")
-    assert n_checked > 190   # the walk reaches the nested maps (and the values of free-keyed maps)
+    assert n_checked > 190  # the walk reaches the nested maps (and the values of free-keyed maps)
     assert not undocumented, undocumented
 
 
@@ -96,13 +101,18 @@ def test_every_key_has_a_default_except_those_that_define_the_experiment_and_req
     assert without == sorted({*WITHOUT_DEFAULT, *holders})
     for _, node in [("", SCHEMA), *keys.items()]:
         if "properties" in node:
-            assert sorted(node.get("required", [])) == sorted(k for k, sub in node["properties"].items()
-                                                              if "default" not in sub)
+            assert sorted(node.get("required", [])) == sorted(
+                k for k, sub in node["properties"].items() if "default" not in sub
+            )
     # an object whose keys all have defaults may be omitted as a whole
     for dotted, sub in keys.items():
-        if sub.get("type") == "object" and "properties" in sub and all("default" in s for s in sub["properties"].values()):
+        if (
+            sub.get("type") == "object"
+            and "properties" in sub
+            and all("default" in s for s in sub["properties"].values())
+        ):
             assert sub["default"] == {}, dotted
-    for dotted in ("train.method_optimizers", "fidelity.variants"):   # free-keyed maps: the shipped value
+    for dotted in ("train.method_optimizers", "fidelity.variants"):  # free-keyed maps: the shipped value
         assert keys[dotted]["default"] == _get(_shipped(), dotted)
 
 
@@ -112,8 +122,12 @@ def test_new_feature_keys_are_in_the_schema_and_in_params_yaml():
         assert _get(shipped, dotted) == value
         assert keys[dotted]["default"] == value
     assert keys["features.audio.encoder"]["enum"] == ["wav2vec2", "fbank"]
-    for bad in ({"features": {"audio": {"encoder": "mfcc"}}}, {"features": {"audio": {"n_mels": 0}}},
-                {"features": {"text": {"encoder": "roberta"}}}, {"features": {"visual": {"encoder": "resnet"}}}):
+    for bad in (
+        {"features": {"audio": {"encoder": "mfcc"}}},
+        {"features": {"audio": {"n_mels": 0}}},
+        {"features": {"text": {"encoder": "roberta"}}},
+        {"features": {"visual": {"encoder": "resnet"}}},
+    ):
         config = {**_minimal(shipped), **bad}
         with pytest.raises(ParamsError):
             S.validate(config, SCHEMA)
@@ -135,17 +149,26 @@ def test_a_config_of_the_keys_without_default_fills_to_the_shipped_params():
     minimal = _minimal(shipped)
     assert set(minimal) == {"corpus", "methods", "masks", "splits", "train"}
     filled = S.validate(minimal, SCHEMA)
-    assert filled == shipped                                # every key, the new ones and nested maps included
+    assert filled == shipped  # every key, the new ones and nested maps included
     for dotted in NEW_KEYS:
         assert _get(filled, dotted) == _get(shipped, dotted)
-    assert filled["features"]["text"]["embedded"] == {"num_layers": 2, "num_heads": 8, "intermediate_size": 1024}
-    assert P.validate(minimal) == shipped                   # and the cross-key checks accept it
-    assert minimal == _minimal(shipped)                     # the input is not changed
+    assert filled["features"]["text"]["embedded"] == {
+        "num_layers": 2,
+        "num_heads": 8,
+        "intermediate_size": 1024,
+    }
+    assert P.validate(minimal) == shipped  # and the cross-key checks accept it
+    assert minimal == _minimal(shipped)  # the input is not changed
 
 
 def test_a_config_of_other_values_differs_from_the_shipped_params_only_there():
-    values = {"corpus.kind": "iemocap", "methods": ["mla", "late_fusion", "sum"], "masks.missing_rates": [0.0, 0.5],
-              "splits.folds": [2], "train.seeds": [11]}
+    values = {
+        "corpus.kind": "iemocap",
+        "methods": ["mla", "late_fusion", "sum"],
+        "masks.missing_rates": [0.0, 0.5],
+        "splits.folds": [2],
+        "train.seeds": [11],
+    }
     config: dict = {}
     for key, value in values.items():
         _set(config, key, value)
@@ -186,8 +209,11 @@ def test_nested_strings_are_coerced_to_the_type_the_schema_expects():
     config = _minimal(_shipped())
     config["train"].update(epochs="3", standardize="false", lr="1e-3", seeds=["0", "1"])
     config["masks"]["missing_rates"] = ["0.1", "0.3"]
-    config["method_params"] = {"mmin": {"teacher_epochs": "null"}, "if_mmin": {"teacher_epochs": "4"},
-                               "tate": {"privileged": "True"}}
+    config["method_params"] = {
+        "mmin": {"teacher_epochs": "null"},
+        "if_mmin": {"teacher_epochs": "4"},
+        "tate": {"privileged": "True"},
+    }
     config["features"] = {"half_precision": "FALSE", "text": {"precomputed": "~"}}
     filled = S.validate(config, SCHEMA)
     assert filled["train"]["epochs"] == 3 and type(filled["train"]["epochs"]) is int
@@ -209,21 +235,24 @@ def test_nested_strings_are_coerced_to_the_type_the_schema_expects():
 
 def test_strings_the_schema_expects_as_strings_are_not_coerced():
     config = _minimal(_shipped())
-    config["method_params"] = {"mla": {"head_gradient_modification": "off"}}   # an enum of strings
+    config["method_params"] = {"mla": {"head_gradient_modification": "off"}}  # an enum of strings
     config["report"] = {"paper_results": "1"}
     filled = S.validate(config, SCHEMA)
     assert filled["method_params"]["mla"]["head_gradient_modification"] == "off"
     assert filled["report"]["paper_results"] == "1"
 
 
-@pytest.mark.parametrize("dotted, text, expected_type", [
-    ("train.epochs", "three", "integer"),
-    ("train.epochs", "3.5", "integer"),
-    ("train.standardize", "yes", "boolean"),
-    ("train.lr", "fast", "number"),
-    ("train.lr", "nan", "number"),
-    ("method_params.mmin.teacher_epochs", "none", "integer"),
-])
+@pytest.mark.parametrize(
+    "dotted, text, expected_type",
+    [
+        ("train.epochs", "three", "integer"),
+        ("train.epochs", "3.5", "integer"),
+        ("train.standardize", "yes", "boolean"),
+        ("train.lr", "fast", "number"),
+        ("train.lr", "nan", "number"),
+        ("method_params.mmin.teacher_epochs", "none", "integer"),
+    ],
+)
 def test_a_string_that_does_not_parse_stays_a_string_and_fails_naming_the_key(dotted, text, expected_type):
     config = _minimal(_shipped())
     _set(config, dotted, text)
@@ -231,14 +260,24 @@ def test_a_string_that_does_not_parse_stays_a_string_and_fails_naming_the_key(do
     with pytest.raises(ParamsError) as err:
         S.validate(config, SCHEMA)
     assert err.value.key == dotted
-    assert f"`{dotted}`" in str(err.value) and repr(text) in str(err.value) and expected_type in str(err.value)
+    assert (
+        f"`{dotted}`" in str(err.value) and repr(text) in str(err.value) and expected_type in str(err.value)
+    )
 
 
 # -------------------------------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("dotted", ["train.epochz", "corpus.embedded_cremad.speech", "features.audio.nmels",
-                                    "fidelity.variants.hgm_off.mla.epochs", "trian"])
+@pytest.mark.parametrize(
+    "dotted",
+    [
+        "train.epochz",
+        "corpus.embedded_cremad.speech",
+        "features.audio.nmels",
+        "fidelity.variants.hgm_off.mla.epochs",
+        "trian",
+    ],
+)
 def test_an_unknown_key_fails_naming_it(dotted):
     config = _minimal(_shipped())
     if dotted.startswith("fidelity"):
@@ -251,15 +290,18 @@ def test_an_unknown_key_fails_naming_it(dotted):
     assert "remove it or correct its spelling (see workflow/schemas/params.schema.yaml)" in str(err.value)
 
 
-@pytest.mark.parametrize("dotted, value", [
-    ("train.epochs", 0),                              # $ref positive_int: the key's own description, not the $def's
-    ("features.audio.dim", 0),
-    ("train.dropout", 0.95),
-    ("method_params.ae.drop_rate", 1.5),
-    ("corpus.embedded.sessions", 6),
-    ("features.audio.n_mels", 0),
-    ("splits.validation_fraction", 0.0),
-])
+@pytest.mark.parametrize(
+    "dotted, value",
+    [
+        ("train.epochs", 0),  # $ref positive_int: the key's own description, not the $def's
+        ("features.audio.dim", 0),
+        ("train.dropout", 0.95),
+        ("method_params.ae.drop_rate", 1.5),
+        ("corpus.embedded.sessions", 6),
+        ("features.audio.n_mels", 0),
+        ("splits.validation_fraction", 0.0),
+    ],
+)
 def test_a_value_out_of_range_fails_naming_the_key_and_saying_what_it_is(dotted, value):
     config = _minimal(_shipped())
     _set(config, dotted, value)
@@ -293,9 +335,13 @@ def test_list_items_fail_naming_their_index():
 
 def test_params_validate_runs_the_cross_key_checks_on_the_filled_config():
     config = _minimal(_shipped())
-    config["masks"]["missing_rates"] = ["0.0", "0.3", "0.7"]          # strings, coerced before the checks
-    with pytest.raises(ParamsError, match=r"`missing_suite\.missing_rates`: 0\.1 is not in masks\.missing_rates"):
-        P.validate(config)                                         # missing_suite.missing_rates comes from its default
+    config["masks"]["missing_rates"] = ["0.0", "0.3", "0.7"]  # strings, coerced before the checks
+    with pytest.raises(
+        ParamsError, match=r"`missing_suite\.missing_rates`: 0\.1 is not in masks\.missing_rates"
+    ):
+        P.validate(config)  # missing_suite.missing_rates comes from its default
     config["missing_suite"] = {"missing_rates": [0.3, 0.7]}
     filled = P.validate(config)
-    assert filled["masks"]["missing_rates"] == [0.0, 0.3, 0.7] and filled["missing_suite"]["missing_rates"] == [0.3, 0.7]
+    assert filled["masks"]["missing_rates"] == [0.0, 0.3, 0.7] and filled["missing_suite"][
+        "missing_rates"
+    ] == [0.3, 0.7]

@@ -1,5 +1,6 @@
 """The missing-modality suite's plumbing (Table 2 analogue, test-time shift), the isolation analysis (Figure 2
 analogue) and the bad inputs issue 4 names: masks that remove every modality, unknown methods, wrong types."""
+
 import copy
 
 import h5py
@@ -10,8 +11,15 @@ import torch
 
 from mlaflow import experiments as E
 from mlaflow import params as P
-from mlaflow.data.masks import (all_missing_forbidden_by, bernoulli_mask, draw_mask, isolation_mask, read_mask,
-                                training_only, write_masks)
+from mlaflow.data.masks import (
+    all_missing_forbidden_by,
+    bernoulli_mask,
+    draw_mask,
+    isolation_mask,
+    read_mask,
+    training_only,
+    write_masks,
+)
 from mlaflow.errors import InputError, ParamsError
 from mlaflow.report import suite
 from mlaflow.train.data import Corpus
@@ -53,8 +61,12 @@ def test_a_mask_that_removes_every_modality_is_refused_where_the_policy_forbids_
     mask[3] = False
     path = tmp_path / "missing_0.70.h5"
     _write(path, ids, mask)
-    assert np.array_equal(read_mask(path, 0, ids, BERNOULLI, all_missing_forbidden_by(BERNOULLI, "prior")), mask)
-    with pytest.raises(InputError, match=r"missing_0.70.h5.*every modality of .* \(first: 'u3'\).*all_missing: redraw"):
+    assert np.array_equal(
+        read_mask(path, 0, ids, BERNOULLI, all_missing_forbidden_by(BERNOULLI, "prior")), mask
+    )
+    with pytest.raises(
+        InputError, match=r"missing_0.70.h5.*every modality of .* \(first: 'u3'\).*all_missing: redraw"
+    ):
         read_mask(path, 0, ids, BERNOULLI, all_missing_forbidden_by(BERNOULLI, "redraw"))
     cpm_path = tmp_path / "cpm.h5"
     _write(cpm_path, ids, mask, spec=CPM)
@@ -85,37 +97,62 @@ def test_isolation_experiments_change_only_the_masks():
     table = E.by_name(E.experiment_table(SHIPPED))
     for modality in SHIPPED["isolation"]["modalities"]:
         experiment = table[f"isolate_{modality}"]
-        assert experiment.kind == "isolation" and experiment.masks == E.MaskSpec("single_modality", modality, True)
+        assert experiment.kind == "isolation" and experiment.masks == E.MaskSpec(
+            "single_modality", modality, True
+        )
         assert not experiment.overrides and not experiment.test_time_shift
         config = E.train_job_config(SHIPPED, experiment, "mla")
         main = E.train_job_config(SHIPPED, table["main"], "mla")
-        assert {k: v for k, v in config.items() if k not in ("experiment", "test_time_shift")} == \
-            {k: v for k, v in main.items() if k not in ("experiment", "test_time_shift")}
+        assert {k: v for k, v in config.items() if k not in ("experiment", "test_time_shift")} == {
+            k: v for k, v in main.items() if k not in ("experiment", "test_time_shift")
+        }
         assert {m for m, _ in experiment.cells} == set(SHIPPED["isolation"]["methods"])
-        assert set(experiment.reused) == {(m, 0.0) for m in SHIPPED["isolation"]["methods"]}   # share 0: main grid
+        assert set(experiment.reused) == {
+            (m, 0.0) for m in SHIPPED["isolation"]["methods"]
+        }  # share 0: main grid
 
 
 def test_suite_skips_cells_the_main_grid_trains():
     params = copy.deepcopy(SHIPPED)
     params["missing_suite"] = {"methods": ["mla", "qmf"], "missing_rates": [0.0, 0.3]}
     suite_experiment = E.by_name(E.experiment_table(params))["suite"]
-    assert suite_experiment.cells == (("qmf", 0.3),)   # mla: main grid; qmf at 0.0: complete-modality grid
+    assert suite_experiment.cells == (("qmf", 0.3),)  # mla: main grid; qmf at 0.0: complete-modality grid
 
 
-@pytest.mark.parametrize("mutate, key", [
-    (lambda p: p["missing_suite"].update(missing_rates=[0.15]), "missing_suite.missing_rates"),
-    (lambda p: p["missing_suite"].update(methods=["no_such_method"]), "missing_suite.methods.0"),
-    (lambda p: p["isolation"].update(methods=["concat", "sum"], modalities=["text"]) or
-     p.update(complete_modality_methods=["concat"]), "isolation.methods"),
-    (lambda p: p["isolation"].update(training_missing_rates=["half"]), "isolation.training_missing_rates.0"),
-    (lambda p: p["method_params"]["qmf"].update(rank_loss_weight="high"), "method_params.qmf.rank_loss_weight"),
-    (lambda p: p["isolation"].update(enabled="yes"), "isolation.enabled"),
-    (lambda p: p["isolation"].update(modalities=[]), "isolation.modalities"),
-    (lambda p: p["missing_suite"].update(missing_rates=[]), "missing_suite.missing_rates"),
-    (lambda p: p["train"]["method_optimizers"].update(ae={"optimizer": "rmsprop"}), "train.method_optimizers.ae.optimizer"),
-    (lambda p: p["train"]["method_optimizers"].update(ae={"momentum": 0.5}), "train.method_optimizers.ae"),
-    (lambda p: p["train"]["method_optimizers"].update(mmim={"lr": 0.1}), "train.method_optimizers"),
-])
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda p: p["missing_suite"].update(missing_rates=[0.15]), "missing_suite.missing_rates"),
+        (lambda p: p["missing_suite"].update(methods=["no_such_method"]), "missing_suite.methods.0"),
+        (
+            lambda p: (
+                p["isolation"].update(methods=["concat", "sum"], modalities=["text"])
+                or p.update(complete_modality_methods=["concat"])
+            ),
+            "isolation.methods",
+        ),
+        (
+            lambda p: p["isolation"].update(training_missing_rates=["half"]),
+            "isolation.training_missing_rates.0",
+        ),
+        (
+            lambda p: p["method_params"]["qmf"].update(rank_loss_weight="high"),
+            "method_params.qmf.rank_loss_weight",
+        ),
+        (lambda p: p["isolation"].update(enabled="yes"), "isolation.enabled"),
+        (lambda p: p["isolation"].update(modalities=[]), "isolation.modalities"),
+        (lambda p: p["missing_suite"].update(missing_rates=[]), "missing_suite.missing_rates"),
+        (
+            lambda p: p["train"]["method_optimizers"].update(ae={"optimizer": "rmsprop"}),
+            "train.method_optimizers.ae.optimizer",
+        ),
+        (
+            lambda p: p["train"]["method_optimizers"].update(ae={"momentum": 0.5}),
+            "train.method_optimizers.ae",
+        ),
+        (lambda p: p["train"]["method_optimizers"].update(mmim={"lr": 0.1}), "train.method_optimizers"),
+    ],
+)
 def test_wrong_suite_or_isolation_params_name_the_key(mutate, key):
     params = copy.deepcopy(SHIPPED)
     mutate(params)
@@ -130,9 +167,17 @@ def test_wrong_suite_or_isolation_params_name_the_key(mutate, key):
 def _corpus(n=90, seed=0):
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 3, (n,), generator=g)
-    features = [torch.randn(3, d, generator=g)[labels] * 2 + torch.randn(n, d, generator=g) for d in (3, 4, 5)]
-    return Corpus(utterance_ids=[f"u{i}" for i in range(n)], labels=labels, features=features,
-                  class_names=["a", "b", "c"], feature_attrs={}, modalities=["audio", "visual", "text"])
+    features = [
+        torch.randn(3, d, generator=g)[labels] * 2 + torch.randn(n, d, generator=g) for d in (3, 4, 5)
+    ]
+    return Corpus(
+        utterance_ids=[f"u{i}" for i in range(n)],
+        labels=labels,
+        features=features,
+        class_names=["a", "b", "c"],
+        feature_attrs={},
+        modalities=["audio", "visual", "text"],
+    )
 
 
 def test_test_time_shift_equals_the_test_accuracy_at_the_training_mask_and_the_prior_with_nothing():
@@ -147,7 +192,8 @@ def test_test_time_shift_equals_the_test_accuracy_at_the_training_mask_and_the_p
     assert record["test_time_shift"]["0.30"] == pytest.approx(record["metrics"]["accuracy"])
     prior = corpus.class_names.index(record["prior_class"])
     expected = float((corpus.labels[70:90] == prior).float().mean())
-    assert record["test_time_shift"]["1.00"] == pytest.approx(expected)   # every test sample predicted as the prior
+    # every test sample predicted as the prior
+    assert record["test_time_shift"]["1.00"] == pytest.approx(expected)
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -160,10 +206,22 @@ def _runs():
             for seed in (0, 1):
                 for fold in (1, 2):
                     acc = base - rate / 2 + 0.01 * seed
-                    rows.append({"variant": "paper", "method": method, "missing_rate": rate, "seed": seed,
-                                 "fold": fold, "accuracy": acc, "audio_accuracy": 0.5, "visual_accuracy": 0.4,
-                                 "text_accuracy": 0.6, "shift_0.00": acc + 0.05, "shift_0.30": acc,
-                                 "shift_0.60": acc - 0.05})
+                    rows.append(
+                        {
+                            "variant": "paper",
+                            "method": method,
+                            "missing_rate": rate,
+                            "seed": seed,
+                            "fold": fold,
+                            "accuracy": acc,
+                            "audio_accuracy": 0.5,
+                            "visual_accuracy": 0.4,
+                            "text_accuracy": 0.6,
+                            "shift_0.00": acc + 0.05,
+                            "shift_0.30": acc,
+                            "shift_0.60": acc - 0.05,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -179,7 +237,9 @@ def test_table2_orders_methods_and_picks_the_strongest_for_the_shift_table():
     assert list(dict.fromkeys(table["method"])) == ["mla", "late_fusion", "cca", "qmf"]
     assert set(table["missing_rate"]) == {0.3, 0.6} and (table["n_runs"] == 4).all()
     row = table[(table["method"] == "qmf") & (table["missing_rate"] == 0.3)].iloc[0]
-    assert row["mean"] == pytest.approx(0.65 - 0.15 + 0.005) and row["std"] == pytest.approx(0.01 / np.sqrt(2))
+    assert row["mean"] == pytest.approx(0.65 - 0.15 + 0.005) and row["std"] == pytest.approx(
+        0.01 / np.sqrt(2)
+    )
     assert suite.strongest(table) == ["mla", "qmf", "late_fusion"]
     shift = suite.shift_table(_runs(), ["mla", "qmf"])
     assert list(dict.fromkeys(shift["method"])) == ["mla", "qmf"] and len(shift) == 2 * 3 * 3
@@ -190,11 +250,11 @@ def test_table2_orders_methods_and_picks_the_strongest_for_the_shift_table():
 def test_isolation_uses_the_paper_runs_at_share_zero_and_states_which_method_is_steadier():
     runs = _runs()
     isolated = runs[runs["missing_rate"] == 0.3].assign(variant="isolate_text", missing_rate=0.9)
-    isolated.loc[isolated["method"] == "qmf", "audio_accuracy"] = 0.3   # qmf's audio suffers without text
+    isolated.loc[isolated["method"] == "qmf", "audio_accuracy"] = 0.3  # qmf's audio suffers without text
     params = copy.deepcopy(SHIPPED)
     params["isolation"].update(methods=["mla", "qmf"], modalities=["text"])
     experiment = E.by_name(E.experiment_table(params))["isolate_text"]
-    share0 = runs[runs["missing_rate"] == 0.0]                          # the main grid's runs, reused at share 0
+    share0 = runs[runs["missing_rate"] == 0.0]  # the main grid's runs, reused at share 0
     table = suite.isolation([(experiment, pd.concat([share0, isolated]))], NAMES)
     assert set(table["missing_rate"]) == {0.0, 0.9} and set(table["modality"]) == {"audio", "visual"}
     statement = suite.isolation_statement(table)
@@ -209,9 +269,11 @@ def test_the_table2_claim_is_computed_with_the_seed_spread():
     params["missing_suite"] = {"methods": ["cca", "qmf"], "missing_rates": [0.3, 0.6]}
     runs = _runs()
     assert suite.claim_statement(_table2(runs, params)).endswith("MLA is best at 2 of 2 rates.")
-    runs.loc[(runs["method"] == "qmf") & (runs["missing_rate"] == 0.6), "accuracy"] += 0.2   # qmf +15 points
+    runs.loc[(runs["method"] == "qmf") & (runs["missing_rate"] == 0.6), "accuracy"] += 0.2  # qmf +15 points
     statement = suite.claim_statement(_table2(runs, params))
-    assert "best at 1 of 2 rates; behind at 0.6 (`qmf` +15.00 points, beyond the two seed spreads)." in statement
+    assert (
+        "best at 1 of 2 rates; behind at 0.6 (`qmf` +15.00 points, beyond the two seed spreads)." in statement
+    )
 
 
 def test_privileged_rows_are_flagged():
@@ -245,21 +307,35 @@ def test_a_methods_own_optimiser_replaces_only_optimizer_and_lr_and_the_run_reco
     params["train"]["method_optimizers"] = {"late_fusion": {"optimizer": "adam", "lr": 0.002}}
     own = E.method_settings(params, "late_fusion")
     assert own["train"]["optimizer"] == "adam" and own["train"]["lr"] == 0.002
-    assert {k: v for k, v in own["train"].items() if k not in ("optimizer", "lr")} == \
-        {k: v for k, v in E.method_settings(params, "mla")["train"].items() if k not in ("optimizer", "lr")}
+    assert {k: v for k, v in own["train"].items() if k not in ("optimizer", "lr")} == {
+        k: v for k, v in E.method_settings(params, "mla")["train"].items() if k not in ("optimizer", "lr")
+    }
     assert E.method_settings(params, "mla")["train"] == E.effective_train(params, "mla")
     assert E.method_settings(params, "mla")["train"]["optimizer"] == params["train"]["optimizer"]
     params["train"].update(epochs=1, hidden_dim=8, device="cpu")
     split = {"train": np.arange(0, 60), "val": np.arange(60, 70), "test": np.arange(70, 90)}
-    (record,) = train_runs("late_fusion", _corpus(), [RunSpec(0, np.ones((90, 3), dtype=bool), split)], E.method_settings(params, "late_fusion"))
+    (record,) = train_runs(
+        "late_fusion",
+        _corpus(),
+        [RunSpec(0, np.ones((90, 3), dtype=bool), split)],
+        E.method_settings(params, "late_fusion"),
+    )
     assert record["optimizer"]["optimizer"] == "adam" and record["optimizer"]["lr"] == 0.002
 
 
 def test_the_report_names_each_methods_optimiser():
     params = copy.deepcopy(SHIPPED)
-    params["train"].update(optimizer="sgd", lr=0.01, method_optimizers={"ae": {"optimizer": "adam", "lr": 0.001},
-                                                                      "cra": {"optimizer": "adam", "lr": 0.001}})
-    assert suite.optimisers(params) == ("Optimiser: sgd at lr 0.01, except (their reference's recipe, "
-                                         "`train.method_optimizers`) adam at lr 0.001 for `ae`, `cra`.")
+    params["train"].update(
+        optimizer="sgd",
+        lr=0.01,
+        method_optimizers={
+            "ae": {"optimizer": "adam", "lr": 0.001},
+            "cra": {"optimizer": "adam", "lr": 0.001},
+        },
+    )
+    assert suite.optimisers(params) == (
+        "Optimiser: sgd at lr 0.01, except (their reference's recipe, "
+        "`train.method_optimizers`) adam at lr 0.001 for `ae`, `cra`."
+    )
     params["train"]["method_optimizers"] = {}
     assert suite.optimisers(params) == "Optimiser: sgd at lr 0.01 for every method."

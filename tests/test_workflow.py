@@ -4,6 +4,7 @@ jobs and what depends on them, `--config key=value` reaches the jobs, and a wron
 
 The workflow runs from a copy of the repository's code (`src/` imported from the copy), so that the code-edit
 tests can edit a module without touching the repository; the outputs go to a separate empty directory (-d)."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_workflow import TINY_CONFIG, copy_workflow
 
 from mlaflow import params as P
-from tiny_workflow import TINY_CONFIG, copy_workflow
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +28,22 @@ BIN = Path(sys.executable).parent
 def snakemake(code: Path, workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """snakemake on the tiny config, with the workflow and the mlaflow package of `code`, in `workdir`."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(code / "src")}
-    cmd = [str(BIN / "snakemake"), "-s", str(code / "Snakefile"), "-d", str(workdir), "--configfile",
-           str(code / TINY_CONFIG), "--replace-workflow-config", *args]
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(code / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(code / TINY_CONFIG),
+        "--replace-workflow-config",
+        *args,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -62,7 +74,7 @@ def test_the_tiny_config_runs_end_to_end_through_configfile(workspace):
     assert set(metrics["mla"]) == {"r00", "r50"} and set(metrics["late_fusion"]) == {"r00", "r50"}
     assert metrics["mla"]["r00"]["n_runs"] == 4  # 2 seeds x 2 folds
     runs = sorted((workspace / "data" / "runs").rglob("seed*_fold*.json"))
-    assert len(runs) == 2 * 2 * 2 * 2 + 2 * 2 * 2   # main grid + 2 complete-modality methods at rate 0
+    assert len(runs) == 2 * 2 * 2 * 2 + 2 * 2 * 2  # main grid + 2 complete-modality methods at rate 0
     record = json.loads(runs[0].read_text())
     for key in ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1", "per_modality_accuracy"):
         assert key in record["metrics"]
@@ -72,11 +84,14 @@ def test_the_tiny_config_runs_end_to_end_through_configfile(workspace):
 
 def test_every_job_computes_from_its_own_config_file(workspace):
     config = json.loads((workspace / "data" / "runs" / "mla.config.json").read_text())
-    assert config["train"]["epochs"] == 2 and config["method"] == "mla"            # .test/tiny.yaml, not params.yaml
-    assert set(config["method_params"]) == {"mla"}                                 # only its own method's options
-    record = json.loads(next((workspace / "data" / "runs" / "mla" / "missing_0.50").glob("*.json")).read_text())
+    assert config["train"]["epochs"] == 2 and config["method"] == "mla"  # .test/tiny.yaml, not params.yaml
+    assert set(config["method_params"]) == {"mla"}  # only its own method's options
+    record = json.loads(
+        next((workspace / "data" / "runs" / "mla" / "missing_0.50").glob("*.json")).read_text()
+    )
     assert len(record["train_loss_curve"]) == 2
     from mlaflow.keys import config_hash
+
     assert record["config_hash"] == config_hash(config)
 
 
@@ -85,7 +100,7 @@ def test_the_complete_modality_tables(workspace):
     assert "Table 1 analogue" in report and "| concat |" in report and "| qmf |" in report
     assert "Laziness claim on this corpus" in report
     metrics = json.loads((workspace / "reports" / "metrics.json").read_text())
-    assert set(metrics["concat"]) == {"r00"} and set(metrics["qmf"]) == {"r00"}   # complete modalities only
+    assert set(metrics["concat"]) == {"r00"} and set(metrics["qmf"]) == {"r00"}  # complete modalities only
 
 
 def test_the_fidelity_section(workspace):
@@ -97,9 +112,14 @@ def test_the_fidelity_section(workspace):
     assert "## Fidelity" in report and "released_code **(optimistic)**" in report
     assert "Optimism of test-set model selection" in report and "| late_fusion | cpm |" in report
     metrics = json.loads((workspace / "reports" / "fidelity.json").read_text())
-    assert set(metrics["fidelity"]) == {"released_code", "per_batch_fusion", "fixed_fusion", "test_set_selection"}
+    assert set(metrics["fidelity"]) == {
+        "released_code",
+        "per_batch_fusion",
+        "fixed_fusion",
+        "test_set_selection",
+    }
     assert metrics["fidelity"]["test_set_selection"]["r50"]["delta_mean"] >= 0
-    assert set(metrics["optimism"]) == {"mla", "late_fusion", "concat", "qmf"}   # every method that ran
+    assert set(metrics["optimism"]) == {"mla", "late_fusion", "concat", "qmf"}  # every method that ran
     assert set(metrics["by_protocol"]) == {"bernoulli", "cpm"}
     effects = (workspace / "reports" / "plots" / "fidelity_effects.csv").read_text().splitlines()
     assert effects[0].startswith("missing_rate,released_code") and len(effects) == 2
@@ -114,9 +134,12 @@ def test_the_missing_suite_shift_and_isolation(workspace):
         record = json.loads(runs[0].read_text())
         assert record["experiment"] == "isolate_text" and record["experiment_kind"] == "isolation"
         assert record["masks"] == {"protocol": "single_modality", "modality": "text", "training_only": True}
-    main_run = json.loads(next((workspace / "data" / "runs" / "mla" / "missing_0.50").glob("*.json")).read_text())
+    main_run = json.loads(
+        next((workspace / "data" / "runs" / "mla" / "missing_0.50").glob("*.json")).read_text()
+    )
     assert set(main_run["test_time_shift"]) == {"0.00", "0.50"}
-    assert main_run["test_time_shift"]["0.50"] == pytest.approx(main_run["metrics"]["accuracy"])  # the diagonal
+    # the diagonal
+    assert main_run["test_time_shift"]["0.50"] == pytest.approx(main_run["metrics"]["accuracy"])
     report = (workspace / "reports" / "report.md").read_text()
     assert "## Missing-modality suite (Table 2 analogue)" in report and "| qmf (paper) |" in report
     assert "### Test-time shift" in report and "## Isolation of modalities" in report
@@ -126,9 +149,59 @@ def test_the_missing_suite_shift_and_isolation(workspace):
     shift = (workspace / "reports" / "plots" / "test_time_shift.csv").read_text().splitlines()
     assert shift[0] == "method,train_rate,test_rate,accuracy" and len(shift) == 1 + 3 * 2 * 2
     isolation = (workspace / "reports" / "plots" / "isolation.csv").read_text().splitlines()
-    assert isolation[0].startswith("training_missing_rate,") and len(isolation) == 3   # shares 0.0 and 0.5
+    assert isolation[0].startswith("training_missing_rate,") and len(isolation) == 3  # shares 0.0 and 0.5
     assert "mla_audio_without_text" in isolation[0]
     assert (workspace / "reports" / "figures" / "isolation.png").stat().st_size > 1000
+
+
+def test_the_snakemake_html_report_shows_every_figure_and_table_in_a_browser(code, workspace):
+    """`snakemake --report` on the finished tiny run, opened in headless chromium: it lists exactly the
+    catalogued results, each with its caption, and each one opens and loads (a decoded image, a table with rows,
+    the report page with its tables and embedded figures). The screenshot is kept as a CI artefact."""
+    from browser import headless_chromium
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mlaflow.report.catalog import REPORT_ITEMS
+
+    html = workspace / "reports" / "report.html"
+    snakemake(code, workspace, "--report", str(html))
+    artefacts = Path(os.environ.get("MLAFLOW_ARTIFACTS", REPO / "test-artifacts"))
+    artefacts.mkdir(parents=True, exist_ok=True)
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
+    with headless_chromium() as browser:
+        browser.get(html.as_uri())
+        wait = WebDriverWait(browser, 20)
+        listed = wait.until(
+            lambda b: b.execute_script("return typeof results === 'undefined' ? null : results")
+        )
+        assert set(listed) == set(REPORT_ITEMS)
+        for path, (category, _caption) in REPORT_ITEMS.items():
+            assert listed[path]["caption"].strip(), f"{path}: no caption"
+            browser.get(html.as_uri())
+            wait.until(lambda b, c=category: b.find_elements(By.XPATH, f"//*[normalize-space(text())='{c}']"))
+            browser.find_element(By.XPATH, f"//*[normalize-space(text())='{category}']").click()
+            eye = f"//td[normalize-space(text())='{path}']/..//a[@iconname='eye']"
+            wait.until(lambda b, e=eye: b.find_elements(By.XPATH, e))[0].click()
+            if path.endswith(".png"):
+                image = wait.until(
+                    lambda b: [
+                        i
+                        for i in b.find_elements(By.TAG_NAME, "img")
+                        if i.get_attribute("src").startswith("data:image/png")
+                    ]
+                )[0]
+                wait.until(lambda b, i=image: b.execute_script(loaded, i)), path
+            elif path.endswith((".csv", ".json")):
+                assert wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "table td")), path
+            else:
+                browser.switch_to.frame(wait.until(lambda b: b.find_elements(By.TAG_NAME, "iframe"))[0])
+                assert len(browser.find_elements(By.TAG_NAME, "table")) >= 3, path
+                figures = browser.find_elements(By.TAG_NAME, "img")
+                assert figures and all(browser.execute_script(loaded, i) for i in figures), path
+                browser.switch_to.default_content()
+                browser.save_screenshot(str(artefacts / "snakemake_report.png"))
+    assert (artefacts / "snakemake_report.png").stat().st_size > 10_000
 
 
 def test_a_second_run_does_nothing(code, workspace):
@@ -137,6 +210,7 @@ def test_a_second_run_does_nothing(code, workspace):
 
 def _edited(path: Path, addition: str):
     """Context: `path` with `addition` appended, restored afterwards."""
+
     class Edit:
         def __enter__(self):
             self.original = path.read_text()
@@ -144,6 +218,7 @@ def _edited(path: Path, addition: str):
 
         def __exit__(self, *exc):
             path.write_text(self.original)
+
     return Edit()
 
 
@@ -152,16 +227,20 @@ def test_editing_one_methods_module_reruns_only_its_jobs_and_the_report(code, wo
     with _edited(code / "src" / "mlaflow" / "methods" / "qmf.py", "\n# an edit\n"):
         counts = job_counts(snakemake(code, workspace, "-n", "all").stdout)
     assert counts == {"train": 3, "index": 3, "summary": 1, "build_report": 1, "all": 1}
-    with _edited(code / "src" / "mlaflow" / "methods" / "tate.py", "\n# an edit\n"):   # tate is not in this grid
+    # tate is not in this grid
+    with _edited(code / "src" / "mlaflow" / "methods" / "tate.py", "\n# an edit\n"):
         assert "Nothing to be done" in snakemake(code, workspace, "-n", "all").stdout
-    assert "Nothing to be done" in snakemake(code, workspace, "-n", "all").stdout     # restored: checksums match
+    assert "Nothing to be done" in snakemake(code, workspace, "-n", "all").stdout  # restored: checksums match
 
 
 def test_editing_the_report_code_reruns_only_the_report(code, workspace):
     with _edited(code / "src" / "mlaflow" / "report" / "build.py", "\n# an edit\n"):
-        assert job_counts(snakemake(code, workspace, "-n", "all").stdout) == {"summary": 1, "build_report": 1,
-                                                                              "all": 1}
-    with _edited(code / "src" / "mlaflow" / "cli.py", "\n# a help string\n"):         # not a code input
+        assert job_counts(snakemake(code, workspace, "-n", "all").stdout) == {
+            "summary": 1,
+            "build_report": 1,
+            "all": 1,
+        }
+    with _edited(code / "src" / "mlaflow" / "cli.py", "\n# a help string\n"):  # not a code input
         assert "Nothing to be done" in snakemake(code, workspace, "-n", "all").stdout
 
 
@@ -184,11 +263,21 @@ def test_a_wrong_key_fails_before_any_job(code, tmp_path):
 @pytest.mark.parametrize("job_group, per_cell", [("cell", 1), ("seed", 2), ("run", 4)])
 def test_job_group_decides_how_many_runs_one_training_job_covers(code, tmp_path, job_group, per_cell):
     out = snakemake(code, tmp_path, "-n", "all", "--config", f"train={{job_group: {job_group}}}").stdout
-    assert job_counts(out)["train"] == 11 * per_cell      # 11 cells: see test_config_on_the_command_line...
-    shell = snakemake(code, tmp_path, "-n", "-p", "data/runs/mla/missing_0.50/seed1_fold2.json", "--config",
-                      f"train={{job_group: {job_group}}}").stdout
-    expected = {"cell": "--seed-list 0 1 --fold-list 1 2", "seed": "--seed-list 1 --fold-list 1 2",
-                "run": "--seed-list 1 --fold-list 2"}[job_group]
+    assert job_counts(out)["train"] == 11 * per_cell  # 11 cells: see test_config_on_the_command_line...
+    shell = snakemake(
+        code,
+        tmp_path,
+        "-n",
+        "-p",
+        "data/runs/mla/missing_0.50/seed1_fold2.json",
+        "--config",
+        f"train={{job_group: {job_group}}}",
+    ).stdout
+    expected = {
+        "cell": "--seed-list 0 1 --fold-list 1 2",
+        "seed": "--seed-list 1 --fold-list 1 2",
+        "run": "--seed-list 1 --fold-list 2",
+    }[job_group]
     assert expected in shell
 
 
@@ -217,10 +306,16 @@ def test_adding_a_missing_rate_schedules_exactly_the_runs_it_invalidates(code, w
     roots = sorted({path.split("/missing_")[0] for job in trained for path in job.split(", ")})
     # main and complete and the suite are tested at every rate (their shift records gain 0.3); the new cells;
     # isolation and the fidelity variant at 0.5 do not depend on the rates and are not retrained
-    assert roots == ["data/fidelity/masks_cpm/late_fusion", "data/runs/concat", "data/runs/late_fusion",
-                     "data/runs/mla", "data/runs/qmf", "data/suite/qmf"]
+    assert roots == [
+        "data/fidelity/masks_cpm/late_fusion",
+        "data/runs/concat",
+        "data/runs/late_fusion",
+        "data/runs/mla",
+        "data/runs/qmf",
+        "data/suite/qmf",
+    ]
     assert len(trained) == 10 and not any("missing_0.50" in j for j in trained if "masks_cpm" in j)
-    snakemake(code, workspace_copy, "all", *rates)            # and it runs to the report (no stale run)
+    snakemake(code, workspace_copy, "all", *rates)  # and it runs to the report (no stale run)
     metrics = json.loads((workspace_copy / "reports" / "metrics.json").read_text())
     assert set(metrics["mla"]) == {"r00", "r30", "r50"}
 
@@ -235,33 +330,58 @@ def test_a_missing_intermediate_file_is_made_again(code, workspace_copy):
 
 
 def test_a_precomputed_store_that_does_not_exist_fails_at_parse_time(code, tmp_path):
-    proc = snakemake(code, tmp_path, "-n", "--config", "features={audio: {precomputed: no/such.h5}}", check=False)
+    proc = snakemake(
+        code, tmp_path, "-n", "--config", "features={audio: {precomputed: no/such.h5}}", check=False
+    )
     assert proc.returncode != 0 and "features.audio.precomputed" in proc.stdout + proc.stderr
 
 
-def other_config(code: Path, workdir: Path, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def other_config(
+    code: Path, workdir: Path, name: str, *args: str, check: bool = True
+) -> subprocess.CompletedProcess:
     """snakemake with another config of .test/ (instead of the tiny one)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(code / "src")}
-    cmd = [str(BIN / "snakemake"), "-s", str(code / "Snakefile"), "-d", str(workdir), "--configfile",
-           str(code / ".test" / f"{name}.yaml"), "--replace-workflow-config", *args]
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(code / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(code / ".test" / f"{name}.yaml"),
+        "--replace-workflow-config",
+        *args,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
 def test_the_cremad_look_alike_runs_end_to_end_with_two_modalities_and_six_classes(code, tmp_path):
     other_config(code, tmp_path, "cremad", "all")
-    assert sorted(p.name for p in (tmp_path / "data" / "corpus" / "CREMA-D" / "AudioWAV").glob("*.wav"))[0] \
+    assert (
+        sorted(p.name for p in (tmp_path / "data" / "corpus" / "CREMA-D" / "AudioWAV").glob("*.wav"))[0]
         == "1001_IEO_ANG_XX.wav"
-    record = json.loads(next((tmp_path / "data" / "runs" / "mla" / "missing_0.50").glob("*.json")).read_text())
+    )
+    record = json.loads(
+        next((tmp_path / "data" / "runs" / "mla" / "missing_0.50").glob("*.json")).read_text()
+    )
     assert set(record["metrics"]["per_modality_accuracy"]) == {"audio", "visual"}
-    assert record["encoders"]["audio"]["encoder"] == "fbank" and record["encoders"]["visual"]["encoder"] == "manet"
+    assert (
+        record["encoders"]["audio"]["encoder"] == "fbank"
+        and record["encoders"]["visual"]["encoder"] == "manet"
+    )
     config = json.loads((tmp_path / "data" / "runs" / "mla.config.json").read_text())
-    assert config["classes"] == ["neu", "hap", "sad", "fea", "dis", "ang"] and config["feature_dims"]["audio"] == 64
+    assert (
+        config["classes"] == ["neu", "hap", "sad", "fea", "dis", "ang"]
+        and config["feature_dims"]["audio"] == 64
+    )
     report = (tmp_path / "reports" / "report.md").read_text()
     assert "Table 1 analogue" in report and "paper (CREMA-D): audio / video / multi" in report
-    assert "| mla |" in report and "59.27 / 64.91 / 79.70" in report        # the paper's CREMA-D row of MLA
+    assert "| mla |" in report and "59.27 / 64.91 / 79.70" in report  # the paper's CREMA-D row of MLA
     assert "Table 2" in report and "(paper)" not in report.split("Table 2 analogue")[1].split("##")[0]
     assert "visual acc" in report and "text acc" not in report
 
@@ -274,10 +394,12 @@ def test_your_own_features_run_end_to_end_with_free_names_ten_classes_and_their_
     assert not (tmp_path / "data" / "corpus").exists() and not (tmp_path / "data" / "features").exists()
     folds = (tmp_path / "data" / "splits" / "folds.csv").read_text().splitlines()
     assert folds[0] == "utterance_id,fold1"
-    record = json.loads(next((tmp_path / "data" / "runs" / "mla" / "missing_0.00").glob("*.json")).read_text())
+    record = json.loads(
+        next((tmp_path / "data" / "runs" / "mla" / "missing_0.00").glob("*.json")).read_text()
+    )
     assert set(record["metrics"]["per_modality_accuracy"]) == {"speech", "face", "words"}
     assert record["n_test"] == 60 and record["n_val"] == 30
-    assert record["metrics"]["accuracy"] > 0.3               # ten classes, chance 0.1: the words carry the label
+    assert record["metrics"]["accuracy"] > 0.3  # ten classes, chance 0.1: the words carry the label
     report = (tmp_path / "reports" / "report.md").read_text()
     assert "speech acc" in report and "words acc" in report and "not one of its datasets" in report
     assert "(paper)" not in report
@@ -285,7 +407,6 @@ def test_your_own_features_run_end_to_end_with_free_names_ten_classes_and_their_
 
 def test_a_features_store_that_does_not_match_the_table_fails_naming_it(code, tmp_path):
     import h5py
-
     from tiny_workflow import write_feature_corpus
 
     write_feature_corpus(tmp_path)

@@ -1,6 +1,7 @@
 """The tiny workflow (.test/tiny.yaml), shared by the integration tests (tests/test_workflow.py,
 tests/test_dvc_workflow.py) and the real-SLURM test (tests/slurm): which repository items a copy of the
 workflow needs, and the tiny config as a complete params.yaml."""
+
 from __future__ import annotations
 
 import shutil
@@ -10,8 +11,17 @@ import yaml
 
 from mlaflow import params as P
 
-WORKFLOW_ITEMS = ("Snakefile", "dvc.yaml", ".dvcignore", "workflow", "profiles", "src", "data/reference", ".test",
-                  "params.yaml")
+WORKFLOW_ITEMS = (
+    "Snakefile",
+    "dvc.yaml",
+    ".dvcignore",
+    "workflow",
+    "profiles",
+    "src",
+    "data/reference",
+    ".test",
+    "params.yaml",
+)
 TINY_CONFIG = Path(".test") / "tiny.yaml"
 
 
@@ -36,7 +46,7 @@ def copy_workflow(repo: Path, dest: Path, items=WORKFLOW_ITEMS) -> None:
             shutil.copy2(src, dest / item)
 
 
-FEATURE_MODALITIES = {"speech": 12, "face": 8, "words": 16}   # .test/features.yaml: names and widths
+FEATURE_MODALITIES = {"speech": 12, "face": 8, "words": 16}  # .test/features.yaml: names and widths
 FEATURE_CLASSES = [f"c{i}" for i in range(10)]
 
 
@@ -55,14 +65,24 @@ def write_feature_corpus(dest: Path, n: int = 300, seed: int = 0) -> None:
     labels = rng.integers(0, len(FEATURE_CLASSES), n)
     ids = [f"clip{i:04d}" for i in range(n)]
     split = np.array(["train"] * n, dtype=object)
-    split[: n // 5], split[n // 5: n // 5 + n // 10] = "test", "validation"
+    split[: n // 5], split[n // 5 : n // 5 + n // 10] = "test", "validation"
     names = [FEATURE_CLASSES[i] for i in labels]
     pd.DataFrame({"id": ids, "label": names, "split": split}).to_csv(own / "labels.csv", index=False)
     for strength, (modality, dim) in zip((1.0, 0.5, 2.0), FEATURE_MODALITIES.items()):
         centres = rng.standard_normal((len(FEATURE_CLASSES), dim))
         features = (strength * centres[labels] + rng.standard_normal((n, dim))).astype(np.float32)
-        with FeatureStoreWriter(own / f"{modality}.h5", ids, names, dim,
-                                {"modality": modality, "encoder": "user", "model_source": "user features",
-                                 "pretrained": True, "params_hash": "user"}) as writer:
+        with FeatureStoreWriter(
+            own / f"{modality}.h5",
+            ids,
+            names,
+            dim,
+            {
+                "modality": modality,
+                "encoder": "user",
+                "model_source": "user features",
+                "pretrained": True,
+                "params_hash": "user",
+            },
+        ) as writer:
             writer.write(np.arange(n), features)
             writer.finish()

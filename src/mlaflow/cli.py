@@ -8,6 +8,7 @@ not a code input of any job (mlaflow.codedeps), so editing it reruns nothing.
 On a fresh machine you do not call these by hand: `make reproduce` runs the whole workflow, `make test` the
 tests (README.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,11 @@ def _config(path: str) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise InputError(path, f"cannot read the job's config ({err})",
-                         "let the workflow write it (snakemake or dvc repro); do not edit it by hand")
+        raise InputError(
+            path,
+            f"cannot read the job's config ({err})",
+            "let the workflow write it (snakemake or dvc repro); do not edit it by hand",
+        ) from err
 
 
 def _corpus(args, config):
@@ -66,21 +70,36 @@ def _build_encoder(args, config):
     from mlaflow.features.extract import build_encoder_job
 
     build_encoder_job(config, args.out)
-    log.info("embedded (randomly initialised, NOT pretrained) %s encoder saved to %s", config["modality"], args.out)
+    log.info(
+        "embedded (randomly initialised, NOT pretrained) %s encoder saved to %s", config["modality"], args.out
+    )
 
 
 def _extract(args, config):
     from mlaflow.features.extract import extraction_job
 
-    log.info("%s features: %s", config["modality"], extraction_job(config, args.manifest, args.model, args.out,
-                                                                    args.threads))
+    log.info(
+        "%s features: %s",
+        config["modality"],
+        extraction_job(config, args.manifest, args.model, args.out, args.threads),
+    )
 
 
 def _train(args, config):
     from mlaflow.train.job import run_training_job
 
-    run_training_job(config, args.missing_rate, args.seed_list, args.fold_list, args.manifest, args.features,
-                     args.folds, args.masks, args.shift_masks, args.out)
+    run_training_job(
+        config,
+        args.missing_rate,
+        args.seed_list,
+        args.fold_list,
+        args.manifest,
+        args.features,
+        args.folds,
+        args.masks,
+        args.shift_masks,
+        args.out,
+    )
 
 
 def _index(args, config):
@@ -108,87 +127,153 @@ def _verify(args, config):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlaflow", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mlaflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="step", metavar="STEP")
 
     def step(name, func, help, reads, writes, config=True):
-        p = sub.add_parser(name, help=help, description=f"{help}.\n\nReads: {reads}\nWrites: {writes}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=f"{help}.\n\nReads: {reads}\nWrites: {writes}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if config:
-            p.add_argument("--config", required=True, help="the job's config file (JSON, written by the workflow)")
+            p.add_argument(
+                "--config", required=True, help="the job's config file (JSON, written by the workflow)"
+            )
         p.set_defaults(func=func)
         return p
 
-    p = step("corpus", _corpus, "generate an embedded corpus in its release's layout (IEMOCAP or CREMA-D)",
-             "its config (corpus.embedded or corpus.embedded_cremad)",
-             "the corpus tree at --out (wav, face frames; IEMOCAP: transcripts, labels)")
+    p = step(
+        "corpus",
+        _corpus,
+        "generate an embedded corpus in its release's layout (IEMOCAP or CREMA-D)",
+        "its config (corpus.embedded or corpus.embedded_cremad)",
+        "the corpus tree at --out (wav, face frames; IEMOCAP: transcripts, labels)",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: up to 2)")
 
-    p = step("manifest", _manifest, "turn a corpus into the manifest (one row per utterance kept)",
-             "the corpus tree (or kind features' label table) at --source", "the manifest CSV at --out")
+    p = step(
+        "manifest",
+        _manifest,
+        "turn a corpus into the manifest (one row per utterance kept)",
+        "the corpus tree (or kind features' label table) at --source",
+        "the manifest CSV at --out",
+    )
     p.add_argument("--source", required=True)
     p.add_argument("--out", required=True)
 
-    p = step("folds", _folds, "leave-one-session-out folds with a validation split", "the manifest",
-             "the folds CSV (one column fold<k>: train / val / test)")
+    p = step(
+        "folds",
+        _folds,
+        "leave-one-session-out folds with a validation split",
+        "the manifest",
+        "the folds CSV (one column fold<k>: train / val / test)",
+    )
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
 
-    p = step("masks", _masks, "missing-modality masks of one specification and missing rate, one per seed",
-             "the manifest", "an HDF5 file with one bool [N, M] mask per seed")
+    p = step(
+        "masks",
+        _masks,
+        "missing-modality masks of one specification and missing rate, one per seed",
+        "the manifest",
+        "an HDF5 file with one bool [N, M] mask per seed",
+    )
     p.add_argument("--manifest", required=True)
     p.add_argument("--missing-rate", type=float, required=True)
     p.add_argument("--out", required=True)
 
-    p = step("build-encoder", _build_encoder, "build an embedded (randomly initialised, NOT pretrained) encoder",
-             "its config", "a model directory in the save_pretrained layout")
+    p = step(
+        "build-encoder",
+        _build_encoder,
+        "build an embedded (randomly initialised, NOT pretrained) encoder",
+        "its config",
+        "a model directory in the save_pretrained layout",
+    )
     p.add_argument("--out", required=True)
 
-    p = step("extract", _extract, "extract utterance-level features of one modality into HDF5",
-             "the manifest and the model directory (embedded or pretrained)",
-             "the feature store (HDF5; resumable from its .partial.h5)")
+    p = step(
+        "extract",
+        _extract,
+        "extract utterance-level features of one modality into HDF5",
+        "the manifest and the model directory (embedded or pretrained)",
+        "the feature store (HDF5; resumable from its .partial.h5)",
+    )
     p.add_argument("--manifest", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
-    p = step("train", _train, "train the runs (seeds x folds) of one method at one missing rate, stacked",
-             "the manifest, one feature store per modality, the folds, the masks (and the test-time shift masks)",
-             "one metrics JSON per run (seeds outer, folds inner)")
+    p = step(
+        "train",
+        _train,
+        "train the runs (seeds x folds) of one method at one missing rate, stacked",
+        "the manifest, one feature store per modality, the folds, the masks (and the test-time shift masks)",
+        "one metrics JSON per run (seeds outer, folds inner)",
+    )
     p.add_argument("--missing-rate", type=float, required=True)
     p.add_argument("--seed-list", type=int, nargs="+", required=True)
     p.add_argument("--fold-list", type=int, nargs="+", required=True)
     p.add_argument("--manifest", required=True)
-    p.add_argument("--features", nargs="+", required=True, help="one store per modality, in the corpus's order")
+    p.add_argument(
+        "--features", nargs="+", required=True, help="one store per modality, in the corpus's order"
+    )
     p.add_argument("--folds", required=True)
     p.add_argument("--masks", required=True)
-    p.add_argument("--shift-masks", nargs="*", default=[],
-                   help="mask files of the test-time shift's missing rates (the config lists them)")
+    p.add_argument(
+        "--shift-masks",
+        nargs="*",
+        default=[],
+        help="mask files of the test-time shift's missing rates (the config lists them)",
+    )
     p.add_argument("--out", nargs="+", required=True)
 
-    p = step("index", _index, "check a stage's runs against their jobs' configs and list them",
-             "the stage's run files", "the stage's index (JSON: its experiments and runs)")
+    p = step(
+        "index",
+        _index,
+        "check a stage's runs against their jobs' configs and list them",
+        "the stage's run files",
+        "the stage's index (JSON: its experiments and runs)",
+    )
     p.add_argument("--runs", nargs="*", default=[])
     p.add_argument("--out", required=True)
 
-    p = step("summary", _summary, "the main grid's DVC metrics and plots", "the main grid's index and its runs",
-             "reports/metrics.json, reports/plots/accuracy_vs_missing_rate.csv, its figure")
+    p = step(
+        "summary",
+        _summary,
+        "the main grid's DVC metrics and plots",
+        "the main grid's index and its runs",
+        "reports/metrics.json, reports/plots/accuracy_vs_missing_rate.csv, its figure",
+    )
     p.add_argument("--indexes", nargs="+", required=True)
     p.add_argument("--paper", required=True, help="the paper's figures (data/reference/paper_results.yaml)")
     p.add_argument("--out-dir", default="reports")
 
-    p = step("report", _report, "reports/report.md and the suite's, isolation's and fidelity's metrics and plots",
-             "every stage's index and runs, the feature stores and masks (provenance)", "reports/")
+    p = step(
+        "report",
+        _report,
+        "reports/report.md and the suite's, isolation's and fidelity's metrics and plots",
+        "every stage's index and runs, the feature stores and masks (provenance)",
+        "reports/",
+    )
     p.add_argument("--indexes", nargs="+", required=True)
     p.add_argument("--paper", required=True)
     p.add_argument("--features", nargs="+", required=True)
     p.add_argument("--masks", nargs="+", required=True)
     p.add_argument("--out-dir", default="reports")
 
-    p = step("verify", _verify, "check that every file of a stage's outputs reads back whole (run by each DVC stage)",
-             "the given files and folders (HDF5, JSON, CSV)", "nothing; fails naming the damaged files", config=False)
+    p = step(
+        "verify",
+        _verify,
+        "check that every file of a stage's outputs reads back whole (run by each DVC stage)",
+        "the given files and folders (HDF5, JSON, CSV)",
+        "nothing; fails naming the damaged files",
+        config=False,
+    )
     p.add_argument("paths", nargs="+")
     return parser
 

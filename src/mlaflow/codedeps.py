@@ -10,14 +10,15 @@ through a registry by name (a method, an encoder) are not static imports: the ru
 `mlaflow/cli.py` only parses arguments and calls a step's function; it is not a code input of any job (editing
 a help string must not rerun the workflow).
 """
+
 from __future__ import annotations
 
 import ast
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "mlaflow"
-SOURCE_ROOT = Path(__file__).resolve().parent.parent     # src/
+SOURCE_ROOT = Path(__file__).resolve().parent.parent  # src/
 
 
 def module_file(module: str, root: Path = SOURCE_ROOT) -> Path | None:
@@ -46,7 +47,11 @@ def _imports(module: str, path: Path, root: Path) -> set[str]:
             found.add(base)
             # `from mlaflow.methods import mla`: mla may be a submodule
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {name for name in found if (name == PACKAGE or name.startswith(PACKAGE + ".")) and module_file(name, root)}
+    return {
+        name
+        for name in found
+        if (name == PACKAGE or name.startswith(PACKAGE + ".")) and module_file(name, root)
+    }
 
 
 def _with_parents(module: str) -> list[str]:
@@ -54,7 +59,7 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _closure(module: str, root: Path) -> frozenset[str]:
     seen: set[str] = set()
     pending = [module]

@@ -1,4 +1,5 @@
 """Device choice shared by extraction and training: `auto` means CUDA when present, else CPU."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,10 @@ def resolve_device(spec: str, key: str = "device") -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ParamsError(key, f"`{spec}` requested but no CUDA device is visible "
-                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})",
-                          "set it to auto or cpu on this machine")
+        raise ParamsError(
+            key,
+            f"`{spec}` requested but no CUDA device is visible "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})",
+            "set it to auto or cpu on this machine",
+        )
     return torch.device(spec)

@@ -3,6 +3,7 @@
 Every error raised for bad input names the file (or parameter) at fault and says how to fix it, so that a
 failed Snakemake job's log is enough to repair the input without reading code.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -24,6 +24,7 @@ This module also builds the config file of every job (`*_job_config`): what a jo
 file, which a Snakemake rule writes from the config Snakemake was given (workflow/rules/common.smk), and a
 run records its hash, so the report can refuse a run trained under other settings.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class Experiment:
     masks: MaskSpec
     overrides: dict = field(default_factory=dict)
     test_time_shift: bool = False
-    reused: tuple[tuple[str, float], ...] = ()   # cells read from main/complete, not trained here
+    reused: tuple[tuple[str, float], ...] = ()  # cells read from main/complete, not trained here
     description: str = ""
 
     @property
@@ -84,7 +85,11 @@ class Experiment:
 def _equals_main_at(overrides: dict, rate: float) -> bool:
     """At missing rate 0 nothing is masked: a variant that changes only how masks are drawn or fed (the mask
     protocol, train.masked_input) trains exactly the main grid's runs there."""
-    return rate == 0 and not overrides.get("method_params") and set(overrides.get("train", {})) <= {"masked_input"}
+    return (
+        rate == 0
+        and not overrides.get("method_params")
+        and set(overrides.get("train", {})) <= {"masked_input"}
+    )
 
 
 def experiment_table(config: dict) -> list[Experiment]:
@@ -94,62 +99,135 @@ def experiment_table(config: dict) -> list[Experiment]:
     main_cells = [(m, r) for m in methods for r in rates]
     complete_cells = [(m, 0.0) for m in config["complete_modality_methods"] if m not in methods]
     table = [
-        Experiment("main", "main", "main_grid", "data/runs", tuple(main_cells), MaskSpec(protocol),
-                   test_time_shift=True, description="the main grid: `methods` at every missing rate"),
-        Experiment("complete", "complete", "main_grid", "data/runs", tuple(complete_cells), MaskSpec(protocol),
-                   test_time_shift=True,
-                   description="complete-modality baselines (Table 1 analogue) at missing rate 0"),
+        Experiment(
+            "main",
+            "main",
+            "main_grid",
+            "data/runs",
+            tuple(main_cells),
+            MaskSpec(protocol),
+            test_time_shift=True,
+            description="the main grid: `methods` at every missing rate",
+        ),
+        Experiment(
+            "complete",
+            "complete",
+            "main_grid",
+            "data/runs",
+            tuple(complete_cells),
+            MaskSpec(protocol),
+            test_time_shift=True,
+            description="complete-modality baselines (Table 1 analogue) at missing rate 0",
+        ),
     ]
     trained = set(main_cells) | set(complete_cells)
     suite = config["missing_suite"]
     suite_cells = [(m, r) for m in suite["methods"] for r in suite["missing_rates"] if (m, r) not in trained]
-    table.append(Experiment("suite", "suite", "missing_suite", "data/suite", tuple(suite_cells), MaskSpec(protocol),
-                            test_time_shift=True,
-                            description="the missing-modality suite (Table 2 analogue)"))
+    table.append(
+        Experiment(
+            "suite",
+            "suite",
+            "missing_suite",
+            "data/suite",
+            tuple(suite_cells),
+            MaskSpec(protocol),
+            test_time_shift=True,
+            description="the missing-modality suite (Table 2 analogue)",
+        )
+    )
     isolation = config["isolation"]
     if isolation["enabled"]:
         for modality in isolation["modalities"]:
             name = f"isolate_{modality}"
             cells = [(m, r) for m in isolation["methods"] for r in isolation["training_missing_rates"]]
-            table.append(Experiment(name, "isolation", "isolation", f"data/isolation/{name}", tuple(cells),
-                                    MaskSpec("single_modality", modality, training_only=True),
-                                    reused=tuple((m, 0.0) for m in isolation["methods"]),
-                                    description=f"{modality} masked in a share of the training samples only"))
+            table.append(
+                Experiment(
+                    name,
+                    "isolation",
+                    "isolation",
+                    f"data/isolation/{name}",
+                    tuple(cells),
+                    MaskSpec("single_modality", modality, training_only=True),
+                    reused=tuple((m, 0.0) for m in isolation["methods"]),
+                    description=f"{modality} masked in a share of the training samples only",
+                )
+            )
     fidelity = config["fidelity"]
     if fidelity["enabled"]:
         for name, variant in fidelity["variants"].items():
-            overrides = {key: value for key, value in
-                         (("method_params", {"mla": variant["mla"]} if variant.get("mla") else {}),
-                          ("train", variant.get("train", {}))) if value}
+            overrides = {
+                key: value
+                for key, value in (
+                    ("method_params", {"mla": variant["mla"]} if variant.get("mla") else {}),
+                    ("train", variant.get("train", {})),
+                )
+                if value
+            }
             variant_protocol = variant.get("masks", {}).get("protocol", protocol)
             cells = [("mla", r) for r in fidelity["missing_rates"]]
             reused = [c for c in cells if _equals_main_at(overrides, c[1])]
-            table.append(Experiment(name, "fidelity", "fidelity", f"data/fidelity/{name}",
-                                    tuple(c for c in cells if c not in reused), MaskSpec(variant_protocol),
-                                    overrides=overrides, reused=tuple(reused),
-                                    description="; ".join(f"{k}: {v}" for section in variant.values()
-                                                          for k, v in section.items())))
+            table.append(
+                Experiment(
+                    name,
+                    "fidelity",
+                    "fidelity",
+                    f"data/fidelity/{name}",
+                    tuple(c for c in cells if c not in reused),
+                    MaskSpec(variant_protocol),
+                    overrides=overrides,
+                    reused=tuple(reused),
+                    description="; ".join(
+                        f"{k}: {v}" for section in variant.values() for k, v in section.items()
+                    ),
+                )
+            )
         other = next(p for p in MASK_PROTOCOLS if p != protocol)
         cells = [(m, r) for m in fidelity["protocol_methods"] for r in rates]
         reused = [c for c in cells if c[1] == 0]
-        table.append(Experiment(f"masks_{other}", "fidelity", "fidelity", f"data/fidelity/masks_{other}",
-                                tuple(c for c in cells if c not in reused), MaskSpec(other),
-                                reused=tuple(reused), description=f"masks: {other}"))
+        table.append(
+            Experiment(
+                f"masks_{other}",
+                "fidelity",
+                "fidelity",
+                f"data/fidelity/masks_{other}",
+                tuple(c for c in cells if c not in reused),
+                MaskSpec(other),
+                reused=tuple(reused),
+                description=f"masks: {other}",
+            )
+        )
     return table
 
 
 def as_dict(experiment: Experiment) -> dict:
     """An experiment as JSON (the stage indexes hold them); `Experiment.from_dict` reads it back."""
-    return {"name": experiment.name, "kind": experiment.kind, "stage": experiment.stage, "root": experiment.root,
-            "cells": [list(c) for c in experiment.cells], "masks": experiment.masks.as_dict(),
-            "overrides": experiment.overrides, "test_time_shift": experiment.test_time_shift,
-            "reused": [list(c) for c in experiment.reused], "description": experiment.description}
+    return {
+        "name": experiment.name,
+        "kind": experiment.kind,
+        "stage": experiment.stage,
+        "root": experiment.root,
+        "cells": [list(c) for c in experiment.cells],
+        "masks": experiment.masks.as_dict(),
+        "overrides": experiment.overrides,
+        "test_time_shift": experiment.test_time_shift,
+        "reused": [list(c) for c in experiment.reused],
+        "description": experiment.description,
+    }
 
 
 def from_dict(d: dict) -> Experiment:
-    return Experiment(d["name"], d["kind"], d["stage"], d["root"], tuple((m, float(r)) for m, r in d["cells"]),
-                      MaskSpec(**d["masks"]), d["overrides"], d["test_time_shift"],
-                      tuple((m, float(r)) for m, r in d["reused"]), d["description"])
+    return Experiment(
+        d["name"],
+        d["kind"],
+        d["stage"],
+        d["root"],
+        tuple((m, float(r)) for m, r in d["cells"]),
+        MaskSpec(**d["masks"]),
+        d["overrides"],
+        d["test_time_shift"],
+        tuple((m, float(r)) for m, r in d["reused"]),
+        d["description"],
+    )
 
 
 def by_name(table: list[Experiment]) -> dict[str, Experiment]:
@@ -189,8 +267,10 @@ def effective_method_params(config: dict, method: str, overrides: dict | None = 
 
 def method_settings(config: dict, method: str, overrides: dict | None = None) -> dict:
     """{"train": ..., "method_params": {method: ...}}: the settings `mlaflow.train.loop.train_runs` takes."""
-    return {"train": effective_train(config, method, overrides),
-            "method_params": {method: effective_method_params(config, method, overrides)}}
+    return {
+        "train": effective_train(config, method, overrides),
+        "method_params": {method: effective_method_params(config, method, overrides)},
+    }
 
 
 def train_job_config(config: dict, experiment: Experiment, method: str) -> dict:
@@ -200,7 +280,8 @@ def train_job_config(config: dict, experiment: Experiment, method: str) -> dict:
         "method": method,
         **method_settings(config, method, experiment.overrides),
         "masks": {"all_missing": config["masks"]["all_missing"]},
-        "test_time_shift": [format_rate(r) for r in config["masks"]["missing_rates"]] if experiment.test_time_shift
+        "test_time_shift": [format_rate(r) for r in config["masks"]["missing_rates"]]
+        if experiment.test_time_shift
         else [],
         "modalities": corpora.modalities(config),
         "classes": corpora.classes(config),
@@ -210,7 +291,11 @@ def train_job_config(config: dict, experiment: Experiment, method: str) -> dict:
 
 def mask_job_config(config: dict, masks: MaskSpec) -> dict:
     """What the masks of one specification are drawn from (all_missing matters to bernoulli masks only)."""
-    out = {"masks": masks.as_dict(), "seeds": list(config["train"]["seeds"]), "modalities": corpora.modalities(config)}
+    out = {
+        "masks": masks.as_dict(),
+        "seeds": list(config["train"]["seeds"]),
+        "modalities": corpora.modalities(config),
+    }
     if masks.protocol == "bernoulli":
         out["all_missing"] = config["masks"]["all_missing"]
     return out

@@ -9,6 +9,7 @@ What "reads whole" means per file: a feature store passes `read_store` (every ro
 when the manifest is among the paths, one row per utterance of it); any other HDF5 file reads every dataset;
 JSON parses; CSV parses. Other files (encoder weights, images) are not opened.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,17 @@ def _files(paths: list[str]) -> list[Path]:
     for path in map(Path, paths):
         if path.is_dir():
             # hidden entries (a training job's .done/ resume records, temporaries) are not outputs
-            out += sorted(p for p in path.rglob("*") if p.is_file()
-                          and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            out += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         elif path.is_file():
             out.append(path)
         else:
-            raise InputError(path, "output not found", "run `dvc repro` again (the stage's target remakes it)")
+            raise InputError(
+                path, "output not found", "run `dvc repro` again (the stage's target remakes it)"
+            )
     return out
 
 
@@ -47,8 +53,11 @@ def _check_hdf5(path: Path, manifest_ids: list[str] | None) -> None:
             return
     table = read_store(path)
     if manifest_ids is not None and sorted(table.ids) != sorted(manifest_ids):
-        raise InputError(path, f"holds {len(table.ids)} rows, the manifest {len(manifest_ids)} utterances",
-                         "delete it and run `dvc repro` again (it is re-extracted)")
+        raise InputError(
+            path,
+            f"holds {len(table.ids)} rows, the manifest {len(manifest_ids)} utterances",
+            "delete it and run `dvc repro` again (it is re-extracted)",
+        )
 
 
 def check(path: Path, manifest_ids: list[str] | None = None) -> None:
@@ -63,15 +72,20 @@ def check(path: Path, manifest_ids: list[str] | None = None) -> None:
     except InputError:
         raise
     except Exception as err:  # h5py/OSError (truncated), JSON, CSV, UnicodeDecodeError: the file is damaged
-        raise InputError(path, f"cannot be read whole ({type(err).__name__}: {err})",
-                         "delete it and run `dvc repro` again (it is recomputed)") from err
+        raise InputError(
+            path,
+            f"cannot be read whole ({type(err).__name__}: {err})",
+            "delete it and run `dvc repro` again (it is recomputed)",
+        ) from err
 
 
 def verify(paths: list[str]) -> int:
     """Check every file under `paths`; raise one InputError naming the damaged ones. Returns the count checked."""
     files = _files(paths)
     manifests = [p for p in files if p.name == MANIFEST]
-    manifest_ids = pd.read_csv(manifests[0], dtype={"utterance_id": str})["utterance_id"].tolist() if manifests else None
+    manifest_ids = (
+        pd.read_csv(manifests[0], dtype={"utterance_id": str})["utterance_id"].tolist() if manifests else None
+    )
     bad = []
     for path in files:
         try:
@@ -81,6 +95,9 @@ def verify(paths: list[str]) -> int:
     if bad:
         listed = "; ".join(f"{err.path}: {err.problem}" for err in bad[:SHOWN])
         more = f" (and {len(bad) - SHOWN} more)" if len(bad) > SHOWN else ""
-        raise InputError(None, f"{len(bad)} output file(s) are damaged: {listed}{more}",
-                         "delete the damaged files and run `dvc repro` again: they are recomputed, nothing else is")
+        raise InputError(
+            None,
+            f"{len(bad)} output file(s) are damaged: {listed}{more}",
+            "delete the damaged files and run `dvc repro` again: they are recomputed, nothing else is",
+        )
     return len(files)

@@ -3,16 +3,18 @@
 Everything mlaflow writes goes to a temporary sibling first and is renamed into place only once it is whole
 (`os.replace` is atomic on POSIX within one file system).
 """
+
 from __future__ import annotations
 
+import glob
 import json
 import os
-import glob
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextmanager

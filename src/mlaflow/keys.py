@@ -3,6 +3,7 @@
 A leaf module (no mlaflow imports): every job uses it, so it changes rarely and never drags other code into a
 job's code inputs (mlaflow.codedeps).
 """
+
 from __future__ import annotations
 
 import hashlib

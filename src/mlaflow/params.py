@@ -4,6 +4,7 @@
 mlaflow.schema) and then the checks across keys that a schema cannot express. The Snakefile calls it before
 any job starts; jobs never read params.yaml: each gets the config file of its own job (mlaflow.experiments).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,46 +31,66 @@ def validate(params: dict) -> dict:
     _check_rates(params)
     for method in sorted(used_methods(params)):
         if method not in params["method_params"]:
-            raise ParamsError(f"method_params.{method}", "missing for a method listed in `methods`",
-                              f"add a `{method}:` entry under method_params")
+            raise ParamsError(
+                f"method_params.{method}",
+                "missing for a method listed in `methods`",
+                f"add a `{method}:` entry under method_params",
+            )
     for generator in ("embedded", "embedded_cremad"):
         settings = params["corpus"][generator]
         if settings["min_duration_s"] > settings["max_duration_s"]:
             raise ParamsError(f"corpus.{generator}.min_duration_s", "larger than max_duration_s")
     for rate in params["missing_suite"]["missing_rates"] if params["missing_suite"]["methods"] else []:
         if rate not in params["masks"]["missing_rates"]:
-            raise ParamsError("missing_suite.missing_rates", f"{rate} is not in masks.missing_rates",
-                              "use rates of masks.missing_rates (the suite shares the main grid's masks)")
+            raise ParamsError(
+                "missing_suite.missing_rates",
+                f"{rate} is not in masks.missing_rates",
+                "use rates of masks.missing_rates (the suite shares the main grid's masks)",
+            )
     isolation = params["isolation"]
     if isolation["enabled"]:
         # share 0.0 of the isolation curves is the main grid's complete-data run of each method
         for method in isolation["methods"]:
-            at_rate_0 = (method in params["methods"] and 0.0 in params["masks"]["missing_rates"]) or \
-                method in params["complete_modality_methods"]
+            at_rate_0 = (
+                method in params["methods"] and 0.0 in params["masks"]["missing_rates"]
+            ) or method in params["complete_modality_methods"]
             if not at_rate_0:
-                raise ParamsError("isolation.methods", f"{method!r} has no missing-rate-0 run in the main grid",
-                                  f"add {method!r} to complete_modality_methods (or to methods with 0.0 in "
-                                  "masks.missing_rates), or remove it from isolation.methods")
+                raise ParamsError(
+                    "isolation.methods",
+                    f"{method!r} has no missing-rate-0 run in the main grid",
+                    f"add {method!r} to complete_modality_methods (or to methods with 0.0 in "
+                    "masks.missing_rates), or remove it from isolation.methods",
+                )
     fidelity = params["fidelity"]
     if fidelity["enabled"]:
         # the fidelity experiment compares against the main grid's runs, so those must exist
         needed = {"methods": ["mla", *fidelity["protocol_methods"]]}
         for method in needed["methods"]:
             if method not in params["methods"]:
-                raise ParamsError("methods", f"the fidelity experiment needs {method!r} in the main grid",
-                                  f"add {method!r} to methods, or set fidelity.enabled: false")
+                raise ParamsError(
+                    "methods",
+                    f"the fidelity experiment needs {method!r} in the main grid",
+                    f"add {method!r} to methods, or set fidelity.enabled: false",
+                )
         for rate in fidelity["missing_rates"]:
             if rate not in params["masks"]["missing_rates"]:
-                raise ParamsError("fidelity.missing_rates", f"{rate} is not in masks.missing_rates",
-                                  "use rates of the main grid (its MLA runs are the paper baseline)")
+                raise ParamsError(
+                    "fidelity.missing_rates",
+                    f"{rate} is not in masks.missing_rates",
+                    "use rates of the main grid (its MLA runs are the paper baseline)",
+                )
     _check_corpus(params)
     _check_paths(params)
     _check_experiment_names(params)
     return params
 
 
-RATE_LISTS = ("masks.missing_rates", "missing_suite.missing_rates", "isolation.training_missing_rates",
-              "fidelity.missing_rates")
+RATE_LISTS = (
+    "masks.missing_rates",
+    "missing_suite.missing_rates",
+    "isolation.training_missing_rates",
+    "fidelity.missing_rates",
+)
 
 
 def _check_rates(params: dict) -> None:
@@ -80,57 +101,89 @@ def _check_rates(params: dict) -> None:
         for rate in params[section][name]:
             label = format_rate(rate)
             if float(label) != rate:
-                raise ParamsError(key, f"{rate} has more than two decimals (its files would be named {label})",
-                                  f"use {float(label)}, or a rate of two decimals")
+                raise ParamsError(
+                    key,
+                    f"{rate} has more than two decimals (its files would be named {label})",
+                    f"use {float(label)}, or a rate of two decimals",
+                )
             if label in labels:
                 raise ParamsError(key, f"{labels[label]} and {rate} are the same rate", "list each rate once")
             labels[label] = rate
 
 
-FEATURE_OPTIONS = ("device", "half_precision", "embedded_seed")   # features.* keys that are not modalities
-SHIPPED_MODALITIES = ("audio", "visual", "text")                    # features.* keys with documented defaults
+FEATURE_OPTIONS = ("device", "half_precision", "embedded_seed")  # features.* keys that are not modalities
+SHIPPED_MODALITIES = ("audio", "visual", "text")  # features.* keys with documented defaults
 
 
 def used_methods(params: dict) -> set[str]:
-    return {*params["methods"], *params["complete_modality_methods"], *params["missing_suite"]["methods"],
-            *(params["isolation"]["methods"] if params["isolation"]["enabled"] else [])}
+    return {
+        *params["methods"],
+        *params["complete_modality_methods"],
+        *params["missing_suite"]["methods"],
+        *(params["isolation"]["methods"] if params["isolation"]["enabled"] else []),
+    }
 
 
 def _check_corpus(params: dict) -> None:
     """The corpus kind's own keys are set, and option values that name a modality name one of the corpus's."""
     kind = corpora.corpus_kind(params)
     if kind.name == "features" and not params["corpus"]["table"]:
-        raise ParamsError("corpus.table", "is not set; corpus kind 'features' reads the labels from it",
-                          "point it at a CSV of id, label (and split or fold; see README)")
+        raise ParamsError(
+            "corpus.table",
+            "is not set; corpus kind 'features' reads the labels from it",
+            "point it at a CSV of id, label (and split or fold; see README)",
+        )
     names = corpora.modalities(params)
     corpora.classes(params)
     for key in params["features"]:
         if key not in (*FEATURE_OPTIONS, *SHIPPED_MODALITIES, *names):
-            raise ParamsError(f"features.{key}", f"is not a modality of the corpus ({names})",
-                              "correct the name, or add it to corpus.modalities")
+            raise ParamsError(
+                f"features.{key}",
+                f"is not a modality of the corpus ({names})",
+                "correct the name, or add it to corpus.modalities",
+            )
     for modality in names:
         if modality not in params["features"]:
-            raise ParamsError(f"features.{modality}", "is not set",
-                              f"give its store and width: features.{modality}: {{precomputed: <file.h5>, dim: <d>}}")
+            raise ParamsError(
+                f"features.{modality}",
+                "is not set",
+                f"give its store and width: features.{modality}: {{precomputed: <file.h5>, dim: <d>}}",
+            )
         if not kind.extracted and not params["features"][modality]["precomputed"]:
-            raise ParamsError(f"features.{modality}.precomputed", f"is not set; corpus kind {kind.name!r} has no "
-                              "extraction", "point it at the modality's HDF5 store")
+            raise ParamsError(
+                f"features.{modality}.precomputed",
+                f"is not set; corpus kind {kind.name!r} has no extraction",
+                "point it at the modality's HDF5 store",
+            )
     used = used_methods(params)
     for method, key in (("film", "condition"), ("bigated", "gate")):
         value = params["method_params"][method][key]
         if method in used and value not in names:
-            raise ParamsError(f"method_params.{method}.{key}", f"{value!r} is not a modality of the corpus",
-                              f"use one of {names}")
+            raise ParamsError(
+                f"method_params.{method}.{key}",
+                f"{value!r} is not a modality of the corpus",
+                f"use one of {names}",
+            )
     mla = params["method_params"]["mla"]
-    fusions = {mla["fusion"], *(v.get("mla", {}).get("fusion") for v in params["fidelity"]["variants"].values())}
+    fusions = {
+        mla["fusion"],
+        *(v.get("mla", {}).get("fusion") for v in params["fidelity"]["variants"].values()),
+    }
     if "fixed" in fusions and "mla" in used and not set(names) <= set(mla["fixed_weights"]):
-        raise ParamsError("method_params.mla.fixed_weights", f"has no weight for {sorted(set(names) - set(mla['fixed_weights']))}, "
-                          "and fusion fixed needs one per modality", f"give a weight to each of {names}")
+        raise ParamsError(
+            "method_params.mla.fixed_weights",
+            f"has no weight for {sorted(set(names) - set(mla['fixed_weights']))}, "
+            "and fusion fixed needs one per modality",
+            f"give a weight to each of {names}",
+        )
     if params["isolation"]["enabled"]:
         for value in params["isolation"]["modalities"]:
             if value not in names:
-                raise ParamsError("isolation.modalities", f"{value!r} is not a modality of the corpus",
-                                  f"use some of {names}")
+                raise ParamsError(
+                    "isolation.modalities",
+                    f"{value!r} is not a modality of the corpus",
+                    f"use some of {names}",
+                )
 
 
 def _check_paths(params: dict) -> None:
@@ -138,22 +191,38 @@ def _check_paths(params: dict) -> None:
     corpus = params["corpus"]
     kind = corpora.corpus_kind(params)
     if kind.extracted and kind.generator_module is None and not Path(corpus["root"]).is_dir():
-        raise ParamsError("corpus.root", f"{corpus['root']} is not a directory",
-                          f"point it at the {corpus['kind']} corpus (see the README)")
+        raise ParamsError(
+            "corpus.root",
+            f"{corpus['root']} is not a directory",
+            f"point it at the {corpus['kind']} corpus (see the README)",
+        )
     if kind.name == "features" and not Path(corpus["table"]).is_file():
-        raise ParamsError("corpus.table", f"{corpus['table']} does not exist", "point it at the CSV of id, label")
+        raise ParamsError(
+            "corpus.table", f"{corpus['table']} does not exist", "point it at the CSV of id, label"
+        )
     if kind.name == "cremad" and corpus["split_file"] and not Path(corpus["split_file"]).is_file():
-        raise ParamsError("corpus.split_file", f"{corpus['split_file']} does not exist",
-                          "point it at the CSV of clip, split, or set it to null")
+        raise ParamsError(
+            "corpus.split_file",
+            f"{corpus['split_file']} does not exist",
+            "point it at the CSV of clip, split, or set it to null",
+        )
     for modality in corpora.modalities(params):
         cfg = params["features"][modality]
         if cfg["precomputed"]:
             if not Path(cfg["precomputed"]).is_file():
-                raise ParamsError(f"features.{modality}.precomputed", f"{cfg['precomputed']} does not exist",
-                                  "point it at an HDF5 feature store (README: HDF5 feature store schema), or set null")
-        elif cfg.get("model", "embedded") != "embedded" and not (Path(cfg["model"]) / "config.json").is_file():
-            raise ParamsError(f"features.{modality}.model", f"{cfg['model']} is not a model directory (no config.json)",
-                              "set it to `embedded`, or to a local directory written by save_pretrained")
+                raise ParamsError(
+                    f"features.{modality}.precomputed",
+                    f"{cfg['precomputed']} does not exist",
+                    "point it at an HDF5 feature store (README: HDF5 feature store schema), or set null",
+                )
+        elif (
+            cfg.get("model", "embedded") != "embedded" and not (Path(cfg["model"]) / "config.json").is_file()
+        ):
+            raise ParamsError(
+                f"features.{modality}.model",
+                f"{cfg['model']} is not a model directory (no config.json)",
+                "set it to `embedded`, or to a local directory written by save_pretrained",
+            )
 
 
 def _check_experiment_names(params: dict) -> None:
@@ -163,8 +232,11 @@ def _check_experiment_names(params: dict) -> None:
     seen: dict[str, str] = {}
     for experiment in experiment_table(params):
         if experiment.name in seen:
-            raise ParamsError(f"fidelity.variants.{experiment.name}", f"the name is taken by the {seen[experiment.name]} "
-                              "experiment", "choose another name")
+            raise ParamsError(
+                f"fidelity.variants.{experiment.name}",
+                f"the name is taken by the {seen[experiment.name]} experiment",
+                "choose another name",
+            )
         seen[experiment.name] = experiment.kind
 
 
@@ -173,5 +245,3 @@ def load(path: str | Path = "params.yaml") -> dict:
     if not path.exists():
         raise ParamsError(str(path), "file not found", "run from the repository root or pass --params")
     return validate(yaml.safe_load(path.read_text()))
-
-

@@ -18,11 +18,13 @@
    missing required key that key (`train.seeds`); otherwise the key that holds the wrong value, with the
    schema's message and, in the fix, that key's `description`.
 """
+
 from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jsonschema
 
@@ -34,8 +36,15 @@ UNKNOWN_KEY_FIX = f"remove it or correct its spelling (see {SCHEMA_FILE})"
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _NULLS = ("null", "Null", "NULL", "~")
-_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (type(None), "null"),
-               (list, "array"), (dict, "object"))
+_JSON_TYPES = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (type(None), "null"),
+    (list, "array"),
+    (dict, "object"),
+)
 
 
 # ------------------------------------------------------------------------------------------------ the API
@@ -88,7 +97,7 @@ def _resolve(node: dict, root: dict) -> dict:
         return node if isinstance(node, dict) else {}
     ref = node["$ref"]
     if not ref.startswith("#"):
-        return {k: v for k, v in node.items() if k != "$ref"}   # remote references: not followed
+        return {k: v for k, v in node.items() if k != "$ref"}  # remote references: not followed
     target: Any = root
     for token in filter(None, ref[1:].split("/")):
         token = token.replace("~1", "/").replace("~0", "~")
@@ -126,11 +135,17 @@ def _coerce(value: Any, node: dict, root: dict) -> Any:
     if isinstance(value, str):
         return _parse(value, _expected_types(node))
     if isinstance(value, dict):
-        return {key: _coerce(item, sub, root) if (sub := _child(node, key, root)) is not None else copy.deepcopy(item)
-                for key, item in value.items()}
+        return {
+            key: _coerce(item, sub, root)
+            if (sub := _child(node, key, root)) is not None
+            else copy.deepcopy(item)
+            for key, item in value.items()
+        }
     if isinstance(value, list):
         items = node.get("items")
-        return [_coerce(item, items, root) if isinstance(items, dict) else copy.deepcopy(item) for item in value]
+        return [
+            _coerce(item, items, root) if isinstance(items, dict) else copy.deepcopy(item) for item in value
+        ]
     return copy.deepcopy(value)
 
 
@@ -166,7 +181,7 @@ def _fill(value: Any, node: dict, root: dict) -> Any:
                     value[key] = copy.deepcopy(resolved["default"])
         extra = node.get("additionalProperties")
         for key in list(value):
-            sub = properties[key] if key in properties else extra
+            sub = properties.get(key, extra)
             if isinstance(sub, dict):
                 value[key] = _fill(value[key], sub, root)
     elif isinstance(value, list) and isinstance(node.get("items"), dict):

@@ -1,10 +1,11 @@
 """Helpers of tests/slurm/run_slurm_test.sh (the real-SLURM test); run with the venv's Python.
 
-  render-conf TEMPLATE OUT_DIR --state-dir D --munge-socket S --gpus N   slurm.conf + gres.conf for this host
-  workspace REPO DEST --gpu-per-job N                                       copy of the workflow with tiny params
-  compare A B                                                               metrics/validation of every run equal
-  jobs SNAKEMAKE_LOG SQUEUE CTLD_LOG SLURM_LOGDIR --workspace W [--expect-gpus]  every job ran on SLURM and succeeded
+render-conf TEMPLATE OUT_DIR --state-dir D --munge-socket S --gpus N   slurm.conf + gres.conf for this host
+workspace REPO DEST --gpu-per-job N                                       copy of the workflow with tiny params
+compare A B                                                               metrics/validation of every run equal
+jobs SNAKEMAKE_LOG SQUEUE CTLD_LOG SLURM_LOGDIR --workspace W [--expect-gpus]  every job ran on SLURM and succeeded
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,27 +18,40 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the tiny workflow shared with test_workflow
-from mlaflow import params as P  # noqa: E402
-from mlaflow.experiments import experiment_table  # noqa: E402
-from tiny_workflow import copy_workflow, tiny_params  # noqa: E402
+# tests/: the tiny workflow shared with test_workflow
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny_workflow import copy_workflow, tiny_params
+
+from mlaflow import params as P
+from mlaflow.experiments import experiment_table
 
 # The group of workflow/profiles/slurm (build_encoder x3); corpus, extract and train go to SLURM, the other rules
 # are localrules in the Snakefile.
 ENCODER_GROUP = "encoders"
-TRAINING_RULES = ("extract", "train")   # the GPU rules
+TRAINING_RULES = ("extract", "train")  # the GPU rules
 
 
 def render_conf(args) -> None:
     """Fill the template with this host's name, CPUs and memory (`slurmd -C`, as slurmd will report them)."""
-    hardware = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
+    hardware = subprocess.run(
+        ["slurmd", "-C"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[0]
     fields = dict(item.split("=", 1) for item in hardware.split())
     nodename = fields.pop("NodeName", None) or socket.gethostname().split(".")[0]
-    node_hardware = " ".join(f"{k}={fields[k]}" for k in ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket",
-                                                          "ThreadsPerCore", "RealMemory") if k in fields)
-    values = {"NODENAME": nodename, "NODE_HARDWARE": node_hardware, "STATE_DIR": args.state_dir,
-              "MUNGE_SOCKET": args.munge_socket, "GPUS": str(args.gpus),
-              "CTLD_PORT": str(args.ctld_port), "SLURMD_PORT": str(args.slurmd_port)}
+    node_hardware = " ".join(
+        f"{k}={fields[k]}"
+        for k in ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore", "RealMemory")
+        if k in fields
+    )
+    values = {
+        "NODENAME": nodename,
+        "NODE_HARDWARE": node_hardware,
+        "STATE_DIR": args.state_dir,
+        "MUNGE_SOCKET": args.munge_socket,
+        "GPUS": str(args.gpus),
+        "CTLD_PORT": str(args.ctld_port),
+        "SLURMD_PORT": str(args.slurmd_port),
+    }
     text = Path(args.template).read_text()
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
@@ -54,9 +68,13 @@ def render_conf(args) -> None:
     for i in range(args.gpus):
         (devices / f"gpu{i}").unlink(missing_ok=True)
         (devices / f"gpu{i}").symlink_to("/dev/null")
-    (out / "gres.conf").write_text(f"# written by tests/slurm/run_slurm_test.sh\nAutoDetect=off\nNodeName={nodename} Name=gpu File={devices}/gpu[0-{args.gpus - 1}]\n")
-    print(f"slurm.conf: node {nodename} ({node_hardware}, {args.gpus} GPU slots without devices), "
-          f"state in {args.state_dir}")
+    (out / "gres.conf").write_text(
+        f"# written by tests/slurm/run_slurm_test.sh\nAutoDetect=off\nNodeName={nodename} Name=gpu File={devices}/gpu[0-{args.gpus - 1}]\n"
+    )
+    print(
+        f"slurm.conf: node {nodename} ({node_hardware}, {args.gpus} GPU slots without devices), "
+        f"state in {args.state_dir}"
+    )
 
 
 def workspace(args) -> None:
@@ -73,7 +91,9 @@ def compare(args) -> None:
     runs_a = sorted(p.relative_to(a) for d in dirs for p in (a / "data" / d).rglob("seed*_fold*.json"))
     runs_b = sorted(p.relative_to(b) for d in dirs for p in (b / "data" / d).rglob("seed*_fold*.json"))
     if not runs_a or runs_a != runs_b:
-        sys.exit(f"compare: different run files:\n  {a}: {[str(p) for p in runs_a]}\n  {b}: {[str(p) for p in runs_b]}")
+        sys.exit(
+            f"compare: different run files:\n  {a}: {[str(p) for p in runs_a]}\n  {b}: {[str(p) for p in runs_b]}"
+        )
     for rel in runs_a:
         ra, rb = json.loads((a / rel).read_text()), json.loads((b / rel).read_text())
         for field in ("metrics", "validation"):
@@ -81,8 +101,10 @@ def compare(args) -> None:
                 sys.exit(f"compare: {rel} has no `{field}` field")
             if ra[field] != rb[field]:
                 sys.exit(f"compare: `{field}` of {rel} differs:\n  SLURM: {ra[field]}\n  local: {rb[field]}")
-    print(f"compare: {len(runs_a)} run files, `metrics` and `validation` identical between the SLURM and the "
-          f"local run (e.g. {runs_a[0]}: accuracy {json.loads((a / runs_a[0]).read_text())['metrics']['accuracy']})")
+    print(
+        f"compare: {len(runs_a)} run files, `metrics` and `validation` identical between the SLURM and the "
+        f"local run (e.g. {runs_a[0]}: accuracy {json.loads((a / runs_a[0]).read_text())['metrics']['accuracy']})"
+    )
 
 
 def jobs(args) -> None:
@@ -116,17 +138,25 @@ def jobs(args) -> None:
             name = f"group {ENCODER_GROUP}"
         rules.setdefault(name, []).append((jobid, tres))
     params = P.validate(yaml.safe_load((Path(args.workspace) / "params.yaml").read_text()))
-    expected = {"corpus": 1, f"group {ENCODER_GROUP}": 1, "extract": 3,
-                "train": sum(len(experiment.cells) for experiment in experiment_table(params))}
+    expected = {
+        "corpus": 1,
+        f"group {ENCODER_GROUP}": 1,
+        "extract": 3,
+        "train": sum(len(experiment.cells) for experiment in experiment_table(params)),
+    }
     expected = {name: n for name, n in expected.items() if n}
     counts = {name: len(entries) for name, entries in rules.items()}
     if counts != expected:
         sys.exit(f"jobs: submitted {counts}, expected {expected} (the other rules are localrules)")
-    print(f"jobs: {len(submitted)} SLURM jobs, all COMPLETED (squeue history) with exit status 0 (slurmctld log), "
-          f"one SLURM log each:")
+    print(
+        f"jobs: {len(submitted)} SLURM jobs, all COMPLETED (squeue history) with exit status 0 (slurmctld log), "
+        f"one SLURM log each:"
+    )
     for name, entries in sorted(rules.items()):
         tres = ",".join(sorted({t for _, t in entries}))
-        print(f"  {name:16s} x{len(entries)}  jobids {','.join(j for j, _ in entries):10s} tres-per-job {tres}")
+        print(
+            f"  {name:16s} x{len(entries)}  jobids {','.join(j for j, _ in entries):10s} tres-per-job {tres}"
+        )
     calls = {}
     for call in re.findall(r"sbatch call: (.*)", log):
         call = re.sub(r" --wrap=.*", "", call)
@@ -134,7 +164,7 @@ def jobs(args) -> None:
         key = re.sub(r"_wildcards_.*", "", comment.group(1)) if comment else "?"
         calls.setdefault(key, re.sub(r"--job-name \S+ --output \S+ ", "", call))
     print("jobs: sbatch calls, one per rule (plugin log, --wrap=... cut):")
-    for key, call in sorted(calls.items()):
+    for _, call in sorted(calls.items()):
         print(f"  {call}")
     if args.expect_gpus:
         for rule in TRAINING_RULES:
@@ -147,7 +177,9 @@ def jobs(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("render-conf")
     p.add_argument("template")
@@ -172,7 +204,9 @@ def main() -> None:
     p.add_argument("squeue_dump")
     p.add_argument("ctld_log")
     p.add_argument("slurm_logdir")
-    p.add_argument("--workspace", required=True, help="the workflow directory of the SLURM run (its params.yaml)")
+    p.add_argument(
+        "--workspace", required=True, help="the workflow directory of the SLURM run (its params.yaml)"
+    )
     p.add_argument("--expect-gpus", action="store_true")
     p.set_defaults(func=jobs)
     args = parser.parse_args()

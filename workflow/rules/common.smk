@@ -1,7 +1,7 @@
-# What every rule shares: the validated config, the experiment table, job config files and code inputs.
+# What all rules share: the validated config, the experiment table, job config files and code inputs.
 #
 # Parameters reach jobs through Snakemake only: every job reads one config file (`*.config.json`), written by the
-# rule `job_config` from the config Snakemake was given (params.yaml, then --configfile / --config on top), with
+# `job_config` rule from the config Snakemake was given (params.yaml, then --configfile / --config on top), with
 # exactly the keys that job computes from. Its `params:` are that content, so Snakemake reruns the config job
 # (and what depends on it) exactly when the content changes. Jobs never read params.yaml themselves.
 import os
@@ -14,13 +14,18 @@ from mlaflow.codedeps import code_files
 from mlaflow.data import corpora
 from mlaflow.features.protocol import encoder_module
 from mlaflow.methods import method_module
+from mlaflow.report.catalog import REPORT_ITEMS
 
-_validated = P.validate(config)  # defaults filled, --config strings coerced; fails naming the key, before any job
+# defaults filled, --config strings coerced; fails naming the key, before any job
+_validated = P.validate(config)
 config.clear()
 config.update(_validated)
 
 WORKFLOW_DIR = Path(workflow.basedir)
-MLAFLOW = f"{sys.executable} -m mlaflow"
+# Rules call `mlaflow <step>`: the CLI installed next to the Python that runs Snakemake (also in cluster jobs,
+# which parse this file again), whatever else is on PATH.
+_SEARCH_PATH = os.environ["PATH"]
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), _SEARCH_PATH])
 CORPUS = corpora.corpus_kind(config)
 MODALITIES = corpora.modalities(config)
 SEEDS = config["train"]["seeds"]
@@ -33,17 +38,10 @@ EXPERIMENTS = E.by_name(TABLE)
 PAPER_RESULTS = os.path.relpath(WORKFLOW_DIR / config["report"]["paper_results"])
 
 
-wildcard_constraints:
-    modality="|".join(MODALITIES),
-    method="[a-z_]+",
-    rate=r"\d\.\d\d",
-    seed=r"\d+",
-    fold=r"\d+",
-
-
 def code(*entries):
     """The source files the given mlaflow modules run (their static imports; see mlaflow.codedeps), relative to
-    the working directory: moving the checkout (a fresh clone elsewhere, a DVC temporary copy) changes nothing."""
+    the working directory: moving the checkout (a fresh clone elsewhere, a DVC temporary copy) changes nothing.
+    """
     return [os.path.relpath(f) for f in code_files(*entries)]
 
 
@@ -60,9 +58,13 @@ def feature_path(modality):
 
 
 FEATURE_FILES = [feature_path(m) for m in MODALITIES]
-EXTRACTED = [m for m in MODALITIES if not config["features"][m]["precomputed"]]   # the others are the user's
-STAGE_DIRS = {"main_grid": "data/runs", "missing_suite": "data/suite", "isolation": "data/isolation",
-              "fidelity": "data/fidelity"}
+EXTRACTED = [m for m in MODALITIES if not config["features"][m]["precomputed"]]  # the others are the user's
+STAGE_DIRS = {
+    "main_grid": "data/runs",
+    "missing_suite": "data/suite",
+    "isolation": "data/isolation",
+    "fidelity": "data/fidelity",
+}
 INDEX_FILES = {stage: f"{root}/index.json" for stage, root in STAGE_DIRS.items()}
 
 # What one training job covers (train.job_group): "cell" all seeds x folds of a method at a missing rate,
@@ -72,8 +74,12 @@ JOB_NAME = {"cell": "", "seed": "_seed{seed}", "run": "_seed{seed}_fold{fold}"}[
 
 
 def experiment_runs(experiment):
-    return [E.run_path(experiment, method, rate, seed, fold)
-            for method, rate in experiment.cells for seed in SEEDS for fold in FOLDS]
+    return [
+        E.run_path(experiment, method, rate, seed, fold)
+        for method, rate in experiment.cells
+        for seed in SEEDS
+        for fold in FOLDS
+    ]
 
 
 def stage_runs(stage):
@@ -87,12 +93,20 @@ def job_outputs(root, method, rate, seed="{seed}", fold="{fold}"):
     return [f"{root}/{method}/missing_{rate}/seed{s}_fold{f}.json" for s in seeds for f in folds]
 
 
-# every experiment's training jobs: the rule `train` matches {root}/{method}/missing_{rate}/...
+# every experiment's training jobs: the `train` rule matches {root}/{method}/missing_{rate}/...
 ROOTS = sorted({experiment.root for experiment in TABLE})
-EXPERIMENT_OF = {(experiment.root, method): experiment for experiment in TABLE for method in experiment.methods}
-MASK_FILES = sorted({E.mask_path(experiment.masks, rate) for experiment in TABLE for _, rate in experiment.cells}
-                    | {E.mask_path(experiment.masks, rate) for experiment in TABLE if experiment.test_time_shift
-                       for rate in config["masks"]["missing_rates"]})
+EXPERIMENT_OF = {
+    (experiment.root, method): experiment for experiment in TABLE for method in experiment.methods
+}
+MASK_FILES = sorted(
+    {E.mask_path(experiment.masks, rate) for experiment in TABLE for _, rate in experiment.cells}
+    | {
+        E.mask_path(experiment.masks, rate)
+        for experiment in TABLE
+        if experiment.test_time_shift
+        for rate in config["masks"]["missing_rates"]
+    }
+)
 MASK_SPECS = {experiment.masks.folder: experiment.masks for experiment in TABLE}
 
 
@@ -100,37 +114,61 @@ MASK_SPECS = {experiment.masks.folder: experiment.masks for experiment in TABLE}
 
 
 def _summary_config():
-    return {"methods": list(config["methods"]), "modalities": MODALITIES, "paper_dataset": CORPUS.paper_dataset,
-            "paper_columns": CORPUS.paper_columns}
+    return {
+        "methods": list(config["methods"]),
+        "modalities": MODALITIES,
+        "paper_dataset": CORPUS.paper_dataset,
+        "paper_columns": CORPUS.paper_columns,
+    }
 
 
 def _index_config(stage):
     experiments = [experiment for experiment in TABLE if experiment.stage == stage]
-    return {"stage": stage, "experiments": [E.as_dict(experiment) for experiment in experiments],
-            "config_hashes": {f"{experiment.name}/{method}": E.config_hash(E.train_job_config(config, experiment, method))
-                              for experiment in experiments for method in experiment.methods},
-            "seeds": SEEDS, "folds": FOLDS}
+    return {
+        "stage": stage,
+        "experiments": [E.as_dict(experiment) for experiment in experiments],
+        "config_hashes": {
+            f"{experiment.name}/{method}": E.config_hash(E.train_job_config(config, experiment, method))
+            for experiment in experiments
+            for method in experiment.methods
+        },
+        "seeds": SEEDS,
+        "folds": FOLDS,
+    }
 
 
 JOB_CONFIGS = {
     "data/manifest/manifest.config.json": corpora.manifest_config(config),
     "data/splits/folds.config.json": {"splits": config["splits"]},
     "reports/summary.config.json": _summary_config(),
-    "reports/report.config.json": {"config": config, "modalities": MODALITIES, "classes": corpora.classes(config),
-                                   "paper_dataset": CORPUS.paper_dataset, "paper_columns": CORPUS.paper_columns},
+    "reports/report.config.json": {
+        "config": config,
+        "modalities": MODALITIES,
+        "classes": corpora.classes(config),
+        "paper_dataset": CORPUS.paper_dataset,
+        "paper_columns": CORPUS.paper_columns,
+    },
 }
 if CORPUS.generator_module:
-    JOB_CONFIGS[f"{CORPUS_ROOT}.config.json"] = {"generator": CORPUS.generator_module,
-                                                 "settings": config["corpus"][CORPUS.generator_key]}
+    JOB_CONFIGS[f"{CORPUS_ROOT}.config.json"] = {
+        "generator": CORPUS.generator_module,
+        "settings": config["corpus"][CORPUS.generator_key],
+    }
 for _m in EXTRACTED:
     _cfg = config["features"][_m]
     if _cfg["model"] == "embedded":
         JOB_CONFIGS[f"data/models/{_m}.config.json"] = {
-            "modality": _m, "embedded_seed": config["features"]["embedded_seed"],
-            "encoder": {k: v for k, v in _cfg.items() if k not in ("model", "precomputed", "batch_size")}}
+            "modality": _m,
+            "embedded_seed": config["features"]["embedded_seed"],
+            "encoder": {k: v for k, v in _cfg.items() if k not in ("model", "precomputed", "batch_size")},
+        }
     JOB_CONFIGS[f"data/features/{_m}.config.json"] = {
-        "modality": _m, "device": config["features"]["device"], "half_precision": config["features"]["half_precision"],
-        "model_source": _cfg["model"], "encoder": {k: v for k, v in _cfg.items() if k != "precomputed"}}
+        "modality": _m,
+        "device": config["features"]["device"],
+        "half_precision": config["features"]["half_precision"],
+        "model_source": _cfg["model"],
+        "encoder": {k: v for k, v in _cfg.items() if k != "precomputed"},
+    }
 for _folder, _spec in MASK_SPECS.items():
     JOB_CONFIGS[f"data/splits/masks/{_folder}.config.json"] = E.mask_job_config(config, _spec)
 for (_root, _method), _experiment in EXPERIMENT_OF.items():
@@ -213,6 +251,7 @@ SUMMARY_OUTPUTS = [
 # written whatever runs (a section without data says so), so that every DVC output exists
 REPORT_OUTPUTS = [
     "reports/report.md",
+    "reports/report_page.html",
     "reports/missing_suite.json",
     "reports/fidelity.json",
     "reports/plots/missing_suite_accuracy.csv",
@@ -226,6 +265,17 @@ REPORT_OUTPUTS = [
     "reports/figures/accuracy_vs_missing_rate_by_protocol.png",
 ]
 
+def report_outputs(paths):
+    """`paths` as a rule's outputs, those in REPORT_ITEMS (mlaflow/report/catalog.py) flagged for
+    `snakemake --report` (captions are relative to workflow/rules/, where the rules that call this are)."""
+    return [_for_report(path) if path in REPORT_ITEMS else path for path in paths]
+
+
+def _for_report(path):
+    category, caption = REPORT_ITEMS[path]
+    # (not at the start of a line: Snakemake's parser would take it for the `report:` directive)
+    return report(path, caption=f"../report/{caption}", category=category)
+
 
 def _under(*folders):
     """The job config files inside the given folders (they belong to the DVC output of those folders)."""
@@ -235,13 +285,33 @@ def _under(*folders):
 # Every file of every stage's DVC outputs, so that a stage's target regenerates any of them that is missing
 # (Snakemake does not remake a missing intermediate file whose consumers are up to date).
 STAGE_TARGETS = {
-    "features": [*([CORPUS_ROOT] if CORPUS.generator_module else []), "data/manifest/manifest.csv",
-                 *(model_path(m) for m in EXTRACTED if config["features"][m]["model"] == "embedded"),
-                 *(f"data/features/{m}.h5" for m in EXTRACTED),
-                 *_under("data/corpus", "data/manifest", "data/models", "data/features")],
-    "main_grid": ["data/splits/folds.csv", *MASK_FILES, *stage_runs("main_grid"), INDEX_FILES["main_grid"],
-                  *SUMMARY_OUTPUTS, "reports/summary.config.json", *_under("data/splits", "data/runs")],
-    **{stage: [*stage_runs(stage), INDEX_FILES[stage], *_under(STAGE_DIRS[stage])]
-       for stage in ("missing_suite", "isolation", "fidelity")},
+    "features": [
+        *([CORPUS_ROOT] if CORPUS.generator_module else []),
+        "data/manifest/manifest.csv",
+        *(model_path(m) for m in EXTRACTED if config["features"][m]["model"] == "embedded"),
+        *(f"data/features/{m}.h5" for m in EXTRACTED),
+        *_under("data/corpus", "data/manifest", "data/models", "data/features"),
+    ],
+    "main_grid": [
+        "data/splits/folds.csv",
+        *MASK_FILES,
+        *stage_runs("main_grid"),
+        INDEX_FILES["main_grid"],
+        *SUMMARY_OUTPUTS,
+        "reports/summary.config.json",
+        *_under("data/splits", "data/runs"),
+    ],
+    **{
+        stage: [*stage_runs(stage), INDEX_FILES[stage], *_under(STAGE_DIRS[stage])]
+        for stage in ("missing_suite", "isolation", "fidelity")
+    },
     "report": [*REPORT_OUTPUTS, "reports/report.config.json"],
 }
+
+
+def write_job_config(path, content, log):
+    """The `job_config` rule's work: the job's config file, and which sections it holds in the log."""
+    from mlaflow.io import write_json
+
+    write_json(path, content, sort_keys=False)
+    Path(log).write_text(f"{path}: sections {', '.join(content)}\n")

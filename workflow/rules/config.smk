@@ -3,11 +3,11 @@ rule job_config:
     the Snakemake process (a localrule): it is the config Snakemake was given, nothing else."""
     output:
         "{path}.config.json",
-    params:
-        content=job_config,
+    log:
+        "logs/config/{path}.log",
     wildcard_constraints:
         path="|".join(re.escape(p[: -len(".config.json")]) for p in JOB_CONFIGS),
+    params:
+        content=job_config,
     run:
-        from mlaflow.io import write_json
-
-        write_json(output[0], params.content, sort_keys=False)
+        write_job_config(output[0], params.content, log[0])

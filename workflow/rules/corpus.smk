@@ -7,13 +7,13 @@ if CORPUS.generator_module:
             code=code(CORPUS.generator_module),
         output:
             directory(CORPUS_ROOT),
-        threads: 2
         log:
             "logs/corpus.log",
         benchmark:
             "benchmarks/corpus.tsv"
+        threads: 2
         shell:
-            "{MLAFLOW} corpus --config {input.config} --out {output} --threads {threads} > {log} 2>&1"
+            "mlaflow corpus --config {input.config} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule manifest:
@@ -30,4 +30,4 @@ rule manifest:
     benchmark:
         "benchmarks/manifest.tsv"
     shell:
-        "{MLAFLOW} manifest --config {input.config} --source {input.source} --out {output} > {log} 2>&1"
+        "mlaflow manifest --config {input.config} --source {input.source} --out {output} > {log} 2>&1"

@@ -11,7 +11,7 @@ rule build_encoder:
     benchmark:
         "benchmarks/build_encoder/{modality}.tsv"
     shell:
-        "{MLAFLOW} build-encoder --config {input.config} --out {output} > {log} 2>&1"
+        "mlaflow build-encoder --config {input.config} --out {output} > {log} 2>&1"
 
 
 rule extract:
@@ -23,15 +23,15 @@ rule extract:
         code=extract_code,
     output:
         "data/features/{modality}.h5",
+    log:
+        "logs/extract/{modality}.log",
+    benchmark:
+        "benchmarks/extract/{modality}.tsv"
     threads: 1
     resources:
         gpu=GPUS,
         mem_mb=8000,
         runtime=120,
-    log:
-        "logs/extract/{modality}.log",
-    benchmark:
-        "benchmarks/extract/{modality}.tsv"
     shell:
-        "{MLAFLOW} extract --config {input.config} --manifest {input.manifest} --model {input.model}"
+        "mlaflow extract --config {input.config} --manifest {input.manifest} --model {input.model}"
         " --out {output} --threads {threads} > {log} 2>&1"

@@ -1,18 +1,18 @@
 rule summary:
-    """The main grid's DVC metrics and plots: mean +- std over seeds per method and missing rate."""
+    """The main grid's DVC metrics and plots: mean and std over seeds per method and missing rate."""
     input:
         config="reports/summary.config.json",
         index=INDEX_FILES["main_grid"],
         paper=PAPER_RESULTS,
         code=code("mlaflow.report.build"),
     output:
-        SUMMARY_OUTPUTS,
+        report_outputs(SUMMARY_OUTPUTS),
     log:
         "logs/summary.log",
     benchmark:
         "benchmarks/summary.tsv"
     shell:
-        "{MLAFLOW} summary --config {input.config} --indexes {input.index} --paper {input.paper}"
+        "mlaflow summary --config {input.config} --indexes {input.index} --paper {input.paper}"
         " --out-dir reports > {log} 2>&1"
 
 
@@ -25,13 +25,15 @@ rule build_report:
         features=FEATURE_FILES,
         masks=MASK_FILES,
         paper=PAPER_RESULTS,
+        # the main grid's figure: report.md shows it, report_page.html embeds it
+        summary_figure="reports/figures/accuracy_vs_missing_rate.png",
         code=code("mlaflow.report.build"),
     output:
-        REPORT_OUTPUTS,
+        report_outputs(REPORT_OUTPUTS),
     log:
         "logs/report.log",
     benchmark:
         "benchmarks/report.tsv"
     shell:
-        "{MLAFLOW} report --config {input.config} --indexes {input.indexes} --paper {input.paper}"
+        "mlaflow report --config {input.config} --indexes {input.indexes} --paper {input.paper}"
         " --features {input.features} --masks {input.masks} --out-dir reports > {log} 2>&1"

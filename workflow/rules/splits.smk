@@ -11,7 +11,7 @@ rule folds:
     benchmark:
         "benchmarks/folds.tsv"
     shell:
-        "{MLAFLOW} folds --config {input.config} --manifest {input.manifest} --out {output} > {log} 2>&1"
+        "mlaflow folds --config {input.config} --manifest {input.manifest} --out {output} > {log} 2>&1"
 
 
 rule masks:
@@ -22,12 +22,12 @@ rule masks:
         code=code("mlaflow.data.masks"),
     output:
         "data/splits/masks/{folder}/missing_{rate}.h5",
-    wildcard_constraints:
-        folder="|".join(MASK_SPECS),
     log:
         "logs/masks/{folder}/missing_{rate}.log",
     benchmark:
         "benchmarks/masks/{folder}/missing_{rate}.tsv"
+    wildcard_constraints:
+        folder="|".join(MASK_SPECS),
     shell:
-        "{MLAFLOW} masks --config {input.config} --manifest {input.manifest} --missing-rate {wildcards.rate}"
+        "mlaflow masks --config {input.config} --manifest {input.manifest} --missing-rate {wildcards.rate}"
         " --out {output} > {log} 2>&1"

@@ -11,22 +11,22 @@ rule train:
         code=train_code,
     output:
         job_outputs("{root}", "{method}", "{rate}"),
+    log:
+        f"logs/train/{{root}}/{{method}}/missing_{{rate}}{JOB_NAME}.log",
+    benchmark:
+        f"benchmarks/train/{{root}}/{{method}}/missing_{{rate}}{JOB_NAME}.tsv"
     wildcard_constraints:
         root="|".join(re.escape(root) for root in ROOTS),
-    params:
-        seeds=job_seeds,
-        folds=job_folds,
     threads: config["train"]["threads"]
     resources:
         gpu=GPUS,
         mem_mb=4000,
         runtime=60,
-    log:
-        "logs/train/{root}/{method}/missing_{rate}" + JOB_NAME + ".log",
-    benchmark:
-        "benchmarks/train/{root}/{method}/missing_{rate}" + JOB_NAME + ".tsv"
+    params:
+        seeds=job_seeds,
+        folds=job_folds,
     shell:
-        "{MLAFLOW} train --config {input.config} --missing-rate {wildcards.rate} --seed-list {params.seeds}"
+        "mlaflow train --config {input.config} --missing-rate {wildcards.rate} --seed-list {params.seeds}"
         " --fold-list {params.folds} --manifest {input.manifest} --features {input.features} --folds {input.folds}"
         " --masks {input.masks} --shift-masks {input.shift_masks} --out {output} > {log} 2>&1"
 
@@ -40,9 +40,9 @@ rule index:
         code=code("mlaflow.train.index"),
     output:
         "{stage_dir}/index.json",
-    wildcard_constraints:
-        stage_dir="|".join(STAGE_DIRS.values()),
     log:
         "logs/index/{stage_dir}.log",
+    wildcard_constraints:
+        stage_dir="|".join(STAGE_DIRS.values()),
     shell:
-        "{MLAFLOW} index --config {input.config} --runs {input.runs} --out {output} > {log} 2>&1"
+        "mlaflow index --config {input.config} --runs {input.runs} --out {output} > {log} 2>&1"

@@ -17,6 +17,7 @@ The encoder follows the protocol of `mlaflow.features.protocol` and is chosen wi
 `mlaflow.features.audio_io` (soundfile; torchaudio 2.9 reads files only through torchcodec), so this module
 does not depend on the wav2vec 2.0 encoder's module (nor, through it, on transformers).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,21 +34,31 @@ from mlaflow.features.protocol import EncodedBatch, require_model_dir, write_enc
 from mlaflow.io import atomic_path
 
 ARCHITECTURE = "fbank"
-SAMPLE_RATE = 16_000   # CREMA-D's AudioWAV rate
+SAMPLE_RATE = 16_000  # CREMA-D's AudioWAV rate
 N_MELS = 128
 FRAME_LENGTH_MS = 25.0
 FRAME_SHIFT_MS = 10.0
 
 
-def fbank_features(wave: np.ndarray, sample_rate: int, n_mels: int = N_MELS, frame_length_ms: float = FRAME_LENGTH_MS,
-                   frame_shift_ms: float = FRAME_SHIFT_MS) -> np.ndarray:
+def fbank_features(
+    wave: np.ndarray,
+    sample_rate: int,
+    n_mels: int = N_MELS,
+    frame_length_ms: float = FRAME_LENGTH_MS,
+    frame_shift_ms: float = FRAME_SHIFT_MS,
+) -> np.ndarray:
     """Log-mel filterbank frames [T, n_mels] (float32) of a mono float waveform.
 
     T = 1 + (len(wave) - window) // shift (Kaldi's snip_edges framing). Raises ValueError for a wave
     shorter than one window.
     """
-    frames = _fbank(torch.as_tensor(np.asarray(wave, dtype=np.float32)), sample_rate, n_mels, frame_length_ms,
-                    frame_shift_ms)
+    frames = _fbank(
+        torch.as_tensor(np.asarray(wave, dtype=np.float32)),
+        sample_rate,
+        n_mels,
+        frame_length_ms,
+        frame_shift_ms,
+    )
     return frames.numpy()
 
 
@@ -67,20 +78,32 @@ def window_samples(sample_rate: int, frame_length_ms: float = FRAME_LENGTH_MS) -
     return int(sample_rate * frame_length_ms / 1000)
 
 
-def _fbank(wave: torch.Tensor, sample_rate: int, n_mels: int, frame_length_ms: float,
-           frame_shift_ms: float) -> torch.Tensor:
+def _fbank(
+    wave: torch.Tensor, sample_rate: int, n_mels: int, frame_length_ms: float, frame_shift_ms: float
+) -> torch.Tensor:
     if wave.ndim != 1:
         raise ValueError(f"expected a mono waveform [samples], got shape {tuple(wave.shape)}")
     if len(wave) < window_samples(sample_rate, frame_length_ms):
-        raise ValueError(f"{len(wave)} samples is shorter than one {frame_length_ms} ms window at {sample_rate} Hz")
-    return kaldi.fbank(wave.float().unsqueeze(0), sample_frequency=sample_rate, num_mel_bins=n_mels,
-                       frame_length=frame_length_ms, frame_shift=frame_shift_ms, window_type="hanning",
-                       htk_compat=True, use_energy=False, dither=0.0)
+        raise ValueError(
+            f"{len(wave)} samples is shorter than one {frame_length_ms} ms window at {sample_rate} Hz"
+        )
+    return kaldi.fbank(
+        wave.float().unsqueeze(0),
+        sample_frequency=sample_rate,
+        num_mel_bins=n_mels,
+        frame_length=frame_length_ms,
+        frame_shift=frame_shift_ms,
+        window_type="hanning",
+        htk_compat=True,
+        use_energy=False,
+        dither=0.0,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
 # Encoder for mlaflow's extraction driver
 # --------------------------------------------------------------------------------------------------------
+
 
 def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
     """Write the filterbank settings (n_mels: params `features.audio.n_mels`; cfg = `features.audio`) as a
@@ -88,8 +111,13 @@ def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
 
     `seed` is recorded only: a filterbank has no weights. The directory appears atomically.
     """
-    settings = {"architecture": ARCHITECTURE, "sample_rate": SAMPLE_RATE, "n_mels": int(cfg["n_mels"]),
-                "frame_length_ms": FRAME_LENGTH_MS, "frame_shift_ms": FRAME_SHIFT_MS}
+    settings = {
+        "architecture": ARCHITECTURE,
+        "sample_rate": SAMPLE_RATE,
+        "n_mels": int(cfg["n_mels"]),
+        "frame_length_ms": FRAME_LENGTH_MS,
+        "frame_shift_ms": FRAME_SHIFT_MS,
+    }
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
@@ -112,23 +140,28 @@ class FbankAudioEncoder:
         self.n_mels = int(settings["n_mels"])
         self.frame_length_ms = float(settings["frame_length_ms"])
         self.frame_shift_ms = float(settings["frame_shift_ms"])
-        self.max_samples = int(round(cfg["max_seconds"] * self.sample_rate))
+        self.max_samples = round(cfg["max_seconds"] * self.sample_rate)
         self.min_samples = window_samples(self.sample_rate, self.frame_length_ms)
         self.output_dim = 2 * self.n_mels
         self.device = device
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> "FbankAudioEncoder":
+    def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> FbankAudioEncoder:
         model_dir = require_model_dir(model_dir, "audio")
         settings = json.loads((model_dir / "config.json").read_text())
         if settings.get("architecture") != ARCHITECTURE:
-            raise ParamsError("features.audio.model", f"{model_dir} is not a filterbank directory written by "
-                              "mlaflow", "set it to `embedded` to have the filterbank settings written")
+            raise ParamsError(
+                "features.audio.model",
+                f"{model_dir} is not a filterbank directory written by mlaflow",
+                "set it to `embedded` to have the filterbank settings written",
+            )
         # the directory's settings make the features; a different n_mels in params would be silently ignored
         if int(settings["n_mels"]) != int(cfg["n_mels"]):
-            raise ParamsError("features.audio.n_mels", f"is {cfg['n_mels']} but the filterbank directory "
-                              f"{model_dir} has {settings['n_mels']} bands",
-                              f"set it to {settings['n_mels']}, or rebuild the directory (model: embedded)")
+            raise ParamsError(
+                "features.audio.n_mels",
+                f"is {cfg['n_mels']} but the filterbank directory {model_dir} has {settings['n_mels']} bands",
+                f"set it to {settings['n_mels']}, or rebuild the directory (model: embedded)",
+            )
         return cls(settings, cfg, device)
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -147,8 +180,13 @@ class FbankAudioEncoder:
         with torch.autocast(self.device.type, enabled=False):
             vectors = []
             for wave in waves:
-                frames = _fbank(torch.from_numpy(wave).to(self.device), self.sample_rate, self.n_mels,
-                                self.frame_length_ms, self.frame_shift_ms)
+                frames = _fbank(
+                    torch.from_numpy(wave).to(self.device),
+                    self.sample_rate,
+                    self.n_mels,
+                    self.frame_length_ms,
+                    self.frame_shift_ms,
+                )
                 vectors.append(torch.cat([frames.mean(dim=0), frames.std(dim=0, unbiased=False)]))
         n_samples = sum(len(wave) for wave in waves)
         return EncodedBatch(features=torch.stack(vectors), real_units=n_samples, padded_units=n_samples)

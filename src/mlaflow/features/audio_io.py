@@ -5,6 +5,7 @@ encoder's module (audio_wav2vec depends on transformers). Files are read with so
 files only through torchcodec). Every problem with a file is an InputError naming it, so extraction skips
 the utterance, goes on, and lists all bad files at the end.
 """
+
 from __future__ import annotations
 
 import struct
@@ -15,8 +16,10 @@ import soundfile
 
 from mlaflow.errors import InputError
 
-REEXPORT_FIX = "re-export it as 16 kHz mono PCM wav (e.g. `sox in.wav -r 16000 -c 1 out.wav`) or remove " \
-               "the utterance from the manifest"
+REEXPORT_FIX = (
+    "re-export it as 16 kHz mono PCM wav (e.g. `sox in.wav -r 16000 -c 1 out.wav`) or remove "
+    "the utterance from the manifest"
+)
 
 
 def declared_wav_frames(path: Path) -> int | None:
@@ -55,17 +58,26 @@ def wav_length(path: Path, sample_rate: int, max_samples: int, min_samples: int)
     except Exception as err:  # libsndfile: corrupt header, not audio (e.g. a git-lfs pointer file)
         raise InputError(path, f"cannot be read as audio ({err})", REEXPORT_FIX) from err
     if info.samplerate != sample_rate:
-        raise InputError(path, f"sample rate is {info.samplerate} Hz, the encoder expects {sample_rate} Hz",
-                         f"resample it (e.g. `sox in.wav -r {sample_rate} out.wav`)")
+        raise InputError(
+            path,
+            f"sample rate is {info.samplerate} Hz, the encoder expects {sample_rate} Hz",
+            f"resample it (e.g. `sox in.wav -r {sample_rate} out.wav`)",
+        )
     if info.frames <= 0:
         raise InputError(path, "contains no audio samples", REEXPORT_FIX)
     declared = declared_wav_frames(path) if info.format == "WAV" else None
     if declared is not None and declared > info.frames:
-        raise InputError(path, f"cut short: its header declares {declared} frames, the file holds {info.frames}",
-                         f"restore the whole file; {REEXPORT_FIX}")
+        raise InputError(
+            path,
+            f"cut short: its header declares {declared} frames, the file holds {info.frames}",
+            f"restore the whole file; {REEXPORT_FIX}",
+        )
     if info.frames < min_samples:
-        raise InputError(path, f"too short: {info.frames} samples, the encoder needs at least {min_samples}",
-                         "remove the utterance from the manifest")
+        raise InputError(
+            path,
+            f"too short: {info.frames} samples, the encoder needs at least {min_samples}",
+            "remove the utterance from the manifest",
+        )
     return min(int(info.frames), max_samples)
 
 
@@ -78,8 +90,11 @@ def read_wave(path: Path, sample_rate: int, max_samples: int, min_samples: int) 
         raise InputError(path, f"cannot be decoded ({err})", REEXPORT_FIX) from err
     wave = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     if len(wave) < min_samples:
-        raise InputError(path, f"too short: {len(wave)} samples, the encoder needs at least {min_samples}",
-                         "remove the utterance from the manifest")
+        raise InputError(
+            path,
+            f"too short: {len(wave)} samples, the encoder needs at least {min_samples}",
+            "remove the utterance from the manifest",
+        )
     if not np.isfinite(wave).all():
         raise InputError(path, "contains NaN or inf samples", REEXPORT_FIX)
     return np.ascontiguousarray(wave)

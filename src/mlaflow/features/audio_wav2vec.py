@@ -26,6 +26,7 @@ wav2vec2-base normalise over the padded length and differ slightly - a warning s
 Wav files are read by `mlaflow.features.audio_io` (shared with the filterbank encoder). The encoder follows
 the protocol of `mlaflow.features.protocol`; it is registered as `features.audio.encoder: wav2vec2`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,14 @@ import torch
 
 from mlaflow.errors import ParamsError
 from mlaflow.features.audio_io import read_wave, wav_length
-from mlaflow.features.protocol import (EncodedBatch, read_encoder_info, require_model_dir, seeded_init, to_device,
-                                       write_encoder_info)
+from mlaflow.features.protocol import (
+    EncodedBatch,
+    read_encoder_info,
+    require_model_dir,
+    seeded_init,
+    to_device,
+    write_encoder_info,
+)
 from mlaflow.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -79,26 +86,47 @@ def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
     embedded = cfg["embedded"]
     hidden_size, num_heads = embedded["hidden_size"], embedded["num_heads"]
     if hidden_size % num_heads:
-        raise ParamsError("features.audio.embedded.num_heads",
-                          f"{num_heads} heads do not divide hidden_size={hidden_size}",
-                          "choose a number of heads that divides hidden_size")
+        raise ParamsError(
+            "features.audio.embedded.num_heads",
+            f"{num_heads} heads do not divide hidden_size={hidden_size}",
+            "choose a number of heads that divides hidden_size",
+        )
     kernels, strides = conv_geometry(len(embedded["conv_dim"]))
+    # no SpecAugment parameters: this model is never trained
     config = Wav2Vec2Config(
-        conv_dim=tuple(embedded["conv_dim"]), conv_kernel=kernels, conv_stride=strides, conv_bias=True,
-        feat_extract_norm="layer", do_stable_layer_norm=True,  # the "large-lv60" flavour: padding-safe
-        hidden_size=hidden_size, num_hidden_layers=embedded["num_layers"], num_attention_heads=num_heads,
-        intermediate_size=4 * hidden_size, num_conv_pos_embedding_groups=int(np.gcd(16, hidden_size)),
-        mask_time_prob=0.0, mask_feature_prob=0.0)  # no SpecAugment parameters: this model is never trained
+        conv_dim=tuple(embedded["conv_dim"]),
+        conv_kernel=kernels,
+        conv_stride=strides,
+        conv_bias=True,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,  # the "large-lv60" flavour: padding-safe
+        hidden_size=hidden_size,
+        num_hidden_layers=embedded["num_layers"],
+        num_attention_heads=num_heads,
+        intermediate_size=4 * hidden_size,
+        num_conv_pos_embedding_groups=int(np.gcd(16, hidden_size)),
+        mask_time_prob=0.0,
+        mask_feature_prob=0.0,
+    )
     with seeded_init(seed):
         model = Wav2Vec2Model(config)
-    feature_extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
-                                                 do_normalize=True, return_attention_mask=True)
+    feature_extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=SAMPLE_RATE,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    )
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
         feature_extractor.save_pretrained(tmp)
-        write_encoder_info(tmp, architecture=ARCHITECTURE, seed=seed,
-                           details={**embedded, "conv_kernel": list(kernels), "conv_stride": list(strides)})
+        write_encoder_info(
+            tmp,
+            architecture=ARCHITECTURE,
+            seed=seed,
+            details={**embedded, "conv_kernel": list(kernels), "conv_stride": list(strides)},
+        )
     return out_dir
 
 
@@ -114,7 +142,7 @@ class Wav2Vec2AudioEncoder:
         self.device = device
         self.layer = cfg["layer"]
         self.sample_rate = int(feature_extractor.sampling_rate)
-        self.max_samples = int(round(cfg["max_seconds"] * self.sample_rate))
+        self.max_samples = round(cfg["max_seconds"] * self.sample_rate)
         config = model.config
         self.min_samples = min_samples_for_one_frame(config.conv_kernel, config.conv_stride)
         self.pass_attention_mask = bool(feature_extractor.return_attention_mask)
@@ -127,12 +155,14 @@ class Wav2Vec2AudioEncoder:
             self.output_dim = int(config.hidden_size)
             self.dim_source = "the model's hidden_size (features.audio.layer: transformer)"
         if config.feat_extract_norm == "group" and cfg["batch_size"] > 1:
-            log.warning("%s normalises its first conv layer over time (GroupNorm): batch padding slightly changes "
-                        "its features; set features.audio.batch_size: 1 for padding-free features",
-                        config.name_or_path)
+            log.warning(
+                "%s normalises its first conv layer over time (GroupNorm): batch padding slightly changes "
+                "its features; set features.audio.batch_size: 1 for padding-free features",
+                config.name_or_path,
+            )
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> "Wav2Vec2AudioEncoder":
+    def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> Wav2Vec2AudioEncoder:
         from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
         model_dir = require_model_dir(model_dir, "audio")
@@ -142,8 +172,10 @@ class Wav2Vec2AudioEncoder:
         else:
             log.warning("%s has no preprocessor_config.json; using wav2vec 2.0's defaults", model_dir)
             feature_extractor = Wav2Vec2FeatureExtractor(
-                sampling_rate=SAMPLE_RATE, do_normalize=True,
-                return_attention_mask=model.config.feat_extract_norm == "layer")
+                sampling_rate=SAMPLE_RATE,
+                do_normalize=True,
+                return_attention_mask=model.config.feat_extract_norm == "layer",
+            )
         return cls(model, feature_extractor, cfg, device, read_encoder_info(model_dir))
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -158,8 +190,14 @@ class Wav2Vec2AudioEncoder:
 
     def encode(self, waves: list[np.ndarray]) -> EncodedBatch:
         lengths = torch.tensor([len(wave) for wave in waves])
-        batch = self.feature_extractor(waves, sampling_rate=self.sample_rate, padding=True, return_tensors="pt",
-                                       return_attention_mask=True)  # normalises each wave over its own samples
+        # normalises each wave over its own samples
+        batch = self.feature_extractor(
+            waves,
+            sampling_rate=self.sample_rate,
+            padding=True,
+            return_tensors="pt",
+            return_attention_mask=True,
+        )
         values = to_device(batch["input_values"], self.device)
         if self.layer == "conv":
             frames = self.model.feature_extractor(values).transpose(1, 2)  # [B, T, C]
@@ -172,5 +210,6 @@ class Wav2Vec2AudioEncoder:
         valid = torch.arange(frames.shape[1], device=self.device)[None, :] < n_valid[:, None]  # [B, T]
         weights = valid.unsqueeze(-1).to(frames.dtype)
         pooled = (frames * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-        return EncodedBatch(features=pooled, real_units=int(lengths.sum()),
-                            padded_units=int(lengths.max()) * len(waves))
+        return EncodedBatch(
+            features=pooled, real_units=int(lengths.sum()), padded_units=int(lengths.max()) * len(waves)
+        )

@@ -19,6 +19,7 @@ How extraction keeps fast and safe:
   * a bad input file does not stop the run: every good utterance is still computed and written, then one
     InputError lists the bad files; after fixing them a re-run computes only the missing rows.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,26 +72,40 @@ def _manifest_rows(manifest: pd.DataFrame) -> list[dict]:
     ids = manifest["utterance_id"].astype(str)
     duplicated = ids[ids.duplicated()].unique().tolist()
     if duplicated:
-        raise InputError(None, f"the manifest repeats utterance id(s) {duplicated[:MAX_LISTED_BAD_FILES]}",
-                         "keep one row per utterance")
+        raise InputError(
+            None,
+            f"the manifest repeats utterance id(s) {duplicated[:MAX_LISTED_BAD_FILES]}",
+            "keep one row per utterance",
+        )
     return manifest[list(MANIFEST_COLUMNS)].to_dict("records")
 
 
 def _bad_files_error(bad: dict[int, InputError], n_total: int, n_written: int, partial: Path) -> InputError:
     messages = [str(error) for _, error in sorted(bad.items())]
     listed = "; ".join(messages[:MAX_LISTED_BAD_FILES])
-    more = f" (and {len(messages) - MAX_LISTED_BAD_FILES} more, all listed in the log above)" \
-        if len(messages) > MAX_LISTED_BAD_FILES else ""
-    error = InputError(None, f"{len(bad)} of {n_total} utterances could not be encoded: {listed}{more}",
-                       f"repair or replace these files (or drop the utterances from the manifest) and re-run; "
-                       f"the {n_written} rows already computed are kept in {partial} and only the missing rows "
-                       "are computed")
+    more = (
+        f" (and {len(messages) - MAX_LISTED_BAD_FILES} more, all listed in the log above)"
+        if len(messages) > MAX_LISTED_BAD_FILES
+        else ""
+    )
+    error = InputError(
+        None,
+        f"{len(bad)} of {n_total} utterances could not be encoded: {listed}{more}",
+        f"repair or replace these files (or drop the utterances from the manifest) and re-run; "
+        f"the {n_written} rows already computed are kept in {partial} and only the missing rows "
+        "are computed",
+    )
     error.bad_files = {index: err.path for index, err in bad.items()}  # type: ignore[attr-defined]
     return error
 
 
-def extraction_job(config: dict, manifest_path: str | Path, model_dir: str | Path, out_path: str | Path,
-                   threads: int | None = None) -> dict:
+def extraction_job(
+    config: dict,
+    manifest_path: str | Path,
+    model_dir: str | Path,
+    out_path: str | Path,
+    threads: int | None = None,
+) -> dict:
     """The extraction job (`mlaflow extract`): `config` is its config file (the modality, the device settings and
     the modality's `features` options); its hash is recorded in the store and decides whether a partial store
     may be resumed."""
@@ -98,22 +113,40 @@ def extraction_job(config: dict, manifest_path: str | Path, model_dir: str | Pat
 
     manifest = pd.read_csv(manifest_path, dtype={"utterance_id": str, "transcript": str})
     modality = config["modality"]
-    features_cfg = {"device": config["device"], "half_precision": config["half_precision"],
-                    modality: config["encoder"]}
-    return extract_features(modality, manifest, Path(model_dir), Path(out_path), features_cfg, config_hash(config),
-                            threads=threads)
+    features_cfg = {
+        "device": config["device"],
+        "half_precision": config["half_precision"],
+        modality: config["encoder"],
+    }
+    return extract_features(
+        modality,
+        manifest,
+        Path(model_dir),
+        Path(out_path),
+        features_cfg,
+        config_hash(config),
+        threads=threads,
+    )
 
 
 def build_encoder_job(config: dict, out_dir: str | Path) -> Path:
     """The encoder-building job (`mlaflow build-encoder`): the embedded encoder its config describes."""
     modality = config["modality"]
-    return build_embedded_encoder(modality, Path(out_dir), {"embedded_seed": config["embedded_seed"],
-                                                            modality: config["encoder"]})
+    return build_embedded_encoder(
+        modality, Path(out_dir), {"embedded_seed": config["embedded_seed"], modality: config["encoder"]}
+    )
 
 
-def extract_features(modality: str, manifest: pd.DataFrame, model_dir: str | Path, out_path: str | Path,
-                     features_cfg: dict, params_hash: str, device: str | torch.device | None = None,
-                     threads: int | None = None) -> dict:
+def extract_features(
+    modality: str,
+    manifest: pd.DataFrame,
+    model_dir: str | Path,
+    out_path: str | Path,
+    features_cfg: dict,
+    params_hash: str,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+) -> dict:
     """Encode every utterance of `manifest` with the encoder in `model_dir` into the store at `out_path`.
 
     `features_cfg` is params `features`; `device` overrides `features.device`; `threads` sets torch's CPU
@@ -131,27 +164,43 @@ def extract_features(modality: str, manifest: pd.DataFrame, model_dir: str | Pat
         torch.set_num_threads(previous_threads)
 
 
-def _extract(modality: str, manifest: pd.DataFrame, model_dir: str | Path, out_path: str | Path,
-             features_cfg: dict, params_hash: str, device: str | torch.device | None) -> dict:
+def _extract(
+    modality: str,
+    manifest: pd.DataFrame,
+    model_dir: str | Path,
+    out_path: str | Path,
+    features_cfg: dict,
+    params_hash: str,
+    device: str | torch.device | None,
+) -> dict:
     from mlaflow.features.store import FeatureStoreWriter
 
     cfg = features_cfg[modality]
-    device = torch.device(device) if device is not None else resolve_device(features_cfg["device"],
-                                                                             "features.device")
+    device = (
+        torch.device(device)
+        if device is not None
+        else resolve_device(features_cfg["device"], "features.device")
+    )
     rows = _manifest_rows(manifest)
     load_started = time.perf_counter()
     encoder = load_encoder(modality, model_dir, features_cfg, device)
     load_seconds = time.perf_counter() - load_started
     if encoder.output_dim != cfg["dim"]:
-        raise ParamsError(f"features.{modality}.dim",
-                          f"is {cfg['dim']} but the encoder in {model_dir} outputs {encoder.output_dim}-d "
-                          f"features ({encoder.dim_source})",
-                          f"set features.{modality}.dim: {encoder.output_dim}, or use an encoder of that width")
+        raise ParamsError(
+            f"features.{modality}.dim",
+            f"is {cfg['dim']} but the encoder in {model_dir} outputs {encoder.output_dim}-d "
+            f"features ({encoder.dim_source})",
+            f"set features.{modality}.dim: {encoder.output_dim}, or use an encoder of that width",
+        )
     half = device.type == "cuda" and bool(features_cfg["half_precision"])
     autocast = torch.autocast("cuda", dtype=torch.float16) if half else contextlib.nullcontext()
-    attrs = {"modality": modality, "encoder": encoder.architecture,
-             "model_source": "embedded" if cfg["model"] == "embedded" else str(model_dir),
-             "pretrained": encoder.pretrained, "params_hash": params_hash}
+    attrs = {
+        "modality": modality,
+        "encoder": encoder.architecture,
+        "model_source": "embedded" if cfg["model"] == "embedded" else str(model_dir),
+        "pretrained": encoder.pretrained,
+        "params_hash": params_hash,
+    }
     ids = [str(row["utterance_id"]) for row in rows]
     labels = [str(row["label"]) for row in rows]
 
@@ -162,28 +211,42 @@ def _extract(modality: str, manifest: pd.DataFrame, model_dir: str | Path, out_p
         started = time.perf_counter()
         with _progress_bar(len(pending), modality) as progress:
             progress.update(len(bad))
-            totals = _encode_batches(encoder, rows, batches, writer, autocast, modality, cfg["dim"], bad, progress)
+            totals = _encode_batches(
+                encoder, rows, batches, writer, autocast, modality, cfg["dim"], bad, progress
+            )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
         if bad:
             for _, error in sorted(bad.items()):
                 log.error("%s", error)
-            raise _bad_files_error(bad, len(rows), len(rows) - len(writer.pending_rows()), writer.partial_path)
+            raise _bad_files_error(
+                bad, len(rows), len(rows) - len(writer.pending_rows()), writer.partial_path
+            )
         writer.finish()
 
     n_computed, real_units, padded_units = totals
-    return {"modality": modality, "n": len(rows), "n_computed": n_computed, "n_resumed": writer.n_resumed,
-            "resume": writer.resume_note, "seconds": round(seconds, 3), "load_seconds": round(load_seconds, 3),
-            "utterances_per_second": round(n_computed / seconds, 2) if seconds > 0 else None,
-            "padding_fraction": round(1.0 - real_units / padded_units, 4) if padded_units else 0.0,
-            "length_unit": encoder.length_unit, "device": str(device),
-            "dtype": "float16" if half else "float32", "batch_size": cfg["batch_size"],
-            "threads": torch.get_num_threads()}
+    return {
+        "modality": modality,
+        "n": len(rows),
+        "n_computed": n_computed,
+        "n_resumed": writer.n_resumed,
+        "resume": writer.resume_note,
+        "seconds": round(seconds, 3),
+        "load_seconds": round(load_seconds, 3),
+        "utterances_per_second": round(n_computed / seconds, 2) if seconds > 0 else None,
+        "padding_fraction": round(1.0 - real_units / padded_units, 4) if padded_units else 0.0,
+        "length_unit": encoder.length_unit,
+        "device": str(device),
+        "dtype": "float16" if half else "float32",
+        "batch_size": cfg["batch_size"],
+        "threads": torch.get_num_threads(),
+    }
 
 
-def _length_sorted_batches(encoder: Encoder, rows: list[dict], pending: np.ndarray, batch_size: int,
-                           bad: dict[int, InputError]) -> list[list[int]]:
+def _length_sorted_batches(
+    encoder: Encoder, rows: list[dict], pending: np.ndarray, batch_size: int, bad: dict[int, InputError]
+) -> list[list[int]]:
     """Pending rows in batches of similar length, longest first (a batch too large for the device fails at
     once, not at the end of the corpus). Rows whose length cannot even be read go to `bad`."""
     lengths = {}
@@ -193,11 +256,12 @@ def _length_sorted_batches(encoder: Encoder, rows: list[dict], pending: np.ndarr
         except InputError as error:
             bad[index] = error
     order = sorted(lengths, key=lambda index: (-lengths[index], index))
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def _load_batch(encoder: Encoder, rows: list[dict],
-                batch: list[int]) -> tuple[list[int], list[Any], dict[int, InputError]]:
+def _load_batch(
+    encoder: Encoder, rows: list[dict], batch: list[int]
+) -> tuple[list[int], list[Any], dict[int, InputError]]:
     """Read the input files of a batch: (rows read, their items, {row: error} for the unreadable ones)."""
     good_rows, items, failures = [], [], {}
     for index in batch:
@@ -209,8 +273,17 @@ def _load_batch(encoder: Encoder, rows: list[dict],
     return good_rows, items, failures
 
 
-def _encode_batches(encoder: Encoder, rows: list[dict], batches: list[list[int]], writer, autocast, modality: str,
-                    dim: int, bad: dict[int, InputError], progress) -> tuple[int, int, int]:
+def _encode_batches(
+    encoder: Encoder,
+    rows: list[dict],
+    batches: list[list[int]],
+    writer,
+    autocast,
+    modality: str,
+    dim: int,
+    bad: dict[int, InputError],
+    progress,
+) -> tuple[int, int, int]:
     """Encode and write every batch, reading the next batch's files in a background thread meanwhile.
 
     Returns (rows written, real input units, padded input units); failed rows are added to `bad`.
@@ -228,13 +301,18 @@ def _encode_batches(encoder: Encoder, rows: list[dict], batches: list[list[int]]
                     encoded = encoder.encode(items)
                 features = encoded.features.float().cpu().numpy()
                 if features.shape[1] != dim:
-                    raise ParamsError(f"features.{modality}.dim", f"is {dim} but the encoder produced "
-                                      f"{features.shape[1]}-d features", f"set it to {features.shape[1]}")
+                    raise ParamsError(
+                        f"features.{modality}.dim",
+                        f"is {dim} but the encoder produced {features.shape[1]}-d features",
+                        f"set it to {features.shape[1]}",
+                    )
                 finite = np.isfinite(features).all(axis=1)
                 for index in np.asarray(good_rows)[~finite]:
-                    bad[int(index)] = InputError(_input_name(rows[index], modality),
-                                                 "the encoder produced NaN/inf features",
-                                                 "check the input; on CUDA set features.half_precision: false")
+                    bad[int(index)] = InputError(
+                        _input_name(rows[index], modality),
+                        "the encoder produced NaN/inf features",
+                        "check the input; on CUDA set features.half_precision: false",
+                    )
                 writer.write(np.asarray(good_rows)[finite], features[finite])
                 n_written += int(finite.sum())
                 real_units += encoded.real_units
@@ -244,12 +322,19 @@ def _encode_batches(encoder: Encoder, rows: list[dict], batches: list[list[int]]
 
 
 def _input_name(row: dict, modality: str) -> str:
-    return {"audio": row["wav_path"], "visual": row["frames_dir"]}.get(input_kind(modality),
-                                                                       f"utterance {row['utterance_id']}")
+    return {"audio": row["wav_path"], "visual": row["frames_dir"]}.get(
+        input_kind(modality), f"utterance {row['utterance_id']}"
+    )
 
 
 def _progress_bar(total: int, modality: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"{modality} features", unit="utt", file=sys.stderr, mininterval=2.0,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=f"{modality} features",
+        unit="utt",
+        file=sys.stderr,
+        mininterval=2.0,
+        dynamic_ncols=True,
+    )

@@ -35,14 +35,16 @@ Adding an encoder: write a module with `build_embedded` and a class as above tha
 module (and from helpers such as `audio_io`, never from `extract` or another encoder), add its name to
 `ENCODERS`, and allow the name in params.schema.yaml's `features.<modality>.encoder`.
 """
+
 from __future__ import annotations
 
 import contextlib
 import importlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -88,7 +90,7 @@ class Encoder(Protocol):
     length_unit: str
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> "Encoder":
+    def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> Encoder:
         """Load `model_dir` (embedded or pretrained); `cfg` is params `features.<modality>`."""
         ...
 
@@ -123,10 +125,14 @@ def seeded_init(seed: int) -> Iterator[None]:
         yield
 
 
-def write_encoder_info(model_dir: str | Path, architecture: str, seed: int, details: dict | None = None) -> None:
+def write_encoder_info(
+    model_dir: str | Path, architecture: str, seed: int, details: dict | None = None
+) -> None:
     """Mark a directory as an embedded (randomly initialised, not pretrained) encoder built by mlaflow."""
-    write_json(Path(model_dir) / ENCODER_INFO_FILE,
-               {"pretrained": False, "architecture": architecture, "seed": seed, "details": details or {}})
+    write_json(
+        Path(model_dir) / ENCODER_INFO_FILE,
+        {"pretrained": False, "architecture": architecture, "seed": seed, "details": details or {}},
+    )
 
 
 def read_encoder_info(model_dir: str | Path) -> dict[str, Any]:
@@ -147,8 +153,11 @@ def require_model_dir(model_dir: str | Path, modality: str, weights_file: str | 
     for required in ("config.json", weights_file):
         if required is not None and not (model_dir / required).is_file():
             what = "does not exist" if not model_dir.exists() else f"has no {required}"
-            raise ParamsError(key, f"model directory {model_dir} {what}",
-                              "set it to `embedded`, or to a local directory written by save_pretrained")
+            raise ParamsError(
+                key,
+                f"model directory {model_dir} {what}",
+                "set it to `embedded`, or to a local directory written by save_pretrained",
+            )
     return model_dir
 
 
@@ -163,7 +172,9 @@ def encoder_key(modality: str) -> str:
 def input_kind(modality: str) -> str:
     """The kind of input (audio | visual | text) the encoder of workflow modality `modality` must read."""
     if modality not in INPUT_KINDS:
-        raise ParamsError("modality", f"unknown modality `{modality}`", f"use one of {', '.join(INPUT_KINDS)}")
+        raise ParamsError(
+            "modality", f"unknown modality `{modality}`", f"use one of {', '.join(INPUT_KINDS)}"
+        )
     return INPUT_KINDS[modality]
 
 
@@ -204,7 +215,10 @@ def encoder_for(modality: str, features_cfg: dict) -> type:
     cls = encoder_class(name, modality)
     kind, reads = input_kind(modality), getattr(cls, "modality", None)
     if reads != kind:
-        raise ParamsError(encoder_key(modality), f"encoder `{name}` reads {reads} input, but the {modality} "
-                          f"modality needs an encoder of {kind} input",
-                          f"choose an encoder of {kind} input (known encoders: {', '.join(ENCODERS)})")
+        raise ParamsError(
+            encoder_key(modality),
+            f"encoder `{name}` reads {reads} input, but the {modality} "
+            f"modality needs an encoder of {kind} input",
+            f"choose an encoder of {kind} input (known encoders: {', '.join(ENCODERS)})",
+        )
     return cls

@@ -31,14 +31,17 @@ cannot be read (a job killed mid-write can leave a truncated HDF5 file), it is d
 over. When every row is written, `written` is dropped, `complete` set to True and the file renamed atomically
 onto the output path, so a file at the output path is always whole.
 """
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -121,7 +124,9 @@ def _name_some(items: Sequence[str]) -> str:
     return named + (f" and {len(items) - MAX_NAMED} more" if len(items) > MAX_NAMED else "")
 
 
-def read_store(path: str | Path, modality: str | None = None, expected_dim: int | None = None) -> FeatureTable:
+def read_store(
+    path: str | Path, modality: str | None = None, expected_dim: int | None = None
+) -> FeatureTable:
     """Read and validate a feature store; raise InputError naming the file for anything a user must fix.
 
     `modality` (if given) must match the file's `modality` attribute and `expected_dim` (if given) its width;
@@ -131,8 +136,11 @@ def read_store(path: str | Path, modality: str | None = None, expected_dim: int 
     key = f"features.{modality}" if modality else "features.<modality>"
     redo = f"delete it and re-run the extraction, or point `{key}.precomputed` at a valid store"
     if not path.exists():
-        raise InputError(path, "feature store not found",
-                         f"run the extraction first, or correct `{key}.precomputed` in params.yaml")
+        raise InputError(
+            path,
+            "feature store not found",
+            f"run the extraction first, or correct `{key}.precomputed` in params.yaml",
+        )
     try:
         handle = h5py.File(path, "r")
     except OSError as err:
@@ -140,19 +148,31 @@ def read_store(path: str | Path, modality: str | None = None, expected_dim: int 
     with handle:
         missing = [name for name in REQUIRED_DATASETS if name not in handle]
         if missing:
-            raise InputError(path, f"missing dataset(s) {missing}; a feature store needs {list(REQUIRED_DATASETS)}",
-                             "write it in the schema of mlaflow/features/store.py (see the README)")
+            raise InputError(
+                path,
+                f"missing dataset(s) {missing}; a feature store needs {list(REQUIRED_DATASETS)}",
+                "write it in the schema of mlaflow/features/store.py (see the README)",
+            )
         attrs = {name: _python_value(value) for name, value in handle.attrs.items()}
         if "written" in handle or not attrs.get("complete", True):
-            raise InputError(path, "incomplete feature store (an extraction was interrupted or failed)",
-                             "re-run the extraction; it resumes from the rows already written")
+            raise InputError(
+                path,
+                "incomplete feature store (an extraction was interrupted or failed)",
+                "re-run the extraction; it resumes from the rows already written",
+            )
         found_modality = attrs.get("modality")
         if found_modality is None:
-            raise InputError(path, "has no `modality` attribute",
-                             "set it, e.g. h5py.File(path, 'a').attrs['modality'] = 'audio'")
+            raise InputError(
+                path,
+                "has no `modality` attribute",
+                "set it, e.g. h5py.File(path, 'a').attrs['modality'] = 'audio'",
+            )
         if modality is not None and found_modality != modality:
-            raise InputError(path, f"holds `{found_modality}` features, but `{modality}` features were expected",
-                             f"point `features.{modality}.precomputed` at a {modality} store")
+            raise InputError(
+                path,
+                f"holds `{found_modality}` features, but `{modality}` features were expected",
+                f"point `features.{modality}.precomputed` at a {modality} store",
+            )
         features_ds = handle["features"]
         if features_ds.ndim != 2:
             raise InputError(path, f"`features` has shape {features_ds.shape}, expected [N, D]", redo)
@@ -166,26 +186,41 @@ def read_store(path: str | Path, modality: str | None = None, expected_dim: int 
     n_rows, dim = features.shape
     modality_key = f"features.{found_modality}"
     if not (len(ids) == len(labels) == n_rows):
-        raise InputError(path, f"`ids` ({len(ids)}), `labels` ({len(labels)}) and `features` ({n_rows} rows) "
-                         "differ in length", redo)
+        raise InputError(
+            path,
+            f"`ids` ({len(ids)}), `labels` ({len(labels)}) and `features` ({n_rows} rows) differ in length",
+            redo,
+        )
     if n_rows == 0:
         raise InputError(path, "holds no utterances", redo)
     if int(attrs.get("dim", dim)) != dim:
-        raise InputError(path, f"attribute dim={attrs['dim']} but `features` is {dim}-d",
-                         "correct the `dim` attribute or re-run the extraction")
+        raise InputError(
+            path,
+            f"attribute dim={attrs['dim']} but `features` is {dim}-d",
+            "correct the `dim` attribute or re-run the extraction",
+        )
     if expected_dim is not None and dim != expected_dim:
-        raise InputError(path, f"features are {dim}-d but `{modality_key}.dim` is {expected_dim}",
-                         f"set `{modality_key}.dim: {dim}` in params.yaml to use this store, "
-                         "or re-extract it with the current encoder")
+        raise InputError(
+            path,
+            f"features are {dim}-d but `{modality_key}.dim` is {expected_dim}",
+            f"set `{modality_key}.dim: {dim}` in params.yaml to use this store, "
+            "or re-extract it with the current encoder",
+        )
     duplicates = [item for item, count in Counter(ids).items() if count > 1]
     if duplicates:
-        raise InputError(path, f"{len(duplicates)} duplicate utterance id(s): {_name_some(duplicates)}",
-                         "keep one row per utterance")
+        raise InputError(
+            path,
+            f"{len(duplicates)} duplicate utterance id(s): {_name_some(duplicates)}",
+            "keep one row per utterance",
+        )
     finite_rows = np.isfinite(features).all(axis=1)
     if not finite_rows.all():
         bad_ids = [ids[i] for i in np.flatnonzero(~finite_rows)]
-        raise InputError(path, f"NaN or inf features in {len(bad_ids)} utterance(s): {_name_some(bad_ids)}",
-                         "re-extract these utterances (check their input files) or drop them from the store")
+        raise InputError(
+            path,
+            f"NaN or inf features in {len(bad_ids)} utterance(s): {_name_some(bad_ids)}",
+            "re-extract these utterances (check their input files) or drop them from the store",
+        )
     attrs.setdefault("dim", dim)
     attrs.setdefault("complete", True)
     for name in ("encoder", "model_source", "pretrained", "params_hash", "mlaflow_version"):
@@ -208,8 +243,9 @@ class FeatureStoreWriter:
     `mlaflow_version` and `complete` are set by the writer.
     """
 
-    def __init__(self, out_path: str | Path, ids: Sequence[str], labels: Sequence[str], dim: int,
-                 attrs: dict[str, Any]):
+    def __init__(
+        self, out_path: str | Path, ids: Sequence[str], labels: Sequence[str], dim: int, attrs: dict[str, Any]
+    ):
         if len(ids) != len(labels):
             raise ValueError("ids and labels differ in length")
         self.out_path = Path(out_path)
@@ -224,7 +260,7 @@ class FeatureStoreWriter:
 
     # -- opening --------------------------------------------------------------------------------------
 
-    def __enter__(self) -> "FeatureStoreWriter":
+    def __enter__(self) -> FeatureStoreWriter:
         self.open()
         return self
 
@@ -237,8 +273,13 @@ class FeatureStoreWriter:
         if self._file is None:
             self._file = self._create_partial()
         self.n_resumed = int(self._file["written"][()].sum())
-        log.info("%s: %s; %d of %d rows already written", self.partial_path, self.resume_note,
-                 self.n_resumed, len(self.ids))
+        log.info(
+            "%s: %s; %d of %d rows already written",
+            self.partial_path,
+            self.resume_note,
+            self.n_resumed,
+            len(self.ids),
+        )
 
     def _reopen_partial(self) -> h5py.File | None:
         """The partial file of an interrupted run, if it is readable and belongs to this run; else None."""
@@ -251,17 +292,16 @@ class FeatureStoreWriter:
             if problem is None:
                 self._distrust_nonfinite_rows(handle)
                 if self.labels != _read_strings(handle["labels"]):
-                    handle["labels"][...] = np.array(self.labels, dtype=object)  # labels do not affect features
+                    # labels do not affect features
+                    handle["labels"][...] = np.array(self.labels, dtype=object)
                 self.resume_note = "resuming the partial file"
                 return handle
             self.resume_note = f"partial file not reused ({problem}); starting over"
         except Exception as err:  # truncated or garbage file: h5py raises OSError, KeyError, ValueError...
             self.resume_note = f"partial file unreadable ({type(err).__name__}: {err}); starting over"
         if handle is not None:
-            try:
+            with contextlib.suppress(Exception):
                 handle.close()
-            except Exception:
-                pass
         log.warning("%s: %s", self.partial_path, self.resume_note)
         self.partial_path.unlink()
         return None
@@ -275,7 +315,9 @@ class FeatureStoreWriter:
             return "written with other params (params_hash differs)"
         if _python_value(handle.attrs.get("modality")) != self.attrs["modality"]:
             return "other modality"
-        if handle["features"].shape != (len(self.ids), self.dim) or handle["written"].shape != (len(self.ids),):
+        if handle["features"].shape != (len(self.ids), self.dim) or handle["written"].shape != (
+            len(self.ids),
+        ):
             return f"shape {handle['features'].shape} instead of {(len(self.ids), self.dim)}"
         if _read_strings(handle["ids"]) != self.ids:
             return "other utterance ids"
@@ -336,17 +378,22 @@ class FeatureStoreWriter:
             self.file["written"][rows] = True
             self.file.flush()
         except OSError as err:  # a full disk, a lost mount: stop now, keep what is written
-            raise InputError(self.partial_path, f"cannot be written ({_os_reason(err)})",
-                             "free disk space (or fix the folder's permissions) and re-run the extraction: the "
-                             "rows written so far are kept and only the others are computed") from err
+            raise InputError(
+                self.partial_path,
+                f"cannot be written ({_os_reason(err)})",
+                "free disk space (or fix the folder's permissions) and re-run the extraction: the "
+                "rows written so far are kept and only the others are computed",
+            ) from err
 
     def finish(self) -> Path:
         """Seal the store: drop `written`, set complete=True and rename it atomically onto the output path."""
         handle = self.file
         n_missing = int((~handle["written"][()]).sum())
         if n_missing:
-            raise RuntimeError(f"{n_missing} rows of {self.partial_path} were never written: finish() before "
-                               "every row is written is a bug of the caller")
+            raise RuntimeError(
+                f"{n_missing} rows of {self.partial_path} were never written: finish() before "
+                "every row is written is a bug of the caller"
+            )
         try:
             del handle["written"]
             handle.attrs["complete"] = True
@@ -357,8 +404,11 @@ class FeatureStoreWriter:
                 os.fsync(stream.fileno())
             os.replace(self.partial_path, self.out_path)
         except OSError as err:
-            raise InputError(self.partial_path, f"cannot be sealed into {self.out_path} ({_os_reason(err)})",
-                             "free disk space (or fix the folder's permissions) and re-run the extraction") from err
+            raise InputError(
+                self.partial_path,
+                f"cannot be sealed into {self.out_path} ({_os_reason(err)})",
+                "free disk space (or fix the folder's permissions) and re-run the extraction",
+            ) from err
         return self.out_path
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ Pooling (`features.text.pooling`): `mean` averages the last hidden layer over th
 The encoder follows the protocol of `mlaflow.features.protocol`; it is registered as
 `features.text.encoder: bert`.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,16 +27,51 @@ from typing import Any
 import torch
 
 from mlaflow.errors import ParamsError
-from mlaflow.features.protocol import (EncodedBatch, read_encoder_info, require_model_dir, seeded_init, to_device,
-                                       write_encoder_info)
+from mlaflow.features.protocol import (
+    EncodedBatch,
+    read_encoder_info,
+    require_model_dir,
+    seeded_init,
+    to_device,
+    write_encoder_info,
+)
 from mlaflow.io import atomic_path
 
 ARCHITECTURE = "bert"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Every character a transcript is likely to hold, standalone and as a word continuation (`##x`).
 CHARACTERS = string.ascii_lowercase + string.digits + string.punctuation
-SUFFIXES = ("s", "es", "ed", "ing", "ly", "er", "ers", "est", "y", "n", "t", "en", "ness", "ful", "less", "able",
-            "ment", "ments", "tion", "tions", "ion", "al", "ic", "ive", "ous", "ity", "ish", "ies", "ied")
+SUFFIXES = (
+    "s",
+    "es",
+    "ed",
+    "ing",
+    "ly",
+    "er",
+    "ers",
+    "est",
+    "y",
+    "n",
+    "t",
+    "en",
+    "ness",
+    "ful",
+    "less",
+    "able",
+    "ment",
+    "ments",
+    "tion",
+    "tions",
+    "ion",
+    "al",
+    "ic",
+    "ive",
+    "ous",
+    "ity",
+    "ish",
+    "ies",
+    "ied",
+)
 # Frequent conversational English (lower case; contractions appear split at the apostrophe, as BERT's
 # pre-tokenizer splits them: "don't" -> don ' t).
 ENGLISH_WORDS = """
@@ -113,8 +149,13 @@ years yell yelled yep yes yesterday yet york you young your yours yourself yours
 
 def embedded_vocabulary() -> list[str]:
     """The embedded tokenizer's vocabulary, in id order: specials, characters, `##` pieces, suffixes, words."""
-    pieces = [*SPECIAL_TOKENS, *CHARACTERS, *(f"##{c}" for c in CHARACTERS), *(f"##{s}" for s in SUFFIXES),
-              *ENGLISH_WORDS]
+    pieces = [
+        *SPECIAL_TOKENS,
+        *CHARACTERS,
+        *(f"##{c}" for c in CHARACTERS),
+        *(f"##{s}" for s in SUFFIXES),
+        *ENGLISH_WORDS,
+    ]
     return list(dict.fromkeys(pieces))  # drop repeats (single-letter words are also characters), keep order
 
 
@@ -129,16 +170,26 @@ def build_tokenizer(vocabulary: list[str]):
 
     token_ids = {token: index for index, token in enumerate(vocabulary)}
     backend = Tokenizer(models.WordPiece(vocab=token_ids, unk_token="[UNK]", max_input_chars_per_word=100))
-    backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                    strip_accents=True, lowercase=True)
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True
+    )
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", token_ids["[CLS]"]), ("[SEP]", token_ids["[SEP]"])])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", token_ids["[CLS]"]), ("[SEP]", token_ids["[SEP]"])],
+    )
     backend.decoder = decoders.WordPiece(prefix="##")
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   model_max_length=512, padding_side="right")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+        padding_side="right",
+    )
 
 
 def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
@@ -150,15 +201,22 @@ def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
 
     embedded = cfg["embedded"]
     if cfg["dim"] % embedded["num_heads"]:
-        raise ParamsError("features.text.embedded.num_heads",
-                          f"{embedded['num_heads']} heads do not divide features.text.dim={cfg['dim']}",
-                          "choose a number of heads that divides the dimension")
+        raise ParamsError(
+            "features.text.embedded.num_heads",
+            f"{embedded['num_heads']} heads do not divide features.text.dim={cfg['dim']}",
+            "choose a number of heads that divides the dimension",
+        )
     vocabulary = embedded_vocabulary()
     tokenizer = build_tokenizer(vocabulary)
-    config = BertConfig(vocab_size=len(vocabulary), hidden_size=cfg["dim"],
-                        num_hidden_layers=embedded["num_layers"], num_attention_heads=embedded["num_heads"],
-                        intermediate_size=embedded["intermediate_size"],
-                        max_position_embeddings=max(512, cfg["max_length"]), pad_token_id=0)
+    config = BertConfig(
+        vocab_size=len(vocabulary),
+        hidden_size=cfg["dim"],
+        num_hidden_layers=embedded["num_layers"],
+        num_attention_heads=embedded["num_heads"],
+        intermediate_size=embedded["intermediate_size"],
+        max_position_embeddings=max(512, cfg["max_length"]),
+        pad_token_id=0,
+    )
     with seeded_init(seed):
         model = BertModel(config, add_pooling_layer=False)  # pooling is ours (mean or CLS), not BERT's pooler
     out_dir = Path(out_dir)
@@ -168,8 +226,12 @@ def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
         reloaded = AutoTokenizer.from_pretrained(tmp, local_files_only=True).get_vocab()
         if reloaded != {token: index for index, token in enumerate(vocabulary)}:
             raise RuntimeError("the saved tokenizer does not reload with the embedded vocabulary")
-        write_encoder_info(tmp, architecture=ARCHITECTURE, seed=seed,
-                           details={"vocab_size": len(vocabulary), "hidden_size": cfg["dim"], **embedded})
+        write_encoder_info(
+            tmp,
+            architecture=ARCHITECTURE,
+            seed=seed,
+            details={"vocab_size": len(vocabulary), "hidden_size": cfg["dim"], **embedded},
+        )
     return out_dir
 
 
@@ -191,7 +253,7 @@ class BertTextEncoder:
         self.output_dim = int(model.config.hidden_size)
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> "BertTextEncoder":
+    def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> BertTextEncoder:
         from transformers import AutoConfig, AutoModel, AutoTokenizer, BertModel
 
         model_dir = require_model_dir(model_dir, "text")
@@ -203,9 +265,12 @@ class BertTextEncoder:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         largest_id = max(tokenizer.get_vocab().values())
         if largest_id >= config.vocab_size:
-            raise ParamsError("features.text.model", f"the tokenizer in {model_dir} has ids up to {largest_id} "
-                              f"but the model only {config.vocab_size} embeddings",
-                              "save the model and its own tokenizer to the same directory")
+            raise ParamsError(
+                "features.text.model",
+                f"the tokenizer in {model_dir} has ids up to {largest_id} "
+                f"but the model only {config.vocab_size} embeddings",
+                "save the model and its own tokenizer to the same directory",
+            )
         return cls(model, tokenizer, cfg, device, read_encoder_info(model_dir))
 
     @staticmethod
@@ -218,16 +283,22 @@ class BertTextEncoder:
 
     def item_length(self, row: dict) -> int:
         """Number of tokens (truncated to max_length), so sorted batches hold almost no padding."""
-        return len(self.tokenizer(self.transcript(row), truncation=True, max_length=self.max_length)["input_ids"])
+        return len(
+            self.tokenizer(self.transcript(row), truncation=True, max_length=self.max_length)["input_ids"]
+        )
 
     def load_item(self, row: dict) -> str:
         return self.transcript(row)
 
     def encode(self, texts: list[str]) -> EncodedBatch:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
-        inputs = {name: to_device(tensor, self.device) for name, tensor in batch.items()
-                  if name in ("input_ids", "attention_mask", "token_type_ids")}
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        inputs = {
+            name: to_device(tensor, self.device)
+            for name, tensor in batch.items()
+            if name in ("input_ids", "attention_mask", "token_type_ids")
+        }
         hidden = self.model(**inputs).last_hidden_state.float()  # [B, T, D]; pool in fp32 even under autocast
         mask = inputs["attention_mask"]
         if self.pooling == "cls":

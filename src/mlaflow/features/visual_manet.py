@@ -33,6 +33,7 @@ model.safetensors and `from_pretrained(dir)` loads them, like the transformers e
 The encoder (`MANetVisualEncoder`) follows the protocol of `mlaflow.features.protocol`; it is registered as
 `features.visual.encoder: manet`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,8 +47,14 @@ from PIL import Image
 from torch import nn
 
 from mlaflow.errors import InputError
-from mlaflow.features.protocol import (EncodedBatch, read_encoder_info, require_model_dir, seeded_init, to_device,
-                                       write_encoder_info)
+from mlaflow.features.protocol import (
+    EncodedBatch,
+    read_encoder_info,
+    require_model_dir,
+    seeded_init,
+    to_device,
+    write_encoder_info,
+)
 from mlaflow.io import atomic_path
 
 ARCHITECTURE = "manet"
@@ -63,8 +70,11 @@ class ChannelAttention(nn.Module):
     def __init__(self, channels: int, reduction: int):
         super().__init__()
         hidden = max(channels // reduction, 1)
-        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=False), nn.ReLU(inplace=True),
-                                 nn.Conv2d(hidden, channels, 1, bias=False))
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1, bias=False),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
@@ -98,13 +108,18 @@ class AttentiveBasicBlock(nn.Module):
         super().__init__()
         self.residual = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
-            AttentionUnit(out_channels, reduction))
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            AttentionUnit(out_channels, reduction),
+        )
         self.skip = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.skip = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                                      nn.BatchNorm2d(out_channels))
+            self.skip = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.residual(x) + self.skip(x))
@@ -116,11 +131,16 @@ class MultiScaleModule(nn.Module):
     def __init__(self, channels: int, dilations: tuple[int, ...]):
         super().__init__()
         self.paths = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels, channels, 3, padding=d, dilation=d, bias=False),
-                          nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
-            for d in dilations)
-        self.fuse = nn.Sequential(nn.Conv2d(channels * len(dilations), channels, 1, bias=False),
-                                  nn.BatchNorm2d(channels))
+            nn.Sequential(
+                nn.Conv2d(channels, channels, 3, padding=d, dilation=d, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+            )
+            for d in dilations
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(channels * len(dilations), channels, 1, bias=False), nn.BatchNorm2d(channels)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x + self.fuse(torch.cat([path(x) for path in self.paths], dim=1)))
@@ -132,14 +152,20 @@ class MANetStyleEncoder(nn.Module, PyTorchModelHubMixin):
     def __init__(self, dilations: tuple[int, ...] | list[int] = (1, 2, 3), attention_reduction: int = 16):
         super().__init__()
         trunk = torchvision.models.resnet18(weights=None)  # random init; no download
-        self.shared = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool, trunk.layer1, trunk.layer2)
+        self.shared = nn.Sequential(
+            trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool, trunk.layer1, trunk.layer2
+        )
         mid_channels = 128  # ResNet-18 layer2 width
-        self.global_branch = nn.Sequential(MultiScaleModule(mid_channels, tuple(dilations)), trunk.layer3,
-                                           trunk.layer4)
+        self.global_branch = nn.Sequential(
+            MultiScaleModule(mid_channels, tuple(dilations)), trunk.layer3, trunk.layer4
+        )
         self.patch_branches = nn.ModuleList(
-            nn.Sequential(AttentiveBasicBlock(mid_channels, 256, stride=2, reduction=attention_reduction),
-                          AttentiveBasicBlock(256, BRANCH_DIM, stride=1, reduction=attention_reduction))
-            for _ in range(4))
+            nn.Sequential(
+                AttentiveBasicBlock(mid_channels, 256, stride=2, reduction=attention_reduction),
+                AttentiveBasicBlock(256, BRANCH_DIM, stride=1, reduction=attention_reduction),
+            )
+            for _ in range(4)
+        )
         for module in [*self.global_branch[0].modules(), *self.patch_branches.modules()]:
             if isinstance(module, nn.Conv2d):  # same initialisation as torchvision's ResNet
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -150,14 +176,20 @@ class MANetStyleEncoder(nn.Module, PyTorchModelHubMixin):
         """Top-left, top-right, bottom-left, bottom-right quarters of [F, C, H, W] (odd sizes: larger lower/right)."""
         height, width = feature_map.shape[-2:]
         top, left = height // 2, width // 2
-        return [feature_map[..., :top, :left], feature_map[..., :top, left:],
-                feature_map[..., top:, :left], feature_map[..., top:, left:]]
+        return [
+            feature_map[..., :top, :left],
+            feature_map[..., :top, left:],
+            feature_map[..., top:, :left],
+            feature_map[..., top:, left:],
+        ]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         shared = self.shared(images)
         global_vector = self.global_branch(shared).mean(dim=(2, 3))
-        patch_vectors = [branch(patch).mean(dim=(2, 3))
-                         for branch, patch in zip(self.patch_branches, self.split_into_patches(shared))]
+        patch_vectors = [
+            branch(patch).mean(dim=(2, 3))
+            for branch, patch in zip(self.patch_branches, self.split_into_patches(shared))
+        ]
         local_vector = torch.stack(patch_vectors).mean(dim=0)
         return torch.cat([global_vector, local_vector], dim=1)
 
@@ -169,8 +201,12 @@ def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)
-        write_encoder_info(tmp, architecture=ARCHITECTURE, seed=seed,
-                           details={"trunk": "resnet18", "dilations": [1, 2, 3], "attention_reduction": 16})
+        write_encoder_info(
+            tmp,
+            architecture=ARCHITECTURE,
+            seed=seed,
+            details={"trunk": "resnet18", "dilations": [1, 2, 3], "attention_reduction": 16},
+        )
     return out_dir
 
 
@@ -192,7 +228,7 @@ class MANetVisualEncoder:
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> "MANetVisualEncoder":
+    def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> MANetVisualEncoder:
         model_dir = require_model_dir(model_dir, "visual", weights_file="model.safetensors")
         # strict: a directory of another architecture must fail, not load half of its weights
         model = MANetStyleEncoder.from_pretrained(model_dir, strict=True, local_files_only=True)
@@ -207,28 +243,38 @@ class MANetVisualEncoder:
         try:
             return int(row["n_frames"])
         except (TypeError, ValueError) as err:
-            raise InputError(row["frames_dir"], f"n_frames is {row['n_frames']!r}, not a number of frames",
-                             "correct `n_frames` in the manifest") from err
+            raise InputError(
+                row["frames_dir"],
+                f"n_frames is {row['n_frames']!r}, not a number of frames",
+                "correct `n_frames` in the manifest",
+            ) from err
 
     def load_item(self, row: dict) -> np.ndarray:
         """The utterance's frames as uint8 [n_frames, size, size, 3] (RGB, resized)."""
         paths = self.frame_paths(row)
         if not paths:
-            raise InputError(row["frames_dir"], "the manifest lists 0 face frames for this utterance",
-                             "extract its face frames, or remove the utterance from the manifest")
+            raise InputError(
+                row["frames_dir"],
+                "the manifest lists 0 face frames for this utterance",
+                "extract its face frames, or remove the utterance from the manifest",
+            )
         return np.stack([self._load_frame(path) for path in paths])
 
     def _load_frame(self, path: Path) -> np.ndarray:
         if not path.is_file():
-            raise InputError(path, "face frame not found",
-                             "restore it, or correct `frames_dir`/`n_frames` in the manifest")
+            raise InputError(
+                path, "face frame not found", "restore it, or correct `frames_dir`/`n_frames` in the manifest"
+            )
         try:
             with Image.open(path) as image:
                 image = image.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR)
                 return np.asarray(image, dtype=np.uint8)
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
-            raise InputError(path, f"cannot be decoded as an image ({err})",
-                             "re-export the frame as an RGB PNG, or remove the utterance from the manifest") from err
+            raise InputError(
+                path,
+                f"cannot be decoded as an image ({err})",
+                "re-export the frame as an RGB PNG, or remove the utterance from the manifest",
+            ) from err
 
     def encode(self, utterances: list[np.ndarray]) -> EncodedBatch:
         """All frames of all utterances in one forward pass, then the mean over each utterance's frames.
@@ -237,8 +283,13 @@ class MANetVisualEncoder:
         """
         counts = torch.tensor([len(frames) for frames in utterances])
         pixels = to_device(torch.from_numpy(np.concatenate(utterances)), self.device)  # [F, H, W, 3] uint8
-        frame_features = torch.cat([self._encode_frames(pixels[start:start + FRAMES_PER_FORWARD])
-                                    for start in range(0, len(pixels), FRAMES_PER_FORWARD)])  # [F, D]
+        # [F, D]
+        frame_features = torch.cat(
+            [
+                self._encode_frames(pixels[start : start + FRAMES_PER_FORWARD])
+                for start in range(0, len(pixels), FRAMES_PER_FORWARD)
+            ]
+        )
         owner = torch.repeat_interleave(torch.arange(len(utterances)), counts).to(self.device)
         sums = torch.zeros(len(utterances), frame_features.shape[1], device=self.device)
         sums.index_add_(0, owner, frame_features)

@@ -3,6 +3,7 @@
 Modules are named, not imported: a training job imports only its own method's module, and the workflow derives
 each job's code inputs from that (editing `tate.py` reruns TATE's jobs only; see mlaflow.codedeps).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -45,9 +46,15 @@ def method_class(name: str):
     return getattr(module, METHODS[name].split(":")[1])
 
 
-def build_method(name: str, input_dims: dict[str, int] | list[int], n_classes: int, settings: dict,
-                 generators: list[torch.Generator]):
+def build_method(
+    name: str,
+    input_dims: dict[str, int] | list[int],
+    n_classes: int,
+    settings: dict,
+    generators: list[torch.Generator],
+):
     """Build `name` for len(generators) stacked runs (one generator per run: its init, shuffles, dropout).
     settings: {"train": ..., "method_params": {name: options}} (mlaflow.experiments.method_settings)."""
-    return method_class(name)(input_dims, n_classes, settings["train"], settings["method_params"].get(name, {}),
-                              generators)
+    return method_class(name)(
+        input_dims, n_classes, settings["train"], settings["method_params"].get(name, {}), generators
+    )

@@ -16,6 +16,7 @@ known, and over nothing else (neither the kept cells nor the truly missing ones)
 the same dropped inputs. At evaluation nothing is dropped. Other simplifications: see imputation.py
 (linear classifier, one hidden layer per decoder, errors averaged over the dropped cells, no gradient clipping).
 """
+
 from __future__ import annotations
 
 from mlaflow.methods.imputation import FeatureReconstruction, SimpleAE

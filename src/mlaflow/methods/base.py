@@ -15,6 +15,7 @@ tensors (features stay in memory, once, whatever R is). With `train.masked_input
 zero-fills masked cells as a safeguard. With `zero_fill` (the released MLA code's way) the method is not told:
 it sees every modality as present, and a masked cell's raw features are zeros.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlaflow.errors import ParamsError
-
 
 # ----------------------------------------------------------------------------------------- stacked layers
 
@@ -56,14 +56,22 @@ class StackedDropout(nn.Module):
     def __init__(self, p: float, generators: list[torch.Generator]):
         super().__init__()
         self.p, self.generators = p, generators
-        self.active: list[bool] | None = None  # runs taking this step (set by the method); others draw nothing
+        self.active: list[bool] | None = (
+            None  # runs taking this step (set by the method); others draw nothing
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
         active = self.active if self.active is not None else [True] * len(self.generators)
-        keep = torch.stack([torch.rand(x.shape[1:], generator=g) >= self.p if on else torch.ones(x.shape[1:], dtype=torch.bool)
-                            for g, on in zip(self.generators, active)])
+        keep = torch.stack(
+            [
+                torch.rand(x.shape[1:], generator=g) >= self.p
+                if on
+                else torch.ones(x.shape[1:], dtype=torch.bool)
+                for g, on in zip(self.generators, active)
+            ]
+        )
         return x * keep.to(x.device) / (1.0 - self.p)
 
 
@@ -72,8 +80,12 @@ class ModalityEncoder(nn.Sequential):
 
     def __init__(self, input_dim: int, hidden_dim: int, dropout: float, generators: list[torch.Generator]):
         super().__init__(
-            StackedLinear(input_dim, hidden_dim, generators), nn.ReLU(), StackedDropout(dropout, generators),
-            StackedLinear(hidden_dim, hidden_dim, generators), nn.ReLU(), StackedDropout(dropout, generators),
+            StackedLinear(input_dim, hidden_dim, generators),
+            nn.ReLU(),
+            StackedDropout(dropout, generators),
+            StackedLinear(hidden_dim, hidden_dim, generators),
+            nn.ReLU(),
+            StackedDropout(dropout, generators),
             StackedLinear(hidden_dim, hidden_dim, generators),
         )
 
@@ -97,9 +109,16 @@ class RunGroup:
     `observed` is the real mask; `present` is what the method is told: the same tensor with
     masked_input="skip", all True with "zero_fill" (masked cells then read as raw zeros)."""
 
-    def __init__(self, features: list[torch.Tensor], labels: torch.Tensor, present: torch.Tensor,
-                 splits: list[dict[str, torch.Tensor]], generators: list[torch.Generator], standardize: bool,
-                 masked_input: str = "skip"):
+    def __init__(
+        self,
+        features: list[torch.Tensor],
+        labels: torch.Tensor,
+        present: torch.Tensor,
+        splits: list[dict[str, torch.Tensor]],
+        generators: list[torch.Generator],
+        standardize: bool,
+        masked_input: str = "skip",
+    ):
         self.features, self.labels, self.observed = features, labels, present
         self.zero_fill = masked_input == "zero_fill"
         self.present = torch.ones_like(present) if self.zero_fill else present
@@ -171,11 +190,16 @@ class RunGroup:
     def shuffled_batches(self, rows: list[torch.Tensor], batch_size: int) -> list[Batch]:
         """One epoch of shuffled mini-batches per run (each run shuffled by its own generator), aligned by
         position: batch j holds run r's j-th batch, or nothing for runs that have fewer batches."""
-        per_run = [rows_r[torch.randperm(len(rows_r), generator=g).to(rows_r.device)].split(batch_size)
-                   for rows_r, g in zip(rows, self.generators)]
+        per_run = [
+            rows_r[torch.randperm(len(rows_r), generator=g).to(rows_r.device)].split(batch_size)
+            for rows_r, g in zip(rows, self.generators)
+        ]
         n_batches = max(len(b) for b in per_run)
         empty = rows[0][:0]
-        return [self.padded([b[j] if j < len(b) else empty for b in per_run], batch_size) for j in range(n_batches)]
+        return [
+            self.padded([b[j] if j < len(b) else empty for b in per_run], batch_size)
+            for j in range(n_batches)
+        ]
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -218,10 +242,8 @@ class Phase:
     name: str
     parameters: list
     epochs: int
-    steps: Callable[["RunGroup", int, int], Iterator[Step]]
+    steps: Callable[[RunGroup, int, int], Iterator[Step]]
     finish: Callable[[list[torch.Tensor]], None]
-
-
 
 
 @dataclass
@@ -255,8 +277,14 @@ class Method(nn.Module):
 
     name = "base"
 
-    def __init__(self, input_dims: dict[str, int] | list[int], n_classes: int, train_cfg: dict, method_cfg: dict,
-                 generators: list[torch.Generator]):
+    def __init__(
+        self,
+        input_dims: dict[str, int] | list[int],
+        n_classes: int,
+        train_cfg: dict,
+        method_cfg: dict,
+        generators: list[torch.Generator],
+    ):
         """input_dims: each modality's feature width, as {modality name: dim} in the corpus's order (a method
         whose options name a modality needs the names), or as a list."""
         super().__init__()
@@ -268,44 +296,55 @@ class Method(nn.Module):
         self.hidden_dim = train_cfg["hidden_dim"]
         self.epochs_trained = 0
         self.encoders = nn.ModuleList(
-            ModalityEncoder(d, train_cfg["hidden_dim"], train_cfg["dropout"], generators) for d in self.input_dims)
+            ModalityEncoder(d, train_cfg["hidden_dim"], train_cfg["dropout"], generators)
+            for d in self.input_dims
+        )
 
     def modality_index(self, key: str, name: str) -> int:
         """The index of the modality an option (`method_params.<method>.<key>`) names."""
         if self.modalities is None:
-            raise ParamsError(f"method_params.{self.name}.{key}", "names a modality, but the method was built "
-                              "without modality names", "build it with input_dims as {modality: dim}")
+            raise ParamsError(
+                f"method_params.{self.name}.{key}",
+                "names a modality, but the method was built without modality names",
+                "build it with input_dims as {modality: dim}",
+            )
         if name not in self.modalities:
-            raise ParamsError(f"method_params.{self.name}.{key}", f"unknown modality {name!r}",
-                              f"use one of {self.modalities}")
+            raise ParamsError(
+                f"method_params.{self.name}.{key}",
+                f"unknown modality {name!r}",
+                f"use one of {self.modalities}",
+            )
         return self.modalities.index(name)
 
     def weights_by_modality(self, key: str, weights: dict[str, float]) -> list[float] | None:
         """An option that gives a number per modality name (`method_params.<method>.<key>`), in modality order;
         names that are not the corpus's are not used; None when a modality of the corpus has no weight."""
         if self.modalities is None:
-            raise ParamsError(f"method_params.{self.name}.{key}", "gives weights by modality name, but the method "
-                              "was built without modality names", "build it with input_dims as {modality: dim}")
+            raise ParamsError(
+                f"method_params.{self.name}.{key}",
+                "gives weights by modality name, but the method was built without modality names",
+                "build it with input_dims as {modality: dim}",
+            )
         if not set(self.modalities) <= set(weights):
             return None
         return [weights[m] for m in self.modalities]
 
-    def training_steps(self, data: "RunGroup", batch_size: int, epoch: int) -> Iterator["Step"]:
+    def training_steps(self, data: RunGroup, batch_size: int, epoch: int) -> Iterator[Step]:
         """One epoch's optimiser steps (default: one per shuffled mini-batch of the training rows). A step's
         forward pass runs when the loop asks for it, after the previous step's update."""
         for batch in data.shuffled_batches(data.rows("train"), batch_size):
-            active = batch.valid.any(dim=1)                                         # [R]
+            active = batch.valid.any(dim=1)  # [R]
             self.set_active_runs(active)
             yield self.batch_step(data, batch, data.present_at(batch.idx, batch.valid), active)
 
-    def batch_step(self, data: "RunGroup", batch: Batch, present: torch.Tensor, active: torch.Tensor) -> "Step":
+    def batch_step(self, data: RunGroup, batch: Batch, present: torch.Tensor, active: torch.Tensor) -> Step:
         """The step of one training mini-batch; present [R, B, M], active [R] (runs with a batch)."""
         raise NotImplementedError
 
-    def after_backward(self, step: "Step") -> None:
+    def after_backward(self, step: Step) -> None:
         """Hook between the backward pass and the optimiser step (nothing by default)."""
 
-    def pretraining(self, data: "RunGroup", batch_size: int) -> list["Phase"]:
+    def pretraining(self, data: RunGroup, batch_size: int) -> list[Phase]:
         """Phases trained before the first epoch (none by default)."""
         return []
 
@@ -323,7 +362,9 @@ class Method(nn.Module):
     @torch.no_grad()
     def embeddings(self, data: RunGroup, batch: Batch) -> torch.Tensor:
         """Each modality's encoder output [R, M, n, s]: the representations the modality gap is measured on."""
-        return torch.stack([enc(data.inputs(m, batch.idx, batch.valid)) for m, enc in enumerate(self.encoders)], dim=1)
+        return torch.stack(
+            [enc(data.inputs(m, batch.idx, batch.valid)) for m, enc in enumerate(self.encoders)], dim=1
+        )
 
     def fusion_variants(self, predictions: Predictions, present: torch.Tensor) -> dict[str, torch.Tensor]:
         """Fused logits [R, n, C] under other test-time fusion rules of this method, by rule name (none here).

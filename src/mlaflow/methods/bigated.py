@@ -11,6 +11,7 @@ Missing modalities (zero-filled embeddings, see joint.py): a masked gate modalit
 fc_g); a masked gated modality gives gate * bias of fc_m.
 Unimodal evaluation (section 4.1.1): the network with the other modalities deactivated (zero-filled).
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,6 @@ from torch import nn
 
 from mlaflow.methods.base import StackedLinear
 from mlaflow.methods.joint import JointFusion
-
 
 
 class BiGated(JointFusion):
@@ -29,8 +29,9 @@ class BiGated(JointFusion):
         options = method_cfg
         self.gating = self.modality_index("gate", options["gate"])
         self.gated = [m for m in range(self.n_modalities) if m != self.gating]
-        self.projections = nn.ModuleList(StackedLinear(self.hidden_dim, self.hidden_dim, generators)
-                                         for _ in range(self.n_modalities))
+        self.projections = nn.ModuleList(
+            StackedLinear(self.hidden_dim, self.hidden_dim, generators) for _ in range(self.n_modalities)
+        )
         self.head = StackedLinear(len(self.gated) * self.hidden_dim, n_classes, generators)
 
     def gate(self, h: torch.Tensor) -> torch.Tensor:

@@ -28,15 +28,21 @@ Choices and differences from the reference:
   VALIDATION accuracy of seed 0 at missing rate 0.3 (41.5%, 55.2%, 55.4% at 10, 50.2% at 100; 1 and 10 tie,
   the smaller kept; r = 1e-4: ~34%). Set `regularization: 0.0001` for GCNet's value.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from mlaflow.methods.base import Batch, RunGroup, StackedLinear, Step, masked_cross_entropy
-from mlaflow.methods.correlation import (ProjectionClassifier, arrange_blocks, imputed, linear_cca, pairs_of,
-                                         train_fill)
-
+from mlaflow.methods.correlation import (
+    ProjectionClassifier,
+    arrange_blocks,
+    imputed,
+    linear_cca,
+    pairs_of,
+    train_fill,
+)
 
 
 class CCA(ProjectionClassifier):
@@ -46,15 +52,16 @@ class CCA(ProjectionClassifier):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
         options = method_cfg
         self.k, self.r = int(options["components"]), float(options["regularization"])
-        self.encoders = nn.ModuleList()                        # not used: the CCA projections replace them
+        self.encoders = nn.ModuleList()  # not used: the CCA projections replace them
         R, M = self.n_runs, self.n_modalities
         self.pairs = pairs_of(M)
-        self.block = (M - 1) * self.k                          # each modality's width: its projections in its pairs
+        self.block = (M - 1) * self.k  # each modality's width: its projections in its pairs
         for m, d in enumerate(self.input_dims):
-            self.register_buffer(f"mean_{m}", torch.zeros(R, d))             # CCA centring (train rows)
-            self.register_buffer(f"fill_{m}", torch.zeros(R, d))             # imputation value (train rows)
+            self.register_buffer(f"mean_{m}", torch.zeros(R, d))  # CCA centring (train rows)
+            self.register_buffer(f"fill_{m}", torch.zeros(R, d))  # imputation value (train rows)
             self.register_buffer(f"proj_{m}", torch.zeros(R, d, self.block))  # W of m in each of its pairs
-        self.register_buffer("correlations", torch.zeros(R, len(self.pairs), self.k))   # canonical correlations
+        # canonical correlations
+        self.register_buffer("correlations", torch.zeros(R, len(self.pairs), self.k))
         self.fitted = False
         self.classifier = StackedLinear(M * self.block, n_classes, generators)
 
@@ -103,4 +110,4 @@ class CCA(ProjectionClassifier):
         z, c = self.projections(data, batch)
         logits = self.classifier(arrange_blocks(z, c, present))
         loss = masked_cross_entropy(logits, batch.labels, present.any(dim=-1))
-        return Step(loss, {p: active for p in self.classifier.parameters()}, active)
+        return Step(loss, dict.fromkeys(self.classifier.parameters(), active), active)

@@ -11,6 +11,7 @@ modality m's prediction is W[:, block m] h_m + b / M, the column block of the we
 M-th of the bias (OGM-GE's code uses bias / 2 for its two modalities). With every modality present the
 sub-heads sum exactly to the full layer's logits.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,7 @@ class ConcatHead(nn.Module):
     def branch_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Sub-head outputs W_m h_m + b / M: h [R, M, B, s] -> [R, M, B, C]."""
         R, M, _, s = h.shape
-        weight_blocks = self.linear.weight.view(R, -1, M, s)                    # [R, C, M, s]
+        weight_blocks = self.linear.weight.view(R, -1, M, s)  # [R, C, M, s]
         return torch.einsum("rcms,rmbs->rmbc", weight_blocks, h) + self.linear.bias[:, None, None, :] / M
 
     def forward(self, h: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

@@ -24,13 +24,17 @@ baseline code (zeroQiaoba/GCNet, baseline-cca/{cca,dcca,dccae,util}.py).
   BatchNorm1d). The running statistics are parameters without gradient (the optimiser skips them) so that
   the trainer's best-epoch restore, which copies parameters, restores them with the weights.
 """
+
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, StackedLinear
+
 
 def pairs_of(n_modalities: int) -> list[tuple[int, int]]:
     """(A, V), (A, L), (V, L) for three modalities: GCNet's order."""
@@ -42,10 +46,10 @@ def train_fill(data: RunGroup) -> list[torch.Tensor]:
     """Per modality [R, d]: mean of the standardised features over each run's present training rows (0 if none)."""
     rows = data.rows("train")
     batch = data.padded(rows)
-    present = data.present_at(batch.idx, batch.valid)                      # [R, n, M]
+    present = data.present_at(batch.idx, batch.valid)  # [R, n, M]
     out = []
     for m in range(data.n_modalities):
-        x = data.inputs(m, batch.idx, batch.valid)                         # masked cells are 0
+        x = data.inputs(m, batch.idx, batch.valid)  # masked cells are 0
         on = present[..., m : m + 1].float()
         out.append((x * on).sum(1) / on.sum(1).clamp(min=1))
     return out
@@ -61,7 +65,7 @@ def imputed(data: RunGroup, m: int, batch: Batch, fill: torch.Tensor, present: t
 def arrange_blocks(z: torch.Tensor, c: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Classifier input [R, B, M * s] from each modality's projection z [R, M, B, s] where it is present
     (present: [R, B, M]) and the projection of its imputed value c [R, M, 1, s] where it is not."""
-    on = present.permute(0, 2, 1).unsqueeze(-1)                                # [R, M, B, 1]
+    on = present.permute(0, 2, 1).unsqueeze(-1)  # [R, M, B, 1]
     return torch.where(on, z, c).permute(0, 2, 1, 3).flatten(2)
 
 
@@ -74,8 +78,9 @@ def _root_inverse(sigma: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def linear_cca(xs: list[torch.Tensor], on: torch.Tensor, k: int, r: float,
-               pairs: list[tuple[int, int]]) -> tuple[list[torch.Tensor], dict[tuple[int, int], tuple], torch.Tensor]:
+def linear_cca(
+    xs: list[torch.Tensor], on: torch.Tensor, k: int, r: float, pairs: list[tuple[int, int]]
+) -> tuple[list[torch.Tensor], dict[tuple[int, int], tuple], torch.Tensor]:
     """GCNet's `CCA.fit` for every pair, for every run.
 
     xs: per modality [R, n, d_m] (imputed); on: [R, n] rows to fit on. Returns the per-modality means [R, d_m],
@@ -102,7 +107,7 @@ def linear_cca(xs: list[torch.Tensor], on: torch.Tensor, k: int, r: float,
         for a, b in pairs:
             t = root_inv[a] @ (scale * centred[a].T @ centred[b]) @ root_inv[b]
             u, s, vh = torch.linalg.svd(t, full_matrices=False)
-            pad = k - min(k, len(s))           # fewer dimensions than components: zero columns
+            pad = k - min(k, len(s))  # fewer dimensions than components: zero columns
             weights[(a, b)][0].append(F.pad(root_inv[a] @ u[:, :k], (0, pad)))
             weights[(a, b)][1].append(F.pad(root_inv[b] @ vh[:k].T, (0, pad)))
             run_corr.append(F.pad(s[:k], (0, pad)))
@@ -114,11 +119,13 @@ def linear_cca(xs: list[torch.Tensor], on: torch.Tensor, k: int, r: float,
 # ----------------------------------------------------------------------------------- deep CCA objective
 
 
-def canonical_correlation(h1: torch.Tensor, h2: torch.Tensor, on: torch.Tensor, k: int, r: float) -> torch.Tensor:
+def canonical_correlation(
+    h1: torch.Tensor, h2: torch.Tensor, on: torch.Tensor, k: int, r: float
+) -> torch.Tensor:
     """Sum of the top-k canonical correlations of h1 [R, B, o1] and h2 [R, B, o2] over the rows on [R, B],
     per run -> [R] (GCNet's `pairloss`, negated). Computed in float64."""
     w = on.double().unsqueeze(-1)
-    n = w.sum(1, keepdim=True)                                                  # [R, 1, 1]
+    n = w.sum(1, keepdim=True)  # [R, 1, 1]
     h1, h2 = h1.double(), h2.double()
     c1 = (h1 - (h1 * w).sum(1, keepdim=True) / n.clamp(min=1)) * w
     c2 = (h2 - (h2 * w).sum(1, keepdim=True) / n.clamp(min=1)) * w
@@ -132,7 +139,7 @@ def canonical_correlation(h1: torch.Tensor, h2: torch.Tensor, on: torch.Tensor, 
     # T' = L1^-1 S12 L2^-T: same singular values as Sigma11^-1/2 Sigma12 Sigma22^-1/2
     t = torch.linalg.solve_triangular(l1, s12, upper=False)
     t = torch.linalg.solve_triangular(l2, t.transpose(1, 2), upper=False).transpose(1, 2)
-    s = torch.linalg.svdvals(t)                                                 # descending
+    s = torch.linalg.svdvals(t)  # descending
     return torch.sqrt(s[:, :k] ** 2 + r).sum(-1).float()
 
 
@@ -149,21 +156,29 @@ class StackedBatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_runs, channels))
         self.running_mean = nn.Parameter(torch.zeros(n_runs, channels), requires_grad=False)
         self.running_var = nn.Parameter(torch.ones(n_runs, channels), requires_grad=False)
-        self.rows: torch.Tensor | None = None       # [R, B]: the rows of the batch (set by the method)
+        self.rows: torch.Tensor | None = None  # [R, B]: the rows of the batch (set by the method)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            rows = self.rows if self.rows is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+            rows = (
+                self.rows
+                if self.rows is not None
+                else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+            )
             w = rows.to(x.dtype).unsqueeze(-1)
-            n = w.sum(1)                                                        # [R, 1]
+            n = w.sum(1)  # [R, 1]
             mean = (x * w).sum(1) / n.clamp(min=1)
-            var = ((x - mean.unsqueeze(1)) ** 2 * w).sum(1) / n.clamp(min=1)   # biased, to normalise
+            var = ((x - mean.unsqueeze(1)) ** 2 * w).sum(1) / n.clamp(min=1)  # biased, to normalise
             with torch.no_grad():
-                stepping = n >= 2                                               # [R, 1]
+                stepping = n >= 2  # [R, 1]
                 unbiased = var * n / (n - 1).clamp(min=1)
                 m = self.momentum
-                self.running_mean.copy_(torch.where(stepping, (1 - m) * self.running_mean + m * mean, self.running_mean))
-                self.running_var.copy_(torch.where(stepping, (1 - m) * self.running_var + m * unbiased, self.running_var))
+                self.running_mean.copy_(
+                    torch.where(stepping, (1 - m) * self.running_mean + m * mean, self.running_mean)
+                )
+                self.running_var.copy_(
+                    torch.where(stepping, (1 - m) * self.running_var + m * unbiased, self.running_var)
+                )
         else:
             mean, var = self.running_mean, self.running_var
         x = (x - mean.unsqueeze(1)) * torch.rsqrt(var.unsqueeze(1) + self.eps)
@@ -175,8 +190,12 @@ class StackedMLP(nn.Sequential):
 
     def __init__(self, widths: list[int], generators: list[torch.Generator]):
         layers = []
-        for cin, cout in zip(widths[:-2], widths[1:-1]):
-            layers += [StackedLinear(cin, cout, generators), StackedBatchNorm(cout, len(generators)), nn.ReLU()]
+        for cin, cout in itertools.pairwise(widths[:-1]):  # the last layer is added below, without BN
+            layers += [
+                StackedLinear(cin, cout, generators),
+                StackedBatchNorm(cout, len(generators)),
+                nn.ReLU(),
+            ]
         layers.append(StackedLinear(widths[-2], widths[-1], generators))
         super().__init__(*layers)
 
@@ -202,7 +221,9 @@ class ProjectionClassifier(Method):
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
         present = data.present_at(batch.idx, batch.valid)
         z, c = self.projections(data, batch)
-        fused = self.classifier(arrange_blocks(z, c, present)).masked_fill(~present.any(-1, keepdim=True), 0.0)
+        fused = self.classifier(arrange_blocks(z, c, present)).masked_fill(
+            ~present.any(-1, keepdim=True), 0.0
+        )
         unimodal = []
         for m in range(self.n_modalities):
             only_m = torch.zeros_like(present)

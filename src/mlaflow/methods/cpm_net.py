@@ -44,6 +44,7 @@ Where mlaflow differs from the reference, and why:
 - embeddings(): modality m's representation is the latent fitted from modality m alone (the same lsd for
   every modality; zero where m is absent). No privilege: nothing reads a masked cell.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,18 +58,20 @@ from mlaflow.train.optim import StackedOptimizer
 REFERENCE_STEPS = 5  # network steps, then latent steps, per reference epoch (CPMNets.train's step=[5, 5])
 
 
-def cpm_classification_loss(h: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, n_classes: int) -> torch.Tensor:
+def cpm_classification_loss(
+    h: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, n_classes: int
+) -> torch.Tensor:
     """The reference's classification loss per run: h [R, n, k], labels [R, n], valid [R, n] -> [R].
 
     Mean over the valid samples of relu(theta_i + max_c F_ic - F_iy_i), F_ic the mean dot product of h_i with
     the other valid samples of class c, theta_i = 1 if argmax_c F_ic != y_i."""
-    onehot = nn.functional.one_hot(labels, n_classes).to(h.dtype) * valid.unsqueeze(-1)      # [R, n, C]
-    sums = onehot.transpose(1, 2) @ h                                                       # [R, C, k]
-    counts = onehot.sum(dim=1)                                                              # [R, C]
-    self_sim = (h * h).sum(dim=-1, keepdim=True)                                            # [R, n, 1]
-    sim = h @ sums.transpose(1, 2) - onehot * self_sim                                      # leave i out
+    onehot = nn.functional.one_hot(labels, n_classes).to(h.dtype) * valid.unsqueeze(-1)  # [R, n, C]
+    sums = onehot.transpose(1, 2) @ h  # [R, C, k]
+    counts = onehot.sum(dim=1)  # [R, C]
+    self_sim = (h * h).sum(dim=-1, keepdim=True)  # [R, n, 1]
+    sim = h @ sums.transpose(1, 2) - onehot * self_sim  # leave i out
     mean = sim / (counts.unsqueeze(1) - onehot).clamp(min=1)
-    mean = torch.where(counts.unsqueeze(1) > 0, mean, torch.full_like(mean, -1e9))          # absent classes
+    mean = torch.where(counts.unsqueeze(1) > 0, mean, torch.full_like(mean, -1e9))  # absent classes
     best, predicted = mean.max(dim=-1)
     true = mean.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     theta = (predicted != labels).to(h.dtype)
@@ -89,14 +92,20 @@ class CPMNet(Method):
         options = method_cfg
         self.lsd = options["lsd_dim"]
         self.lamb, self.inner_epochs = options["lamb"], options["inner_epochs"]
-        self.net_lr, self.latent_lr, self.test_steps = options["net_lr"], options["latent_lr"], options["test_steps"]
+        self.net_lr, self.latent_lr, self.test_steps = (
+            options["net_lr"],
+            options["latent_lr"],
+            options["test_steps"],
+        )
         self.generators = generators
         # decoder m: weight [R, d_m, lsd], bias [R, d_m] (x ~ W h + b)
         self.dec_weight = nn.ParameterList(
-            nn.Parameter(torch.stack([_xavier((d, self.lsd), g) for g in generators])) for d in self.input_dims)
+            nn.Parameter(torch.stack([_xavier((d, self.lsd), g) for g in generators]))
+            for d in self.input_dims
+        )
         self.dec_bias = nn.ParameterList(nn.Parameter(torch.zeros(self.n_runs, d)) for d in self.input_dims)
         self.prototypes = nn.Parameter(torch.zeros(self.n_runs, n_classes, self.lsd), requires_grad=False)
-        self.latents: torch.Tensor | None = None        # [R, N, lsd], the training latents (see the docstring)
+        self.latents: torch.Tensor | None = None  # [R, N, lsd], the training latents (see the docstring)
         self._net_opt: StackedOptimizer | None = None
         self._latent_opt: StackedOptimizer | None = None
 
@@ -109,7 +118,9 @@ class CPMNet(Method):
             latents[r, run_rows] = _xavier((len(run_rows), self.lsd), g).to(data.device)
         self.latents = latents.requires_grad_(True)
         adam = {"optimizer": "adam", "momentum": 0.0, "weight_decay": 0.0}
-        self._net_opt = StackedOptimizer([*self.dec_weight, *self.dec_bias], {**adam, "lr": self.net_lr}, self.n_runs)
+        self._net_opt = StackedOptimizer(
+            [*self.dec_weight, *self.dec_bias], {**adam, "lr": self.net_lr}, self.n_runs
+        )
         self._latent_opt = StackedOptimizer([self.latents], {**adam, "lr": self.latent_lr}, self.n_runs)
 
     def training_steps(self, data: RunGroup, batch_size: int, epoch: int):
@@ -119,46 +130,59 @@ class CPMNet(Method):
         rows = data.rows("train")
         if self.latents is None:
             self._start(data, rows)
-        batch = data.padded(rows)                                                 # full batch [R, n]
+        batch = data.padded(rows)  # full batch [R, n]
         active = batch.valid.any(dim=1)
-        count = batch.valid.sum(dim=1).clamp(min=1).to(self.latents.dtype)       # [R]
+        count = batch.valid.sum(dim=1).clamp(min=1).to(self.latents.dtype)  # [R]
         present = data.present_at(batch.idx, batch.valid).to(self.latents.dtype)  # [R, n, M]
         xs = [data.inputs(m, batch.idx, batch.valid) for m in range(self.n_modalities)]
         runs = torch.arange(self.n_runs, device=data.device).unsqueeze(1)
         decoder_params = [*self.dec_weight, *self.dec_bias]
-        net_steps = {p: active for p in decoder_params}
+        net_steps = dict.fromkeys(decoder_params, active)
         latent_steps = {self.latents: active}
         for _ in range(self.inner_epochs):
             # --- decoders (latents fixed): loss_m = tr(A K A^T) - 2 tr(A^T P) + const, A = [W_m, b_m],
             #     K = sum_i p_im h~_i h~_i^T, P = sum_i p_im x_im h~_i^T, h~ = [h, 1]
             with torch.no_grad():
                 h = self.latents[runs, batch.idx]
-                h_aug = torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)       # [R, n, k+1]
+                h_aug = torch.cat([h, torch.ones_like(h[..., :1])], dim=-1)  # [R, n, k+1]
                 stats = []
                 for m, x in enumerate(xs):
-                    ph = h_aug * present[..., m:m + 1]
+                    ph = h_aug * present[..., m : m + 1]
                     stats.append((h_aug.transpose(1, 2) @ ph, x.transpose(1, 2) @ ph))
-            for _ in range(REFERENCE_STEPS):   # the gradient 2 (A K - P) / n of that loss, written out
+            for _ in range(REFERENCE_STEPS):  # the gradient 2 (A K - P) / n of that loss, written out
                 with torch.no_grad():
                     for m, (K, P) in enumerate(stats):
-                        A = torch.cat([self.dec_weight[m], self.dec_bias[m].unsqueeze(-1)], dim=-1)   # [R, d, k+1]
+                        # [R, d, k+1]
+                        A = torch.cat([self.dec_weight[m], self.dec_bias[m].unsqueeze(-1)], dim=-1)
                         grad = 2 * (A @ K - P) / count.view(-1, 1, 1)
-                        self.dec_weight[m].grad, self.dec_bias[m].grad = grad[..., :-1].contiguous(), grad[..., -1].contiguous()
+                        self.dec_weight[m].grad, self.dec_bias[m].grad = (
+                            grad[..., :-1].contiguous(),
+                            grad[..., -1].contiguous(),
+                        )
                 yield Step(None, net_steps, active, optimizer=self._net_opt, record=False)
             # --- latents (decoders fixed): recon_i = sum_m p_m (h^T G_m h - 2 c_m . h + e_m)
             with torch.no_grad():
-                G = [w.transpose(1, 2) @ w for w in self.dec_weight]                            # [R, k, k]
-                centred = [(x - b.unsqueeze(1)) * present[..., m:m + 1] for m, (x, b) in enumerate(zip(xs, self.dec_bias))]
-                c = [z @ w for z, w in zip(centred, self.dec_weight)]                           # [R, n, k]
-                e = sum((z * z).sum(dim=(1, 2)) for z in centred)                               # [R]
+                G = [w.transpose(1, 2) @ w for w in self.dec_weight]  # [R, k, k]
+                centred = [
+                    (x - b.unsqueeze(1)) * present[..., m : m + 1]
+                    for m, (x, b) in enumerate(zip(xs, self.dec_bias))
+                ]
+                c = [z @ w for z, w in zip(centred, self.dec_weight)]  # [R, n, k]
+                e = sum((z * z).sum(dim=(1, 2)) for z in centred)  # [R]
             for step in range(REFERENCE_STEPS):
                 h = self.latents[runs, batch.idx]
                 recon = e.clone()
                 for m in range(self.n_modalities):
-                    recon = recon + (present[..., m] * ((h @ G[m]) * h).sum(-1)).sum(1) - 2 * (c[m] * h).sum(dim=(1, 2))
+                    recon = (
+                        recon
+                        + (present[..., m] * ((h @ G[m]) * h).sum(-1)).sum(1)
+                        - 2 * (c[m] * h).sum(dim=(1, 2))
+                    )
                 cls = cpm_classification_loss(h, batch.labels, batch.valid, self.n_classes)
                 loss = recon / count + self.lamb * cls
-                yield Step(loss, latent_steps, active, optimizer=self._latent_opt, record=step == REFERENCE_STEPS - 1)
+                yield Step(
+                    loss, latent_steps, active, optimizer=self._latent_opt, record=step == REFERENCE_STEPS - 1
+                )
         self._update_prototypes(batch, runs)
 
     @torch.no_grad()
@@ -175,36 +199,55 @@ class CPMNet(Method):
         unimodal [R, M, n, k] from view m alone (0 where m is absent). `test_steps` steps of gradient descent
         from zero with step 1 / (2 lambda_max), in closed form: h_t = U diag((1 - (1 - l / l_max)^t) / l) U^T c
         with G = U diag(l) U^T the sample's presence pattern's sum of W_m^T W_m, c = sum_m p_m W_m^T (x_m - b_m)."""
-        present = data.present_at(batch.idx, batch.valid)                                  # [R, n, M]
+        present = data.present_at(batch.idx, batch.valid)  # [R, n, M]
         M = self.n_modalities
-        c = torch.stack([((data.inputs(m, batch.idx, batch.valid) - self.dec_bias[m].unsqueeze(1))
-                          * present[..., m:m + 1]) @ self.dec_weight[m] for m in range(M)], dim=1)   # [R, M, n, k]
-        G = torch.stack([w.transpose(1, 2) @ w for w in self.dec_weight], dim=1).double()          # [R, M, k, k]
-        patterns = [p for p in range(1, 2 ** M)]
-        bits = torch.tensor([[(p >> m) & 1 for m in range(M)] for p in patterns], dtype=G.dtype, device=G.device)
-        G_pattern = torch.einsum("pm,rmij->rpij", bits, G)                                        # [R, P, k, k]
+        # [R, M, n, k]
+        c = torch.stack(
+            [
+                (
+                    (data.inputs(m, batch.idx, batch.valid) - self.dec_bias[m].unsqueeze(1))
+                    * present[..., m : m + 1]
+                )
+                @ self.dec_weight[m]
+                for m in range(M)
+            ],
+            dim=1,
+        )
+        G = torch.stack([w.transpose(1, 2) @ w for w in self.dec_weight], dim=1).double()  # [R, M, k, k]
+        patterns = list(range(1, 2**M))
+        bits = torch.tensor(
+            [[(p >> m) & 1 for m in range(M)] for p in patterns], dtype=G.dtype, device=G.device
+        )
+        G_pattern = torch.einsum("pm,rmij->rpij", bits, G)  # [R, P, k, k]
         lam, U = torch.linalg.eigh(G_pattern)
         lam = lam.clamp(min=0)
         lam_max = lam[..., -1:].clamp(min=1e-12)
         safe = torch.where(lam > 1e-12 * lam_max, lam, torch.ones_like(lam))
-        gain = torch.where(lam > 1e-12 * lam_max, (1 - (1 - lam / lam_max) ** self.test_steps) / safe,
-                           self.test_steps / lam_max * torch.ones_like(lam))                   # limit l -> 0: t / l_max
-        filters = ((U * gain.unsqueeze(-2)) @ U.transpose(-1, -2)).to(c.dtype)                # [R, P, k, k]
-        code = (present.long() * (2 ** torch.arange(M, device=present.device))).sum(-1)       # [R, n] pattern id
+        # limit l -> 0: t / l_max
+        gain = torch.where(
+            lam > 1e-12 * lam_max,
+            (1 - (1 - lam / lam_max) ** self.test_steps) / safe,
+            self.test_steps / lam_max * torch.ones_like(lam),
+        )
+        filters = ((U * gain.unsqueeze(-2)) @ U.transpose(-1, -2)).to(c.dtype)  # [R, P, k, k]
+        code = (present.long() * (2 ** torch.arange(M, device=present.device))).sum(-1)  # [R, n] pattern id
         fused = torch.zeros_like(c[:, 0])
         c_all = c.sum(dim=1)
         for i, p in enumerate(patterns):
             on = (code == p).unsqueeze(-1)
             fused = torch.where(on, c_all @ filters[:, i], fused)
-        unimodal = torch.stack([(c[:, m] @ filters[:, patterns.index(2 ** m)]) * present[..., m:m + 1]
-                                for m in range(M)], dim=1)
+        unimodal = torch.stack(
+            [(c[:, m] @ filters[:, patterns.index(2**m)]) * present[..., m : m + 1] for m in range(M)], dim=1
+        )
         return fused, unimodal
 
     @torch.no_grad()
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
         fused_h, unimodal_h = self.fit_latents(data, batch)
-        proto = self.prototypes.transpose(1, 2)                                              # [R, k, C]
-        fused = (fused_h @ proto).masked_fill(~data.present_at(batch.idx, batch.valid).any(-1, keepdim=True), 0.0)
+        proto = self.prototypes.transpose(1, 2)  # [R, k, C]
+        fused = (fused_h @ proto).masked_fill(
+            ~data.present_at(batch.idx, batch.valid).any(-1, keepdim=True), 0.0
+        )
         return Predictions(unimodal_h @ proto.unsqueeze(1), fused)
 
     @torch.no_grad()

@@ -12,6 +12,7 @@ Choice where mlaflow differs from the reference: as in AE, the missing cells' tr
 the MSE runs over observed cells dropped on purpose during training (`drop_rate`, see ae.py and
 imputation.py). Other simplifications: see imputation.py.
 """
+
 from __future__ import annotations
 
 from mlaflow.methods.imputation import FeatureReconstruction, ResidualAE

@@ -33,15 +33,22 @@ Choices and differences from the reference:
 - embeddings(): each modality's network output (k-d, eval mode); the output for the imputed value where masked.
 - The shared per-modality encoders of `Method` are not used (removed).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from mlaflow.methods.base import Batch, RunGroup, StackedLinear, Step, masked_cross_entropy
-from mlaflow.methods.correlation import (ProjectionClassifier, StackedMLP, arrange_blocks, canonical_correlation,
-                                         imputed, pairs_of, train_fill)
-
+from mlaflow.methods.correlation import (
+    ProjectionClassifier,
+    StackedMLP,
+    arrange_blocks,
+    canonical_correlation,
+    imputed,
+    pairs_of,
+    train_fill,
+)
 
 
 class DCCA(ProjectionClassifier):
@@ -50,22 +57,30 @@ class DCCA(ProjectionClassifier):
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
         opts = method_cfg
-        self.k, self.h, self.r = int(opts["components"]), int(opts["hidden_dim"]), float(opts["regularization"])
+        self.k, self.h, self.r = (
+            int(opts["components"]),
+            int(opts["hidden_dim"]),
+            float(opts["regularization"]),
+        )
         self.corr_batch_size = int(opts["corr_batch_size"])
-        self.encoders = nn.ModuleList()                        # not used: the DCCA networks replace them
+        self.encoders = nn.ModuleList()  # not used: the DCCA networks replace them
         self.pairs = pairs_of(self.n_modalities)
-        self.nets = nn.ModuleList(StackedMLP([d, self.h, self.h, self.h, self.k], generators) for d in self.input_dims)
+        self.nets = nn.ModuleList(
+            StackedMLP([d, self.h, self.h, self.h, self.k], generators) for d in self.input_dims
+        )
         self.build_extra(opts, generators)
         self.classifier = StackedLinear(self.n_modalities * self.k, n_classes, generators)
         for m, d in enumerate(self.input_dims):
-            self.register_buffer(f"fill_{m}", torch.zeros(self.n_runs, d))   # imputation value (train rows)
+            self.register_buffer(f"fill_{m}", torch.zeros(self.n_runs, d))  # imputation value (train rows)
         self.filled = False
-        self.last_correlation: torch.Tensor | None = None      # [R] mean summed correlations of the last epoch
+        self.last_correlation: torch.Tensor | None = None  # [R] mean summed correlations of the last epoch
 
     def build_extra(self, opts: dict, generators: list[torch.Generator]) -> None:
         """Extra modules of a subclass (DCCAE's decoders)."""
 
-    def extra_loss(self, xs: list[torch.Tensor], hs: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+    def extra_loss(
+        self, xs: list[torch.Tensor], hs: list[torch.Tensor], present: torch.Tensor
+    ) -> torch.Tensor:
         """Extra term [R] of the DCCA-phase loss (DCCAE's reconstruction); xs: imputed inputs, hs: outputs."""
         return torch.zeros(present.shape[0], device=present.device)
 
@@ -90,14 +105,16 @@ class DCCA(ProjectionClassifier):
         rows = data.rows("train")
         corr_sum, dcca_steps = torch.zeros(R), torch.zeros(R)
         for batch in data.shuffled_batches(rows, self.corr_batch_size):
-            active = batch.valid.sum(dim=1) >= 2                  # a correlation needs two rows
+            active = batch.valid.sum(dim=1) >= 2  # a correlation needs two rows
             if not bool(active.any()):
                 continue
             present = data.present_at(batch.idx, batch.valid)
             self.set_rows(batch.valid)
             xs = [imputed(data, m, batch, self.fill(m), present) for m in range(self.n_modalities)]
             hs = [net(x) for net, x in zip(self.nets, xs)]
-            corr = sum(canonical_correlation(hs[a], hs[b], batch.valid, self.k, self.r) for a, b in self.pairs)
+            corr = sum(
+                canonical_correlation(hs[a], hs[b], batch.valid, self.k, self.r) for a, b in self.pairs
+            )
             loss = -corr + self.extra_loss(xs, hs, present)
             stepping = {p: active for module in self.representation_modules() for p in module.parameters()}
             yield Step(loss * active, stepping, active, phase="correlation")
@@ -114,7 +131,7 @@ class DCCA(ProjectionClassifier):
                 z, c = self.projections(data, batch)
             logits = self.classifier(arrange_blocks(z, c, present))
             loss = masked_cross_entropy(logits, batch.labels, present.any(dim=-1))
-            yield Step(loss, {p: active for p in self.classifier.parameters()}, active, phase="classifier")
+            yield Step(loss, dict.fromkeys(self.classifier.parameters(), active), active, phase="classifier")
         for module in self.representation_modules():
             module.train(self.training)
 

@@ -11,6 +11,7 @@ Differences from the reference:
   every modality has its own decoder). It is the mean over the observed rows' feature entries.
 - `hidden_dim` default 128 (GCNet's DCCAE runs use 1024), for cost.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,22 +21,27 @@ from mlaflow.methods.correlation import StackedMLP, observed_mse
 from mlaflow.methods.dcca import DCCA
 
 
-
 class DCCAE(DCCA):
     name = "dccae"
 
     def build_extra(self, opts: dict, generators: list[torch.Generator]) -> None:
         self.reconstruction_weight = float(opts["reconstruction_weight"])
-        self.decoders = nn.ModuleList(StackedMLP([self.k, self.h, self.h, self.h, d], generators)
-                                      for d in self.input_dims)
-        self.last_reconstruction: torch.Tensor | None = None   # [R] summed MSE of the last DCCA batch
+        self.decoders = nn.ModuleList(
+            StackedMLP([self.k, self.h, self.h, self.h, d], generators) for d in self.input_dims
+        )
+        self.last_reconstruction: torch.Tensor | None = None  # [R] summed MSE of the last DCCA batch
 
     def representation_modules(self) -> list[nn.Module]:
         return [*self.nets, *self.decoders]
 
-    def reconstruction_error(self, xs: list[torch.Tensor], hs: list[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+    def reconstruction_error(
+        self, xs: list[torch.Tensor], hs: list[torch.Tensor], present: torch.Tensor
+    ) -> torch.Tensor:
         """Sum over modalities of the MSE of the reconstruction on the observed rows -> [R]."""
-        return sum(observed_mse(dec(h), x, present[..., m]) for m, (dec, x, h) in enumerate(zip(self.decoders, xs, hs)))
+        return sum(
+            observed_mse(dec(h), x, present[..., m])
+            for m, (dec, x, h) in enumerate(zip(self.decoders, xs, hs))
+        )
 
     def extra_loss(self, xs, hs, present):
         mse = self.reconstruction_error(xs, hs, present)

@@ -13,13 +13,13 @@ layer's bias; a masked modulated modality gives z_m = beta.
 Unimodal evaluation (section 4.1.1): the network with the other modalities deactivated (zero-filled); for
 the condition modality that is fc([beta(h_c), ...]), its only path to the output.
 """
+
 from __future__ import annotations
 
 import torch
 
 from mlaflow.methods.base import StackedLinear
 from mlaflow.methods.joint import JointFusion
-
 
 
 class FiLM(JointFusion):

@@ -25,6 +25,7 @@ Shared parts in imputation.py (`TeacherStudent`, `Teacher`, `ResidualAE`, `cmd`)
 - The CMD is the reference's (norms of moment differences, no scaling by the feature range). `n_blocks`:
   the reference uses 5; lower by default for cost (option). Other simplifications: see imputation.py.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -67,7 +68,7 @@ class IFMMIN(TeacherStudent):
         target, counted, _ = self.teacher_targets(data, batch, present, kept)
         R, B, M, s = target.shape
         error = masked_mse(recon.view(R, B, M, s), target, counted)
-        inv_target = self.teacher_embeddings(data, batch)[1].permute(0, 2, 1, 3)       # [R, B, M, s]
+        inv_target = self.teacher_embeddings(data, batch)[1].permute(0, 2, 1, 3)  # [R, B, M, s]
         invariant = masked_mse(inv.flatten(2), inv_target.flatten(2), rows)
         loss = ce + self.reconstruction_weight * error + self.invariant_weight * invariant
-        return loss, {p: active for p in self.student_parameters()}, error
+        return loss, dict.fromkeys(self.student_parameters(), active), error

@@ -47,26 +47,37 @@ Table 2, as GCNet's baseline code `zeroQiaoba/GCNet/baseline-mmin` adapts them t
   Glibc's trimming of freed memory costs every method 10-15% (MALLOC_TRIM_THRESHOLD_ /
   MALLOC_MMAP_THRESHOLD_ set high remove it), the ratios unchanged.
 """
+
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlaflow.methods.base import (Batch, Method, ModalityEncoder, Phase, Predictions, RunGroup, StackedLinear, Step,
-                                  masked_cross_entropy)
-
-
+from mlaflow.methods.base import (
+    Batch,
+    Method,
+    ModalityEncoder,
+    Phase,
+    Predictions,
+    RunGroup,
+    StackedLinear,
+    Step,
+    masked_cross_entropy,
+)
 
 # ------------------------------------------------------------------------------------------------ pieces
 
 
-def artificial_drop(present: torch.Tensor, rate: float, generators: list[torch.Generator],
-                    active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def artificial_drop(
+    present: torch.Tensor, rate: float, generators: list[torch.Generator], active: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """present [R, B, M] -> (kept, dropped) [R, B, M]: in each active run, each sample with >= 2 modalities
     present loses one of them (uniformly among its present ones) with probability `rate`. Each active run draws
     B + B * M uniforms from its own generator (none when rate is 0 or the run is inactive)."""
-    R, B, M = present.shape
+    _R, B, M = present.shape
     if rate <= 0.0:
         return present, torch.zeros_like(present)
     u, score = [], []
@@ -78,8 +89,8 @@ def artificial_drop(present: torch.Tensor, rate: float, generators: list[torch.G
             u.append(torch.ones(B))
             score.append(torch.zeros(B, M))
     u, score = torch.stack(u).to(present.device), torch.stack(score).to(present.device)
-    eligible = (present.sum(-1) >= 2) & (u < rate)                                     # [R, B]
-    choice = score.masked_fill(~present, -1.0).argmax(-1)                               # a present modality
+    eligible = (present.sum(-1) >= 2) & (u < rate)  # [R, B]
+    choice = score.masked_fill(~present, -1.0).argmax(-1)  # a present modality
     dropped = F.one_hot(choice, M).bool() & eligible.unsqueeze(-1)
     return present & ~dropped, dropped
 
@@ -114,7 +125,7 @@ def cmd(x1: torch.Tensor, x2: torch.Tensor, mask: torch.Tensor, moments: int = 5
     """Central moment discrepancy (Zellinger et al. 2017, the reference's `CMD`, without its bound scaling):
     x1, x2 [R, B, s] over the rows where mask [R, B] -> [R]: ||E x1 - E x2|| + sum_{k=2..K} ||c_k(x1) - c_k(x2)||,
     c_k the k-th central moment per dimension. 0 for runs without rows."""
-    w = (mask.float() / mask.sum(1, keepdim=True).clamp(min=1)).unsqueeze(-1)           # [R, B, 1]
+    w = (mask.float() / mask.sum(1, keepdim=True).clamp(min=1)).unsqueeze(-1)  # [R, B, 1]
     m1, m2 = (x1 * w).sum(1, keepdim=True), (x2 * w).sum(1, keepdim=True)
     out = safe_norm((m1 - m2).squeeze(1))
     s1, s2 = x1 - m1, x2 - m2
@@ -158,11 +169,13 @@ def fast_linears(module: nn.Module) -> None:
             sub.inplace = True
 
 
-def mlp(dims: list[int], activation: type[nn.Module], generators, last: type[nn.Module] | None = None) -> nn.Sequential:
+def mlp(
+    dims: list[int], activation: type[nn.Module], generators, last: type[nn.Module] | None = None
+) -> nn.Sequential:
     """Stacked linear layers (FastLinear) dims[0] -> ... -> dims[-1], `activation` between them, `last` after
     the last (both applied in place to the linear outputs)."""
     layers = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
         layers.append(FastLinear(a, b, generators))
         if i < len(dims) - 2:
             layers.append(activation(inplace=True))
@@ -196,8 +209,12 @@ class ResidualAE(nn.Module):
 
     def __init__(self, input_dim: int, layers: list[int], n_blocks: int, generators):
         super().__init__()
-        self.encoders = nn.ModuleList(mlp([input_dim, *layers], nn.LeakyReLU, generators) for _ in range(n_blocks))
-        self.decoders = nn.ModuleList(mlp([*layers[::-1], input_dim], nn.ReLU, generators) for _ in range(n_blocks))
+        self.encoders = nn.ModuleList(
+            mlp([input_dim, *layers], nn.LeakyReLU, generators) for _ in range(n_blocks)
+        )
+        self.decoders = nn.ModuleList(
+            mlp([*layers[::-1], input_dim], nn.ReLU, generators) for _ in range(n_blocks)
+        )
         self.transition = mlp([input_dim, input_dim, input_dim], nn.ReLU, generators)
 
     def forward(self, x: torch.Tensor, shared: torch.Tensor | None = None):
@@ -248,7 +265,7 @@ class ImputationMethod(Method):
         R, B, d = x.shape
         positions, ok = compact(keep)
         K = positions.shape[1]
-        out = enc(torch.cat([gather_rows(x, positions), x.new_zeros(R, 1, d)], dim=1))   # [R, K + 1, s]
+        out = enc(torch.cat([gather_rows(x, positions), x.new_zeros(R, 1, d)], dim=1))  # [R, K + 1, s]
         zero = out[:, K:]
         s = out.shape[-1]
         out = torch.where(ok.unsqueeze(-1), out[:, :K], zero)
@@ -276,9 +293,9 @@ class ImputationMethod(Method):
         recon_sum = torch.zeros(self.n_runs, device=data.device)
         n_batches = torch.zeros(self.n_runs, device=data.device)
         for batch in data.shuffled_batches(data.rows("train"), batch_size):
-            active = batch.valid.any(dim=1)                                         # [R]
+            active = batch.valid.any(dim=1)  # [R]
             self.set_active_runs(active)
-            present = data.present_at(batch.idx, batch.valid)                       # [R, B, M]
+            present = data.present_at(batch.idx, batch.valid)  # [R, B, M]
             loss, stepping, reconstruction = self.batch_loss(data, batch, present, active)
             yield Step(loss, stepping, active)
             recon_sum += reconstruction.detach() * active
@@ -295,17 +312,17 @@ class ImputationMethod(Method):
         are present: a row without m has every modality zero-filled, so its logits are those of the all-zero
         input (computed once per run), and a row with m alone has the fused logits. The same numbers as running
         the whole network M + 1 times on every row."""
-        present = data.present_at(batch.idx, batch.valid)                                  # [R, n, M]
-        R, n, M = present.shape
+        present = data.present_at(batch.idx, batch.valid)  # [R, n, M]
+        R, _n, M = present.shape
         xs = [data.inputs(m, batch.idx, batch.valid) for m in range(M)]
-        full = torch.stack([enc(x) for enc, x in zip(self.encoders, xs)], dim=2)          # [R, n, M, s]
+        full = torch.stack([enc(x) for enc, x in zip(self.encoders, xs)], dim=2)  # [R, n, M, s]
         zero = torch.stack([enc(x.new_zeros(R, 1, x.shape[-1])) for enc, x in zip(self.encoders, xs)], dim=2)
         s = full.shape[-1]
         fused = self.logits_from_h(torch.where(present.unsqueeze(-1), full, zero).flatten(2))
         fused = fused.masked_fill(~present.any(-1, keepdim=True), 0.0)
-        nothing = self.logits_from_h(zero.flatten(2))                                     # [R, 1, C]
+        nothing = self.logits_from_h(zero.flatten(2))  # [R, 1, C]
         C = nothing.shape[-1]
-        alone = present.sum(-1, keepdim=True) == 1                                       # [R, n, 1]
+        alone = present.sum(-1, keepdim=True) == 1  # [R, n, 1]
         unimodal = []
         for m in range(M):
             # rows with m and another modality: the network on m alone; rows with m alone: the fused logits
@@ -313,7 +330,9 @@ class ImputationMethod(Method):
             only_m = zero.expand(R, positions.shape[1], M, s).clone()
             only_m[:, :, m] = gather_rows(full[:, :, m], positions)
             base = torch.where(alone & present[..., m : m + 1], fused, nothing)
-            sub = torch.where(ok.unsqueeze(-1), self.logits_from_h(only_m.flatten(2)), gather_rows(base, positions))
+            sub = torch.where(
+                ok.unsqueeze(-1), self.logits_from_h(only_m.flatten(2)), gather_rows(base, positions)
+            )
             unimodal.append(base.scatter(1, positions.unsqueeze(-1).expand(-1, -1, C), sub))
         return Predictions(torch.stack(unimodal, dim=1), fused)
 
@@ -330,7 +349,9 @@ class Teacher(nn.Module):
     def __init__(self, input_dims, n_classes, train_cfg, generators, shared: bool, moments: int = 5):
         super().__init__()
         s = train_cfg["hidden_dim"]
-        self.encoders = nn.ModuleList(ModalityEncoder(d, s, train_cfg["dropout"], generators) for d in input_dims)
+        self.encoders = nn.ModuleList(
+            ModalityEncoder(d, s, train_cfg["dropout"], generators) for d in input_dims
+        )
         self.shared = mlp([s, s, s], nn.LeakyReLU, generators, last=nn.LeakyReLU) if shared else None
         width = len(input_dims) * s * (2 if shared else 1)
         self.head = FastLinear(width, n_classes, generators)
@@ -346,14 +367,16 @@ class Teacher(nn.Module):
         return per_slot(self.shared, h)
 
     def loss(self, xs: list[torch.Tensor], labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        h = self.embed(xs)                                                           # [R, M, B, s]
+        h = self.embed(xs)  # [R, M, B, s]
         feats = [h[:, m] for m in range(h.shape[1])]
         if self.shared is None:
             return masked_cross_entropy(self.head(torch.cat(feats, -1)), labels, valid)
         inv = self.invariant(h)
         logits = self.head(torch.cat(feats + [inv[:, m] for m in range(h.shape[1])], -1))
         pairs = [(a, b) for a in range(h.shape[1]) for b in range(a + 1, h.shape[1])]
-        discrepancy = sum(cmd(inv[:, a], inv[:, b], valid, self.moments) for a, b in pairs) / max(1, len(pairs))
+        discrepancy = sum(cmd(inv[:, a], inv[:, b], valid, self.moments) for a, b in pairs) / max(
+            1, len(pairs)
+        )
         return masked_cross_entropy(logits, labels, valid) + discrepancy
 
 
@@ -403,7 +426,7 @@ class TeacherStudent(ImputationMethod):
                 active = batch.valid.any(dim=1)
                 self.set_active_runs(active)
                 loss = self.teacher.loss(self.teacher_inputs(data, batch), batch.labels, batch.valid)
-                yield Step(loss, {p: active for p in self.teacher.parameters()}, active)
+                yield Step(loss, dict.fromkeys(self.teacher.parameters(), active), active)
 
         def finish(losses: list[torch.Tensor]) -> None:
             self.teacher_losses.extend(losses)
@@ -432,15 +455,24 @@ class TeacherStudent(ImputationMethod):
         everything = data.padded(rows)
         source, invariant = [], []
         for start in range(0, everything.idx.shape[1], chunk):
-            part = Batch(everything.idx[:, start : start + chunk], everything.valid[:, start : start + chunk],
-                         everything.labels[:, start : start + chunk])
-            h = self.teacher.embed(self.teacher_inputs(data, part))                       # [R, M, b, s]
-            source.append(h.permute(0, 2, 1, 3).flatten(2))                               # [R, b, M*s]
+            part = Batch(
+                everything.idx[:, start : start + chunk],
+                everything.valid[:, start : start + chunk],
+                everything.labels[:, start : start + chunk],
+            )
+            h = self.teacher.embed(self.teacher_inputs(data, part))  # [R, M, b, s]
+            source.append(h.permute(0, 2, 1, 3).flatten(2))  # [R, b, M*s]
             if self.shared_teacher:
                 invariant.append(self.teacher.invariant(h).permute(0, 2, 1, 3).flatten(2))
         zero = self.teacher.embed([torch.zeros(R, 1, d, device=data.device) for d in self.input_dims])
         zero_inv = self.teacher.invariant(zero) if self.shared_teacher else None
-        self._table = (position, torch.cat(source, 1), torch.cat(invariant, 1) if invariant else None, zero, zero_inv)
+        self._table = (
+            position,
+            torch.cat(source, 1),
+            torch.cat(invariant, 1) if invariant else None,
+            zero,
+            zero_inv,
+        )
 
     @torch.no_grad()
     def teacher_embeddings(self, data: RunGroup, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -451,7 +483,7 @@ class TeacherStudent(ImputationMethod):
         if table is not None:
             position, source, invariant, zero, zero_inv = table
             runs = torch.arange(self.n_runs, device=batch.idx.device).unsqueeze(1)
-            at = position[runs, batch.idx]                                                 # [R, B]
+            at = position[runs, batch.idx]  # [R, B]
             if bool((at >= 0)[batch.valid].all()):
                 at = at.clamp(min=0)
                 R, B = at.shape
@@ -461,7 +493,9 @@ class TeacherStudent(ImputationMethod):
                     out = gather_rows(values, at).view(R, B, self.n_modalities, -1).permute(0, 2, 1, 3)
                     return torch.where(mask, out, fill)
 
-                return look_up(source, zero), (look_up(invariant, zero_inv) if invariant is not None else None)
+                return look_up(source, zero), (
+                    look_up(invariant, zero_inv) if invariant is not None else None
+                )
         self.teacher.eval()
         source = self.teacher.embed(self.teacher_inputs(data, batch))
         return source, (self.teacher.invariant(source) if self.shared_teacher else None)
@@ -472,7 +506,7 @@ class TeacherStudent(ImputationMethod):
         target: the reference's T_embds, the teacher's embedding of the 'reverse' input (the missing modalities'
         features, the kept ones zero-filled: teacher encoder(0) in their slots); counted: the slots whose
         target is known (all with teacher_data complete; not the truly missing ones with observed)."""
-        source, _ = self.teacher_embeddings(data, batch)                                   # [R, M, B, s]
+        source, _ = self.teacher_embeddings(data, batch)  # [R, M, B, s]
         R = batch.idx.shape[0]
         table = getattr(self, "_table", None)
         if table is not None:
@@ -480,7 +514,7 @@ class TeacherStudent(ImputationMethod):
         else:
             self.teacher.eval()
             zero = self.teacher.embed([torch.zeros(R, 1, d, device=data.device) for d in self.input_dims])
-        target = torch.where(kept.permute(0, 2, 1).unsqueeze(-1), zero, source)          # [R, M, B, s]
+        target = torch.where(kept.permute(0, 2, 1).unsqueeze(-1), zero, source)  # [R, M, B, s]
         counted = batch.valid.unsqueeze(-1).expand_as(present)
         if self.teacher_data == "observed":
             counted = counted & present
@@ -488,9 +522,8 @@ class TeacherStudent(ImputationMethod):
 
     def kept_for_training(self, present: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         if self.teacher_data == "complete":
-            return present                      # the truly missing cells are reconstructed (privileged targets)
+            return present  # the truly missing cells are reconstructed (privileged targets)
         return artificial_drop(present, self.drop_rate, self.generators, active)[0]
-
 
 
 # ------------------------------------------------------------------------------------ AE and CRA (features)
@@ -512,7 +545,9 @@ class FeatureReconstruction(ImputationMethod):
         self.drop_rate, self.reconstruction_weight = options["drop_rate"], options["reconstruction_weight"]
         width = self.n_modalities * self.hidden_dim
         self.autoencoder = self.build_autoencoder(width, options, generators)
-        self.decoders = nn.ModuleList(mlp([width, self.hidden_dim, d], nn.ReLU, generators) for d in self.input_dims)
+        self.decoders = nn.ModuleList(
+            mlp([width, self.hidden_dim, d], nn.ReLU, generators) for d in self.input_dims
+        )
         self.head = FastLinear(width, n_classes, generators)
 
     def build_autoencoder(self, width: int, options: dict, generators) -> nn.Module:
@@ -547,5 +582,5 @@ class FeatureReconstruction(ImputationMethod):
         error, used = self.reconstruction_error(xs, recon, dropped)
         stepping = {p: active for name, p in self.named_parameters() if not name.startswith("decoders.")}
         for m, runs in used.items():
-            stepping.update({p: runs for p in self.decoders[m].parameters()})
+            stepping.update(dict.fromkeys(self.decoders[m].parameters(), runs))
         return ce + self.reconstruction_weight * error, stepping, error

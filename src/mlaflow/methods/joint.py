@@ -15,6 +15,7 @@ encoders feed one fusion layer, trained end to end on the cross-entropy of the f
   the protocol 4.1.1 gives them (`unimodal`).
 - Predictions: fused logits are zero for samples with no modality present (the trainer predicts its prior).
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,9 @@ class JointFusion(Method):
 
     def embed(self, data: RunGroup, batch: Batch, present: torch.Tensor) -> torch.Tensor:
         """Encoder outputs h [R, M, B, s], zero where the modality is masked (present: [R, B, M])."""
-        h = torch.stack([enc(data.inputs(m, batch.idx, batch.valid)) for m, enc in enumerate(self.encoders)], dim=1)
+        h = torch.stack(
+            [enc(data.inputs(m, batch.idx, batch.valid)) for m, enc in enumerate(self.encoders)], dim=1
+        )
         return h.masked_fill(~present.permute(0, 2, 1).unsqueeze(-1), 0.0)
 
     def fuse(self, h: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -44,8 +47,9 @@ class JointFusion(Method):
             out.append(self.fuse(h.masked_fill(~only_m.permute(0, 2, 1).unsqueeze(-1), 0.0), only_m))
         return torch.stack(out, dim=1)
 
-    def modify_gradients(self, h: torch.Tensor, present: torch.Tensor, labels: torch.Tensor,
-                         encoder_steps: torch.Tensor) -> None:
+    def modify_gradients(
+        self, h: torch.Tensor, present: torch.Tensor, labels: torch.Tensor, encoder_steps: torch.Tensor
+    ) -> None:
         """Hook between backward and the optimiser step; encoder_steps [R, M]: runs where encoder m steps."""
 
     def fusion_parameters(self) -> list[torch.nn.Parameter]:
@@ -54,12 +58,21 @@ class JointFusion(Method):
     def batch_step(self, data: RunGroup, batch: Batch, present: torch.Tensor, active: torch.Tensor) -> Step:
         h = self.embed(data, batch, present)
         loss = masked_cross_entropy(self.fuse(h, present), batch.labels, present.any(dim=-1))
-        encoder_steps = present.any(dim=1)                                          # [R, M]
-        stepping = {p: active for p in self.fusion_parameters()}
+        encoder_steps = present.any(dim=1)  # [R, M]
+        stepping = dict.fromkeys(self.fusion_parameters(), active)
         for m, encoder in enumerate(self.encoders):
-            stepping.update({p: encoder_steps[:, m] for p in encoder.parameters()})
-        return Step(loss, stepping, active, context={"h": h.detach(), "present": present, "labels": batch.labels,
-                                                     "encoder_steps": encoder_steps})
+            stepping.update(dict.fromkeys(encoder.parameters(), encoder_steps[:, m]))
+        return Step(
+            loss,
+            stepping,
+            active,
+            context={
+                "h": h.detach(),
+                "present": present,
+                "labels": batch.labels,
+                "encoder_steps": encoder_steps,
+            },
+        )
 
     def after_backward(self, step: Step) -> None:
         c = step.context

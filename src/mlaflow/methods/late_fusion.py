@@ -6,13 +6,22 @@ since no parameter is shared the gradients (and optimiser updates) are those of 
 A modality masked for a sample contributes no loss for that sample and is left out of its average; a
 modality absent from a whole mini-batch takes no optimiser step.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from mlaflow.methods.base import (Batch, Method, Predictions, RunGroup, StackedLinear, Step, fuse,
-                                  masked_cross_entropy)
+from mlaflow.methods.base import (
+    Batch,
+    Method,
+    Predictions,
+    RunGroup,
+    StackedLinear,
+    Step,
+    fuse,
+    masked_cross_entropy,
+)
 
 
 class LateFusion(Method):
@@ -20,7 +29,9 @@ class LateFusion(Method):
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
-        self.heads = nn.ModuleList(StackedLinear(self.hidden_dim, n_classes, generators) for _ in self.input_dims)
+        self.heads = nn.ModuleList(
+            StackedLinear(self.hidden_dim, n_classes, generators) for _ in self.input_dims
+        )
 
     def batch_step(self, data: RunGroup, batch: Batch, present: torch.Tensor, active: torch.Tensor) -> Step:
         loss = torch.zeros(self.n_runs, device=data.device)
@@ -29,13 +40,19 @@ class LateFusion(Method):
             logits = head(encoder(data.inputs(m, batch.idx, batch.valid)))
             loss = loss + masked_cross_entropy(logits, batch.labels, present[..., m])
             runs_with_m = present[..., m].any(dim=1)
-            stepping.update({p: runs_with_m for p in [*encoder.parameters(), *head.parameters()]})
+            stepping.update(dict.fromkeys([*encoder.parameters(), *head.parameters()], runs_with_m))
         return Step(loss, stepping, active)
 
     @torch.no_grad()
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
-        unimodal = torch.stack([h(e(data.inputs(m, batch.idx, batch.valid)))
-                                for m, (e, h) in enumerate(zip(self.encoders, self.heads))], dim=1)  # [R, M, n, C]
-        present = data.present_at(batch.idx, batch.valid).permute(0, 2, 1).float()             # [R, M, n]
-        weights = present / present.sum(dim=1, keepdim=True).clamp(min=1)   # average over present modalities
+        # [R, M, n, C]
+        unimodal = torch.stack(
+            [
+                h(e(data.inputs(m, batch.idx, batch.valid)))
+                for m, (e, h) in enumerate(zip(self.encoders, self.heads))
+            ],
+            dim=1,
+        )
+        present = data.present_at(batch.idx, batch.valid).permute(0, 2, 1).float()  # [R, M, n]
+        weights = present / present.sum(dim=1, keepdim=True).clamp(min=1)  # average over present modalities
         return Predictions(unimodal, fuse(unimodal, weights))

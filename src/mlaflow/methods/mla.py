@@ -34,14 +34,23 @@ against released code"):
 Public API relied on by tests outside the package: `rls_update` (eq. 5) and `dynamic_fusion_weights`
 (eq. 7-8).
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from mlaflow.errors import ParamsError
-from mlaflow.methods.base import (Batch, Method, Predictions, RunGroup, StackedLinear, Step, fuse,
-                                  masked_cross_entropy)
+from mlaflow.methods.base import (
+    Batch,
+    Method,
+    Predictions,
+    RunGroup,
+    StackedLinear,
+    Step,
+    fuse,
+    masked_cross_entropy,
+)
 
 FUSION_RULES = ("per_sample", "per_batch", "fixed", "average")
 
@@ -57,11 +66,11 @@ def rls_update(P: torch.Tensor, h_mean: torch.Tensor, alpha: float | torch.Tenso
     """
     alpha = torch.as_tensor(alpha, dtype=P.dtype, device=P.device)
     if alpha.dim():
-        alpha = alpha.reshape(-1, 1)                                      # one alpha per run
-    P_h = (P @ h_mean.unsqueeze(-1)).squeeze(-1)                          # P_{t-1} h        [..., s]
-    q = P_h / (alpha + (h_mean * P_h).sum(-1, keepdim=True))             # q_t              [..., s]
-    h_P = (h_mean.unsqueeze(-2) @ P).squeeze(-2)                         # h^T P_{t-1}      [..., s]
-    return P - q.unsqueeze(-1) * h_P.unsqueeze(-2)                        # P_{t-1} - q_t h^T P_{t-1}
+        alpha = alpha.reshape(-1, 1)  # one alpha per run
+    P_h = (P @ h_mean.unsqueeze(-1)).squeeze(-1)  # P_{t-1} h        [..., s]
+    q = P_h / (alpha + (h_mean * P_h).sum(-1, keepdim=True))  # q_t              [..., s]
+    h_P = (h_mean.unsqueeze(-2) @ P).squeeze(-2)  # h^T P_{t-1}      [..., s]
+    return P - q.unsqueeze(-1) * h_P.unsqueeze(-2)  # P_{t-1} - q_t h^T P_{t-1}
 
 
 def released_rls_update(P: torch.Tensor, h_mean: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
@@ -73,9 +82,9 @@ def released_rls_update(P: torch.Tensor, h_mean: torch.Tensor, alpha: float | to
     and the head's gradient is then projected by P^T (`grad @ P.T`). Same shapes as `rls_update`."""
     alpha = torch.as_tensor(alpha, dtype=P.dtype, device=P.device)
     if alpha.dim():
-        alpha = alpha.reshape(-1, 1, 1)                                   # one alpha per run
-    k = (P @ h_mean.unsqueeze(-1)).squeeze(-1)                                    # [..., s]
-    denominator = alpha + k.unsqueeze(-1) * h_mean.unsqueeze(-2)                  # [..., s, s]
+        alpha = alpha.reshape(-1, 1, 1)  # one alpha per run
+    k = (P @ h_mean.unsqueeze(-1)).squeeze(-1)  # [..., s]
+    denominator = alpha + k.unsqueeze(-1) * h_mean.unsqueeze(-2)  # [..., s, s]
     P_next = P - (k.unsqueeze(-1) * k.unsqueeze(-2)) / denominator
     return P_next / torch.linalg.matrix_norm(P_next, ord="fro", keepdim=True)
 
@@ -105,7 +114,7 @@ def dynamic_fusion_weights(logits: torch.Tensor, present: torch.Tensor | None = 
     sample: weight 0, the max and the sum run over present modalities only). Returns weights [M, B] that sum to
     1 over M for every sample with at least one modality present (all zeros for a sample with none).
     """
-    entropy = prediction_entropy(logits)                               # e_{m,r}   [M, B]
+    entropy = prediction_entropy(logits)  # e_{m,r}   [M, B]
     if present is None:
         present = torch.ones_like(entropy, dtype=torch.bool)
     return entropy_fusion_weights(entropy, present)
@@ -128,8 +137,8 @@ def per_batch_fusion_weights(logits: torch.Tensor, present: torch.Tensor, batch_
     weights = torch.zeros(present.shape, dtype=logits.dtype, device=logits.device)
     for start in range(0, present.shape[-1], batch_size):
         part = slice(start, start + batch_size)
-        entropy = batch_entropy(logits[..., part, :], present[..., part])            # [..., M]
-        shared = entropy.unsqueeze(-1).expand(present[..., part].shape)              # same e for the batch
+        entropy = batch_entropy(logits[..., part, :], present[..., part])  # [..., M]
+        shared = entropy.unsqueeze(-1).expand(present[..., part].shape)  # same e for the batch
         weights[..., part] = entropy_fusion_weights(shared, present[..., part])
     return weights
 
@@ -141,8 +150,9 @@ def fixed_fusion_weights(present: torch.Tensor, weights: list[float]) -> torch.T
     return w / w.sum(dim=-2, keepdim=True).clamp(min=1e-12)
 
 
-def fusion_weights(rule: str, logits: torch.Tensor, present: torch.Tensor, batch_size: int,
-                   fixed: list[float]) -> torch.Tensor:
+def fusion_weights(
+    rule: str, logits: torch.Tensor, present: torch.Tensor, batch_size: int, fixed: list[float]
+) -> torch.Tensor:
     """Weights [..., M, B] of a fusion rule (FUSION_RULES) for logits [..., M, B, C]."""
     if rule == "per_sample":
         return dynamic_fusion_weights(logits, present)
@@ -172,12 +182,16 @@ class MLA(Method):
         # the released code's fixed weights (IEMOCAP's modalities); without one per modality the rule is not measured
         self.fixed_weights = self.weights_by_modality("fixed_weights", method_cfg["fixed_weights"])
         if self.fixed_weights is None and self.fusion == "fixed":
-            raise ParamsError("method_params.mla.fixed_weights", f"has no weight for some of {self.modalities}",
-                              "give one weight per modality of the corpus")
+            raise ParamsError(
+                "method_params.mla.fixed_weights",
+                f"has no weight for some of {self.modalities}",
+                "give one weight per modality of the corpus",
+            )
         self.eval_batch_size = train_cfg["batch_size"]  # the test batches of per-batch fusion
         # P of eq. 3-5, one per run: P_0 = I, reset per run (not saved with the weights)
         self.register_buffer("P", torch.eye(self.hidden_dim).repeat(self.n_runs, 1, 1), persistent=False)
-        self.step = torch.zeros(self.n_runs, dtype=torch.long)  # t of eq. 1, per run, counted over the whole run
+        # t of eq. 1, per run, counted over the whole run
+        self.step = torch.zeros(self.n_runs, dtype=torch.long)
         self.optimizer_steps = 0  # optimiser steps taken (any run), for tests
 
     # ------------------------------------------------------------------------------------ training
@@ -187,13 +201,30 @@ class MLA(Method):
             return self._in_batch_steps(data, batch_size)
         return self._per_step_steps(data, batch_size)
 
-    def _unimodal_step(self, m: int, h: torch.Tensor, loss: torch.Tensor, rows: torch.Tensor, active: torch.Tensor,
-                       batch_index: int, batches_per_epoch: torch.Tensor) -> Step:
+    def _unimodal_step(
+        self,
+        m: int,
+        h: torch.Tensor,
+        loss: torch.Tensor,
+        rows: torch.Tensor,
+        active: torch.Tensor,
+        batch_index: int,
+        batches_per_epoch: torch.Tensor,
+    ) -> Step:
         """One unimodal step of modality m for the active runs: encoder m and the head update; the head's
         gradient is projected in `after_backward`. rows [R, B]: the samples of h."""
-        stepping = {p: active for p in [*self.encoders[m].parameters(), *self.head.parameters()]}
-        return Step(loss, stepping, active, context={"h": h, "rows": rows, "batch_index": batch_index,
-                                                     "batches_per_epoch": batches_per_epoch})
+        stepping = dict.fromkeys([*self.encoders[m].parameters(), *self.head.parameters()], active)
+        return Step(
+            loss,
+            stepping,
+            active,
+            context={
+                "h": h,
+                "rows": rows,
+                "batch_index": batch_index,
+                "batches_per_epoch": batches_per_epoch,
+            },
+        )
 
     def _steps_taken(self, active: torch.Tensor) -> None:
         self.step += active.to(self.step.device).long()
@@ -204,21 +235,23 @@ class MLA(Method):
         M, R = self.n_modalities, self.n_runs
         train_rows = data.rows("train")
         n_batches = torch.tensor([-(-len(rows) // batch_size) for rows in train_rows])
-        n_steps = M * n_batches                                   # a multiple of M for every run
+        n_steps = M * n_batches  # a multiple of M for every run
         present_train = [data.present[r, rows] for r, rows in enumerate(train_rows)]
-        streams = [[_CyclingBatches(rows[present_train[r][:, m]], batch_size, data.generators[r]) for m in range(M)]
-                   for r, rows in enumerate(train_rows)]
+        streams = [
+            [_CyclingBatches(rows[present_train[r][:, m]], batch_size, data.generators[r]) for m in range(M)]
+            for r, rows in enumerate(train_rows)
+        ]
         empty = train_rows[0][:0]
         for j in range(int(n_steps.max())):
-            m = j % M                        # eq. 1: every run's t is a multiple of M at the start of an epoch
+            m = j % M  # eq. 1: every run's t is a multiple of M at the start of an epoch
             rows = [streams[r][m].next() if j < n_steps[r] else None for r in range(R)]
             active = torch.tensor([b is not None for b in rows], device=data.device)
             if not bool(active.any()):
                 continue
             batch = data.padded([empty if b is None else b for b in rows], batch_size)
             self.set_active_runs(active)
-            h = self.encoders[m](data.inputs(m, batch.idx, batch.valid))            # h_{m_t}(x)  [R, B, s]
-            loss = masked_cross_entropy(self.head(h), batch.labels, batch.valid)    # eq. 2, per run
+            h = self.encoders[m](data.inputs(m, batch.idx, batch.valid))  # h_{m_t}(x)  [R, B, s]
+            loss = masked_cross_entropy(self.head(h), batch.labels, batch.valid)  # eq. 2, per run
             yield self._unimodal_step(m, h, loss, batch.valid, active, j // M, n_batches)
             self._steps_taken(active)
 
@@ -229,13 +262,14 @@ class MLA(Method):
         n_batches = torch.tensor([-(-len(rows) // batch_size) for rows in train_rows])
         for b, batch in enumerate(data.shuffled_batches(train_rows, batch_size)):
             self.set_active_runs(batch.valid.any(dim=1))
-            present = data.present_at(batch.idx, batch.valid)                       # [R, B, M]
+            present = data.present_at(batch.idx, batch.valid)  # [R, B, M]
             hidden = [enc(data.inputs(m, batch.idx, batch.valid)) for m, enc in enumerate(self.encoders)]
             for m, h in enumerate(hidden):
                 active = present[..., m].any(dim=1)
                 if not bool(active.any()):
                     continue
-                loss = masked_cross_entropy(self.head(h), batch.labels, present[..., m])  # head as updated so far
+                # head as updated so far
+                loss = masked_cross_entropy(self.head(h), batch.labels, present[..., m])
                 yield self._unimodal_step(m, h, loss, present[..., m], active, b, n_batches)
                 self._steps_taken(active)
 
@@ -244,15 +278,15 @@ class MLA(Method):
         if self.hgm == "off":
             return
         c, active = step.context, step.active
-        gate = (active & (self.step.to(active.device) > 0)).view(-1, 1, 1)       # t = 0: gradient as is
+        gate = (active & (self.step.to(active.device) > 0)).view(-1, 1, 1)  # t = 0: gradient as is
         weight = c["rows"].unsqueeze(-1).float()
         h_mean = (c["h"].detach() * weight).sum(1) / weight.sum(1).clamp(min=1)  # eq. 4 (batch mean)
         alpha = self._alpha(c["batch_index"], c["batches_per_epoch"]).to(h_mean.device)
         update = rls_update if self.hgm == "paper" else released_rls_update
-        self.P = torch.where(gate, update(self.P, h_mean, alpha), self.P)        # eq. 5
+        self.P = torch.where(gate, update(self.P, h_mean, alpha), self.P)  # eq. 5
         projector = self.P if self.hgm == "paper" else self.P.transpose(1, 2)
         grad = self.head.weight.grad
-        self.head.weight.grad = torch.where(gate, grad @ projector, grad)        # eq. 3
+        self.head.weight.grad = torch.where(gate, grad @ projector, grad)  # eq. 3
 
     def _alpha(self, batch_index: int, batches_per_epoch: torch.Tensor) -> torch.Tensor:
         """alpha of eq. 5 per run: constant, or decaying tenfold over each epoch (the released schedule)."""
@@ -264,18 +298,26 @@ class MLA(Method):
 
     @torch.no_grad()
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
-        unimodal = torch.stack([self.head(enc(data.inputs(m, batch.idx, batch.valid)))
-                                for m, enc in enumerate(self.encoders)], dim=1)       # [R, M, n, C]
-        present = data.present_at(batch.idx, batch.valid).permute(0, 2, 1)             # [R, M, n]
+        # [R, M, n, C]
+        unimodal = torch.stack(
+            [self.head(enc(data.inputs(m, batch.idx, batch.valid))) for m, enc in enumerate(self.encoders)],
+            dim=1,
+        )
+        present = data.present_at(batch.idx, batch.valid).permute(0, 2, 1)  # [R, M, n]
         weights = fusion_weights(self.fusion, unimodal, present, self.eval_batch_size, self.fixed_weights)
-        return Predictions(unimodal, fuse(unimodal, weights))                          # eq. 6
+        return Predictions(unimodal, fuse(unimodal, weights))  # eq. 6
 
     def fusion_variants(self, predictions: Predictions, present: torch.Tensor) -> dict[str, torch.Tensor]:
         """Fused logits [R, n, C] under every fusion rule, from the same unimodal predictions: the fusion rule
         acts at test time only, so one trained model measures them all. present [R, M, n]."""
         logits = predictions.unimodal_logits
-        return {rule: fuse(logits, fusion_weights(rule, logits, present, self.eval_batch_size, self.fixed_weights))
-                for rule in FUSION_RULES if rule != "fixed" or self.fixed_weights is not None}
+        return {
+            rule: fuse(
+                logits, fusion_weights(rule, logits, present, self.eval_batch_size, self.fixed_weights)
+            )
+            for rule in FUSION_RULES
+            if rule != "fixed" or self.fixed_weights is not None
+        }
 
 
 class _CyclingBatches:
@@ -289,6 +331,8 @@ class _CyclingBatches:
         if len(self.indices) == 0:
             return None
         if not self._pending:
-            order = self.indices[torch.randperm(len(self.indices), generator=self.generator).to(self.indices.device)]
+            order = self.indices[
+                torch.randperm(len(self.indices), generator=self.generator).to(self.indices.device)
+            ]
             self._pending = list(order.split(self.batch_size))[::-1]
         return self._pending.pop()

@@ -29,8 +29,8 @@ baseline-mmin/models/mmin_model.py with utt_fusion_model.py as the teacher and n
   of a late fusion's cost; figures in imputation.py); it is an option. Other simplifications: see
   imputation.py.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 from mlaflow.methods.base import masked_cross_entropy
 from mlaflow.methods.imputation import FastLinear, ResidualAE, TeacherStudent, masked_mse
@@ -44,7 +44,10 @@ class MMIN(TeacherStudent):
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         options = method_cfg
         super().__init__(input_dims, n_classes, train_cfg, options, generators)
-        self.reconstruction_weight, self.cycle_weight = options["reconstruction_weight"], options["cycle_weight"]
+        self.reconstruction_weight, self.cycle_weight = (
+            options["reconstruction_weight"],
+            options["cycle_weight"],
+        )
         width = self.n_modalities * self.hidden_dim
         self.autoencoder = ResidualAE(width, AE_LAYERS, options["n_blocks"], generators)
         self.cycle = ResidualAE(width, AE_LAYERS, options["n_blocks"], generators)
@@ -64,4 +67,4 @@ class MMIN(TeacherStudent):
         error = masked_mse(recon.view(R, B, M, s), target, counted)
         cycle = masked_mse(self.cycle(recon)[0], h.detach(), rows)
         loss = ce + self.reconstruction_weight * error + self.cycle_weight * cycle
-        return loss, {p: active for p in self.student_parameters()}, error
+        return loss, dict.fromkeys(self.student_parameters(), active), error

@@ -28,6 +28,7 @@ Unimodal evaluation (section 4.1.1 lists OGM-GE among the methods evaluated by d
 modalities): the fused network with the other modalities' embeddings zero-filled; for concat that is
 W_m h_m + b (the whole bias), for sum fc_m(h_m).
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,12 +39,11 @@ from mlaflow.methods.joint import JointFusion
 from mlaflow.methods.sum_fusion import SumHead
 
 
-
 def ogm_coefficients(scores: torch.Tensor, available: torch.Tensor, alpha: float) -> torch.Tensor:
     """Eq. 10 per run: scores [R, M] (mean true-class probability of each branch), available [R, M] (the
     modality is present in the batch) -> coefficients k [R, M]: 1 - tanh(alpha * rho) for the dominant
     modality when rho = score_d / mean(other available scores) > 1, and 1 everywhere else."""
-    dominant = scores.masked_fill(~available, float("-inf")).argmax(dim=1, keepdim=True)         # [R, 1]
+    dominant = scores.masked_fill(~available, float("-inf")).argmax(dim=1, keepdim=True)  # [R, 1]
     n_others = available.sum(dim=1, keepdim=True) - 1
     score_dominant = scores.gather(1, dominant)
     others_mean = ((scores * available).sum(dim=1, keepdim=True) - score_dominant) / n_others.clamp(min=1)
@@ -63,17 +63,17 @@ class OGMGE(JointFusion):
         self.window = (options["modulation_starts"], options["modulation_ends"])
         head = ConcatHead if options["fusion"] == "concat" else SumHead
         self.head = head(self.n_modalities, self.hidden_dim, n_classes, generators)
-        self.generators = generators        # GE noise of run r comes from run r's generator
-        self.last_coefficients: torch.Tensor | None = None   # k [R, M] of the last step, for inspection
+        self.generators = generators  # GE noise of run r comes from run r's generator
+        self.last_coefficients: torch.Tensor | None = None  # k [R, M] of the last step, for inspection
 
     def fuse(self, h, present):
         return self.head(h, present)
 
     def coefficients(self, h: torch.Tensor, present: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """k [R, M] for a batch: h [R, M, B, s], present [R, B, M], labels [R, B]."""
-        probs = torch.softmax(self.head.branch_logits(h), dim=-1)                 # [R, M, B, C]
+        probs = torch.softmax(self.head.branch_logits(h), dim=-1)  # [R, M, B, C]
         index = labels[:, None, :, None].expand(-1, probs.shape[1], -1, 1)
-        p_true = probs.gather(-1, index).squeeze(-1)                               # [R, M, B]
+        p_true = probs.gather(-1, index).squeeze(-1)  # [R, M, B]
         on = present.permute(0, 2, 1)
         scores = (p_true * on).sum(dim=-1) / on.sum(dim=-1).clamp(min=1)
         return ogm_coefficients(scores, on.any(dim=-1), self.alpha)
@@ -88,10 +88,10 @@ class OGMGE(JointFusion):
             for layer in encoder:
                 if not isinstance(layer, StackedLinear) or layer.weight.grad is None:
                     continue
-                grad = layer.weight.grad                                           # [R, out, in]
+                grad = layer.weight.grad  # [R, out, in]
                 new = grad * k[:, m].view(-1, 1, 1)
                 if self.modulation == "ogm_ge":
-                    std = grad.flatten(1).std(dim=1) + 1e-8                        # per run, unmodulated
+                    std = grad.flatten(1).std(dim=1) + 1e-8  # per run, unmodulated
                     noise = torch.zeros_like(grad)
                     for r, g in enumerate(self.generators):
                         if encoder_steps[r, m]:

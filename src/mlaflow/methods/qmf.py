@@ -28,14 +28,22 @@ fused output with only m present is w_m f_m, whose argmax is the same whenever w
 Simplifications: no gradient accumulation, and the reference's dropout/ReduceLROnPlateau schedule is
 replaced by the shared training loop of mlaflow.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from mlaflow.methods.base import (Batch, Method, Predictions, RunGroup, StackedLinear, Step, fuse,
-                                  masked_cross_entropy)
-
+from mlaflow.methods.base import (
+    Batch,
+    Method,
+    Predictions,
+    RunGroup,
+    StackedLinear,
+    Step,
+    fuse,
+    masked_cross_entropy,
+)
 
 
 def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -54,7 +62,7 @@ def ranking_loss(confidence: torch.Tensor, correctness: torch.Tensor, on: torch.
     the last with the first; loss max(0, t * (c_1 - c_2) - |n_1 - n_2|), t = sign(n_1 - n_2), mean over
     the counted samples."""
     B = on.shape[1]
-    order = torch.sort((~on).to(torch.uint8), dim=1, stable=True).indices     # counted samples first
+    order = torch.sort((~on).to(torch.uint8), dim=1, stable=True).indices  # counted samples first
     count = on.sum(dim=1, keepdim=True)
     position = torch.arange(B, device=on.device).expand_as(on)
     partner = order.gather(1, torch.where(position + 1 < count, position + 1, 0))
@@ -72,13 +80,21 @@ class QMF(Method):
         options = method_cfg
         self.rank_loss_weight = options["rank_loss_weight"]
         self.temperature, self.scale = options["energy_temperature"], options["confidence_scale"]
-        self.heads = nn.ModuleList(StackedLinear(self.hidden_dim, n_classes, generators) for _ in self.input_dims)
-        self.history: torch.Tensor | None = None   # [R, M, N] cumulative CE of each training sample
-        self.tracked: torch.Tensor | None = None   # [R, M, N] the training samples where m is present
+        self.heads = nn.ModuleList(
+            StackedLinear(self.hidden_dim, n_classes, generators) for _ in self.input_dims
+        )
+        self.history: torch.Tensor | None = None  # [R, M, N] cumulative CE of each training sample
+        self.tracked: torch.Tensor | None = None  # [R, M, N] the training samples where m is present
 
     def unimodal_logits(self, data: RunGroup, batch: Batch) -> torch.Tensor:
-        return torch.stack([head(enc(data.inputs(m, batch.idx, batch.valid)))
-                            for m, (enc, head) in enumerate(zip(self.encoders, self.heads))], dim=1)  # [R, M, B, C]
+        # [R, M, B, C]
+        return torch.stack(
+            [
+                head(enc(data.inputs(m, batch.idx, batch.valid)))
+                for m, (enc, head) in enumerate(zip(self.encoders, self.heads))
+            ],
+            dim=1,
+        )
 
     def _start_history(self, data: RunGroup) -> None:
         n = len(data.labels)
@@ -101,26 +117,29 @@ class QMF(Method):
 
     def batch_step(self, data: RunGroup, batch: Batch, present: torch.Tensor, active: torch.Tensor) -> Step:
         R, M = self.n_runs, self.n_modalities
-        on = present.permute(0, 2, 1)                                                # [R, M, B]
-        logits = self.unimodal_logits(data, batch)                                   # [R, M, B, C]
-        weights = qmf_weights(logits, self.temperature, self.scale)                  # [R, M, B]
+        on = present.permute(0, 2, 1)  # [R, M, B]
+        logits = self.unimodal_logits(data, batch)  # [R, M, B, C]
+        weights = qmf_weights(logits, self.temperature, self.scale)  # [R, M, B]
         fused = fuse(logits, weights.detach().masked_fill(~on, 0.0))
         labels = batch.labels.unsqueeze(1).expand(-1, M, -1)
-        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 2), labels.flatten(),
-                                               reduction="none").view(R, M, -1)
-        unimodal_loss = (ce * on).sum(dim=-1) / on.sum(dim=-1).clamp(min=1)         # [R, M]
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 2), labels.flatten(), reduction="none").view(
+            R, M, -1
+        )
+        unimodal_loss = (ce * on).sum(dim=-1) / on.sum(dim=-1).clamp(min=1)  # [R, M]
         loss = unimodal_loss.sum(dim=1) + masked_cross_entropy(fused, batch.labels, present.any(dim=-1))
         # History first (as the text-image code), then the ranking loss on the updated history.
         runs = torch.arange(R, device=data.device).view(R, 1, 1)
         modalities = torch.arange(M, device=data.device).view(1, M, 1)
-        self.history.index_put_((runs, modalities, batch.idx.unsqueeze(1)), (ce.detach() * on), accumulate=True)
-        correctness = self.normalised_history(batch.idx)                             # [R, M, B]
+        self.history.index_put_(
+            (runs, modalities, batch.idx.unsqueeze(1)), (ce.detach() * on), accumulate=True
+        )
+        correctness = self.normalised_history(batch.idx)  # [R, M, B]
         rank = ranking_loss(weights.flatten(0, 1), correctness.flatten(0, 1), on.flatten(0, 1)).view(R, M)
         loss = loss + self.rank_loss_weight * rank.sum(dim=1)
-        runs_with = on.any(dim=-1)                                                   # [R, M]
+        runs_with = on.any(dim=-1)  # [R, M]
         stepping = {}
         for m, (encoder, head) in enumerate(zip(self.encoders, self.heads)):
-            stepping.update({p: runs_with[:, m] for p in [*encoder.parameters(), *head.parameters()]})
+            stepping.update(dict.fromkeys([*encoder.parameters(), *head.parameters()], runs_with[:, m]))
         return Step(loss, stepping, active)
 
     @torch.no_grad()

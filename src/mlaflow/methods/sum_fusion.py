@@ -12,6 +12,7 @@ Unimodal evaluation (section 4.1.1, following OGM-GE): modality m's prediction i
 embedding, fc_m(h_m), with the full bias of that layer (OGM-GE's evaluation code halves it; with one bias per
 layer there is nothing to share, so we keep it whole).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,14 +27,16 @@ class SumHead(nn.Module):
 
     def __init__(self, n_modalities: int, hidden_dim: int, n_classes: int, generators: list[torch.Generator]):
         super().__init__()
-        self.layers = nn.ModuleList(StackedLinear(hidden_dim, n_classes, generators) for _ in range(n_modalities))
+        self.layers = nn.ModuleList(
+            StackedLinear(hidden_dim, n_classes, generators) for _ in range(n_modalities)
+        )
 
     def branch_logits(self, h: torch.Tensor) -> torch.Tensor:
         """fc_m(h_m) for every modality: h [R, M, B, s] -> [R, M, B, C]."""
         return torch.stack([layer(h[:, m]) for m, layer in enumerate(self.layers)], dim=1)
 
     def forward(self, h: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        return fuse(self.branch_logits(h), present.permute(0, 2, 1).float())   # masked terms dropped
+        return fuse(self.branch_logits(h), present.permute(0, 2, 1).float())  # masked terms dropped
 
 
 class SumFusion(JointFusion):

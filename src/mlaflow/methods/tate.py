@@ -53,6 +53,7 @@ Validation/test never use either: the student sees the observed cells with their
 Unimodal logits of modality m: the student's output with every other modality treated as missing (tag set).
 embeddings(): the student's common-space token of each modality (without the tag), 0 where it is absent.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -62,10 +63,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlaflow.methods.base import (Batch, Method, ModalityEncoder, Phase, Predictions, RunGroup, StackedDropout,
-                                  StackedLinear, Step, masked_cross_entropy)
+from mlaflow.methods.base import (
+    Batch,
+    Method,
+    ModalityEncoder,
+    Phase,
+    Predictions,
+    RunGroup,
+    StackedDropout,
+    StackedLinear,
+    Step,
+    masked_cross_entropy,
+)
 
-DROP_PROBABILITY = 0.5   # privileged false: chance that a sample with >= 2 observed modalities loses one
+DROP_PROBABILITY = 0.5  # privileged false: chance that a sample with >= 2 observed modalities loses one
 
 
 class StackedLayerNorm(nn.Module):
@@ -99,7 +110,7 @@ class TokenLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         R, B, T, D = x.shape
         flat = x.reshape(R, B * T, D)
-        split = lambda z: z.view(R, B, T, self.heads, self.head_dim)                # noqa: E731
+        split = lambda z: z.view(R, B, T, self.heads, self.head_dim)  # noqa: E731
         q, k, v = split(self.q(flat)), split(self.k(flat)), split(self.v(flat))
         scores = torch.einsum("rbthd,rbuhd->rbhtu", q, k) / math.sqrt(self.head_dim)
         att = torch.einsum("rbhtu,rbuhd->rbthd", scores.softmax(dim=-1), v).reshape(R, B * T, -1)
@@ -111,7 +122,9 @@ class TokenLayer(nn.Module):
 class TateCore(nn.Module):
     """Common-space projection, tag, encoder layer, pooling and classifier (teacher and student share it)."""
 
-    def __init__(self, n_modalities: int, hidden: int, n_classes: int, heads: int, dropout: float, generators):
+    def __init__(
+        self, n_modalities: int, hidden: int, n_classes: int, heads: int, dropout: float, generators
+    ):
         super().__init__()
         M = n_modalities
         self.pairs = list(itertools.combinations(range(M), 2))
@@ -137,7 +150,7 @@ class TateCore(nn.Module):
 
     def forward(self, common: torch.Tensor, present: torch.Tensor):
         """-> encoder tokens [R, B, M, D], pooled [R, B, D], logits [R, B, C]."""
-        tag = (~present).to(common.dtype)                                            # [R, B, M]
+        tag = (~present).to(common.dtype)  # [R, B, M]
         tokens = torch.cat([common, tag.unsqueeze(2).expand(-1, -1, common.shape[2], -1)], dim=-1)
         enc = self.encoder(tokens)
         R, B, T, D = enc.shape
@@ -170,16 +183,25 @@ class TATE(Method):
         self.generators = generators
         s, M, dropout = self.hidden_dim, self.n_modalities, train_cfg["dropout"]
         self.core = TateCore(M, s, n_classes, options["heads"], dropout, generators)
-        self.decoder = TokenLayer(self.core.dim, self.core.encoder.heads * self.core.encoder.head_dim,
-                                  options["heads"], dropout, generators)
+        self.decoder = TokenLayer(
+            self.core.dim,
+            self.core.encoder.heads * self.core.encoder.head_dim,
+            options["heads"],
+            dropout,
+            generators,
+        )
         self.decoder_out = StackedLinear(self.core.dim, self.core.common_dim, generators)
-        self.teacher_encoders = nn.ModuleList(ModalityEncoder(d, s, dropout, generators) for d in self.input_dims)
+        self.teacher_encoders = nn.ModuleList(
+            ModalityEncoder(d, s, dropout, generators) for d in self.input_dims
+        )
         self.teacher = TateCore(M, s, n_classes, options["heads"], dropout, generators)
 
     # --------------------------------------------------------------------------------------- embeddings
 
     @staticmethod
-    def _embed(encoders, data: RunGroup, batch: Batch, present: torch.Tensor, complete: bool = False) -> torch.Tensor:
+    def _embed(
+        encoders, data: RunGroup, batch: Batch, present: torch.Tensor, complete: bool = False
+    ) -> torch.Tensor:
         read = data.complete_inputs if complete else data.inputs
         h = torch.stack([enc(read(m, batch.idx, batch.valid)) for m, enc in enumerate(encoders)], dim=1)
         return h.masked_fill(~present.permute(0, 2, 1).unsqueeze(-1), 0.0)
@@ -204,6 +226,7 @@ class TATE(Method):
     def pretraining(self, data: RunGroup, batch_size: int) -> list[Phase]:
         """The teacher: `teacher_epochs` epochs of cross-entropy (the trainer's optimiser settings and schedule,
         its own optimiser state), then frozen."""
+
         def steps(data: RunGroup, batch_size: int, epoch: int):
             for batch in data.shuffled_batches(data.rows("train"), batch_size):
                 active = batch.valid.any(dim=1)
@@ -211,23 +234,30 @@ class TATE(Method):
                 h, present = self._teacher_view(data, batch)
                 _, _, logits = self.teacher(self.teacher.common(h, present), present)
                 loss = masked_cross_entropy(logits, batch.labels, present.any(dim=-1))
-                stepping = {p: active for p in self.teacher.parameters()}
-                runs_with = present.any(dim=1)                                               # [R, M]
+                stepping = dict.fromkeys(self.teacher.parameters(), active)
+                runs_with = present.any(dim=1)  # [R, M]
                 for m, enc in enumerate(self.teacher_encoders):
-                    stepping.update({p: runs_with[:, m] for p in enc.parameters()})
+                    stepping.update(dict.fromkeys(enc.parameters(), runs_with[:, m]))
                 yield Step(loss, stepping, active)
 
         def finish(losses: list[torch.Tensor]) -> None:
             self.teacher_encoders.eval(), self.teacher.eval()
 
         self.teacher_encoders.train(), self.teacher.train()
-        return [Phase("teacher", [*self.teacher_encoders.parameters(), *self.teacher.parameters()],
-                      self.teacher_epochs, steps, finish)]
+        return [
+            Phase(
+                "teacher",
+                [*self.teacher_encoders.parameters(), *self.teacher.parameters()],
+                self.teacher_epochs,
+                steps,
+                finish,
+            )
+        ]
 
     def _drop_one(self, present: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """privileged false: each sample with >= 2 present modalities loses one (probability 0.5), drawn from its
         run's generator (fixed-shape draws, only in runs taking the step)."""
-        R, B, M = present.shape
+        _R, B, M = present.shape
         out = present.clone()
         for r, (g, on) in enumerate(zip(self.generators, active.tolist())):
             if not on:
@@ -239,14 +269,14 @@ class TATE(Method):
         return out
 
     def training_steps(self, data: RunGroup, batch_size: int, epoch: int):
-        self.teacher_encoders.eval(), self.teacher.eval()    # the trainer's method.train() must not reach them
+        self.teacher_encoders.eval(), self.teacher.eval()  # the trainer's method.train() must not reach them
         return super().training_steps(data, batch_size, epoch)
 
     def set_active_runs(self, active: torch.Tensor) -> None:
         self._set_active([self.encoders, self.core, self.decoder, self.decoder_out], active)
 
     def batch_step(self, data: RunGroup, batch: Batch, observed: torch.Tensor, active: torch.Tensor) -> Step:
-        with torch.no_grad():   # teacher tokens (KL targets) and common tokens (reconstruction targets)
+        with torch.no_grad():  # teacher tokens (KL targets) and common tokens (reconstruction targets)
             h_t, present_t = self._teacher_view(data, batch)
             target = self.teacher.common(h_t, present_t)
             teacher_tokens, _, _ = self.teacher(target, present_t)
@@ -255,17 +285,21 @@ class TATE(Method):
         h = self._embed(self.encoders, data, batch, seen)
         tokens, pooled, logits = self.core(self.core.common(h, seen), seen)
         recon_tokens = self.decoder_out(self.decoder(tokens).flatten(1, 2)).view(*target.shape)
-        has_any = seen.any(dim=-1)                                                       # [R, B]
+        has_any = seen.any(dim=-1)  # [R, B]
         ce = masked_cross_entropy(logits, batch.labels, has_any)
         tag = (~seen).to(pooled.dtype)
-        tag_loss = masked_mean((torch.sigmoid(pooled[..., -self.n_modalities:]) - tag).abs().mean(-1), has_any)
+        tag_loss = masked_mean(
+            (torch.sigmoid(pooled[..., -self.n_modalities :]) - tag).abs().mean(-1), has_any
+        )
         kl = masked_mean(symmetric_kl(tokens, teacher_tokens).mean(-1), has_any & present_t.any(-1))
         recon = masked_mean(symmetric_kl(recon_tokens, target), target_on & has_any.unsqueeze(-1))
         loss = ce + self.aux_weight * (recon + tag_loss + kl)
-        stepping = {p: active for module in (self.core, self.decoder, self.decoder_out) for p in module.parameters()}
+        stepping = {
+            p: active for module in (self.core, self.decoder, self.decoder_out) for p in module.parameters()
+        }
         runs_with = seen.any(dim=1)
         for m, enc in enumerate(self.encoders):
-            stepping.update({p: runs_with[:, m] for p in enc.parameters()})
+            stepping.update(dict.fromkeys(enc.parameters(), runs_with[:, m]))
         return Step(loss, stepping, active)
 
     # ------------------------------------------------------------------------------------- prediction
@@ -278,14 +312,16 @@ class TATE(Method):
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
         present = data.present_at(batch.idx, batch.valid)
         h = self._embed(self.encoders, data, batch, present)
-        variants = [present]                                   # all present modalities, then each one alone
+        variants = [present]  # all present modalities, then each one alone
         for m in range(self.n_modalities):
             only = torch.zeros_like(present)
             only[..., m] = present[..., m]
             variants.append(only)
-        stacked = torch.cat(variants, dim=1)                   # one pass over [R, (M + 1) n] samples
+        stacked = torch.cat(variants, dim=1)  # one pass over [R, (M + 1) n] samples
         h_all = torch.cat([h * v.permute(0, 2, 1).unsqueeze(-1) for v in variants], dim=2)
-        logits = self._logits(data, batch, h_all, stacked).view(self.n_runs, len(variants), -1, self.n_classes)
+        logits = self._logits(data, batch, h_all, stacked).view(
+            self.n_runs, len(variants), -1, self.n_classes
+        )
         return Predictions(logits[:, 1:], logits[:, 0])
 
     @torch.no_grad()

@@ -9,6 +9,8 @@
     suite.py      Table 2 analogue and the paper's claim, test-time shift; the isolation analysis
     fidelity.py   the paper's MLA against its released code, optimism of test-set selection, both mask protocols
     appendix.py   masks and provenance
+    page.py       report_page.html: report.md as one self-contained page
+    catalog.py    REPORT_ITEMS: what `snakemake --report` shows, each with its category and caption
 
 A section is a function of a `context.ReportContext` returning its markdown lines; it writes its own files.
 """

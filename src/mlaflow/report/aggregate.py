@@ -5,9 +5,10 @@ Every table, metrics file and plot of the report goes through `seed_stats`, so "
 thing everywhere. A paired difference (the fidelity section's variant minus paper on the same seed and fold) is
 a column of differences given to the same function.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -21,13 +22,17 @@ def seed_stats(frame: pd.DataFrame, keys: Sequence[str], columns: str | Sequence
     single = isinstance(columns, str)
     cols = [columns] if single else list(columns)
     if frame.empty:
-        names = [*keys, *(["mean", "std"] if single else [f"{c}_{s}" for c in cols for s in ("mean", "std")]),
-                 "n_seeds", "n_runs"]
+        names = [
+            *keys,
+            *(["mean", "std"] if single else [f"{c}_{s}" for c in cols for s in ("mean", "std")]),
+            "n_seeds",
+            "n_runs",
+        ]
         return pd.DataFrame(columns=names)
     # sort=False: groups keep the order of the runs (the experiment table's order), which the tables show
     per_seed = frame.groupby([*keys, "seed"], sort=False)[cols].mean()
     grouped = per_seed.groupby(level=keys, sort=False)
-    mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)   # std of one seed is NaN: report 0
+    mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)  # std of one seed is NaN: report 0
     if single:
         out = pd.DataFrame({"mean": mean[columns], "std": std[columns]})
     else:

@@ -3,33 +3,36 @@
 - `build_summary`: the main grid's DVC metrics and plots (reports/metrics.json,
   reports/plots/accuracy_vs_missing_rate.csv, reports/figures/accuracy_vs_missing_rate.png);
 - `build_report`: reports/report.md, the section after section of `SECTIONS`, each of which also writes its
-  own figures, plots data and metrics files (reports/missing_suite.json, reports/fidelity.json, ...).
+  own figures, plots data and metrics files (reports/missing_suite.json, reports/fidelity.json, ...); and
+  reports/report_page.html, the same as one self-contained page (`mlaflow.report.page`).
 
 A section is a function of one `ReportContext` (runs, experiments, config, paper figures, output folder,
 feature and mask provenance) returning its markdown lines. A section whose data is missing (a stage not run,
 no run at missing rate 0, no MLA in the main grid) says so in a sentence instead of failing. Aggregation
 everywhere: for each seed the mean over folds, then mean ± std over seeds (`mlaflow.report.aggregate`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mlaflow.io import write_text
 from mlaflow.report import appendix, complete, fidelity, grid, suite
 from mlaflow.report.context import ReportContext, load_context
+from mlaflow.report.page import render_page
 
 Section = Callable[[ReportContext], list[str]]
 
 # report.md, in order
 SECTIONS: tuple[Section, ...] = (
-    grid.header,                 # title, read-first note, how cells are computed
-    grid.accuracy_table,         # main accuracy table beside the paper's Table 2
-    grid.all_metrics,            # every metric under the paper's settings
-    complete.section,            # Table 1, laziness, modality gap, Table 3
-    suite.suite_section,         # Table 2, the paper's claim, test-time shift
-    suite.isolation_section,     # Figure 2 analogue
-    fidelity.section,            # effects, optimism of test-set selection, both mask protocols
+    grid.header,  # title, read-first note, how cells are computed
+    grid.accuracy_table,  # main accuracy table beside the paper's Table 2
+    grid.all_metrics,  # every metric under the paper's settings
+    complete.section,  # Table 1, laziness, modality gap, Table 3
+    suite.suite_section,  # Table 2, the paper's claim, test-time shift
+    suite.isolation_section,  # Figure 2 analogue
+    fidelity.section,  # effects, optimism of test-set selection, both mask protocols
     appendix.masks,
     appendix.provenance,
 )
@@ -45,9 +48,18 @@ def render(ctx: ReportContext, sections: tuple[Section, ...] = SECTIONS) -> str:
     return "\n".join(line for section in sections for line in section(ctx))
 
 
-def build_report(config: dict, index_paths: list[str], paper_path: str, feature_paths: list[str],
-                 mask_paths: list[str], out_dir: Path) -> None:
+def build_report(
+    config: dict,
+    index_paths: list[str],
+    paper_path: str,
+    feature_paths: list[str],
+    mask_paths: list[str],
+    out_dir: Path,
+) -> None:
     """reports/report.md and the files its sections write. `config`: the report job's config,
     {"config": <the validated params config>, "modalities": [...], "classes": [...], "paper_dataset": ...}."""
     ctx = load_context(config, index_paths, paper_path, Path(out_dir), feature_paths, mask_paths)
-    write_text(ctx.out_dir / "report.md", render(ctx))
+    markdown = render(ctx)
+    write_text(ctx.out_dir / "report.md", markdown)
+    # after the sections, which write the figures the page embeds
+    write_text(ctx.out_dir / "report_page.html", render_page(markdown, ctx.out_dir))

@@ -8,6 +8,7 @@ the one with the lowest late-fusion unimodal accuracy (the lowest mean over meth
 The claim holds on a corpus when MLA's accuracy on the weak modality beats the best joint-training method's by
 more than the larger of their standard deviations over seeds.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -67,12 +68,14 @@ def laziness_statement(table: pd.DataFrame, modalities: list[str]) -> str:
     margin = max(mla[f"{col}_std"], other[f"{col}_std"])
     verdict = "holds" if gap > margin else ("does not hold" if gap <= 0 else "is not clear (within one std)")
     fused_gap = mla["accuracy_mean"] - max(table.loc[m, "accuracy_mean"] for m in joint)
-    return (f"**Laziness claim on this corpus: {verdict}.** The weak modality is {weak} (lowest unimodal accuracy "
-            f"{'when trained alone (late fusion)' if 'late_fusion' in table.index else 'on average'}). MLA reaches "
-            f"{100 * mla[f'{col}_mean']:.2f} ± {100 * mla[f'{col}_std']:.2f}% on it, the best joint-training method "
-            f"({best}) {100 * other[f'{col}_mean']:.2f} ± {100 * other[f'{col}_std']:.2f}%: a difference of "
-            f"{100 * gap:+.2f} points (criterion: more than the larger std, {100 * margin:.2f}). MLA's multimodal "
-            f"accuracy is {100 * fused_gap:+.2f} points from the best joint method's.")
+    return (
+        f"**Laziness claim on this corpus: {verdict}.** The weak modality is {weak} (lowest unimodal accuracy "
+        f"{'when trained alone (late fusion)' if 'late_fusion' in table.index else 'on average'}). MLA reaches "
+        f"{100 * mla[f'{col}_mean']:.2f} ± {100 * mla[f'{col}_std']:.2f}% on it, the best joint-training method "
+        f"({best}) {100 * other[f'{col}_mean']:.2f} ± {100 * other[f'{col}_std']:.2f}%: a difference of "
+        f"{100 * gap:+.2f} points (criterion: more than the larger std, {100 * margin:.2f}). MLA's multimodal "
+        f"accuracy is {100 * fused_gap:+.2f} points from the best joint method's."
+    )
 
 
 def hgm_off_experiment(experiments: list[Experiment]) -> Experiment | None:
@@ -86,6 +89,7 @@ def table3(main: pd.DataFrame, hgm_off: pd.DataFrame, modalities: list[str]) -> 
     `main`: runs of the main grid; `hgm_off`: runs of the HGM-off variant. DF off is the average of the
     unimodal predictions, measured on the same runs' recorded curves (fusion acts after training). None when
     either has no MLA run at missing rate 0."""
+
     def at_zero(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[(frame["missing_rate"] == 0.0) & (frame["method"] == "mla")]
 
@@ -116,7 +120,7 @@ def plot_gap(projections: dict[str, dict], out_png) -> None:
             ax.scatter(xy[0], xy[1], s=8, alpha=0.6, color=f"C{i}", label=modality)
         ax.set_title(f"{method}: test embeddings (L2-normalised, PCA)")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:   # "(none)": an empty panel, no legend
+        if ax.get_legend_handles_labels()[0]:  # "(none)": an empty panel, no legend
             ax.legend(fontsize=8)
     plots.save_png(fig, out_png, dpi=110)
 
@@ -137,13 +141,21 @@ def section(ctx: ReportContext) -> list[str]:
     modalities, paper = ctx.modalities, ctx.paper
     runs = ctx.paper_runs
     main = {e.name for e in ctx.of_kind(*MAIN_KINDS)}
-    projections = {method: projection for (name, method, rate), projection in ctx.projections.items()
-                   if name in main and rate == 0.0 and method in GAP_METHODS}
+    projections = {
+        method: projection
+        for (name, method, rate), projection in ctx.projections.items()
+        if name in main and rate == 0.0 and method in GAP_METHODS
+    }
     plot_gap(projections, ctx.out_dir / GAP_PNG)
     title = "## Complete modalities: every method (Table 1 analogue)"
     if runs[runs["missing_rate"] == 0.0].empty:
-        return [title, "", "Complete modalities (Table 1 analogue): no run at missing rate 0 under the paper's "
-                           "settings (add 0.0 to masks.missing_rates or methods to complete_modality_methods).", ""]
+        return [
+            title,
+            "",
+            "Complete modalities (Table 1 analogue): no run at missing rate 0 under the paper's "
+            "settings (add 0.0 to masks.missing_rates or methods to complete_modality_methods).",
+            "",
+        ]
     table = table1(runs, modalities)
     cols = columns(modalities)
     best = {c: table[f"{c}_mean"].max() for c in cols}
@@ -155,39 +167,83 @@ def section(ctx: ReportContext) -> list[str]:
             cells.append(f"**{text}**" if row[f"{c}_mean"] == best[c] else text)
         paper_cell = [_paper_cell(paper.row(paper.table1, method, modalities))] if paper.table1 else []
         rows.append([method, *cells, *paper_cell])
-    out = [title, "",
-           "Missing rate 0, accuracy % (mean ± std over seeds of the fold means). Unimodal accuracy as section "
-           "4.1.1 says: fusion methods with the other modalities deactivated, `sum` one modality through its "
-           "layer, `concat` the head split into per-modality sub-heads, MLA the shared head on one encoder, late "
-           "fusion and QMF each modality's classifier. Bold: the best of this run per column.", "",
-           *md.table(["method", *[f"{m} acc" for m in modalities], "multimodal acc",
-                      *_paper_header(paper, paper.table1, modalities)], rows), "",
-           laziness_statement(table, modalities), ""]
+    out = [
+        title,
+        "",
+        "Missing rate 0, accuracy % (mean ± std over seeds of the fold means). Unimodal accuracy as section "
+        "4.1.1 says: fusion methods with the other modalities deactivated, `sum` one modality through its "
+        "layer, `concat` the head split into per-modality sub-heads, MLA the shared head on one encoder, late "
+        "fusion and QMF each modality's classifier. Bold: the best of this run per column.",
+        "",
+        *md.table(
+            [
+                "method",
+                *[f"{m} acc" for m in modalities],
+                "multimodal acc",
+                *_paper_header(paper, paper.table1, modalities),
+            ],
+            rows,
+        ),
+        "",
+        laziness_statement(table, modalities),
+        "",
+    ]
 
     gaps = gap_table(runs)
     pairs = [c[: -len("_mean")] for c in gaps.columns if c.startswith("gap_") and c.endswith("_mean")]
-    out += ["### Modality gap (Figure 3 analogue)", "",
-            "Distance between the centroids of the L2-normalised encoder outputs of two modalities on the test set "
-            "(Liang et al. 2022), missing rate 0, mean ± std over seeds. The figure projects one run's embeddings "
-            "(seed and fold first in order) on their two principal axes.", "",
-            *md.table(["method", *[p.replace("gap_", "") for p in pairs]],
-                      [[m, *[f"{row[f'{p}_mean']:.3f} ± {row[f'{p}_std']:.3f}" for p in pairs]]
-                       for m, row in gaps.iterrows()]), "",
-            f"![modality gap]({GAP_PNG})", ""]
+    out += [
+        "### Modality gap (Figure 3 analogue)",
+        "",
+        "Distance between the centroids of the L2-normalised encoder outputs of two modalities on the test set "
+        "(Liang et al. 2022), missing rate 0, mean ± std over seeds. The figure projects one run's embeddings "
+        "(seed and fold first in order) on their two principal axes.",
+        "",
+        *md.table(
+            ["method", *[p.replace("gap_", "") for p in pairs]],
+            [
+                [m, *[f"{row[f'{p}_mean']:.3f} ± {row[f'{p}_std']:.3f}" for p in pairs]]
+                for m, row in gaps.iterrows()
+            ],
+        ),
+        "",
+        f"![modality gap]({GAP_PNG})",
+        "",
+    ]
 
     variant = hgm_off_experiment(ctx.experiments)
     t3 = None if variant is None else table3(ctx.runs_of_kind("main"), ctx.runs_of(variant), modalities)
     if t3 is None:
-        return out + ["MLA ablations (Table 3 analogue): need MLA at missing rate 0 in the main grid and a fidelity "
-                      "variant whose only change is `head_gradient_modification: off`, at missing rate 0.", ""]
+        return out + [
+            "MLA ablations (Table 3 analogue): need MLA at missing rate 0 in the main grid and a fidelity "
+            "variant whose only change is `head_gradient_modification: off`, at missing rate 0.",
+            "",
+        ]
     rows = []
     for (hgm, df), row in t3.iterrows():
-        rows.append([hgm, df, *[md.pm(row[f"{c}_mean"], row[f"{c}_std"]) for c in (*cols[:-1], "multi")],
-                     *([_paper_cell(paper.row(paper.table3, (hgm, df), modalities))] if paper.table3 else [])])
-    return out + ["### MLA ablations (Table 3 analogue)", "",
-                  "Head gradient modification (HGM, eq. 3-5) and dynamic fusion (DF, eq. 6-8) on and off, missing "
-                  f"rate 0. HGM off: the fidelity variant `{variant.name}`; DF off: the average of the unimodal "
-                  "predictions, measured on the same runs (fusion acts after training).", "",
-                  *md.table(["HGM", "DF", *[f"{m} acc" for m in modalities], "multimodal acc",
-                             *_paper_header(paper, paper.table3, modalities)], rows),
-                  ""]
+        rows.append(
+            [
+                hgm,
+                df,
+                *[md.pm(row[f"{c}_mean"], row[f"{c}_std"]) for c in (*cols[:-1], "multi")],
+                *([_paper_cell(paper.row(paper.table3, (hgm, df), modalities))] if paper.table3 else []),
+            ]
+        )
+    return out + [
+        "### MLA ablations (Table 3 analogue)",
+        "",
+        "Head gradient modification (HGM, eq. 3-5) and dynamic fusion (DF, eq. 6-8) on and off, missing "
+        f"rate 0. HGM off: the fidelity variant `{variant.name}`; DF off: the average of the unimodal "
+        "predictions, measured on the same runs (fusion acts after training).",
+        "",
+        *md.table(
+            [
+                "HGM",
+                "DF",
+                *[f"{m} acc" for m in modalities],
+                "multimodal acc",
+                *_paper_header(paper, paper.table3, modalities),
+            ],
+            rows,
+        ),
+        "",
+    ]

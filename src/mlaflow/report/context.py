@@ -12,6 +12,7 @@ Inputs:
 A cell an experiment lists in `reused` is not trained in it: `ReportContext.runs_of` puts the main-grid (or
 complete-modality) run of the same method, rate, seed and fold in its place.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ from mlaflow.errors import InputError
 from mlaflow.experiments import STAGES, Experiment, from_dict
 
 METRICS = ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1")
-MAIN_KINDS = ("main", "complete")             # the runs that reused cells stand for
-PAPER_KINDS = ("main", "complete", "suite")   # the paper's settings and the main mask protocol: the main tables
+MAIN_KINDS = ("main", "complete")  # the runs that reused cells stand for
+# the paper's settings and the main mask protocol: the main tables
+PAPER_KINDS = ("main", "complete", "suite")
 KEYS = ("experiment", "kind", "method", "missing_rate", "seed", "fold")
 
 
@@ -41,11 +43,14 @@ class Paper:
     """The paper's figures (percent) for one dataset; empty tables when the corpus stands for none."""
 
     dataset: str | None = None
-    table1: dict = field(default_factory=dict)   # method -> {paper column ("audio", "image", "multi"...): value}
-    table2: dict = field(default_factory=dict)   # method -> {missing rate: value} (Table 2, missing modalities)
-    table3: dict = field(default_factory=dict)   # ("on"|"off" HGM, "on"|"off" DF) -> {paper column: value}
+    # method -> {paper column ("audio", "image", "multi"...): value}
+    table1: dict = field(default_factory=dict)
+    # method -> {missing rate: value} (Table 2, missing modalities)
+    table2: dict = field(default_factory=dict)
+    table3: dict = field(default_factory=dict)  # ("on"|"off" HGM, "on"|"off" DF) -> {paper column: value}
 
-    columns: dict = field(default_factory=dict)  # modality -> the paper's column name (IEMOCAP's visual is "image")
+    # modality -> the paper's column name (IEMOCAP's visual is "image")
+    columns: dict = field(default_factory=dict)
 
     def column(self, modality: str) -> str:
         """The paper's name of a modality's column."""
@@ -67,7 +72,9 @@ def load_paper(path: str | Path, dataset: str | None, columns: dict | None = Non
         return Paper()
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "paper results file not found", "restore it from git or fix report.paper_results")
+        raise InputError(
+            path, "paper results file not found", "restore it from git or fix report.paper_results"
+        )
     doc = yaml.safe_load(path.read_text())
 
     def by_method(table: dict | None, methods_key: str, rows: dict | None) -> dict:
@@ -78,7 +85,9 @@ def load_paper(path: str | Path, dataset: str | None, columns: dict | None = Non
     t1 = doc.get("table1_complete_modalities") or {}
     table1 = by_method(t1, "methods", t1.get(dataset))
     t2 = doc.get(f"table2_missing_modalities_{dataset.lower()}") or {}
-    table2 = {name: dict(zip(t2["missing_rates"], values)) for name, values in t2.items() if name != "missing_rates"}
+    table2 = {
+        name: dict(zip(t2["missing_rates"], values)) for name, values in t2.items() if name != "missing_rates"
+    }
     t3 = doc.get("table3_ablation") or {}
     configs = [tuple("on" if flag else "off" for flag in c) for c in t3.get("configs", [])]
     table3 = by_method({"configs": configs}, "configs", t3.get(dataset)) if configs else {}
@@ -94,15 +103,22 @@ def load_indexes(paths: list[str]) -> tuple[list[Experiment], list[str], list[st
     for path in paths:
         try:
             index = json.loads(Path(path).read_text())
-            indexes.append((index["stage"], [from_dict(d) for d in index["experiments"]], list(index["runs"])))
+            indexes.append(
+                (index["stage"], [from_dict(d) for d in index["experiments"]], list(index["runs"]))
+            )
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise InputError(path, f"unreadable stage index ({err!r})", "re-run the stage's index job")
+            raise InputError(
+                path, f"unreadable stage index ({err!r})", "re-run the stage's index job"
+            ) from err
     indexes.sort(key=lambda i: STAGES.index(i[0]) if i[0] in STAGES else len(STAGES))
     experiments = [e for _, exps, _ in indexes for e in exps]
     names = [e.name for e in experiments]
     if len(set(names)) != len(names):
-        raise InputError(None, f"an experiment is listed by two stage indexes ({sorted(names)})",
-                         "re-run the index jobs (each experiment belongs to one stage)")
+        raise InputError(
+            None,
+            f"an experiment is listed by two stage indexes ({sorted(names)})",
+            "re-run the index jobs (each experiment belongs to one stage)",
+        )
     runs = list(dict.fromkeys(p for _, _, paths_ in indexes for p in paths_))
     return experiments, runs, [stage for stage, _, _ in indexes]
 
@@ -110,8 +126,13 @@ def load_indexes(paths: list[str]) -> tuple[list[Experiment], list[str], list[st
 def _row(run: dict, modalities: list[str]) -> dict:
     """One run's figures: metrics, per-modality accuracy, gaps, test-time shift, selection and fusion rules."""
     metrics = run["metrics"]
-    row = {"method": run["method"], "missing_rate": float(run["missing_rate"]), "seed": run["seed"],
-           "fold": run["fold"], "config_hash": run.get("config_hash")}
+    row = {
+        "method": run["method"],
+        "missing_rate": float(run["missing_rate"]),
+        "seed": run["seed"],
+        "fold": run["fold"],
+        "config_hash": run.get("config_hash"),
+    }
     row.update({k: metrics[k] for k in METRICS})
     row.update({f"{m}_accuracy": metrics["per_modality_accuracy"][m] for m in modalities})
     row["share_all_missing"] = metrics["share_all_missing"]
@@ -129,7 +150,9 @@ def _row(run: dict, modalities: list[str]) -> dict:
     return row
 
 
-def load_runs(paths: list[str], experiments: list[Experiment], modalities: list[str]) -> tuple[pd.DataFrame, dict]:
+def load_runs(
+    paths: list[str], experiments: list[Experiment], modalities: list[str]
+) -> tuple[pd.DataFrame, dict]:
     """(one row per run, embedding projections). Rows are ordered as the experiment table orders its cells
     (experiment, method and rate as listed, then seed, then fold), whatever the order of `paths`: the tables
     list methods in that order. Projections: per (experiment, method, missing rate), the 2-D embedding
@@ -144,10 +167,15 @@ def load_runs(paths: list[str], experiments: list[Experiment], modalities: list[
             row = _row(run, modalities)
             name = run["experiment"]
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise InputError(path, f"unreadable run metrics ({err!r})", "re-run its training job (snakemake -R train)")
+            raise InputError(
+                path, f"unreadable run metrics ({err!r})", "re-run its training job (snakemake -R train)"
+            ) from err
         if name not in position:
-            raise InputError(path, f"run of experiment {name!r}, which no stage index lists",
-                             "re-run the index job of the run's stage")
+            raise InputError(
+                path,
+                f"run of experiment {name!r}, which no stage index lists",
+                "re-run the index job of the run's stage",
+            )
         rows.append({"experiment": name, "kind": kinds[name], **row})
         cell = (row["method"], row["missing_rate"])
         order.append((position[name], cells[name].get(cell, len(cells[name])), row["seed"], row["fold"]))
@@ -175,8 +203,11 @@ def feature_provenance(feature_paths: list[str]) -> list[dict]:
                 attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
                 out.append({"file": path, "n": int(f["features"].shape[0]), **attrs})
         except (OSError, KeyError) as err:  # truncated or not a feature store
-            raise InputError(path, f"cannot be read as a feature store ({err})",
-                             "delete it and run `dvc repro` again (it is re-extracted)") from err
+            raise InputError(
+                path,
+                f"cannot be read as a feature store ({err})",
+                "delete it and run `dvc repro` again (it is re-extracted)",
+            ) from err
     return out
 
 
@@ -187,14 +218,22 @@ def mask_summary(mask_paths: list[str], modalities: list[str]) -> list[dict]:
     for path in mask_paths:
         with open_mask(path) as f:
             n_modalities = len(f.attrs.get("modalities", modalities))
-            seeds = [k for k in f.keys() if k.startswith("seed_")]
+            seeds = [k for k in f if k.startswith("seed_")]
             real = [float(f[k].attrs["missing_fraction"]) for k in seeds]
-            share = {n: float(np.mean([f[k].attrs[f"share_with_k_present.{n}"] for k in seeds]))
-                     for n in range(n_modalities + 1)}
-            out.append({"protocol": str(f.attrs["protocol"]), "missing_rate": float(f.attrs["missing_rate"]),
-                        "real_missing_fraction": float(np.mean(real)), "share_all_missing": share[0],
-                        "n_modalities": n_modalities,
-                        **{f"share_{n}_present": share[n] for n in range(1, n_modalities + 1)}})
+            share = {
+                n: float(np.mean([f[k].attrs[f"share_with_k_present.{n}"] for k in seeds]))
+                for n in range(n_modalities + 1)
+            }
+            out.append(
+                {
+                    "protocol": str(f.attrs["protocol"]),
+                    "missing_rate": float(f.attrs["missing_rate"]),
+                    "real_missing_fraction": float(np.mean(real)),
+                    "share_all_missing": share[0],
+                    "n_modalities": n_modalities,
+                    **{f"share_{n}_present": share[n] for n in range(1, n_modalities + 1)},
+                }
+            )
     return sorted(out, key=lambda r: (r["protocol"], r["missing_rate"]))
 
 
@@ -248,19 +287,39 @@ class ReportContext:
         main = self.runs_of_kind(*MAIN_KINDS)
         reused = set(experiment.reused)
         stand_in = main.loc[[(m, r) in reused for m, r in zip(main["method"], main["missing_rate"])]]
-        frame = pd.concat([own, stand_in.assign(experiment=experiment.name, kind=experiment.kind)],
-                          ignore_index=True)
-        methods = {m: i for i, m in enumerate(dict.fromkeys(m for m, _ in (*experiment.cells, *experiment.reused)))}
-        return frame.sort_values(["method", "missing_rate", "seed", "fold"], kind="stable", ignore_index=True,
-                                 key=lambda c: c.map(methods) if c.name == "method" else c)
+        frame = pd.concat(
+            [own, stand_in.assign(experiment=experiment.name, kind=experiment.kind)], ignore_index=True
+        )
+        methods = {
+            m: i for i, m in enumerate(dict.fromkeys(m for m, _ in (*experiment.cells, *experiment.reused)))
+        }
+        return frame.sort_values(
+            ["method", "missing_rate", "seed", "fold"],
+            kind="stable",
+            ignore_index=True,
+            key=lambda c: c.map(methods) if c.name == "method" else c,
+        )
 
 
-def load_context(job_config: dict, index_paths: list[str], paper_path: str | Path, out_dir: Path,
-                 feature_paths: list[str] = (), mask_paths: list[str] = ()) -> ReportContext:
+def load_context(
+    job_config: dict,
+    index_paths: list[str],
+    paper_path: str | Path,
+    out_dir: Path,
+    feature_paths: list[str] = (),
+    mask_paths: list[str] = (),
+) -> ReportContext:
     experiments, run_paths, stages = load_indexes(list(index_paths))
     modalities = list(job_config["modalities"])
     runs, projections = load_runs(run_paths, experiments, modalities)
-    return ReportContext(job_config, experiments, runs, load_paper(paper_path, job_config.get("paper_dataset"),
-                                                                        job_config.get("paper_columns")),
-                         Path(out_dir), stages, projections, feature_provenance(list(feature_paths)),
-                         mask_summary(list(mask_paths), modalities))
+    return ReportContext(
+        job_config,
+        experiments,
+        runs,
+        load_paper(paper_path, job_config.get("paper_dataset"), job_config.get("paper_columns")),
+        Path(out_dir),
+        stages,
+        projections,
+        feature_provenance(list(feature_paths)),
+        mask_summary(list(mask_paths), modalities),
+    )

@@ -10,6 +10,7 @@ no training of their own, because they act after training: per-batch and fixed f
 with its own validation-selected epoch, from the curves every MLA run records) and test-set selection (the best
 test epoch of the same runs).
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -25,9 +26,15 @@ from mlaflow.report.context import ReportContext
 KEYS = ["missing_rate", "seed", "fold"]
 # differences measured on the paper runs' recorded curves: name -> (column of the run table, what it is)
 MEASURED_ON_PAPER_RUNS = {
-    "per_batch_fusion": ("fusion_per_batch_accuracy", "fusion: entropy per test batch (released) instead of per sample"),
+    "per_batch_fusion": (
+        "fusion_per_batch_accuracy",
+        "fusion: entropy per test batch (released) instead of per sample",
+    ),
     "fixed_fusion": ("fusion_fixed_accuracy", "fusion: fixed weights (released code without dynamic fusion)"),
-    "test_set_selection": ("test_selected_accuracy", "model selection: best test epoch (released; optimistic)"),
+    "test_set_selection": (
+        "test_selected_accuracy",
+        "model selection: best test epoch (released; optimistic)",
+    ),
 }
 PROTOCOL_PNG = "figures/accuracy_vs_missing_rate_by_protocol.png"
 
@@ -56,30 +63,59 @@ def effects(ctx: ReportContext) -> pd.DataFrame:
         paired["delta"] = paired["accuracy"] - paired["accuracy_paper"]
         acc, delta, base = (_by_rate(paired, c) for c in ("accuracy", "delta", "accuracy_paper"))
         for rate in delta.index:
-            rows.append({"difference": name, "what": what, "missing_rate": rate, "optimistic": optimistic,
-                         "paper_accuracy_mean": base.loc[rate, "mean"],
-                         "accuracy_mean": acc.loc[rate, "mean"], "accuracy_std": acc.loc[rate, "std"],
-                         "delta_mean": delta.loc[rate, "mean"], "delta_std": delta.loc[rate, "std"],
-                         "n_runs": int(delta.loc[rate, "n_runs"])})
+            rows.append(
+                {
+                    "difference": name,
+                    "what": what,
+                    "missing_rate": rate,
+                    "optimistic": optimistic,
+                    "paper_accuracy_mean": base.loc[rate, "mean"],
+                    "accuracy_mean": acc.loc[rate, "mean"],
+                    "accuracy_std": acc.loc[rate, "std"],
+                    "delta_mean": delta.loc[rate, "mean"],
+                    "delta_std": delta.loc[rate, "std"],
+                    "n_runs": int(delta.loc[rate, "n_runs"]),
+                }
+            )
 
-    for experiment in ctx.of_kind("fidelity"):   # the variants, then the protocol comparison
+    for experiment in ctx.of_kind("fidelity"):  # the variants, then the protocol comparison
         runs = ctx.runs_of(experiment)
         runs = runs[(runs["method"] == "mla") & runs["missing_rate"].isin(rates)]
         selection = effective_train(ctx.config, "mla", experiment.overrides)["model_selection"]
         add(experiment.name, experiment.description, runs[KEYS + ["accuracy"]], selection == "test")
     for name, (column, what) in MEASURED_ON_PAPER_RUNS.items():
         if column in paper:
-            add(name, what, paper[KEYS + [column]].rename(columns={column: "accuracy"}), name == "test_set_selection")
-    return pd.DataFrame(rows, columns=["difference", "what", "missing_rate", "optimistic", "paper_accuracy_mean",
-                                       "accuracy_mean", "accuracy_std", "delta_mean", "delta_std", "n_runs"])
+            add(
+                name,
+                what,
+                paper[KEYS + [column]].rename(columns={column: "accuracy"}),
+                name == "test_set_selection",
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "difference",
+            "what",
+            "missing_rate",
+            "optimistic",
+            "paper_accuracy_mean",
+            "accuracy_mean",
+            "accuracy_std",
+            "delta_mean",
+            "delta_std",
+            "n_runs",
+        ],
+    )
 
 
 def optimism(runs: pd.DataFrame) -> pd.DataFrame:
     """Per method and missing rate: best-test-epoch accuracy minus validation-selected (same runs)."""
     if "optimism" not in runs:
         return pd.DataFrame(columns=["method", "missing_rate", "mean", "std", "n_seeds", "n_runs"])
-    frames = [_by_rate(group, "optimism").reset_index().assign(method=method)
-              for method, group in runs.groupby("method", sort=False)]
+    frames = [
+        _by_rate(group, "optimism").reset_index().assign(method=method)
+        for method, group in runs.groupby("method", sort=False)
+    ]
     columns = ["method", "missing_rate", "mean", "std", "n_seeds", "n_runs"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
@@ -105,23 +141,31 @@ def metrics(effect_table: pd.DataFrame, optimism_table: pd.DataFrame, protocol_t
     out: dict = {"fidelity": {}, "optimism": {}, "by_protocol": {}}
     for row in effect_table.itertuples():
         out["fidelity"].setdefault(row.difference, {})[rate_key(row.missing_rate)] = {
-            "accuracy_mean": round(row.accuracy_mean, 6), "delta_mean": round(row.delta_mean, 6),
-            "delta_std": round(row.delta_std, 6)}
+            "accuracy_mean": round(row.accuracy_mean, 6),
+            "delta_mean": round(row.delta_mean, 6),
+            "delta_std": round(row.delta_std, 6),
+        }
     for row in optimism_table.itertuples():
         out["optimism"].setdefault(row.method, {})[rate_key(row.missing_rate)] = {
-            "mean": round(row.mean, 6), "std": round(row.std, 6)}
+            "mean": round(row.mean, 6),
+            "std": round(row.std, 6),
+        }
     for row in protocol_table.itertuples():
-        out["by_protocol"].setdefault(row.protocol, {}).setdefault(row.method, {})[rate_key(row.missing_rate)] = {
-            "accuracy_mean": round(row.mean, 6), "accuracy_std": round(row.std, 6)}
+        out["by_protocol"].setdefault(row.protocol, {}).setdefault(row.method, {})[
+            rate_key(row.missing_rate)
+        ] = {"accuracy_mean": round(row.mean, 6), "accuracy_std": round(row.std, 6)}
     return out
 
 
-def write_files(effect_table: pd.DataFrame, optimism_table: pd.DataFrame, protocol_table: pd.DataFrame,
-                ctx: ReportContext) -> None:
+def write_files(
+    effect_table: pd.DataFrame, optimism_table: pd.DataFrame, protocol_table: pd.DataFrame, ctx: ReportContext
+) -> None:
     """reports/fidelity.json, plots/fidelity_effects.csv, plots/accuracy_vs_missing_rate_by_protocol.csv and
     the by-protocol figure."""
-    write_json(ctx.out_dir / "fidelity.json", {"config_hash": config_hash(ctx.job_config),
-                                              **metrics(effect_table, optimism_table, protocol_table)})
+    write_json(
+        ctx.out_dir / "fidelity.json",
+        {"config_hash": config_hash(ctx.job_config), **metrics(effect_table, optimism_table, protocol_table)},
+    )
     wide = effect_table.pivot(index="missing_rate", columns="difference", values="delta_mean")
     wide = (100 * wide[list(dict.fromkeys(effect_table["difference"]))]).round(4).reset_index()
     plots.write_csv(wide, ctx.out_dir / "plots" / "fidelity_effects.csv")
@@ -132,10 +176,23 @@ def write_files(effect_table: pd.DataFrame, optimism_table: pd.DataFrame, protoc
     fig, (ax,) = plots.new_figure()
     for i, method in enumerate(dict.fromkeys(protocol_table["method"])):
         for protocol, style in zip(dict.fromkeys(protocol_table["protocol"]), ("-", "--")):
-            group = protocol_table[(protocol_table["method"] == method) & (protocol_table["protocol"] == protocol)]
-            plots.errorbar_lines(ax, group, "missing_rate", "mean", "std", ls=style, capsize=3, color=f"C{i}",
-                                 label=f"{method}, {protocol} masks")
-    plots.finish(ax, "missing rate", "test accuracy (%)", "Accuracy under both mask protocols (mean ± std over seeds)")
+            group = protocol_table[
+                (protocol_table["method"] == method) & (protocol_table["protocol"] == protocol)
+            ]
+            plots.errorbar_lines(
+                ax,
+                group,
+                "missing_rate",
+                "mean",
+                "std",
+                ls=style,
+                capsize=3,
+                color=f"C{i}",
+                label=f"{method}, {protocol} masks",
+            )
+    plots.finish(
+        ax, "missing rate", "test accuracy (%)", "Accuracy under both mask protocols (mean ± std over seeds)"
+    )
     plots.save_png(fig, ctx.out_dir / PROTOCOL_PNG)
 
 
@@ -149,8 +206,13 @@ def write_placeholders(ctx: ReportContext) -> None:
 
 def section(ctx: ReportContext) -> list[str]:
     """Effects of each difference, the optimism of test-set selection, accuracy under both mask protocols."""
-    missing = ("not run (fidelity.enabled: false)" if not ctx.of_kind("fidelity") else
-               "not run (the fidelity stage's index lists no runs)" if ctx.runs_of_kind("fidelity").empty else None)
+    missing = (
+        "not run (fidelity.enabled: false)"
+        if not ctx.of_kind("fidelity")
+        else "not run (the fidelity stage's index lists no runs)"
+        if ctx.runs_of_kind("fidelity").empty
+        else None
+    )
     if not missing:
         effect_table, optimism_table = effects(ctx), optimism(ctx.paper_runs)
         protocol_table = by_protocol(ctx, protocol_experiments(ctx))
@@ -163,47 +225,88 @@ def section(ctx: ReportContext) -> list[str]:
 
     rates = sorted(effect_table["missing_rate"].unique())
     cell = effect_table.set_index(["difference", "missing_rate"])
-    out = ["## Fidelity: the paper's MLA against its released code", "",
-           "Each row changes the paper's MLA (eq. 1-8, the first table's `mla`) in one way the released code "
-           "differs, or in all of them (`released_code`); `README.md`, section \"Paper against released code\", "
-           "explains each. Cell: the variant's accuracy, and in brackets its difference to the paper's MLA in "
-           "percentage points, paired on seed and fold (per seed the mean over folds, then mean ± std over seeds). "
-           "**Optimistic** rows pick the epoch on the test set: their figures are not comparable to "
-           "validation-selected ones. Per-batch and fixed fusion and test-set selection act after training; they "
-           "are measured on the paper runs themselves. At missing rate 0.0 nothing is masked, so variants that only "
-           "change the masks or how masked inputs are fed equal the paper runs there and are not retrained.", ""]
+    out = [
+        "## Fidelity: the paper's MLA against its released code",
+        "",
+        "Each row changes the paper's MLA (eq. 1-8, the first table's `mla`) in one way the released code "
+        'differs, or in all of them (`released_code`); `README.md`, section "Paper against released code", '
+        "explains each. Cell: the variant's accuracy, and in brackets its difference to the paper's MLA in "
+        "percentage points, paired on seed and fold (per seed the mean over folds, then mean ± std over seeds). "
+        "**Optimistic** rows pick the epoch on the test set: their figures are not comparable to "
+        "validation-selected ones. Per-batch and fixed fusion and test-set selection act after training; they "
+        "are measured on the paper runs themselves. At missing rate 0.0 nothing is masked, so variants that only "
+        "change the masks or how masked inputs are fed equal the paper runs there and are not retrained.",
+        "",
+    ]
     paper = effect_table.groupby("missing_rate")["paper_accuracy_mean"].first()
     rows = [["**paper** (eq. 1-8)"] + [f"{100 * paper[r]:.2f}" for r in rates]]
     for difference in dict.fromkeys(effect_table["difference"]):
         first = cell.loc[difference].iloc[0]
         label = f"{difference}" + (" **(optimistic)**" if first["optimistic"] else "")
-        rows.append([f"{label}<br><sub>{first['what']}</sub>"] + [
-            f"{100 * cell.loc[(difference, r), 'accuracy_mean']:.2f} "
-            f"({md.pp(cell.loc[(difference, r), 'delta_mean'], cell.loc[(difference, r), 'delta_std'])})"
-            if (difference, r) in cell.index else "—" for r in rates])
+        rows.append(
+            [f"{label}<br><sub>{first['what']}</sub>"]
+            + [
+                f"{100 * cell.loc[(difference, r), 'accuracy_mean']:.2f} "
+                f"({md.pp(cell.loc[(difference, r), 'delta_mean'], cell.loc[(difference, r), 'delta_std'])})"
+                if (difference, r) in cell.index
+                else "—"
+                for r in rates
+            ]
+        )
     out += [*md.table(["difference"] + [f"missing rate {md.rate(r)}" for r in rates], rows), ""]
-    out += ["The training budget (optimiser, learning rate, epochs) is this workflow's for every row; the released "
-            "code's own (lr 1e-3, 100 epochs) is not part of this comparison.", ""]
+    out += [
+        "The training budget (optimiser, learning rate, epochs) is this workflow's for every row; the released "
+        "code's own (lr 1e-3, 100 epochs) is not part of this comparison.",
+        "",
+    ]
 
     opt_rates = sorted(optimism_table["missing_rate"].unique())
     opt = optimism_table.set_index(["method", "missing_rate"])
-    out += ["### Optimism of test-set model selection", "",
-            "Best-test-epoch accuracy minus the test accuracy at the validation-selected epoch, same runs "
-            "(percentage points, mean ± std over seeds). This is what picking epochs on the test set adds.", "",
-            *md.table(["method"] + [md.rate(r) for r in opt_rates],
-                      [[m] + [md.pp(opt.loc[(m, r), "mean"], opt.loc[(m, r), "std"]) if (m, r) in opt.index
-                              else "—" for r in opt_rates]
-                       for m in dict.fromkeys(optimism_table["method"])]), ""]
+    out += [
+        "### Optimism of test-set model selection",
+        "",
+        "Best-test-epoch accuracy minus the test accuracy at the validation-selected epoch, same runs "
+        "(percentage points, mean ± std over seeds). This is what picking epochs on the test set adds.",
+        "",
+        *md.table(
+            ["method"] + [md.rate(r) for r in opt_rates],
+            [
+                [m]
+                + [
+                    md.pp(opt.loc[(m, r), "mean"], opt.loc[(m, r), "std"]) if (m, r) in opt.index else "—"
+                    for r in opt_rates
+                ]
+                for m in dict.fromkeys(optimism_table["method"])
+            ],
+        ),
+        "",
+    ]
 
     prot_rates = sorted(protocol_table["missing_rate"].unique())
     prot = protocol_table.set_index(["method", "protocol", "missing_rate"])
     keys = list(dict.fromkeys(zip(protocol_table["method"], protocol_table["protocol"])))
-    out += ["### Accuracy under both mask protocols", "",
-            "`bernoulli`: each modality of each sample missing independently with probability = missing rate (the "
-            "paper's words). `cpm`: CPM-Net's protocol, every sample keeps at least one modality (what the public "
-            "code used). Accuracy %, mean ± std over seeds.", "",
-            *md.table(["method", "masks"] + [md.rate(r) for r in prot_rates],
-                      [[m, p] + [md.pm(prot.loc[(m, p, r), "mean"], prot.loc[(m, p, r), "std"])
-                                 if (m, p, r) in prot.index else "—" for r in prot_rates] for m, p in keys]), "",
-            f"![accuracy under both mask protocols]({PROTOCOL_PNG})", ""]
+    out += [
+        "### Accuracy under both mask protocols",
+        "",
+        "`bernoulli`: each modality of each sample missing independently with probability = missing rate (the "
+        "paper's words). `cpm`: CPM-Net's protocol, every sample keeps at least one modality (what the public "
+        "code used). Accuracy %, mean ± std over seeds.",
+        "",
+        *md.table(
+            ["method", "masks"] + [md.rate(r) for r in prot_rates],
+            [
+                [m, p]
+                + [
+                    md.pm(prot.loc[(m, p, r), "mean"], prot.loc[(m, p, r), "std"])
+                    if (m, p, r) in prot.index
+                    else "—"
+                    for r in prot_rates
+                ]
+                for m, p in keys
+            ],
+        ),
+        "",
+        f"![accuracy under both mask protocols]({PROTOCOL_PNG})",
+        "",
+    ]
     return out

@@ -2,6 +2,7 @@
 metrics and plots of the summary job, and the report's first sections (the read-first note, accuracy against
 missing rate beside the paper's Table 2, every metric of every method under the paper's settings).
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -27,14 +28,33 @@ def plot_accuracy(summary: pd.DataFrame, ctx: ReportContext, methods: list[str])
     for i, method in enumerate(methods):
         group = summary[summary["method"] == method]
         color = f"C{i}"
-        plots.errorbar_lines(ax, group, "missing_rate", "accuracy_mean", "accuracy_std", capsize=3, color=color,
-                             label=f"{method} (this run)")
+        plots.errorbar_lines(
+            ax,
+            group,
+            "missing_rate",
+            "accuracy_mean",
+            "accuracy_std",
+            capsize=3,
+            color=color,
+            label=f"{method} (this run)",
+        )
         ref = ctx.paper.table2.get(method)
         if ref:
-            ax.plot(list(ref), list(ref.values()), ls="--", marker="x", color=color, alpha=0.6,
-                    label=f"{method} (paper, {ctx.paper.dataset})")
-    plots.finish(ax, "missing rate (each modality of each sample, train = val = test)", "test accuracy (%)",
-                 "Accuracy against missing rate (mean ± std over seeds)")
+            ax.plot(
+                list(ref),
+                list(ref.values()),
+                ls="--",
+                marker="x",
+                color=color,
+                alpha=0.6,
+                label=f"{method} (paper, {ctx.paper.dataset})",
+            )
+    plots.finish(
+        ax,
+        "missing rate (each modality of each sample, train = val = test)",
+        "test accuracy (%)",
+        "Accuracy against missing rate (mean ± std over seeds)",
+    )
     plots.save_png(fig, ctx.out_dir / ACCURACY_PNG)
 
 
@@ -50,8 +70,11 @@ def write_summary(ctx: ReportContext) -> None:
     # DVC metrics: nested, no dots in keys
     metrics: dict = {"config_hash": config_hash(ctx.job_config)}
     for (method, rate), row in cell.iterrows():
-        entry = {f"{k}_{stat}": round(float(row[f"{k}_{stat}"]), 6)
-                 for k in (*METRICS, *(f"{m}_accuracy" for m in ctx.modalities)) for stat in ("mean", "std")}
+        entry = {
+            f"{k}_{stat}": round(float(row[f"{k}_{stat}"]), 6)
+            for k in (*METRICS, *(f"{m}_accuracy" for m in ctx.modalities))
+            for stat in ("mean", "std")
+        }
         entry["n_runs"] = int(row["n_runs"])
         metrics.setdefault(method, {})[rate_key(rate)] = entry
     write_json(ctx.out_dir / "metrics.json", metrics)
@@ -63,12 +86,17 @@ def write_summary(ctx: ReportContext) -> None:
     for rate in sorted(runs[runs["method"].isin(methods)]["missing_rate"].unique()):
         row = {"missing_rate": rate}
         for method in methods:
-            row[method] = round(100 * float(cell.loc[(method, rate), "accuracy_mean"]), 4) \
-                if (method, rate) in cell.index else ""
+            row[method] = (
+                round(100 * float(cell.loc[(method, rate), "accuracy_mean"]), 4)
+                if (method, rate) in cell.index
+                else ""
+            )
             if with_paper:
                 row[f"paper_{method}"] = ctx.paper.table2.get(method, {}).get(rate, "")
         plot_rows.append(row)
-    plots.write_csv(pd.DataFrame(plot_rows, columns=header), ctx.out_dir / "plots" / "accuracy_vs_missing_rate.csv")
+    plots.write_csv(
+        pd.DataFrame(plot_rows, columns=header), ctx.out_dir / "plots" / "accuracy_vs_missing_rate.csv"
+    )
     plot_accuracy(summary, ctx, methods)
 
 
@@ -90,18 +118,28 @@ def header(ctx: ReportContext) -> list[str]:
     else:
         source = f"These numbers come from the corpus at `{corpus['root']}`, "
     if generated or (not any_pretrained and corpus["kind"] != "features"):
-        paper = (f"the paper's {ctx.paper.dataset} figures, which are shown beside them for reference only"
-                 if ctx.paper.dataset else "the paper's figures")
-        out += ["> **Read this first.** " + source
-                + ("with **randomly initialised, not pretrained** encoders. " if not any_pretrained else "")
-                + "They test that the workflow runs and how the methods behave relative to each other; they are "
-                  f"**not comparable** to {paper}.", ""]
+        paper = (
+            f"the paper's {ctx.paper.dataset} figures, which are shown beside them for reference only"
+            if ctx.paper.dataset
+            else "the paper's figures"
+        )
+        out += [
+            "> **Read this first.** "
+            + source
+            + ("with **randomly initialised, not pretrained** encoders. " if not any_pretrained else "")
+            + "They test that the workflow runs and how the methods behave relative to each other; they are "
+            f"**not comparable** to {paper}.",
+            "",
+        ]
     elif corpus["kind"] == "features":
         out += [f"> {source}The paper's figures are not shown: this corpus is not one of its datasets.", ""]
-    out += [f"Accuracy is overall test accuracy (WA). Each cell: for each seed the mean over {n_folds} "
-            f"folds (leave one session, speaker group or table fold out; or the corpus's own split), then mean ± std "
-            f"over {n_seeds} seeds. Model selection on validation only (validation drawn from the training part). Masks: `{config['masks']['protocol']}`, same rate "
-            f"on train, validation and test; samples with no modality left: `{config['masks']['all_missing']}`.", ""]
+    out += [
+        f"Accuracy is overall test accuracy (WA). Each cell: for each seed the mean over {n_folds} "
+        f"folds (leave one session, speaker group or table fold out; or the corpus's own split), then mean ± std "
+        f"over {n_seeds} seeds. Model selection on validation only (validation drawn from the training part). Masks: `{config['masks']['protocol']}`, same rate "
+        f"on train, validation and test; samples with no modality left: `{config['masks']['all_missing']}`.",
+        "",
+    ]
     return out
 
 
@@ -116,8 +154,15 @@ def accuracy_table(ctx: ReportContext) -> list[str]:
     rates = sorted(runs["missing_rate"].unique())
     rows = []
     for method in methods:
-        rows.append([f"**{method}**"] + [md.pm(cell.loc[(method, r), "mean"], cell.loc[(method, r), "std"])
-                                         if (method, r) in cell.index else "—" for r in rates])
+        rows.append(
+            [f"**{method}**"]
+            + [
+                md.pm(cell.loc[(method, r), "mean"], cell.loc[(method, r), "std"])
+                if (method, r) in cell.index
+                else "—"
+                for r in rates
+            ]
+        )
         ref = ctx.paper.table2.get(method)
         if ref:
             rows.append([f"{method} (paper)"] + [f"{ref[r]:.2f}" if r in ref else "—" for r in rates])
@@ -125,8 +170,11 @@ def accuracy_table(ctx: ReportContext) -> list[str]:
     if ctx.paper.table2:
         paper_rates = sorted({r for ref in ctx.paper.table2.values() for r in ref})
         no_zero = "" if 0.0 in paper_rates else "; the paper has no 0.0 column in this protocol"
-        out += [f"Paper rows: Table 2 ({ctx.paper.dataset}, missing rates {paper_rates[0]:g}-{paper_rates[-1]:g}"
-                f"{no_zero}).", ""]
+        out += [
+            f"Paper rows: Table 2 ({ctx.paper.dataset}, missing rates {paper_rates[0]:g}-{paper_rates[-1]:g}"
+            f"{no_zero}).",
+            "",
+        ]
     return out + [f"![accuracy against missing rate]({ACCURACY_PNG})", ""]
 
 
@@ -137,13 +185,33 @@ def all_metrics(ctx: ReportContext) -> list[str]:
     if runs.empty:
         return out + ["No runs under the paper's settings.", ""]
     cell = summary_table(runs, ctx.modalities).set_index(["method", "missing_rate"])
-    header = ["method", "missing rate", "WA", "UA", "macro F1", "weighted F1",
-              *[f"{m} acc" for m in ctx.modalities], "all-missing share", "runs"]
-    rows = [[method, md.rate(r), *[md.pm(c[f"{k}_mean"], c[f"{k}_std"]) for k in METRICS],
-             *[md.pm(c[f"{m}_accuracy_mean"], c[f"{m}_accuracy_std"]) for m in ctx.modalities],
-             f"{100 * c['share_all_missing_mean']:.1f}", str(int(c["n_runs"]))]
-            for (method, r), c in cell.iterrows()]
-    return out + [*md.table(header, rows), "",
-                  "Per-modality accuracy: each modality's own prediction (MLA: the shared head on that modality's "
-                  "encoder; late fusion: that modality's classifier), on the test samples where the modality is "
-                  "present.", ""]
+    header = [
+        "method",
+        "missing rate",
+        "WA",
+        "UA",
+        "macro F1",
+        "weighted F1",
+        *[f"{m} acc" for m in ctx.modalities],
+        "all-missing share",
+        "runs",
+    ]
+    rows = [
+        [
+            method,
+            md.rate(r),
+            *[md.pm(c[f"{k}_mean"], c[f"{k}_std"]) for k in METRICS],
+            *[md.pm(c[f"{m}_accuracy_mean"], c[f"{m}_accuracy_std"]) for m in ctx.modalities],
+            f"{100 * c['share_all_missing_mean']:.1f}",
+            str(int(c["n_runs"])),
+        ]
+        for (method, r), c in cell.iterrows()
+    ]
+    return out + [
+        *md.table(header, rows),
+        "",
+        "Per-modality accuracy: each modality's own prediction (MLA: the shared head on that modality's "
+        "encoder; late fusion: that modality's classifier), on the test samples where the modality is "
+        "present.",
+        "",
+    ]

@@ -3,14 +3,19 @@
 Every section writes its tables with `table` and its cells with `pm` (an accuracy) or `pp` (a signed
 difference in percentage points), so a cell reads the same in every section.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A GitHub markdown table as lines (no blank line around it)."""
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
 
 
 def pm(mean: float, std: float) -> str:

@@ -1,6 +1,7 @@
 """Figures and DVC plots data of the report: matplotlib without a display, the errorbar-lines plot every
 accuracy-against-rate figure uses, atomic PNG and CSV writes (a killed job never leaves half a file).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

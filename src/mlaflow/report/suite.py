@@ -5,6 +5,7 @@ in a share of the training data, the other modalities' unimodal test accuracy).
 
 Every cell is mean ± std over seeds of the mean over folds (`mlaflow.report.aggregate.seed_stats`).
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -50,7 +51,9 @@ def table2(runs: pd.DataFrame, methods: list[str], rates: list[float]) -> pd.Dat
     """Accuracy per (method, missing rate) over the suite's rates: columns method, missing_rate, mean, std,
     n_seeds, n_runs; methods in the given order."""
     chosen = runs[runs["method"].isin(methods) & runs["missing_rate"].isin(rates)]
-    return _ordered(seed_stats(chosen, ["method", "missing_rate"], "accuracy"), methods, ["method", "missing_rate"])
+    return _ordered(
+        seed_stats(chosen, ["method", "missing_rate"], "accuracy"), methods, ["method", "missing_rate"]
+    )
 
 
 def strongest(table: pd.DataFrame, n: int = SHIFT_BASELINES) -> list[str]:
@@ -66,7 +69,9 @@ def claim_statement(table: pd.DataFrame) -> str:
     cell = table.set_index(["method", "missing_rate"])
     rates = sorted(table[table["method"] == "mla"]["missing_rate"].unique())
     if not rates:
-        return "Paper's claim (MLA best at every missing rate): not tested here, MLA has no run in this table."
+        return (
+            "Paper's claim (MLA best at every missing rate): not tested here, MLA has no run in this table."
+        )
     wins, behind = 0, []
     for r in rates:
         others = table[(table["missing_rate"] == r) & (table["method"] != "mla")]
@@ -77,8 +82,11 @@ def claim_statement(table: pd.DataFrame) -> str:
         best = others.loc[others["mean"].idxmax()]
         gap = 100 * (best["mean"] - mla["mean"])
         within = gap <= 100 * (best["std"] + mla["std"])
-        behind.append(f"{r:.1f} (`{best['method']}` +{gap:.2f} points, "
-                      + ("within" if within else "beyond") + " the two seed spreads)")
+        behind.append(
+            f"{r:.1f} (`{best['method']}` +{gap:.2f} points, "
+            + ("within" if within else "beyond")
+            + " the two seed spreads)"
+        )
     out = f"Paper's claim (MLA best at every missing rate) on this corpus: MLA is best at {wins} of {len(rates)} rates"
     return out + (f"; behind at {', '.join(behind)}." if behind else ".")
 
@@ -88,7 +96,10 @@ def metrics(table: pd.DataFrame) -> dict:
     out: dict = {}
     for r in table.itertuples():
         out.setdefault(r.method, {})[rate_key(r.missing_rate)] = {
-            "accuracy_mean": round(float(r.mean), 6), "accuracy_std": round(float(r.std), 6), "n_runs": int(r.n_runs)}
+            "accuracy_mean": round(float(r.mean), 6),
+            "accuracy_std": round(float(r.std), 6),
+            "n_runs": int(r.n_runs),
+        }
     return out
 
 
@@ -103,8 +114,11 @@ def optimisers(config: dict) -> str:
     for method, cfg in own.items():
         recipe = f"{cfg.get('optimizer', train['optimizer'])} at lr {cfg.get('lr', train['lr']):g}"
         groups.setdefault(recipe, []).append(f"`{method}`")
-    return (f"Optimiser: {default}, except (their reference's recipe, `train.method_optimizers`) "
-            + "; ".join(f"{recipe} for {', '.join(names)}" for recipe, names in groups.items()) + ".")
+    return (
+        f"Optimiser: {default}, except (their reference's recipe, `train.method_optimizers`) "
+        + "; ".join(f"{recipe} for {', '.join(names)}" for recipe, names in groups.items())
+        + "."
+    )
 
 
 # ------------------------------------------------------------------------------------------- test-time shift
@@ -114,11 +128,18 @@ def shift_table(runs: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     """Fused test accuracy per (method, train rate, test rate) from every run's test-time shift record."""
     columns = [c for c in runs.columns if c.startswith("shift_")]
     chosen = runs[runs["method"].isin(methods)]
-    long = chosen.melt(id_vars=["method", "missing_rate", "seed", "fold"], value_vars=columns,
-                       var_name="test_rate", value_name="shift_accuracy").dropna(subset=["shift_accuracy"])
-    long["test_rate"] = long["test_rate"].str[len("shift_"):].astype(float)
-    table = seed_stats(long.rename(columns={"missing_rate": "train_rate"}), ["method", "train_rate", "test_rate"],
-                       "shift_accuracy")
+    long = chosen.melt(
+        id_vars=["method", "missing_rate", "seed", "fold"],
+        value_vars=columns,
+        var_name="test_rate",
+        value_name="shift_accuracy",
+    ).dropna(subset=["shift_accuracy"])
+    long["test_rate"] = long["test_rate"].str[len("shift_") :].astype(float)
+    table = seed_stats(
+        long.rename(columns={"missing_rate": "train_rate"}),
+        ["method", "train_rate", "test_rate"],
+        "shift_accuracy",
+    )
     return _ordered(table, methods, ["method", "train_rate", "test_rate"])
 
 
@@ -127,27 +148,49 @@ def shift_table(runs: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 
 def write_suite_files(table: pd.DataFrame, shift: pd.DataFrame, ctx: ReportContext) -> None:
     """reports/missing_suite.json (DVC metrics), the plots data (wide CSVs, percent) and the figure."""
-    write_json(ctx.out_dir / "missing_suite.json", {"config_hash": config_hash(ctx.job_config), **metrics(table)})
+    write_json(
+        ctx.out_dir / "missing_suite.json", {"config_hash": config_hash(ctx.job_config), **metrics(table)}
+    )
     methods = list(dict.fromkeys(table["method"]))
-    wide = (100 * table.pivot(index="missing_rate", columns="method", values="mean")[methods]).round(4) \
-        if methods else pd.DataFrame(index=pd.Index([], name="missing_rate"))
+    wide = (
+        (100 * table.pivot(index="missing_rate", columns="method", values="mean")[methods]).round(4)
+        if methods
+        else pd.DataFrame(index=pd.Index([], name="missing_rate"))
+    )
     for method in methods:
         if method in ctx.paper.table2:
             wide[f"paper_{method}"] = [ctx.paper.table2[method].get(r, float("nan")) for r in wide.index]
     plots.write_csv(wide.reset_index(), ctx.out_dir / "plots" / "missing_suite_accuracy.csv")
     shift_csv = shift.assign(accuracy=(100 * shift["mean"].astype(float)).round(4))
-    plots.write_csv(shift_csv[["method", "train_rate", "test_rate", "accuracy"]],
-                    ctx.out_dir / "plots" / "test_time_shift.csv")
+    plots.write_csv(
+        shift_csv[["method", "train_rate", "test_rate", "accuracy"]],
+        ctx.out_dir / "plots" / "test_time_shift.csv",
+    )
     if not methods:
         plots.placeholder_png(ctx.out_dir / SUITE_PNG, "missing-modality suite: no runs")
         return
     fig, (ax,) = plots.new_figure(7.2, 4.6)
     for i, method in enumerate(methods):
-        plots.errorbar_lines(ax, table[table["method"] == method], "missing_rate", "mean", "std", capsize=2,
-                             color=f"C{i % 10}", ls="-" if i < 10 else "--", lw=2.2 if method == "mla" else 1.2,
-                             label=method)
-    plots.finish(ax, "missing rate (train = validation = test)", "test accuracy (%)",
-                 "Missing-modality suite (Table 2 analogue; mean ± std over seeds)", legend_size=7, ncol=2)
+        plots.errorbar_lines(
+            ax,
+            table[table["method"] == method],
+            "missing_rate",
+            "mean",
+            "std",
+            capsize=2,
+            color=f"C{i % 10}",
+            ls="-" if i < 10 else "--",
+            lw=2.2 if method == "mla" else 1.2,
+            label=method,
+        )
+    plots.finish(
+        ax,
+        "missing rate (train = validation = test)",
+        "test accuracy (%)",
+        "Missing-modality suite (Table 2 analogue; mean ± std over seeds)",
+        legend_size=7,
+        ncol=2,
+    )
     plots.save_png(fig, ctx.out_dir / SUITE_PNG)
 
 
@@ -179,17 +222,27 @@ def suite_section(ctx: ReportContext) -> list[str]:
     rates = sorted(table["missing_rate"].unique())
     cell = table.set_index(["method", "missing_rate"])
     best = table.loc[table.groupby("missing_rate")["mean"].idxmax()].set_index("missing_rate")["method"]
-    paper_note = (f" Below each row, the paper's {ctx.paper.dataset} figure (Table 2)." if ctx.paper.table2 else "")
-    out = [title, "",
-           "Every method on the same masks, folds, seeds, features and training budget (`train` in params.yaml: "
-           "epochs, batch size), at each missing rate of `missing_suite` (each modality of each sample missing with "
-           "that probability, the same rate on train, validation and test). Bold: best at that rate." + paper_note
-           + " " + optimisers(config), ""]
+    paper_note = (
+        f" Below each row, the paper's {ctx.paper.dataset} figure (Table 2)." if ctx.paper.table2 else ""
+    )
+    out = [
+        title,
+        "",
+        "Every method on the same masks, folds, seeds, features and training budget (`train` in params.yaml: "
+        "epochs, batch size), at each missing rate of `missing_suite` (each modality of each sample missing with "
+        "that probability, the same rate on train, validation and test). Bold: best at that rate."
+        + paper_note
+        + " "
+        + optimisers(config),
+        "",
+    ]
     rows, notes = [], []
     for method in dict.fromkeys(table["method"]):
         flag = privilege(method, config["method_params"])
         if flag:
-            notes.append(f"† `{method}`: {flag}; the option in `method_params.{method}` removes the privilege.")
+            notes.append(
+                f"† `{method}`: {flag}; the option in `method_params.{method}` removes the privilege."
+            )
         cells = []
         for r in rates:
             present = (method, r) in cell.index
@@ -200,25 +253,40 @@ def suite_section(ctx: ReportContext) -> list[str]:
         if ref:
             rows.append([f"{method} (paper)"] + [f"{ref[r]:.2f}" if r in ref else "—" for r in rates])
     out += md.table(["method"] + [md.rate(r) for r in rates], rows)
-    out += ["", *notes, "" if notes else "", claim_statement(table), "", f"![missing-modality suite]({SUITE_PNG})", ""]
+    out += ["", *notes, "", claim_statement(table), "", f"![missing-modality suite]({SUITE_PNG})", ""]
 
     methods = list(dict.fromkeys(shift["method"]))
     out += ["### Test-time shift: train at one missing rate, test at another", ""]
     if not methods:
         return out + ["No run recorded a test-time shift.", ""]
-    chosen = (f"MLA and the {len(methods) - 1} strongest other methods" if "mla" in methods
-              else f"The {len(methods)} strongest methods")
-    out += [f"{chosen} of the table above (mean over its rates). Rows: missing rate of training and validation; "
-            "columns: missing rate of the test masks (same seed). The diagonal is the ordinary test accuracy.", ""]
+    chosen = (
+        f"MLA and the {len(methods) - 1} strongest other methods"
+        if "mla" in methods
+        else f"The {len(methods)} strongest methods"
+    )
+    out += [
+        f"{chosen} of the table above (mean over its rates). Rows: missing rate of training and validation; "
+        "columns: missing rate of the test masks (same seed). The diagonal is the ordinary test accuracy.",
+        "",
+    ]
     test_rates = sorted(shift["test_rate"].unique())
     shift_cell = shift.set_index(["method", "train_rate", "test_rate"])
     for method in methods:
         train_rates = sorted(shift[shift["method"] == method]["train_rate"].unique())
         out += [f"**{method}**", ""]
-        out += md.table(["train \\ test"] + [md.rate(r) for r in test_rates],
-                        [[md.rate(t)] + [f"{100 * shift_cell.loc[(method, t, r), 'mean']:.1f}"
-                                         if (method, t, r) in shift_cell.index else "—" for r in test_rates]
-                         for t in train_rates])
+        out += md.table(
+            ["train \\ test"] + [md.rate(r) for r in test_rates],
+            [
+                [md.rate(t)]
+                + [
+                    f"{100 * shift_cell.loc[(method, t, r), 'mean']:.1f}"
+                    if (method, t, r) in shift_cell.index
+                    else "—"
+                    for r in test_rates
+                ]
+                for t in train_rates
+            ],
+        )
         out += [""]
     return out
 
@@ -237,10 +305,14 @@ def isolation(experiments: list[tuple[Experiment, pd.DataFrame]], modalities: li
             frame = runs[runs["method"] == method]
             for other in (m for m in modalities if m != masked):
                 cell = seed_stats(frame, ["missing_rate"], f"{other}_accuracy")
-                rows += [{"method": method, "masked_modality": masked, "modality": other, **r}
-                         for r in cell.to_dict("records")]
-    return pd.DataFrame(rows, columns=["method", "masked_modality", "modality", "missing_rate", "mean", "std",
-                                       "n_seeds", "n_runs"])
+                rows += [
+                    {"method": method, "masked_modality": masked, "modality": other, **r}
+                    for r in cell.to_dict("records")
+                ]
+    return pd.DataFrame(
+        rows,
+        columns=["method", "masked_modality", "modality", "missing_rate", "mean", "std", "n_seeds", "n_runs"],
+    )
 
 
 def isolation_statement(iso: pd.DataFrame) -> str:
@@ -257,19 +329,29 @@ def isolation_statement(iso: pd.DataFrame) -> str:
         parts.append(f"`{method}` {change:.1f} points (seed spread {spread:.1f})")
         if change > 2 * spread:
             moved.append(method)
-    verdict = ("The other modalities' accuracy moves by more than twice the seed spread under "
-               + ", ".join(f"**{m}**" for m in moved) + ": masking one modality in training affects the others there."
-               if moved else "No method's curves move by more than twice the seed spread: on this corpus, masking one "
-                             "modality in training leaves the others' accuracy unchanged under every method shown.")
-    return (f"Mean absolute change of the other modalities' unimodal accuracy from share {lo:.1f} to {hi:.1f}: "
-            + ", ".join(parts) + ". " + verdict)
+    verdict = (
+        "The other modalities' accuracy moves by more than twice the seed spread under "
+        + ", ".join(f"**{m}**" for m in moved)
+        + ": masking one modality in training affects the others there."
+        if moved
+        else "No method's curves move by more than twice the seed spread: on this corpus, masking one "
+        "modality in training leaves the others' accuracy unchanged under every method shown."
+    )
+    return (
+        f"Mean absolute change of the other modalities' unimodal accuracy from share {lo:.1f} to {hi:.1f}: "
+        + ", ".join(parts)
+        + ". "
+        + verdict
+    )
 
 
 def write_isolation_files(iso: pd.DataFrame, ctx: ReportContext) -> None:
     iso = iso.assign(series=iso["method"] + "_" + iso["modality"] + "_without_" + iso["masked_modality"])
     wide = (100 * iso.pivot(index="missing_rate", columns="series", values="mean")).round(4)
-    plots.write_csv(wide.reset_index().rename(columns={"missing_rate": "training_missing_rate"}),
-                    ctx.out_dir / "plots" / "isolation.csv")
+    plots.write_csv(
+        wide.reset_index().rename(columns={"missing_rate": "training_missing_rate"}),
+        ctx.out_dir / "plots" / "isolation.csv",
+    )
     panels = list(dict.fromkeys(iso["masked_modality"]))
     fig, axes = plots.new_figure(4.6, 4.0, panels=len(panels))
     for ax, masked in zip(axes, panels):
@@ -277,39 +359,81 @@ def write_isolation_files(iso: pd.DataFrame, ctx: ReportContext) -> None:
         for i, method in enumerate(dict.fromkeys(part["method"])):
             for other, style in zip(dict.fromkeys(part["modality"]), ("-", "--")):
                 g = part[(part["method"] == method) & (part["modality"] == other)]
-                plots.errorbar_lines(ax, g, "missing_rate", "mean", "std", capsize=2, ls=style, color=f"C{i}",
-                                     label=f"{method}: {other}")
-        plots.finish(ax, f"share of training samples without {masked}", "unimodal test accuracy (%)",
-                     f"{masked} masked in training", legend_size=7)
+                plots.errorbar_lines(
+                    ax,
+                    g,
+                    "missing_rate",
+                    "mean",
+                    "std",
+                    capsize=2,
+                    ls=style,
+                    color=f"C{i}",
+                    label=f"{method}: {other}",
+                )
+        plots.finish(
+            ax,
+            f"share of training samples without {masked}",
+            "unimodal test accuracy (%)",
+            f"{masked} masked in training",
+            legend_size=7,
+        )
     plots.save_png(fig, ctx.out_dir / ISOLATION_PNG)
 
 
 def isolation_section(ctx: ReportContext) -> list[str]:
     """The isolation analysis, when the isolation stage ran."""
     experiments = ctx.of_kind("isolation")
-    missing = ("isolation.enabled: false" if not experiments else
-               "the isolation stage's index lists no runs" if ctx.runs_of_kind("isolation").empty else None)
+    missing = (
+        "isolation.enabled: false"
+        if not experiments
+        else "the isolation stage's index lists no runs"
+        if ctx.runs_of_kind("isolation").empty
+        else None
+    )
     if missing:
         # the files are DVC outputs whatever ran: a header-only CSV and an empty figure
-        plots.write_csv(pd.DataFrame(columns=["training_missing_rate"]), ctx.out_dir / "plots" / "isolation.csv")
+        plots.write_csv(
+            pd.DataFrame(columns=["training_missing_rate"]), ctx.out_dir / "plots" / "isolation.csv"
+        )
         plots.placeholder_png(ctx.out_dir / ISOLATION_PNG, "isolation analysis: not run")
         return [f"Isolation analysis: not run ({missing}).", ""]
     iso = isolation([(e, ctx.runs_of(e)) for e in experiments], ctx.modalities)
     write_isolation_files(iso, ctx)
-    out = ["## Isolation of modalities (Figure 2 analogue)", "",
-           "One modality masked in a growing share of the **training** samples only (validation and test "
-           "complete); each other modality's unimodal test accuracy. If training isolates the modalities, "
-           "the curves stay flat. Share 0.0 is the main grid's complete-data runs.", ""]
+    out = [
+        "## Isolation of modalities (Figure 2 analogue)",
+        "",
+        "One modality masked in a growing share of the **training** samples only (validation and test "
+        "complete); each other modality's unimodal test accuracy. If training isolates the modalities, "
+        "the curves stay flat. Share 0.0 is the main grid's complete-data runs.",
+        "",
+    ]
     shares = sorted(iso["missing_rate"].unique())
     icell = iso.set_index(["method", "masked_modality", "modality", "missing_rate"])
     rows = []
-    for (method, masked, other) in dict.fromkeys(zip(iso["method"], iso["masked_modality"], iso["modality"])):
-        values = [icell.loc[(method, masked, other, s)] if (method, masked, other, s) in icell.index else None
-                  for s in shares]
+    for method, masked, other in dict.fromkeys(zip(iso["method"], iso["masked_modality"], iso["modality"])):
+        values = [
+            icell.loc[(method, masked, other, s)] if (method, masked, other, s) in icell.index else None
+            for s in shares
+        ]
         present = [v for v in values if v is not None]
         change = 100 * (present[-1]["mean"] - present[0]["mean"])
-        rows.append([method, masked, other, *[md.pm(v["mean"], v["std"]) if v is not None else "—" for v in values],
-                     f"{change:+.1f}"])
-    out += md.table(["method", "masked in training", "tested modality", *[md.rate(s) for s in shares],
-                     f"change {shares[0]:.1f}→{shares[-1]:.1f} (points)"], rows)
+        rows.append(
+            [
+                method,
+                masked,
+                other,
+                *[md.pm(v["mean"], v["std"]) if v is not None else "—" for v in values],
+                f"{change:+.1f}",
+            ]
+        )
+    out += md.table(
+        [
+            "method",
+            "masked in training",
+            "tested modality",
+            *[md.rate(s) for s in shares],
+            f"change {shares[0]:.1f}→{shares[-1]:.1f} (points)",
+        ],
+        rows,
+    )
     return out + ["", isolation_statement(iso), "", f"![isolation]({ISOLATION_PNG})", ""]

@@ -5,6 +5,7 @@ of that job's config as the workflow has it now, so a run trained under other se
 a run that Snakemake's metadata does not know of) stops here, named, instead of reaching a table. The report
 reads the indexes, never a run the index has not vouched for.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,19 @@ def write_index(config: dict, run_paths: list[str], out: str | Path) -> None:
         try:
             run = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise InputError(path, f"unreadable run metrics ({err})",
-                             "delete it and re-run its training job (snakemake or dvc repro)")
+            raise InputError(
+                path,
+                f"unreadable run metrics ({err})",
+                "delete it and re-run its training job (snakemake or dvc repro)",
+            ) from err
         key = f"{run.get('experiment')}/{run.get('method')}"
         if key not in expected:
             raise InputError(path, f"a run of {key}, which this stage does not train", "delete it")
         if run.get("config_hash") != expected[key]:
-            raise InputError(path, f"stale result: trained with config hash {run.get('config_hash')}, its job's "
-                             f"config now has {expected[key]}",
-                             "delete it (or `snakemake --forcerun train`) and run `dvc repro` again")
+            raise InputError(
+                path,
+                f"stale result: trained with config hash {run.get('config_hash')}, its job's "
+                f"config now has {expected[key]}",
+                "delete it (or `snakemake --forcerun train`) and run `dvc repro` again",
+            )
     write_json(out, {"stage": config["stage"], "experiments": config["experiments"], "runs": list(run_paths)})

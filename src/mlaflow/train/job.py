@@ -13,6 +13,7 @@ deletes a failed job's outputs, not these, so a rerun of a killed or failed job 
 (with `train.batch_runs: false` runs finish one by one; stacked runs finish together). A job that succeeds
 removes its `.done` entries.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,12 +25,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mlaflow.data.folds import fold_indices
 from mlaflow.codedeps import code_files
+from mlaflow.data.folds import fold_indices
 from mlaflow.data.masks import all_missing_forbidden_by, mask_missing_rate, read_mask, training_only
 from mlaflow.errors import InputError
-from mlaflow.keys import config_hash, format_rate
 from mlaflow.io import write_json
+from mlaflow.keys import config_hash, format_rate
 from mlaflow.provenance import git_commit
 from mlaflow.train.data import load_corpus
 from mlaflow.train.loop import RunSpec, train_runs
@@ -37,9 +38,18 @@ from mlaflow.train.loop import RunSpec, train_runs
 log = logging.getLogger(__name__)
 
 
-def run_training_job(config: dict, missing_rate: float, seeds: list[int], folds: list[int], manifest: str | Path,
-                     feature_paths: list[str], folds_path: str | Path, masks_path: str | Path,
-                     shift_mask_paths: list[str], outputs: list[str]) -> None:
+def run_training_job(
+    config: dict,
+    missing_rate: float,
+    seeds: list[int],
+    folds: list[int],
+    manifest: str | Path,
+    feature_paths: list[str],
+    folds_path: str | Path,
+    masks_path: str | Path,
+    shift_mask_paths: list[str],
+    outputs: list[str],
+) -> None:
     """Train the runs seeds x folds (seeds outer) of the config's method at `missing_rate`; write outputs[i]
     for run i. `shift_mask_paths`: the mask files of `config["test_time_shift"]` (test-time shift)."""
     runs = [(seed, fold) for seed in seeds for fold in folds]
@@ -50,12 +60,16 @@ def run_training_job(config: dict, missing_rate: float, seeds: list[int], folds:
     if len(feature_paths) != len(modalities):
         raise SystemExit(f"expected one feature store per modality {modalities}, got {len(feature_paths)}")
     torch.set_num_threads(config["train"]["threads"])
-    corpus = load_corpus(manifest, dict(zip(modalities, feature_paths)), config["classes"], modalities,
-                         config["feature_dims"])
+    corpus = load_corpus(
+        manifest, dict(zip(modalities, feature_paths)), config["classes"], modalities, config["feature_dims"]
+    )
     folds_table = pd.read_csv(folds_path, dtype={"utterance_id": str})
     if folds_table["utterance_id"].tolist() != corpus.utterance_ids:
-        raise InputError(folds_path, "utterance ids differ from the manifest's",
-                         "regenerate folds after the manifest changed (snakemake --forcerun folds)")
+        raise InputError(
+            folds_path,
+            "utterance ids differ from the manifest's",
+            "regenerate folds after the manifest changed (snakemake --forcerun folds)",
+        )
     spec = config["experiment"]["masks"]
     forbid = all_missing_forbidden_by(spec, config["masks"]["all_missing"])
     ids = corpus.utterance_ids
@@ -65,12 +79,16 @@ def run_training_job(config: dict, missing_rate: float, seeds: list[int], folds:
         label = format_rate(mask_missing_rate(path))
         shift[label] = {seed: read_mask(path, seed, ids, spec, forbid, modalities) for seed in seeds}
     if sorted(shift) != sorted(config["test_time_shift"]):
-        raise SystemExit(f"test-time shift masks {sorted(shift)} do not match the config's {config['test_time_shift']}")
+        raise SystemExit(
+            f"test-time shift masks {sorted(shift)} do not match the config's {config['test_time_shift']}"
+        )
     specs = []
     for seed, fold in runs:
         split = fold_indices(folds_table, fold)
         present = training_only(masks[seed], split) if spec["training_only"] else masks[seed]
-        specs.append(RunSpec(seed * 1000 + fold, present, split, {label: m[seed] for label, m in shift.items()}))
+        specs.append(
+            RunSpec(seed * 1000 + fold, present, split, {label: m[seed] for label, m in shift.items()})
+        )
     method = config["method"]
     settings = {"train": config["train"], "method_params": config["method_params"]}
     run_hash, commit = config_hash(config), git_commit()
@@ -78,22 +96,44 @@ def run_training_job(config: dict, missing_rate: float, seeds: list[int], folds:
 
     def finished(index: int, record: dict) -> None:
         seed, fold = runs[index]
-        record.update(method=method, experiment=config["experiment"]["name"],
-                      experiment_kind=config["experiment"]["kind"], missing_rate=missing_rate, seed=seed, fold=fold,
-                      masks=spec, all_missing=config["masks"]["all_missing"],
-                      masked_input=config["train"]["masked_input"],
-                      method_params=config["method_params"].get(method, {}), config_hash=run_hash, git_commit=commit,
-                      encoders={m: {k: corpus.feature_attrs[m].get(k) for k in ("encoder", "pretrained", "model_source")}
-                                for m in modalities})
+        record.update(
+            method=method,
+            experiment=config["experiment"]["name"],
+            experiment_kind=config["experiment"]["kind"],
+            missing_rate=missing_rate,
+            seed=seed,
+            fold=fold,
+            masks=spec,
+            all_missing=config["masks"]["all_missing"],
+            masked_input=config["train"]["masked_input"],
+            method_params=config["method_params"].get(method, {}),
+            config_hash=run_hash,
+            git_commit=commit,
+            encoders={
+                m: {k: corpus.feature_attrs[m].get(k) for k in ("encoder", "pretrained", "model_source")}
+                for m in modalities
+            },
+        )
         _write(_done_path(outputs[index], key), record)
-        log.info("%s rate=%.2f seed=%d fold=%d: test acc %.4f (val %.4f at epoch %d)", method, missing_rate,
-                 seed, fold, record["metrics"]["accuracy"], record["validation"]["accuracy"],
-                 record["validation"]["best_epoch"])
+        log.info(
+            "%s rate=%.2f seed=%d fold=%d: test acc %.4f (val %.4f at epoch %d)",
+            method,
+            missing_rate,
+            seed,
+            fold,
+            record["metrics"]["accuracy"],
+            record["validation"]["accuracy"],
+            record["validation"]["best_epoch"],
+        )
 
     pending = [i for i, out in enumerate(outputs) if not _done_path(out, key).is_file()]
     if len(pending) < len(outputs):
-        log.info("%d of %d runs were finished by an earlier attempt of this job: training the other %d",
-                 len(outputs) - len(pending), len(outputs), len(pending))
+        log.info(
+            "%d of %d runs were finished by an earlier attempt of this job: training the other %d",
+            len(outputs) - len(pending),
+            len(outputs),
+            len(pending),
+        )
     if pending and config["train"]["batch_runs"]:
         for i, record in zip(pending, train_runs(method, corpus, [specs[i] for i in pending], settings)):
             finished(i, record)
@@ -103,7 +143,7 @@ def run_training_job(config: dict, missing_rate: float, seeds: list[int], folds:
     for out in outputs:
         done = _done_path(out, key)
         _write(out, json.loads(done.read_text()))
-    for out in outputs:                      # every output is whole: the resume entries are not needed any more
+    for out in outputs:  # every output is whole: the resume entries are not needed any more
         for stale in _done_path(out, key).parent.glob(f"{Path(out).stem}.*.json"):
             stale.unlink(missing_ok=True)
     for folder in {_done_path(out, key).parent for out in outputs}:
@@ -120,17 +160,23 @@ def check_writable(outputs: list[str]) -> None:
             probe.write_text("probe")
             probe.unlink()
         except OSError as err:
-            raise InputError(folder, f"cannot write the runs' results here ({err.strerror or err})",
-                             "make the folder writable (or free disk space) and re-run; nothing was trained") from err
+            raise InputError(
+                folder,
+                f"cannot write the runs' results here ({err.strerror or err})",
+                "make the folder writable (or free disk space) and re-run; nothing was trained",
+            ) from err
 
 
 def _write(path: str | Path, record: dict) -> None:
     try:
         write_json(path, record)
     except OSError as err:
-        raise InputError(path, f"cannot be written ({err.strerror or err})",
-                         "free disk space (or fix the folder's permissions) and re-run the job: the runs finished "
-                         "so far are kept and only the others are trained") from err
+        raise InputError(
+            path,
+            f"cannot be written ({err.strerror or err})",
+            "free disk space (or fix the folder's permissions) and re-run the job: the runs finished "
+            "so far are kept and only the others are trained",
+        ) from err
 
 
 def _done_path(out: str | Path, key: str) -> Path:

@@ -18,6 +18,7 @@ how optimistic selecting on test would be (best test epoch minus validation-sele
 (what the released MLA code does) selects on it instead, and every table labels that as optimistic.
 For methods with several test-time fusion rules (MLA), the curves of every rule are recorded as well.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,12 +39,16 @@ from mlaflow.train.optim import StackedOptimizer, StepDecay
 PROJECTED_POINTS = 60  # per modality, in each run's 2-D projection of the test embeddings
 
 
-
 # ------------------------------------------------------------------------------------------ the loop
 
 
-def run_steps(steps: Iterable[Step], optimizer: StackedOptimizer, method: Method | None, n_runs: int,
-              device: torch.device) -> torch.Tensor:
+def run_steps(
+    steps: Iterable[Step],
+    optimizer: StackedOptimizer,
+    method: Method | None,
+    n_runs: int,
+    device: torch.device,
+) -> torch.Tensor:
     """Take every step; return the epoch's loss per run [R]: per phase the mean loss of the recorded steps of
     the runs that took them, summed over phases."""
     sums: dict[str, torch.Tensor] = {}
@@ -52,7 +57,7 @@ def run_steps(steps: Iterable[Step], optimizer: StackedOptimizer, method: Method
         step_optimizer = step.optimizer or optimizer
         if step.loss is not None:
             step_optimizer.zero_grad()
-            step.loss.sum().backward()                                  # runs are independent
+            step.loss.sum().backward()  # runs are independent
         if method is not None:
             method.after_backward(step)
         step_optimizer.step(step.stepping)
@@ -68,8 +73,9 @@ def run_steps(steps: Iterable[Step], optimizer: StackedOptimizer, method: Method
     return total
 
 
-def run_phase(phase: Phase, data: RunGroup, batch_size: int, settings: dict, schedule: StepDecay | None,
-              n_runs: int) -> None:
+def run_phase(
+    phase: Phase, data: RunGroup, batch_size: int, settings: dict, schedule: StepDecay | None, n_runs: int
+) -> None:
     """A pretraining phase: `phase.epochs` epochs with a fresh optimiser of the given settings, the schedule's
     learning rate at each epoch (constant without one)."""
     optimizer = StackedOptimizer(phase.parameters, settings, n_runs)
@@ -81,20 +87,32 @@ def run_phase(phase: Phase, data: RunGroup, batch_size: int, settings: dict, sch
     phase.finish(losses)
 
 
-def pretrain(method: Method, data: RunGroup, batch_size: int, settings: dict, schedule: StepDecay | None = None) -> None:
+def pretrain(
+    method: Method, data: RunGroup, batch_size: int, settings: dict, schedule: StepDecay | None = None
+) -> None:
     """Every pretraining phase of `method` (its teacher), each with a fresh optimiser of `settings`."""
     for phase in method.pretraining(data, batch_size):
         run_phase(phase, data, batch_size, settings, schedule, method.n_runs)
 
 
-def train_epoch(method: Method, data: RunGroup, optimizer: StackedOptimizer, batch_size: int,
-                schedule: StepDecay | None = None) -> torch.Tensor:
+def train_epoch(
+    method: Method,
+    data: RunGroup,
+    optimizer: StackedOptimizer,
+    batch_size: int,
+    schedule: StepDecay | None = None,
+) -> torch.Tensor:
     """One epoch of `method` (its pretraining phases first, before the first epoch); returns the mean training
     loss per run [R]. Pretraining phases use the optimiser's settings and `schedule` (constant lr without one)."""
     if method.epochs_trained == 0:
         pretrain(method, data, batch_size, optimizer.settings(), schedule)
-    loss = run_steps(method.training_steps(data, batch_size, method.epochs_trained), optimizer, method,
-                     method.n_runs, data.device)
+    loss = run_steps(
+        method.training_steps(data, batch_size, method.epochs_trained),
+        optimizer,
+        method,
+        method.n_runs,
+        data.device,
+    )
     method.epochs_trained += 1
     return loss
 
@@ -120,7 +138,9 @@ def _fused_predictions(method: Method, data: RunGroup, batch: Batch, prior: torc
     return pred, fused, has_any
 
 
-def _epoch_accuracies(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor) -> dict[str, torch.Tensor]:
+def _epoch_accuracies(
+    method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Accuracy [R] of the method's fused prediction ("fused") and of each of its other fusion rules."""
     pred, fused, has_any = _fused_predictions(method, data, batch, prior)
     out = {"fused": _accuracy(fused, batch)}
@@ -135,8 +155,9 @@ def _accuracy(fused: torch.Tensor, batch: Batch) -> torch.Tensor:
     return correct / batch.valid.sum(dim=1).clamp(min=1)
 
 
-def test_time_shift(method: Method, data: RunGroup, test: Batch, prior: torch.Tensor,
-                    specs: list[RunSpec]) -> list[dict[str, float]]:
+def test_time_shift(
+    method: Method, data: RunGroup, test: Batch, prior: torch.Tensor, specs: list[RunSpec]
+) -> list[dict[str, float]]:
     """Per run, the fused test accuracy under each test-time mask in spec.shift (the training mask is kept for
     every other row): train at one missing rate, test at another. At the training rate itself it equals the
     run's test accuracy."""
@@ -147,7 +168,8 @@ def test_time_shift(method: Method, data: RunGroup, test: Batch, prior: torch.Te
         for r, spec in enumerate(specs):
             rows = torch.as_tensor(spec.split["test"], device=observed.device)
             observed[r, rows] = torch.as_tensor(spec.shift[label], device=observed.device)[rows]
-        shifted = copy.copy(data)  # same features, splits and standardisation; only the test rows' mask differs
+        # same features, splits and standardisation; only the test rows' mask differs
+        shifted = copy.copy(data)
         shifted.observed = observed
         shifted.present = torch.ones_like(observed) if data.zero_fill else observed
         _, fused, _ = _fused_predictions(method, shifted, test, prior)
@@ -156,14 +178,15 @@ def test_time_shift(method: Method, data: RunGroup, test: Batch, prior: torch.Te
     return out
 
 
-def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, n_classes: int,
-             names: list[str]) -> list[dict]:
+def evaluate(
+    method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, n_classes: int, names: list[str]
+) -> list[dict]:
     """Per run: fused metrics (all-missing samples predicted as the prior class, and counted) and each
     modality's own accuracy on the samples where it is present."""
     method.eval()
     pred, fused, has_any = _fused_predictions(method, data, batch, prior)
     present = data.observed_at(batch.idx, batch.valid)
-    embeddings = method.embeddings(data, batch)                                    # [R, M, n, s]
+    embeddings = method.embeddings(data, batch)  # [R, M, n, s]
     results = []
     for r in range(data.n_runs):
         valid = batch.valid[r]
@@ -173,7 +196,8 @@ def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, 
         for m, name in enumerate(names):
             on = present[r, :, m]
             result["per_modality_accuracy"][name] = classification_metrics(
-                batch.labels[r][on], pred.unimodal_logits[r, m][on].argmax(dim=-1), n_classes)["accuracy"]
+                batch.labels[r][on], pred.unimodal_logits[r, m][on].argmax(dim=-1), n_classes
+            )["accuracy"]
         result["n"] = int(valid.sum())
         result["share_all_missing"] = float((~has_any[r][valid]).float().mean()) if result["n"] else 0.0
         # modality gap on the test samples where both modalities are present
@@ -182,10 +206,21 @@ def evaluate(method: Method, data: RunGroup, batch: Batch, prior: torch.Tensor, 
             for b in range(a + 1, len(names)):
                 both = present[r, :, a] & present[r, :, b]
                 result["modality_gap"][f"{names[a]}-{names[b]}"] = (
-                    modality_gap(embeddings[r, a][both], embeddings[r, b][both]) if bool(both.any()) else float("nan"))
+                    modality_gap(embeddings[r, a][both], embeddings[r, b][both])
+                    if bool(both.any())
+                    else float("nan")
+                )
         every = present[r].all(dim=-1)
-        result["embedding_projection"] = dict(zip(names, projection_2d(
-            [embeddings[r, m][every] for m in range(len(names))], PROJECTED_POINTS))) if bool(every.any()) else {}
+        result["embedding_projection"] = (
+            dict(
+                zip(
+                    names,
+                    projection_2d([embeddings[r, m][every] for m in range(len(names))], PROJECTED_POINTS),
+                )
+            )
+            if bool(every.any())
+            else {}
+        )
         results.append(result)
     return results
 
@@ -197,7 +232,9 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], settings:
     `mlaflow.experiments.method_settings` gives them (a training job's config holds them too)."""
     train_cfg = settings["train"]
     if "method_optimizers" in train_cfg:
-        raise ValueError("train_runs takes a method's effective settings: experiments.method_settings(config, method)")
+        raise ValueError(
+            "train_runs takes a method's effective settings: experiments.method_settings(config, method)"
+        )
     device = resolve_device(train_cfg["device"], "train.device")
     generators = [torch.Generator().manual_seed(spec.seed) for spec in specs]
     data = RunGroup(
@@ -210,13 +247,15 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], settings:
         masked_input=train_cfg["masked_input"],
     )
     n_classes, R = len(corpus.class_names), len(specs)
-    method = build_method(method_name, dict(zip(corpus.modalities, corpus.input_dims)), n_classes, settings,
-                          generators).to(device)
+    method = build_method(
+        method_name, dict(zip(corpus.modalities, corpus.input_dims)), n_classes, settings, generators
+    ).to(device)
     optimizer = StackedOptimizer(list(method.parameters()), train_cfg, R)
     schedule = StepDecay.from_train(train_cfg)
     # each run's prior: the majority class of its training samples that have a modality
-    prior = torch.stack([torch.bincount(data.labels[rows], minlength=n_classes).argmax()
-                         for rows in data.rows("train")])
+    prior = torch.stack(
+        [torch.bincount(data.labels[rows], minlength=n_classes).argmax() for rows in data.rows("train")]
+    )
     val, test = data.padded(data.rows("val", "all")), data.padded(data.rows("test", "all"))
 
     select_on = train_cfg["model_selection"]  # "validation" (default) | "test" (optimistic)
@@ -251,28 +290,35 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], settings:
     shift = test_time_shift(method, data, test, prior, specs) if specs[0].shift else [None] * R
     records = []
     for r, spec in enumerate(specs):
-        curve = {role: {rule: [float(epoch_acc[rule][r]) for epoch_acc in per_epoch] for rule in per_epoch[0]}
-                 for role, per_epoch in curves.items()}
-        records.append({
-            "metrics": test_metrics[r],
-            "model_selection": select_on,
-            "selected_epoch": int(best_epoch[r]),
-            "validation": {"accuracy": curve["validation"]["fused"][int(best_epoch[r])],
-                           "best_epoch": _first_argmax(curve["validation"]["fused"]),
-                           "accuracy_curve": curve["validation"]["fused"]},
-            "test_accuracy_curve": curve["test"]["fused"],
-            "selection": _selection_summary(curve),
-            "train_loss_curve": [l[r] for l in losses],
-            "test_time_shift": shift[r],
-            "n_train": int(len(spec.split["train"])), "n_val": int(len(spec.split["val"])),
-            "n_test": int(len(spec.split["test"])),
-            "prior_class": corpus.class_names[int(prior[r])],
-            "device": str(device),
-            "optimizer": {k: train_cfg[k] for k in ("optimizer", "lr", "momentum", "weight_decay")},
-            "runs_stacked": R,
-            "train_seconds": train_seconds / R,  # this run's share of the stacked training time
-            "seconds_per_epoch": train_seconds / R / train_cfg["epochs"],
-        })
+        curve = {
+            role: {rule: [float(epoch_acc[rule][r]) for epoch_acc in per_epoch] for rule in per_epoch[0]}
+            for role, per_epoch in curves.items()
+        }
+        records.append(
+            {
+                "metrics": test_metrics[r],
+                "model_selection": select_on,
+                "selected_epoch": int(best_epoch[r]),
+                "validation": {
+                    "accuracy": curve["validation"]["fused"][int(best_epoch[r])],
+                    "best_epoch": _first_argmax(curve["validation"]["fused"]),
+                    "accuracy_curve": curve["validation"]["fused"],
+                },
+                "test_accuracy_curve": curve["test"]["fused"],
+                "selection": _selection_summary(curve),
+                "train_loss_curve": [epoch_losses[r] for epoch_losses in losses],
+                "test_time_shift": shift[r],
+                "n_train": len(spec.split["train"]),
+                "n_val": len(spec.split["val"]),
+                "n_test": len(spec.split["test"]),
+                "prior_class": corpus.class_names[int(prior[r])],
+                "device": str(device),
+                "optimizer": {k: train_cfg[k] for k in ("optimizer", "lr", "momentum", "weight_decay")},
+                "runs_stacked": R,
+                "train_seconds": train_seconds / R,  # this run's share of the stacked training time
+                "seconds_per_epoch": train_seconds / R / train_cfg["epochs"],
+            }
+        )
     return records
 
 
@@ -295,5 +341,9 @@ def _selection_summary(curve: dict[str, dict[str, list[float]]]) -> dict[str, di
     for rule, test_curve in curve["test"].items():
         by_validation = test_curve[_first_argmax(curve["validation"][rule])]
         by_test = max(test_curve)
-        out[rule] = {"validation_selected": by_validation, "test_selected": by_test, "optimism": by_test - by_validation}
+        out[rule] = {
+            "validation_selected": by_validation,
+            "test_selected": by_test,
+            "optimism": by_test - by_validation,
+        }
     return out

@@ -4,6 +4,7 @@
 `mlaflow.methods.base`), each run only at the steps it really takes, with exactly torch.optim.SGD's or
 torch.optim.Adam's update for that run alone. `StepDecay` is the paper's step schedule.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ class StepDecay:
     step_epochs: int
 
     @classmethod
-    def from_train(cls, train_cfg: dict) -> "StepDecay":
+    def from_train(cls, train_cfg: dict) -> StepDecay:
         return cls(train_cfg["lr"], train_cfg["lr_gamma"], train_cfg["lr_step_epochs"])
 
     def lr_at(self, epoch: int) -> float:
@@ -40,15 +41,30 @@ class StackedOptimizer:
     def __init__(self, params: list[nn.Parameter], train_cfg: dict, n_runs: int):
         self.params = list(params)
         self.kind = train_cfg["optimizer"]
-        self.lr, self.momentum, self.weight_decay = train_cfg["lr"], train_cfg["momentum"], train_cfg["weight_decay"]
+        self.lr, self.momentum, self.weight_decay = (
+            train_cfg["lr"],
+            train_cfg["momentum"],
+            train_cfg["weight_decay"],
+        )
         self.betas, self.eps = (0.9, 0.999), 1e-8
         self.n_runs = n_runs
-        self.state = [{"buf": torch.zeros_like(p), "buf2": torch.zeros_like(p),
-                       "steps": torch.zeros(n_runs, device=p.device)} for p in self.params]
+        self.state = [
+            {
+                "buf": torch.zeros_like(p),
+                "buf2": torch.zeros_like(p),
+                "steps": torch.zeros(n_runs, device=p.device),
+            }
+            for p in self.params
+        ]
 
     def settings(self) -> dict:
         """The settings (optimizer, current lr, momentum, weight decay) to build another optimiser like it."""
-        return {"optimizer": self.kind, "lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
+        return {
+            "optimizer": self.kind,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+        }
 
     def zero_grad(self) -> None:
         for p in self.params:
