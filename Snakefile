@@ -1,13 +1,23 @@
 # mlaflow: corpus -> features (HDF5) -> masked splits -> training -> report.
 # The config is params.yaml, with `--configfile` / `--config` on top, validated once at parse time; each job gets
 # the keys it computes from in its own config file (workflow/rules/common.smk). Rules are thin: they call
-# `python -m mlaflow <step>`.
+# `mlaflow <step>`.
+import os
 import re
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# The workflow and its jobs run the mlaflow of this checkout, not whichever one is installed: a DVC experiment's
+# temporary copy (dvc exp run --queue) then runs its own snapshot of the code, and the code inputs of the rules
+# are files of this checkout (an editable install would point them at the workspace's).
+_SOURCE = Path(workflow.basedir) / "src"
+if (_SOURCE / "mlaflow").is_dir():
+    sys.path.insert(0, str(_SOURCE))
+    os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [str(_SOURCE), os.environ.get("PYTHONPATH")])))
 
 
 # next to the Snakefile, so that `snakemake -d <dir> --configfile <file>` runs elsewhere on top of it

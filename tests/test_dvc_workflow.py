@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,12 +69,109 @@ def test_second_repro_does_nothing(repo):
     assert "Nothing to be done" in run([str(BIN / "snakemake"), "-n"], repo).stdout
 
 
+def _tracked_files(root: Path) -> dict[str, str]:
+    """{path: md5} of every file under the DVC outputs named in dvc.lock."""
+    import hashlib
+
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    outs = [o["path"] for stage in lock["stages"].values() for o in stage.get("outs", [])]
+    files = [f for out in outs for f in ([root / out] if (root / out).is_file() else (root / out).rglob("*"))]
+    return {str(f.relative_to(root)): hashlib.md5(f.read_bytes()).hexdigest() for f in files if f.is_file()}
+
+
+def test_a_colleague_pulls_from_a_dvc_remote_and_repro_does_nothing(repo, tmp_path):
+    """Sharing: a local-directory remote (S3, SSH, ... work the same through DVC's plugins), `dvc push`, then a
+    fresh git clone with `dvc pull` has every output, `dvc status` is up to date and `dvc repro` runs nothing.
+    The committed dvc.lock names exactly what the push holds (a pull that missed a file would fail)."""
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-d", "shared", str(remote)], repo)
+    run([*GIT, "add", "-A"], repo)
+    run([*GIT, "commit", "-qm", "results, and a remote to share them"], repo)
+    push = run(["dvc", "push"], repo)
+    assert "pushed" in push.stdout + push.stderr
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    assert not (clone / "data" / "runs").exists()
+    run(["dvc", "pull"], clone)
+    assert _tracked_files(clone) == _tracked_files(repo)
+    assert "up to date" in run(["dvc", "status"], clone).stdout
+    out = run(["dvc", "repro"], clone).stdout
+    assert "Running stage" not in out and "didn't change" in out
+
+
+def _experiments(shown: list) -> dict[float, dict]:
+    """train.lr -> reports/metrics.json of each experiment in `dvc exp show --json`."""
+    found = {}
+
+    def visit(node):
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, dict) and node.get("name") and "params" in data:
+                lr = data["params"]["params.yaml"]["data"]["train"]["lr"]
+                found[lr] = data["metrics"]["reports/metrics.json"]["data"]
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(shown)
+    return found
+
+
+def test_a_dvc_experiment_sweep_gives_what_a_workspace_run_gives(repo):
+    """`dvc exp run --queue -S train.lr=<v>` for two values, `dvc queue start`: each experiment runs in DVC's
+    temporary copy (no Snakemake records, restored files in any order); `mlaflow settle` makes Snakemake rerun
+    exactly what the change invalidates there: training and what follows, never the corpus, features, folds
+    or masks. Each experiment's metrics equal a workspace `dvc repro` with the same value."""
+    run([*GIT, "add", "-A"], repo)
+    run([*GIT, "commit", "-qm", "before the sweep", "--allow-empty"], repo)
+    values = [0.02, 0.05]
+    for value in values:
+        run(["dvc", "exp", "run", "--queue", "-S", f"train.lr={value}"], repo)
+    run(["dvc", "queue", "start"], repo)
+    deadline = time.time() + 1800
+    while True:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        assert time.time() < deadline, status
+        time.sleep(5)
+    assert status.count("Success") == 2, status
+    for name in re.findall(r"^\w+\s+(\S+)\s+.*Success", status, re.M):
+        log = run(["dvc", "queue", "logs", name], repo).stdout
+        ran = {
+            rule
+            for table in log.split("Job stats:")[1:]
+            for rule in re.findall(r"^(\w+)\s+\d+$", table, re.M)
+        }
+        assert "train" in ran and not ran & {"corpus", "build_encoder", "extract", "folds", "masks"}, (
+            name,
+            ran,
+        )
+    experiments = _experiments(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout))
+    assert set(values) <= set(experiments), experiments.keys()
+    original = (repo / "params.yaml").read_text()
+    try:
+        for value in values:
+            params = yaml.safe_load(original)
+            params["train"]["lr"] = value
+            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            # --no-run-cache: computed here, not restored from what the experiments left in DVC's run cache
+            run(["dvc", "repro", "--no-run-cache"], repo)
+            workspace = json.loads((repo / "reports" / "metrics.json").read_text())
+            assert experiments[value] == workspace, value
+    finally:
+        (repo / "params.yaml").write_text(original)
+        run(["dvc", "repro"], repo)
+
+
 def test_training_param_change_reruns_only_what_depends_on_it(repo):
     masks = sorted((repo / "data" / "splits" / "masks").rglob("*.h5"))
     features = sorted((repo / "data" / "features").glob("*.h5"))
     before = {p: p.stat().st_mtime_ns for p in masks + features}
     run([*GIT, "add", "-A"], repo)
-    run([*GIT, "commit", "-qm", "results"], repo)
+    run([*GIT, "commit", "-qm", "results", "--allow-empty"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["epochs"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

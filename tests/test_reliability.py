@@ -125,11 +125,12 @@ def test_the_report_names_a_damaged_feature_store(tmp_path):
         feature_provenance([str(store)])
 
 
-def test_every_dvc_stage_verifies_exactly_its_outputs():
+def test_every_dvc_stage_settles_then_verifies_exactly_its_outputs():
     stages = yaml.safe_load((P.REPO_ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
-        snakemake, verify_cmd = stage["cmd"].split(" && ")
-        assert snakemake == f"snakemake {name}" and verify_cmd.startswith("mlaflow verify ")
+        settle, snakemake, verify_cmd = stage["cmd"].split(" && ")
+        assert settle == "mlaflow settle" and snakemake == f"snakemake {name}"
+        assert verify_cmd.startswith("mlaflow verify ")
         checked = set(verify_cmd.split()[2:])
         outs = {
             next(iter(o)) if isinstance(o, dict) else o

@@ -345,3 +345,19 @@ def test_params_validate_runs_the_cross_key_checks_on_the_filled_config():
     assert filled["masks"]["missing_rates"] == [0.0, 0.3, 0.7] and filled["missing_suite"][
         "missing_rates"
     ] == [0.3, 0.7]
+
+
+def test_off_written_unquoted_by_a_yaml_1_2_writer_reads_as_the_option_not_a_boolean():
+    # `dvc exp run -S ...` rewrites params.yaml with ruamel (YAML 1.2): "off" comes back unquoted, PyYAML and
+    # Snakemake (YAML 1.1) read it as False
+    import io
+
+    from ruamel.yaml import YAML
+
+    params = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
+    params["method_params"]["mla"]["head_gradient_modification"] = "off"
+    out = io.StringIO()
+    YAML().dump(params, out)
+    reread = yaml.safe_load(out.getvalue())
+    assert reread["method_params"]["mla"]["head_gradient_modification"] is False
+    assert P.validate(reread)["method_params"]["mla"]["head_gradient_modification"] == "off"

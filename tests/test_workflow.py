@@ -25,8 +25,11 @@ REPO = P.REPO_ROOT
 BIN = Path(sys.executable).parent
 
 
-def snakemake(code: Path, workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """snakemake on the tiny config, with the workflow and the mlaflow package of `code`, in `workdir`."""
+def snakemake(
+    code: Path, workdir: Path, *args: str, check: bool = True, configfile: str | Path = TINY_CONFIG
+) -> subprocess.CompletedProcess:
+    """snakemake on the tiny config (or `configfile`, relative to `code`), with the workflow and the mlaflow
+    package of `code`, in `workdir`."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(code / "src")}
     cmd = [
         str(BIN / "snakemake"),
@@ -35,7 +38,7 @@ def snakemake(code: Path, workdir: Path, *args: str, check: bool = True) -> subp
         "-d",
         str(workdir),
         "--configfile",
-        str(code / TINY_CONFIG),
+        str(code / configfile),
         "--replace-workflow-config",
         *args,
     ]
@@ -340,24 +343,7 @@ def other_config(
     code: Path, workdir: Path, name: str, *args: str, check: bool = True
 ) -> subprocess.CompletedProcess:
     """snakemake with another config of .test/ (instead of the tiny one)."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(code / "src")}
-    cmd = [
-        str(BIN / "snakemake"),
-        "-s",
-        str(code / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(code / ".test" / f"{name}.yaml"),
-        "--replace-workflow-config",
-        *args,
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc
+    return snakemake(code, workdir, *args, check=check, configfile=f".test/{name}.yaml")
 
 
 def test_the_cremad_look_alike_runs_end_to_end_with_two_modalities_and_six_classes(code, tmp_path):

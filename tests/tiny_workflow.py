@@ -15,6 +15,7 @@ WORKFLOW_ITEMS = (
     "Snakefile",
     "dvc.yaml",
     ".dvcignore",
+    ".gitignore",  # a git repository of the copy must not commit .snakemake/, logs, or DVC outputs
     "workflow",
     "profiles",
     "src",

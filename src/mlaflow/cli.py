@@ -126,6 +126,24 @@ def _verify(args, config):
     log.info("%d output files read back whole", verify(args.paths))
 
 
+def _settle(args, config):
+    import yaml
+
+    from mlaflow import params as P
+    from mlaflow.jobconfigs import job_configs
+    from mlaflow.settle import settle
+
+    # not a Snakemake job: the DVC stage's first command, reading the params.yaml that DVC tracks and that
+    # Snakemake is about to read, to know which job config files are current
+    params_path = Path(args.params)
+    if not params_path.exists():
+        raise InputError(params_path, "not found", "run from the repository root, or pass --params")
+    config = P.validate(yaml.safe_load(params_path.read_text()))
+    summary = settle(Path("."), job_configs(config), force=args.force)
+    if "skipped" in summary:
+        log.info("nothing to settle: %s", summary["skipped"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlaflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -275,6 +293,23 @@ def build_parser() -> argparse.ArgumentParser:
         config=False,
     )
     p.add_argument("paths", nargs="+")
+
+    p = step(
+        "settle",
+        _settle,
+        "in a copy DVC restored (dvc exp run --queue/--temp, git clone + dvc pull) with no Snakemake records: "
+        "give what dvc.lock vouches for one old modification time, so that Snakemake reruns exactly what a "
+        "change invalidates (run by each DVC stage before Snakemake; does nothing where Snakemake has records)",
+        "dvc.lock, .dvcignore, params.yaml, the files dvc.lock names, the job config files",
+        "modification times only",
+        config=False,
+    )
+    p.add_argument("--params", default="params.yaml", help="the params DVC tracks (default: params.yaml)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="also where Snakemake has records: after `git checkout` + `dvc checkout` of another commit",
+    )
     return parser
 
 

@@ -49,7 +49,12 @@ def write_json(path: str | Path, obj: Any, sort_keys: bool = True) -> None:
     """`obj` as JSON, atomically. Job configs keep their key order (sort_keys=False): lists of the config's
     order (variants, sections) are iterated in it; hashes never depend on it (keys.config_hash sorts)."""
     with atomic_path(path, ".json") as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default) + "\n")
+        tmp.write_text(json_text(obj, sort_keys))
+
+
+def json_text(obj: Any, sort_keys: bool = True) -> str:
+    """The text `write_json` writes."""
+    return json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default) + "\n"
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -5,6 +5,8 @@
 1. Coercion (`coerce`): a string where the schema expects an integer, a number, a boolean or null becomes that
    value when it parses cleanly: "3" -> 3, "0.1" / "1e-3" -> float, "true" / "false" (any case) -> bool,
    "null" / "~" -> None. Snakemake's `--config section={key: value}` hands nested values over as strings.
+   A boolean where the schema expects one of the strings off/on (no/yes) becomes that string: YAML 1.2
+   writers (DVC's `-S`) leave `off` unquoted, and a YAML 1.1 reader (PyYAML, Snakemake) reads it as false.
    Where the schema also accepts a string (type [string, "null"], an enum of strings) the string is kept;
    a string that does not parse ("three", "yes", "3.5" for an integer) is kept too, and fails in step 3.
    Subschemas are followed through `$ref` (local, "#/..."), `properties`, `additionalProperties` and `items`;
@@ -134,6 +136,8 @@ def _coerce(value: Any, node: dict, root: dict) -> Any:
     node = _resolve(node, root)
     if isinstance(value, str):
         return _parse(value, _expected_types(node))
+    if isinstance(value, bool) and "boolean" not in _expected_types(node):
+        return _yaml11_word(value, node.get("enum", []))
     if isinstance(value, dict):
         return {
             key: _coerce(item, sub, root)
@@ -147,6 +151,15 @@ def _coerce(value: Any, node: dict, root: dict) -> Any:
             _coerce(item, items, root) if isinstance(items, dict) else copy.deepcopy(item) for item in value
         ]
     return copy.deepcopy(value)
+
+
+def _yaml11_word(value: bool, enum: list) -> Any:
+    """An option spelled off/on (no/yes) that a YAML 1.1 reader (PyYAML, hence Snakemake) took for a boolean:
+    YAML 1.2 writers leave it unquoted, and `dvc exp run -S` / `dvc params` rewrite params.yaml that way."""
+    for word in ("on", "yes") if value else ("off", "no"):
+        if word in enum:
+            return word
+    return value
 
 
 def _parse(text: str, types: list[str]) -> Any:

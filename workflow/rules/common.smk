@@ -2,17 +2,29 @@
 #
 # Parameters reach jobs through Snakemake only: every job reads one config file (`*.config.json`), written by the
 # `job_config` rule from the config Snakemake was given (params.yaml, then --configfile / --config on top), with
-# exactly the keys that job computes from. Its `params:` are that content, so Snakemake reruns the config job
-# (and what depends on it) exactly when the content changes. Jobs never read params.yaml themselves.
+# exactly the keys that job computes from (mlaflow/jobconfigs.py). A config file whose content is out of date is
+# removed at parse time (below), so the config job and everything computed from it rerun exactly when the content
+# changes, whether or not Snakemake has records. Jobs never read params.yaml themselves.
 import os
 import sys
 from pathlib import Path
+
+from snakemake.logging import logger
 
 import mlaflow.experiments as E
 import mlaflow.params as P
 from mlaflow.codedeps import code_files
 from mlaflow.data import corpora
 from mlaflow.features.protocol import encoder_module
+from mlaflow.jobconfigs import (
+    INDEX_FILES,
+    STAGE_DIRS,
+    experiment_of_method,
+    extracted_modalities,
+    job_configs,
+    mask_specs,
+    stale_job_configs,
+)
 from mlaflow.methods import method_module
 from mlaflow.report.catalog import REPORT_ITEMS
 
@@ -58,14 +70,7 @@ def feature_path(modality):
 
 
 FEATURE_FILES = [feature_path(m) for m in MODALITIES]
-EXTRACTED = [m for m in MODALITIES if not config["features"][m]["precomputed"]]  # the others are the user's
-STAGE_DIRS = {
-    "main_grid": "data/runs",
-    "missing_suite": "data/suite",
-    "isolation": "data/isolation",
-    "fidelity": "data/fidelity",
-}
-INDEX_FILES = {stage: f"{root}/index.json" for stage, root in STAGE_DIRS.items()}
+EXTRACTED = extracted_modalities(config)
 
 # What one training job covers (train.job_group): "cell" all seeds x folds of a method at a missing rate,
 # "seed" the folds of one seed, "run" one run. Results are the same whatever the grouping.
@@ -95,9 +100,8 @@ def job_outputs(root, method, rate, seed="{seed}", fold="{fold}"):
 
 # every experiment's training jobs: the `train` rule matches {root}/{method}/missing_{rate}/...
 ROOTS = sorted({experiment.root for experiment in TABLE})
-EXPERIMENT_OF = {
-    (experiment.root, method): experiment for experiment in TABLE for method in experiment.methods
-}
+EXPERIMENT_OF = experiment_of_method(config)
+MASK_SPECS = mask_specs(config)
 MASK_FILES = sorted(
     {E.mask_path(experiment.masks, rate) for experiment in TABLE for _, rate in experiment.cells}
     | {
@@ -107,74 +111,17 @@ MASK_FILES = sorted(
         for rate in config["masks"]["missing_rates"]
     }
 )
-MASK_SPECS = {experiment.masks.folder: experiment.masks for experiment in TABLE}
 
 
 # ------------------------------------------------------------------------------------------- job configs
 
 
-def _summary_config():
-    return {
-        "methods": list(config["methods"]),
-        "modalities": MODALITIES,
-        "paper_dataset": CORPUS.paper_dataset,
-        "paper_columns": CORPUS.paper_columns,
-    }
-
-
-def _index_config(stage):
-    experiments = [experiment for experiment in TABLE if experiment.stage == stage]
-    return {
-        "stage": stage,
-        "experiments": [E.as_dict(experiment) for experiment in experiments],
-        "config_hashes": {
-            f"{experiment.name}/{method}": E.config_hash(E.train_job_config(config, experiment, method))
-            for experiment in experiments
-            for method in experiment.methods
-        },
-        "seeds": SEEDS,
-        "folds": FOLDS,
-    }
-
-
-JOB_CONFIGS = {
-    "data/manifest/manifest.config.json": corpora.manifest_config(config),
-    "data/splits/folds.config.json": {"splits": config["splits"]},
-    "reports/summary.config.json": _summary_config(),
-    "reports/report.config.json": {
-        "config": config,
-        "modalities": MODALITIES,
-        "classes": corpora.classes(config),
-        "paper_dataset": CORPUS.paper_dataset,
-        "paper_columns": CORPUS.paper_columns,
-    },
-}
-if CORPUS.generator_module:
-    JOB_CONFIGS[f"{CORPUS_ROOT}.config.json"] = {
-        "generator": CORPUS.generator_module,
-        "settings": config["corpus"][CORPUS.generator_key],
-    }
-for _m in EXTRACTED:
-    _cfg = config["features"][_m]
-    if _cfg["model"] == "embedded":
-        JOB_CONFIGS[f"data/models/{_m}.config.json"] = {
-            "modality": _m,
-            "embedded_seed": config["features"]["embedded_seed"],
-            "encoder": {k: v for k, v in _cfg.items() if k not in ("model", "precomputed", "batch_size")},
-        }
-    JOB_CONFIGS[f"data/features/{_m}.config.json"] = {
-        "modality": _m,
-        "device": config["features"]["device"],
-        "half_precision": config["features"]["half_precision"],
-        "model_source": _cfg["model"],
-        "encoder": {k: v for k, v in _cfg.items() if k != "precomputed"},
-    }
-for _folder, _spec in MASK_SPECS.items():
-    JOB_CONFIGS[f"data/splits/masks/{_folder}.config.json"] = E.mask_job_config(config, _spec)
-for (_root, _method), _experiment in EXPERIMENT_OF.items():
-    JOB_CONFIGS[E.job_config_path(_experiment, _method)] = E.train_job_config(config, _experiment, _method)
-for _stage, _index in INDEX_FILES.items():
-    JOB_CONFIGS[_index.replace(".json", ".config.json")] = _index_config(_stage)
+JOB_CONFIGS = job_configs(config)
+# A job config whose content is out of date goes now, so that `job_config` writes it again and everything computed
+# from it reruns: staleness by content, with or without Snakemake's records (a copy DVC restored has none).
+for _path in stale_job_configs(JOB_CONFIGS):
+    logger.info(f"{_path}: its params changed; removed, the job_config rule writes it again")
+    os.remove(_path)
 
 
 def job_config(wildcards):
@@ -264,6 +211,7 @@ REPORT_OUTPUTS = [
     "reports/figures/isolation.png",
     "reports/figures/accuracy_vs_missing_rate_by_protocol.png",
 ]
+
 
 def report_outputs(paths):
     """`paths` as a rule's outputs, those in REPORT_ITEMS (mlaflow/report/catalog.py) flagged for

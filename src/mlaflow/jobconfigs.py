@@ -1,0 +1,128 @@
+"""Every job's config file: path -> content, computed from the validated config alone.
+
+Each job reads one `<output>.config.json` with exactly the keys it computes from. The Snakefile's `job_config`
+rule writes these files from the config Snakemake was given (workflow/rules/common.smk); `mlaflow settle`
+(mlaflow/settle.py) compares them with the files on disk in a copy that Snakemake has no records for. The order
+of the keys is part of the content (files are written with `sort_keys=False`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlaflow import experiments as E
+from mlaflow.data import corpora
+from mlaflow.io import json_text
+
+# the stages that train, and the folder each one's runs and index live in
+STAGE_DIRS = {
+    "main_grid": "data/runs",
+    "missing_suite": "data/suite",
+    "isolation": "data/isolation",
+    "fidelity": "data/fidelity",
+}
+INDEX_FILES = {stage: f"{root}/index.json" for stage, root in STAGE_DIRS.items()}
+
+
+def extracted_modalities(config: dict) -> list[str]:
+    """The modalities the workflow extracts (the others are the user's precomputed stores)."""
+    return [m for m in corpora.modalities(config) if not config["features"][m]["precomputed"]]
+
+
+def experiment_of_method(config: dict) -> dict[tuple[str, str], E.Experiment]:
+    """(experiment root, method) -> its experiment: the training jobs of every experiment."""
+    table = E.experiment_table(config)
+    return {(experiment.root, method): experiment for experiment in table for method in experiment.methods}
+
+
+def mask_specs(config: dict) -> dict[str, E.MaskSpec]:
+    """mask folder -> the mask specification of the experiments that read it."""
+    return {experiment.masks.folder: experiment.masks for experiment in E.experiment_table(config)}
+
+
+def summary_config(config: dict) -> dict:
+    corpus = corpora.corpus_kind(config)
+    return {
+        "methods": list(config["methods"]),
+        "modalities": corpora.modalities(config),
+        "paper_dataset": corpus.paper_dataset,
+        "paper_columns": corpus.paper_columns,
+    }
+
+
+def index_config(config: dict, stage: str) -> dict:
+    experiments = [experiment for experiment in E.experiment_table(config) if experiment.stage == stage]
+    return {
+        "stage": stage,
+        "experiments": [E.as_dict(experiment) for experiment in experiments],
+        "config_hashes": {
+            f"{experiment.name}/{method}": E.config_hash(E.train_job_config(config, experiment, method))
+            for experiment in experiments
+            for method in experiment.methods
+        },
+        "seeds": config["train"]["seeds"],
+        "folds": config["splits"]["folds"],
+    }
+
+
+def job_configs(config: dict) -> dict[str, dict]:
+    """path -> content of every job's config file, for the validated `config` (mlaflow.params.validate)."""
+    corpus = corpora.corpus_kind(config)
+    configs = {
+        "data/manifest/manifest.config.json": corpora.manifest_config(config),
+        "data/splits/folds.config.json": {"splits": config["splits"]},
+        "reports/summary.config.json": summary_config(config),
+        "reports/report.config.json": {
+            "config": config,
+            "modalities": corpora.modalities(config),
+            "classes": corpora.classes(config),
+            "paper_dataset": corpus.paper_dataset,
+            "paper_columns": corpus.paper_columns,
+        },
+    }
+    if corpus.generator_module:
+        configs[f"{config['corpus']['root']}.config.json"] = {
+            "generator": corpus.generator_module,
+            "settings": config["corpus"][corpus.generator_key],
+        }
+    for modality in extracted_modalities(config):
+        settings = config["features"][modality]
+        if settings["model"] == "embedded":
+            configs[f"data/models/{modality}.config.json"] = {
+                "modality": modality,
+                "embedded_seed": config["features"]["embedded_seed"],
+                "encoder": {
+                    k: v for k, v in settings.items() if k not in ("model", "precomputed", "batch_size")
+                },
+            }
+        configs[f"data/features/{modality}.config.json"] = {
+            "modality": modality,
+            "device": config["features"]["device"],
+            "half_precision": config["features"]["half_precision"],
+            "model_source": settings["model"],
+            "encoder": {k: v for k, v in settings.items() if k != "precomputed"},
+        }
+    for folder, spec in mask_specs(config).items():
+        configs[f"data/splits/masks/{folder}.config.json"] = E.mask_job_config(config, spec)
+    for (_root, method), experiment in experiment_of_method(config).items():
+        configs[E.job_config_path(experiment, method)] = E.train_job_config(config, experiment, method)
+    for stage, index in INDEX_FILES.items():
+        configs[index.replace(".json", ".config.json")] = index_config(config, stage)
+    return configs
+
+
+def config_text(content: dict) -> str:
+    """A job config file's text (the key order kept)."""
+    return json_text(content, sort_keys=False)
+
+
+def stale_job_configs(configs: dict[str, dict], root: Path = Path(".")) -> list[str]:
+    """The job config files on disk whose content is not the one the config gives. The Snakefile removes them
+    at parse time, so that the `job_config` rule writes them again and everything computed from them reruns:
+    a config file is stale by its content, whether or not Snakemake has records of it (a copy DVC restored has
+    none)."""
+    return [
+        path
+        for path, content in configs.items()
+        if (root / path).is_file() and (root / path).read_text() != config_text(content)
+    ]
