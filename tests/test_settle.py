@@ -3,6 +3,7 @@ is made to look exactly as up to date as dvc.lock says, and a job config is stal
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from mlaflow.jobconfigs import config_text, stale_job_configs
+from mlaflow.jobconfigs import config_text, stale_unrecorded_job_configs
 from mlaflow.settle import SETTLED_TIME, _dvcignore, dvc_md5, settle
 
 BIN = Path(sys.executable).parent
@@ -74,7 +75,14 @@ def test_settle_gives_what_dvc_lock_vouches_for_one_old_time_and_leaves_what_dif
     assert mtime("data/runs/a/run.json") == mtime("data/runs/b.json") == mtime("data/runs/a") == SETTLED_TIME
     assert mtime("data/runs/a.config.json") == SETTLED_TIME
     assert mtime("src/code.py") > SETTLED_TIME  # what depends on it reruns
-    assert stale_job_configs(configs, tmp_path) == ["data/runs/c.config.json"]
+    assert stale_unrecorded_job_configs(configs, tmp_path) == ["data/runs/c.config.json"]
+    # with Snakemake's record of it, the params trigger decides and the file is left alone
+    record = (
+        tmp_path / ".snakemake" / "metadata" / base64.urlsafe_b64encode(b"data/runs/c.config.json").decode()
+    )
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
+    assert stale_unrecorded_job_configs(configs, tmp_path) == []
 
 
 def test_settle_does_nothing_where_snakemake_has_records(tmp_path):

@@ -8,6 +8,7 @@ of the keys is part of the content (files are written with `sort_keys=False`).
 
 from __future__ import annotations
 
+from base64 import urlsafe_b64encode
 from pathlib import Path
 
 from mlaflow import experiments as E
@@ -116,13 +117,24 @@ def config_text(content: dict) -> str:
     return json_text(content, sort_keys=False)
 
 
-def stale_job_configs(configs: dict[str, dict], root: Path = Path(".")) -> list[str]:
-    """The job config files on disk whose content is not the one the config gives. The Snakefile removes them
-    at parse time, so that the `job_config` rule writes them again and everything computed from them reruns:
-    a config file is stale by its content, whether or not Snakemake has records of it (a copy DVC restored has
-    none)."""
+def stale_unrecorded_job_configs(configs: dict[str, dict], root: Path = Path(".")) -> list[str]:
+    """The job config files on disk whose content is not the one the config gives and that Snakemake has no
+    record of (a copy DVC restored, `dvc exp run --queue`'s or a clone after `dvc pull`). The Snakefile removes
+    them at parse time, so that the `job_config` rule writes them again and everything computed from them
+    reruns. Where Snakemake has a record, its params trigger does the same without touching the file (a dry
+    run changes nothing)."""
     return [
         path
         for path, content in configs.items()
-        if (root / path).is_file() and (root / path).read_text() != config_text(content)
+        if (root / path).is_file()
+        and not has_snakemake_record(path, root)
+        and (root / path).read_text() != config_text(content)
     ]
+
+
+def has_snakemake_record(path: str, root: Path = Path(".")) -> bool:
+    """Whether Snakemake's metadata holds a record of output `path` (its file persistence: the path's urlsafe
+    base64, cut into pieces of at most 254 characters, all but the last prefixed with @)."""
+    name = urlsafe_b64encode(path.encode()).decode()
+    pieces = [name[i : i + 254] for i in range(0, len(name), 254)]
+    return (root / ".snakemake" / "metadata").joinpath(*["@" + p for p in pieces[:-1]], pieces[-1]).is_file()

@@ -2,9 +2,10 @@
 #
 # Parameters reach jobs through Snakemake only: every job reads one config file (`*.config.json`), written by the
 # `job_config` rule from the config Snakemake was given (params.yaml, then --configfile / --config on top), with
-# exactly the keys that job computes from (mlaflow/jobconfigs.py). A config file whose content is out of date is
-# removed at parse time (below), so the config job and everything computed from it rerun exactly when the content
-# changes, whether or not Snakemake has records. Jobs never read params.yaml themselves.
+# exactly the keys that job computes from (mlaflow/jobconfigs.py). Its `params:` are that content, so the config
+# job and what depends on it rerun exactly when the content changes; where Snakemake has no record of a config
+# file (a copy DVC restored), a stale one is removed at parse time to the same effect (below). Jobs never read
+# params.yaml themselves.
 import os
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from mlaflow.jobconfigs import (
     extracted_modalities,
     job_configs,
     mask_specs,
-    stale_job_configs,
+    stale_unrecorded_job_configs,
 )
 from mlaflow.methods import method_module
 from mlaflow.report.catalog import REPORT_ITEMS
@@ -117,9 +118,10 @@ MASK_FILES = sorted(
 
 
 JOB_CONFIGS = job_configs(config)
-# A job config whose content is out of date goes now, so that `job_config` writes it again and everything computed
-# from it reruns: staleness by content, with or without Snakemake's records (a copy DVC restored has none).
-for _path in stale_job_configs(JOB_CONFIGS):
+# A job config whose content is out of date and that Snakemake has no record of (a copy DVC restored) goes now, so
+# that `job_config` writes it again and everything computed from it reruns; with a record, the params trigger
+# reruns it (and a dry run changes nothing).
+for _path in stale_unrecorded_job_configs(JOB_CONFIGS):
     logger.info(f"{_path}: its params changed; removed, the job_config rule writes it again")
     os.remove(_path)
 
