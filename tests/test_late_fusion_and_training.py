@@ -220,57 +220,49 @@ def _write_inputs(tmp_path, ids_per_modality, labels_per_modality=None, nan_in=N
     return tmp_path / "manifest.csv", paths, params
 
 
+def _load(manifest, paths, params):
+    """load_corpus on _write_inputs' files: the four IEMOCAP classes, the stores' modalities and dims."""
+    from mlaflow.train.data import load_corpus
+
+    return load_corpus(
+        manifest,
+        paths,
+        ["neu", "hap", "sad", "ang"],
+        list(paths),
+        {m: params["features"][m]["dim"] for m in paths},
+    )
+
+
 def test_ids_that_do_not_match_across_modalities_name_the_file(tmp_path):
     import pytest
 
     from mlaflow.errors import InputError
-    from mlaflow.train.data import load_corpus
 
     manifest, paths, params = _write_inputs(tmp_path, {"visual": ["u0", "u1", "x9"]})
     with pytest.raises(
         InputError, match=r"visual\.h5.*1 utterances of the manifest have no features \(first: u2\)"
     ):
-        load_corpus(
-            manifest,
-            paths,
-            ["neu", "hap", "sad", "ang"],
-            list(paths),
-            {m: params["features"][m]["dim"] for m in paths},
-        )
+        _load(manifest, paths, params)
 
 
 def test_labels_that_disagree_with_the_manifest_name_the_file(tmp_path):
     import pytest
 
     from mlaflow.errors import InputError
-    from mlaflow.train.data import load_corpus
 
     manifest, paths, params = _write_inputs(tmp_path, {}, labels_per_modality={"text": ["neu", "ang", "sad"]})
     with pytest.raises(InputError, match=r"text\.h5.*labels disagree.*u1"):
-        load_corpus(
-            manifest,
-            paths,
-            ["neu", "hap", "sad", "ang"],
-            list(paths),
-            {m: params["features"][m]["dim"] for m in paths},
-        )
+        _load(manifest, paths, params)
 
 
 def test_nan_features_are_refused_before_training(tmp_path):
     import pytest
 
     from mlaflow.errors import InputError
-    from mlaflow.train.data import load_corpus
 
     manifest, paths, params = _write_inputs(tmp_path, {}, nan_in="audio")
     with pytest.raises(InputError, match=r"audio\.h5.*u1"):
-        load_corpus(
-            manifest,
-            paths,
-            ["neu", "hap", "sad", "ang"],
-            list(paths),
-            {m: params["features"][m]["dim"] for m in paths},
-        )
+        _load(manifest, paths, params)
 
 
 def test_the_modality_order_is_the_corpus_list_never_a_json_objects_key_order(tmp_path):
