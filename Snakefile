@@ -48,6 +48,7 @@ include: "workflow/rules/config.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/splits.smk"
+include: "workflow/rules/tune.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
@@ -55,6 +56,7 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     features,
+    tuning,
     main_grid,
     missing_suite,
     isolation,
@@ -65,6 +67,8 @@ localrules:
     folds,
     masks,
     index,
+    tune_select,
+    tuning_summary,
     summary,
     build_report,
 
@@ -81,8 +85,14 @@ rule features:
         STAGE_TARGETS["features"],
 
 
+rule tuning:
+    """The folds and every mask, and each method's tuned values (Optuna, on validation accuracy)."""
+    input:
+        STAGE_TARGETS["tuning"],
+
+
 rule main_grid:
-    """The main grid and the complete-modality baselines, their metrics and plots, and every mask."""
+    """The main grid and the complete-modality baselines, their metrics and plots."""
     input:
         STAGE_TARGETS["main_grid"],
 

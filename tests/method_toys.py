@@ -16,14 +16,14 @@ SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
 ADAM = {"optimizer": "adam", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
 
 
-def toy(n=60, seed=0):
-    """Separable toy data: each modality carries the label (text most, visual least) plus noise."""
+def toy(n=60, seed=0, dims=DIMS, strength=(1.5, 0.5, 3.0)):
+    """Separable toy data: each modality carries the label (by default text most, visual least) plus noise:
+    a class centre times the modality's strength, plus unit Gaussian noise."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, N_CLASSES, (n,), generator=g)
-    strength = (1.5, 0.5, 3.0)
     features = [
         torch.randn(N_CLASSES, d, generator=g)[labels] * s + torch.randn(n, d, generator=g)
-        for d, s in zip(DIMS, strength)
+        for d, s in zip(dims, strength)
     ]
     return features, labels
 

@@ -55,6 +55,7 @@ def test_dvc_repro_runs_every_stage_to_the_report(repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {
         "features",
+        "tuning",
         "main_grid",
         "missing_suite",
         "isolation",
@@ -177,7 +178,7 @@ def test_training_param_change_reruns_only_what_depends_on_it(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], repo).stdout
     assert "Running stage 'main_grid'" in out and "Running stage 'features'" not in out
-    for stage in ("missing_suite", "isolation", "fidelity", "report"):
+    for stage in ("tuning", "missing_suite", "isolation", "fidelity", "report"):  # train is tuned too
         assert f"Running stage '{stage}'" in out
     assert {p: p.stat().st_mtime_ns for p in masks + features} == before  # masks and features kept
     diff = run(["dvc", "metrics", "diff", "--json"], repo).stdout
@@ -202,7 +203,7 @@ def test_a_damaged_feature_store_is_never_sealed_into_dvc_lock(repo):
 @pytest.fixture(scope="module")
 def sparse_repo(tmp_path_factory) -> Path:
     """The tiny workflow with every optional part of the grid off: no missing rate 0 in the main grid, no MLA,
-    an empty suite, no isolation analysis, no fidelity experiment."""
+    an empty suite, no isolation analysis, no fidelity experiment, no tuning."""
     root = tmp_path_factory.mktemp("sparse")
     copy_workflow(REPO, root)
     params = tiny_params(REPO)
@@ -211,6 +212,7 @@ def sparse_repo(tmp_path_factory) -> Path:
     params["missing_suite"]["methods"] = []
     params["isolation"]["enabled"] = False
     params["fidelity"]["enabled"] = False
+    params["tuning"]["enabled"] = False
     (root / "params.yaml").write_text(yaml.safe_dump(P.validate(params), sort_keys=False))
     run(["git", "init", "-q"], root)
     run([*GIT, "add", "-A"], root)
@@ -226,6 +228,10 @@ def test_every_config_the_schema_accepts_runs_to_a_report(sparse_repo):
     assert "Isolation analysis: not run" in report and "Fidelity experiment: not run" in report
     assert "MLA has no run in this table" in report  # Table 2 of the main grid's methods only
     assert "suite (data/suite): none" in report
+    assert "Not run (tuning.enabled: false): every table shows params.yaml's values." in report
+    assert json.loads((sparse_repo / "reports" / "tuning.json").read_text()) == {"enabled": False}
+    run_file = next((sparse_repo / "data" / "runs" / "late_fusion").rglob("seed*_fold*.json"))
+    assert json.loads(run_file.read_text())["tuned"] is None
     stages = yaml.safe_load((sparse_repo / "dvc.yaml").read_text())["stages"]
     for stage in stages.values():  # every declared output exists, even of a stage with no runs
         for key in ("outs", "metrics", "plots"):

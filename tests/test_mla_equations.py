@@ -1,10 +1,12 @@
 """MLA's equations against hand-computed values (paper section 3)."""
 
 import math
+import statistics
 
 import pytest
 import torch
 
+from mlaflow.errors import ParamsError
 from mlaflow.methods.base import RunGroup
 from mlaflow.methods.mla import MLA, dynamic_fusion_weights, prediction_entropy, rls_update
 from mlaflow.train.loop import train_epoch
@@ -15,6 +17,7 @@ PAPER_MLA = {
     "alpha": 1.0,
     "alpha_schedule": "constant",
     "head_gradient_modification": "paper",
+    "head_update": "project_gradient",
     "alternation": "per_step",
     "fusion": "per_sample",
     "fixed_weights": {"audio": 0.35, "visual": 0.25, "text": 0.40},
@@ -106,11 +109,11 @@ def _toy_data(n=20, seed=0, n_runs=1, present=None):
     return data, generators
 
 
-def _toy_mla(generators, hgm="paper", alpha=1.0, **options):
+def _toy_mla(generators, hgm="paper", alpha=1.0, hidden_dim=4, **options):
     return MLA(
         {"audio": 3, "visual": 2, "text": 5},
         n_classes=3,
-        train_cfg=TRAIN_CFG,
+        train_cfg={**TRAIN_CFG, "hidden_dim": hidden_dim},
         method_cfg={**PAPER_MLA, "alpha": alpha, "head_gradient_modification": hgm, **options},
         generators=generators,
     )
@@ -227,3 +230,159 @@ def test_P_is_reset_for_every_model():
     model.P = rls_update(model.P, torch.ones(1, 4), 1.0)
     assert not torch.equal(model.P[0], torch.eye(4))
     assert torch.equal(_toy_mla(gens).P[0], torch.eye(4))
+
+
+# -------------------------------------------------------------- head_update: project_gradient | project_step
+
+
+def _sgd_train(model, momentum, weight_decay, n_runs=1, lr=0.01):
+    """SGD as params.yaml's `train` (momentum 0.9, weight decay 1e-4 there) over all model parameters."""
+    cfg = {"optimizer": "sgd", "lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+    return StackedOptimizer(list(model.parameters()), cfg, n_runs)
+
+
+def _record_head_steps(model, opt):
+    """Per optimiser step of run 0: t, h_mean (eq. 4, as the projection uses it), P_t, and the head's weight
+    and bias before the step, after the optimiser's own update (before `after_step`) and after it."""
+    records = []
+    after_backward, after_step, opt_step = model.after_backward, model.after_step, opt.step
+
+    def recording_after_backward(step):
+        c = step.context
+        weight = c["rows"].unsqueeze(-1).float()
+        h_mean = (c["h"].detach() * weight).sum(1) / weight.sum(1).clamp(min=1)
+        records.append({"t": int(model.step[0]), "h": h_mean[0].clone()})
+        records[-1]["W_before"] = model.head.weight[0].detach().clone()
+        after_backward(step)
+        records[-1]["P"] = model.P[0].clone()
+
+    def recording_opt_step(active):
+        opt_step(active)
+        records[-1]["W_raw"] = model.head.weight[0].detach().clone()
+        records[-1]["b_raw"] = model.head.bias[0].detach().clone()
+
+    def recording_after_step(step):
+        after_step(step)
+        records[-1]["W_after"] = model.head.weight[0].detach().clone()
+        records[-1]["b_after"] = model.head.bias[0].detach().clone()
+
+    model.after_backward, model.after_step, opt.step = (
+        recording_after_backward,
+        recording_after_step,
+        recording_opt_step,
+    )
+    return records
+
+
+def _orthogonality_ratios(head_update, epochs=5):
+    """|dW h| / (||dW||_2 |h|) of every projected step (t > 0) of a toy run under SGD momentum 0.9 and weight
+    decay 1e-4: dW the change actually applied to the head's weight, h the current modality's mean feature.
+    Full batches (each modality's mean moves only as its encoder learns), s = 16, alpha = 1e-3 (eq. 5's
+    tolerance: P_t h = alpha / (alpha + h^T P_{t-1} h) P_{t-1} h)."""
+    data, gens = _toy_data(n=40)
+    model = _toy_mla(gens, alpha=1e-3, hidden_dim=16, head_update=head_update)
+    opt = _sgd_train(model, momentum=0.9, weight_decay=1e-4)
+    records = _record_head_steps(model, opt)
+    for _ in range(epochs):
+        train_epoch(model, data, opt, batch_size=40)
+    ratios = []
+    for rec in records[1:]:
+        assert rec["t"] > 0
+        delta = rec["W_after"] - rec["W_before"]
+        ratios.append(
+            float((delta @ rec["h"]).norm() / (torch.linalg.matrix_norm(delta, ord=2) * rec["h"].norm()))
+        )
+    return ratios, records
+
+
+def test_project_step_applies_head_updates_orthogonal_to_the_current_mean_feature():
+    step_ratios, records = _orthogonality_ratios("project_step")
+    gradient_ratios, _ = _orthogonality_ratios("project_gradient")
+    assert len(step_ratios) == len(gradient_ratios) == 14  # 5 epochs x 3 modalities, t = 0 not projected
+    # t = 0: the step as the optimiser took it; t > 0: W_old + (W_new - W_old) @ P_t, the bias as stepped
+    assert torch.equal(records[0]["W_after"], records[0]["W_raw"])
+    for rec in records:
+        assert torch.equal(rec["b_after"], rec["b_raw"])
+    for rec in records[1:]:
+        raw_change = rec["W_raw"] - rec["W_before"]
+        assert torch.allclose(rec["W_after"], rec["W_before"] + raw_change @ rec["P"], atol=1e-7)
+        # eq. 5's bound on the applied update along h: |dW h| = |D P_t h| <= ||D||_2 |P_t h|
+        applied = (rec["W_after"] - rec["W_before"]) @ rec["h"]
+        bound = torch.linalg.matrix_norm(raw_change, ord=2) * (rec["P"] @ rec["h"]).norm()
+        assert applied.norm() <= bound * (1 + 1e-4) + 1e-9
+    # the update applied is orthogonal to h up to eq. 5's tolerance; projecting the gradient instead leaves
+    # momentum (past modalities' projected gradients) and weight decay along h
+    step_median, gradient_median = statistics.median(step_ratios), statistics.median(gradient_ratios)
+    assert step_median < 5e-3 and max(step_ratios) < 2e-2
+    assert gradient_median > 4 * step_median and gradient_median > 1e-2
+    assert max(gradient_ratios) > 0.5
+
+
+@pytest.mark.parametrize("hgm", ["paper", "released", "off"])
+def test_project_step_equals_project_gradient_without_momentum_and_weight_decay(hgm):
+    """With momentum 0 and weight decay 0 the step is -lr * grad_W @ P_t either way (P^T for `released`)."""
+    models = {}
+    for head_update in ("project_gradient", "project_step"):
+        data, gens = _toy_data(n=20)
+        model = _toy_mla(gens, hgm=hgm, alpha=0.1, head_update=head_update)
+        opt = _sgd_train(model, momentum=0.0, weight_decay=0.0, lr=0.1)
+        for _ in range(3):
+            train_epoch(model, data, opt, batch_size=8)
+        models[head_update] = model
+    gradient, step = models["project_gradient"], models["project_step"]
+    assert gradient.step.tolist() == [27]
+    # the released update divides by an s x s outer product, which amplifies rounding in P (float64: 1e-14)
+    assert torch.allclose(gradient.P, step.P, atol=1e-6 if hgm != "released" else 1e-5)
+    for (name, a), b in zip(gradient.named_parameters(), step.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    # with momentum the two options differ (the projection changes what the buffer holds)
+    if hgm != "off":
+        weights = []
+        for head_update in ("project_gradient", "project_step"):
+            data, gens = _toy_data(n=20)
+            model = _toy_mla(gens, hgm=hgm, alpha=0.1, head_update=head_update)
+            train_epoch(model, data, _sgd_train(model, momentum=0.9, weight_decay=1e-4, lr=0.1), batch_size=8)
+            weights.append(model.head.weight.detach())
+        assert not torch.allclose(weights[0], weights[1], atol=1e-4)
+
+
+def _toy_runs(n=30, seed=0, train_sizes=(30, 14)):
+    """R runs over one toy corpus with their own masks and training splits of different sizes, so that runs
+    stop taking steps at different points of an epoch."""
+    g = torch.Generator().manual_seed(seed)
+    features = [torch.randn(n, d, generator=g) for d in (3, 2, 5)]
+    labels = torch.randint(0, 3, (n,), generator=g)
+    present = torch.rand(len(train_sizes), n, 3, generator=g) > 0.3
+    present[:, :, 0] |= ~present.any(-1)  # every sample has a modality
+    splits = [
+        {"train": torch.arange(size), "val": torch.arange(0), "test": torch.arange(0)} for size in train_sizes
+    ]
+    return features, labels, present, splits
+
+
+def test_project_step_stacked_runs_equal_runs_one_at_a_time():
+    features, labels, present, splits = _toy_runs()
+    seeds = [100, 101]
+
+    def train(runs):
+        gens = [torch.Generator().manual_seed(seeds[r]) for r in runs]
+        data = RunGroup(features, labels, present[runs].clone(), [splits[r] for r in runs], gens, False)
+        model = _toy_mla(gens, alpha=0.1, head_update="project_step")
+        opt = _sgd_train(model, momentum=0.9, weight_decay=1e-4, n_runs=len(runs), lr=0.05)
+        for _ in range(2):
+            train_epoch(model, data, opt, batch_size=8)
+        return model
+
+    stacked = train([0, 1])
+    assert stacked.step.tolist() == [2 * 3 * 4, 2 * 3 * 2]  # run 1 sits out half of each epoch's steps
+    for r in range(2):
+        alone = train([r])
+        assert torch.allclose(alone.P[0], stacked.P[r], atol=1e-6)
+        for (name, a), b in zip(alone.named_parameters(), stacked.parameters()):
+            assert torch.allclose(a[0], b[r], atol=1e-6), name
+
+
+def test_head_update_must_be_a_known_value():
+    _, gens = _toy_data()
+    with pytest.raises(ParamsError, match="method_params.mla.head_update"):
+        _toy_mla(gens, head_update="project_both")

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import soundfile
 import yaml
+from job_files import BERNOULLI, NAMES, small_params, train_config, write_job_files
+from job_files import shipped as _shipped
 
-from mlaflow import experiments as E
 from mlaflow import params as P
-from mlaflow.data.folds import make_folds
 from mlaflow.data.masks import bernoulli_mask, write_masks
 from mlaflow.errors import InputError, ParamsError
 from mlaflow.features.audio_io import declared_wav_frames, read_wave, wav_length
@@ -26,14 +26,6 @@ from mlaflow.features.store import FeatureStoreWriter, read_store
 from mlaflow.integrity import verify
 from mlaflow.train import job as job_module
 from mlaflow.train.job import run_training_job
-
-NAMES = ["audio", "visual", "text"]
-BERNOULLI = {"protocol": "bernoulli", "modality": None, "training_only": False}
-
-
-def _shipped() -> dict:
-    return yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
-
 
 # ------------------------------------------------------------------------------------------ missing rates
 
@@ -150,49 +142,8 @@ def test_every_dvc_stage_settles_then_verifies_exactly_its_outputs():
 @pytest.fixture
 def job_inputs(tmp_path):
     """A tiny corpus as files (manifest, three stores, folds, masks) and a training job's config."""
-    n, rng = 60, np.random.default_rng(0)
-    ids = [f"u{i:02d}" for i in range(n)]
-    labels = rng.integers(0, 3, n)
-    classes = ["neu", "hap", "sad"]
-    manifest = pd.DataFrame(
-        {
-            "utterance_id": ids,
-            "session": np.arange(n) % 3 + 1,
-            "label": [classes[i] for i in labels],
-            "label_index": labels,
-        }
-    )
-    manifest.to_csv(tmp_path / "manifest.csv", index=False)
-    dims = {"audio": 3, "visual": 4, "text": 5}
-    stores = []
-    for m, d in dims.items():
-        with FeatureStoreWriter(
-            tmp_path / f"{m}.h5", ids, manifest["label"].tolist(), d, {"modality": m}
-        ) as w:
-            w.write(np.arange(n), (rng.standard_normal((n, d)) + labels[:, None]).astype(np.float32))
-            w.finish()
-        stores.append(str(tmp_path / f"{m}.h5"))
-    make_folds(manifest, [1, 2], 0.2, 0).to_csv(tmp_path / "folds.csv", index=False)
-    write_masks(
-        tmp_path / "masks.h5",
-        ids,
-        {s: bernoulli_mask(n, 0.3, s) for s in (0, 1)},
-        0.3,
-        BERNOULLI,
-        "prior",
-        NAMES,
-    )
-    params = P.validate(_shipped())
-    params["train"].update(epochs=2, hidden_dim=8, device="cpu", batch_runs=False)
-    config = E.train_job_config(params, E.by_name(E.experiment_table(params))["main"], "late_fusion")
-    config.update(test_time_shift=[], classes=classes, feature_dims=dims)
-    args = {
-        "manifest": tmp_path / "manifest.csv",
-        "feature_paths": stores,
-        "folds_path": tmp_path / "folds.csv",
-        "masks_path": tmp_path / "masks.h5",
-        "shift_mask_paths": [],
-    }
+    args = write_job_files(tmp_path)
+    config = train_config(small_params())
     outputs = [str(tmp_path / "runs" / f"seed{s}_fold{f}.json") for s in (0, 1) for f in (1, 2)]
     return config, args, outputs
 

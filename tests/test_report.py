@@ -363,7 +363,7 @@ def test_every_registered_section_runs_and_returns_lines(tmp_path, paper_path):
     indexes = write_workspace(tmp_path, CONFIG)
     features, masks = _provenance_files(tmp_path)
     ctx = load_context(_report_config(CONFIG), indexes, paper_path, tmp_path / "out", features, masks)
-    assert len(build.SECTIONS) == 9
+    assert len(build.SECTIONS) == 10
     for section in build.SECTIONS:
         lines = section(ctx)
         assert lines and all(isinstance(line, str) for line in lines), section.__name__
@@ -493,3 +493,54 @@ def test_the_report_page_fails_naming_a_missing_figure_and_passes_no_raw_html(tm
     with pytest.raises(InputError, match="figures/absent.png"):
         render_page("![gone](figures/absent.png)", tmp_path)
     assert "<script>" not in render_page("<script>alert(1)</script>", tmp_path)
+
+
+def test_a_constant_unimodal_predictor_is_not_shown_as_an_accuracy():
+    """Table 1: a modality whose prediction is one class in every run reads "constant predictor" and is left out
+    of the laziness comparison; a modality constant in some runs says how many."""
+    from mlaflow.report import complete
+
+    rows = []
+    for seed in (0, 1):
+        for fold in (1, 2):
+            for method, constant in (
+                ("mla", {}),
+                ("film", {"audio": 1.0}),
+                ("concat", {"audio": float(seed)}),
+            ):
+                rows.append(
+                    {
+                        "method": method,
+                        "missing_rate": 0.0,
+                        "seed": seed,
+                        "fold": fold,
+                        "accuracy": 0.7,
+                        "audio_accuracy": 0.3 if method == "film" else 0.5,
+                        "text_accuracy": 0.6,
+                        "audio_constant": constant.get("audio", 0.0),
+                        "text_constant": 0.0,
+                    }
+                )
+    table = complete.table1(pd.DataFrame(rows), ["audio", "text"])
+    assert complete.unimodal_cell(table.loc["film"], "audio") == "constant predictor"
+    assert pd.isna(table.loc["film", "audio_accuracy_mean"])
+    assert complete.unimodal_cell(table.loc["concat"], "audio") == "50.00 ± 0.00 (50% of runs constant)"
+    assert complete.unimodal_cell(table.loc["mla"], "audio") == "50.00 ± 0.00"
+    statement = complete.laziness_statement(table, ["audio", "text"])
+    assert "(film)" not in statement and "(concat)" in statement  # film has no measured audio accuracy
+
+
+def test_a_method_at_the_prior_class_level_is_named():
+    from mlaflow.report import suite
+
+    rows = [
+        {"method": m, "missing_rate": r, "seed": 0, "fold": 1, "accuracy": acc, "prior_accuracy": 0.30}
+        for m, acc in (("dcca", 0.31), ("mla", 0.60))
+        for r in (0.1, 0.5)
+    ]
+    statement = suite.collapse_statement(pd.DataFrame(rows), ["mla", "dcca"], [0.1, 0.5])
+    assert "At the prior-class level" in statement and "`dcca`" in statement and "`mla`" not in statement
+    rows[1]["accuracy"] = 0.40  # dcca above the level at one rate: not collapsed at every rate
+    assert "No method sits at the prior-class level" in suite.collapse_statement(
+        pd.DataFrame(rows), ["mla", "dcca"], [0.1, 0.5]
+    )

@@ -81,8 +81,39 @@ def test_the_tiny_config_runs_end_to_end_through_configfile(workspace):
     record = json.loads(runs[0].read_text())
     for key in ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1", "per_modality_accuracy"):
         assert key in record["metrics"]
+    classes = record["metrics"]["per_modality_predicted_classes"]  # 1: a constant predictor (Table 1 says so)
+    assert set(classes) == {"audio", "visual", "text"} and all(1 <= n <= 4 for n in classes.values())
     assert {"seed", "fold", "missing_rate", "config_hash", "git_commit", "experiment"} <= set(record)
     assert (workspace / "reports" / "figures" / "accuracy_vs_missing_rate.png").stat().st_size > 1000
+
+
+def test_every_method_is_tuned_on_validation_and_trains_with_its_chosen_values(workspace):
+    """The tuning stage ran for every method of the comparison with the same budget; each run records the chosen
+    values it trained with, and the report and the DVC metrics show them."""
+    tuning = json.loads((workspace / "reports" / "tuning.json").read_text())
+    methods = {"mla", "late_fusion", "concat", "qmf"}  # .test/tiny.yaml's comparison
+    assert tuning["enabled"] is True and set(tuning) - {"enabled"} == methods
+    for method in methods:
+        chosen = json.loads((workspace / "data" / "tuning" / f"{method}.json").read_text())
+        assert chosen["budget"] == 2 and len(chosen["trials"]) == 2 and chosen["folds"] == [1]
+        assert chosen["trials"][0]["values"] == chosen["untuned"]["values"]  # trial 0: the config's values
+        assert (workspace / "data" / "tuning" / method / "study.journal").stat().st_size > 0
+        assert tuning[method]["budget"] == 2
+    chosen = json.loads((workspace / "data" / "tuning" / "mla.json").read_text())
+    for run in (workspace / "data" / "runs" / "mla").rglob("seed*_fold*.json"):
+        record = json.loads(run.read_text())
+        assert record["tuned"]["values"] == chosen["values"]
+        assert record["optimizer"]["lr"] == chosen["values"]["train.lr"]
+        assert record["method_params"]["alpha"] == chosen["values"]["method_params.mla.alpha"]
+    # a fidelity variant keeps its own override of an option, with the tuned values for the rest
+    variant = json.loads(
+        next((workspace / "data" / "fidelity" / "released_code").rglob("seed*.json")).read_text()
+    )
+    assert variant["method_params"]["head_gradient_modification"] == "off"
+    assert variant["optimizer"]["lr"] == chosen["values"]["train.lr"]
+    report = (workspace / "reports" / "report.md").read_text()
+    assert "## Tuning: every method with the same budget, on validation" in report
+    assert report.count("Hyperparameters: each method's values chosen by the tuning stage") >= 3
 
 
 def test_every_job_computes_from_its_own_config_file(workspace):
@@ -226,10 +257,20 @@ def _edited(path: Path, addition: str):
 
 
 def test_editing_one_methods_module_reruns_only_its_jobs_and_the_report(code, workspace):
-    # qmf trains in the complete-modality grid (0.0), the suite (0.5) and the isolation analysis (0.5)
+    # qmf trains in the complete-modality grid (0.0), the suite (0.5) and the isolation analysis (0.5); it is
+    # tuned again (its study's one worker and the choice), then the tuning metrics
     with _edited(code / "src" / "mlaflow" / "methods" / "qmf.py", "\n# an edit\n"):
         counts = job_counts(snakemake(code, workspace, "-n", "all").stdout)
-    assert counts == {"train": 3, "index": 3, "summary": 1, "build_report": 1, "all": 1}
+    assert counts == {
+        "tune": 1,
+        "tune_select": 1,
+        "tuning_summary": 1,
+        "train": 3,
+        "index": 3,
+        "summary": 1,
+        "build_report": 1,
+        "all": 1,
+    }
     # tate is not in this grid
     with _edited(code / "src" / "mlaflow" / "methods" / "tate.py", "\n# an edit\n"):
         assert "Nothing to be done" in snakemake(code, workspace, "-n", "all").stdout
@@ -400,5 +441,6 @@ def test_a_features_store_that_does_not_match_the_table_fails_naming_it(code, tm
         f.attrs["modality"] = "words"
     proc = other_config(code, tmp_path, "features", "data/runs/index.json", check=False)
     assert proc.returncode != 0
-    log = "\n".join(p.read_text() for p in (tmp_path / "logs" / "train").rglob("*.log"))
+    # the first job that reads the stores fails (a tuning trial, before any training)
+    log = "\n".join(p.read_text() for p in (tmp_path / "logs").rglob("*.log"))
     assert "face.h5" in log and "holds `words` features, but `face` features were expected" in log

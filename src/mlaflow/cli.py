@@ -99,13 +99,41 @@ def _train(args, config):
         args.masks,
         args.shift_masks,
         args.out,
+        args.tuned,
     )
 
 
 def _index(args, config):
     from mlaflow.train.index import write_index
 
-    write_index(config, args.runs, args.out)
+    write_index(config, args.runs, args.out, args.tuned)
+
+
+def _tune(args, config):
+    from mlaflow.tune.study import run_worker
+
+    run_worker(
+        config, args.worker, args.manifest, args.features, args.folds, args.masks, args.journal, args.out
+    )
+
+
+def _tune_select(args, config):
+    from mlaflow.tune.study import select
+
+    chosen = select(config, args.journal, args.workers, args.out)
+    log.info(
+        "%s: chose %s (validation accuracy %.4f; untuned %.4f)",
+        chosen["method"],
+        chosen["values"],
+        chosen["validation_accuracy"],
+        chosen["untuned"]["validation_accuracy"],
+    )
+
+
+def _tuning_summary(args, config):
+    from mlaflow.tune.study import write_summary
+
+    write_summary(config, args.chosen, args.out)
 
 
 def _summary(args, config):
@@ -117,7 +145,7 @@ def _summary(args, config):
 def _report(args, config):
     from mlaflow.report.build import build_report
 
-    build_report(config, args.indexes, args.paper, args.features, args.masks, Path(args.out_dir))
+    build_report(config, args.indexes, args.paper, args.features, args.masks, Path(args.out_dir), args.tuned)
 
 
 def _verify(args, config):
@@ -249,6 +277,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="mask files of the test-time shift's missing rates (the config lists them)",
     )
     p.add_argument("--out", nargs="+", required=True)
+    p.add_argument("--tuned", default=None, help="the method's chosen values (data/tuning/<method>.json)")
+
+    p = step(
+        "tune",
+        _tune,
+        "one worker of a method's tuning study: Optuna trials on validation accuracy until the budget is met",
+        "the manifest, the feature stores, the folds, the tuning rates' masks; the study (journal or RDB)",
+        "the worker's record (JSON); its trials go to the study",
+    )
+    p.add_argument("--worker", type=int, required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--features", nargs="+", required=True)
+    p.add_argument("--folds", required=True)
+    p.add_argument("--masks", nargs="+", required=True)
+    p.add_argument("--journal", required=True, help="Optuna journal file (unless tuning.storage is set)")
+    p.add_argument("--out", required=True)
+
+    p = step(
+        "tune-select",
+        _tune_select,
+        "a method's chosen values: the best of its study's first tuning.trials completed trials",
+        "the workers' records and the study",
+        "data/tuning/<method>.json",
+    )
+    p.add_argument("--workers", nargs="+", required=True)
+    p.add_argument("--journal", required=True)
+    p.add_argument("--out", required=True)
+
+    p = step(
+        "tuning-summary",
+        _tuning_summary,
+        "the tuning stage's DVC metrics: chosen values and validation accuracy tuned and untuned",
+        "every method's chosen values",
+        "reports/tuning.json",
+    )
+    p.add_argument("--chosen", nargs="*", default=[])
+    p.add_argument("--out", required=True)
 
     p = step(
         "index",
@@ -258,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the stage's index (JSON: its experiments and runs)",
     )
     p.add_argument("--runs", nargs="*", default=[])
+    p.add_argument("--tuned", nargs="*", default=[], help="the tuned methods' chosen values")
     p.add_argument("--out", required=True)
 
     p = step(
@@ -282,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", required=True)
     p.add_argument("--features", nargs="+", required=True)
     p.add_argument("--masks", nargs="+", required=True)
+    p.add_argument("--tuned", nargs="*", default=[], help="every tuned method's chosen values")
     p.add_argument("--out-dir", default="reports")
 
     p = step(

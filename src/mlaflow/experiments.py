@@ -276,7 +276,12 @@ def method_settings(config: dict, method: str, overrides: dict | None = None) ->
 def train_job_config(config: dict, experiment: Experiment, method: str) -> dict:
     """Everything a training job of `method` in `experiment` computes from (besides its input files)."""
     return {
-        "experiment": {"name": experiment.name, "kind": experiment.kind, "masks": experiment.masks.as_dict()},
+        "experiment": {
+            "name": experiment.name,
+            "kind": experiment.kind,
+            "masks": experiment.masks.as_dict(),
+            "overrides": experiment.overrides,  # the tuned values never replace what an experiment sets
+        },
         "method": method,
         **method_settings(config, method, experiment.overrides),
         "masks": {"all_missing": config["masks"]["all_missing"]},
@@ -299,3 +304,51 @@ def mask_job_config(config: dict, masks: MaskSpec) -> dict:
     if masks.protocol == "bernoulli":
         out["all_missing"] = config["masks"]["all_missing"]
     return out
+
+
+# ------------------------------------------------------------------------------------------- tuning
+
+COMPARISON_KINDS = ("main", "complete", "suite")  # the experiments whose methods are compared, hence tuned
+
+
+def tuned_methods(config: dict) -> list[str]:
+    """The methods the tuning stage tunes (none with tuning.enabled false): every method of the comparison (main
+    grid, complete-modality baselines, suite). The isolation and fidelity experiments train these same methods,
+    with the same chosen values."""
+    if not config["tuning"]["enabled"]:
+        return []
+    table = [e for e in experiment_table(config) if e.kind in COMPARISON_KINDS]
+    return list(dict.fromkeys(method for experiment in table for method in experiment.methods))
+
+
+def tuning_rates(config: dict, method: str) -> list[float]:
+    """The missing rates a method's trials train at: tuning.missing_rates, or [0.0] for a method the comparison
+    trains at missing rate 0 only (the complete-modality baselines: tuned where they are used)."""
+    rates = {r for e in experiment_table(config) if e.kind in COMPARISON_KINDS for r in e.rates(method)}
+    return list(config["tuning"]["missing_rates"]) if any(r > 0 for r in rates) else [0.0]
+
+
+def tuning_experiment(config: dict, method: str) -> Experiment:
+    """The comparison experiment a method is tuned for (its masks and overrides: the paper's settings)."""
+    return next(e for e in experiment_table(config) if e.kind in COMPARISON_KINDS and method in e.methods)
+
+
+def tuning_job_config(config: dict, method: str) -> dict:
+    """Everything a tuning job of `method` computes from: the settings its comparison runs start from (trial 0),
+    and the `tuning` section with the method's own rates."""
+    experiment = tuning_experiment(config, method)
+    job = train_job_config(config, experiment, method)
+    job["experiment"] = {
+        "name": "tuning",
+        "kind": "tuning",
+        "masks": experiment.masks.as_dict(),
+        "overrides": {},
+    }
+    job["test_time_shift"] = []
+    job["tuning"] = {**config["tuning"], "missing_rates": tuning_rates(config, method)}
+    return job
+
+
+def tuned_values_path(method: str) -> str:
+    """The chosen values of a method (the tuning stage's output, a training job's input)."""
+    return f"data/tuning/{method}.json"

@@ -69,6 +69,10 @@ def check(path: Path, manifest_ids: list[str] | None = None) -> None:
             json.loads(path.read_text())
         elif path.suffix == ".csv":
             pd.read_csv(path)
+        elif path.suffix == ".journal":  # Optuna's journal storage: one JSON object per line
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    json.loads(line)
     except InputError:
         raise
     except Exception as err:  # h5py/OSError (truncated), JSON, CSV, UnicodeDecodeError: the file is damaged

@@ -61,6 +61,11 @@ def index_config(config: dict, stage: str) -> dict:
             for experiment in experiments
             for method in experiment.methods
         },
+        # the methods whose runs must carry the values of data/tuning/<method>.json (the index's inputs)
+        "tuned_methods": sorted(
+            {method for experiment in experiments for method in experiment.methods}
+            & set(E.tuned_methods(config))
+        ),
         "seeds": config["train"]["seeds"],
         "folds": config["splits"]["folds"],
     }
@@ -105,6 +110,12 @@ def job_configs(config: dict) -> dict[str, dict]:
         }
     for folder, spec in mask_specs(config).items():
         configs[f"data/splits/masks/{folder}.config.json"] = E.mask_job_config(config, spec)
+    for method in E.tuned_methods(config):
+        configs[f"data/tuning/{method}.config.json"] = E.tuning_job_config(config, method)
+    configs["data/tuning/summary.config.json"] = {
+        "enabled": config["tuning"]["enabled"],
+        "methods": E.tuned_methods(config),
+    }
     for (_root, method), experiment in experiment_of_method(config).items():
         configs[E.job_config_path(experiment, method)] = E.train_job_config(config, experiment, method)
     for stage, index in INDEX_FILES.items():

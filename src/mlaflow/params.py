@@ -40,13 +40,8 @@ def validate(params: dict) -> dict:
         settings = params["corpus"][generator]
         if settings["min_duration_s"] > settings["max_duration_s"]:
             raise ParamsError(f"corpus.{generator}.min_duration_s", "larger than max_duration_s")
-    for rate in params["missing_suite"]["missing_rates"] if params["missing_suite"]["methods"] else []:
-        if rate not in params["masks"]["missing_rates"]:
-            raise ParamsError(
-                "missing_suite.missing_rates",
-                f"{rate} is not in masks.missing_rates",
-                "use rates of masks.missing_rates (the suite shares the main grid's masks)",
-            )
+    if params["missing_suite"]["methods"]:
+        _rates_in_masks(params, "missing_suite", "the suite shares the main grid's masks")
     isolation = params["isolation"]
     if isolation["enabled"]:
         # share 0.0 of the isolation curves is the main grid's complete-data run of each method
@@ -72,17 +67,37 @@ def validate(params: dict) -> dict:
                     f"the fidelity experiment needs {method!r} in the main grid",
                     f"add {method!r} to methods, or set fidelity.enabled: false",
                 )
-        for rate in fidelity["missing_rates"]:
-            if rate not in params["masks"]["missing_rates"]:
-                raise ParamsError(
-                    "fidelity.missing_rates",
-                    f"{rate} is not in masks.missing_rates",
-                    "use rates of the main grid (its MLA runs are the paper baseline)",
-                )
+        _rates_in_masks(params, "fidelity", "the main grid's MLA runs are the paper baseline")
+    _check_tuning(params)
     _check_corpus(params)
     _check_paths(params)
     _check_experiment_names(params)
     return params
+
+
+def _rates_in_masks(params: dict, section: str, why: str) -> None:
+    """Every rate of `<section>.missing_rates` is one of masks.missing_rates, whose masks it reads."""
+    for rate in params[section]["missing_rates"]:
+        if rate not in params["masks"]["missing_rates"]:
+            raise ParamsError(
+                f"{section}.missing_rates",
+                f"{rate} is not in masks.missing_rates",
+                f"use rates of masks.missing_rates ({why})",
+            )
+
+
+def _check_tuning(params: dict) -> None:
+    tuning = params["tuning"]
+    if not tuning["enabled"]:
+        return
+    for fold in tuning["folds"]:
+        if fold not in params["splits"]["folds"]:
+            raise ParamsError("tuning.folds", f"{fold} is not in splits.folds", "use folds of splits.folds")
+    _rates_in_masks(params, "tuning", "tuning shares the main grid's masks")
+    if tuning["run_seed"] not in params["train"]["seeds"]:
+        raise ParamsError(
+            "tuning.run_seed", f"{tuning['run_seed']} is not in train.seeds", "use one of train.seeds"
+        )
 
 
 RATE_LISTS = (
@@ -90,6 +105,7 @@ RATE_LISTS = (
     "missing_suite.missing_rates",
     "isolation.training_missing_rates",
     "fidelity.missing_rates",
+    "tuning.missing_rates",
 )
 
 

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_workflow import copy_workflow, tiny_params
 
 from mlaflow import params as P
-from mlaflow.experiments import experiment_table
+from mlaflow.experiments import experiment_table, tuned_methods
 
-# The group of workflow/profiles/slurm (build_encoder x3); corpus, extract and train go to SLURM, the other rules
-# are localrules in the Snakefile.
+# The group of workflow/profiles/slurm (build_encoder x3); corpus, extract, tune and train go to SLURM, the other
+# rules are localrules in the Snakefile.
 ENCODER_GROUP = "encoders"
-TRAINING_RULES = ("extract", "train")  # the GPU rules
+TRAINING_RULES = ("extract", "tune", "train")  # the GPU rules
 
 
 def render_conf(args) -> None:
@@ -142,6 +142,7 @@ def jobs(args) -> None:
         "corpus": 1,
         f"group {ENCODER_GROUP}": 1,
         "extract": 3,
+        "tune": len(tuned_methods(params)) * params["tuning"]["workers"],
         "train": sum(len(experiment.cells) for experiment in experiment_table(params)),
     }
     expected = {name: n for name, n in expected.items() if n}
@@ -173,7 +174,7 @@ def jobs(args) -> None:
         for rule in set(rules) - set(TRAINING_RULES):
             if any("gpu" in t for _, t in rules[rule]):
                 sys.exit(f"jobs: a {rule} job asked for a GPU")
-        print("jobs: extract and train asked SLURM for GPUs (--gpus), the other rules did not")
+        print("jobs: extract, tune and train asked SLURM for GPUs (--gpus), the other rules did not")
 
 
 def main() -> None:

@@ -154,6 +154,52 @@ def train_code(wildcards):
     return code("mlaflow.train.job", method_module(wildcards.method))
 
 
+# ------------------------------------------------------------------------------------------- tuning
+
+TUNED = E.tuned_methods(config)
+TUNED_FILES = [E.tuned_values_path(method) for method in TUNED]
+
+
+def tuned_values(wildcards):
+    """The tuning stage's chosen values of a training job's method (none with tuning.enabled false)."""
+    return [E.tuned_values_path(wildcards.method)] if wildcards.method in TUNED else []
+
+
+def tuned_argument(wildcards, input):
+    return f"--tuned {input.tuned}" if input.tuned else ""
+
+
+def tuning_masks(wildcards):
+    masks = E.tuning_experiment(config, wildcards.method).masks
+    return [E.mask_path(masks, rate) for rate in E.tuning_rates(config, wildcards.method)]
+
+
+def tune_code(wildcards):
+    return code("mlaflow.tune.study", method_module(wildcards.method))
+
+
+def worker_files(method):
+    return [f"data/tuning/{method}/worker{k}.json" for k in range(config["tuning"]["workers"])]
+
+
+def tuning_workers(wildcards):
+    return worker_files(wildcards.method)
+
+
+def tuning_journal(wildcards):
+    """Optuna's journal file of the method's study (not a declared output: it outlives a failed worker, whose
+    trials a rerun keeps; unused when tuning.storage names an RDB)."""
+    return f"data/tuning/{wildcards.method}/study.journal"
+
+
+def index_tuned(wildcards):
+    """The chosen values a stage's index checks its runs against."""
+    return [
+        E.tuned_values_path(m)
+        for m in JOB_CONFIGS[f"{wildcards.stage_dir}/index.config.json"]["tuned_methods"]
+    ]
+
+
 def job_seeds(wildcards):
     return " ".join(map(str, SEEDS)) if JOB_GROUP == "cell" else wildcards.seed
 
@@ -242,14 +288,22 @@ STAGE_TARGETS = {
         *(f"data/features/{m}.h5" for m in EXTRACTED),
         *_under("data/corpus", "data/manifest", "data/models", "data/features"),
     ],
-    "main_grid": [
+    # the splits and masks are made here: the tuning trials train on them
+    "tuning": [
         "data/splits/folds.csv",
         *MASK_FILES,
+        *TUNED_FILES,
+        *(path for method in TUNED for path in worker_files(method)),
+        "reports/tuning.json",
+        "data/tuning/summary.config.json",
+        *_under("data/splits", "data/tuning"),
+    ],
+    "main_grid": [
         *stage_runs("main_grid"),
         INDEX_FILES["main_grid"],
         *SUMMARY_OUTPUTS,
         "reports/summary.config.json",
-        *_under("data/splits", "data/runs"),
+        *_under("data/runs"),
     ],
     **{
         stage: [*stage_runs(stage), INDEX_FILES[stage], *_under(STAGE_DIRS[stage])]

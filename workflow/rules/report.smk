@@ -24,6 +24,7 @@ rule build_report:
         indexes=list(INDEX_FILES.values()),
         features=FEATURE_FILES,
         masks=MASK_FILES,
+        tuned=TUNED_FILES,
         paper=PAPER_RESULTS,
         # the main grid's figure: report.md shows it, report_page.html embeds it
         summary_figure="reports/figures/accuracy_vs_missing_rate.png",
@@ -36,4 +37,4 @@ rule build_report:
         "benchmarks/report.tsv"
     shell:
         "mlaflow report --config {input.config} --indexes {input.indexes} --paper {input.paper}"
-        " --features {input.features} --masks {input.masks} --out-dir reports > {log} 2>&1"
+        " --features {input.features} --masks {input.masks} --tuned {input.tuned} --out-dir reports > {log} 2>&1"

@@ -8,6 +8,7 @@ rule train:
         folds="data/splits/folds.csv",
         masks=train_masks,
         shift_masks=shift_masks,
+        tuned=tuned_values,
         code=train_code,
     output:
         job_outputs("{root}", "{method}", "{rate}"),
@@ -25,10 +26,11 @@ rule train:
     params:
         seeds=job_seeds,
         folds=job_folds,
+        tuned=tuned_argument,
     shell:
         "mlaflow train --config {input.config} --missing-rate {wildcards.rate} --seed-list {params.seeds}"
         " --fold-list {params.folds} --manifest {input.manifest} --features {input.features} --folds {input.folds}"
-        " --masks {input.masks} --shift-masks {input.shift_masks} --out {output} > {log} 2>&1"
+        " --masks {input.masks} --shift-masks {input.shift_masks} {params.tuned} --out {output} > {log} 2>&1"
 
 
 rule index:
@@ -37,6 +39,7 @@ rule index:
     input:
         config="{stage_dir}/index.config.json",
         runs=stage_runs_of_dir,
+        tuned=index_tuned,
         code=code("mlaflow.train.index"),
     output:
         "{stage_dir}/index.json",
@@ -45,4 +48,5 @@ rule index:
     wildcard_constraints:
         stage_dir="|".join(STAGE_DIRS.values()),
     shell:
-        "mlaflow index --config {input.config} --runs {input.runs} --out {output} > {log} 2>&1"
+        "mlaflow index --config {input.config} --runs {input.runs} --tuned {input.tuned} --out {output}"
+        " > {log} 2>&1"

@@ -19,13 +19,20 @@ the same dropped inputs. At evaluation nothing is dropped. Other simplifications
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from mlaflow.methods.imputation import FeatureReconstruction, SimpleAE
+from mlaflow.tune.space import LogRange, Range
 
 AE_LAYERS = [256, 128]
 
 
 class AE(FeatureReconstruction):
     name = "ae"
+    search_space: ClassVar[dict] = {
+        "drop_rate": Range(0.1, 0.5),
+        "reconstruction_weight": LogRange(0.02, 2.0),
+    }
 
     def build_autoencoder(self, width, options, generators):
         return SimpleAE(width, AE_LAYERS, generators)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -268,7 +269,8 @@ class Method(nn.Module):
       training rows; a method with another schedule of steps (MLA's alternation, DCCA's two phases, CPM-Net's
       full-batch steps with its own optimisers) overrides `training_steps` itself.
     - `after_backward(step)`: a hook between the backward pass and the optimiser step (MLA's head-gradient
-      projection, OGM-GE's gradient modulation).
+      projection, OGM-GE's gradient modulation); `after_step(step)`: one after the optimiser step (MLA's
+      projection of the step taken, `head_update: project_step`).
     - `pretraining(data, batch_size) -> [Phase]`: training that comes before the first epoch (a teacher), which
       the same loop runs with its own optimiser.
     - `predict`, `embeddings`, `fusion_variants`: evaluation.
@@ -276,6 +278,10 @@ class Method(nn.Module):
     bookkeeping; `epochs_trained` counts the epochs it has run."""
 
     name = "base"
+    # the tuning stage's search space of the method's own options (mlaflow/tune/space.py); the shared optimiser's
+    # lr and weight decay are searched too unless the method trains with its own optimisers only
+    search_space: ClassVar[dict] = {}
+    uses_shared_optimizer: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -343,6 +349,9 @@ class Method(nn.Module):
 
     def after_backward(self, step: Step) -> None:
         """Hook between the backward pass and the optimiser step (nothing by default)."""
+
+    def after_step(self, step: Step) -> None:
+        """Hook after the optimiser step (nothing by default)."""
 
     def pretraining(self, data: RunGroup, batch_size: int) -> list[Phase]:
         """Phases trained before the first epoch (none by default)."""

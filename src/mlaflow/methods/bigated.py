@@ -7,6 +7,11 @@ other modality's u_m element-wise; one linear layer on the concatenation of the 
 order, (M - 1) * hidden_dim -> classes) gives the fused logits. With two modalities this is exactly
 OGM-GE's GatedFusion (x_gate=True); with three, both non-gate modalities share the same gate.
 
+The gate modality is in the tuning stage's search space (`search_space`): with the strongest modality as the
+gate (text on IEMOCAP-like data), that modality reaches the output only through sigmoid(u_g) * u_m, its
+unimodal prediction collapses to one class and the fused accuracy to the gated modalities' level; which
+modality gates is therefore chosen on validation, like the learning rate, rather than fixed.
+
 Missing modalities (zero-filled embeddings, see joint.py): a masked gate modality gives sigmoid(bias of
 fc_g); a masked gated modality gives gate * bias of fc_m.
 Unimodal evaluation (section 4.1.1): the network with the other modalities deactivated (zero-filled).
@@ -14,15 +19,20 @@ Unimodal evaluation (section 4.1.1): the network with the other modalities deact
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from mlaflow.methods.base import StackedLinear
 from mlaflow.methods.joint import JointFusion
+from mlaflow.tune.space import MODALITIES, Choice
 
 
 class BiGated(JointFusion):
     name = "bigated"
+    # the gate modality is searched: gating the strongest modality by another one is what makes it gated
+    search_space: ClassVar[dict] = {"gate": Choice(MODALITIES)}
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

@@ -31,6 +31,8 @@ Choices and differences from the reference:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -43,10 +45,12 @@ from mlaflow.methods.correlation import (
     pairs_of,
     train_fill,
 )
+from mlaflow.tune.space import IntRange, LogRange
 
 
 class CCA(ProjectionClassifier):
     name = "cca"
+    search_space: ClassVar[dict] = {"components": IntRange(2, 20), "regularization": LogRange(0.01, 100.0)}
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

@@ -5,6 +5,9 @@ baseline code (zeroQiaoba/GCNet, baseline-cca/{cca,dcca,dccae,util}.py).
   modality's features over the samples where it is present. GCNet takes that mean over the train, validation
   AND test rows (transductive); mlaflow takes it over each run's present TRAINING rows only, on the
   standardised features (so it is ~0, but computed, not assumed). The masked cell itself is never read.
+- `train_pca`: the input guard of DCCA / DCCAE (`input_components`; not in GCNet): per run and modality, the
+  mean and top principal directions of the standardised features over the run's training rows where that
+  modality is present. See dcca.py.
 - Pairs: (audio, visual), (audio, text), (visual, text), in GCNet's order. The rows a pair is fitted on are the
   run's training rows with at least one modality present, the missing cells imputed (as GCNet: imputed rows
   are not dropped from the CCA fit).
@@ -52,6 +55,38 @@ def train_fill(data: RunGroup) -> list[torch.Tensor]:
         x = data.inputs(m, batch.idx, batch.valid)  # masked cells are 0
         on = present[..., m : m + 1].float()
         out.append((x * on).sum(1) / on.sum(1).clamp(min=1))
+    return out
+
+
+@torch.no_grad()
+def train_pca(data: RunGroup, widths: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per modality m (mean [R, d], projection [R, d, widths[m]]): PCA of the standardised features over each
+    run's training rows where that modality is present (masked cells never enter; validation and test rows
+    never do). The projection's columns are the top principal directions, sign-fixed (largest-magnitude entry
+    positive) so that the fit is reproducible; a run with n <= widths[m] such rows has only n - 1
+    directions (none if n < 2), the missing columns are zero. float64 fit, stored in the features' dtype."""
+    batch = data.padded(data.rows("train"))
+    present = data.present_at(batch.idx, batch.valid)  # [R, n, M]
+    out = []
+    for m, width in enumerate(widths):
+        x = data.inputs(m, batch.idx, batch.valid)  # masked cells are 0 (and dropped below)
+        R, _, d = x.shape
+        mean = torch.zeros(R, d, dtype=torch.float64, device=x.device)
+        projection = torch.zeros(R, d, width, dtype=torch.float64, device=x.device)
+        for run in range(R):
+            xr = x[run][present[run, :, m]].double()
+            n = xr.shape[0]
+            if n == 0:
+                continue
+            mean[run] = xr.mean(0)
+            q = min(width, d, n - 1)
+            if q < 1:
+                continue
+            _, _, vh = torch.linalg.svd(xr - mean[run], full_matrices=False)
+            v = vh[:q].T  # [d, q]
+            sign = torch.sign(v.gather(0, v.abs().argmax(0, keepdim=True)))
+            projection[run, :, :q] = v * sign
+        out.append((mean.to(x.dtype), projection.to(x.dtype)))
     return out
 
 

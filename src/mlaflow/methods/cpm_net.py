@@ -48,12 +48,14 @@ Where mlaflow differs from the reference, and why:
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, Step
 from mlaflow.train.optim import StackedOptimizer
+from mlaflow.tune.space import LogRange
 
 REFERENCE_STEPS = 5  # network steps, then latent steps, per reference epoch (CPMNets.train's step=[5, 5])
 
@@ -86,6 +88,13 @@ def _xavier(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
 
 class CPMNet(Method):
     name = "cpm_net"
+    # its own two Adam optimisers: their learning rates are searched instead of the shared optimiser's
+    uses_shared_optimizer = False
+    search_space: ClassVar[dict] = {
+        "net_lr": LogRange(2e-4, 5e-3),
+        "latent_lr": LogRange(2e-3, 5e-2),
+        "lamb": LogRange(0.1, 10.0),
+    }
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

@@ -15,13 +15,20 @@ imputation.py). Other simplifications: see imputation.py.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from mlaflow.methods.imputation import FeatureReconstruction, ResidualAE
+from mlaflow.tune.space import LogRange, Range
 
 CRA_LAYERS = [256, 128]
 
 
 class CRA(FeatureReconstruction):
     name = "cra"
+    search_space: ClassVar[dict] = {
+        "drop_rate": Range(0.1, 0.5),
+        "reconstruction_weight": LogRange(0.05, 5.0),
+    }
 
     def build_autoencoder(self, width, options, generators):
         return ResidualAE(width, CRA_LAYERS, options["n_blocks"], generators)

@@ -28,16 +28,23 @@ Shared parts in imputation.py (`TeacherStudent`, `Teacher`, `ResidualAE`, `cmd`)
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import nn
 
 from mlaflow.methods.base import masked_cross_entropy
 from mlaflow.methods.imputation import FastLinear, ResidualAE, TeacherStudent, masked_mse, mlp, per_slot
+from mlaflow.tune.space import LogRange
 
 AE_LAYERS = [256, 128, 64]
 
 
 class IFMMIN(TeacherStudent):
     name = "if_mmin"
+    search_space: ClassVar[dict] = {
+        "reconstruction_weight": LogRange(0.1, 10.0),
+        "invariant_weight": LogRange(0.1, 10.0),
+    }
     shared_teacher = True
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):

@@ -31,11 +31,32 @@ against released code"):
 - `fusion: per_batch`: one entropy per modality per test batch, of the softmax over the batch axis
   (`per_batch_fusion_weights`); `fixed`: constant weights (`fixed_weights`); `average`: equal weights.
 
+How the projection combines with SGD's momentum and weight decay the paper does not say; it states neither
+of the two readings, and both are options (`head_update`):
+
+- `head_update: project_gradient` (default, the behaviour above): the head's gradient is projected before the
+  optimiser step, as eq. 3 reads and as a natural reading of "SGD with momentum 0.9" gives. The projected
+  gradient then enters SGD's momentum buffer and weight decay is added after the projection, so the step taken
+  is not in P_t's range: it keeps a component along the current modality's mean feature (past steps' momentum,
+  projected by older P, and the decay term -lr * wd * W, not projected at all).
+- `head_update: project_step`: the optimiser steps on the raw gradient (momentum and weight decay as usual),
+  and the change it made to the head's weight is projected afterwards (`after_step`):
+  W <- W_old + (W_new - W_old) @ P_t (P_t^T with `head_gradient_modification: released`; nothing with `off`),
+  for the runs that took the step and have t > 0, exactly where `project_gradient` projects the gradient; the
+  bias is not projected. It guarantees that the update actually applied to W at step t is D @ P_t (D the
+  optimiser's raw change, momentum and weight decay included), so with `paper` (W_new - W_old) h = D P_t h
+  and P_t h = alpha / (alpha + h^T P_{t-1} h) * P_{t-1} h (eq. 5): |(W_new - W_old) h| <= ||D|| |P_t h|, the
+  applied update is orthogonal to the current modality's mean feature h (eq. 4) up to eq. 5's alpha, whatever
+  the momentum and weight decay. The momentum buffer keeps the raw gradients. With momentum 0 and weight decay
+  0 both options take the same step, -lr * grad_W @ P_t.
+
 Public API relied on by tests outside the package: `rls_update` (eq. 5) and `dynamic_fusion_weights`
 (eq. 7-8).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +72,10 @@ from mlaflow.methods.base import (
     fuse,
     masked_cross_entropy,
 )
+from mlaflow.tune.space import LogRange
 
 FUSION_RULES = ("per_sample", "per_batch", "fixed", "average")
+HEAD_UPDATES = ("project_gradient", "project_step")
 
 
 # ------------------------------------------------------------------------------- eq. 3-5: the projector P
@@ -170,11 +193,19 @@ def fusion_weights(
 
 class MLA(Method):
     name = "mla"
+    search_space: ClassVar[dict] = {"alpha": LogRange(0.01, 1.0)}  # eq. 5's regulariser
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
         self.head = StackedLinear(self.hidden_dim, n_classes, generators)  # g, shared by all modalities
         self.hgm = method_cfg["head_gradient_modification"]
+        self.head_update = method_cfg["head_update"]
+        if self.head_update not in HEAD_UPDATES:
+            raise ParamsError(
+                "method_params.mla.head_update",
+                f"unknown value {self.head_update!r}",
+                f"use one of {list(HEAD_UPDATES)}",
+            )
         self.alpha = method_cfg["alpha"]
         self.alpha_schedule = method_cfg["alpha_schedule"]
         self.alternation = method_cfg["alternation"]
@@ -193,6 +224,9 @@ class MLA(Method):
         # t of eq. 1, per run, counted over the whole run
         self.step = torch.zeros(self.n_runs, dtype=torch.long)
         self.optimizer_steps = 0  # optimiser steps taken (any run), for tests
+        # head_update: project_step: (gate [R, 1, 1], projector [R, s, s], W_old [R, C, s]) of the step
+        # under way, from after_backward to after_step
+        self._pending_step_projection: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------ training
 
@@ -212,7 +246,8 @@ class MLA(Method):
         batches_per_epoch: torch.Tensor,
     ) -> Step:
         """One unimodal step of modality m for the active runs: encoder m and the head update; the head's
-        gradient is projected in `after_backward`. rows [R, B]: the samples of h."""
+        gradient is projected in `after_backward` (its step in `after_step`, `project_step`). rows [R, B]: the
+        samples of h."""
         stepping = dict.fromkeys([*self.encoders[m].parameters(), *self.head.parameters()], active)
         return Step(
             loss,
@@ -274,7 +309,9 @@ class MLA(Method):
                 self._steps_taken(active)
 
     def after_backward(self, step: Step) -> None:
-        """Head gradient modification (eq. 3-5, or the released variant) between backward and the step."""
+        """Head gradient modification (eq. 3-5, or the released variant) between backward and the step: P is
+        updated, then the gradient projected (`project_gradient`) or the step's projection prepared
+        (`project_step`, applied in `after_step`)."""
         if self.hgm == "off":
             return
         c, active = step.context, step.active
@@ -285,8 +322,22 @@ class MLA(Method):
         update = rls_update if self.hgm == "paper" else released_rls_update
         self.P = torch.where(gate, update(self.P, h_mean, alpha), self.P)  # eq. 5
         projector = self.P if self.hgm == "paper" else self.P.transpose(1, 2)
+        if self.head_update == "project_step":  # the gradient stays raw; the step is projected in after_step
+            self._pending_step_projection = (gate, projector, self.head.weight.detach().clone())
+            return
         grad = self.head.weight.grad
         self.head.weight.grad = torch.where(gate, grad @ projector, grad)  # eq. 3
+
+    @torch.no_grad()
+    def after_step(self, step: Step) -> None:
+        """`head_update: project_step`: project the change the optimiser made to the head's weight,
+        W <- W_old + (W_new - W_old) @ P_t, for the runs that took the step with t > 0 (others untouched)."""
+        if self._pending_step_projection is None:
+            return
+        gate, projector, weight_old = self._pending_step_projection
+        self._pending_step_projection = None
+        weight = self.head.weight
+        weight.copy_(torch.where(gate, weight_old + (weight - weight_old) @ projector, weight))
 
     def _alpha(self, batch_index: int, batches_per_epoch: torch.Tensor) -> torch.Tensor:
         """alpha of eq. 5 per run: constant, or decaying tenfold over each epoch (the released schedule)."""

@@ -32,14 +32,21 @@ baseline-mmin/models/mmin_model.py with utt_fusion_model.py as the teacher and n
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from mlaflow.methods.base import masked_cross_entropy
 from mlaflow.methods.imputation import FastLinear, ResidualAE, TeacherStudent, masked_mse
+from mlaflow.tune.space import LogRange
 
 AE_LAYERS = [256, 128, 64]
 
 
 class MMIN(TeacherStudent):
     name = "mmin"
+    search_space: ClassVar[dict] = {
+        "reconstruction_weight": LogRange(0.2, 20.0),
+        "cycle_weight": LogRange(0.1, 10.0),
+    }
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         options = method_cfg

@@ -31,12 +31,15 @@ W_m h_m + b (the whole bias), for sum fc_m(h_m).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from mlaflow.methods.base import StackedLinear
 from mlaflow.methods.concat import ConcatHead
 from mlaflow.methods.joint import JointFusion
 from mlaflow.methods.sum_fusion import SumHead
+from mlaflow.tune.space import LogRange
 
 
 def ogm_coefficients(scores: torch.Tensor, available: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -55,6 +58,7 @@ def ogm_coefficients(scores: torch.Tensor, available: torch.Tensor, alpha: float
 
 class OGMGE(JointFusion):
     name = "ogm_ge"
+    search_space: ClassVar[dict] = {"alpha": LogRange(0.03, 1.0)}
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

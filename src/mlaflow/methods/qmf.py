@@ -31,6 +31,8 @@ replaced by the shared training loop of mlaflow.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -44,6 +46,7 @@ from mlaflow.methods.base import (
     fuse,
     masked_cross_entropy,
 )
+from mlaflow.tune.space import LogRange
 
 
 def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -74,6 +77,7 @@ def ranking_loss(confidence: torch.Tensor, correctness: torch.Tensor, on: torch.
 
 class QMF(Method):
     name = "qmf"
+    search_space: ClassVar[dict] = {"rank_loss_weight": LogRange(0.01, 1.0)}
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +76,7 @@ from mlaflow.methods.base import (
     Step,
     masked_cross_entropy,
 )
+from mlaflow.tune.space import LogRange
 
 DROP_PROBABILITY = 0.5  # privileged false: chance that a sample with >= 2 observed modalities loses one
 
@@ -174,6 +176,7 @@ def masked_mean(values: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
 
 class TATE(Method):
     name = "tate"
+    search_space: ClassVar[dict] = {"aux_weight": LogRange(0.01, 1.0)}
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlaflow.io import write_text
-from mlaflow.report import appendix, complete, fidelity, grid, suite
+from mlaflow.report import appendix, complete, fidelity, grid, suite, tuning
 from mlaflow.report.context import ReportContext, load_context
 from mlaflow.report.page import render_page
 
@@ -29,6 +29,7 @@ SECTIONS: tuple[Section, ...] = (
     grid.header,  # title, read-first note, how cells are computed
     grid.accuracy_table,  # main accuracy table beside the paper's Table 2
     grid.all_metrics,  # every metric under the paper's settings
+    tuning.section,  # each method's search space, budget, chosen values, validation tuned against untuned
     complete.section,  # Table 1, laziness, modality gap, Table 3
     suite.suite_section,  # Table 2, the paper's claim, test-time shift
     suite.isolation_section,  # Figure 2 analogue
@@ -55,10 +56,11 @@ def build_report(
     feature_paths: list[str],
     mask_paths: list[str],
     out_dir: Path,
+    tuned_paths: list[str] = (),
 ) -> None:
     """reports/report.md and the files its sections write. `config`: the report job's config,
     {"config": <the validated params config>, "modalities": [...], "classes": [...], "paper_dataset": ...}."""
-    ctx = load_context(config, index_paths, paper_path, Path(out_dir), feature_paths, mask_paths)
+    ctx = load_context(config, index_paths, paper_path, Path(out_dir), feature_paths, mask_paths, tuned_paths)
     markdown = render(ctx)
     write_text(ctx.out_dir / "report.md", markdown)
     # after the sections, which write the figures the page embeds

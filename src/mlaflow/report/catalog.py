@@ -23,4 +23,5 @@ REPORT_ITEMS: dict[str, tuple[str, str]] = {
     "reports/figures/accuracy_vs_missing_rate_by_protocol.png": ("6. Fidelity", "by_protocol_png.rst"),
     "reports/plots/accuracy_vs_missing_rate_by_protocol.csv": ("6. Fidelity", "by_protocol_csv.rst"),
     "reports/fidelity.json": ("6. Fidelity", "fidelity_json.rst"),
+    "reports/tuning.json": ("7. Tuning", "tuning_json.rst"),
 }

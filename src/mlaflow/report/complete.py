@@ -44,8 +44,27 @@ def _by_method(frame: pd.DataFrame, cols) -> pd.DataFrame:
 
 
 def table1(runs: pd.DataFrame, modalities: list[str]) -> pd.DataFrame:
-    """One row per method that ran at missing rate 0 (runs under the paper's settings)."""
-    return _by_method(runs[runs["missing_rate"] == 0.0], columns(modalities))
+    """One row per method that ran at missing rate 0 (runs under the paper's settings). `<m>_constant_mean`:
+    the share of runs whose unimodal prediction of m is one class; where every run's is, the accuracy is the
+    share of that class, not a measure of the modality, and `<m>_accuracy_mean` is NaN (not measured)."""
+    at_zero = runs[runs["missing_rate"] == 0.0]
+    flags = [f"{m}_constant" for m in modalities if f"{m}_constant" in at_zero]
+    table = _by_method(at_zero, [*columns(modalities), *flags])
+    for m in modalities:
+        if f"{m}_constant_mean" in table:
+            constant = table[f"{m}_constant_mean"] == 1.0
+            table.loc[constant, [f"{m}_accuracy_mean", f"{m}_accuracy_std"]] = float("nan")
+    return table
+
+
+def unimodal_cell(row: pd.Series, modality: str) -> str:
+    """A Table 1 unimodal cell: mean ± std, "constant predictor" where every run predicts one class, and the
+    number of constant runs where some do."""
+    share = row.get(f"{modality}_constant_mean", 0.0)
+    if share == 1.0:
+        return "constant predictor"
+    text = md.pm(row[f"{modality}_accuracy_mean"], row[f"{modality}_accuracy_std"])
+    return f"{text} ({share:.0%} of runs constant)" if share and share > 0 else text
 
 
 def weak_modality(table: pd.DataFrame, modalities: list[str]) -> str:
@@ -57,10 +76,16 @@ def weak_modality(table: pd.DataFrame, modalities: list[str]) -> str:
 def laziness_statement(table: pd.DataFrame, modalities: list[str]) -> str:
     """A sentence computed from the Table 1 analogue: does MLA's weak modality learn more than under the best
     joint-training method here?"""
-    joint = [m for m in JOINT_METHODS if m in table.index]
-    if "mla" not in table.index or not joint:
-        return "The laziness comparison needs MLA and at least one joint-training method at missing rate 0."
     weak = weak_modality(table, modalities)
+    # a method whose weak-modality prediction is a constant has no accuracy to compare there
+    joint = [
+        m for m in JOINT_METHODS if m in table.index and not pd.isna(table.loc[m, f"{weak}_accuracy_mean"])
+    ]
+    if "mla" not in table.index or not joint:
+        return (
+            "The laziness comparison needs MLA and at least one joint-training method with a measured "
+            "weak-modality accuracy at missing rate 0."
+        )
     col = f"{weak}_accuracy"
     best = max(joint, key=lambda m: table.loc[m, f"{col}_mean"])
     mla, other = table.loc["mla"], table.loc[best]
@@ -163,7 +188,8 @@ def section(ctx: ReportContext) -> list[str]:
     for method, row in table.iterrows():
         cells = []
         for c in cols:
-            text = md.pm(row[f"{c}_mean"], row[f"{c}_std"])
+            modality = c[: -len("_accuracy")] if c != "accuracy" else None
+            text = unimodal_cell(row, modality) if modality else md.pm(row[f"{c}_mean"], row[f"{c}_std"])
             cells.append(f"**{text}**" if row[f"{c}_mean"] == best[c] else text)
         paper_cell = [_paper_cell(paper.row(paper.table1, method, modalities))] if paper.table1 else []
         rows.append([method, *cells, *paper_cell])
@@ -173,7 +199,10 @@ def section(ctx: ReportContext) -> list[str]:
         "Missing rate 0, accuracy % (mean ± std over seeds of the fold means). Unimodal accuracy as section "
         "4.1.1 says: fusion methods with the other modalities deactivated, `sum` one modality through its "
         "layer, `concat` the head split into per-modality sub-heads, MLA the shared head on one encoder, late "
-        "fusion and QMF each modality's classifier. Bold: the best of this run per column.",
+        "fusion and QMF each modality's classifier. Bold: the best of this run per column. \"constant "
+        "predictor\": every run's unimodal prediction is one class, so its accuracy is that class's share, not "
+        "what the modality carries (not shown as a number, and left out of the laziness comparison). "
+        f"{ctx.settings_note}",
         "",
         *md.table(
             [

@@ -135,9 +135,12 @@ def _row(run: dict, modalities: list[str]) -> dict:
     }
     row.update({k: metrics[k] for k in METRICS})
     row.update({f"{m}_accuracy": metrics["per_modality_accuracy"][m] for m in modalities})
+    classes = metrics.get("per_modality_predicted_classes", {})
+    row.update({f"{m}_constant": float(classes[m] <= 1) for m in modalities if m in classes})
     row["share_all_missing"] = metrics["share_all_missing"]
     row.update({f"gap_{pair}": gap for pair, gap in metrics.get("modality_gap", {}).items()})
     row.update({f"shift_{label}": acc for label, acc in (run.get("test_time_shift") or {}).items()})
+    row["prior_accuracy"] = run.get("prior_accuracy", float("nan"))
     row["best_epoch"] = run["validation"]["best_epoch"]
     row["seconds_per_epoch"] = run["seconds_per_epoch"]
     selection = run.get("selection", {})
@@ -255,6 +258,9 @@ class ReportContext:
     projections: dict = field(default_factory=dict)
     features: list[dict] = field(default_factory=list)
     masks: list[dict] = field(default_factory=list)
+    tuning: list[dict] = field(
+        default_factory=list
+    )  # each tuned method's chosen values (data/tuning/<m>.json)
 
     @property
     def config(self) -> dict:
@@ -263,6 +269,17 @@ class ReportContext:
     @property
     def modalities(self) -> list[str]:
         return list(self.job_config["modalities"])
+
+    @property
+    def settings_note(self) -> str:
+        """Which hyperparameters the tables show: the tuning stage's or params.yaml's."""
+        if not self.tuning:
+            return "Hyperparameters: params.yaml's values for every method (tuning.enabled: false)."
+        return (
+            f"Hyperparameters: each method's values chosen by the tuning stage ({self.tuning[0]['budget']} "
+            'Optuna trials per method on validation accuracy; section "Tuning"). Learning rates and '
+            "options named elsewhere in the text are params.yaml's, where each search starts."
+        )
 
     def of_kind(self, *kinds: str) -> list[Experiment]:
         return [e for e in self.experiments if e.kind in kinds]
@@ -308,6 +325,7 @@ def load_context(
     out_dir: Path,
     feature_paths: list[str] = (),
     mask_paths: list[str] = (),
+    tuned_paths: list[str] = (),
 ) -> ReportContext:
     experiments, run_paths, stages = load_indexes(list(index_paths))
     modalities = list(job_config["modalities"])
@@ -322,4 +340,12 @@ def load_context(
         projections,
         feature_provenance(list(feature_paths)),
         mask_summary(list(mask_paths), modalities),
+        [_read_json(path, "re-run the tuning stage (dvc repro)") for path in tuned_paths],
     )
+
+
+def _read_json(path: str | Path, fix: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(path, f"unreadable ({err})", fix) from err

@@ -166,7 +166,7 @@ def accuracy_table(ctx: ReportContext) -> list[str]:
         ref = ctx.paper.table2.get(method)
         if ref:
             rows.append([f"{method} (paper)"] + [f"{ref[r]:.2f}" if r in ref else "—" for r in rates])
-    out += [*md.table(["method"] + [md.rate(r) for r in rates], rows), ""]
+    out += [*md.table(["method"] + [md.rate(r) for r in rates], rows), "", ctx.settings_note, ""]
     if ctx.paper.table2:
         paper_rates = sorted({r for ref in ctx.paper.table2.values() for r in ref})
         no_zero = "" if 0.0 in paper_rates else "; the paper has no 0.0 column in this protocol"

@@ -15,8 +15,16 @@ from mlaflow.errors import InputError
 from mlaflow.io import write_json
 
 
-def write_index(config: dict, run_paths: list[str], out: str | Path) -> None:
+def write_index(config: dict, run_paths: list[str], out: str | Path, tuned_paths: list[str] = ()) -> None:
+    """Check every run against its job's config hash and, for a tuned method, against the chosen values it
+    must have trained with (data/tuning/<method>.json, `tuned_paths`); write the index."""
+    from mlaflow.tune.space import read_chosen
+
     expected = config["config_hashes"]
+    chosen = {c["method"]: c["values_hash"] for c in map(read_chosen, tuned_paths)}
+    missing = sorted(set(config["tuned_methods"]) - set(chosen))
+    if missing:
+        raise SystemExit(f"the index needs the tuned values of {missing} (data/tuning/<method>.json)")
     for path in run_paths:
         try:
             run = json.loads(Path(path).read_text())
@@ -34,6 +42,14 @@ def write_index(config: dict, run_paths: list[str], out: str | Path) -> None:
                 path,
                 f"stale result: trained with config hash {run.get('config_hash')}, its job's "
                 f"config now has {expected[key]}",
+                "delete it (or `snakemake --forcerun train`) and run `dvc repro` again",
+            )
+        want = chosen.get(run.get("method")) if run.get("method") in config["tuned_methods"] else None
+        had = (run.get("tuned") or {}).get("values_hash")  # None: trained with the config's values
+        if had != want:
+            raise InputError(
+                path,
+                f"stale result: trained with tuned values {had}, the tuning stage now chose {want}",
                 "delete it (or `snakemake --forcerun train`) and run `dvc repro` again",
             )
     write_json(out, {"stage": config["stage"], "experiments": config["experiments"], "runs": list(run_paths)})

@@ -34,6 +34,7 @@ from mlaflow.keys import config_hash, format_rate
 from mlaflow.provenance import git_commit
 from mlaflow.train.data import load_corpus
 from mlaflow.train.loop import RunSpec, train_runs
+from mlaflow.tune.space import apply_values, read_chosen
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,12 @@ def run_training_job(
     masks_path: str | Path,
     shift_mask_paths: list[str],
     outputs: list[str],
+    tuned_path: str | Path | None = None,
 ) -> None:
     """Train the runs seeds x folds (seeds outer) of the config's method at `missing_rate`; write outputs[i]
-    for run i. `shift_mask_paths`: the mask files of `config["test_time_shift"]` (test-time shift)."""
+    for run i. `shift_mask_paths`: the mask files of `config["test_time_shift"]` (test-time shift).
+    `tuned_path`: the tuning stage's chosen values for the method (data/tuning/<method>.json), written over the
+    config's settings except where the experiment's overrides set a key."""
     runs = [(seed, fold) for seed in seeds for fold in folds]
     if len(outputs) != len(runs):
         raise SystemExit(f"expected {len(runs)} output paths (seeds x folds), got {len(outputs)}")
@@ -91,8 +95,25 @@ def run_training_job(
         )
     method = config["method"]
     settings = {"train": config["train"], "method_params": config["method_params"]}
+    tuned = None
+    if tuned_path is not None:
+        tuned = read_chosen(tuned_path)
+        if tuned["method"] != method:
+            raise InputError(
+                tuned_path, f"holds the tuned values of {tuned['method']}, not {method}", "fix --tuned"
+            )
+        settings = apply_values(settings, tuned["values"], keep=config["experiment"]["overrides"])
+        tuned = {"values": tuned["values"], "values_hash": tuned["values_hash"], "source": str(tuned_path)}
     run_hash, commit = config_hash(config), git_commit()
-    key = _fingerprint(config, [manifest, *feature_paths, folds_path, masks_path, *shift_mask_paths], method)
+    inputs = [
+        manifest,
+        *feature_paths,
+        folds_path,
+        masks_path,
+        *shift_mask_paths,
+        *([tuned_path] if tuned else []),
+    ]
+    key = fingerprint(config, inputs, "mlaflow.train.job", method)
 
     def finished(index: int, record: dict) -> None:
         seed, fold = runs[index]
@@ -106,7 +127,8 @@ def run_training_job(
             masks=spec,
             all_missing=config["masks"]["all_missing"],
             masked_input=config["train"]["masked_input"],
-            method_params=config["method_params"].get(method, {}),
+            method_params=settings["method_params"].get(method, {}),
+            tuned=tuned,
             config_hash=run_hash,
             git_commit=commit,
             encoders={
@@ -184,12 +206,13 @@ def _done_path(out: str | Path, key: str) -> Path:
     return out.parent / ".done" / f"{out.stem}.{key}.json"
 
 
-def _fingerprint(config: dict, inputs: list, method: str) -> str:
-    """A key of everything a run is computed from: the job's config, its input files' content, its code."""
+def fingerprint(config: dict, inputs: list, step_module: str, method: str) -> str:
+    """A key of everything a job computes from: its config, its input files' content, its code (the step's module
+    and the method's)."""
     from mlaflow.methods import method_module
 
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for path in [*map(str, inputs), *code_files("mlaflow.train.job", method_module(method))]:
+    for path in [*map(str, inputs), *code_files(step_module, method_module(method))]:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)

@@ -2,7 +2,8 @@
 
 `train_epoch` is the only place where epochs run: it runs a method's pretraining phases before the first epoch
 (a teacher, with its own optimiser), then the epoch's steps (`Method.training_steps`), each one zero_grad ->
-backward -> the method's `after_backward` hook -> the optimiser step of the runs that take it, and keeps the
+backward -> the method's `after_backward` hook -> the optimiser step of the runs that take it -> its
+`after_step` hook, and keeps the
 loss bookkeeping. `train_runs` adds the learning-rate schedule (`StepDecay`), validation-based model selection
 and the final evaluation.
 
@@ -61,6 +62,8 @@ def run_steps(
         if method is not None:
             method.after_backward(step)
         step_optimizer.step(step.stepping)
+        if method is not None:
+            method.after_step(step)
         if step.record:
             if step.phase not in sums:
                 sums[step.phase] = torch.zeros(n_runs, device=device)
@@ -193,11 +196,16 @@ def evaluate(
         labels = batch.labels[r][valid]
         result = classification_metrics(labels, fused[r][valid], n_classes)
         result["per_modality_accuracy"] = {}
+        # how many classes each modality's own prediction uses: 1 is a constant predictor, whose "accuracy"
+        # is the share of one class, not what the modality carries (the report says so instead of a number)
+        result["per_modality_predicted_classes"] = {}
         for m, name in enumerate(names):
             on = present[r, :, m]
+            unimodal = pred.unimodal_logits[r, m][on].argmax(dim=-1)
             result["per_modality_accuracy"][name] = classification_metrics(
-                batch.labels[r][on], pred.unimodal_logits[r, m][on].argmax(dim=-1), n_classes
+                batch.labels[r][on], unimodal, n_classes
             )["accuracy"]
+            result["per_modality_predicted_classes"][name] = int(unimodal.unique().numel())
         result["n"] = int(valid.sum())
         result["share_all_missing"] = float((~has_any[r][valid]).float().mean()) if result["n"] else 0.0
         # modality gap on the test samples where both modalities are present
@@ -225,11 +233,15 @@ def evaluate(
     return results
 
 
-def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], settings: dict) -> list[dict]:
+def train_runs(
+    method_name: str, corpus: Corpus, specs: list[RunSpec], settings: dict, test: bool = True
+) -> list[dict]:
     """Train the runs in `specs` stacked together; return one metrics record per run (without provenance).
 
     settings: {"train": the method's effective train settings, "method_params": {method_name: its options}}, as
-    `mlaflow.experiments.method_settings` gives them (a training job's config holds them too)."""
+    `mlaflow.experiments.method_settings` gives them (a training job's config holds them too).
+    test=False (the tuning stage): the test rows are never read (give specs an empty "test" split); epochs are
+    selected on validation whatever train.model_selection says, and each record holds only "validation"."""
     train_cfg = settings["train"]
     if "method_optimizers" in train_cfg:
         raise ValueError(
@@ -256,14 +268,16 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], settings:
     prior = torch.stack(
         [torch.bincount(data.labels[rows], minlength=n_classes).argmax() for rows in data.rows("train")]
     )
-    val, test = data.padded(data.rows("val", "all")), data.padded(data.rows("test", "all"))
+    val = data.padded(data.rows("val", "all"))
+    test_rows = data.padded(data.rows("test", "all")) if test else None
 
-    select_on = train_cfg["model_selection"]  # "validation" (default) | "test" (optimistic)
+    # "validation" (default) | "test" (optimistic; never while tuning)
+    select_on = train_cfg["model_selection"] if test else "validation"
     best_acc = torch.full((R,), -1.0, device=device)
     best_epoch = torch.full((R,), -1, dtype=torch.long, device=device)
     state = _run_state(method, R)
     best_state = {k: v.detach().clone() for k, v in state.items()}
-    curves = {"validation": [], "test": []}  # per epoch: {rule: accuracy [R]}
+    curves = {"validation": [], "test": []} if test else {"validation": []}  # per epoch: {rule: accuracy [R]}
     losses = []
     started = time.perf_counter()
     for epoch in range(train_cfg["epochs"]):
@@ -273,7 +287,8 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], settings:
         method.eval()
         with torch.no_grad():
             curves["validation"].append(_epoch_accuracies(method, data, val, prior))
-            curves["test"].append(_epoch_accuracies(method, data, test, prior))
+            if test:
+                curves["test"].append(_epoch_accuracies(method, data, test_rows, prior))
         selection_acc = curves[select_on][-1]["fused"]
         improved = selection_acc > best_acc  # strict: the first best epoch wins ties
         best_acc = torch.where(improved, selection_acc, best_acc)
@@ -282,13 +297,26 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], settings:
             gate = improved.view((-1,) + (1,) * (p.dim() - 1))
             best_state[name] = torch.where(gate, p.detach(), best_state[name])
     train_seconds = time.perf_counter() - started
+    if not test:
+        return [
+            {
+                "validation": {
+                    "accuracy": float(best_acc[r]),
+                    "best_epoch": int(best_epoch[r]),
+                    "accuracy_curve": [float(epoch_acc["fused"][r]) for epoch_acc in curves["validation"]],
+                },
+                "train_seconds": train_seconds / R,
+            }
+            for r in range(R)
+        ]
 
     with torch.no_grad():
         for name, p in state.items():
             p.copy_(best_state[name])
-    test_metrics = evaluate(method, data, test, prior, n_classes, corpus.modalities)
-    shift = test_time_shift(method, data, test, prior, specs) if specs[0].shift else [None] * R
+    test_metrics = evaluate(method, data, test_rows, prior, n_classes, corpus.modalities)
+    shift = test_time_shift(method, data, test_rows, prior, specs) if specs[0].shift else [None] * R
     records = []
+    spec_test = data.rows("test", "all")
     for r, spec in enumerate(specs):
         curve = {
             role: {rule: [float(epoch_acc[rule][r]) for epoch_acc in per_epoch] for rule in per_epoch[0]}
@@ -312,6 +340,10 @@ def train_runs(method_name: str, corpus: Corpus, specs: list[RunSpec], settings:
                 "n_val": len(spec.split["val"]),
                 "n_test": len(spec.split["test"]),
                 "prior_class": corpus.class_names[int(prior[r])],
+                # the test accuracy of always predicting the prior class: the level of a collapsed method
+                "prior_accuracy": float((data.labels[spec_test[r]] == prior[r]).float().mean())
+                if len(spec_test[r])
+                else float("nan"),
                 "device": str(device),
                 "optimizer": {k: train_cfg[k] for k in ("optimizer", "lr", "momentum", "weight_decay")},
                 "runs_stacked": R,

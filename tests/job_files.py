@@ -1,0 +1,79 @@
+"""A tiny corpus as the files a training or tuning job reads (manifest, three feature stores, folds, masks),
+and a job config of the shipped params for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mlaflow import experiments as E
+from mlaflow import params as P
+from mlaflow.data.folds import make_folds
+from mlaflow.data.masks import bernoulli_mask, write_masks
+from mlaflow.features.store import FeatureStoreWriter
+
+NAMES = ["audio", "visual", "text"]
+BERNOULLI = {"protocol": "bernoulli", "modality": None, "training_only": False}
+CLASSES = ["neu", "hap", "sad"]
+DIMS = {"audio": 3, "visual": 4, "text": 5}
+
+
+def shipped() -> dict:
+    return yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
+
+
+def write_job_files(tmp_path: Path, n: int = 60, rate: float = 0.3) -> dict:
+    """The files, as the keyword arguments of run_training_job (masks at `rate`, seeds 0 and 1)."""
+    rng = np.random.default_rng(0)
+    ids = [f"u{i:02d}" for i in range(n)]
+    labels = rng.integers(0, 3, n)
+    manifest = pd.DataFrame(
+        {
+            "utterance_id": ids,
+            "session": np.arange(n) % 3 + 1,
+            "label": [CLASSES[i] for i in labels],
+            "label_index": labels,
+        }
+    )
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    stores = []
+    for m, d in DIMS.items():
+        with FeatureStoreWriter(
+            tmp_path / f"{m}.h5", ids, manifest["label"].tolist(), d, {"modality": m}
+        ) as w:
+            w.write(np.arange(n), (rng.standard_normal((n, d)) + labels[:, None]).astype(np.float32))
+            w.finish()
+        stores.append(str(tmp_path / f"{m}.h5"))
+    make_folds(manifest, [1, 2], 0.2, 0).to_csv(tmp_path / "folds.csv", index=False)
+    write_masks(
+        tmp_path / "masks.h5",
+        ids,
+        {s: bernoulli_mask(n, rate, s) for s in (0, 1)},
+        rate,
+        BERNOULLI,
+        "prior",
+        NAMES,
+    )
+    return {
+        "manifest": tmp_path / "manifest.csv",
+        "feature_paths": stores,
+        "folds_path": tmp_path / "folds.csv",
+        "masks_path": tmp_path / "masks.h5",
+        "shift_mask_paths": [],
+    }
+
+
+def small_params(**train) -> dict:
+    """The shipped params, validated, with a cheap training."""
+    params = P.validate(shipped())
+    params["train"].update({"epochs": 2, "hidden_dim": 8, "device": "cpu", "batch_runs": False} | train)
+    return params
+
+
+def train_config(params: dict, method: str = "late_fusion", experiment: str = "main") -> dict:
+    config = E.train_job_config(params, E.by_name(E.experiment_table(params))[experiment], method)
+    config.update(test_time_shift=[], classes=CLASSES, feature_dims=DIMS)
+    return config

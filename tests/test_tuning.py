@@ -1,0 +1,227 @@
+"""The tuning stage (mlaflow/tune): validation only, the same budget for every method, the chosen values reaching
+the training jobs, and the search spaces agreeing with the schema and the shipped params."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+from job_files import CLASSES, DIMS, small_params, train_config, write_job_files
+
+from mlaflow import experiments as E
+from mlaflow import params as P
+from mlaflow.errors import InputError
+from mlaflow.jobconfigs import job_configs
+from mlaflow.methods import METHODS
+from mlaflow.train.data import load_corpus
+from mlaflow.train.index import write_index
+from mlaflow.train.job import run_training_job
+from mlaflow.tune import study as S
+from mlaflow.tune.space import MODALITIES, Choice, apply_values, method_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def tuning_config(params: dict, method: str, trials: int = 3) -> dict:
+    params = copy.deepcopy(params)
+    params["tuning"].update(trials=trials, folds=[1, 2], missing_rates=[0.3])
+    config = E.tuning_job_config(params, method)
+    config.update(classes=CLASSES, feature_dims=DIMS)
+    return config
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    files = write_job_files(tmp_path, n=150)
+    corpus = load_corpus(
+        files["manifest"], dict(zip(DIMS, files["feature_paths"])), CLASSES, list(DIMS), DIMS
+    )
+    folds = pd.read_csv(files["folds_path"], dtype={"utterance_id": str})
+    present = np.random.default_rng(1).random((len(corpus.labels), 3)) > 0.3
+    present[~present.any(axis=1), 0] = True
+    return files, corpus, folds, present
+
+
+def _trials(config, corpus, folds, present):
+    """The trials (values, validation accuracy) of an in-memory study of `config`."""
+    specs = S.tuning_specs(corpus, folds, {0.3: present}, config["tuning"]["folds"], 0)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    S.optimize(study, config, corpus, specs)
+    return [(t.params, t.value) for t in S.completed(study)], specs
+
+
+@pytest.mark.parametrize("method", ["late_fusion", "bigated"])
+def test_the_tuner_never_reads_the_test_split(tiny, method):
+    """Fold 1's test rows with shuffled labels and NaN features change nothing; changed validation labels do.
+    (One fold: a fold's test session is a training session of the other folds.)"""
+    _, corpus, folds, present = tiny
+    config = tuning_config(small_params(epochs=6), method)
+    config["tuning"]["folds"] = [1]
+    trials, specs = _trials(config, corpus, folds, present)
+    assert all(len(spec.split["test"]) == 0 for spec in specs)  # the test rows are not even given
+    assert len(trials) == 3 and trials[0][0] == S.default_values(config, method_space(method))
+
+    test_rows = np.flatnonzero(folds["fold1"].to_numpy() == "test")
+    hidden = copy.copy(corpus)
+    labels = corpus.labels.clone()
+    shuffle = torch.randperm(len(test_rows), generator=torch.Generator().manual_seed(3))
+    labels[test_rows] = (labels[test_rows][shuffle] + 1) % 3
+    assert bool((labels[test_rows] != corpus.labels[test_rows]).any())
+    hidden.labels = labels
+    hidden.features = [x.clone() for x in corpus.features]
+    for x in hidden.features:
+        x[test_rows] = float("nan")
+    assert _trials(config, hidden, folds, present)[0] == trials
+
+    val_rows = np.flatnonzero(folds["fold1"].to_numpy() == "val")
+    moved = copy.copy(corpus)
+    moved.labels = corpus.labels.clone()
+    moved.labels[val_rows] = (moved.labels[val_rows] + 1) % 3
+    assert [v for _, v in _trials(config, moved, folds, present)[0]] != [v for _, v in trials]
+
+
+def test_every_method_of_the_comparison_gets_the_same_budget():
+    params = P.validate(small_params())
+    configs = job_configs(params)
+    tuned = E.tuned_methods(params)
+    assert set(tuned) == P.used_methods(params)  # every method of the comparison, nothing else
+    settings = {m: configs[f"data/tuning/{m}.config.json"]["tuning"] for m in tuned}
+    same = {
+        json.dumps({k: v for k, v in s.items() if k != "missing_rates"}, sort_keys=True)
+        for s in settings.values()
+    }
+    assert len(same) == 1  # trials, sampler, seed, folds, storage, workers: one setting for all
+    assert {m: s["missing_rates"] for m, s in settings.items() if s["missing_rates"] == [0.0]} == {
+        m: [0.0]
+        for m in ("sum", "concat", "film", "bigated", "ogm_ge")  # trained at rate 0 only: tuned there
+    }
+    params["tuning"]["enabled"] = False
+    assert E.tuned_methods(params) == []
+    # only the summary's config, which says so (and keeps data/tuning, a DVC output, in existence)
+    assert [p for p in job_configs(params) if p.startswith("data/tuning/")] == [
+        "data/tuning/summary.config.json"
+    ]
+    assert job_configs(params)["data/tuning/summary.config.json"] == {"enabled": False, "methods": []}
+
+
+def test_select_takes_the_budget_of_completed_trials_and_the_best(tiny, tmp_path):
+    _, corpus, folds, present = tiny
+    config = tuning_config(small_params(), "late_fusion", trials=3)
+    journal = tmp_path / "study.journal"
+    study = S.open_study(config, "abc", journal)
+    S.optimize(study, config, corpus, S.tuning_specs(corpus, folds, {0.3: present}, [1, 2], 0))
+    (tmp_path / "worker0.json").write_text(json.dumps({"fingerprint": "abc"}))
+    chosen = S.select(config, journal, [str(tmp_path / "worker0.json")], tmp_path / "chosen.json")
+    assert chosen["budget"] == 3 and len(chosen["trials"]) == 3
+    best = max(chosen["trials"], key=lambda t: (t["validation_accuracy"], -t["number"]))
+    assert chosen["values"] == best["values"] and chosen["validation_accuracy"] == best["validation_accuracy"]
+    assert chosen["untuned"]["trial"] == 0 and chosen["untuned"]["values"] == {
+        "train.lr": 0.01,
+        "train.weight_decay": 0.0001,
+    }
+    # a rerun of the worker finds the budget done and adds nothing
+    S.optimize(S.open_study(config, "abc", journal), config, corpus, [])
+    assert len(S.completed(S.open_study(config, "abc", journal))) == 3
+    config["tuning"]["trials"] = 4  # a larger budget than the study holds: an error, not a silent choice
+    with pytest.raises(InputError, match="has 3 completed trials, the budget is 4"):
+        S.select(config, journal, [str(tmp_path / "worker0.json")], tmp_path / "chosen.json")
+
+
+def _chosen_file(path, method, values):
+    path.write_text(json.dumps({"method": method, "values": values, "values_hash": E.config_hash(values)}))
+    return path
+
+
+def test_the_chosen_values_reach_the_training_jobs(tmp_path):
+    files = write_job_files(tmp_path)
+    params = small_params()
+    config = train_config(params, "bigated", "complete")
+    runs = {}
+    for name, values in {
+        "a": {"train.lr": 0.02, "method_params.bigated.gate": "audio"},
+        "b": {"train.lr": 0.005, "method_params.bigated.gate": "visual"},
+    }.items():
+        chosen = _chosen_file(tmp_path / f"{name}.json", "bigated", values)
+        outputs = [str(tmp_path / name / f"seed{s}_fold{f}.json") for s in (0,) for f in (1,)]
+        run_training_job(config, 0.3, [0], [1], outputs=outputs, tuned_path=chosen, **files)
+        runs[name] = json.loads(Path(outputs[0]).read_text())
+    a, b = runs["a"], runs["b"]
+    assert a["method_params"]["gate"] == "audio" and a["optimizer"]["lr"] == 0.02
+    assert b["method_params"]["gate"] == "visual" and b["optimizer"]["lr"] == 0.005
+    assert a["tuned"]["values_hash"] != b["tuned"]["values_hash"]
+    assert a["config_hash"] == b["config_hash"]  # the job's config is the same; the tuned values are an input
+    assert a["metrics"] != b["metrics"]
+
+    # the stage's index refuses a run trained with other tuned values than the stage now has
+    index_config = {
+        "stage": "main_grid",
+        "experiments": [],
+        "config_hashes": {"complete/bigated": a["config_hash"]},
+        "tuned_methods": ["bigated"],
+    }
+    run_path = tmp_path / "a" / "seed0_fold1.json"
+    write_index(index_config, [str(run_path)], tmp_path / "index.json", [str(tmp_path / "a.json")])
+    with pytest.raises(InputError, match="stale result: trained with tuned values"):
+        write_index(index_config, [str(run_path)], tmp_path / "index.json", [str(tmp_path / "b.json")])
+    # with tuning off, a run trained with the config's values is current, a tuned one is stale
+    untuned = tmp_path / "untuned.json"
+    untuned.write_text(json.dumps({**a, "tuned": None}))
+    index_config["tuned_methods"] = []
+    write_index(index_config, [str(untuned)], tmp_path / "index.json", [])
+    with pytest.raises(
+        InputError, match="trained with tuned values [0-9a-f]+, the tuning stage now chose None"
+    ):
+        write_index(index_config, [str(run_path)], tmp_path / "index.json", [])
+
+
+def test_an_experiment_override_wins_over_a_tuned_value():
+    settings = {
+        "train": {"lr": 0.01},
+        "method_params": {"mla": {"alpha": 0.1, "head_update": "project_gradient"}},
+    }
+    values = {"train.lr": 0.03, "method_params.mla.alpha": 0.5}
+    keep = {"method_params": {"mla": {"alpha": 0.2}}}
+    out = apply_values(settings, values, keep)
+    assert (
+        out["train"]["lr"] == 0.03 and out["method_params"]["mla"]["alpha"] == 0.1
+    )  # alpha: the experiment's
+    assert settings["train"]["lr"] == 0.01  # a copy
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_search_space_is_of_schema_options_and_holds_the_shipped_values(method):
+    params = P.validate(small_params())
+    schema_options = P.load_schema()["properties"]["method_params"]["properties"][method].get(
+        "properties", {}
+    )
+    space = method_space(method)
+    for key in space:
+        section, *rest = key.split(".")
+        if section == "method_params":
+            assert rest[0] == method and rest[1] in schema_options, key
+        else:
+            assert section == "train" and rest[0] in ("lr", "weight_decay"), key
+    config = tuning_config(params, method) if method in E.tuned_methods(params) else None
+    if config is not None:
+        S.check_space(config, space)  # trial 0 (the shipped values) lies in the space
+
+
+def test_a_shipped_value_outside_its_search_range_is_an_error():
+    params = small_params()
+    params["method_params"]["mla"]["alpha"] = 5.0
+    config = tuning_config(params, "mla")
+    with pytest.raises(Exception, match="method_params.mla.alpha.*outside its search range"):
+        S.check_space(config, method_space("mla"))
+
+
+def test_gate_and_condition_modalities_are_searched():
+    for method, option in (("bigated", "gate"), ("film", "condition")):
+        dim = method_space(method)[f"method_params.{method}.{option}"]
+        assert isinstance(dim, Choice) and dim.values == MODALITIES
+        assert dim.options(["a", "b"]) == ["a", "b"]
