@@ -3,7 +3,7 @@
 # loopback only, no accounting), `snakemake all --profile workflow/profiles/slurm` on a tiny grid, the same grid
 # run locally, and every run's `metrics` and `validation` compared. Needs root (installs packages, runs the
 # daemons); CI runs it after the test suite (.ci/run). Takes 4-5 minutes on 2 shared cores after the ~15 s
-# package install: ~2.5-3 min on SLURM (mostly the plugin's status polling between the 16 jobs), ~1.5 min locally.
+# package install: ~2.5-3 min on SLURM (mostly the plugin's status polling between the 20 jobs), ~1.5 min locally.
 #
 #   tests/slurm/run_slurm_test.sh            # KEEP_SLURM_TEST=1 keeps the temporary directory
 #
