@@ -531,6 +531,21 @@ def test_a_constant_unimodal_predictor_is_not_shown_as_an_accuracy():
     statement = complete.laziness_statement(table, ["audio", "text"])
     # film and bigated have no measured audio accuracy
     assert "(film)" not in statement and "(bigated)" not in statement and "(concat)" in statement
+    # the table of every metric names it too
+    from mlaflow.report import grid
+    from mlaflow.report.context import Paper, ReportContext
+
+    frame = pd.DataFrame(rows).assign(
+        kind="complete",
+        experiment="complete",
+        unweighted_accuracy=0.7,
+        macro_f1=0.7,
+        weighted_f1=0.7,
+        share_all_missing=0.0,
+    )
+    ctx = ReportContext({"modalities": ["audio", "text"]}, [], frame, Paper(), Path("."))
+    lines = [line for line in grid.all_metrics(ctx) if line.startswith("| film ")]
+    assert len(lines) == 1 and "constant predictor" in lines[0] and "30.00" not in lines[0]
 
 
 def test_a_method_at_the_prior_class_level_is_named():

@@ -12,6 +12,7 @@ from mlaflow.keys import config_hash, rate_key
 from mlaflow.report import markdown as md
 from mlaflow.report import plots
 from mlaflow.report.aggregate import seed_stats
+from mlaflow.report.complete import unimodal_cell
 from mlaflow.report.context import MAIN_KINDS, METRICS, ReportContext
 
 ACCURACY_PNG = "figures/accuracy_vs_missing_rate.png"
@@ -184,7 +185,10 @@ def all_metrics(ctx: ReportContext) -> list[str]:
     runs = ctx.paper_runs
     if runs.empty:
         return out + ["No runs under the paper's settings.", ""]
-    cell = summary_table(runs, ctx.modalities).set_index(["method", "missing_rate"])
+    # with each modality's share of constant runs: a constant predictor is named, not shown as an accuracy
+    flags = [f"{m}_constant" for m in ctx.modalities if f"{m}_constant" in runs]
+    columns = [*METRICS, *(f"{m}_accuracy" for m in ctx.modalities), "share_all_missing", *flags]
+    cell = seed_stats(runs, ["method", "missing_rate"], columns).set_index(["method", "missing_rate"])
     header = [
         "method",
         "missing rate",
@@ -201,7 +205,7 @@ def all_metrics(ctx: ReportContext) -> list[str]:
             method,
             md.rate(r),
             *[md.pm(c[f"{k}_mean"], c[f"{k}_std"]) for k in METRICS],
-            *[md.pm(c[f"{m}_accuracy_mean"], c[f"{m}_accuracy_std"]) for m in ctx.modalities],
+            *[unimodal_cell(c, m) for m in ctx.modalities],
             f"{100 * c['share_all_missing_mean']:.1f}",
             str(int(c["n_runs"])),
         ]
@@ -212,6 +216,6 @@ def all_metrics(ctx: ReportContext) -> list[str]:
         "",
         "Per-modality accuracy: each modality's own prediction (MLA: the shared head on that modality's "
         "encoder; late fusion: that modality's classifier), on the test samples where the modality is "
-        "present.",
+        'present; "constant predictor": one class in most runs (Table 1 analogue).',
         "",
     ]
