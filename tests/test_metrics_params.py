@@ -58,7 +58,7 @@ def test_method_without_its_params_gets_their_defaults():
     del params["method_params"]["late_fusion"], params["method_params"]["mla"]
     filled = P.validate(params)
     assert filled["method_params"]["late_fusion"] == {}
-    assert filled["method_params"]["mla"] == _params()["method_params"]["mla"]
+    assert filled["method_params"]["mla"] == P.validate(_params())["method_params"]["mla"]
 
 
 def test_a_training_jobs_config_holds_only_what_the_job_computes_from():

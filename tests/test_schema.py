@@ -95,21 +95,24 @@ def test_every_property_and_every_def_has_a_description():
 
 def test_every_key_has_a_default_except_those_that_define_the_experiment_and_required_lists_only_those():
     keys = dict(_properties_with_defaults(SCHEMA))
-    without = sorted(k for k, sub in keys.items() if "default" not in sub)
+    # a default that follows other keys (x-default-follows) is filled by mlaflow.params, not by the schema
+    without = sorted(k for k, sub in keys.items() if "default" not in sub and "x-default-follows" not in sub)
     # those five, and the objects that hold them (corpus, masks, splits, train: a config must state them too)
     holders = {key.rsplit(".", 1)[0] for key in WITHOUT_DEFAULT if "." in key}
     assert without == sorted({*WITHOUT_DEFAULT, *holders})
     for _, node in [("", SCHEMA), *keys.items()]:
         if "properties" in node:
             assert sorted(node.get("required", [])) == sorted(
-                k for k, sub in node["properties"].items() if "default" not in sub
+                k
+                for k, sub in node["properties"].items()
+                if "default" not in sub and "x-default-follows" not in sub
             )
     # an object whose keys all have defaults may be omitted as a whole
     for dotted, sub in keys.items():
         if (
             sub.get("type") == "object"
             and "properties" in sub
-            and all("default" in s for s in sub["properties"].values())
+            and all("default" in s or "x-default-follows" in s for s in sub["properties"].values())
         ):
             assert sub["default"] == {}, dotted
     for dotted in ("train.method_optimizers", "fidelity.variants"):  # free-keyed maps: the shipped value
@@ -141,7 +144,8 @@ def test_shipped_params_validate_and_filling_changes_nothing():
     assert S.fill_defaults(shipped, SCHEMA) == shipped
     assert S.coerce(shipped, SCHEMA) == shipped
     assert S.validate(shipped, SCHEMA) == shipped
-    assert P.validate(shipped) == shipped
+    # params.yaml states every key but those whose default follows other keys (mlaflow.params fills them)
+    assert P.validate(shipped) == P.fill_following_defaults(copy.deepcopy(shipped)) != shipped
 
 
 def test_a_config_of_the_keys_without_default_fills_to_the_shipped_params():
@@ -157,7 +161,7 @@ def test_a_config_of_the_keys_without_default_fills_to_the_shipped_params():
         "num_heads": 8,
         "intermediate_size": 1024,
     }
-    assert P.validate(minimal) == shipped  # and the cross-key checks accept it
+    assert P.validate(minimal) == P.validate(shipped)  # and the cross-key checks accept it
     assert minimal == _minimal(shipped)  # the input is not changed
 
 
@@ -188,7 +192,13 @@ def test_defaults_fill_partly_given_and_omitted_objects():
     assert audio["embedded"]["conv_dim"] == [64, 128, 256, 512]
     assert filled["features"]["text"] == _shipped()["features"]["text"]
     assert filled["method_params"]["mmin"] == {**_shipped()["method_params"]["mmin"], "n_blocks": 3}
-    assert filled["method_params"]["mla"]["fixed_weights"] == {"audio": 0.35, "visual": 0.25, "text": 0.40}
+    # a default that follows the corpus (x-default-follows) is filled by mlaflow.params, after the schema
+    assert "fixed_weights" not in filled["method_params"]["mla"]
+    assert P.validate(config)["method_params"]["mla"]["fixed_weights"] == {
+        "audio": 0.35,
+        "visual": 0.25,
+        "text": 0.40,
+    }
     # a given free-keyed map replaces the default map as a whole; its entries get nothing added
     config["train"]["method_optimizers"] = {"ae": {"lr": 0.01}}
     assert S.validate(config, SCHEMA)["train"]["method_optimizers"] == {"ae": {"lr": 0.01}}
@@ -336,15 +346,18 @@ def test_list_items_fail_naming_their_index():
 def test_params_validate_runs_the_cross_key_checks_on_the_filled_config():
     config = _minimal(_shipped())
     config["masks"]["missing_rates"] = ["0.0", "0.3", "0.7"]  # strings, coerced before the checks
+    # missing_suite.missing_rates follows masks.missing_rates where the config leaves it out
+    assert P.validate(config)["missing_suite"]["missing_rates"] == [0.3, 0.7]
+    config["missing_suite"] = {"missing_rates": [0.1, 0.7]}  # a stated rate is checked against the masks'
     with pytest.raises(
         ParamsError, match=r"`missing_suite\.missing_rates`: 0\.1 is not in masks\.missing_rates"
     ):
-        P.validate(config)  # missing_suite.missing_rates comes from its default
-    config["missing_suite"] = {"missing_rates": [0.3, 0.7]}
+        P.validate(config)
+    config["missing_suite"] = {"missing_rates": [0.3]}
     filled = P.validate(config)
     assert filled["masks"]["missing_rates"] == [0.0, 0.3, 0.7] and filled["missing_suite"][
         "missing_rates"
-    ] == [0.3, 0.7]
+    ] == [0.3]
 
 
 def test_off_written_unquoted_by_a_yaml_1_2_writer_reads_as_the_option_not_a_boolean():
@@ -361,3 +374,112 @@ def test_off_written_unquoted_by_a_yaml_1_2_writer_reads_as_the_option_not_a_boo
     reread = yaml.safe_load(out.getvalue())
     assert reread["method_params"]["mla"]["head_gradient_modification"] is False
     assert P.validate(reread)["method_params"]["mla"]["head_gradient_modification"] == "off"
+
+
+# ----------------------------------------------------------------------------- the configs the docs show
+
+
+def _yaml_blocks(path):
+    """(line, text) of every ```yaml block of a Markdown file."""
+    blocks, lines, start = [], None, 0
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if lines is None and line.strip() == "```yaml":
+            lines, start = [], number
+        elif lines is not None and line.strip() == "```":
+            blocks.append((start, "\n".join(lines)))
+            lines = None
+        elif lines is not None:
+            lines.append(line)
+    return blocks
+
+
+def _merged(base: dict, update: dict) -> dict:
+    """Snakemake's merge of a --configfile onto params.yaml (maps key by key, everything else replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def documented_configs():
+    """Every config the docs and .test/ show, exactly as written: a ```yaml block of README.md or docs/ whose keys
+    are params keys (a whole config where it states the five keys without a default, else a fragment merged
+    onto params.yaml, as `--configfile` merges it), and every .test/*.yaml (whole configs)."""
+    configs = []
+    for doc in [P.REPO_ROOT / "README.md", *sorted((P.REPO_ROOT / "docs").rglob("*.md"))]:
+        for line, text in _yaml_blocks(doc):
+            config = yaml.safe_load(text)
+            if not isinstance(config, dict) or not set(config) & set(SCHEMA["properties"]):
+                continue  # not a config (a profile, a dvc.yaml excerpt)
+            whole = all(_has(config, key) for key in WITHOUT_DEFAULT)
+            configs.append(
+                (f"{doc.relative_to(P.REPO_ROOT)}:{line}", config if whole else _merged(_shipped(), config))
+            )
+    for test_config in sorted((P.REPO_ROOT / ".test").glob("*.yaml")):
+        configs.append((str(test_config.relative_to(P.REPO_ROOT)), yaml.safe_load(test_config.read_text())))
+    return configs
+
+
+def _has(config: dict, dotted: str) -> bool:
+    try:
+        _get(config, dotted)
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
+def test_every_config_the_docs_and_test_folder_show_is_valid_as_written():
+    configs = documented_configs()
+    names = [name for name, _ in configs]
+    assert any(name.startswith(".test/features") for name in names) and len(configs) >= 5, names
+    for name, config in configs:
+        P.validate(config, source=name, check_files=False)
+
+
+def test_defaults_that_follow_other_keys_follow_them():
+    """A whole config that changes the rates, folds, seeds or modalities is valid without restating the keys
+    whose defaults depend on them (README's 'Bringing your own features' example failed on them)."""
+    config = {
+        "corpus": {"kind": "embedded_cremad"},
+        "methods": ["mla", "late_fusion"],
+        "masks": {"missing_rates": [0.0, 0.2, 0.6]},
+        "splits": {"folds": [3]},
+        "train": {"seeds": [4, 5]},
+    }
+    out = P.validate(config)
+    assert out["corpus"]["label_setup"] == "6class"
+    assert out["missing_suite"]["missing_rates"] == [0.2, 0.6]
+    assert out["tuning"]["folds"] == [3] and out["tuning"]["run_seed"] == 4
+    assert out["tuning"]["missing_rates"] == [0.2]
+    assert out["fidelity"]["missing_rates"] == [0.0, 0.2, 0.6]
+    assert out["isolation"]["modalities"] == ["audio", "visual"]
+    assert out["method_params"]["film"]["condition"] == "audio" == out["method_params"]["bigated"]["gate"]
+    assert out["method_params"]["mla"]["fixed_weights"] == {"audio": 0.5, "visual": 0.5}
+    # the shipped values: params.yaml leaves these keys out and gets what it stated before
+    shipped = P.validate(_shipped())
+    assert shipped["missing_suite"]["missing_rates"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    assert shipped["tuning"]["folds"] == [1, 2] and shipped["tuning"]["missing_rates"] == [0.3]
+    assert shipped["fidelity"]["missing_rates"] == [0.0, 0.3, 0.7]
+    assert shipped["method_params"]["mla"]["fixed_weights"] == {"audio": 0.35, "visual": 0.25, "text": 0.40}
+    # a stated value wins
+    config["tuning"] = {"folds": [3], "missing_rates": [0.6]}
+    assert P.validate(config)["tuning"]["missing_rates"] == [0.6]
+
+
+def test_every_key_whose_default_follows_others_is_filled():
+    follows = []
+
+    def walk(node, path):
+        node = S._resolve(node, SCHEMA)
+        if "x-default-follows" in node:
+            follows.append(path)
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, [*path, key])
+
+    walk(SCHEMA, [])
+    config = P.validate(_shipped())
+    assert len(follows) == 10
+    for path in follows:
+        assert _has(config, ".".join(path)), path

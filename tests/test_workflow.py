@@ -413,21 +413,31 @@ def test_the_cremad_look_alike_runs_end_to_end_with_two_modalities_and_six_class
     assert "visual acc" in report and "text acc" not in report
 
 
+# a folder name a shell would split and run: every path of the config reaches the jobs' commands quoted
+HOSTILE_FOLDER = "own files; touch PWNED; #"
+
+
 def test_your_own_features_run_end_to_end_with_free_names_ten_classes_and_their_split(code, tmp_path):
+    """.test/features.yaml, with its stores and table in a folder whose name has spaces and shell characters, in
+    a working directory whose name has a space: everything runs, nothing is executed from a path."""
     from tiny_workflow import write_feature_corpus
 
-    write_feature_corpus(tmp_path)
-    other_config(code, tmp_path, "features", "all")
-    assert not (tmp_path / "data" / "corpus").exists() and not (tmp_path / "data" / "features").exists()
-    folds = (tmp_path / "data" / "splits" / "folds.csv").read_text().splitlines()
+    workdir = tmp_path / "work dir"
+    write_feature_corpus(workdir, folder=HOSTILE_FOLDER)
+    config = (code / ".test" / "features.yaml").read_text()
+    for name in ("labels.csv", "speech.h5", "face.h5", "words.h5"):
+        config = config.replace(f"own/{name}", json.dumps(f"{HOSTILE_FOLDER}/{name}"))
+    (tmp_path / "my features.yaml").write_text(config)
+    snakemake(code, workdir, "all", configfile=tmp_path / "my features.yaml")
+    assert not list(tmp_path.rglob("PWNED")) and not (REPO / "PWNED").exists()
+    assert not (workdir / "data" / "corpus").exists() and not (workdir / "data" / "features").exists()
+    folds = (workdir / "data" / "splits" / "folds.csv").read_text().splitlines()
     assert folds[0] == "utterance_id,fold1"
-    record = json.loads(
-        next((tmp_path / "data" / "runs" / "mla" / "missing_0.00").glob("*.json")).read_text()
-    )
+    record = json.loads(next((workdir / "data" / "runs" / "mla" / "missing_0.00").glob("*.json")).read_text())
     assert set(record["metrics"]["per_modality_accuracy"]) == {"speech", "face", "words"}
     assert record["n_test"] == 60 and record["n_val"] == 30
     assert record["metrics"]["accuracy"] > 0.3  # ten classes, chance 0.1: the words carry the label
-    report = (tmp_path / "reports" / "report.md").read_text()
+    report = (workdir / "reports" / "report.md").read_text()
     assert "speech acc" in report and "words acc" in report and "not one of its datasets" in report
     assert "(paper)" not in report
 

@@ -51,16 +51,16 @@ FEATURE_MODALITIES = {"speech": 12, "face": 8, "words": 16}  # .test/features.ya
 FEATURE_CLASSES = [f"c{i}" for i in range(10)]
 
 
-def write_feature_corpus(dest: Path, n: int = 300, seed: int = 0) -> None:
-    """The user's own features of .test/features.yaml under dest/own: one HDF5 store per modality (the README's
-    schema, modality names of their own) and labels.csv (id, label, split), ten classes; each modality carries
-    the label through a class mean, words most, face least."""
+def write_feature_corpus(dest: Path, n: int = 300, seed: int = 0, folder: str = "own") -> None:
+    """The user's own features of .test/features.yaml under dest/<folder> (own): one HDF5 store per modality (the
+    README's schema, modality names of their own) and labels.csv (id, label, split), ten classes; each modality
+    carries the label through a class mean, words most, face least."""
     import numpy as np
     import pandas as pd
 
     from mlaflow.features.store import FeatureStoreWriter
 
-    own = Path(dest) / "own"
+    own = Path(dest) / folder
     own.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, len(FEATURE_CLASSES), n)

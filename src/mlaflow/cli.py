@@ -277,7 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="mask files of the test-time shift's missing rates (the config lists them)",
     )
     p.add_argument("--out", nargs="+", required=True)
-    p.add_argument("--tuned", default=None, help="the method's chosen values (data/tuning/<method>.json)")
+    p.add_argument(
+        "--tuned",
+        nargs="?",
+        default=None,
+        help="the method's chosen values (data/tuning/<method>.json), if tuned",
+    )
 
     p = step(
         "tune",

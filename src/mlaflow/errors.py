@@ -28,8 +28,13 @@ class InputError(MlaflowError):
 
 
 class ParamsError(MlaflowError):
-    """A wrong key or value in params.yaml (or a CLI argument that refers to it)."""
+    """A wrong key or value of the config. `source` names where the config came from: params.yaml, or the files
+    (and --config values) Snakemake merged it from (`mlaflow.params.validate(..., source=...)`)."""
 
-    def __init__(self, key: str, problem: str, fix: str = "edit params.yaml"):
-        self.key = key
-        super().__init__(f"params.yaml: `{key}`: {problem}. Fix: {fix}")
+    def __init__(self, key: str, problem: str, fix: str = "edit the config", source: str = "params.yaml"):
+        self.key, self.problem, self.fix, self.source = key, problem, fix, source
+        super().__init__(f"{source}: `{key}`: {problem}. Fix: {fix}")
+
+    def from_source(self, source: str) -> ParamsError:
+        """The same error, naming `source` as where the config came from."""
+        return ParamsError(self.key, self.problem, self.fix, source)

@@ -7,6 +7,7 @@ any job starts; jobs never read params.yaml: each gets the config file of its ow
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -24,10 +25,20 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def validate(params: dict) -> dict:
+def validate(params: dict, source: str = "params.yaml", check_files: bool = True) -> dict:
     """`params` validated: a new dict, strings coerced and defaults filled by the schema (mlaflow.schema.validate),
-    then checked across keys. Raise ParamsError naming the offending key; `params` itself is not changed."""
-    params = schema.validate(params, load_schema())
+    the defaults that follow other keys filled (`fill_following_defaults`), then checked across keys. Raise
+    ParamsError naming the offending key and `source`, where the config came from (params.yaml, or the files
+    Snakemake merged it from); `params` itself is not changed. `check_files` false skips the checks that the
+    files the config names exist (a config read away from its data, as the docs' examples are)."""
+    try:
+        return _validate(params, check_files)
+    except ParamsError as err:
+        raise err.from_source(source) from None
+
+
+def _validate(params: dict, check_files: bool) -> dict:
+    params = fill_following_defaults(schema.validate(params, load_schema()))
     _check_rates(params)
     for method in sorted(used_methods(params)):
         if method not in params["method_params"]:
@@ -70,9 +81,75 @@ def validate(params: dict) -> dict:
         _rates_in_masks(params, "fidelity", "the main grid's MLA runs are the paper baseline")
     _check_tuning(params)
     _check_corpus(params)
-    _check_paths(params)
+    _check_outputs_inside(params)
+    if check_files:
+        _check_paths(params)
     _check_experiment_names(params)
     return params
+
+
+def _nearest(target: float, rates: list[float]) -> float:
+    return min(rates, key=lambda rate: (abs(rate - target), rate))
+
+
+def fill_following_defaults(params: dict) -> dict:
+    """The keys whose default follows other keys (`x-default-follows` in the schema), set where the config leaves
+    them out: a config that changes the missing rates, folds, seeds or modalities never fails on a default it
+    did not write. Changes and returns `params` (schema.validate's new dict)."""
+    rates = params["masks"]["missing_rates"]
+    above_zero = [rate for rate in rates if rate > 0]
+    kind, names = corpora.corpus_kind(params), corpora.modalities(params)
+    strongest = kind.strongest if kind.strongest in names else names[0]
+    following = {
+        ("corpus", "label_setup"): lambda: next(iter(kind.classes)) if kind.classes else None,
+        ("missing_suite", "missing_rates"): lambda: above_zero,
+        ("tuning", "folds"): lambda: params["splits"]["folds"][:2],
+        ("tuning", "missing_rates"): lambda: [_nearest(0.3, above_zero)] if above_zero else [0.0],
+        ("tuning", "run_seed"): lambda: params["train"]["seeds"][0],
+        ("fidelity", "missing_rates"): lambda: list(
+            dict.fromkeys(_nearest(t, rates) for t in (0.0, 0.3, 0.7))
+        ),
+        ("isolation", "modalities"): lambda: list(kind.isolation_modalities or names),
+        ("method_params", "mla", "fixed_weights"): lambda: dict(
+            kind.fixed_weights or {m: round(1 / len(names), 6) for m in names}
+        ),
+        ("method_params", "film", "condition"): lambda: strongest,
+        ("method_params", "bigated", "gate"): lambda: strongest,
+    }
+    for path, value in following.items():
+        *sections, key = path
+        section = params
+        for name in sections:
+            section = section[name]
+        if key not in section:
+            section[key] = value()
+    return params
+
+
+def inside_workdir(path: str | Path) -> bool:
+    """Whether `path` (relative to the working directory, or absolute) lies inside the working directory, read
+    lexically (`..` resolved, symbolic links not followed: a link the user made inside is theirs)."""
+    workdir = os.path.abspath(os.getcwd())
+    resolved = os.path.abspath(os.path.join(workdir, path))
+    return resolved == workdir or resolved.startswith(workdir + os.sep)
+
+
+def check_outputs_inside(paths, key: str = "<output>") -> None:
+    """Every path the workflow writes lies inside the working directory (`snakemake -d` or the checkout)."""
+    for path in paths:
+        if not inside_workdir(path):
+            raise ParamsError(
+                key,
+                f"the workflow would write {path}, outside the working directory {os.getcwd()}",
+                "keep every generated path relative and inside the working directory (no `..`, no absolute path)",
+            )
+
+
+def _check_outputs_inside(params: dict) -> None:
+    """What the config names as an output (the generated corpus's root) stays inside the working directory."""
+    if corpora.corpus_kind(params).generator_module:
+        root = params["corpus"]["root"]
+        check_outputs_inside([root, f"{root}.config.json"], "corpus.root")
 
 
 def _rates_in_masks(params: dict, section: str, why: str) -> None:

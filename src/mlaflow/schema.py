@@ -222,6 +222,16 @@ def _params_error(err: jsonschema.ValidationError, schema: dict) -> ParamsError:
         key = _dotted([*path, extra[0]]) if extra else (_dotted(path) or "<top level>")
         return ParamsError(key, "unknown key", UNKNOWN_KEY_FIX)
     problem, fix = err.message, f"give it a value the schema allows ({SCHEMA_FILE})"
+    if "propertyNames" in err.absolute_schema_path:
+        # a key that is a name (a fidelity variant, a modality): the error is about the key itself
+        key = _dotted([*path, err.instance])
+        description = description_at(schema, [*path, err.instance])
+        return ParamsError(
+            key,
+            f"{err.instance!r} is not a valid name ({err.message})",
+            "rename it: a letter, then letters, digits and underscores (names become folders and job names)"
+            + (f"; about this key: {description}" if description else ""),
+        )
     if err.validator == "required" and isinstance(err.instance, dict):
         missing = [k for k in err.validator_value if k not in err.instance]
         if missing:

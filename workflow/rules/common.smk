@@ -29,8 +29,18 @@ from mlaflow.jobconfigs import (
 from mlaflow.methods import method_module
 from mlaflow.report.catalog import REPORT_ITEMS
 
-# defaults filled, --config strings coerced; fails naming the key, before any job
-_validated = P.validate(config)
+
+def config_source():
+    """Where the config Snakemake was given came from, as errors name it: params.yaml (unless replaced), each
+    --configfile, and --config values on top."""
+    settings = workflow.config_settings
+    files = [] if settings.replace_workflow_config else ["params.yaml"]
+    files += [os.path.relpath(f) for f in settings.configfiles]
+    return " + ".join(files + (["--config"] if settings.config else []))
+
+
+# defaults filled, --config strings coerced; fails naming the key and the file(s), before any job
+_validated = P.validate(config, source=config_source())
 config.clear()
 config.update(_validated)
 
@@ -165,10 +175,6 @@ def tuned_values(wildcards):
     return [E.tuned_values_path(wildcards.method)] if wildcards.method in TUNED else []
 
 
-def tuned_argument(wildcards, input):
-    return f"--tuned {input.tuned}" if input.tuned else ""
-
-
 def tuning_masks(wildcards):
     masks = E.tuning_experiment(config, wildcards.method).masks
     return [E.mask_path(masks, rate) for rate in E.tuning_rates(config, wildcards.method)]
@@ -201,11 +207,11 @@ def index_tuned(wildcards):
 
 
 def job_seeds(wildcards):
-    return " ".join(map(str, SEEDS)) if JOB_GROUP == "cell" else wildcards.seed
+    return SEEDS if JOB_GROUP == "cell" else [wildcards.seed]
 
 
 def job_folds(wildcards):
-    return " ".join(map(str, FOLDS)) if JOB_GROUP in ("cell", "seed") else wildcards.fold
+    return FOLDS if JOB_GROUP in ("cell", "seed") else [wildcards.fold]
 
 
 def manifest_source():
@@ -311,6 +317,11 @@ STAGE_TARGETS = {
     },
     "report": [*REPORT_OUTPUTS, "reports/report.config.json"],
 }
+
+
+# Names and paths from the config are checked at parse time (mlaflow.params); this makes sure of the result: no
+# job writes outside the working directory, whatever a future name or path option gives.
+P.check_outputs_inside([*JOB_CONFIGS, *(path for targets in STAGE_TARGETS.values() for path in targets)])
 
 
 def write_job_config(path, content, log):

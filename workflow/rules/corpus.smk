@@ -13,7 +13,7 @@ if CORPUS.generator_module:
             "benchmarks/corpus.tsv"
         threads: 2
         shell:
-            "mlaflow corpus --config {input.config} --out {output} --threads {threads} > {log} 2>&1"
+            "mlaflow corpus --config {input.config:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule manifest:
@@ -30,4 +30,4 @@ rule manifest:
     benchmark:
         "benchmarks/manifest.tsv"
     shell:
-        "mlaflow manifest --config {input.config} --source {input.source} --out {output} > {log} 2>&1"
+        "mlaflow manifest --config {input.config:q} --source {input.source:q} --out {output:q} > {log:q} 2>&1"

@@ -11,7 +11,7 @@ rule build_encoder:
     benchmark:
         "benchmarks/build_encoder/{modality}.tsv"
     shell:
-        "mlaflow build-encoder --config {input.config} --out {output} > {log} 2>&1"
+        "mlaflow build-encoder --config {input.config:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule extract:
@@ -33,5 +33,5 @@ rule extract:
         mem_mb=8000,
         runtime=120,
     shell:
-        "mlaflow extract --config {input.config} --manifest {input.manifest} --model {input.model}"
-        " --out {output} --threads {threads} > {log} 2>&1"
+        "mlaflow extract --config {input.config:q} --manifest {input.manifest:q} --model {input.model:q}"
+        " --out {output:q} --threads {threads} > {log:q} 2>&1"

@@ -12,8 +12,8 @@ rule summary:
     benchmark:
         "benchmarks/summary.tsv"
     shell:
-        "mlaflow summary --config {input.config} --indexes {input.index} --paper {input.paper}"
-        " --out-dir reports > {log} 2>&1"
+        "mlaflow summary --config {input.config:q} --indexes {input.index:q} --paper {input.paper:q}"
+        " --out-dir reports > {log:q} 2>&1"
 
 
 rule build_report:
@@ -36,5 +36,5 @@ rule build_report:
     benchmark:
         "benchmarks/report.tsv"
     shell:
-        "mlaflow report --config {input.config} --indexes {input.indexes} --paper {input.paper}"
-        " --features {input.features} --masks {input.masks} --tuned {input.tuned} --out-dir reports > {log} 2>&1"
+        "mlaflow report --config {input.config:q} --indexes {input.indexes:q} --paper {input.paper:q}"
+        " --features {input.features:q} --masks {input.masks:q} --tuned {input.tuned:q} --out-dir reports > {log:q} 2>&1"

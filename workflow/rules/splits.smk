@@ -11,7 +11,7 @@ rule folds:
     benchmark:
         "benchmarks/folds.tsv"
     shell:
-        "mlaflow folds --config {input.config} --manifest {input.manifest} --out {output} > {log} 2>&1"
+        "mlaflow folds --config {input.config:q} --manifest {input.manifest:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule masks:
@@ -29,5 +29,5 @@ rule masks:
     wildcard_constraints:
         folder="|".join(MASK_SPECS),
     shell:
-        "mlaflow masks --config {input.config} --manifest {input.manifest} --missing-rate {wildcards.rate}"
-        " --out {output} > {log} 2>&1"
+        "mlaflow masks --config {input.config:q} --manifest {input.manifest:q} --missing-rate {wildcards.rate:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -26,11 +26,10 @@ rule train:
     params:
         seeds=job_seeds,
         folds=job_folds,
-        tuned=tuned_argument,
     shell:
-        "mlaflow train --config {input.config} --missing-rate {wildcards.rate} --seed-list {params.seeds}"
-        " --fold-list {params.folds} --manifest {input.manifest} --features {input.features} --folds {input.folds}"
-        " --masks {input.masks} --shift-masks {input.shift_masks} {params.tuned} --out {output} > {log} 2>&1"
+        "mlaflow train --config {input.config:q} --missing-rate {wildcards.rate:q} --seed-list {params.seeds:q}"
+        " --fold-list {params.folds:q} --manifest {input.manifest:q} --features {input.features:q} --folds {input.folds:q}"
+        " --masks {input.masks:q} --shift-masks {input.shift_masks:q} --tuned {input.tuned:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule index:
@@ -48,5 +47,5 @@ rule index:
     wildcard_constraints:
         stage_dir="|".join(STAGE_DIRS.values()),
     shell:
-        "mlaflow index --config {input.config} --runs {input.runs} --tuned {input.tuned} --out {output}"
-        " > {log} 2>&1"
+        "mlaflow index --config {input.config:q} --runs {input.runs:q} --tuned {input.tuned:q} --out {output:q}"
+        " > {log:q} 2>&1"

@@ -24,9 +24,9 @@ rule tune:
     params:
         journal=tuning_journal,
     shell:
-        "mlaflow tune --config {input.config} --worker {wildcards.worker} --manifest {input.manifest}"
-        " --features {input.features} --folds {input.folds} --masks {input.masks} --journal {params.journal}"
-        " --out {output} > {log} 2>&1"
+        "mlaflow tune --config {input.config:q} --worker {wildcards.worker:q} --manifest {input.manifest:q}"
+        " --features {input.features:q} --folds {input.folds:q} --masks {input.masks:q} --journal {params.journal:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule tune_select:
@@ -43,8 +43,8 @@ rule tune_select:
     params:
         journal=tuning_journal,
     shell:
-        "mlaflow tune-select --config {input.config} --workers {input.workers} --journal {params.journal}"
-        " --out {output} > {log} 2>&1"
+        "mlaflow tune-select --config {input.config:q} --workers {input.workers:q} --journal {params.journal:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule tuning_summary:
@@ -58,4 +58,4 @@ rule tuning_summary:
     log:
         "logs/tuning_summary.log",
     shell:
-        "mlaflow tuning-summary --config {input.config} --chosen {input.chosen} --out {output} > {log} 2>&1"
+        "mlaflow tuning-summary --config {input.config:q} --chosen {input.chosen:q} --out {output:q} > {log:q} 2>&1"

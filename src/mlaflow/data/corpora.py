@@ -34,22 +34,32 @@ class CorpusKind:
     extracted: bool = True                  # False: every modality's store is given (features.<m>.precomputed)
     paper_dataset: str | None = None        # the paper's dataset it stands for (paper_results.yaml)
     paper_columns: dict[str, str] = field(default_factory=dict)   # modality -> the paper's column name
+    # defaults of the options that name a modality (mlaflow.params fills them where a config leaves them out)
+    strongest: str | None = None            # film's condition, bigated's gate (None: the first modality)
+    isolation_modalities: tuple[str, ...] | None = None   # masked in turn by the isolation analysis (None: all)
+    fixed_weights: dict[str, float] | None = None          # MLA's fusion fixed (None: equal weights)
 
 
 IEMOCAP_MODALITIES = ("audio", "visual", "text")
 CREMAD_MODALITIES = ("audio", "visual")
 
+# IEMOCAP: text carries the label most (the paper's Table 2 unimodal rows); Figure 2 masks audio and text in turn;
+# the released MLA code's fixed fusion weights. CREMA-D: audio is the dominant modality (OGM-GE, the paper).
+IEMOCAP_DEFAULTS = dict(paper_dataset="IEMOCAP", paper_columns={"visual": "image"}, strongest="text",
+                        isolation_modalities=("audio", "text"),
+                        fixed_weights={"audio": 0.35, "visual": 0.25, "text": 0.40})
+CREMAD_DEFAULTS = dict(paper_dataset="CREMA-D", paper_columns={"visual": "video"}, strongest="audio")
+
 CORPORA = {
     "embedded": CorpusKind("embedded", IEMOCAP_MODALITIES, IEMOCAP_CLASSES, "mlaflow.data.iemocap:manifest_for",
-                           "mlaflow.data.synthetic", "embedded", paper_dataset="IEMOCAP",
-                           paper_columns={"visual": "image"}),
+                           "mlaflow.data.synthetic", "embedded", **IEMOCAP_DEFAULTS),
     "iemocap": CorpusKind("iemocap", IEMOCAP_MODALITIES, IEMOCAP_CLASSES, "mlaflow.data.iemocap:manifest_for",
-                          paper_dataset="IEMOCAP", paper_columns={"visual": "image"}),
+                          **IEMOCAP_DEFAULTS),
     "embedded_cremad": CorpusKind("embedded_cremad", CREMAD_MODALITIES, CREMAD_CLASSES,
                                   "mlaflow.data.cremad:manifest_for", "mlaflow.data.synthetic_cremad",
-                                  "embedded_cremad", paper_dataset="CREMA-D", paper_columns={"visual": "video"}),
+                                  "embedded_cremad", **CREMAD_DEFAULTS),
     "cremad": CorpusKind("cremad", CREMAD_MODALITIES, CREMAD_CLASSES, "mlaflow.data.cremad:manifest_for",
-                         paper_dataset="CREMA-D", paper_columns={"visual": "video"}),
+                         **CREMAD_DEFAULTS),
     "features": CorpusKind("features", None, None, "mlaflow.data.table:manifest_for", extracted=False),
 }
 
