@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +136,184 @@ def test_select_takes_the_budget_of_completed_trials_and_the_best(tiny, tmp_path
     config["tuning"]["trials"] = 4  # a larger budget than the study holds: an error, not a silent choice
     with pytest.raises(InputError, match="has 3 completed trials, the budget is 4"):
         S.select(config, journal, [str(tmp_path / "worker0.json")], tmp_path / "chosen.json")
+
+
+def _score(settings: dict) -> float:
+    """A cheap stand-in for a trial's validation accuracy: a smooth function of the searched values."""
+    lr, decay = settings["train"]["lr"], settings["train"]["weight_decay"]
+    return float(1 / (1 + (np.log10(lr) + 2.3) ** 2 + 0.1 * (np.log10(decay) + 4.5) ** 2))
+
+
+def _fake_train_runs(block_at: int | None = None, marker: str | None = None):
+    """`train_runs` scoring with `_score`; its `block_at`-th call (from 0) writes `marker` and never returns."""
+    calls = []
+
+    def train_runs(method, corpus, specs, settings, test):
+        if len(calls) == block_at:
+            Path(marker).write_text("blocked")
+            time.sleep(3600)
+        calls.append(settings)
+        return [{"validation": {"accuracy": _score(settings)}}]
+
+    return train_runs
+
+
+def _blocking_worker(config_path: str, journal: str, worker: int, block_at: int, marker: str) -> None:
+    """A tuning worker (run in a subprocess by `_start_worker`) whose `block_at`-th trial never finishes."""
+    config = json.loads(Path(config_path).read_text())
+    S.train_runs = _fake_train_runs(block_at, marker)
+    S.optimize(S.open_study(config, "fp", journal, worker=worker), config, None, [], worker=worker)
+
+
+def _start_worker(tmp_path, config: dict, journal, block_at: int, worker: int = 0) -> subprocess.Popen:
+    """A worker process, returned once it is inside its `block_at`-th trial."""
+    config_path, marker = tmp_path / f"config{worker}.json", tmp_path / f"blocked{worker}"
+    config_path.write_text(json.dumps(config))
+    call = f"_blocking_worker({str(config_path)!r}, {str(journal)!r}, {worker}, {block_at}, {str(marker)!r})"
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import test_tuning; test_tuning.{call}"],
+        env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the worker exited ({proc.returncode}): {proc.stderr.read()}")
+        assert time.monotonic() < deadline, "the worker never reached its trial"
+        time.sleep(0.1)
+    return proc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+
+
+def _states(study) -> list[str]:
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+@pytest.mark.parametrize(
+    ("sampler", "killed_in", "storage"),
+    [
+        ("tpe", 0, "journal"),
+        ("tpe", 2, "journal"),
+        ("tpe", 11, "journal"),
+        ("random", 2, "journal"),
+        ("tpe", 2, "rdb"),
+    ],
+)
+def test_a_worker_killed_in_a_trial_resumes_to_the_study_of_an_uninterrupted_run(
+    tmp_path, monkeypatch, sampler, killed_in, storage
+):
+    """A worker killed (SIGKILL) inside trial `killed_in` leaves it RUNNING; the rerun, a fresh process with a
+    freshly seeded sampler, retries it and completes the very trials an uninterrupted run makes (TPE's
+    10 random start-up trials and its model-based ones after them), none twice, and `select` takes them.
+    In the journal file or an RDB (SQLite here)."""
+    config = tuning_config(small_params(), "late_fusion", trials=13)
+    config["tuning"]["sampler"] = sampler
+    if storage == "rdb":
+        config["tuning"]["storage"] = f"sqlite:///{tmp_path / 'studies.db'}"
+    monkeypatch.setattr(S, "train_runs", _fake_train_runs())
+    reference = S.open_study(config, "reference", tmp_path / "reference.journal")
+    S.optimize(reference, config, None, [])
+    assert _states(reference) == ["COMPLETE"] * 13
+
+    journal = tmp_path / "study.journal"
+    _kill(_start_worker(tmp_path, config, journal, block_at=killed_in))
+    study = S.open_study(config, "fp", journal)
+    assert _states(study) == ["COMPLETE"] * killed_in + ["RUNNING"]
+    S.optimize(study, config, None, [])
+    (tmp_path / "worker0.json").write_text(json.dumps({"fingerprint": "fp"}))
+    chosen = S.select(config, journal, [str(tmp_path / "worker0.json")], tmp_path / "chosen.json")
+
+    params = [t.params for t in S.completed(study)]
+    assert len({json.dumps(p, sort_keys=True) for p in params}) == 13  # no point twice
+    assert params == [t.params for t in S.completed(reference)]
+    assert _states(study) == ["COMPLETE"] * killed_in + ["FAIL"] + ["COMPLETE"] * (13 - killed_in)
+    assert params[0] == S.default_values(config, method_space("late_fusion"))
+    assert chosen["untuned"]["trial"] == (1 if killed_in == 0 else 0)
+    assert [t["number"] for t in chosen["trials"]] == [n for n in range(14) if n != killed_in]
+    best = max(S.completed(reference), key=lambda t: (t.value, -t.number))
+    assert chosen["values"] == best.params and chosen["validation_accuracy"] == best.value
+
+
+def test_a_worker_fails_only_its_own_trials_left_running_by_a_dead_process(tmp_path, monkeypatch):
+    """Two workers share a study: worker 1 is inside trial 0 (the config's values). A second worker 1 on this
+    host is refused while the first lives; worker 0 leaves the trial alone and runs the searched trials.
+    Once worker 1 is killed, its rerun fails the trial and retries it, and `select` counts the retry."""
+    config = tuning_config(small_params(), "late_fusion", trials=4)
+    config["tuning"]["workers"] = 2
+    journal = tmp_path / "study.journal"
+    worker1 = _start_worker(tmp_path, config, journal, block_at=0, worker=1)
+    monkeypatch.setattr(S, "train_runs", _fake_train_runs())
+    try:
+        with pytest.raises(InputError, match=r"worker 1 of study late_fusion-fp is running already \(pid"):
+            S.optimize(S.open_study(config, "fp", journal, worker=1), config, None, [], worker=1)
+        S.optimize(S.open_study(config, "fp", journal), config, None, [], worker=0)
+        assert _states(S.open_study(config, "fp", journal)) == ["RUNNING"] + ["COMPLETE"] * 3
+    finally:
+        _kill(worker1)
+    S.optimize(S.open_study(config, "fp", journal), config, None, [], worker=0)  # not worker 0's trial
+    assert _states(S.open_study(config, "fp", journal)) == ["RUNNING"] + ["COMPLETE"] * 3
+    S.optimize(S.open_study(config, "fp", journal, worker=1), config, None, [], worker=1)
+    study = S.open_study(config, "fp", journal)
+    assert _states(study) == ["FAIL"] + ["COMPLETE"] * 4
+    assert study.trials[4].params == S.default_values(config, method_space("late_fusion"))
+    for k in (0, 1):
+        (tmp_path / f"worker{k}.json").write_text(json.dumps({"fingerprint": "fp"}))
+    workers = [str(tmp_path / f"worker{k}.json") for k in (0, 1)]
+    chosen = S.select(config, journal, workers, tmp_path / "chosen.json")
+    assert chosen["untuned"]["trial"] == 4 and [t["number"] for t in chosen["trials"]] == [1, 2, 3, 4]
+
+
+def test_a_running_trial_is_stale_only_when_its_worker_is_gone():
+    """A worker's trial left RUNNING on another host is stale (the workflow runs each worker of a study once
+    at a time, on any node); another worker's trial, or one no worker has claimed yet, is never this worker's
+    to fail; one of this worker's own live process (a pid of this host started then) is an error."""
+    study = optuna.create_study(direction="maximize")
+    study.ask().set_user_attr("owner", {"worker": 0, "host": "another-node", "pid": 1, "started": 1})
+    study.ask()  # not claimed yet
+    assert S.fail_stale_trials(study, worker=1) == [] and _states(study) == ["RUNNING", "RUNNING"]
+    assert S.fail_stale_trials(study, worker=0) == [0] and _states(study) == ["FAIL", "RUNNING"]
+    study.ask().set_user_attr("owner", {"worker": 0, **S.this_process()})
+    with pytest.raises(InputError, match="worker 0 of study .* is running already"):
+        S.fail_stale_trials(study, worker=0)
+    study.ask().set_user_attr("owner", {"worker": 1, **S.this_process(), "started": -1})  # its pid reused
+    assert S.fail_stale_trials(study, worker=1) == [3]
+
+
+def test_the_config_values_are_retried_when_their_trial_was_never_claimed(monkeypatch):
+    """Trial 0 (the config's values) killed right after Optuna made it, before its worker claimed it: it stays
+    RUNNING, unclaimed and outside the budget, and the rerun enqueues the config's values again."""
+    config = tuning_config(small_params(), "late_fusion", trials=2)
+    monkeypatch.setattr(S, "train_runs", _fake_train_runs())
+    defaults = S.default_values(config, method_space("late_fusion"))
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(defaults)
+    study.ask()
+    S.optimize(study, config, None, [])
+    assert _states(study) == ["RUNNING", "COMPLETE", "COMPLETE"] and study.trials[1].params == defaults
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_an_uninterrupted_study_makes_the_trials_of_optunas_own_loop(monkeypatch, sampler):
+    """The tuner's trials are those of Optuna's `study.optimize` with the seeded sampler and the config's
+    values enqueued first (what the stage ran before it resumed killed studies): its results stand."""
+    config = tuning_config(small_params(), "late_fusion", trials=13)
+    config["tuning"]["sampler"] = sampler
+    monkeypatch.setattr(S, "train_runs", _fake_train_runs())
+    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+    study = optuna.create_study(direction="maximize", sampler=samplers[sampler](seed=0))
+    S.optimize(study, config, None, [])
+    space = method_space("late_fusion")
+    plain = optuna.create_study(direction="maximize", sampler=samplers[sampler](seed=0))
+    plain.enqueue_trial(S.default_values(config, space))
+    plain.optimize(S.objective(config, None, [], space), n_trials=13)
+    assert [(t.params, t.value) for t in S.completed(study)] == [(t.params, t.value) for t in plain.trials]
 
 
 def _chosen_file(path, method, values):

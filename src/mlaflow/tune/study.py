@@ -1,9 +1,10 @@
 """The tuning stage: every method's hyperparameters chosen on validation accuracy, with the same budget (Optuna).
 
 For each method in the comparison one Optuna study (`tuning` in params.yaml):
-- budget: `tuning.trials` completed trials, the same for every method; the first is always the config's own
-  values (trial 0, `enqueue_trial`), so the study reports the untuned validation accuracy beside the tuned one
-  and never chooses worse than the config on validation;
+- budget: `tuning.trials` completed trials, the same for every method: the config's own values (trial 0,
+  `enqueue_trial`; enqueued again if its run was killed), so the study reports the untuned validation accuracy
+  beside the tuned one and never chooses worse than the config on validation, and the first `tuning.trials` - 1
+  other completed trials. Failed trials are outside the budget;
 - sampler: `tuning.sampler` (tpe | random) seeded with `tuning.seed`, the same for every method;
 - objective: the fused validation accuracy at the validation-selected epoch, averaged over the runs
   `tuning.folds` x the method's tuning rates (`tuning.missing_rates`; a method trained at missing rate 0 only,
@@ -14,16 +15,38 @@ For each method in the comparison one Optuna study (`tuning` in params.yaml):
   the study's name holds a fingerprint of the job's config, input files and code, so a rerun after a change
   starts a new study and a rerun after a failure resumes the old one.
 
+Resuming after a kill (SIGKILL, a SLURM time limit, the OOM killer): the killed worker's trial stays RUNNING in
+the storage, and no storage tells a dead worker's trial from a slow one by itself (Optuna 5.1's JournalStorage
+has no heartbeat; RDBStorage's fails a trial only a grace period after its last beat, so a rerun right after
+the kill would still find it running). So every trial records its owner (user attr `owner`: worker index, host,
+pid, the process's start time), and a worker, when it starts, fails (state FAIL) the RUNNING trials of its own
+worker index: the workflow runs each worker of a study once at a time (Snakemake and DVC lock their outputs),
+so their process is dead, on whichever node it ran (a SLURM rerun lands on any). One whose process still runs on
+this host is the same worker started twice: an error. Another worker's trials are left to its own rerun (each
+worker that was killed reruns before `select`); a trial a kill caught between Optuna creating it and the worker
+recording itself as its owner stays RUNNING unclaimed, outside the budget. Unless a trial of the config's own
+values is completed, queued or claimed, they are enqueued again and run next.
+
+A resumed study makes the trials an uninterrupted run makes: every trial records the sampler's random state after
+it drew its values (user attr `sampler_state`), and a worker restores the state of its last completed trial before
+its first. The retried trial then draws from the state the killed one drew from and sees the same completed trials
+(a failed trial is no part of TPE's model), so its values, and so all later ones, are the uninterrupted run's; only
+the trial numbers after a failed trial are one higher. In an uninterrupted run the restored state is the state the
+sampler holds anyway: its trials are those of Optuna's own `study.optimize` with the seeded sampler.
+
 Outputs: each worker's trials (data/tuning/<method>/worker<k>.json), then the chosen values
-(data/tuning/<method>.json: the best of the study's first `trials` completed trials, ties to the earlier trial),
-which the training rules take as an input (mlaflow.train.job applies them). Trials of several workers run
-concurrently and TPE then depends on their timing; with one worker a study is reproducible.
+(data/tuning/<method>.json: the best of the study's budget, ties to the earlier trial), which the training rules
+take as an input (mlaflow.train.job applies them). Trials of several workers run concurrently and TPE then depends
+on their timing; with one worker a study is reproducible, killed and resumed or not.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -135,27 +158,159 @@ def open_study(config: dict, fingerprint: str, journal: str | Path, create: bool
     )
 
 
+OWNER, SAMPLER_STATE = "owner", "sampler_state"  # user attrs of every trial (module docstring)
+
+
 def completed(study) -> list:
     from optuna.trial import TrialState
 
     return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
 
 
-def optimize(study, config: dict, corpus: Corpus, specs: list[RunSpec]) -> None:
-    """Trials of `study` until it holds `tuning.trials` completed ones; trial 0 is the config's own values."""
-    from optuna.study import MaxTrialsCallback
+def budget(study, defaults: dict, trials: int) -> tuple:
+    """The completed trials a study's result is made of: its first trial of the config's own values (the untuned
+    one; None while there is none) and its first `trials` - 1 other trials."""
+    done = completed(study)
+    untuned = next((t for t in done if t.params == defaults), None)
+    return untuned, [t for t in done if untuned is None or t.number != untuned.number][: trials - 1]
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat from the third (state) on, None without it (no such process, or no /proc).
+    The name (second field) may hold spaces and parentheses: the fields follow its last ')'."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def this_process() -> dict:
+    """What identifies this process: host, pid and start time (clock ticks after boot; a later process may get
+    the pid). The start time is None where there is no /proc (not Linux)."""
+    stat = _proc_stat(os.getpid())
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": None if stat is None else int(stat[19]),
+    }
+
+
+def _alive(owner: dict) -> bool:
+    """Whether the process `owner` (this_process() of a process of this host) still runs."""
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process has the pid: its start time says whether it is the owner
+    if owner["started"] is None:  # recorded without /proc: the pid is all there is
+        return True
+    stat = _proc_stat(owner["pid"])
+    return stat is not None and stat[0] != "Z" and int(stat[19]) == owner["started"]  # Z: killed, not reaped
+
+
+def fail_stale_trials(study, worker: int) -> list[int]:
+    """Fail the trials that worker `worker` left RUNNING when it was killed (module docstring); their numbers.
+    Raises InputError when their process is alive on this host (the worker was started twice)."""
+    from optuna.trial import TrialState
+
+    me, failed = this_process(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(OWNER)
+        if owner is None or owner["worker"] != worker:
+            continue  # another worker's, or just created by a worker that has not claimed it yet
+        if owner["host"] == me["host"] and _alive(owner):
+            raise InputError(
+                None,
+                f"worker {worker} of study {study.study_name} is running already (pid {owner['pid']} on "
+                f"{owner['host']}, trial {trial.number})",
+                "let it finish, or end it and run the worker again",
+            )
+        study.tell(trial.number, state=TrialState.FAIL)
+        log.warning(
+            "%s: trial %d was left running by worker %d's killed process (pid %d on %s): failed, to be retried",
+            study.study_name,
+            trial.number,
+            worker,
+            owner["pid"],
+            owner["host"],
+        )
+        failed.append(trial.number)
+    return failed
+
+
+def _random_states(sampler) -> list[np.random.RandomState]:
+    """The random states `sampler` draws values from (private attributes of Optuna 5.1, pinned in pyproject)."""
+    import optuna
+
+    if isinstance(sampler, optuna.samplers.TPESampler):
+        return [sampler._rng.rng, sampler._random_sampler._rng.rng]  # its model's, its start-up trials'
+    if isinstance(sampler, optuna.samplers.RandomSampler):
+        return [sampler._rng.rng]
+    raise TypeError(f"cannot record the random state of a {type(sampler).__name__}")
+
+
+def sampler_state(sampler) -> list[dict]:
+    """The random state of `sampler`, as JSON (a trial's user attr)."""
+    states = []
+    for rng in _random_states(sampler):
+        _, keys, pos, has_gauss, gauss = rng.get_state()
+        key = base64.b64encode(keys.astype("<u4").tobytes()).decode()
+        states.append({"key": key, "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)})
+    return states
+
+
+def set_sampler_state(sampler, states: list[dict]) -> None:
+    for rng, state in zip(_random_states(sampler), states, strict=True):
+        key = np.frombuffer(base64.b64decode(state["key"]), dtype="<u4").astype(np.uint32)
+        rng.set_state(("MT19937", key, state["pos"], state["has_gauss"], state["gauss"]))
+
+
+def optimize(study, config: dict, corpus: Corpus, specs: list[RunSpec], worker: int = 0) -> None:
+    """Trials of `study` as its worker `worker` until the study holds its budget (module docstring): the config's
+    own values and `tuning.trials` - 1 others, completed. A trial the worker's killed run left RUNNING is failed
+    and retried, with the values the killed run drew."""
     from optuna.trial import TrialState
 
     tuning, space = config["tuning"], method_space(config["method"])
     check_space(config, space)
-    study.enqueue_trial(default_values(config, space), skip_if_exists=True)
-    done = len(completed(study))
-    if done < tuning["trials"]:
-        study.optimize(
-            objective(config, corpus, specs, space),
-            n_trials=tuning["trials"] - done,
-            callbacks=[MaxTrialsCallback(tuning["trials"], states=(TrialState.COMPLETE,))],
-        )
+    defaults = default_values(config, space)
+    fail_stale_trials(study, worker)
+    # The config's values again unless a trial of them is done, queued or run by a worker. Not
+    # enqueue_trial(skip_if_exists=True): it skips for a failed trial of the values too (Optuna 5.1). An
+    # unclaimed RUNNING one is no sign: its worker may have been killed before it claimed it.
+    live = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.WAITING, TrialState.COMPLETE)
+        or (t.state == TrialState.RUNNING and OWNER in t.user_attrs)
+    ]
+    # an enqueued trial's values are its fixed_params until its suggestions have set its params
+    if not any(t.system_attrs.get("fixed_params", t.params) == defaults for t in live):
+        study.enqueue_trial(defaults)
+    own = [t for t in completed(study) if t.user_attrs.get(OWNER, {}).get("worker") == worker]
+    if own:  # a fresh process: draw on from where this worker's last completed trial left the sampler
+        set_sampler_state(study.sampler, own[-1].user_attrs[SAMPLER_STATE])
+    run = objective(config, corpus, specs, space)
+    while True:
+        untuned, others = budget(study, defaults, tuning["trials"])
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        # the searched trials done, the config's trial still runs if it waits (retried after a kill)
+        if len(others) >= tuning["trials"] - 1 and (untuned is not None or not waiting):
+            break
+        trial = study.ask()
+        trial.set_user_attr(OWNER, {"worker": worker, **this_process()})
+        try:
+            value = run(trial)
+        except (Exception, KeyboardInterrupt):
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        trial.set_user_attr(SAMPLER_STATE, sampler_state(study.sampler))
+        if study.tell(trial, value).state != TrialState.COMPLETE:  # a NaN value: the loop would retry forever
+            raise RuntimeError(
+                f"{study.study_name}: Optuna did not accept trial {trial.number}'s value {value}"
+            )
 
 
 def run_worker(
@@ -168,7 +323,7 @@ def run_worker(
     journal: str | Path,
     out: str | Path,
 ) -> None:
-    """One worker of a method's study: trials until the study holds `tuning.trials` completed ones."""
+    """One worker of a method's study: trials until the study holds its budget of completed ones."""
     import optuna
     import torch
 
@@ -200,7 +355,7 @@ def run_worker(
     Path(journal).parent.mkdir(parents=True, exist_ok=True)
     study = open_study(config, fingerprint, journal, worker=worker)
     done_before = len(completed(study))
-    optimize(study, config, corpus, specs)
+    optimize(study, config, corpus, specs, worker)
     write_json(
         out,
         {
@@ -215,8 +370,8 @@ def run_worker(
 
 
 def select(config: dict, journal: str | Path, worker_paths: list[str], out: str | Path) -> dict:
-    """The chosen values of a method: the best of its study's first `tuning.trials` completed trials (the study
-    its workers, `worker_paths`, ran)."""
+    """The chosen values of a method: the best trial of its study's budget (the study its workers,
+    `worker_paths`, ran)."""
     method, tuning, modalities = config["method"], config["tuning"], config["modalities"]
     prints = {json.loads(Path(path).read_text())["fingerprint"] for path in worker_paths}
     if len(prints) != 1:
@@ -226,20 +381,20 @@ def select(config: dict, journal: str | Path, worker_paths: list[str], out: str 
     (fingerprint,) = prints
     space = method_space(method)
     study = open_study(config, fingerprint, journal, create=False)
-    trials = completed(study)[: tuning["trials"]]
+    defaults = default_values(config, space)
+    untuned, others = budget(study, defaults, tuning["trials"])
+    if untuned is None:
+        raise InputError(
+            journal,
+            f"study {study.study_name} has no completed trial of the config's own values",
+            "re-run the tuning workers (snakemake or dvc repro): each retries the trials its killed run left",
+        )
+    trials = sorted([untuned, *others], key=lambda t: t.number)
     if len(trials) < tuning["trials"]:
         raise InputError(
             journal,
             f"study {study.study_name} has {len(trials)} completed trials, the budget is {tuning['trials']}",
             "re-run the tuning workers (snakemake or dvc repro); failed trials are retried",
-        )
-    defaults = default_values(config, space)
-    untuned = next((t for t in trials if t.params == defaults), None)
-    if untuned is None:
-        raise InputError(
-            journal,
-            f"study {study.study_name} has no completed trial of the config's own values",
-            "delete the study's journal and re-run the tuning workers",
         )
     best = max(trials, key=lambda t: (t.value, -t.number))
     settings = base_settings(config)
