@@ -10,3 +10,11 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def full_disk(tmp_path_factory):
+    """A disk that fills up under HDF5 (tests/full_disk.py)."""
+    from full_disk import FullDisk
+
+    return FullDisk(tmp_path_factory.mktemp("full_disk"))

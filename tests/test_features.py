@@ -450,6 +450,62 @@ def test_a_damaged_or_foreign_partial_file_is_not_trusted(tmp_path, corpus, mode
     )
 
 
+FULL_DISK_EXTRACTION = """
+import json, os, sys
+from pathlib import Path
+
+import pandas as pd
+
+from mlaflow.features.extract import extract_features
+from mlaflow.features.store import FeatureStoreWriter
+
+manifest, model_dir, out, cfg = sys.argv[1:]
+write, batches = FeatureStoreWriter.write, []
+
+
+def write_then_fill_the_disk(self, rows, features):
+    batches.append(sorted(int(row) for row in rows))
+    write(self, rows, features)
+    Path(os.environ["FULL_DISK_FLAG"]).touch()
+
+
+FeatureStoreWriter.write = write_then_fill_the_disk
+corpus = pd.read_csv(manifest, dtype={"utterance_id": str, "transcript": str})
+try:
+    extract_features("audio", corpus, model_dir, out, json.loads(cfg), params_hash="test-hash", threads=1)
+except Exception as err:
+    print(json.dumps({"type": type(err).__name__, "message": str(err), "batches": batches}))
+"""
+
+
+def test_a_full_disk_during_extraction_names_the_file_keeps_the_rows_and_the_rerun_resumes(
+    tmp_path, corpus, models, full_disk
+):
+    """The disk fills up after the first batch, under HDF5's own file driver (tests/full_disk.py)."""
+    extract("audio", corpus, models, tmp_path / "clean.h5")
+    corpus.to_csv(tmp_path / "manifest.csv", index=False)
+    out = tmp_path / "audio.h5"
+    partial = partial_path_for(out)
+    error = full_disk.run(
+        FULL_DISK_EXTRACTION, tmp_path / "manifest.csv", models["audio"], out, json.dumps(tiny_features_cfg())
+    )
+    assert error["type"] == "InputError", error
+    assert error["message"].startswith(f"{partial}: cannot be written (No space left on device). Fix: free")
+    assert "the rows written so far are kept" in error["message"]
+    first, *_ = error["batches"]
+    assert len(error["batches"]) == 2 and not out.exists()
+    with h5py.File(partial, "r") as handle:  # the first batch, written before the disk filled, is kept
+        assert np.flatnonzero(handle["written"][()]).tolist() == first
+        kept = handle["features"][first]
+    np.testing.assert_array_equal(kept, read_store(tmp_path / "clean.h5").features[first])
+
+    stats = extract("audio", corpus, models, out)  # space again
+    assert stats["n_resumed"] == len(first) and stats["n_computed"] == len(corpus) - len(first)
+    resumed, clean = read_store(out), read_store(tmp_path / "clean.h5")
+    assert resumed.ids == clean.ids and resumed.labels == clean.labels
+    np.testing.assert_allclose(resumed.features, clean.features, rtol=1e-4, atol=1e-5)
+
+
 def test_missing_model_directory_is_a_params_error(tmp_path, corpus):
     with pytest.raises(ParamsError, match="features.visual.model.*does not exist"):
         extract_features("visual", corpus, tmp_path / "nowhere", tmp_path / "v.h5", tiny_features_cfg(), "h")

@@ -238,6 +238,63 @@ def test_a_failed_write_during_extraction_stops_it_naming_the_partial_file(tmp_p
     reopened.close()
 
 
+FULL_DISK_WRITER = """
+import json, os, sys
+from pathlib import Path
+
+import numpy as np
+
+from mlaflow.features.store import FeatureStoreWriter
+
+ids = [f"u{i}" for i in range(10)]
+features = np.arange(40, dtype=np.float32).reshape(10, 4)
+try:
+    with FeatureStoreWriter(sys.argv[1], ids, ["neu"] * 10, 4, {"modality": "audio", "params_hash": "h"}) as writer:
+        for batch in ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9]):  # as extraction writes: batch by batch, then finish
+            writer.write(batch, features[batch])
+            Path(os.environ["FULL_DISK_FLAG"]).touch()  # the disk is full from now on
+        writer.finish()
+except Exception as err:
+    print(json.dumps({"type": type(err).__name__, "message": str(err)}))
+"""
+
+
+def test_a_full_disk_under_hdf5_stops_the_writer_naming_the_file_and_keeps_the_rows(tmp_path, full_disk):
+    """On a real full disk h5py raises RuntimeError (not OSError) from a flush, and a write that HDF5 cached
+    and fails to write when a dataset closes is only printed, its rows dropped: finish() then found rows never
+    written, and closing the file failed again (or crashed)."""
+    out, partial = tmp_path / "audio.h5", tmp_path / "audio.partial.h5"
+    error = full_disk.run(FULL_DISK_WRITER, out)
+    assert error["type"] == "InputError", error
+    assert error["message"].startswith(f"{partial}: cannot be written (No space left on device). Fix: free")
+    assert "the rows written so far are kept" in error["message"]
+
+    with h5py.File(partial, "r") as handle:  # the first batch, written before the disk filled, is kept
+        assert handle["written"][()].tolist() == [True] * 5 + [False] * 5
+        np.testing.assert_array_equal(handle["features"][:5], np.arange(20, dtype=np.float32).reshape(5, 4))
+    ids = [f"u{i}" for i in range(10)]
+    with FeatureStoreWriter(out, ids, ["neu"] * 10, 4, {"modality": "audio", "params_hash": "h"}) as writer:
+        assert writer.n_resumed == 5 and list(writer.pending_rows()) == [5, 6, 7, 8, 9]
+        writer.write([5, 6, 7, 8, 9], np.arange(20, 40, dtype=np.float32).reshape(5, 4))
+        writer.finish()
+    np.testing.assert_array_equal(read_store(out).features, np.arange(40, dtype=np.float32).reshape(10, 4))
+
+
+def test_a_rerun_on_a_disk_still_full_keeps_the_partial_file(tmp_path, full_disk):
+    """Reopening a partial file to resume it writes to it: on a disk still full that must not pass for a
+    damaged file (which is deleted and started over)."""
+    out, partial = tmp_path / "audio.h5", tmp_path / "audio.partial.h5"
+    ids = [f"u{i}" for i in range(10)]
+    with FeatureStoreWriter(out, ids, ["neu"] * 10, 4, {"modality": "audio", "params_hash": "h"}) as writer:
+        writer.write([0, 1, 2], np.ones((3, 4), np.float32))
+    reopen = FULL_DISK_WRITER.replace("try:", "Path(os.environ['FULL_DISK_FLAG']).touch()\ntry:", 1)
+    error = full_disk.run(reopen, out)
+    assert error["type"] == "InputError", error
+    assert error["message"].startswith(f"{partial}: cannot be written (No space left on device)")
+    with h5py.File(partial, "r") as handle:
+        assert handle["written"][()].tolist() == [True] * 3 + [False] * 7
+
+
 # ------------------------------------------------------------------------------------------ wav files
 
 

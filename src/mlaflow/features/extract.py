@@ -15,7 +15,8 @@ How extraction keeps fast and safe:
   * `torch.inference_mode()`; on CUDA, pinned host memory + non-blocking copies, and fp16 autocast when
     `features.half_precision` is true (features are pooled and stored in float32);
   * each batch is written and flushed as it is computed, so memory does not grow with the corpus and a
-    killed job resumes from the rows already written;
+    killed job resumes from the rows already written; a batch that cannot be written (a full disk) stops
+    the job with an InputError naming the partial store and the reason, its finished rows kept for the re-run;
   * a bad input file does not stop the run: every good utterance is still computed and written, then one
     InputError lists the bad files; after fixing them a re-run computes only the missing rows.
 """

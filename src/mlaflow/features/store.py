@@ -30,6 +30,14 @@ still unwritten, provided its `params_hash` and `ids` are those of the new run. 
 cannot be read (a job killed mid-write can leave a truncated HDF5 file), it is deleted and extraction starts
 over. When every row is written, `written` is dropped, `complete` set to True and the file renamed atomically
 onto the output path, so a file at the output path is always whole.
+
+A write that fails (a full disk, a lost mount) stops extraction at once with an InputError naming the partial
+file and the operating system's reason. The file is closed and kept, holding every row written before with its
+flag, so a re-run resumes from there; a re-run that cannot write to it either fails the same way and keeps it
+(only a file HDF5 cannot read is deleted). Closing may fail too on a full disk: that is logged, never raised
+over the first error. The partial file is opened with HDF5's raw-data cache (the sieve buffer) off, so that a
+batch reaches the disk within the h5py call that writes it and fails there: HDF5 would otherwise write cached
+rows when a dataset handle is released, and h5py only prints a failure there, the rows silently lost.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,15 +113,40 @@ def _python_value(value: Any) -> Any:
     return value
 
 
-def _os_reason(err: OSError) -> str:
+def _os_reason(err: Exception) -> str:
     """The operating system's reason in a few words ("No space left on device"), not HDF5's whole trace."""
     import errno as errno_codes
 
     text = str(err)
     for code in (errno_codes.ENOSPC, errno_codes.EACCES, errno_codes.EROFS, errno_codes.EDQUOT):
-        if err.errno == code or f"errno = {code}," in text:
+        if getattr(err, "errno", None) == code or f"errno = {code}," in text:
             return os.strerror(code)
     return text.splitlines()[0][:200]
+
+
+def _os_failure(err: Exception) -> bool:
+    """Whether the operating system refused a read or write: an OSError with an errno, or the RuntimeError
+    h5py raises when HDF5 cannot flush or close a file (the errno only in HDF5's message, "errno = 28,"). An
+    OSError without one is HDF5 finding a file damaged (e.g. "file signature not found")."""
+    if not isinstance(err, (OSError, RuntimeError)):
+        return False
+    code = getattr(err, "errno", None)
+    found = re.search(r"errno = (\d+)", str(err))
+    return bool(code) or (found is not None and int(found.group(1)) != 0)
+
+
+def _open_partial(path: Path, create: bool) -> h5py.File:
+    """Create (or open for writing) a partial file with HDF5's raw-data cache off: a write reaches the file in
+    the h5py call that makes it, and fails there (see the module docstring)."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)  # as h5py.File sets it
+    fapl.set_sieve_buf_size(0)
+    name = os.fsencode(path)
+    if not create:
+        return h5py.File(h5py.h5f.open(name, h5py.h5f.ACC_RDWR, fapl=fapl))
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)  # as h5py.File sets it: no timestamps, the same rows give the same bytes
+    return h5py.File(h5py.h5f.create(name, h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl))
 
 
 def _read_strings(dataset: h5py.Dataset) -> list[str]:
@@ -264,8 +298,11 @@ class FeatureStoreWriter:
         self.open()
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self._close_after(exc)
 
     def open(self) -> None:
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,17 +324,22 @@ class FeatureStoreWriter:
             return None
         handle = None
         try:
-            handle = h5py.File(self.partial_path, "r+")
+            handle = _open_partial(self.partial_path, create=False)
             problem = self._mismatch(handle)
             if problem is None:
                 self._distrust_nonfinite_rows(handle)
                 if self.labels != _read_strings(handle["labels"]):
                     # labels do not affect features
                     handle["labels"][...] = np.array(self.labels, dtype=object)
+                    handle.flush()
                 self.resume_note = "resuming the partial file"
                 return handle
             self.resume_note = f"partial file not reused ({problem}); starting over"
         except Exception as err:  # truncated or garbage file: h5py raises OSError, KeyError, ValueError...
+            if _os_failure(err):  # the file may be fine, the disk full: keep its rows for a later run
+                if handle is not None:
+                    self._close_quietly(handle, err)
+                raise self._write_error(err) from err
             self.resume_note = f"partial file unreadable ({type(err).__name__}: {err}); starting over"
         if handle is not None:
             with contextlib.suppress(Exception):
@@ -334,18 +376,30 @@ class FeatureStoreWriter:
                 continue
             finite = np.isfinite(features[start:stop]).all(axis=1)
             written[start:stop] &= finite
-        handle["written"][...] = written
+        if not np.array_equal(written, handle["written"][()]):  # else write nothing (the disk may be full)
+            handle["written"][...] = written
+            handle.flush()
 
     def _create_partial(self) -> h5py.File:
-        handle = h5py.File(self.partial_path, "w")
-        handle.create_dataset("ids", data=np.array(self.ids, dtype=object), dtype=STRING_DTYPE)
-        handle.create_dataset("labels", data=np.array(self.labels, dtype=object), dtype=STRING_DTYPE)
-        # NaN fill: a row that was never written can never pass for a feature vector
-        handle.create_dataset("features", shape=(len(self.ids), self.dim), dtype=np.float32, fillvalue=np.nan)
-        handle.create_dataset("written", shape=(len(self.ids),), dtype=bool, fillvalue=False)
-        for name, value in self.attrs.items():
-            handle.attrs[name] = value
-        handle.flush()
+        handle = None
+        try:
+            handle = _open_partial(self.partial_path, create=True)
+            handle.create_dataset("ids", data=np.array(self.ids, dtype=object), dtype=STRING_DTYPE)
+            handle.create_dataset("labels", data=np.array(self.labels, dtype=object), dtype=STRING_DTYPE)
+            # NaN fill: a row that was never written can never pass for a feature vector
+            handle.create_dataset(
+                "features", shape=(len(self.ids), self.dim), dtype=np.float32, fillvalue=np.nan
+            )
+            handle.create_dataset("written", shape=(len(self.ids),), dtype=bool, fillvalue=False)
+            for name, value in self.attrs.items():
+                handle.attrs[name] = value
+            handle.flush()
+        except Exception as err:
+            if not _os_failure(err):
+                raise
+            if handle is not None:  # it holds no row: a re-run finds it unreadable or empty and starts over
+                self._close_quietly(handle, err)
+            raise self._write_error(err) from err
         return handle
 
     # -- writing --------------------------------------------------------------------------------------
@@ -361,7 +415,10 @@ class FeatureStoreWriter:
         return np.flatnonzero(~self.file["written"][()])
 
     def write(self, rows: Sequence[int], features: np.ndarray) -> None:
-        """Write `features[k]` as row `rows[k]`, then flush, so a kill after this call loses nothing."""
+        """Write `features[k]` as row `rows[k]`, then flush, so a kill after this call loses nothing.
+
+        If the file cannot be written (a full disk), the writer closes it, keeping the rows written before, and
+        raises an InputError naming it and the operating system's reason."""
         rows = np.asarray(rows, dtype=np.int64)
         features = np.asarray(features, dtype=np.float32)
         if features.shape != (len(rows), self.dim):
@@ -372,18 +429,27 @@ class FeatureStoreWriter:
         rows, features = rows[order], features[order]
         if len(np.unique(rows)) != len(rows):
             raise ValueError("duplicate rows in one write")
+        handle = self.file
         try:
-            self.file["features"][rows, :] = features
-            self.file.flush()  # rows reach the file before the flags that vouch for them
-            self.file["written"][rows] = True
-            self.file.flush()
-        except OSError as err:  # a full disk, a lost mount: stop now, keep what is written
-            raise InputError(
-                self.partial_path,
-                f"cannot be written ({_os_reason(err)})",
-                "free disk space (or fix the folder's permissions) and re-run the extraction: the "
-                "rows written so far are kept and only the others are computed",
-            ) from err
+            handle["features"][rows, :] = features
+            handle.flush()  # rows reach the file before the flags that vouch for them
+            handle["written"][rows] = True
+            handle.flush()
+        except Exception as err:
+            if not _os_failure(err):
+                raise
+            # a full disk, a lost mount: stop now. The flags of this batch are set only once its rows are
+            # written, so closing keeps exactly the rows written before
+            self._close_after(err)
+            raise self._write_error(err) from err
+
+    def _write_error(self, err: Exception) -> InputError:
+        return InputError(
+            self.partial_path,
+            f"cannot be written ({_os_reason(err)})",
+            "free disk space (or fix the folder's permissions) and re-run the extraction: the "
+            "rows written so far are kept and only the others are computed",
+        )
 
     def finish(self) -> Path:
         """Seal the store: drop `written`, set complete=True and rename it atomically onto the output path."""
@@ -398,12 +464,15 @@ class FeatureStoreWriter:
             del handle["written"]
             handle.attrs["complete"] = True
             handle.flush()
+            self._file = None  # not closed twice
             handle.close()
-            self._file = None
             with open(self.partial_path, "rb") as stream:
                 os.fsync(stream.fileno())
             os.replace(self.partial_path, self.out_path)
-        except OSError as err:
+        except Exception as err:
+            if not _os_failure(err):
+                raise
+            self._close_after(err)
             raise InputError(
                 self.partial_path,
                 f"cannot be sealed into {self.out_path} ({_os_reason(err)})",
@@ -413,6 +482,29 @@ class FeatureStoreWriter:
 
     def close(self) -> None:
         """Close the partial file (kept on disk for a later run to resume)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        handle, self._file = self._file, None
+        if handle is None:
+            return
+        try:
+            handle.close()
+        except Exception as err:
+            if not _os_failure(err):
+                raise
+            raise self._write_error(err) from err
+
+    def _close_after(self, failure: BaseException) -> None:
+        """Close the partial file after `failure`, which is being raised: a second error must not hide it."""
+        handle, self._file = self._file, None
+        if handle is not None:
+            self._close_quietly(handle, failure)
+
+    def _close_quietly(self, handle: h5py.File, failure: BaseException) -> None:
+        try:
+            handle.close()
+        except Exception as err:  # e.g. the disk is still full: what was written before is in the file
+            log.warning(
+                "%s: closing it after %s also failed (%s)",
+                self.partial_path,
+                type(failure).__name__,
+                _os_reason(err) if _os_failure(err) else f"{type(err).__name__}: {err}",
+            )
