@@ -1,12 +1,19 @@
 """What survives what (issue 15): damaged outputs are named wherever they are produced or read, missing rates
 name their files exactly, a training job fails before training when it cannot write and keeps its finished runs
-when it fails later, extraction stops naming the file when a write fails, and a wav cut short is bad input."""
+when it fails later, extraction stops naming the file when a write fails, and a wav cut short is bad input.
+Killing a job's shell stops its trainer, and a rerun never runs beside a live earlier attempt (issue 22)."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -15,17 +22,21 @@ import pandas as pd
 import pytest
 import soundfile
 import yaml
-from job_files import BERNOULLI, NAMES, small_params, train_config, write_job_files
+from job_files import BERNOULLI, CLASSES, DIMS, NAMES, small_params, train_config, write_job_files
 from job_files import shipped as _shipped
 
+import mlaflow
+from mlaflow import experiments as E
 from mlaflow import params as P
 from mlaflow.data.masks import bernoulli_mask, write_masks
 from mlaflow.errors import InputError, ParamsError
 from mlaflow.features.audio_io import declared_wav_frames, read_wave, wav_length
 from mlaflow.features.store import FeatureStoreWriter, read_store
 from mlaflow.integrity import verify
+from mlaflow.io import write_json
 from mlaflow.train import job as job_module
 from mlaflow.train.job import run_training_job
+from mlaflow.tune import study as study_module
 
 # ------------------------------------------------------------------------------------------ missing rates
 
@@ -189,7 +200,8 @@ def test_a_failed_job_keeps_its_finished_runs_and_the_rerun_trains_only_the_rest
     _run(config, args, outputs)
     assert calls == [1, 1]  # only the two runs not finished before
     resumed = [json.loads(Path(o).read_text()) for o in outputs]
-    assert not Path(outputs[0]).parent.joinpath(".done").exists()  # removed once every output is whole
+    # removed once every output is whole (the folder stays: other jobs of the folder may be using it)
+    assert not any(Path(outputs[0]).parent.joinpath(".done").iterdir())
     for out in outputs:
         Path(out).unlink()
     monkeypatch.setattr(job_module, "train_runs", real)
@@ -210,6 +222,210 @@ def test_a_full_disk_while_writing_a_run_names_the_file(job_inputs, monkeypatch)
         InputError, match=r"seed0_fold1\.[0-9a-f]+\.json: cannot be written \(No space left on device\)"
     ):
         _run(config, args, outputs)
+
+
+# ------------------------------------------------------------------------------------------ a live attempt
+
+# `mlaflow train` whose training waits, once started, until the file argv[2] exists; it first writes its pid to
+# argv[1] (so a test knows the job is running, past its checks, and which process trains)
+GATED_TRAINER = """
+import os, sys, time
+from pathlib import Path
+from mlaflow.train import job
+
+running, gate = Path(sys.argv[1]), Path(sys.argv[2])
+real = job.train_runs
+
+def gated(*args, **kwargs):
+    tmp = running.with_name(running.name + ".tmp")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, running)
+    while not gate.exists():
+        time.sleep(0.05)
+    return real(*args, **kwargs)
+
+job.train_runs = gated
+from mlaflow.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _env() -> dict:
+    src = str(Path(mlaflow.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+
+
+def _gated_trainer(tmp_path, config, args, outputs) -> list[str]:
+    write_json(tmp_path / "train.config.json", config)
+    return [
+        sys.executable,
+        "-c",
+        GATED_TRAINER,
+        str(tmp_path / "running"),
+        str(tmp_path / "go"),
+        "train",
+        "--config",
+        str(tmp_path / "train.config.json"),
+        "--missing-rate",
+        "0.3",
+        "--seed-list",
+        "0",
+        "1",
+        "--fold-list",
+        "1",
+        "2",
+        "--manifest",
+        str(args["manifest"]),
+        "--features",
+        *map(str, args["feature_paths"]),
+        "--folds",
+        str(args["folds_path"]),
+        "--masks",
+        str(args["masks_path"]),
+        "--out",
+        *outputs,
+    ]
+
+
+def _wait_for(condition, what: str, timeout: float = 60, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"waited {timeout:g} s for {what}" + (f"; its log:\n{log.read_text()}" if log else "")
+            )
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs. A zombie (dead, not yet reaped by whoever adopted it) does not, once its other
+    threads have exited too: its main thread turns zombie first, the others still hold its files (and locks)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        return state not in ("Z", "X") or len(os.listdir(f"/proc/{pid}/task")) > 1
+    except FileNotFoundError:
+        return False
+
+
+def test_a_rerun_beside_a_live_earlier_attempt_fails_at_once_and_leaves_it_alone(
+    job_inputs, tmp_path, monkeypatch
+):
+    config, args, outputs = job_inputs
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        first = subprocess.Popen(
+            _gated_trainer(tmp_path, config, args, outputs), stdout=out, stderr=subprocess.STDOUT, env=_env()
+        )
+    try:
+        _wait_for((tmp_path / "running").exists, "the first attempt to start training", log=log)
+        monkeypatch.setattr(job_module, "train_runs", lambda *a, **k: pytest.fail("trained beside it"))
+        with pytest.raises(
+            InputError,
+            match=rf"runs/\.done/seed0_fold1\.lock: an earlier attempt of this job \(pid {first.pid}\b.*\) is "
+            r"still running\. Fix: wait for it or kill it, then re-run",
+        ):
+            _run(config, args, outputs)
+    finally:
+        (tmp_path / "go").touch()
+        try:
+            first.wait(timeout=120)
+        finally:
+            first.kill()
+    assert first.returncode == 0, log.read_text()
+    runs = [json.loads(Path(out).read_text()) for out in outputs]
+    assert [(run["seed"], run["fold"]) for run in runs] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert not any(Path(outputs[0]).parent.joinpath(".done").iterdir())  # entries and lock removed
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_killing_the_shell_of_a_job_stops_its_trainer_and_the_rerun_is_not_blocked(job_inputs, tmp_path):
+    config, args, outputs = job_inputs
+    log = tmp_path / "first.log"
+    # `; true`: bash waits for the trainer instead of exec'ing it, as a Snakemake job's shell may
+    command = (
+        f"{shlex.join(_gated_trainer(tmp_path, config, args, outputs))} > {shlex.quote(str(log))} 2>&1; true"
+    )
+    shell = subprocess.Popen(["bash", "-c", command], env=_env())
+    trainer = None
+    try:
+        _wait_for((tmp_path / "running").exists, "the trainer to start training", log=log)
+        trainer = int((tmp_path / "running").read_text())
+        assert trainer != shell.pid and _alive(trainer)
+        shell.send_signal(signal.SIGKILL)
+        shell.wait(timeout=30)
+        _wait_for(lambda: not _alive(trainer), "the trainer to stop once its shell was killed", 30, log)
+    finally:
+        shell.kill()
+        if trainer is not None and _alive(trainer):
+            os.kill(trainer, signal.SIGKILL)
+    _run(config, args, outputs)  # the killed attempt's lock does not block the rerun
+    assert [json.loads(Path(out).read_text())["fold"] for out in outputs] == [1, 2, 1, 2]
+    assert not any(Path(outputs[0]).parent.joinpath(".done").iterdir())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_step_whose_parent_died_before_it_could_watch_it_does_not_start(tmp_path):
+    code = """
+import os, sys, time
+from pathlib import Path
+from mlaflow import cli
+
+ready, go, outcome = map(Path, sys.argv[1:])
+ready.write_text("ready")
+while not go.exists():
+    time.sleep(0.05)
+try:
+    cli.die_with_parent()
+    result = "went on"
+except SystemExit as err:
+    result = f"exit: {err}"
+except Exception as err:
+    result = f"error: {err!r}"
+outcome.with_name("tmp").write_text(result)
+os.replace(outcome.with_name("tmp"), outcome)
+"""
+    ready, go, outcome = tmp_path / "ready", tmp_path / "go", tmp_path / "outcome"
+    argv = [sys.executable, "-c", code, str(ready), str(go), str(outcome)]
+    shell = subprocess.Popen(["bash", "-c", f"{shlex.join(argv)} & wait"], env=_env())
+    try:
+        _wait_for(ready.exists, "the step to start")
+        shell.send_signal(signal.SIGKILL)
+        shell.wait(timeout=30)
+    finally:
+        go.touch()
+        shell.kill()
+    _wait_for(outcome.exists, "the step to check its parent", 30)
+    assert outcome.read_text() == (
+        f"exit: mlaflow: the process that started this step (pid {shell.pid}) is gone: not starting"
+    )
+
+
+def test_a_tuning_worker_refuses_to_run_beside_a_live_earlier_attempt(tmp_path, monkeypatch):
+    files = write_job_files(tmp_path)
+    config = E.tuning_job_config(small_params(), "late_fusion") | {"classes": CLASSES, "feature_dims": DIMS}
+    out = tmp_path / "tuning" / "late_fusion" / "worker0.json"
+    lock = out.parent / ".done" / "worker0.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as held:  # an earlier attempt: this process, through another open file
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"{os.getpid()} host\n")
+        held.flush()
+        monkeypatch.setattr(study_module, "load_corpus", lambda *a, **k: pytest.fail("tuned beside it"))
+        with pytest.raises(
+            InputError,
+            match=rf"\.done/worker0\.lock: an earlier attempt of this job \(pid {os.getpid()} on host\) is "
+            "still running",
+        ):
+            study_module.run_worker(
+                config,
+                0,
+                files["manifest"],
+                files["feature_paths"],
+                files["folds_path"],
+                [files["masks_path"]],
+                tmp_path / "tuning" / "late_fusion" / "study.journal",
+                out,
+            )
 
 
 # ------------------------------------------------------------------------------------------ extraction

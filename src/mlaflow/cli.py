@@ -2,8 +2,9 @@
 
 Every step reads the config file of its job (`--config`, a JSON file the workflow writes from the config
 Snakemake was given: see workflow/rules/common.smk) and the input files named on the command line, and writes
-its outputs atomically. This module only parses arguments and calls one function of the step's module; it is
-not a code input of any job (mlaflow.codedeps), so editing it reruns nothing.
+its outputs atomically. This module only parses arguments, has the long-running steps stop with the process
+that started them (`die_with_parent`) and calls one function of the step's module; it is not a code input of
+any job (mlaflow.codedeps), so editing it reruns nothing.
 
 On a fresh machine you do not call these by hand: `make reproduce` runs the whole workflow, `make test` the
 tests (README.md).
@@ -14,12 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
 from mlaflow.errors import InputError, MlaflowError
 
 log = logging.getLogger("mlaflow")
+
+# the process that started this one (a Snakemake job's shell), read as early as possible: die_with_parent tells
+# by it whether that process died before the kernel was asked to watch it
+_PARENT = os.getppid()
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 NO_STEP = """mlaflow: the steps of the mlaflow workflow, one per Snakemake rule (`mlaflow --help` lists them).
 
@@ -38,6 +46,24 @@ def _config(path: str) -> dict:
             f"cannot read the job's config ({err})",
             "let the workflow write it (snakemake or dvc repro); do not edit it by hand",
         ) from err
+
+
+def die_with_parent() -> None:
+    """Have the kernel stop this process (SIGTERM) when the process that started it dies; Linux only, elsewhere
+    nothing. Killing a job's shell would otherwise leave its long-running step (train, tune, extract) running,
+    an orphan that a rerun of the job would race (issue 22; mlaflow.joblock makes such a rerun fail instead).
+    Precisely, the kernel signals when the thread that started this process ends: a job's shell has one."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"prctl(PR_SET_PDEATHSIG): {os.strerror(code)}")
+    # a parent that died before prctl sends no signal: this process was already handed to another one
+    if os.getppid() != _PARENT:
+        raise SystemExit(f"mlaflow: the process that started this step (pid {_PARENT}) is gone: not starting")
 
 
 def _corpus(args, config):
@@ -76,6 +102,7 @@ def _build_encoder(args, config):
 
 
 def _extract(args, config):
+    die_with_parent()
     from mlaflow.features.extract import extraction_job
 
     log.info(
@@ -86,6 +113,7 @@ def _extract(args, config):
 
 
 def _train(args, config):
+    die_with_parent()
     from mlaflow.train.job import run_training_job
 
     run_training_job(
@@ -110,6 +138,7 @@ def _index(args, config):
 
 
 def _tune(args, config):
+    die_with_parent()
     from mlaflow.tune.study import run_worker
 
     run_worker(

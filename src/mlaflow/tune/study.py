@@ -13,7 +13,9 @@ For each method in the comparison one Optuna study (`tuning` in params.yaml):
 - storage: Optuna's journal file (data/tuning/<method>/study.journal, default) or the RDB URL `tuning.storage`
   (PostgreSQL on a cluster). `tuning.workers` Snakemake jobs share the study, so trials run in parallel on SLURM;
   the study's name holds a fingerprint of the job's config, input files and code, so a rerun after a change
-  starts a new study and a rerun after a failure resumes the old one.
+  starts a new study and a rerun after a failure resumes the old one. A worker holds a lock while it runs
+  (data/tuning/<method>/.done/worker<k>.lock, mlaflow.joblock): a rerun of it beside a live earlier attempt
+  fails at once, naming that attempt's pid.
 
 Resuming after a kill (SIGKILL, a SLURM time limit, the OOM killer): the killed worker's trial stays RUNNING in
 the storage, and no storage tells a dead worker's trial from a slow one by itself (Optuna 5.1's JournalStorage
@@ -57,6 +59,7 @@ from mlaflow.data.folds import fold_indices
 from mlaflow.data.masks import all_missing_forbidden_by, mask_missing_rate, read_mask
 from mlaflow.errors import InputError, ParamsError
 from mlaflow.io import write_json
+from mlaflow.joblock import job_lock
 from mlaflow.keys import config_hash, format_rate
 from mlaflow.train.data import Corpus, load_corpus
 from mlaflow.train.loop import RunSpec, train_runs
@@ -329,44 +332,52 @@ def run_worker(
 
     from mlaflow.train.job import fingerprint as job_fingerprint
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    torch.set_num_threads(config["train"]["threads"])
-    method, tuning, modalities = config["method"], config["tuning"], config["modalities"]
-    space = method_space(method)
-    check_space(config, space)
-    corpus = load_corpus(
-        manifest, dict(zip(modalities, feature_paths)), config["classes"], modalities, config["feature_dims"]
-    )
-    folds_table = pd.read_csv(folds_path, dtype={"utterance_id": str})
-    if folds_table["utterance_id"].tolist() != corpus.utterance_ids:
-        raise InputError(folds_path, "utterance ids differ from the manifest's", "regenerate the folds")
-    spec = config["experiment"]["masks"]
-    forbid = all_missing_forbidden_by(spec, config["masks"]["all_missing"])
-    masks = {}
-    for path in mask_paths:
-        rate = mask_missing_rate(path)
-        masks[rate] = read_mask(path, tuning["run_seed"], corpus.utterance_ids, spec, forbid, modalities)
-    if sorted(format_rate(r) for r in masks) != sorted(format_rate(r) for r in tuning["missing_rates"]):
-        raise SystemExit(f"tuning masks {sorted(masks)} do not match the config's {tuning['missing_rates']}")
-    specs = tuning_specs(corpus, folds_table, masks, tuning["folds"], tuning["run_seed"])
+    # before anything else: a rerun must not run beside a live earlier attempt of this worker (mlaflow.joblock)
+    with job_lock(out):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        torch.set_num_threads(config["train"]["threads"])
+        method, tuning, modalities = config["method"], config["tuning"], config["modalities"]
+        space = method_space(method)
+        check_space(config, space)
+        corpus = load_corpus(
+            manifest,
+            dict(zip(modalities, feature_paths)),
+            config["classes"],
+            modalities,
+            config["feature_dims"],
+        )
+        folds_table = pd.read_csv(folds_path, dtype={"utterance_id": str})
+        if folds_table["utterance_id"].tolist() != corpus.utterance_ids:
+            raise InputError(folds_path, "utterance ids differ from the manifest's", "regenerate the folds")
+        spec = config["experiment"]["masks"]
+        forbid = all_missing_forbidden_by(spec, config["masks"]["all_missing"])
+        masks = {}
+        for path in mask_paths:
+            rate = mask_missing_rate(path)
+            masks[rate] = read_mask(path, tuning["run_seed"], corpus.utterance_ids, spec, forbid, modalities)
+        if sorted(format_rate(r) for r in masks) != sorted(format_rate(r) for r in tuning["missing_rates"]):
+            raise SystemExit(
+                f"tuning masks {sorted(masks)} do not match the config's {tuning['missing_rates']}"
+            )
+        specs = tuning_specs(corpus, folds_table, masks, tuning["folds"], tuning["run_seed"])
 
-    inputs = [manifest, *feature_paths, folds_path, *mask_paths]
-    fingerprint = job_fingerprint(config, inputs, "mlaflow.tune.study", method)
-    Path(journal).parent.mkdir(parents=True, exist_ok=True)
-    study = open_study(config, fingerprint, journal, worker=worker)
-    done_before = len(completed(study))
-    optimize(study, config, corpus, specs, worker)
-    write_json(
-        out,
-        {
-            "method": method,
-            "worker": worker,
-            "study": study.study_name,
-            "fingerprint": fingerprint,
-            "completed_trials": len(completed(study)),
-            "found_completed": done_before,
-        },
-    )
+        inputs = [manifest, *feature_paths, folds_path, *mask_paths]
+        fingerprint = job_fingerprint(config, inputs, "mlaflow.tune.study", method)
+        Path(journal).parent.mkdir(parents=True, exist_ok=True)
+        study = open_study(config, fingerprint, journal, worker=worker)
+        done_before = len(completed(study))
+        optimize(study, config, corpus, specs, worker)
+        write_json(
+            out,
+            {
+                "method": method,
+                "worker": worker,
+                "study": study.study_name,
+                "fingerprint": fingerprint,
+                "completed_trials": len(completed(study)),
+                "found_completed": done_before,
+            },
+        )
 
 
 def select(config: dict, journal: str | Path, worker_paths: list[str], out: str | Path) -> dict:
