@@ -47,7 +47,7 @@ def write_job_files(tmp_path: Path, n: int = 60, rate: float = 0.3) -> dict:
             w.write(np.arange(n), (rng.standard_normal((n, d)) + labels[:, None]).astype(np.float32))
             w.finish()
         stores.append(str(tmp_path / f"{m}.h5"))
-    make_folds(manifest, [1, 2], 0.2, 0).to_csv(tmp_path / "folds.csv", index=False)
+    make_folds(manifest, [1, 2], 0.2, 0, CLASSES).to_csv(tmp_path / "folds.csv", index=False)
     write_masks(
         tmp_path / "masks.h5",
         ids,

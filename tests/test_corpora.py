@@ -5,6 +5,7 @@ options naming a modality to the corpus."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,11 @@ import yaml
 from tiny_workflow import FEATURE_CLASSES, FEATURE_MODALITIES, write_feature_corpus
 
 from mlaflow import experiments as E
+from mlaflow import jobconfigs
 from mlaflow import params as P
 from mlaflow.data import corpora, cremad, table
-from mlaflow.data.folds import make_folds
+from mlaflow.data.folds import make_folds, write_folds
+from mlaflow.data.manifest import write_manifest
 from mlaflow.errors import InputError, ParamsError
 
 SHIPPED = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
@@ -161,6 +164,16 @@ def test_a_bad_label_table_names_the_file_and_the_value(tmp_path, rows, columns,
         table.build_manifest(_table(tmp_path, rows, columns), ["x", "y"])
 
 
+def test_a_label_table_not_in_utf8_names_the_line_and_says_to_encode_it_as_utf8(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_bytes("id,label\na,x\nb,y\ncaf\u00e9,x\nd,y\n".encode("latin-1"))
+    with pytest.raises(InputError) as err:
+        table.build_manifest(path, ["x", "y"])
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "line 4" in message and "UTF-8" in message
+    assert "encode it as UTF-8" in message and "header row" not in message
+
+
 # ------------------------------------------------------------------------------------------ folds
 
 
@@ -174,10 +187,10 @@ def test_a_split_column_is_one_fold_and_validation_is_drawn_when_it_has_none():
             "split": ["test"] * 10 + ["train"] * 30,
         }
     )
-    folds = make_folds(manifest, [1], 0.2, seed=0)
+    folds = make_folds(manifest, [1], 0.2, seed=0, classes=["x", "y"])
     assert (folds["fold1"][:10] == "test").all() and (folds["fold1"][10:] == "val").sum() == 6
     with pytest.raises(ParamsError, match=r"splits\.folds.*one split.*splits\.folds: \[1\]"):
-        make_folds(manifest, [1, 2], 0.2, seed=0)
+        make_folds(manifest, [1, 2], 0.2, seed=0, classes=["x", "y"])
 
 
 def test_without_folds_stratified_folds_are_drawn():
@@ -186,12 +199,71 @@ def test_without_folds_stratified_folds_are_drawn():
     manifest = pd.DataFrame(
         {"utterance_id": [f"u{i}" for i in range(n)], "label_index": labels, "session": 0}
     )
-    folds = make_folds(manifest, [1, 2, 3, 4, 5], 0.1, seed=3)
+    folds = make_folds(manifest, [1, 2, 3, 4, 5], 0.1, seed=3, classes=list("abcd"))
     tested = np.stack([(folds[f"fold{k}"] == "test").to_numpy() for k in range(1, 6)])
     assert (tested.sum(0) == 1).all()  # every row tested exactly once
     for k in range(5):
         assert np.bincount(labels[tested[k]], minlength=4).tolist() == [5, 5, 5, 5]  # stratified
-    assert make_folds(manifest, [1, 2, 3, 4, 5], 0.1, seed=3).equals(folds)
+    assert make_folds(manifest, [1, 2, 3, 4, 5], 0.1, seed=3, classes=list("abcd")).equals(folds)
+
+
+def _folds_job(tmp_path, rows, columns=("id", "label", "fold"), folds=(1, 2), classes=("x", "y")):
+    """The manifest and folds jobs of a features-kind config whose label table holds `rows`, each run from
+    its job config as the workflow runs them; returns (the table's path, the folds table)."""
+    write_feature_corpus(tmp_path)
+    config = _features_config(tmp_path)
+    source = _table(tmp_path, rows, columns)
+    config["corpus"].update(table=str(source), classes=list(classes))
+    config["splits"]["folds"] = list(folds)
+    jobs = jobconfigs.job_configs(P.validate(config))
+    write_manifest(jobs["data/manifest/manifest.config.json"], source, tmp_path / "manifest.csv")
+    return source, write_folds(
+        jobs["data/splits/folds.config.json"], tmp_path / "manifest.csv", tmp_path / "folds.csv"
+    )
+
+
+X_IN_BOTH_FOLDS = [(f"x{i}", "x", str(i % 2 + 1)) for i in range(8)]
+
+
+def test_a_fold_column_gives_every_class_training_rows_in_every_fold(tmp_path):
+    rows = X_IN_BOTH_FOLDS + [(f"y{i}", "y", str(i % 2 + 1)) for i in range(6)]
+    _, folds = _folds_job(tmp_path, rows)
+    labels = pd.read_csv(tmp_path / "manifest.csv")["label"]
+    for fold in (1, 2):
+        assert set(labels[folds[f"fold{fold}"] == "train"]) == {"x", "y"}
+
+
+def test_a_fold_column_that_leaves_a_class_without_training_rows_names_the_table_fold_and_class(tmp_path):
+    # every row of y is in fold 1: fold 1 would train on no y (it ran silently, rc 0)
+    rows = X_IN_BOTH_FOLDS + [(f"y{i}", "y", "1") for i in range(4)]
+    with pytest.raises(InputError) as err:
+        _folds_job(tmp_path, rows)
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "labels.csv")), message
+    assert "fold 1" in message and "['y']" in message and "fold 2" not in message
+    assert "Fix: move" in message and "splits.folds" in message and "corpus.classes" in message
+
+
+def test_a_class_without_any_row_names_the_table_and_the_class(tmp_path):
+    rows = X_IN_BOTH_FOLDS + [(f"y{i}", "y", str(i % 2 + 1)) for i in range(6)]
+    with pytest.raises(InputError, match=r"labels\.csv: class\(es\) \['z'\] .*no row at all.*no fold trains"):
+        _folds_job(tmp_path, rows, classes=("x", "y", "z"))
+
+
+def test_drawn_folds_that_leave_a_class_without_training_rows_name_the_table_fold_and_class(tmp_path):
+    # neither split nor fold: folds are drawn, and y's only row is tested in one of them, trained in none
+    rows = [(f"x{i}", "x") for i in range(10)] + [("y0", "y")]
+    with pytest.raises(InputError) as err:
+        _folds_job(tmp_path, rows, columns=("id", "label"))
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "labels.csv")) and "['y']" in message and "drawn" in message
+    assert re.search(r"fold [12]\b", message) and "splits.folds" in message and "corpus.classes" in message
+
+
+def test_a_split_column_without_a_training_row_of_a_class_still_fails_at_the_manifest(tmp_path):
+    rows = [("a", "x", "train"), ("b", "y", "test"), ("c", "x", "test")]
+    with pytest.raises(InputError, match=r"labels\.csv.*class\(es\) \['y'\] have no train row"):
+        _folds_job(tmp_path, rows, columns=("id", "label", "split"), folds=(1,))
 
 
 # ------------------------------------------------------------------------------------------ CREMA-D's split file

@@ -95,7 +95,9 @@ def test_speaker_groups_are_deterministic_round_robin_and_speaker_independent(co
     assert counts["actors_per_session"] == {1: 2, 2: 2, 3: 2, 4: 2, 5: 2}
     assert counts["clips_per_session"] == {1: 4, 2: 4, 3: 4, 4: 4, 5: 4}
 
-    folds = make_folds(manifest, [1, 2, 3, 4, 5], validation_fraction=0.1, seed=0)
+    folds = make_folds(
+        manifest, [1, 2, 3, 4, 5], validation_fraction=0.1, seed=0, classes=cremad.CLASS_NAMES["6class"]
+    )
     for fold in range(1, 6):
         test = set(manifest.loc[folds[f"fold{fold}"] == "test", "speaker"])
         rest = set(manifest.loc[folds[f"fold{fold}"] != "test", "speaker"])

@@ -7,6 +7,7 @@ from mlaflow.data.masks import bernoulli_mask, cpm_mask, draw_mask, mask_stats, 
 from mlaflow.errors import InputError, ParamsError
 
 BERNOULLI = {"protocol": "bernoulli", "modality": None, "training_only": False}
+CLASSES = ["neu", "hap", "sad", "ang"]
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.3, 0.7])
@@ -59,7 +60,7 @@ def _manifest(n_per_session=40):
 
 def test_folds_leave_one_session_out_with_stratified_validation():
     manifest = _manifest()
-    table = make_folds(manifest, [1, 3], validation_fraction=0.1, seed=0)
+    table = make_folds(manifest, [1, 3], validation_fraction=0.1, seed=0, classes=CLASSES)
     for fold in (1, 3):
         idx = fold_indices(table, fold)
         assert set(manifest["session"].iloc[idx["test"]]) == {fold}
@@ -68,13 +69,38 @@ def test_folds_leave_one_session_out_with_stratified_validation():
         assert len(set(idx["train"]) & set(idx["val"])) == 0
         assert len(idx["val"]) == 16  # 10% of each class (40 per class in the 4 training sessions)
         assert set(np.bincount(manifest["label_index"].iloc[idx["val"]])) == {4}
-    again = make_folds(manifest, [1, 3], 0.1, seed=0)
+    again = make_folds(manifest, [1, 3], 0.1, seed=0, classes=CLASSES)
     assert table.equals(again)
 
 
 def test_fold_for_missing_session_names_the_key():
     with pytest.raises(ParamsError, match="splits.folds"):
-        make_folds(_manifest()[lambda d: d.session < 5], [5], 0.1, 0)
+        make_folds(_manifest()[lambda d: d.session < 5], [5], 0.1, 0, CLASSES)
+
+
+def test_a_fold_whose_training_sessions_lack_a_class_names_the_fold_the_class_and_the_manifest():
+    manifest = _manifest()
+    manifest = manifest[(manifest["label_index"] != 3) | (manifest["session"] == 1)]  # ang: session 1 only
+    make_folds(manifest, [3], 0.1, 0, CLASSES)  # fold 3 trains on session 1, and so on ang
+    with pytest.raises(ParamsError) as err:
+        make_folds(manifest, [1, 3], 0.1, 0, CLASSES, manifest_path="data/manifest/manifest.csv")
+    message = str(err.value)
+    assert "`splits.folds`" in message and "data/manifest/manifest.csv" in message
+    assert "fold 1" in message and "['ang']" in message and "fold 3" not in message
+    assert "session 1" in message and "corpus.label_setup" in message
+
+
+def test_validation_drawing_every_training_row_of_a_class_names_the_validation_fraction():
+    manifest = _manifest()
+    # ang: all of session 1 (tested by fold 1) and one row of session 2, which validation (60%) draws
+    keep = (
+        (manifest["label_index"] != 3)
+        | (manifest["session"] == 1)
+        | (manifest["utterance_id"] == "Ses02_003")
+    )
+    manifest = manifest[keep]
+    with pytest.raises(ParamsError, match=r"fold 1.*\['ang'\].*validation.*splits\.validation_fraction"):
+        make_folds(manifest, [1], 0.6, 0, CLASSES)
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.3, 0.5, 0.6])

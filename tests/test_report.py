@@ -23,6 +23,7 @@ from mlaflow.report.context import load_context
 MODALITIES = ["audio", "visual", "text"]
 CONFIG = {
     "corpus": {"kind": "embedded", "root": "data/corpus/x", "label_setup": "4class"},
+    "features": {m: {"precomputed": None} for m in MODALITIES},
     "splits": {"folds": [1, 2]},
     "masks": {"protocol": "bernoulli", "missing_rates": [0.0, 0.3, 0.6], "all_missing": "prior"},
     "methods": ["mla", "late_fusion"],
@@ -392,6 +393,13 @@ def test_the_report_and_summary_on_a_tiny_workspace(tmp_path, paper_path):
     assert "| mla (paper) | — | 70.00 | 60.00 |" in report
     assert "Laziness claim on this corpus" in report and "MLA is best at 2 of 2 rates." in report
     assert "runs:         main (data/runs): mla hash-mla, late_fusion hash-late_fusion" in report
+    assert (
+        "corpus:       embedded (data/corpus/x), label setup 4class (classes: neu, hap, sad, ang)" in report
+    )
+    assert (
+        f"encoder:      audio: enc from embedded, pretrained=False, dim=2, n=4, file {tmp_path / 'audio.h5'}"
+        in report
+    )
     # zero_filled_inputs at rate 0 is the main run itself: a difference of exactly 0
     assert "| zero_filled_inputs<br><sub>masked_input: zero_fill</sub> | 80.80 (+0.00 ± 0.00) |" in report
     suite_metrics = json.loads((out / "missing_suite.json").read_text())
@@ -562,3 +570,63 @@ def test_a_method_at_the_prior_class_level_is_named():
     assert "No method sits at the prior-class level" in suite.collapse_statement(
         pd.DataFrame(rows), ["mla", "dcca"], [0.1, 0.5]
     )
+
+
+# ------------------------------------------------------------------------------------------- provenance
+
+
+def _features_run_context(tmp_path, mutate=lambda config: None):
+    """The report context of a features-kind run (.test/features.yaml on tiny_workflow's stores) with one MLA
+    run, from the report job's own config; the face store keeps only its `modality` attribute, as a user's store
+    may (the README's minimum)."""
+    import yaml
+    from tiny_workflow import FEATURE_MODALITIES, write_feature_corpus
+
+    from mlaflow import jobconfigs
+    from mlaflow import params as P
+    from mlaflow.report.context import Paper, ReportContext, feature_provenance
+
+    write_feature_corpus(tmp_path)
+    config = yaml.safe_load((P.REPO_ROOT / ".test" / "features.yaml").read_text())
+    config["corpus"]["table"] = str(tmp_path / "own" / "labels.csv")
+    stores = [str(tmp_path / "own" / f"{m}.h5") for m in FEATURE_MODALITIES]
+    for m, store in zip(FEATURE_MODALITIES, stores):
+        config["features"][m]["precomputed"] = store
+    with h5py.File(stores[1], "a") as f:
+        for name in [name for name in f.attrs if name != "modality"]:
+            del f.attrs[name]
+    mutate(config)
+    job = jobconfigs.job_configs(P.validate(config))["reports/report.config.json"]
+    runs = pd.DataFrame({"experiment": ["main"], "kind": ["main"], "method": ["mla"], "config_hash": ["h"]})
+    return ReportContext(job, [], runs, Paper(), tmp_path / "out", features=feature_provenance(stores))
+
+
+def test_the_provenance_of_a_features_run_describes_its_table_modalities_and_stores(tmp_path):
+    from mlaflow.report import appendix
+
+    lines = appendix.provenance(_features_run_context(tmp_path))
+    text = "\n".join(lines)
+    for wrong in ("IEMOCAP", "label setup", "None", '"audio"', '"visual"', '"text"'):
+        assert wrong not in text, wrong
+    own = tmp_path / "own"
+    classes = ", ".join(f"c{i}" for i in range(10))
+    assert f"corpus:       features, label table {own / 'labels.csv'} (classes: {classes})" in lines
+    assert "modalities:   speech, face, words" in lines
+    stores = [line for line in lines if line.startswith("store:")]
+    assert stores == [
+        f"store:        speech: {own / 'speech.h5'}, encoder user from user features, pretrained=True, dim=12, "
+        "n=300",
+        f"store:        face: {own / 'face.h5'}, encoder not recorded, dim=8, n=300",
+        f"store:        words: {own / 'words.h5'}, encoder user from user features, pretrained=True, dim=16, "
+        "n=300",
+    ]
+    assert '"fixed_weights": {"face": 0.2, "speech": 0.4, "words": 0.4}' in text
+
+
+def test_the_provenance_shows_no_fixed_weights_of_modalities_the_corpus_lacks(tmp_path):
+    from mlaflow.report import appendix
+
+    ctx = _features_run_context(tmp_path, lambda config: config["method_params"]["mla"].pop("fixed_weights"))
+    text = "\n".join(appendix.provenance(ctx))
+    assert '"audio"' not in text and '"visual"' not in text and '"text"' not in text
+    assert '"fixed_weights": "not used (no weight for speech, face, words)"' in text

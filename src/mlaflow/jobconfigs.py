@@ -76,7 +76,12 @@ def job_configs(config: dict) -> dict[str, dict]:
     corpus = corpora.corpus_kind(config)
     configs = {
         "data/manifest/manifest.config.json": corpora.manifest_config(config),
-        "data/splits/folds.config.json": {"splits": config["splits"]},
+        "data/splits/folds.config.json": {
+            "splits": config["splits"],
+            # every fold must train on every class; an error names the label table the rows come from
+            "classes": corpora.classes(config),
+            "table": config["corpus"]["table"] if corpus.name == "features" else None,
+        },
         "reports/summary.config.json": summary_config(config),
         "reports/report.config.json": {
             "config": config,

@@ -1,5 +1,6 @@
 """The report's last sections: the masks actually drawn (real missing fractions) and the provenance block
-(commit, config hashes of the report and of every experiment's runs, corpus, encoders, settings, versions).
+(commit, config hashes of the report and of every experiment's runs, the corpus that ran as its kind
+describes it, encoders or given stores, settings, versions).
 """
 
 from __future__ import annotations
@@ -7,10 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from mlaflow.data import corpora
 from mlaflow.keys import config_hash
 from mlaflow.provenance import git_commit, versions
 from mlaflow.report import markdown as md
 from mlaflow.report.context import ReportContext
+
+# method options that give a weight per modality name: method -> keys
+WEIGHTS_BY_MODALITY = {"mla": ("fixed_weights",)}
 
 
 def masks(ctx: ReportContext) -> list[str]:
@@ -61,10 +66,56 @@ def run_hashes(ctx: ReportContext) -> list[str]:
     return out
 
 
-def provenance(ctx: ReportContext) -> list[str]:
+def corpus_lines(ctx: ReportContext) -> list[str]:
+    """The corpus that ran, as its kind describes it: a corpus tree (root, label setup), or kind features' label
+    table (no root, no label setup: the schema's defaults of those keys are never read); its modalities, and
+    per modality the encoder that extracted its store or the store it was given."""
     config = ctx.config
     corpus = config["corpus"]
-    classes = ", ".join(ctx.job_config.get("classes", []))
+    classes = ", ".join(ctx.job_config["classes"])
+    if corpora.corpus_kind(config).name == "features":
+        source = f"features, label table {corpus['table']}"
+    else:
+        source = f"{corpus['kind']} ({corpus['root']}), label setup {corpus['label_setup']}"
+    out = [f"corpus:       {source} (classes: {classes})", f"modalities:   {', '.join(ctx.modalities)}"]
+    for store in ctx.features:
+        out.append(store_line(store, bool(config["features"][store["modality"]]["precomputed"])))
+    return out
+
+
+def store_line(store: dict, given: bool) -> str:
+    """One feature store (context.feature_provenance): the encoder that extracted it, or the path of the store
+    the config gave, which need not record its encoder (the README's schema asks only for `modality`)."""
+    encoder = "encoder not recorded"
+    if "encoder" in store:
+        encoder = f"encoder {store['encoder']} from {store.get('model_source', 'an unrecorded source')}"
+        if "pretrained" in store:
+            encoder += f", pretrained={bool(store['pretrained'])}"
+    size = f"dim={store['width']}, n={store['n']}"
+    if given:
+        return f"store:        {store['modality']}: {store['file']}, {encoder}, {size}"
+    return (
+        f"encoder:      {store['modality']}: {encoder.removeprefix('encoder ')}, {size}, file {store['file']}"
+    )
+
+
+def method_options(config: dict, method: str, modalities: list[str]) -> dict:
+    """A method's options as its runs used them: weights by modality name only for the corpus's modalities (the
+    others are not used, mlaflow.methods.base.weights_by_modality), and, without one for every modality, said
+    to be not used at all (MLA's fixed fusion rule is then not measured)."""
+    options = dict(config["method_params"].get(method, {}))
+    for key in [key for key in WEIGHTS_BY_MODALITY.get(method, ()) if key in options]:
+        missing = [m for m in modalities if m not in options[key]]
+        options[key] = (
+            f"not used (no weight for {', '.join(missing)})"
+            if missing
+            else {m: options[key][m] for m in modalities}
+        )
+    return options
+
+
+def provenance(ctx: ReportContext) -> list[str]:
+    config = ctx.config
     out = [
         "## Provenance",
         "",
@@ -73,18 +124,11 @@ def provenance(ctx: ReportContext) -> list[str]:
         f"git commit:   {git_commit()}",
         f"config hash:  {config_hash(config)} (report job: {config_hash(ctx.job_config)})",
         *run_hashes(ctx),
-        f"corpus:       {corpus['kind']} ({corpus['root']}), label setup {corpus['label_setup']}"
-        + (f" (classes: {classes})" if classes else ""),
+        *corpus_lines(ctx),
     ]
-    for f in ctx.features:
-        out.append(
-            f"encoder:      {f.get('modality')}: {f.get('encoder')} from {f.get('model_source')}, "
-            f"pretrained={bool(f.get('pretrained'))}, dim={f.get('dim')}, n={f['n']}, file {f['file']}"
-        )
     out.append(f"training:     {json.dumps(config['train'], sort_keys=True)}")
     for method in dict.fromkeys(ctx.paper_runs["method"]):
-        out.append(
-            f"method:       {method} {json.dumps(config['method_params'].get(method, {}), sort_keys=True)}"
-        )
+        options = method_options(config, method, ctx.modalities)
+        out.append(f"method:       {method} {json.dumps(options, sort_keys=True)}")
     out.append("versions:     " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     return out + ["```", ""]

@@ -198,13 +198,15 @@ def load_runs(
 
 
 def feature_provenance(feature_paths: list[str]) -> list[dict]:
-    """Each feature store's attributes (encoder, model source, pretrained, dim) and its number of rows."""
+    """Each feature store's attributes (modality, and those it recorded of encoder, model source, pretrained,
+    dim), its number of rows `n` and its `width` (the features' dimension, whatever its attributes say)."""
     out = []
     for path in feature_paths:
         try:
             with h5py.File(path, "r") as f:
                 attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-                out.append({"file": path, "n": int(f["features"].shape[0]), **attrs})
+                n, width = f["features"].shape
+                out.append({"file": path, "n": int(n), "width": int(width), **attrs})
         except (OSError, KeyError) as err:  # truncated or not a feature store
             raise InputError(
                 path,
