@@ -351,7 +351,6 @@ def test_qmf_history_accumulates_each_present_samples_loss():
 
 def test_every_baseline_runs_in_the_training_loop_with_the_shipped_options():
     import numpy as np
-    import yaml
 
     from mlaflow import params as P
     from mlaflow.train.data import Corpus
@@ -361,7 +360,7 @@ def test_every_baseline_runs_in_the_training_loop_with_the_shipped_options():
     corpus = Corpus(
         [f"u{i}" for i in range(80)], features, labels, ["a", "b", "c"], {}, ["audio", "visual", "text"]
     )
-    params = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
+    params = P.load(P.REPO_ROOT / "params.yaml")
     params["train"].update({"epochs": 2, "hidden_dim": 8, "batch_size": 16})
     split = {"test": np.arange(0, 20), "val": np.arange(20, 30), "train": np.arange(30, 80)}
     present = np.random.default_rng(0).random((80, 3)) > 0.3

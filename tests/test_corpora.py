@@ -22,7 +22,7 @@ from mlaflow.data.folds import make_folds, write_folds
 from mlaflow.data.manifest import write_manifest
 from mlaflow.errors import InputError, ParamsError
 
-SHIPPED = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
+SHIPPED = P.load(P.REPO_ROOT / "params.yaml")  # validated: the defaults that follow the corpus filled
 
 
 def _features_config(root: Path) -> dict:

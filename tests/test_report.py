@@ -626,7 +626,10 @@ def test_the_provenance_of_a_features_run_describes_its_table_modalities_and_sto
 def test_the_provenance_shows_no_fixed_weights_of_modalities_the_corpus_lacks(tmp_path):
     from mlaflow.report import appendix
 
-    ctx = _features_run_context(tmp_path, lambda config: config["method_params"]["mla"].pop("fixed_weights"))
+    def iemocap_weights(config):  # weights of another corpus's modalities (left out, they follow the corpus)
+        config["method_params"]["mla"]["fixed_weights"] = {"audio": 0.35, "visual": 0.25, "text": 0.40}
+
+    ctx = _features_run_context(tmp_path, iemocap_weights)
     text = "\n".join(appendix.provenance(ctx))
     assert '"audio"' not in text and '"visual"' not in text and '"text"' not in text
     assert '"fixed_weights": "not used (no weight for speech, face, words)"' in text
