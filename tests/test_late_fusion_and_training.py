@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from mlaflow import experiments as E
 from mlaflow import params as P
@@ -120,7 +119,7 @@ def _separable_corpus(n=300, seed=0):
 
 
 def _params(**train):
-    params = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
+    params = P.load(P.REPO_ROOT / "params.yaml")  # validated: the defaults that follow the corpus filled
     params["train"].update({"epochs": 20, "hidden_dim": 16, "optimizer": "adam", "lr": 0.01, **train})
     return params
 
