@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.data.folds import make_folds
 from mlaflow.data.masks import bernoulli_mask, write_masks
 from mlaflow.features.store import FeatureStoreWriter
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
+from mlaflow.runtime import Runtime
+from mlaflow.train.inputs import JobFiles
 
 NAMES = ["audio", "visual", "text"]
 BERNOULLI = {"protocol": "bernoulli", "modality": None, "training_only": False}
@@ -25,8 +27,8 @@ def shipped() -> dict:
     return yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
 
 
-def write_job_files(tmp_path: Path, n: int = 60, rate: float = 0.3) -> dict:
-    """The files, as the keyword arguments of run_training_job (masks at `rate`, seeds 0 and 1)."""
+def write_job_files(tmp_path: Path, n: int = 60, rate: float = 0.3) -> JobFiles:
+    """The files of a job (masks at `rate`, seeds 0 and 1), as run_training_job and run_worker take them."""
     rng = np.random.default_rng(0)
     ids = [f"u{i:02d}" for i in range(n)]
     labels = rng.integers(0, 3, n)
@@ -57,19 +59,22 @@ def write_job_files(tmp_path: Path, n: int = 60, rate: float = 0.3) -> dict:
         "prior",
         NAMES,
     )
-    return {
-        "manifest": tmp_path / "manifest.csv",
-        "feature_paths": stores,
-        "folds_path": tmp_path / "folds.csv",
-        "masks_path": tmp_path / "masks.h5",
-        "shift_mask_paths": [],
-    }
+    return JobFiles(
+        manifest=str(tmp_path / "manifest.csv"),
+        features=stores,
+        folds=str(tmp_path / "folds.csv"),
+        masks=[str(tmp_path / "masks.h5")],
+    )
+
+
+# how the test jobs run: on the CPU, one run at a time (stacked runs are checked against them elsewhere)
+CPU_ONE_AT_A_TIME = Runtime(device="cpu", batch_runs=False)
 
 
 def small_params(**train) -> dict:
     """The shipped params, validated, with a cheap training."""
     params = P.validate(shipped())
-    params["train"].update({"epochs": 2, "hidden_dim": 8, "device": "cpu", "batch_runs": False} | train)
+    params["train"].update({"epochs": 2, "hidden_dim": 8} | train)
     return params
 
 

@@ -55,7 +55,7 @@ def assert_stacked_equals_alone(
     """Train two runs stacked and each alone (different masks, seeds and training sizes: the second run has fewer
     batches) with `build(generators) -> Method`; assert equal losses, parameters, predictions (and, if asked,
     buffers and embeddings) run by run."""
-    from mlaflow.train.optim import StackedOptimizer
+    from mlaflow.methods.optim import StackedOptimizer
 
     features, labels = toy(n=n)
     masks = [mask(n, 0.2, 1), mask(n, 0.5, 2)]
@@ -107,8 +107,8 @@ def options_error(method: str, **options) -> str:
     import pytest
     import yaml
 
-    from mlaflow import params as P
     from mlaflow.errors import ParamsError
+    from mlaflow.pipeline import params as P
 
     params = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
     params["method_params"][method].update(options)

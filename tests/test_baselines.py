@@ -19,14 +19,14 @@ from method_toys import (
     toy,
 )
 
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.errors import ParamsError
 from mlaflow.methods import build_method, method_class
 from mlaflow.methods.ogm_ge import ogm_coefficients
+from mlaflow.methods.optim import StackedOptimizer
 from mlaflow.methods.qmf import energy_score, qmf_weights, ranking_loss
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
 from mlaflow.train.loop import train_epoch
-from mlaflow.train.optim import StackedOptimizer
 
 BASELINES = ["sum", "concat", "film", "bigated", "ogm_ge", "qmf"]
 SHIPPED = P.load(P.REPO_ROOT / "params.yaml")["method_params"]  # every option's value comes from params.yaml
@@ -352,7 +352,7 @@ def test_qmf_history_accumulates_each_present_samples_loss():
 def test_every_baseline_runs_in_the_training_loop_with_the_shipped_options():
     import numpy as np
 
-    from mlaflow import params as P
+    from mlaflow.pipeline import params as P
     from mlaflow.train.data import Corpus
     from mlaflow.train.loop import RunSpec, train_runs
 

@@ -14,13 +14,13 @@ import pytest
 import yaml
 from tiny_workflow import FEATURE_CLASSES, FEATURE_MODALITIES, write_feature_corpus
 
-from mlaflow import experiments as E
-from mlaflow import jobconfigs
-from mlaflow import params as P
 from mlaflow.data import corpora, cremad, table
 from mlaflow.data.folds import make_folds, write_folds
 from mlaflow.data.manifest import write_manifest
 from mlaflow.errors import InputError, ParamsError
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import jobconfigs
+from mlaflow.pipeline import params as P
 
 SHIPPED = P.load(P.REPO_ROOT / "params.yaml")  # validated: the defaults that follow the corpus filled
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from tiny_workflow import copy_workflow, tiny_params
 
-from mlaflow import params as P
+from mlaflow.pipeline import params as P
 
 pytestmark = pytest.mark.integration
 

@@ -46,7 +46,6 @@ LABELS = ["neu", "hap", "sad", "ang", "neu", "hap", "sad"]
 def tiny_features_cfg() -> dict:
     """params.yaml `features` with tiny encoders; batch_size 3 so 7 utterances make uneven batches."""
     return {
-        "device": "cpu",
         "half_precision": True,
         "embedded_seed": 0,
         "text": {

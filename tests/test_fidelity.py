@@ -10,8 +10,6 @@ import yaml
 from test_late_fusion_and_training import _params, _separable_corpus, _split
 from test_mla_equations import _sgd, _toy_data, _toy_mla
 
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.errors import ParamsError
 from mlaflow.methods.mla import (
     batch_entropy,
@@ -20,8 +18,10 @@ from mlaflow.methods.mla import (
     per_batch_fusion_weights,
     released_rls_update,
 )
+from mlaflow.methods.optim import StackedOptimizer
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
 from mlaflow.train.loop import RunSpec, train_epoch, train_runs
-from mlaflow.train.optim import StackedOptimizer
 
 # ------------------------------------------------------------------------------------------------ fusion
 

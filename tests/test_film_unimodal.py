@@ -9,12 +9,12 @@ import pytest
 import torch
 from method_toys import NAMED_DIMS, SGD, assert_stacked_equals_alone, poisoned, toy
 
-from mlaflow import params as P
 from mlaflow.methods import method_class
 from mlaflow.methods.base import RunGroup
 from mlaflow.methods.joint import JointFusion
+from mlaflow.methods.optim import StackedOptimizer
+from mlaflow.pipeline import params as P
 from mlaflow.train.loop import train_epoch
-from mlaflow.train.optim import StackedOptimizer
 
 MODALITIES = ("audio", "visual", "text")
 DIMS = (6, 6, 6)

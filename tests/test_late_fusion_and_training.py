@@ -3,14 +3,14 @@ import pytest
 import torch
 import yaml
 
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.methods import build_method
 from mlaflow.methods.base import RunGroup
 from mlaflow.methods.late_fusion import LateFusion
+from mlaflow.methods.optim import StackedOptimizer
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
 from mlaflow.train.data import Corpus
 from mlaflow.train.loop import RunSpec, train_epoch, train_runs
-from mlaflow.train.optim import StackedOptimizer
 
 
 def train_run(method, corpus, present, split, params, seed):

@@ -14,8 +14,8 @@ from method_toys import N_CLASSES, NAMED_DIMS, SGD, assert_stacked_equals_alone,
 from mlaflow.methods.base import RunGroup
 from mlaflow.methods.dcca import DCCA
 from mlaflow.methods.dccae import DCCAE
+from mlaflow.methods.optim import StackedOptimizer
 from mlaflow.train.loop import train_epoch
-from mlaflow.train.optim import StackedOptimizer
 
 CLASSES = {"dcca": DCCA, "dccae": DCCAE}
 NAMES = list(CLASSES)
@@ -212,8 +212,8 @@ def _problem(n=700, dims=(512, 1024, 768), k=4, strength=3.0, seed=0):
 def test_the_guard_lifts_accuracy_at_512_to_1024_dimensions(name):
     """At 500 training rows the unguarded networks correlate noise (the summed correlation nears its maximum)
     and classify near the majority class; reduced to a few principal directions they find the label."""
-    from mlaflow import experiments as E
-    from mlaflow import params as P
+    from mlaflow.pipeline import experiments as E
+    from mlaflow.pipeline import params as P
     from mlaflow.train.data import Corpus
     from mlaflow.train.loop import RunSpec, train_runs
 
@@ -221,7 +221,7 @@ def test_the_guard_lifts_accuracy_at_512_to_1024_dimensions(name):
     n = len(labels)
     corpus = Corpus([f"u{i}" for i in range(n)], features, labels, list("abcd"), {}, list(NAMED_DIMS))
     params = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
-    params["train"].update({"epochs": 15, "device": "cpu"})  # the shipped recipe otherwise (Adam 1e-3)
+    params["train"].update({"epochs": 15})  # the shipped recipe otherwise (Adam 1e-3)
     split = {"train": np.arange(0, 500), "val": np.arange(500, 600), "test": np.arange(600, n)}
     specs = [RunSpec(seed, np.ones((n, 3), dtype=bool), split) for seed in (0, 1)]
     majority = float(torch.bincount(labels[600:]).max()) / 100

@@ -22,18 +22,27 @@ import pandas as pd
 import pytest
 import soundfile
 import yaml
-from job_files import BERNOULLI, CLASSES, DIMS, NAMES, small_params, train_config, write_job_files
+from job_files import (
+    BERNOULLI,
+    CLASSES,
+    CPU_ONE_AT_A_TIME,
+    DIMS,
+    NAMES,
+    small_params,
+    train_config,
+    write_job_files,
+)
 from job_files import shipped as _shipped
 
 import mlaflow
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.data.masks import bernoulli_mask, write_masks
 from mlaflow.errors import InputError, ParamsError
 from mlaflow.features.audio_io import declared_wav_frames, read_wave, wav_length
 from mlaflow.features.store import FeatureStoreWriter, read_store
-from mlaflow.integrity import verify
 from mlaflow.io import write_json
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
+from mlaflow.pipeline.integrity import verify
 from mlaflow.train import job as job_module
 from mlaflow.train.job import run_training_job
 from mlaflow.tune import study as study_module
@@ -159,8 +168,8 @@ def job_inputs(tmp_path):
     return config, args, outputs
 
 
-def _run(config, args, outputs):
-    run_training_job(config, 0.3, [0, 1], [1, 2], outputs=outputs, **args)
+def _run(config, files, outputs):
+    run_training_job(config, files, [(0, 1), (0, 2), (1, 1), (1, 2)], outputs, CPU_ONE_AT_A_TIME)
 
 
 def test_a_job_that_cannot_write_fails_before_training(job_inputs, tmp_path, monkeypatch):
@@ -184,11 +193,11 @@ def test_a_failed_job_keeps_its_finished_runs_and_the_rerun_trains_only_the_rest
     real = job_module.train_runs
     calls = []
 
-    def failing_on_the_third(method, corpus, specs, settings):
+    def failing_on_the_third(method, corpus, specs, settings, **how):
         calls.append(len(specs))
         if len(calls) == 3:
             raise RuntimeError("killed")
-        return real(method, corpus, specs, settings)
+        return real(method, corpus, specs, settings, **how)
 
     monkeypatch.setattr(job_module, "train_runs", failing_on_the_third)
     with pytest.raises(RuntimeError, match="killed"):
@@ -196,7 +205,7 @@ def test_a_failed_job_keeps_its_finished_runs_and_the_rerun_trains_only_the_rest
     done = sorted(Path(outputs[0]).parent.joinpath(".done").glob("*.json"))
     assert [p.name.split(".")[0] for p in done] == ["seed0_fold1", "seed0_fold2"]  # kept, in a hidden folder
     calls.clear()
-    monkeypatch.setattr(job_module, "train_runs", lambda *a: calls.append(len(a[2])) or real(*a))
+    monkeypatch.setattr(job_module, "train_runs", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
     _run(config, args, outputs)
     assert calls == [1, 1]  # only the two runs not finished before
     resumed = [json.loads(Path(o).read_text()) for o in outputs]
@@ -266,22 +275,14 @@ def _gated_trainer(tmp_path, config, args, outputs) -> list[str]:
         "train",
         "--config",
         str(tmp_path / "train.config.json"),
-        "--missing-rate",
-        "0.3",
-        "--seed-list",
-        "0",
-        "1",
-        "--fold-list",
-        "1",
-        "2",
         "--manifest",
-        str(args["manifest"]),
+        args.manifest,
         "--features",
-        *map(str, args["feature_paths"]),
+        *args.features,
         "--folds",
-        str(args["folds_path"]),
+        args.folds,
         "--masks",
-        str(args["masks_path"]),
+        *args.masks,
         "--out",
         *outputs,
     ]
@@ -410,7 +411,7 @@ def test_a_tuning_worker_refuses_to_run_beside_a_live_earlier_attempt(tmp_path, 
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write(f"{os.getpid()} host\n")
         held.flush()
-        monkeypatch.setattr(study_module, "load_corpus", lambda *a, **k: pytest.fail("tuned beside it"))
+        monkeypatch.setattr(study_module, "load_job_inputs", lambda *a, **k: pytest.fail("tuned beside it"))
         with pytest.raises(
             InputError,
             match=rf"\.done/worker0\.lock: an earlier attempt of this job \(pid {os.getpid()} on host\) is "
@@ -419,12 +420,10 @@ def test_a_tuning_worker_refuses_to_run_beside_a_live_earlier_attempt(tmp_path, 
             study_module.run_worker(
                 config,
                 0,
-                files["manifest"],
-                files["feature_paths"],
-                files["folds_path"],
-                [files["masks_path"]],
+                files,
                 tmp_path / "tuning" / "late_fusion" / "study.journal",
                 out,
+                CPU_ONE_AT_A_TIME,
             )
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlaflow import experiments as X
 from mlaflow.errors import InputError
+from mlaflow.pipeline import experiments as X
 from mlaflow.report import build, complete, suite
 from mlaflow.report.aggregate import seed_stats
 from mlaflow.report.context import load_context
@@ -50,7 +50,6 @@ CONFIG = {
         "lr": 0.01,
         "masked_input": "skip",
         "model_selection": "validation",
-        "job_group": "cell",
         "method_optimizers": {"cca": {"optimizer": "adam", "lr": 0.001}},
     },
     "method_params": {"mla": {}, "late_fusion": {}, "concat": {}, "qmf": {}, "cca": {}},
@@ -582,8 +581,8 @@ def _features_run_context(tmp_path, mutate=lambda config: None):
     import yaml
     from tiny_workflow import FEATURE_MODALITIES, write_feature_corpus
 
-    from mlaflow import jobconfigs
-    from mlaflow import params as P
+    from mlaflow.pipeline import jobconfigs
+    from mlaflow.pipeline import params as P
     from mlaflow.report.context import Paper, ReportContext, feature_provenance
 
     write_feature_corpus(tmp_path)

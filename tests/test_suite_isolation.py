@@ -9,8 +9,6 @@ import pandas as pd
 import pytest
 import torch
 
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.data.masks import (
     all_missing_forbidden_by,
     bernoulli_mask,
@@ -21,6 +19,8 @@ from mlaflow.data.masks import (
     write_masks,
 )
 from mlaflow.errors import InputError, ParamsError
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
 from mlaflow.report import suite
 from mlaflow.train.data import Corpus
 from mlaflow.train.loop import RunSpec, train_runs

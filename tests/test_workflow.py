@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from tiny_workflow import TINY_CONFIG, copy_workflow
 
-from mlaflow import params as P
+from mlaflow.pipeline import params as P
 
 pytestmark = pytest.mark.integration
 
@@ -240,6 +240,58 @@ def test_the_snakemake_html_report_shows_every_figure_and_table_in_a_browser(cod
 
 def test_a_second_run_does_nothing(code, workspace):
     assert "Nothing to be done" in snakemake(code, workspace, "-n", "all").stdout
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        ["--config", "runtime={device: cpu, batch_runs: false, tuning_storage: 'sqlite:///elsewhere.db'}"],
+        ["--config", "runtime={job_group: run}"],  # the same runs, regrouped: each finds its run up to date
+        ["--set-threads", "train=2", "tune=3", "extract=4"],
+        ["--set-resources", "train:gpu=1", "tune:gpu=1", "extract:gpu=1"],
+        ["--profile", "{code}/profiles/gpu-node"],
+    ],
+)
+def test_a_runtime_setting_reruns_no_job(code, workspace, how):
+    """How and where jobs run (params.yaml `runtime`, threads, GPUs, a profile) is no job's config: nothing to do."""
+    out = snakemake(code, workspace, "-n", "all", *(arg.format(code=code) for arg in how)).stdout
+    assert "Nothing to be done" in out, out[-3000:]
+
+
+def test_more_tuning_workers_add_their_jobs_and_rerun_nothing_else(code, workspace):
+    out = snakemake(code, workspace, "-n", "all", "--config", "runtime={tuning_workers: 2}").stdout
+    assert job_counts(out) == {
+        "all": 1,
+        "tuning": 1,
+        "tune": 5,
+    }  # worker 1 of each method's study, finding it done
+
+
+def test_a_science_key_reruns_exactly_the_jobs_that_read_it(code, workspace):
+    # an option of an encoder the config does not use (fbank's, under wav2vec2), of a method it does not train
+    out = snakemake(
+        code,
+        workspace,
+        "-n",
+        "all",
+        "--config",
+        "features={audio: {n_mels: 64}}",
+        "method_params={tate: {heads: 2}}",
+    ).stdout
+    assert "Nothing to be done" in out
+    # a QMF option: QMF's tuning study and its training jobs (complete grid, suite, isolation), then what reads them
+    counts = job_counts(
+        snakemake(
+            code, workspace, "-n", "all", "--config", "method_params={qmf: {confidence_scale: 0.2}}"
+        ).stdout
+    )
+    assert counts["tune"] == 1 and counts["tune_select"] == 1 and counts["train"] == 3
+    assert "extract" not in counts and "masks" not in counts
+    # a text encoder option: the text features, and everything computed from them
+    counts = job_counts(
+        snakemake(code, workspace, "-n", "all", "--config", "features={text: {max_length: 16}}").stdout
+    )
+    assert counts["extract"] == 1 and "build_encoder" not in counts and counts["tune"] == 5
 
 
 def _edited(path: Path, addition: str):

@@ -4,7 +4,7 @@ Every step reads the config file of its job (`--config`, a JSON file the workflo
 Snakemake was given: see workflow/rules/common.smk) and the input files named on the command line, and writes
 its outputs atomically. This module only parses arguments, has the long-running steps stop with the process
 that started them (`die_with_parent`) and calls one function of the step's module; it is not a code input of
-any job (mlaflow.codedeps), so editing it reruns nothing.
+any job (mlaflow.pipeline.codedeps), so editing it reruns nothing.
 
 On a fresh machine you do not call these by hand: `make reproduce` runs the whole workflow, `make test` the
 tests (README.md).
@@ -16,11 +16,17 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlaflow.errors import InputError, MlaflowError
+
+if TYPE_CHECKING:
+    from mlaflow.runtime import Runtime
+    from mlaflow.train.inputs import JobFiles
 
 log = logging.getLogger("mlaflow")
 
@@ -46,6 +52,23 @@ def _config(path: str) -> dict:
             f"cannot read the job's config ({err})",
             "let the workflow write it (snakemake or dvc repro); do not edit it by hand",
         ) from err
+
+
+def runtime_from_environment(threads: int | None) -> Runtime:
+    """The job's runtime settings (mlaflow.runtime): MLAFLOW_RUNTIME, set by the Snakefile to params.yaml's
+    `runtime` section (validated, defaults filled; unset outside Snakemake: the defaults), and the job's
+    threads (None: 1)."""
+    from mlaflow.pipeline.params import runtime_settings
+    from mlaflow.runtime import ENV_VAR, Runtime
+
+    text = os.environ.get(ENV_VAR)
+    try:
+        settings = runtime_settings(json.loads(text) if text else {})
+    except json.JSONDecodeError as err:
+        raise InputError(
+            None, f"{ENV_VAR} is not JSON ({err})", f"unset {ENV_VAR}, or let the Snakefile set it"
+        ) from err
+    return Runtime(settings["device"], settings["batch_runs"], settings["tuning_storage"], threads or 1)
 
 
 def die_with_parent() -> None:
@@ -105,11 +128,40 @@ def _extract(args, config):
     die_with_parent()
     from mlaflow.features.extract import extraction_job
 
+    runtime = runtime_from_environment(args.threads)
     log.info(
         "%s features: %s",
         config["modality"],
-        extraction_job(config, args.manifest, args.model, args.out, args.threads),
+        extraction_job(config, args.manifest, args.model, args.out, runtime.threads, runtime.device),
     )
+
+
+def _job_files(args) -> JobFiles:
+    from mlaflow.train.inputs import JobFiles
+
+    return JobFiles(
+        manifest=args.manifest,
+        features=args.features,
+        folds=args.folds,
+        masks=args.masks,
+        shift_masks=getattr(args, "shift_masks", []),
+        tuned=getattr(args, "tuned", None),
+        code=args.code,
+    )
+
+
+RUN_FILE = re.compile(r"seed(\d+)_fold(\d+)\.json")
+
+
+def runs_of(outputs: list[str]) -> list[tuple[int, int]]:
+    """(seed, fold) of each run file (`.../seed<s>_fold<f>.json`): what a training job trains is what it writes."""
+    runs = []
+    for out in outputs:
+        match = RUN_FILE.fullmatch(Path(out).name)
+        if match is None:
+            raise InputError(out, "is not a run file name (seed<s>_fold<f>.json)", "fix --out")
+        runs.append((int(match[1]), int(match[2])))
+    return runs
 
 
 def _train(args, config):
@@ -117,17 +169,7 @@ def _train(args, config):
     from mlaflow.train.job import run_training_job
 
     run_training_job(
-        config,
-        args.missing_rate,
-        args.seed_list,
-        args.fold_list,
-        args.manifest,
-        args.features,
-        args.folds,
-        args.masks,
-        args.shift_masks,
-        args.out,
-        args.tuned,
+        config, _job_files(args), runs_of(args.out), args.out, runtime_from_environment(args.threads)
     )
 
 
@@ -142,14 +184,15 @@ def _tune(args, config):
     from mlaflow.tune.study import run_worker
 
     run_worker(
-        config, args.worker, args.manifest, args.features, args.folds, args.masks, args.journal, args.out
+        config, args.worker, _job_files(args), args.journal, args.out, runtime_from_environment(args.threads)
     )
 
 
 def _tune_select(args, config):
     from mlaflow.tune.study import select
 
-    chosen = select(config, args.journal, args.workers, args.out)
+    storage = runtime_from_environment(None).tuning_storage
+    chosen = select(config, args.journal, args.workers, args.out, storage)
     log.info(
         "%s: chose %s (validation accuracy %.4f; untuned %.4f)",
         chosen["method"],
@@ -178,7 +221,7 @@ def _report(args, config):
 
 
 def _verify(args, config):
-    from mlaflow.integrity import verify
+    from mlaflow.pipeline.integrity import verify
 
     log.info("%d output files read back whole", verify(args.paths))
 
@@ -186,9 +229,9 @@ def _verify(args, config):
 def _settle(args, config):
     import yaml
 
-    from mlaflow import params as P
-    from mlaflow.jobconfigs import job_configs
-    from mlaflow.settle import settle
+    from mlaflow.pipeline import params as P
+    from mlaflow.pipeline.jobconfigs import job_configs
+    from mlaflow.pipeline.settle import settle
 
     # not a Snakemake job: the DVC stage's first command, reading the params.yaml that DVC tracks and that
     # Snakemake is about to read, to know which job config files are current
@@ -220,6 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.set_defaults(func=func)
         return p
+
+    def job_inputs(p, masks_nargs):
+        """The input files of a training or tuning job (mlaflow.train.inputs.JobFiles), and its threads."""
+        p.add_argument("--manifest", required=True)
+        p.add_argument(
+            "--features", nargs="+", required=True, help="one store per modality, in the corpus's order"
+        )
+        p.add_argument("--folds", required=True)
+        if masks_nargs is None:  # one file: argparse gives a string, JobFiles takes a list
+            p.add_argument("--masks", required=True, type=lambda path: [path])
+        else:
+            p.add_argument("--masks", nargs=masks_nargs, required=True)
+        p.add_argument(
+            "--code", nargs="*", default=[], help="the source files the job runs (part of its resume key)"
+        )
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1)")
 
     p = step(
         "corpus",
@@ -281,37 +340,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1)")
 
     p = step(
         "train",
         _train,
-        "train the runs (seeds x folds) of one method at one missing rate, stacked",
+        "train the runs of one method at one missing rate (the rate of --masks), stacked",
         "the manifest, one feature store per modality, the folds, the masks (and the test-time shift masks)",
-        "one metrics JSON per run (seeds outer, folds inner)",
+        "one metrics JSON per run, seed<s>_fold<f>.json: the runs the job trains",
     )
-    p.add_argument("--missing-rate", type=float, required=True)
-    p.add_argument("--seed-list", type=int, nargs="+", required=True)
-    p.add_argument("--fold-list", type=int, nargs="+", required=True)
-    p.add_argument("--manifest", required=True)
-    p.add_argument(
-        "--features", nargs="+", required=True, help="one store per modality, in the corpus's order"
-    )
-    p.add_argument("--folds", required=True)
-    p.add_argument("--masks", required=True)
+    job_inputs(p, masks_nargs=None)
     p.add_argument(
         "--shift-masks",
         nargs="*",
         default=[],
         help="mask files of the test-time shift's missing rates (the config lists them)",
     )
-    p.add_argument("--out", nargs="+", required=True)
     p.add_argument(
         "--tuned",
         nargs="?",
         default=None,
         help="the method's chosen values (data/tuning/<method>.json), if tuned",
     )
+    p.add_argument("--out", nargs="+", required=True)
 
     p = step(
         "tune",
@@ -321,11 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the worker's record (JSON); its trials go to the study",
     )
     p.add_argument("--worker", type=int, required=True)
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--features", nargs="+", required=True)
-    p.add_argument("--folds", required=True)
-    p.add_argument("--masks", nargs="+", required=True)
-    p.add_argument("--journal", required=True, help="Optuna journal file (unless tuning.storage is set)")
+    job_inputs(p, masks_nargs="+")
+    p.add_argument(
+        "--journal", required=True, help="Optuna journal file (unless runtime.tuning_storage is set)"
+    )
     p.add_argument("--out", required=True)
 
     p = step(

@@ -6,18 +6,19 @@
 # job and what depends on it rerun exactly when the content changes; where Snakemake has no record of a config
 # file (a copy DVC restored), a stale one is removed at parse time to the same effect (below). Jobs never read
 # params.yaml themselves.
+import json
 import os
 import sys
 from pathlib import Path
 
 from snakemake.logging import logger
 
-import mlaflow.experiments as E
-import mlaflow.params as P
-from mlaflow.codedeps import code_files
+import mlaflow.pipeline.experiments as E
+import mlaflow.pipeline.params as P
+from mlaflow.pipeline.codedeps import code_files
 from mlaflow.data import corpora
 from mlaflow.features.protocol import encoder_module
-from mlaflow.jobconfigs import (
+from mlaflow.pipeline.jobconfigs import (
     INDEX_FILES,
     STAGE_DIRS,
     experiment_of_method,
@@ -28,6 +29,7 @@ from mlaflow.jobconfigs import (
 )
 from mlaflow.methods import method_module
 from mlaflow.report.catalog import REPORT_ITEMS
+from mlaflow.runtime import ENV_VAR as RUNTIME_ENV
 
 
 def config_source():
@@ -54,7 +56,9 @@ MODALITIES = corpora.modalities(config)
 SEEDS = config["train"]["seeds"]
 FOLDS = config["splits"]["folds"]
 CORPUS_ROOT = config["corpus"]["root"]
-GPUS = config["resources"]["gpu_per_job"]
+# How and where jobs run (params.yaml `runtime`): handed to every job through the environment, never through its
+# config file, so that changing it reruns nothing (mlaflow/runtime.py). Threads and GPUs are the profile's.
+os.environ[RUNTIME_ENV] = json.dumps(config["runtime"])
 TABLE = E.experiment_table(config)
 EXPERIMENTS = E.by_name(TABLE)
 # workflow resources (not data) are found next to the Snakefile, whatever the working directory (-d)
@@ -62,7 +66,7 @@ PAPER_RESULTS = os.path.relpath(WORKFLOW_DIR / config["report"]["paper_results"]
 
 
 def code(*entries):
-    """The source files the given mlaflow modules run (their static imports; see mlaflow.codedeps), relative to
+    """The source files the given mlaflow modules run (their static imports; see mlaflow.pipeline.codedeps), relative to
     the working directory: moving the checkout (a fresh clone elsewhere, a DVC temporary copy) changes nothing.
     """
     return [os.path.relpath(f) for f in code_files(*entries)]
@@ -83,9 +87,10 @@ def feature_path(modality):
 FEATURE_FILES = [feature_path(m) for m in MODALITIES]
 EXTRACTED = extracted_modalities(config)
 
-# What one training job covers (train.job_group): "cell" all seeds x folds of a method at a missing rate,
-# "seed" the folds of one seed, "run" one run. Results are the same whatever the grouping.
-JOB_GROUP = config["train"]["job_group"]
+# What one training job covers (runtime.job_group): "cell" all seeds x folds of a method at a missing rate,
+# "seed" the folds of one seed, "run" one run. Results are the same whatever the grouping: a job trains the runs
+# it writes (mlaflow train reads them off its outputs), so regrouping finds every run up to date.
+JOB_GROUP = config["runtime"]["job_group"]
 JOB_NAME = {"cell": "", "seed": "_seed{seed}", "run": "_seed{seed}_fold{fold}"}[JOB_GROUP]
 
 
@@ -103,7 +108,7 @@ def stage_runs(stage):
 
 
 def job_outputs(root, method, rate, seed="{seed}", fold="{fold}"):
-    """The run files one training job writes (train.job_group decides how many)."""
+    """The run files one training job writes (runtime.job_group decides how many)."""
     seeds = SEEDS if JOB_GROUP == "cell" else [seed]
     folds = FOLDS if JOB_GROUP in ("cell", "seed") else [fold]
     return [f"{root}/{method}/missing_{rate}/seed{s}_fold{f}.json" for s in seeds for f in folds]
@@ -185,16 +190,19 @@ def tune_code(wildcards):
 
 
 def worker_files(method):
-    return [f"data/tuning/{method}/worker{k}.json" for k in range(config["tuning"]["workers"])]
+    return [f"data/tuning/{method}/worker{k}.json" for k in range(config["runtime"]["tuning_workers"])]
 
 
-def tuning_workers(wildcards):
-    return worker_files(wildcards.method)
+def study_record(wildcards):
+    """What the choice waits for: worker 0's record. Worker 0 stops only once the study holds its budget, so the
+    other workers (runtime.tuning_workers, targets of the tuning stage) only speed it up; raising their number
+    adds their jobs and reruns nothing downstream."""
+    return worker_files(wildcards.method)[0]
 
 
 def tuning_journal(wildcards):
     """Optuna's journal file of the method's study (not a declared output: it outlives a failed worker, whose
-    trials a rerun keeps; unused when tuning.storage names an RDB)."""
+    trials a rerun keeps; unused when runtime.tuning_storage names an RDB)."""
     return f"data/tuning/{wildcards.method}/study.journal"
 
 
@@ -204,14 +212,6 @@ def index_tuned(wildcards):
         E.tuned_values_path(m)
         for m in JOB_CONFIGS[f"{wildcards.stage_dir}/index.config.json"]["tuned_methods"]
     ]
-
-
-def job_seeds(wildcards):
-    return SEEDS if JOB_GROUP == "cell" else [wildcards.seed]
-
-
-def job_folds(wildcards):
-    return FOLDS if JOB_GROUP in ("cell", "seed") else [wildcards.fold]
 
 
 def manifest_source():
@@ -319,7 +319,7 @@ STAGE_TARGETS = {
 }
 
 
-# Names and paths from the config are checked at parse time (mlaflow.params); this makes sure of the result: no
+# Names and paths from the config are checked at parse time (mlaflow.pipeline.params); this makes sure of the result: no
 # job writes outside the working directory, whatever a future name or path option gives.
 P.check_outputs_inside([*JOB_CONFIGS, *(path for targets in STAGE_TARGETS.values() for path in targets)])
 

@@ -29,7 +29,7 @@ rule extract:
         "benchmarks/extract/{modality}.tsv"
     threads: 1
     resources:
-        gpu=GPUS,
+        gpu=0,
         mem_mb=8000,
         runtime=120,
     shell:

@@ -1,5 +1,5 @@
 rule train:
-    """The runs of one method at one missing rate of one experiment that train.job_group puts in one job
+    """The runs of one method at one missing rate of one experiment that runtime.job_group puts in one job
     (default: all seeds x folds), in one process, stacked (one metrics JSON per run)."""
     input:
         config=train_config_file,
@@ -18,18 +18,16 @@ rule train:
         f"benchmarks/train/{{root}}/{{method}}/missing_{{rate}}{JOB_NAME}.tsv"
     wildcard_constraints:
         root="|".join(re.escape(root) for root in ROOTS),
-    threads: config["train"]["threads"]
+    # threads and GPUs: a profile's set-threads / set-resources (profiles/gpu-node); never part of a result
+    threads: 1
     resources:
-        gpu=GPUS,
+        gpu=0,
         mem_mb=4000,
         runtime=60,
-    params:
-        seeds=job_seeds,
-        folds=job_folds,
     shell:
-        "mlaflow train --config {input.config:q} --missing-rate {wildcards.rate:q} --seed-list {params.seeds:q}"
-        " --fold-list {params.folds:q} --manifest {input.manifest:q} --features {input.features:q} --folds {input.folds:q}"
-        " --masks {input.masks:q} --shift-masks {input.shift_masks:q} --tuned {input.tuned:q} --out {output:q} > {log:q} 2>&1"
+        "mlaflow train --config {input.config:q} --manifest {input.manifest:q} --features {input.features:q}"
+        " --folds {input.folds:q} --masks {input.masks:q} --shift-masks {input.shift_masks:q}"
+        " --tuned {input.tuned:q} --code {input.code:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule index:

@@ -1,6 +1,7 @@
 """The manifest job (`mlaflow manifest`): the corpus kind's adapter (mlaflow.data.corpora) turns its source (a
 corpus tree, or the label table of kind features) into one table of the utterances kept, written atomically.
 The adapter is named in the job's config ("module:function"), so the job's code inputs are that module's."""
+
 from __future__ import annotations
 
 import importlib
@@ -19,8 +20,12 @@ def write_manifest(config: dict, source: str | Path, out: str | Path):
     n_classes = len(config["classes"])
     bad = manifest.index[(manifest["label_index"] < 0) | (manifest["label_index"] >= n_classes)].tolist()
     if bad:
-        raise InputError(source, f"{len(bad)} utterance(s) with a label outside the corpus's {n_classes} classes "
-                         f"(first: {manifest['utterance_id'].iloc[bad[0]]})", "correct the labels of the corpus")
+        raise InputError(
+            source,
+            f"{len(bad)} utterance(s) with a label outside the corpus's {n_classes} classes "
+            f"(first: {manifest['utterance_id'].iloc[bad[0]]})",
+            "correct the labels of the corpus",
+        )
     log.info("manifest: %d utterances kept; counts: %s", len(manifest), counts)
     with atomic_path(out, ".csv") as tmp:
         manifest.to_csv(tmp, index=False)

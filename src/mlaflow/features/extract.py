@@ -106,19 +106,16 @@ def extraction_job(
     model_dir: str | Path,
     out_path: str | Path,
     threads: int | None = None,
+    device: str = "auto",
 ) -> dict:
-    """The extraction job (`mlaflow extract`): `config` is its config file (the modality, the device settings and
-    the modality's `features` options); its hash is recorded in the store and decides whether a partial store
-    may be resumed."""
+    """The extraction job (`mlaflow extract`): `config` is its config file (the modality, half precision and the
+    options of the modality's encoder); its hash is recorded in the store and decides whether a partial store
+    may be resumed. `threads` and `device` (runtime.device) say how it runs, not what it computes."""
     from mlaflow.keys import config_hash
 
     manifest = pd.read_csv(manifest_path, dtype={"utterance_id": str, "transcript": str})
     modality = config["modality"]
-    features_cfg = {
-        "device": config["device"],
-        "half_precision": config["half_precision"],
-        modality: config["encoder"],
-    }
+    features_cfg = {"half_precision": config["half_precision"], modality: config["encoder"]}
     return extract_features(
         modality,
         manifest,
@@ -126,6 +123,7 @@ def extraction_job(
         Path(out_path),
         features_cfg,
         config_hash(config),
+        device=resolve_device(device, "runtime.device"),
         threads=threads,
     )
 
@@ -150,7 +148,7 @@ def extract_features(
 ) -> dict:
     """Encode every utterance of `manifest` with the encoder in `model_dir` into the store at `out_path`.
 
-    `features_cfg` is params `features`; `device` overrides `features.device`; `threads` sets torch's CPU
+    `features_cfg` is params `features`; `device`: where to run (None: CUDA when visible); `threads` sets torch's CPU
     threads for the call (pass the Snakemake job's `threads`: several jobs each using every core
     oversubscribe the CPU, and spinning OpenMP threads then slow everything down several-fold).
     Resumes a partial store left by an interrupted run. Returns stats: n, n_computed, n_resumed, seconds,
@@ -177,11 +175,7 @@ def _extract(
     from mlaflow.features.store import FeatureStoreWriter
 
     cfg = features_cfg[modality]
-    device = (
-        torch.device(device)
-        if device is not None
-        else resolve_device(features_cfg["device"], "features.device")
-    )
+    device = torch.device(device) if device is not None else resolve_device("auto")
     rows = _manifest_rows(manifest)
     load_started = time.perf_counter()
     encoder = load_encoder(modality, model_dir, features_cfg, device)

@@ -278,7 +278,7 @@ class Method(nn.Module):
     bookkeeping; `epochs_trained` counts the epochs it has run."""
 
     name = "base"
-    # the tuning stage's search space of the method's own options (mlaflow/tune/space.py); the shared optimiser's
+    # the tuning stage's search space of the method's own options (mlaflow/methods/space.py); the shared optimiser's
     # lr and weight decay are searched too unless the method trains with its own optimisers only
     search_space: ClassVar[dict] = {}
     uses_shared_optimizer: ClassVar[bool] = True

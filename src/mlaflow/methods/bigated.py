@@ -26,7 +26,7 @@ from torch import nn
 
 from mlaflow.methods.base import StackedLinear
 from mlaflow.methods.joint import JointFusion
-from mlaflow.tune.space import MODALITIES, Choice
+from mlaflow.methods.space import MODALITIES, Choice
 
 
 class BiGated(JointFusion):

@@ -42,7 +42,7 @@ import torch
 
 from mlaflow.methods.base import Batch, Predictions, RunGroup, StackedLinear
 from mlaflow.methods.joint import JointFusion
-from mlaflow.tune.space import MODALITIES, Choice
+from mlaflow.methods.space import MODALITIES, Choice
 
 
 class FiLM(JointFusion):

@@ -72,7 +72,7 @@ from mlaflow.methods.base import (
     fuse,
     masked_cross_entropy,
 )
-from mlaflow.tune.space import LogRange
+from mlaflow.methods.space import LogRange
 
 FUSION_RULES = ("per_sample", "per_batch", "fixed", "average")
 HEAD_UPDATES = ("project_gradient", "project_step")

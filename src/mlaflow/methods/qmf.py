@@ -46,7 +46,7 @@ from mlaflow.methods.base import (
     fuse,
     masked_cross_entropy,
 )
-from mlaflow.tune.space import LogRange
+from mlaflow.methods.space import LogRange
 
 
 def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

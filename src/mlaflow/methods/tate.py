@@ -76,7 +76,7 @@ from mlaflow.methods.base import (
     Step,
     masked_cross_entropy,
 )
-from mlaflow.tune.space import LogRange
+from mlaflow.methods.space import LogRange
 
 DROP_PROBABILITY = 0.5  # privileged false: chance that a sample with >= 2 observed modalities loses one
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mlaflow.experiments import Experiment
+from mlaflow.pipeline.experiments import Experiment
 from mlaflow.report import markdown as md
 from mlaflow.report import plots
 from mlaflow.report.aggregate import seed_stats

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mlaflow.experiments import Experiment
 from mlaflow.io import write_json
 from mlaflow.keys import config_hash, rate_key
+from mlaflow.pipeline.experiments import Experiment
 from mlaflow.report import markdown as md
 from mlaflow.report import plots
 from mlaflow.report.aggregate import seed_stats

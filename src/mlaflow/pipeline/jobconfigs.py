@@ -11,9 +11,10 @@ from __future__ import annotations
 from base64 import urlsafe_b64encode
 from pathlib import Path
 
-from mlaflow import experiments as E
 from mlaflow.data import corpora
+from mlaflow.features.protocol import encoder_settings
 from mlaflow.io import json_text
+from mlaflow.pipeline import experiments as E
 
 # the stages that train, and the folder each one's runs and index live in
 STAGE_DIRS = {
@@ -72,7 +73,7 @@ def index_config(config: dict, stage: str) -> dict:
 
 
 def job_configs(config: dict) -> dict[str, dict]:
-    """path -> content of every job's config file, for the validated `config` (mlaflow.params.validate)."""
+    """path -> content of every job's config file, for the validated `config` (mlaflow.pipeline.params.validate)."""
     corpus = corpora.corpus_kind(config)
     configs = {
         "data/manifest/manifest.config.json": corpora.manifest_config(config),
@@ -84,7 +85,8 @@ def job_configs(config: dict) -> dict[str, dict]:
         },
         "reports/summary.config.json": summary_config(config),
         "reports/report.config.json": {
-            "config": config,
+            # what the report shows of the config: every key that changes a result (not how jobs ran)
+            "config": {section: value for section, value in config.items() if section != "runtime"},
             "modalities": corpora.modalities(config),
             "classes": corpora.classes(config),
             "paper_dataset": corpus.paper_dataset,
@@ -97,21 +99,19 @@ def job_configs(config: dict) -> dict[str, dict]:
             "settings": config["corpus"][corpus.generator_key],
         }
     for modality in extracted_modalities(config):
-        settings = config["features"][modality]
+        # the options of the modality's own encoder only (features.protocol.ENCODER_OPTIONS)
+        settings = encoder_settings(config["features"][modality])
         if settings["model"] == "embedded":
             configs[f"data/models/{modality}.config.json"] = {
                 "modality": modality,
                 "embedded_seed": config["features"]["embedded_seed"],
-                "encoder": {
-                    k: v for k, v in settings.items() if k not in ("model", "precomputed", "batch_size")
-                },
+                "encoder": {k: v for k, v in settings.items() if k not in ("model", "batch_size")},
             }
         configs[f"data/features/{modality}.config.json"] = {
             "modality": modality,
-            "device": config["features"]["device"],
             "half_precision": config["features"]["half_precision"],
             "model_source": settings["model"],
-            "encoder": {k: v for k, v in settings.items() if k != "precomputed"},
+            "encoder": settings,
         }
     for folder, spec in mask_specs(config).items():
         configs[f"data/splits/masks/{folder}.config.json"] = E.mask_job_config(config, spec)

@@ -1,8 +1,8 @@
 """params.yaml (or any config Snakemake is given): loading and validation, once, at parse time.
 
 `validate` runs the JSON schema (`workflow/schemas/params.schema.yaml`: types, ranges, defaults; see
-mlaflow.schema) and then the checks across keys that a schema cannot express. The Snakefile calls it before
-any job starts; jobs never read params.yaml: each gets the config file of its own job (mlaflow.experiments).
+mlaflow.pipeline.schema) and then the checks across keys that a schema cannot express. The Snakefile calls it before
+any job starts; jobs never read params.yaml: each gets the config file of its own job (mlaflow.pipeline.experiments).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import yaml
 
-from mlaflow import schema
 from mlaflow.data import corpora
 from mlaflow.errors import ParamsError
 from mlaflow.keys import format_rate
+from mlaflow.pipeline import schema
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
 
 
@@ -26,7 +26,7 @@ def load_schema() -> dict:
 
 
 def validate(params: dict, source: str = "params.yaml", check_files: bool = True) -> dict:
-    """`params` validated: a new dict, strings coerced and defaults filled by the schema (mlaflow.schema.validate),
+    """`params` validated: a new dict, strings coerced and defaults filled by the schema (mlaflow.pipeline.schema.validate),
     the defaults that follow other keys filled (`fill_following_defaults`), then checked across keys. Raise
     ParamsError naming the offending key and `source`, where the config came from (params.yaml, or the files
     Snakemake merged it from); `params` itself is not changed. `check_files` false skips the checks that the
@@ -37,7 +37,30 @@ def validate(params: dict, source: str = "params.yaml", check_files: bool = True
         raise err.from_source(source) from None
 
 
+# keys that moved to the runtime section: a config that still has one is told where it went
+MOVED = {
+    "train.device": "runtime.device",
+    "features.device": "runtime.device",
+    "train.batch_runs": "runtime.batch_runs",
+    "train.job_group": "runtime.job_group",
+    "tuning.workers": "runtime.tuning_workers",
+    "tuning.storage": "runtime.tuning_storage",
+    "train.threads": "the rule's threads (a Snakemake profile's set-threads, or --set-threads train=N)",
+    "resources.gpu_per_job": "the rules' gpu resource (a Snakemake profile's set-resources: profiles/gpu-node)",
+}
+
+
+def _check_moved(params: dict) -> None:
+    for old, new in MOVED.items():
+        section, key = old.split(".")
+        if isinstance(params.get(section), dict) and key in params[section]:
+            raise ParamsError(
+                old, f"has moved to {new}: it says how jobs run, not what they compute", f"use {new}"
+            )
+
+
 def _validate(params: dict, check_files: bool) -> dict:
+    _check_moved(params)
     params = fill_following_defaults(schema.validate(params, load_schema()))
     _check_rates(params)
     for method in sorted(used_methods(params)):
@@ -204,7 +227,7 @@ def _check_rates(params: dict) -> None:
             labels[label] = rate
 
 
-FEATURE_OPTIONS = ("device", "half_precision", "embedded_seed")  # features.* keys that are not modalities
+FEATURE_OPTIONS = ("half_precision", "embedded_seed")  # features.* keys that are not modalities
 SHIPPED_MODALITIES = ("audio", "visual", "text")  # features.* keys with documented defaults
 
 
@@ -320,7 +343,7 @@ def _check_paths(params: dict) -> None:
 
 def _check_experiment_names(params: dict) -> None:
     """Every experiment has its own name (it names its folder and its runs)."""
-    from mlaflow.experiments import experiment_table
+    from mlaflow.pipeline.experiments import experiment_table
 
     seen: dict[str, str] = {}
     for experiment in experiment_table(params):
@@ -338,3 +361,19 @@ def load(path: str | Path = "params.yaml") -> dict:
     if not path.exists():
         raise ParamsError(str(path), "file not found", "run from the repository root or pass --params")
     return validate(yaml.safe_load(path.read_text()))
+
+
+def runtime_settings(runtime: dict | None) -> dict:
+    """The `runtime` section validated, its defaults filled (a job's MLAFLOW_RUNTIME, or {} outside Snakemake)."""
+    full = schema.validate({"runtime": runtime or {}}, _runtime_schema())
+    return full["runtime"]
+
+
+def _runtime_schema() -> dict:
+    whole = load_schema()
+    return {
+        "$defs": whole["$defs"],
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"runtime": whole["properties"]["runtime"]},
+    }

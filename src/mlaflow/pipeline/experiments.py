@@ -251,9 +251,9 @@ def mask_path(masks: MaskSpec, rate: float) -> str:
 
 
 def effective_train(config: dict, method: str, overrides: dict | None = None) -> dict:
-    """`train` as `method` trains it: its reference optimiser (train.method_optimizers), the experiment's
-    overrides, without the keys that only say how jobs are grouped and run elsewhere."""
-    train = {k: v for k, v in config["train"].items() if k not in ("seeds", "job_group", "method_optimizers")}
+    """`train` as `method` trains it: its reference optimiser (train.method_optimizers) and the experiment's
+    overrides, without the seeds (a job's runs are its outputs) and the other methods' optimisers."""
+    train = {k: v for k, v in config["train"].items() if k not in ("seeds", "method_optimizers")}
     train.update(config["train"]["method_optimizers"].get(method, {}))
     train.update((overrides or {}).get("train", {}))
     return train
