@@ -164,12 +164,22 @@ def job_inputs(tmp_path):
     """A tiny corpus as files (manifest, three stores, folds, masks) and a training job's config."""
     args = write_job_files(tmp_path)
     config = train_config(small_params())
-    outputs = [str(tmp_path / "runs" / f"seed{s}_fold{f}.json") for s in (0, 1) for f in (1, 2)]
+    outputs = [
+        str(tmp_path / "runs" / "late_fusion" / "missing_0.30" / f"seed{s}_fold{f}.json") for _, s, f in RUNS
+    ]
     return config, args, outputs
 
 
+RUNS = [("0.30", 0, 1), ("0.30", 0, 2), ("0.30", 1, 1), ("0.30", 1, 2)]  # (missing rate, seed, fold)
+
+
 def _run(config, files, outputs):
-    run_training_job(config, files, [(0, 1), (0, 2), (1, 1), (1, 2)], outputs, CPU_ONE_AT_A_TIME)
+    run_training_job(config, files, RUNS, outputs, CPU_ONE_AT_A_TIME)
+
+
+def _resume_folder(outputs) -> Path:
+    """Where the job keeps its finished runs and its lock: beside the method's folder (train.job.resume_path)."""
+    return job_module.resume_path(outputs[0], "x").parent
 
 
 def test_a_job_that_cannot_write_fails_before_training(job_inputs, tmp_path, monkeypatch):
@@ -178,12 +188,12 @@ def test_a_job_that_cannot_write_fails_before_training(job_inputs, tmp_path, mon
     trained = []
     monkeypatch.setattr(job_module, "train_runs", lambda *a, **k: trained.append(a) or [])
     with pytest.raises(
-        InputError, match=r"blocked/\.done: cannot write the runs' results here.*nothing was trained"
+        InputError, match=r"blocked/\.done/m/missing_0\.30: cannot write the runs' results here.*nothing was trained"
     ):
         _run(
             config,
             args,
-            [str(tmp_path / "blocked" / f"seed{s}_fold{f}.json") for s in (0, 1) for f in (1, 2)],
+            [str(tmp_path / "blocked" / "m" / "missing_0.30" / f"seed{s}_fold{f}.json") for _, s, f in RUNS],
         )
     assert not trained
 
@@ -202,7 +212,7 @@ def test_a_failed_job_keeps_its_finished_runs_and_the_rerun_trains_only_the_rest
     monkeypatch.setattr(job_module, "train_runs", failing_on_the_third)
     with pytest.raises(RuntimeError, match="killed"):
         _run(config, args, outputs)
-    done = sorted(Path(outputs[0]).parent.joinpath(".done").glob("*.json"))
+    done = sorted(_resume_folder(outputs).glob("*.json"))
     assert [p.name.split(".")[0] for p in done] == ["seed0_fold1", "seed0_fold2"]  # kept, in a hidden folder
     calls.clear()
     monkeypatch.setattr(job_module, "train_runs", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
@@ -210,7 +220,7 @@ def test_a_failed_job_keeps_its_finished_runs_and_the_rerun_trains_only_the_rest
     assert calls == [1, 1]  # only the two runs not finished before
     resumed = [json.loads(Path(o).read_text()) for o in outputs]
     # removed once every output is whole (the folder stays: other jobs of the folder may be using it)
-    assert not any(Path(outputs[0]).parent.joinpath(".done").iterdir())
+    assert not any(_resume_folder(outputs).iterdir())
     for out in outputs:
         Path(out).unlink()
     monkeypatch.setattr(job_module, "train_runs", real)
@@ -322,7 +332,7 @@ def test_a_rerun_beside_a_live_earlier_attempt_fails_at_once_and_leaves_it_alone
         monkeypatch.setattr(job_module, "train_runs", lambda *a, **k: pytest.fail("trained beside it"))
         with pytest.raises(
             InputError,
-            match=rf"runs/\.done/seed0_fold1\.lock: an earlier attempt of this job \(pid {first.pid}\b.*\) is "
+            match=rf"runs/\.done/late_fusion/missing_0\.30/seed0_fold1\.lock: an earlier attempt of this job \(pid {first.pid}\b.*\) is "
             r"still running\. Fix: wait for it or kill it, then re-run",
         ):
             _run(config, args, outputs)
@@ -335,7 +345,7 @@ def test_a_rerun_beside_a_live_earlier_attempt_fails_at_once_and_leaves_it_alone
     assert first.returncode == 0, log.read_text()
     runs = [json.loads(Path(out).read_text()) for out in outputs]
     assert [(run["seed"], run["fold"]) for run in runs] == [(0, 1), (0, 2), (1, 1), (1, 2)]
-    assert not any(Path(outputs[0]).parent.joinpath(".done").iterdir())  # entries and lock removed
+    assert not any(_resume_folder(outputs).iterdir())  # entries and lock removed
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -361,7 +371,7 @@ def test_killing_the_shell_of_a_job_stops_its_trainer_and_the_rerun_is_not_block
             os.kill(trainer, signal.SIGKILL)
     _run(config, args, outputs)  # the killed attempt's lock does not block the rerun
     assert [json.loads(Path(out).read_text())["fold"] for out in outputs] == [1, 2, 1, 2]
-    assert not any(Path(outputs[0]).parent.joinpath(".done").iterdir())
+    assert not any(_resume_folder(outputs).iterdir())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")

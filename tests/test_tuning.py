@@ -336,9 +336,9 @@ def test_the_chosen_values_reach_the_training_jobs(tmp_path):
         "b": {"train.lr": 0.005, "method_params.bigated.gate": "visual"},
     }.items():
         chosen = _chosen_file(tmp_path / f"{name}.json", "bigated", values)
-        outputs = [str(tmp_path / name / f"seed{s}_fold{f}.json") for s in (0,) for f in (1,)]
+        outputs = [str(tmp_path / name / "bigated" / "missing_0.30" / "seed0_fold1.json")]
         tuned_files = dataclasses.replace(files, tuned=str(chosen))
-        run_training_job(config, tuned_files, [(0, 1)], outputs, CPU_ONE_AT_A_TIME)
+        run_training_job(config, tuned_files, [("0.30", 0, 1)], outputs, CPU_ONE_AT_A_TIME)
         runs[name] = json.loads(Path(outputs[0]).read_text())
     a, b = runs["a"], runs["b"]
     assert a["method_params"]["gate"] == "audio" and a["optimizer"]["lr"] == 0.02
@@ -354,7 +354,7 @@ def test_the_chosen_values_reach_the_training_jobs(tmp_path):
         "config_hashes": {"complete/bigated": a["config_hash"]},
         "tuned_methods": ["bigated"],
     }
-    run_path = tmp_path / "a" / "seed0_fold1.json"
+    run_path = tmp_path / "a" / "bigated" / "missing_0.30" / "seed0_fold1.json"
     write_index(index_config, [str(run_path)], tmp_path / "index.json", [str(tmp_path / "a.json")])
     with pytest.raises(InputError, match="stale result: trained with tuned values"):
         write_index(index_config, [str(run_path)], tmp_path / "index.json", [str(tmp_path / "b.json")])

@@ -150,17 +150,18 @@ def _job_files(args) -> JobFiles:
     )
 
 
-RUN_FILE = re.compile(r"seed(\d+)_fold(\d+)\.json")
+RUN_FILE = re.compile(r"missing_(\d\.\d\d)/seed(\d+)_fold(\d+)\.json")
 
 
-def runs_of(outputs: list[str]) -> list[tuple[int, int]]:
-    """(seed, fold) of each run file (`.../seed<s>_fold<f>.json`): what a training job trains is what it writes."""
+def runs_of(outputs: list[str]) -> list[tuple[str, int, int]]:
+    """(missing rate label, seed, fold) of each run file (`.../missing_<rate>/seed<s>_fold<f>.json`): what a
+    training job trains is what it writes."""
     runs = []
     for out in outputs:
-        match = RUN_FILE.fullmatch(Path(out).name)
+        match = RUN_FILE.fullmatch("/".join(Path(out).parts[-2:]))
         if match is None:
-            raise InputError(out, "is not a run file name (seed<s>_fold<f>.json)", "fix --out")
-        runs.append((int(match[1]), int(match[2])))
+            raise InputError(out, "is not a run file (missing_<rate>/seed<s>_fold<f>.json)", "fix --out")
+        runs.append((match[1], int(match[2]), int(match[3])))
     return runs
 
 
@@ -345,11 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = step(
         "train",
         _train,
-        "train the runs of one method at one missing rate (the rate of --masks), stacked",
+        "train the runs of one method (at the missing rates of --masks), stacked",
         "the manifest, one feature store per modality, the folds, the masks (and the test-time shift masks)",
-        "one metrics JSON per run, seed<s>_fold<f>.json: the runs the job trains",
+        "one metrics JSON per run, missing_<rate>/seed<s>_fold<f>.json: the runs the job trains",
     )
-    job_inputs(p, masks_nargs=None)
+    job_inputs(p, masks_nargs="+")
     p.add_argument(
         "--shift-masks",
         nargs="*",

@@ -91,7 +91,7 @@ EXTRACTED = extracted_modalities(config)
 # "seed" the folds of one seed, "run" one run. Results are the same whatever the grouping: a job trains the runs
 # it writes (mlaflow train reads them off its outputs), so regrouping finds every run up to date.
 JOB_GROUP = config["runtime"]["job_group"]
-JOB_NAME = {"cell": "", "seed": "_seed{seed}", "run": "_seed{seed}_fold{fold}"}[JOB_GROUP]
+JOB_NAME = {"seed": "_seed{seed}", "run": "_seed{seed}_fold{fold}"}.get(JOB_GROUP, "")
 
 
 def experiment_runs(experiment):
@@ -107,11 +107,30 @@ def stage_runs(stage):
     return [path for experiment in TABLE if experiment.stage == stage for path in experiment_runs(experiment)]
 
 
+def stage_outputs(stage):
+    """What the training jobs of a stage declare: with job_group `method` each job's folder of runs
+    (<root>/<method>), else the run files themselves."""
+    if JOB_GROUP != "method":
+        return stage_runs(stage)
+    return [f"{e.root}/{method}" for e in TABLE if e.stage == stage for method in e.methods]
+
+
 def job_outputs(root, method, rate, seed="{seed}", fold="{fold}"):
-    """The run files one training job writes (runtime.job_group decides how many)."""
+    """The run files one training job writes (runtime.job_group cell, seed or run decides how many)."""
     seeds = SEEDS if JOB_GROUP == "cell" else [seed]
     folds = FOLDS if JOB_GROUP in ("cell", "seed") else [fold]
     return [f"{root}/{method}/missing_{rate}/seed{s}_fold{f}.json" for s in seeds for f in folds]
+
+
+def method_run_files(wildcards):
+    """The run files of a method's job with job_group `method`: every cell of its experiment, seeds x folds."""
+    experiment = experiment_of(wildcards)
+    return [E.run_path(experiment, wildcards.method, r, s, f) for r in experiment.rates(wildcards.method) for s in SEEDS for f in FOLDS]
+
+
+def method_masks(wildcards):
+    experiment = experiment_of(wildcards)
+    return [E.mask_path(experiment.masks, rate) for rate in experiment.rates(wildcards.method)]
 
 
 # every experiment's training jobs: the `train` rule matches {root}/{method}/missing_{rate}/...
@@ -244,6 +263,10 @@ def stage_runs_of_dir(wildcards):
     return stage_runs(STAGE_OF_DIR[wildcards.stage_dir])
 
 
+def stage_outputs_of_dir(wildcards):
+    return stage_outputs(STAGE_OF_DIR[wildcards.stage_dir])
+
+
 SUMMARY_OUTPUTS = [
     "reports/metrics.json",
     "reports/plots/accuracy_vs_missing_rate.csv",
@@ -305,14 +328,14 @@ STAGE_TARGETS = {
         *_under("data/splits", "data/tuning"),
     ],
     "main_grid": [
-        *stage_runs("main_grid"),
+        *stage_outputs("main_grid"),
         INDEX_FILES["main_grid"],
         *SUMMARY_OUTPUTS,
         "reports/summary.config.json",
         *_under("data/runs"),
     ],
     **{
-        stage: [*stage_runs(stage), INDEX_FILES[stage], *_under(STAGE_DIRS[stage])]
+        stage: [*stage_outputs(stage), INDEX_FILES[stage], *_under(STAGE_DIRS[stage])]
         for stage in ("missing_suite", "isolation", "fidelity")
     },
     "report": [*REPORT_OUTPUTS, "reports/report.config.json"],

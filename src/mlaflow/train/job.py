@@ -1,23 +1,23 @@
-"""One training job (`mlaflow train`): the runs of one method at one missing rate that the rule groups
-(runtime.job_group), read from the job's config file and its input files, trained stacked (or one at a time),
-one metrics JSON written per run.
+"""One training job (`mlaflow train`): the runs that the rule groups (runtime.job_group: every run of a method in
+an experiment, or those of one missing rate, seed or run), read from the job's config file and its input files,
+trained stacked (or one at a time), one metrics JSON written per run.
 
 The job's config (written by the workflow from the config Snakemake was given; see
-`mlaflow.pipeline.experiments.train_job_config`) holds everything the runs compute from besides the input files; every
-run records that config's hash, so the stage's index can refuse a run trained under other settings.
+`mlaflow.pipeline.experiments.train_job_config`) holds everything the runs compute from besides the input files;
+every run records that config's hash, so the stage's index can refuse a run trained under other settings.
 
-What survives a failure: before training, the job checks that it can write its outputs (a read-only or full
-folder fails at once, naming it). Each finished run is also kept in `<run folder>/.done/`, under a key of
-everything it was computed from (the config, every input file's content, the code the job runs); Snakemake
-deletes a failed job's outputs, not these, so a rerun of a killed or failed job trains only the runs not done
-(with `runtime.batch_runs: false` runs finish one by one; stacked runs finish together). A job that succeeds
-removes its `.done` entries (the folder stays: the other jobs of the run folder may be using it).
+What survives a failure: before training, the job checks that it can write (a read-only or full folder fails at
+once, naming it). Each finished run is also kept beside the method's folder, in
+`<root>/.done/<method>/missing_<rate>/` (`resume_path`), under a key of everything it was computed from (the
+config, every input file's content, the code the job runs); Snakemake deletes a failed job's outputs, not
+these, so a rerun of a killed or failed job trains only the runs not done (with `runtime.batch_runs: false` runs
+finish one by one; stacked runs finish together). A job that succeeds removes its entries (the folders stay:
+other jobs may be using them).
 
 One attempt at a time: a job's process can outlive its job (a killed shell; `mlaflow train` asks the kernel to
-stop it then, see `mlaflow.cli.die_with_parent`, but only on Linux). So the job holds an exclusive lock,
-`<run folder>/.done/<first output's stem>.lock`, while it runs (`mlaflow.joblock`): a rerun beside a live
-earlier attempt fails at once, naming that attempt's pid, before it reads or writes any run; a killed attempt's
-lock dies with it.
+stop it then, see `mlaflow.cli.die_with_parent`, but only on Linux). So the job holds an exclusive lock, its
+first run's `.lock` there, while it runs (`mlaflow.joblock`): a rerun beside a live earlier attempt fails at
+once, naming that attempt's pid, before it reads or writes any run; a killed attempt's lock dies with it.
 """
 
 from __future__ import annotations
@@ -46,22 +46,23 @@ log = logging.getLogger(__name__)
 
 
 def run_training_job(
-    config: dict, files: JobFiles, runs: list[tuple[int, int]], outputs: list[str], runtime: Runtime
+    config: dict, files: JobFiles, runs: list[tuple[str, int, int]], outputs: list[str], runtime: Runtime
 ) -> None:
-    """Train `runs` ((seed, fold) pairs) of the config's method at the missing rate of its mask file, stacked
-    (`runtime.batch_runs`) or one at a time; write outputs[i] for run i. `files.tuned`: the tuning stage's chosen
-    values of the method, written over the config's settings except where the experiment's overrides set a key."""
+    """Train `runs` ((missing rate label, seed, fold); one mask file per rate in `files.masks`) of the config's
+    method, stacked (`runtime.batch_runs`) or one at a time; write outputs[i] for run i. `files.tuned`: the
+    tuning stage's chosen values of the method, written over the config's settings except where the
+    experiment's overrides set a key."""
     if len(outputs) != len(runs):
         raise InputError(None, f"{len(runs)} runs but {len(outputs)} output paths", "give one --out per run")
     check_writable(outputs)
     # before anything else: a rerun must not train beside a live earlier attempt of this job (mlaflow.joblock)
-    with job_lock(outputs[0]):
+    with job_lock(outputs[0], resume_path(outputs[0], "lock")):
         torch.set_num_threads(runtime.threads)
-        seeds = sorted({seed for seed, _ in runs})
+        seeds = sorted({seed for _, seed, _ in runs})
         inputs = load_job_inputs(config, files, seeds)
         check_rates(inputs.shift_masks, config["test_time_shift"], "test-time shift", files.folds)
-        ((rate_label, masks),) = inputs.masks.items()
-        specs = [run_spec(config, inputs, masks, seed, fold) for seed, fold in runs]
+        check_rates(inputs.masks, sorted({rate for rate, _, _ in runs}), "training", files.folds)
+        specs = [run_spec(config, inputs, inputs.masks[rate], seed, fold) for rate, seed, fold in runs]
         settings, tuned = tuned_settings(config, files.tuned)
         key = fingerprint(config, files)
         pending = [i for i, out in enumerate(outputs) if not _done_path(out, key).is_file()]
@@ -76,7 +77,6 @@ def run_training_job(
             "method": config["method"],
             "experiment": config["experiment"]["name"],
             "experiment_kind": config["experiment"]["kind"],
-            "missing_rate": float(rate_label),
             "masks": config["experiment"]["masks"],
             "all_missing": config["masks"]["all_missing"],
             "masked_input": config["train"]["masked_input"],
@@ -98,8 +98,8 @@ def run_training_job(
                 config["method"], inputs.corpus, [specs[i] for i in group], settings, device=runtime.device
             )
             for i, record in zip(group, records):
-                seed, fold = runs[i]
-                record.update(provenance, seed=seed, fold=fold)
+                rate, seed, fold = runs[i]
+                record.update(provenance, missing_rate=float(rate), seed=seed, fold=fold)
                 _write(_done_path(outputs[i], key), record)
                 _log_run(record)
         for out in outputs:
@@ -152,9 +152,17 @@ def _log_run(record: dict) -> None:
     )
 
 
+def resume_path(out: str | Path, suffix: str) -> Path:
+    """Where a run's resume record (suffix: its key) or a job's lock (suffix "lock") lives: beside the method's
+    folder, `<root>/.done/<method>/missing_<rate>/<run>.<suffix>`, never inside the job's outputs (Snakemake
+    removes a folder it is about to make again, and with it what is inside)."""
+    out = Path(out)
+    return out.parents[2] / ".done" / out.parents[1].name / out.parent.name / f"{out.stem}.{suffix}"
+
+
 def check_writable(outputs: list[str]) -> None:
     """Fail before any training if an output folder cannot take a file (permissions, full disk)."""
-    for folder in sorted({Path(out).parent / ".done" for out in outputs}):
+    for folder in sorted({resume_path(out, "probe").parent for out in outputs}):
         probe = folder / f".probe-{os.getpid()}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -181,5 +189,4 @@ def _write(path: str | Path, record: dict) -> None:
 
 
 def _done_path(out: str | Path, key: str) -> Path:
-    out = Path(out)
-    return out.parent / ".done" / f"{out.stem}.{key}.json"
+    return resume_path(out, f"{key}.json")
