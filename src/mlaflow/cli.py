@@ -446,9 +446,10 @@ STEPS = (
     Step(
         "settle",
         _settle,
-        "in a copy DVC restored (dvc exp run --queue/--temp, git clone + dvc pull) with no Snakemake records: "
-        "give what dvc.lock vouches for one old modification time, so that Snakemake reruns exactly what a "
-        "change invalidates (run by each DVC stage before Snakemake; does nothing where Snakemake has records)",
+        "in a copy DVC restored (dvc exp run --queue/--temp, git clone + dvc pull) "
+        "with no Snakemake records: give what dvc.lock vouches for one old modification time, so that "
+        "Snakemake reruns exactly what a change invalidates (run by each DVC stage before Snakemake; "
+        "does nothing where Snakemake has records)",
         "dvc.lock, .dvcignore, params.yaml, the files dvc.lock names, the job config files",
         "modification times only",
         (
@@ -456,7 +457,8 @@ STEPS = (
             arg(
                 "--force",
                 action="store_true",
-                help="also where Snakemake has records: after `git checkout` + `dvc checkout` of another commit",
+                help="also where Snakemake has records: "
+                "after `git checkout` + `dvc checkout` of another commit",
             ),
         ),
         config=False,

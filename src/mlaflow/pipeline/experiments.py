@@ -13,11 +13,12 @@ stages (dvc.yaml) and the report all read this table; nothing parses an experime
 | fidelity   | <variant name>        | data/fidelity/<name>      | mla x `fidelity.missing_rates`          | the variant's protocol |
 | fidelity   | masks_<protocol>      | data/fidelity/<name>      | `protocol_methods` x every missing rate | the other protocol     |
 
-A root is the folder of the experiment's stage (`STAGE_DIRS`, the one place these folders are written: the stage
-indexes of mlaflow.pipeline.jobconfigs and the rules derive from it), or for isolation and fidelity, stages of
-several experiments, a folder of the experiment's name inside it. Main and complete share a root (their methods never overlap: a complete-modality method that is also in
-`methods` runs in the main grid). Runs of main, complete and suite are also tested under the test masks of
-every missing rate (`test_time_shift`). A cell that would equal a main-grid (or complete-modality) run exactly
+A root is the folder of the experiment's stage (`STAGE_DIRS`, the one place these folders are written: the
+stage indexes of mlaflow.pipeline.jobconfigs and the rules derive from it), or, for isolation and fidelity
+(stages of several experiments), a folder of the experiment's name inside it. Main and complete share a root
+(their methods never overlap: a complete-modality method that is also in `methods` runs in the main grid).
+Runs of main, complete and suite are also tested under the test masks of every missing rate
+(`test_time_shift`). A cell that would equal a main-grid (or complete-modality) run exactly
 is not trained but listed in `reused`, and the report reads that run in its place: a fidelity variant at
 missing rate 0 that only changes the masks or how masked inputs are fed (nothing is masked there), and the
 isolation analysis' share 0 (nothing masked in training).
@@ -43,8 +44,8 @@ STAGE_DIRS = {
     "fidelity": "data/fidelity",
 }
 STAGES = tuple(STAGE_DIRS)
-# the stage that trains each kind of experiment; the kinds of several experiments (OWN_FOLDER) put each one's runs
-# in a folder of its name inside the stage's
+# the stage that trains each kind of experiment; the kinds of several experiments (OWN_FOLDER) put each one's
+# runs in a folder of its name inside the stage's
 KIND_STAGES = {
     "main": "main_grid",
     "complete": "main_grid",
