@@ -185,7 +185,7 @@ def read_store(
             raise InputError(
                 path,
                 f"missing dataset(s) {missing}; a feature store needs {list(REQUIRED_DATASETS)}",
-                "write it in the schema of mlaflow/features/store.py (see the README)",
+                "write it in the schema of mlaflow/features/store.py (see docs/data-formats.md)",
             )
         attrs = {name: _python_value(value) for name, value in handle.attrs.items()}
         if "written" in handle or not attrs.get("complete", True):
