@@ -46,5 +46,7 @@ def test_every_module_imports_only_from_its_floor_or_below():
 
 
 def test_the_floors_the_issue_names():
-    order = [next(i for i, rooms in enumerate(FLOORS) if room in rooms) for room in ("methods", "train", "tune")]
+    order = [
+        next(i for i, rooms in enumerate(FLOORS) if room in rooms) for room in ("methods", "train", "tune")
+    ]
     assert order == sorted(order)  # tune above train above methods

@@ -202,7 +202,7 @@ def _checked_attrs(path: Path, handle: h5py.File, modality: str | None) -> dict[
         raise InputError(
             path,
             f"missing dataset(s) {missing}; a feature store needs {list(REQUIRED_DATASETS)}",
-            "write it in the schema of mlaflow/features/store.py (see the README)",
+            "write it in the schema of mlaflow/features/store.py (see docs/data-formats.md)",
         )
     attrs = {name: _python_value(value) for name, value in handle.attrs.items()}
     if "written" in handle or not attrs.get("complete", True):
