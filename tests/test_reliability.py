@@ -30,9 +30,9 @@ from job_files import (
     NAMES,
     small_params,
     train_config,
+    unit_params,
     write_job_files,
 )
-from job_files import shipped as _shipped
 
 import mlaflow
 from mlaflow.data.masks import bernoulli_mask, write_masks
@@ -58,7 +58,7 @@ from mlaflow.tune import study as study_module
     ],
 )
 def test_a_missing_rate_must_be_what_its_file_name_says(rates, message):
-    params = _shipped()
+    params = unit_params()
     params["masks"]["missing_rates"] = rates
     with pytest.raises(ParamsError, match=message):
         P.validate(params)
@@ -66,15 +66,15 @@ def test_a_missing_rate_must_be_what_its_file_name_says(rates, message):
 
 def test_paths_the_config_points_at_are_checked_at_parse_time(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    params = _shipped()
+    params = unit_params()
     params["features"]["audio"]["precomputed"] = "no/such/store.h5"
     with pytest.raises(ParamsError, match=r"features\.audio\.precomputed.*does not exist"):
         P.validate(params)
-    params = _shipped()
+    params = unit_params()
     params["features"]["text"]["model"] = "no/such/bert"
     with pytest.raises(ParamsError, match=r"features\.text\.model.*not a model directory"):
         P.validate(params)
-    params = _shipped()
+    params = unit_params()
     params["corpus"].update(kind="iemocap", root="no/such/IEMOCAP_full_release")
     with pytest.raises(ParamsError, match=r"corpus\.root.*not a directory"):
         P.validate(params)
@@ -188,7 +188,8 @@ def test_a_job_that_cannot_write_fails_before_training(job_inputs, tmp_path, mon
     trained = []
     monkeypatch.setattr(job_module, "train_runs", lambda *a, **k: trained.append(a) or [])
     with pytest.raises(
-        InputError, match=r"blocked/\.done/m/missing_0\.30: cannot write the runs' results here.*nothing was trained"
+        InputError,
+        match=r"blocked/\.done/m/missing_0\.30: cannot write the runs' results here.*nothing was trained",
     ):
         _run(
             config,

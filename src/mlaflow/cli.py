@@ -19,6 +19,8 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -245,223 +247,237 @@ def _settle(args, config):
         log.info("nothing to settle: %s", summary["skipped"])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mlaflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+# ------------------------------------------------------------------------------------------- the steps
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the command line: its function, its help (a line, what it reads and what it writes) and its
+    arguments beyond --config (the job's config file, which every step but `config=False` ones takes)."""
+
+    name: str
+    func: Callable
+    help: str
+    reads: str
+    writes: str
+    arguments: tuple[tuple[tuple[str, ...], dict], ...]
+    config: bool = True
+
+
+def arg(*flags: str, **options) -> tuple[tuple[str, ...], dict]:
+    """One argument, as `ArgumentParser.add_argument` takes it."""
+    return flags, options
+
+
+CONFIG = arg("--config", required=True, help="the job's config file (JSON, written by the workflow)")
+OUT = arg("--out", required=True)
+MANIFEST = arg("--manifest", required=True)
+TORCH_THREADS = arg("--threads", type=int, default=None, help="torch CPU threads (default: 1)")
+OUT_DIR = arg("--out-dir", default="reports")
+
+
+def job_inputs(masks: tuple[tuple[str, ...], dict]) -> tuple:
+    """The input files of a training or tuning job (mlaflow.train.inputs.JobFiles), and its threads."""
+    return (
+        MANIFEST,
+        arg("--features", nargs="+", required=True, help="one store per modality, in the corpus's order"),
+        arg("--folds", required=True),
+        masks,
+        arg("--code", nargs="*", default=[], help="the source files the job runs (part of its resume key)"),
+        TORCH_THREADS,
     )
-    sub = parser.add_subparsers(dest="step", metavar="STEP")
 
-    def step(name, func, help, reads, writes, config=True):
-        p = sub.add_parser(
-            name,
-            help=help,
-            description=f"{help}.\n\nReads: {reads}\nWrites: {writes}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        if config:
-            p.add_argument(
-                "--config", required=True, help="the job's config file (JSON, written by the workflow)"
-            )
-        p.set_defaults(func=func)
-        return p
 
-    def job_inputs(p, masks_nargs):
-        """The input files of a training or tuning job (mlaflow.train.inputs.JobFiles), and its threads."""
-        p.add_argument("--manifest", required=True)
-        p.add_argument(
-            "--features", nargs="+", required=True, help="one store per modality, in the corpus's order"
-        )
-        p.add_argument("--folds", required=True)
-        if masks_nargs is None:  # one file: argparse gives a string, JobFiles takes a list
-            p.add_argument("--masks", required=True, type=lambda path: [path])
-        else:
-            p.add_argument("--masks", nargs=masks_nargs, required=True)
-        p.add_argument(
-            "--code", nargs="*", default=[], help="the source files the job runs (part of its resume key)"
-        )
-        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1)")
-
-    p = step(
+STEPS = (
+    Step(
         "corpus",
         _corpus,
         "generate an embedded corpus in its release's layout (IEMOCAP or CREMA-D)",
         "its config (corpus.embedded or corpus.embedded_cremad)",
         "the corpus tree at --out (wav, face frames; IEMOCAP: transcripts, labels)",
-    )
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: up to 2)")
-
-    p = step(
+        (OUT, arg("--threads", type=int, default=None, help="worker threads (default: up to 2)")),
+    ),
+    Step(
         "manifest",
         _manifest,
         "turn a corpus into the manifest (one row per utterance kept)",
         "the corpus tree (or kind features' label table) at --source",
         "the manifest CSV at --out",
-    )
-    p.add_argument("--source", required=True)
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (arg("--source", required=True), OUT),
+    ),
+    Step(
         "folds",
         _folds,
         "leave-one-session-out folds with a validation split",
         "the manifest",
         "the folds CSV (one column fold<k>: train / val / test)",
-    )
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (MANIFEST, OUT),
+    ),
+    Step(
         "masks",
         _masks,
         "missing-modality masks of one specification and missing rate, one per seed",
         "the manifest",
         "an HDF5 file with one bool [N, M] mask per seed",
-    )
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--missing-rate", type=float, required=True)
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (MANIFEST, arg("--missing-rate", type=float, required=True), OUT),
+    ),
+    Step(
         "build-encoder",
         _build_encoder,
         "build an embedded (randomly initialised, NOT pretrained) encoder",
         "its config",
         "a model directory in the save_pretrained layout",
-    )
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (OUT,),
+    ),
+    Step(
         "extract",
         _extract,
         "extract utterance-level features of one modality into HDF5",
         "the manifest and the model directory (embedded or pretrained)",
         "the feature store (HDF5; resumable from its .partial.h5)",
-    )
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1)")
-
-    p = step(
+        (MANIFEST, arg("--model", required=True), OUT, TORCH_THREADS),
+    ),
+    Step(
         "train",
         _train,
         "train the runs of one method (at the missing rates of --masks), stacked",
         "the manifest, one feature store per modality, the folds, the masks (and the test-time shift masks)",
         "one metrics JSON per run, missing_<rate>/seed<s>_fold<f>.json: the runs the job trains",
-    )
-    job_inputs(p, masks_nargs="+")
-    p.add_argument(
-        "--shift-masks",
-        nargs="*",
-        default=[],
-        help="mask files of the test-time shift's missing rates (the config lists them)",
-    )
-    p.add_argument(
-        "--tuned",
-        nargs="?",
-        default=None,
-        help="the method's chosen values (data/tuning/<method>.json), if tuned",
-    )
-    p.add_argument("--out", nargs="+", required=True)
-
-    p = step(
+        (
+            *job_inputs(arg("--masks", nargs="+", required=True)),
+            arg(
+                "--shift-masks",
+                nargs="*",
+                default=[],
+                help="mask files of the test-time shift's missing rates (the config lists them)",
+            ),
+            arg(
+                "--tuned",
+                nargs="?",
+                default=None,
+                help="the method's chosen values (data/tuning/<method>.json), if tuned",
+            ),
+            arg("--out", nargs="+", required=True),
+        ),
+    ),
+    Step(
         "tune",
         _tune,
         "one worker of a method's tuning study: Optuna trials on validation accuracy until the budget is met",
         "the manifest, the feature stores, the folds, the tuning rates' masks; the study (journal or RDB)",
         "the worker's record (JSON); its trials go to the study",
-    )
-    p.add_argument("--worker", type=int, required=True)
-    job_inputs(p, masks_nargs="+")
-    p.add_argument(
-        "--journal", required=True, help="Optuna journal file (unless runtime.tuning_storage is set)"
-    )
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (
+            arg("--worker", type=int, required=True),
+            *job_inputs(arg("--masks", nargs="+", required=True)),
+            arg(
+                "--journal", required=True, help="Optuna journal file (unless runtime.tuning_storage is set)"
+            ),
+            OUT,
+        ),
+    ),
+    Step(
         "tune-select",
         _tune_select,
         "a method's chosen values: the best of its study's first tuning.trials completed trials",
         "the workers' records and the study",
         "data/tuning/<method>.json",
-    )
-    p.add_argument("--workers", nargs="+", required=True)
-    p.add_argument("--journal", required=True)
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (arg("--workers", nargs="+", required=True), arg("--journal", required=True), OUT),
+    ),
+    Step(
         "tuning-summary",
         _tuning_summary,
         "the tuning stage's DVC metrics: chosen values and validation accuracy tuned and untuned",
         "every method's chosen values",
         "reports/tuning.json",
-    )
-    p.add_argument("--chosen", nargs="*", default=[])
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (arg("--chosen", nargs="*", default=[]), OUT),
+    ),
+    Step(
         "index",
         _index,
         "check a stage's runs against their jobs' configs and list them",
         "the stage's run files",
         "the stage's index (JSON: its experiments and runs)",
-    )
-    p.add_argument("--runs", nargs="*", default=[])
-    p.add_argument("--tuned", nargs="*", default=[], help="the tuned methods' chosen values")
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (
+            arg("--runs", nargs="*", default=[]),
+            arg("--tuned", nargs="*", default=[], help="the tuned methods' chosen values"),
+            OUT,
+        ),
+    ),
+    Step(
         "summary",
         _summary,
         "the main grid's DVC metrics and plots",
         "the main grid's index and its runs",
         "reports/metrics.json, reports/plots/accuracy_vs_missing_rate.csv, its figure",
-    )
-    p.add_argument("--indexes", nargs="+", required=True)
-    p.add_argument("--paper", required=True, help="the paper's figures (data/reference/paper_results.yaml)")
-    p.add_argument("--out-dir", default="reports")
-
-    p = step(
+        (
+            arg("--indexes", nargs="+", required=True),
+            arg("--paper", required=True, help="the paper's figures (data/reference/paper_results.yaml)"),
+            OUT_DIR,
+        ),
+    ),
+    Step(
         "report",
         _report,
         "reports/report.md and the suite's, isolation's and fidelity's metrics and plots",
         "every stage's index and runs, the feature stores and masks (provenance)",
         "reports/",
-    )
-    p.add_argument("--indexes", nargs="+", required=True)
-    p.add_argument("--paper", required=True)
-    p.add_argument("--features", nargs="+", required=True)
-    p.add_argument("--masks", nargs="+", required=True)
-    p.add_argument("--tuned", nargs="*", default=[], help="every tuned method's chosen values")
-    p.add_argument("--out-dir", default="reports")
-
-    p = step(
+        (
+            arg("--indexes", nargs="+", required=True),
+            arg("--paper", required=True),
+            arg("--features", nargs="+", required=True),
+            arg("--masks", nargs="+", required=True),
+            arg("--tuned", nargs="*", default=[], help="every tuned method's chosen values"),
+            OUT_DIR,
+        ),
+    ),
+    Step(
         "verify",
         _verify,
         "check that every file of a stage's outputs reads back whole (run by each DVC stage)",
         "the given files and folders (HDF5, JSON, CSV)",
         "nothing; fails naming the damaged files",
+        (arg("paths", nargs="+"),),
         config=False,
-    )
-    p.add_argument("paths", nargs="+")
-
-    p = step(
+    ),
+    Step(
         "settle",
         _settle,
-        "in a copy DVC restored (dvc exp run --queue/--temp, git clone + dvc pull) with no Snakemake records: "
-        "give what dvc.lock vouches for one old modification time, so that Snakemake reruns exactly what a "
-        "change invalidates (run by each DVC stage before Snakemake; does nothing where Snakemake has records)",
+        "in a copy DVC restored (dvc exp run --queue/--temp, git clone + dvc pull) "
+        "with no Snakemake records: give what dvc.lock vouches for one old modification time, so that "
+        "Snakemake reruns exactly what a change invalidates (run by each DVC stage before Snakemake; "
+        "does nothing where Snakemake has records)",
         "dvc.lock, .dvcignore, params.yaml, the files dvc.lock names, the job config files",
         "modification times only",
+        (
+            arg("--params", default="params.yaml", help="the params DVC tracks (default: params.yaml)"),
+            arg(
+                "--force",
+                action="store_true",
+                help="also where Snakemake has records: "
+                "after `git checkout` + `dvc checkout` of another commit",
+            ),
+        ),
         config=False,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlaflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--params", default="params.yaml", help="the params DVC tracks (default: params.yaml)")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="also where Snakemake has records: after `git checkout` + `dvc checkout` of another commit",
-    )
+    sub = parser.add_subparsers(dest="step", metavar="STEP")
+    for step in STEPS:
+        p = sub.add_parser(
+            step.name,
+            help=step.help,
+            description=f"{step.help}.\n\nReads: {step.reads}\nWrites: {step.writes}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        arguments = (CONFIG, *step.arguments) if step.config else step.arguments
+        for flags, options in arguments:
+            p.add_argument(*flags, **options)
+        p.set_defaults(func=step.func)
     return parser
 
 

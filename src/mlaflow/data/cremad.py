@@ -5,7 +5,7 @@ one of 12 sentences with one of 6 emotions. Reads, under the root:
 
 * `AudioWAV/<ActorID>_<Sentence>_<Emotion>_<Level>.wav`, e.g. `1001_DFA_ANG_XX.wav`: the audio;
 * `frames/<stem>/000.png, 001.png, ...`: frames of `VideoFlash/<stem>.flv`. The release has videos, not
-  frames; mlaflow expects them extracted into this layout (see README, section CREMA-D), numbered from 000 without
+  frames; mlaflow expects them extracted into this layout (see docs/data-formats.md, section CREMA-D), numbered from 000 without
   gaps, because the visual encoder reads frames 000 .. n_frames-1.
 
 The label is the emotion the actor was asked to portray, from the file name (as OGM-GE and the MLA code
@@ -52,7 +52,7 @@ FRAMES_DIR = "frames"
 FRAME_SUFFIX = ".png"
 EXTRACT_FRAMES = (
     "extract them with `ffmpeg -i VideoFlash/<stem>.flv -vf fps=1 -start_number 0 "
-    "frames/<stem>/%03d.png` (see README, section CREMA-D)"
+    "frames/<stem>/%03d.png` (see docs/data-formats.md, section CREMA-D)"
 )
 
 

@@ -7,7 +7,7 @@ of `mlaflow.data.synthetic`, which share the layout):
 * `SessionN/dialog/transcriptions/<dialog>.txt`: `<utterance_id> [start-end]: text` lines;
 * `SessionN/sentences/wav/<dialog>/<utterance_id>.wav`: the audio;
 * `SessionN/sentences/faces/<dialog>/<utterance_id>/*.png`: face frames. The release has videos, not
-  frames; mlaflow expects the faces extracted into this layout (see the README).
+  frames; mlaflow expects the faces extracted into this layout (see docs/data-formats.md).
 
 Only existence is checked here; decoding happens in feature extraction. Problems are collected per kind
 and reported as one `InputError` naming the first few files at fault and the count.
@@ -263,7 +263,7 @@ def _check_media(manifest: pd.DataFrame) -> None:
         "face-frame directory(ies) missing",
         "face-frame",
         "extract the utterance's face frames into sentences/faces/<dialog>/<utterance_id>/000.png, "
-        "001.png, ... (see the README)",
+        "001.png, ... (see docs/data-formats.md)",
     )
     no_frames = [(p, "empty") for p in manifest.loc[manifest["n_frames"] == 0, "frames_dir"]]
     _raise_if(
@@ -271,7 +271,7 @@ def _check_media(manifest: pd.DataFrame) -> None:
         f"face-frame directory(ies) without {FRAME_SUFFIX} frames",
         "face-frame",
         f"extract the utterance's face frames there as 000{FRAME_SUFFIX}, 001{FRAME_SUFFIX}, ... "
-        "(see the README)",
+        "(see docs/data-formats.md)",
     )
 
 

@@ -18,8 +18,8 @@ The default (`method_params.mla` as shipped) is the paper's section 3 and Algori
   modality's prediction; a masked modality gets weight 0 and the others renormalise.
 
 The released code (Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation, main.py and
-utils/utils.py GSPlugin) differs; each difference is an option, named after what it does (README, "Paper
-against released code"):
+utils/utils.py GSPlugin) differs; each difference is an option, named after what it does (docs/science.md,
+"Paper against released code"):
 
 - `head_gradient_modification: released`: `released_rls_update` (outer-product denominator, Frobenius
   renormalisation of P) and grad_W <- grad_W @ P^T. `off`: no projection, which is what the released code

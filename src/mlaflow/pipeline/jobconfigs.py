@@ -15,14 +15,9 @@ from mlaflow.data import corpora
 from mlaflow.features.protocol import encoder_settings
 from mlaflow.io import json_text
 from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline.experiments import STAGE_DIRS  # the stages that train and their folders (one source)
 
-# the stages that train, and the folder each one's runs and index live in
-STAGE_DIRS = {
-    "main_grid": "data/runs",
-    "missing_suite": "data/suite",
-    "isolation": "data/isolation",
-    "fidelity": "data/fidelity",
-}
+# each stage's index, in its folder
 INDEX_FILES = {stage: f"{root}/index.json" for stage, root in STAGE_DIRS.items()}
 
 

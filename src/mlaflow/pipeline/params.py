@@ -247,7 +247,7 @@ def _check_corpus(params: dict) -> None:
         raise ParamsError(
             "corpus.table",
             "is not set; corpus kind 'features' reads the labels from it",
-            "point it at a CSV of id, label (and split or fold; see README)",
+            "point it at a CSV of id, label (and split or fold; see docs/data-formats.md)",
         )
     names = corpora.modalities(params)
     corpora.classes(params)
@@ -310,7 +310,7 @@ def _check_paths(params: dict) -> None:
         raise ParamsError(
             "corpus.root",
             f"{corpus['root']} is not a directory",
-            f"point it at the {corpus['kind']} corpus (see the README)",
+            f"point it at the {corpus['kind']} corpus (see docs/data-formats.md)",
         )
     if kind.name == "features" and not Path(corpus["table"]).is_file():
         raise ParamsError(
@@ -329,7 +329,7 @@ def _check_paths(params: dict) -> None:
                 raise ParamsError(
                     f"features.{modality}.precomputed",
                     f"{cfg['precomputed']} does not exist",
-                    "point it at an HDF5 feature store (README: HDF5 feature store schema), or set null",
+                    "point it at an HDF5 feature store (docs/data-formats.md: HDF5 feature store schema), or set null",
                 )
         elif (
             cfg.get("model", "embedded") != "embedded" and not (Path(cfg["model"]) / "config.json").is_file()

@@ -85,7 +85,7 @@ def corpus_lines(ctx: ReportContext) -> list[str]:
 
 def store_line(store: dict, given: bool) -> str:
     """One feature store (context.feature_provenance): the encoder that extracted it, or the path of the store
-    the config gave, which need not record its encoder (the README's schema asks only for `modality`)."""
+    the config gave, which need not record its encoder (the store schema of docs/data-formats.md asks only for `modality`)."""
     encoder = "encoder not recorded"
     if "encoder" in store:
         encoder = f"encoder {store['encoder']} from {store.get('model_source', 'an unrecorded source')}"

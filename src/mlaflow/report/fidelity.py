@@ -229,7 +229,7 @@ def section(ctx: ReportContext) -> list[str]:
         "## Fidelity: the paper's MLA against its released code",
         "",
         "Each row changes the paper's MLA (eq. 1-8, the first table's `mla`) in one way the released code "
-        'differs, or in all of them (`released_code`); `README.md`, section "Paper against released code", '
+        'differs, or in all of them (`released_code`); `docs/science.md`, section "Paper against released code", '
         "explains each. Cell: the variant's accuracy, and in brackets its difference to the paper's MLA in "
         "percentage points, paired on seed and fold (per seed the mean over folds, then mean ± std over seeds). "
         "**Optimistic** rows pick the epoch on the test set: their figures are not comparable to "
