@@ -45,6 +45,7 @@ def load_inputs(params: dict) -> tuple[Corpus, pd.DataFrame, str]:
                 params["splits"]["folds"],
                 params["splits"]["validation_fraction"],
                 params["splits"]["seed"],
+                corpora.classes(params),
             ),
             "pipeline features",
         )
@@ -63,7 +64,9 @@ def load_inputs(params: dict) -> tuple[Corpus, pd.DataFrame, str]:
     )
     return (
         corpus,
-        make_folds(manifest, params["splits"]["folds"], params["splits"]["validation_fraction"], 0),
+        make_folds(
+            manifest, params["splits"]["folds"], params["splits"]["validation_fraction"], 0, corpora.classes(params)
+        ),
         "random features",
     )
 

@@ -358,10 +358,14 @@ class Method(nn.Module):
         return []
 
     def set_active_runs(self, active: torch.Tensor) -> None:
-        """Tell the dropout layers which runs take the coming step (only those draw random numbers)."""
-        flags = active.tolist()
-        for module in self.modules():
-            if isinstance(module, StackedDropout):
+        """Tell the dropout layers which runs take the coming step (only those draw random numbers). Without
+        dropout nothing draws, and the mask is not read (on a GPU, reading it waits for the device)."""
+        if not hasattr(self, "_dropouts"):  # the model's layers do not change once it is built
+            self._dropouts = [m for m in self.modules() if isinstance(m, StackedDropout) and m.p > 0]
+        dropouts = self._dropouts
+        if dropouts:
+            flags = active.tolist()
+            for module in dropouts:
                 module.active = flags
 
     @torch.no_grad()

@@ -280,9 +280,10 @@ class MLA(Method):
         for j in range(int(n_steps.max())):
             m = j % M  # eq. 1: every run's t is a multiple of M at the start of an epoch
             rows = [streams[r][m].next() if j < n_steps[r] else None for r in range(R)]
-            active = torch.tensor([b is not None for b in rows], device=data.device)
-            if not bool(active.any()):
+            flags = [b is not None for b in rows]  # known on the host: no wait for the device
+            if not any(flags):
                 continue
+            active = torch.tensor(flags, device=data.device)
             batch = data.padded([empty if b is None else b for b in rows], batch_size)
             self.set_active_runs(active)
             h = self.encoders[m](data.inputs(m, batch.idx, batch.valid))  # h_{m_t}(x)  [R, B, s]
