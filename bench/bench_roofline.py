@@ -41,9 +41,7 @@ def machine(device: torch.device) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in open("/proc/cpuinfo")
-            if line.startswith("model name")
+            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
         )
     except (OSError, StopIteration):
         pass
@@ -74,7 +72,9 @@ def peak(device: torch.device) -> dict[str, float]:
     R, B, d_in, d_out = 120, 64, 1024, 128
     x, w = torch.randn(R, B, d_in, device=device), torch.randn(R, d_out, d_in, device=device)
     bias = torch.randn(R, 1, d_out, device=device)
-    batched = 2 * R * B * d_in * d_out / timed(lambda: torch.baddbmm(bias, x, w.transpose(1, 2)), device) / 1e9
+    batched = (
+        2 * R * B * d_in * d_out / timed(lambda: torch.baddbmm(bias, x, w.transpose(1, 2)), device) / 1e9
+    )
     return {"square mm": square, f"baddbmm {R}x[{B}x{d_in}]x[{d_in}x{d_out}]": batched}
 
 
@@ -106,7 +106,9 @@ def breakdown(method: str, corpus, specs, settings, device: torch.device) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--epochs", type=int, default=2)
@@ -130,7 +132,9 @@ def main() -> None:
     for name, gflops in peaks.items():
         print(f"  peak {name}: {gflops:8.1f} GFLOP/s")
     methods = args.methods or ["late_fusion", *sorted(m for m in METHODS if m != "late_fusion")]
-    print(f"\n  {'method':12s} {'GFLOP':>8s} {'s':>7s} {'GFLOP/s':>8s} {'of peak':>8s} {'cells/s':>8s}  where the time goes")
+    print(
+        f"\n  {'method':12s} {'GFLOP':>8s} {'s':>7s} {'GFLOP/s':>8s} {'of peak':>8s} {'cells/s':>8s}  where the time goes"
+    )
     from torch.utils.flop_counter import FlopCounterMode
 
     for method in methods:

@@ -65,7 +65,11 @@ def load_inputs(params: dict) -> tuple[Corpus, pd.DataFrame, str]:
     return (
         corpus,
         make_folds(
-            manifest, params["splits"]["folds"], params["splits"]["validation_fraction"], 0, corpora.classes(params)
+            manifest,
+            params["splits"]["folds"],
+            params["splits"]["validation_fraction"],
+            0,
+            corpora.classes(params),
         ),
         "random features",
     )
