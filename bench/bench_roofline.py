@@ -21,13 +21,12 @@ dimensions (bench_training.py). Prints figures; asserts nothing. Machine and dat
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import time
 from collections import defaultdict
 
 import torch
 from bench_training import configured, load_inputs, run_specs
+from machine import describe
 
 from mlaflow.methods import METHODS
 from mlaflow.pipeline import experiments as E
@@ -38,15 +37,8 @@ MLP_METHODS = ("late_fusion", "sum", "concat", "mla", "film", "bigated", "ogm_ge
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return f"{cpu}, {torch.get_num_threads()} torch thread(s){gpu}; torch {torch.__version__}"
+    gpu = f", on {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    return f"{describe()}; {torch.get_num_threads()} torch thread(s){gpu}; torch {torch.__version__}"
 
 
 def sync(device: torch.device) -> None:
@@ -122,7 +114,7 @@ def main() -> None:
     corpus, folds, source = load_inputs(params)
     rates = [round(0.1 * (k + 1), 2) for k in range(args.cells)]
     specs = [spec for rate in rates for spec in run_specs(params, corpus, folds, rate)]
-    print(f"roofline, {datetime.date.today()}: {machine(device)}")
+    print(f"roofline, {machine(device)}")
     print(
         f"one job = {args.cells} cell(s) x {len(specs) // args.cells} runs stacked, {args.epochs} epochs with "
         f"evaluation; {source} (N={len(corpus.utterance_ids)}, dims={corpus.input_dims})"
@@ -142,7 +134,13 @@ def main() -> None:
         with FlopCounterMode(display=False) as counter:
             train_runs(method, corpus, specs, settings, device=str(device))
         flops = counter.get_total_flops()
-        seconds = timed(lambda: train_runs(method, corpus, specs, settings, device=str(device)), device, 1)
+        seconds = timed(
+            lambda method=method, settings=settings: train_runs(
+                method, corpus, specs, settings, device=str(device)
+            ),
+            device,
+            1,
+        )
         achieved = flops / seconds / 1e9
         where = ""
         if not args.no_breakdown:

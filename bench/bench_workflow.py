@@ -16,9 +16,7 @@ Asserts nothing.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -28,6 +26,7 @@ import time
 from pathlib import Path
 
 import yaml
+from machine import describe
 
 REPO = Path(__file__).resolve().parents[1]
 # what a copy of the workflow needs (tests/tiny_workflow.py lists the same for the tests)
@@ -43,20 +42,6 @@ ITEMS = (
     ".test",
     "params.yaml",
 )
-
-
-def machine() -> str:
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    gpus = ""
-    if shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
-        gpus = "; " + "; ".join(out.splitlines())
-    return f"{cpu}, {os.cpu_count()} cores{gpus}; Python {platform.python_version()}"
 
 
 def copy_workflow(dest: Path) -> None:
@@ -100,7 +85,7 @@ def main() -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir / "src"), os.environ.get("PYTHONPATH")]))
     if args.profile:
         env["SNAKEMAKE_PROFILE"] = str((REPO / args.profile).resolve())
-    print(f"workflow benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}: {machine()}")
+    print(f"workflow benchmark, {describe()}")
     print(
         f"  config: {args.configfile or 'params.yaml'}; profile: {args.profile or 'profiles/default'}; in {workdir}"
     )

@@ -45,12 +45,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from mlaflow.errors import ParamsError
 from mlaflow.io import write_json
+
+if TYPE_CHECKING:  # torch is imported where it is used: the workflow's parse imports the registry, not torch
+    import torch
 
 ENCODER_INFO_FILE = "mlaflow_encoder.json"
 
@@ -132,6 +133,8 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 @contextlib.contextmanager
 def seeded_init(seed: int) -> Iterator[None]:
     """Seed torch's CPU generator for a model's initialisation without disturbing the caller's random state."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield

@@ -7,10 +7,14 @@ each job's code inputs from that (editing `tate.py` reruns TATE's jobs only; see
 from __future__ import annotations
 
 import importlib
-
-import torch
+from typing import TYPE_CHECKING
 
 from mlaflow.errors import ParamsError
+
+if (
+    TYPE_CHECKING
+):  # the registry is read where torch is not needed (the workflow's parse): the methods import it
+    import torch
 
 # name -> "module:class"
 METHODS: dict[str, str] = {

@@ -18,6 +18,7 @@ it sees every modality as present, and a masked cell's raw features are zeros.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -126,6 +127,11 @@ class RunGroup:
         self.splits, self.generators = splits, generators
         self.n_runs, self.n_modalities = present.shape[0], present.shape[2]
         self.device = labels.device
+        # the masks and splits on the host too: batches are assembled there and sent to the device whole (one copy
+        # per batch, not one small operation per run on the device)
+        self.host_present = self.present.cpu()
+        self.host_splits = [{role: rows.cpu() for role, rows in split.items()} for split in splits]
+        self._rows: dict[tuple[str, str], list[torch.Tensor]] = {}
         self.mean, self.std = [], []  # per modality [R, d]: statistics of each run's present training rows
         for m, x in enumerate(features):
             means, stds = [], []
@@ -140,6 +146,15 @@ class RunGroup:
                     stds.append(torch.ones(x.shape[1], device=x.device))
             self.mean.append(torch.stack(means))
             self.std.append(torch.stack(stds))
+
+    def with_observed(self, observed: torch.Tensor) -> RunGroup:
+        """The same runs (features, splits, standardisation) under another real mask [R, N, M] (the test-time
+        shift)."""
+        other = copy.copy(self)
+        other.observed = observed
+        other.present = torch.ones_like(observed) if self.zero_fill else observed
+        other.host_present, other._rows = other.present.cpu(), {}
+        return other
 
     def present_at(self, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """present [R, B, M] (what the method is told) of the rows idx [R, B] (False at padding)."""
@@ -169,23 +184,26 @@ class RunGroup:
         return x.masked_fill(~valid.unsqueeze(-1), 0.0)
 
     def rows(self, role: str, where: str = "any") -> list[torch.Tensor]:
-        """Per run, the rows of a split; `where="any"`: only those with at least one modality present."""
-        out = []
-        for r, split in enumerate(self.splits):
-            rows = split[role]
-            out.append(rows[self.present[r, rows].any(dim=1)] if where == "any" else rows)
-        return out
+        """Per run, the rows of a split (host tensors); `where="any"`: only those with a modality present."""
+        if (role, where) not in self._rows:
+            out = []
+            for r, split in enumerate(self.host_splits):
+                rows = split[role]
+                out.append(rows[self.host_present[r, rows].any(dim=1)] if where == "any" else rows)
+            self._rows[role, where] = out
+        return self._rows[role, where]
 
     def padded(self, rows: list[torch.Tensor], size: int | None = None) -> Batch:
         """Stack per-run row lists of different lengths into idx [R, n] with a validity mask; n is `size` if
         given (training batches are always padded to the batch size, so that a run draws the same dropout
-        masks whether it is stacked with others or alone), else the longest list."""
+        masks whether it is stacked with others or alone), else the longest list. Assembled on the host."""
         n_max = size or max(1, max(len(r) for r in rows))
-        idx = torch.zeros(self.n_runs, n_max, dtype=torch.long, device=self.device)
-        valid = torch.zeros(self.n_runs, n_max, dtype=torch.bool, device=self.device)
+        idx = torch.zeros(self.n_runs, n_max, dtype=torch.long)
+        valid = torch.zeros(self.n_runs, n_max, dtype=torch.bool)
         for r, run_rows in enumerate(rows):
-            idx[r, : len(run_rows)] = run_rows
+            idx[r, : len(run_rows)] = run_rows.cpu()
             valid[r, : len(run_rows)] = True
+        idx, valid = idx.to(self.device), valid.to(self.device)
         return Batch(idx, valid, self.labels[idx])
 
     def shuffled_batches(self, rows: list[torch.Tensor], batch_size: int) -> list[Batch]:
@@ -194,7 +212,7 @@ class RunGroup:
         per_run = [
             rows_r[torch.randperm(len(rows_r), generator=g).to(rows_r.device)].split(batch_size)
             for rows_r, g in zip(rows, self.generators)
-        ]
+        ]  # host tensors when `rows` are (RunGroup.rows): the batch is assembled there
         n_batches = max(len(b) for b in per_run)
         empty = rows[0][:0]
         return [

@@ -411,7 +411,7 @@ class TeacherStudent(ImputationMethod):
             return rows
         out = []
         for r, rows_r in enumerate(rows):
-            complete = rows_r[data.present[r, rows_r].all(dim=1)]
+            complete = rows_r[data.host_present[r, rows_r].all(dim=1)]
             out.append(complete if len(complete) else rows_r)
         return out
 

@@ -271,7 +271,7 @@ class MLA(Method):
         train_rows = data.rows("train")
         n_batches = torch.tensor([-(-len(rows) // batch_size) for rows in train_rows])
         n_steps = M * n_batches  # a multiple of M for every run
-        present_train = [data.present[r, rows] for r, rows in enumerate(train_rows)]
+        present_train = [data.host_present[r, rows] for r, rows in enumerate(train_rows)]
         streams = [
             [_CyclingBatches(rows[present_train[r][:, m]], batch_size, data.generators[r]) for m in range(M)]
             for r, rows in enumerate(train_rows)

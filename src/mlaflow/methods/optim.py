@@ -59,7 +59,9 @@ class StackedOptimizer:
             {
                 "buf": torch.zeros_like(p),
                 "buf2": torch.zeros_like(p) if self.kind == "adam" else None,
-                "steps": torch.zeros(n_runs, device=p.device),  # per run, on the device (Adam's bias correction)
+                "steps": torch.zeros(
+                    n_runs, device=p.device
+                ),  # per run, on the device (Adam's bias correction)
                 "host_steps": [0] * n_runs,  # the same counts on the host
             }
             for p in self.params
@@ -99,7 +101,9 @@ class StackedOptimizer:
             else:  # only the active runs' slices: gather, update, scatter back
                 idx = runs.nonzero().flatten()
                 for i in members:
-                    self._update_slices(i, idx, [t for t, on in zip(self.state[i]["host_steps"], flags) if on])
+                    self._update_slices(
+                        i, idx, [t for t, on in zip(self.state[i]["host_steps"], flags) if on]
+                    )
 
     def _update_slices(self, i: int, idx: torch.Tensor, host_steps: list[int]) -> None:
         """torch.optim.SGD / Adam (no amsgrad, no nesterov) on the runs `idx` of parameter i."""

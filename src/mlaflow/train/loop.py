@@ -22,7 +22,6 @@ For methods with several test-time fusion rules (MLA), the curves of every rule 
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -172,10 +171,7 @@ def test_time_shift(
             rows = torch.as_tensor(spec.split["test"], device=observed.device)
             observed[r, rows] = torch.as_tensor(spec.shift[label], device=observed.device)[rows]
         # same features, splits and standardisation; only the test rows' mask differs
-        shifted = copy.copy(data)
-        shifted.observed = observed
-        shifted.present = torch.ones_like(observed) if data.zero_fill else observed
-        _, fused, _ = _fused_predictions(method, shifted, test, prior)
+        _, fused, _ = _fused_predictions(method, data.with_observed(observed), test, prior)
         for r, acc in enumerate(_accuracy(fused, test).tolist()):
             out[r][label] = acc
     return out
