@@ -27,7 +27,7 @@ from mlaflow.pipeline.jobconfigs import (
     mask_specs,
     stale_unrecorded_job_configs,
 )
-from mlaflow.methods import method_module
+from mlaflow.methods import METHODS, method_module
 from mlaflow.report.catalog import REPORT_ITEMS
 from mlaflow.runtime import ENV_VAR as RUNTIME_ENV
 
@@ -215,14 +215,13 @@ def index_tuned(wildcards):
 
 
 def manifest_source():
-    """What the manifest is read from: the corpus tree, or kind features' label table."""
-    return config["corpus"]["table"] if not CORPUS.extracted else CORPUS_ROOT
+    """What the manifest is read from: the corpus tree, or kind features' label table (mlaflow.data.corpora)."""
+    return corpora.manifest_source(config)
 
 
 def manifest_inputs():
-    """Other files the manifest depends on (CREMA-D's split file)."""
-    split_file = config["corpus"]["split_file"] if CORPUS.name == "cremad" else None
-    return [split_file] if split_file else []
+    """Other files the manifest depends on, as the corpus kind says (CREMA-D's split file)."""
+    return corpora.manifest_inputs(config)
 
 
 def modality_model(wildcards):
@@ -277,6 +276,12 @@ def _for_report(path):
     category, caption = REPORT_ITEMS[path]
     # (not at the start of a line: Snakemake's parser would take it for the `report:` directive)
     return report(path, caption=f"../report/{caption}", category=category)
+
+
+def report_code():
+    """The report job's code: its modules and every method's, whose classes say what the report writes of them
+    (mlaflow.report.complete, suite: read through the registry, so not static imports)."""
+    return code("mlaflow.report.build", *(method_module(method) for method in METHODS))
 
 
 def _under(*folders):

@@ -28,7 +28,7 @@ rule build_report:
         paper=PAPER_RESULTS,
         # the main grid's figure: report.md shows it, report_page.html embeds it
         summary_figure="reports/figures/accuracy_vs_missing_rate.png",
-        code=code("mlaflow.report.build"),
+        code=report_code(),
     output:
         report_outputs(REPORT_OUTPUTS),
     log:

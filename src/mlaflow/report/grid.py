@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mlaflow.data import corpora
 from mlaflow.io import write_json
 from mlaflow.keys import config_hash, rate_key
 from mlaflow.report import markdown as md
@@ -107,18 +108,20 @@ def write_summary(ctx: ReportContext) -> None:
 def header(ctx: ReportContext) -> list[str]:
     """Title, the read-first note (synthetic corpus or random encoders) and how every cell is computed."""
     config = ctx.config
-    corpus = config["corpus"]
+    corpus, kind = config["corpus"], corpora.corpus_kind(config)
     any_pretrained = any(bool(f.get("pretrained")) for f in ctx.features)
     n_seeds, n_folds = len(config["train"]["seeds"]), len(config["splits"]["folds"])
     out = ["# mlaflow report: learning with missing modalities (MLA, CVPR 2024, Table 2 protocol)", ""]
-    generated = {"embedded": "IEMOCAP", "embedded_cremad": "CREMA-D"}.get(corpus["kind"])
-    if corpus["kind"] == "features":
-        source = f"These numbers come from your own features (labels `{corpus['table']}`). "
+    generated = kind.generator_module is not None
+    if not kind.extracted:
+        source = f"These numbers come from your own features (labels `{corpora.label_table(config)}`). "
     elif generated:
-        source = f"These numbers come from the *embedded synthetic corpus* (generated, {generated} layout), "
+        source = (
+            f"These numbers come from the *embedded synthetic corpus* (generated, {kind.layout} layout), "
+        )
     else:
         source = f"These numbers come from the corpus at `{corpus['root']}`, "
-    if generated or (not any_pretrained and corpus["kind"] != "features"):
+    if generated or (not any_pretrained and kind.extracted):
         paper = (
             f"the paper's {ctx.paper.dataset} figures, which are shown beside them for reference only"
             if ctx.paper.dataset
@@ -132,7 +135,7 @@ def header(ctx: ReportContext) -> list[str]:
             f"**not comparable** to {paper}.",
             "",
         ]
-    elif corpus["kind"] == "features":
+    elif not kind.extracted:
         out += [f"> {source}The paper's figures are not shown: this corpus is not one of its datasets.", ""]
     out += [
         f"Accuracy is overall test accuracy (WA). Each cell: for each seed the mean over {n_folds} "

@@ -12,6 +12,7 @@ import pandas as pd
 
 from mlaflow.io import write_json
 from mlaflow.keys import config_hash, rate_key
+from mlaflow.methods import method_class
 from mlaflow.pipeline.experiments import Experiment
 from mlaflow.report import markdown as md
 from mlaflow.report import plots
@@ -38,13 +39,9 @@ def suite_methods(main_methods: list[str], suite: list[str]) -> list[str]:
 
 
 def privilege(method: str, method_params: dict) -> str | None:
-    """What a method sees that the others do not, under its current options (flagged in Table 2)."""
-    options = method_params.get(method, {})
-    if options.get("teacher_data") == "complete":
-        return "its teacher is trained on complete training data (masked cells included)"
-    if options.get("privileged") is True:
-        return "its reconstruction targets and teacher see complete training data (masked cells included)"
-    return None
+    """What a method sees that the others do not, under its current options (flagged in Table 2), as its class
+    says (`privilege`)."""
+    return method_class(method).privilege(method_params.get(method, {}))
 
 
 def table2(runs: pd.DataFrame, methods: list[str], rates: list[float]) -> pd.DataFrame:
