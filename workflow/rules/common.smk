@@ -28,7 +28,7 @@ from mlaflow.pipeline.jobconfigs import (
     stale_unrecorded_job_configs,
 )
 from mlaflow.methods import METHODS, method_module
-from mlaflow.report.catalog import REPORT_ITEMS
+from mlaflow.report import catalog
 from mlaflow.runtime import ENV_VAR as RUNTIME_ENV
 
 
@@ -243,39 +243,21 @@ def stage_runs_of_dir(wildcards):
     return stage_runs(STAGE_OF_DIR[wildcards.stage_dir])
 
 
-SUMMARY_OUTPUTS = [
-    "reports/metrics.json",
-    "reports/plots/accuracy_vs_missing_rate.csv",
-    "reports/figures/accuracy_vs_missing_rate.png",
-]
-# written whatever runs (a section without data says so), so that every DVC output exists
-REPORT_OUTPUTS = [
-    "reports/report.md",
-    "reports/report_page.html",
-    "reports/missing_suite.json",
-    "reports/fidelity.json",
-    "reports/plots/missing_suite_accuracy.csv",
-    "reports/plots/test_time_shift.csv",
-    "reports/plots/isolation.csv",
-    "reports/plots/fidelity_effects.csv",
-    "reports/plots/accuracy_vs_missing_rate_by_protocol.csv",
-    "reports/figures/modality_gap.png",
-    "reports/figures/missing_suite_accuracy.png",
-    "reports/figures/isolation.png",
-    "reports/figures/accuracy_vs_missing_rate_by_protocol.png",
-]
+# The report's files, each declared once in mlaflow/report/catalog.py with the rule that writes it; the report
+# rules write theirs whatever ran (a section without data says so), so that every DVC output exists.
+SUMMARY_OUTPUTS = [output.path for output in catalog.outputs_of("summary")]
+REPORT_OUTPUTS = [output.path for output in catalog.outputs_of("build_report")]
 
 
-def report_outputs(paths):
-    """`paths` as a rule's outputs, those in REPORT_ITEMS (mlaflow/report/catalog.py) flagged for
-    `snakemake --report` (captions are relative to workflow/rules/, where the rules that call this are)."""
-    return [_for_report(path) if path in REPORT_ITEMS else path for path in paths]
+def report_outputs(rule):
+    """The outputs of `rule` in the catalog, those with a category flagged for `snakemake --report` (captions
+    are relative to workflow/rules/, where the rules that call this are)."""
+    return [_for_report(output) if output.category else output.path for output in catalog.outputs_of(rule)]
 
 
-def _for_report(path):
-    category, caption = REPORT_ITEMS[path]
+def _for_report(output):
     # (not at the start of a line: Snakemake's parser would take it for the `report:` directive)
-    return report(path, caption=f"../report/{caption}", category=category)
+    return report(output.path, caption=f"../report/{output.caption}", category=output.category)
 
 
 def report_code():
@@ -305,7 +287,7 @@ STAGE_TARGETS = {
         *MASK_FILES,
         *TUNED_FILES,
         *(path for method in TUNED for path in worker_files(method)),
-        "reports/tuning.json",
+        *(output.path for output in catalog.outputs_of("tuning_summary")),
         "data/tuning/summary.config.json",
         *_under("data/splits", "data/tuning"),
     ],

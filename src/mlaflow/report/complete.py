@@ -21,14 +21,13 @@ import pandas as pd
 
 from mlaflow.methods import METHODS, method_class
 from mlaflow.pipeline.experiments import Experiment
+from mlaflow.report import catalog, plots
 from mlaflow.report import markdown as md
-from mlaflow.report import plots
 from mlaflow.report.aggregate import seed_stats
 from mlaflow.report.context import MAIN_KINDS, ReportContext
 
 PAPER_ORDER = ("sum", "concat", "late_fusion", "film", "bigated", "ogm_ge", "qmf", "mla")  # Table 1's order
 GAP_METHODS = ("mla", "concat")  # Figure 3 of the paper
-GAP_PNG = "figures/modality_gap.png"
 # the only override of the fidelity variant that turns head gradient modification off (Table 3's "HGM off")
 HGM_OFF = {"method_params": {"mla": {"head_gradient_modification": "off"}}}
 
@@ -203,7 +202,7 @@ def section(ctx: ReportContext) -> list[str]:
         for (name, method, rate), projection in ctx.projections.items()
         if name in main and rate == 0.0 and method in GAP_METHODS
     }
-    plot_gap(projections, ctx.out_dir / GAP_PNG)
+    plot_gap(projections, catalog.GAP_PNG.at(ctx.out_dir))
     title = "## Complete modalities: every method (Table 1 analogue)"
     if runs[runs["missing_rate"] == 0.0].empty:
         return [
@@ -266,7 +265,7 @@ def section(ctx: ReportContext) -> list[str]:
             ],
         ),
         "",
-        f"![modality gap]({GAP_PNG})",
+        f"![modality gap]({catalog.GAP_PNG.name})",
         "",
     ]
 

@@ -18,8 +18,8 @@ import pandas as pd
 from mlaflow.io import write_json
 from mlaflow.keys import config_hash, rate_key
 from mlaflow.pipeline.experiments import Experiment, effective_train
+from mlaflow.report import catalog, plots
 from mlaflow.report import markdown as md
-from mlaflow.report import plots
 from mlaflow.report.aggregate import seed_stats
 from mlaflow.report.context import ReportContext
 
@@ -36,7 +36,6 @@ MEASURED_ON_PAPER_RUNS = {
         "model selection: best test epoch (released; optimistic)",
     ),
 }
-PROTOCOL_PNG = "figures/accuracy_vs_missing_rate_by_protocol.png"
 
 
 def protocol_experiments(ctx: ReportContext) -> list[Experiment]:
@@ -163,15 +162,15 @@ def write_files(
     """reports/fidelity.json, plots/fidelity_effects.csv, plots/accuracy_vs_missing_rate_by_protocol.csv and
     the by-protocol figure."""
     write_json(
-        ctx.out_dir / "fidelity.json",
+        catalog.FIDELITY_JSON.at(ctx.out_dir),
         {"config_hash": config_hash(ctx.job_config), **metrics(effect_table, optimism_table, protocol_table)},
     )
     wide = effect_table.pivot(index="missing_rate", columns="difference", values="delta_mean")
     wide = (100 * wide[list(dict.fromkeys(effect_table["difference"]))]).round(4).reset_index()
-    plots.write_csv(wide, ctx.out_dir / "plots" / "fidelity_effects.csv")
+    plots.write_series(wide, catalog.EFFECTS_CSV, ctx.out_dir)
     table = protocol_table.assign(series=protocol_table["method"] + "_" + protocol_table["protocol"])
     wide = (100 * table.pivot(index="missing_rate", columns="series", values="mean")).round(4).reset_index()
-    plots.write_csv(wide, ctx.out_dir / "plots" / "accuracy_vs_missing_rate_by_protocol.csv")
+    plots.write_series(wide, catalog.PROTOCOL_CSV, ctx.out_dir)
 
     fig, (ax,) = plots.new_figure()
     for i, method in enumerate(dict.fromkeys(protocol_table["method"])):
@@ -193,15 +192,15 @@ def write_files(
     plots.finish(
         ax, "missing rate", "test accuracy (%)", "Accuracy under both mask protocols (mean ± std over seeds)"
     )
-    plots.save_png(fig, ctx.out_dir / PROTOCOL_PNG)
+    plots.save_png(fig, catalog.PROTOCOL_PNG.at(ctx.out_dir))
 
 
 def write_placeholders(ctx: ReportContext) -> None:
     """The section's files when it has no data: they are DVC outputs whatever ran."""
-    write_json(ctx.out_dir / "fidelity.json", {"config_hash": config_hash(ctx.job_config)})
-    for name in ("fidelity_effects.csv", "accuracy_vs_missing_rate_by_protocol.csv"):
-        plots.write_csv(pd.DataFrame(columns=["missing_rate"]), ctx.out_dir / "plots" / name)
-    plots.placeholder_png(ctx.out_dir / PROTOCOL_PNG, "fidelity experiment: not run")
+    write_json(catalog.FIDELITY_JSON.at(ctx.out_dir), {"config_hash": config_hash(ctx.job_config)})
+    for output in (catalog.EFFECTS_CSV, catalog.PROTOCOL_CSV):
+        plots.write_series(pd.DataFrame(columns=[output.x]), output, ctx.out_dir)
+    plots.placeholder_png(catalog.PROTOCOL_PNG.at(ctx.out_dir), "fidelity experiment: not run")
 
 
 def section(ctx: ReportContext) -> list[str]:
@@ -306,7 +305,7 @@ def section(ctx: ReportContext) -> list[str]:
             ],
         ),
         "",
-        f"![accuracy under both mask protocols]({PROTOCOL_PNG})",
+        f"![accuracy under both mask protocols]({catalog.PROTOCOL_PNG.name})",
         "",
     ]
     return out
