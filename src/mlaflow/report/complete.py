@@ -192,10 +192,26 @@ def _paper_header(paper, table: dict, modalities: list[str]) -> list[str]:
     return [f"paper ({paper.dataset}): " + " / ".join([*(paper.column(m) for m in modalities), "multi"])]
 
 
+TITLE = "## Complete modalities: every method (Table 1 analogue)"
+
+
 def section(ctx: ReportContext) -> list[str]:
     """Table 1 and Table 3 analogues at missing rate 0, beside the paper's rows; the modality gap."""
-    modalities, paper = ctx.modalities, ctx.paper
-    runs = ctx.paper_runs
+    write_gap_figure(ctx)
+    if ctx.paper_runs[ctx.paper_runs["missing_rate"] == 0.0].empty:
+        return [
+            TITLE,
+            "",
+            "Complete modalities (Table 1 analogue): no run at missing rate 0 under the paper's "
+            "settings (add 0.0 to masks.missing_rates or methods to complete_modality_methods).",
+            "",
+        ]
+    return [*table1_part(ctx), *gap_part(ctx), *table3_part(ctx)]
+
+
+def write_gap_figure(ctx: ReportContext) -> None:
+    """The modality gap figure: the main grid's runs of GAP_METHODS at missing rate 0 (an empty panel
+    without)."""
     main = {e.name for e in ctx.of_kind(*MAIN_KINDS)}
     projections = {
         method: projection
@@ -203,16 +219,13 @@ def section(ctx: ReportContext) -> list[str]:
         if name in main and rate == 0.0 and method in GAP_METHODS
     }
     plot_gap(projections, catalog.GAP_PNG.at(ctx.out_dir))
-    title = "## Complete modalities: every method (Table 1 analogue)"
-    if runs[runs["missing_rate"] == 0.0].empty:
-        return [
-            title,
-            "",
-            "Complete modalities (Table 1 analogue): no run at missing rate 0 under the paper's "
-            "settings (add 0.0 to masks.missing_rates or methods to complete_modality_methods).",
-            "",
-        ]
-    table = table1(runs, modalities)
+
+
+def table1_part(ctx: ReportContext) -> list[str]:
+    """Table 1 analogue: every method's unimodal and multimodal accuracy, the best of each column in bold,
+    with the paper's row; then the laziness statement computed from it."""
+    modalities, paper = ctx.modalities, ctx.paper
+    table = table1(ctx.paper_runs, modalities)
     cols = columns(modalities)
     best = {c: table[f"{c}_mean"].max() for c in cols}
     rows = []
@@ -224,8 +237,8 @@ def section(ctx: ReportContext) -> list[str]:
             cells.append(f"**{text}**" if row[f"{c}_mean"] == best[c] else text)
         paper_cell = [_paper_cell(paper.row(paper.table1, method, modalities))] if paper.table1 else []
         rows.append([method, *cells, *paper_cell])
-    out = [
-        title,
+    return [
+        TITLE,
         "",
         "Missing rate 0, accuracy % (mean ± std over seeds of the fold means). Unimodal accuracy as section "
         f'4.1.1 says: {unimodal_rules()}. Bold: the best of this run per column. "constant '
@@ -248,9 +261,12 @@ def section(ctx: ReportContext) -> list[str]:
         "",
     ]
 
-    gaps = gap_table(runs)
+
+def gap_part(ctx: ReportContext) -> list[str]:
+    """The modality gap per method and modality pair (Figure 3 analogue), and the figure."""
+    gaps = gap_table(ctx.paper_runs)
     pairs = [c[: -len("_mean")] for c in gaps.columns if c.startswith("gap_") and c.endswith("_mean")]
-    out += [
+    return [
         "### Modality gap (Figure 3 analogue)",
         "",
         "Distance between the centroids of the L2-normalised encoder outputs of two modalities on the test set "
@@ -269,25 +285,30 @@ def section(ctx: ReportContext) -> list[str]:
         "",
     ]
 
+
+def table3_part(ctx: ReportContext) -> list[str]:
+    """Table 3 analogue: MLA with head gradient modification and dynamic fusion on and off, with the paper's
+    rows; a sentence when the main grid's MLA or the HGM-off variant has no run at missing rate 0."""
+    modalities, paper = ctx.modalities, ctx.paper
     variant = hgm_off_experiment(ctx.experiments)
     t3 = None if variant is None else table3(ctx.runs_of_kind("main"), ctx.runs_of(variant), modalities)
     if t3 is None:
-        return out + [
+        return [
             "MLA ablations (Table 3 analogue): need MLA at missing rate 0 in the main grid and a fidelity "
             "variant whose only change is `head_gradient_modification: off`, at missing rate 0.",
             "",
         ]
-    rows = []
-    for (hgm, df), row in t3.iterrows():
-        rows.append(
-            [
-                hgm,
-                df,
-                *[md.pm(row[f"{c}_mean"], row[f"{c}_std"]) for c in (*cols[:-1], "multi")],
-                *([_paper_cell(paper.row(paper.table3, (hgm, df), modalities))] if paper.table3 else []),
-            ]
-        )
-    return out + [
+    unimodal = columns(modalities)[:-1]
+    rows = [
+        [
+            hgm,
+            df,
+            *[md.pm(row[f"{c}_mean"], row[f"{c}_std"]) for c in (*unimodal, "multi")],
+            *([_paper_cell(paper.row(paper.table3, (hgm, df), modalities))] if paper.table3 else []),
+        ]
+        for (hgm, df), row in t3.iterrows()
+    ]
+    return [
         "### MLA ablations (Table 3 analogue)",
         "",
         "Head gradient modification (HGM, eq. 3-5) and dynamic fusion (DF, eq. 6-8) on and off, missing "

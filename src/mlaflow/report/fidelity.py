@@ -205,23 +205,33 @@ def write_placeholders(ctx: ReportContext) -> None:
 
 def section(ctx: ReportContext) -> list[str]:
     """Effects of each difference, the optimism of test-set selection, accuracy under both mask protocols."""
-    missing = (
-        "not run (fidelity.enabled: false)"
-        if not ctx.of_kind("fidelity")
-        else "not run (the fidelity stage's index lists no runs)"
-        if ctx.runs_of_kind("fidelity").empty
-        else None
-    )
-    if not missing:
-        effect_table, optimism_table = effects(ctx), optimism(ctx.paper_runs)
-        protocol_table = by_protocol(ctx, protocol_experiments(ctx))
-        if effect_table.empty:
-            missing = "no MLA run of the main grid at its missing rates to pair the variants with"
+    tables, missing = _section_data(ctx)
     if missing:
         write_placeholders(ctx)
         return [f"Fidelity experiment: {missing}.", ""]
+    effect_table, optimism_table, protocol_table = tables
     write_files(effect_table, optimism_table, protocol_table, ctx)
+    return [*effects_part(effect_table), *optimism_part(optimism_table), *protocol_part(protocol_table)]
 
+
+def _section_data(
+    ctx: ReportContext,
+) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None, str | None]:
+    """((effects, optimism, by protocol), None), or (None, why the section has no data)."""
+    if not ctx.of_kind("fidelity"):
+        return None, "not run (fidelity.enabled: false)"
+    if ctx.runs_of_kind("fidelity").empty:
+        return None, "not run (the fidelity stage's index lists no runs)"
+    effect_table, optimism_table = effects(ctx), optimism(ctx.paper_runs)
+    protocol_table = by_protocol(ctx, protocol_experiments(ctx))
+    if effect_table.empty:
+        return None, "no MLA run of the main grid at its missing rates to pair the variants with"
+    return (effect_table, optimism_table, protocol_table), None
+
+
+def effects_part(effect_table: pd.DataFrame) -> list[str]:
+    """The section's title and the table of effects: per difference and missing rate, the variant's accuracy
+    and its difference to the paper's MLA, below the paper's own row."""
     rates = sorted(effect_table["missing_rate"].unique())
     cell = effect_table.set_index(["difference", "missing_rate"])
     out = [
@@ -253,15 +263,18 @@ def section(ctx: ReportContext) -> list[str]:
             ]
         )
     out += [*md.table(["difference"] + [f"missing rate {md.rate(r)}" for r in rates], rows), ""]
-    out += [
+    return out + [
         "The training budget (optimiser, learning rate, epochs) is this workflow's for every row; the released "
         "code's own (lr 1e-3, 100 epochs) is not part of this comparison.",
         "",
     ]
 
+
+def optimism_part(optimism_table: pd.DataFrame) -> list[str]:
+    """Per method and missing rate, what picking the epoch on the test set adds."""
     opt_rates = sorted(optimism_table["missing_rate"].unique())
     opt = optimism_table.set_index(["method", "missing_rate"])
-    out += [
+    return [
         "### Optimism of test-set model selection",
         "",
         "Best-test-epoch accuracy minus the test accuracy at the validation-selected epoch, same runs "
@@ -281,10 +294,13 @@ def section(ctx: ReportContext) -> list[str]:
         "",
     ]
 
+
+def protocol_part(protocol_table: pd.DataFrame) -> list[str]:
+    """Accuracy per method, mask protocol and missing rate, and the figure."""
     prot_rates = sorted(protocol_table["missing_rate"].unique())
     prot = protocol_table.set_index(["method", "protocol", "missing_rate"])
     keys = list(dict.fromkeys(zip(protocol_table["method"], protocol_table["protocol"])))
-    out += [
+    return [
         "### Accuracy under both mask protocols",
         "",
         "`bernoulli`: each modality of each sample missing independently with probability = missing rate (the "
@@ -308,4 +324,3 @@ def section(ctx: ReportContext) -> list[str]:
         f"![accuracy under both mask protocols]({catalog.PROTOCOL_PNG.name})",
         "",
     ]
-    return out
