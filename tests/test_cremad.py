@@ -13,7 +13,7 @@ from PIL import Image
 
 from mlaflow.data import cremad
 from mlaflow.data.folds import make_folds
-from mlaflow.data.iemocap import MANIFEST_COLUMNS
+from mlaflow.data.manifest import MANIFEST_COLUMNS
 from mlaflow.errors import InputError, ParamsError
 from mlaflow.features import audio_fbank
 

@@ -168,7 +168,8 @@ def test_the_fidelity_section(workspace):
     assert set(metrics["optimism"]) == {"mla", "late_fusion", "concat", "qmf"}  # every method that ran
     assert set(metrics["by_protocol"]) == {"bernoulli", "cpm"}
     effects = (workspace / "reports" / "plots" / "fidelity_effects.csv").read_text().splitlines()
-    assert effects[0].startswith("missing_rate,released_code") and len(effects) == 2
+    assert effects[0] == "missing_rate,series,accuracy_difference" and len(effects) == 1 + 4  # 4 differences
+    assert effects[1].startswith("0.5,released_code,")
 
 
 def test_the_missing_suite_shift_and_isolation(workspace):
@@ -195,8 +196,9 @@ def test_the_missing_suite_shift_and_isolation(workspace):
     shift = (workspace / "reports" / "plots" / "test_time_shift.csv").read_text().splitlines()
     assert shift[0] == "method,train_rate,test_rate,accuracy" and len(shift) == 1 + 3 * 2 * 2
     isolation = (workspace / "reports" / "plots" / "isolation.csv").read_text().splitlines()
-    assert isolation[0].startswith("training_missing_rate,") and len(isolation) == 3  # shares 0.0 and 0.5
-    assert "mla_audio_without_text" in isolation[0]
+    assert isolation[0] == "training_missing_rate,series,accuracy"
+    assert len(isolation) == 1 + 4 * 2  # (mla, qmf) x (audio, visual), shares 0.0 and 0.5
+    assert isolation[1].startswith("0.0,mla_audio_without_text,")
     assert (workspace / "reports" / "figures" / "isolation.png").stat().st_size > 1000
 
 

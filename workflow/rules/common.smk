@@ -27,8 +27,8 @@ from mlaflow.pipeline.jobconfigs import (
     mask_specs,
     stale_unrecorded_job_configs,
 )
-from mlaflow.methods import method_module
-from mlaflow.report.catalog import REPORT_ITEMS
+from mlaflow.methods import METHODS, method_module
+from mlaflow.report import catalog
 from mlaflow.runtime import ENV_VAR as RUNTIME_ENV
 
 
@@ -234,14 +234,13 @@ def index_tuned(wildcards):
 
 
 def manifest_source():
-    """What the manifest is read from: the corpus tree, or kind features' label table."""
-    return config["corpus"]["table"] if not CORPUS.extracted else CORPUS_ROOT
+    """What the manifest is read from: the corpus tree, or kind features' label table (mlaflow.data.corpora)."""
+    return corpora.manifest_source(config)
 
 
 def manifest_inputs():
-    """Other files the manifest depends on (CREMA-D's split file)."""
-    split_file = config["corpus"]["split_file"] if CORPUS.name == "cremad" else None
-    return [split_file] if split_file else []
+    """Other files the manifest depends on, as the corpus kind says (CREMA-D's split file)."""
+    return corpora.manifest_inputs(config)
 
 
 def modality_model(wildcards):
@@ -267,39 +266,27 @@ def stage_outputs_of_dir(wildcards):
     return stage_outputs(STAGE_OF_DIR[wildcards.stage_dir])
 
 
-SUMMARY_OUTPUTS = [
-    "reports/metrics.json",
-    "reports/plots/accuracy_vs_missing_rate.csv",
-    "reports/figures/accuracy_vs_missing_rate.png",
-]
-# written whatever runs (a section without data says so), so that every DVC output exists
-REPORT_OUTPUTS = [
-    "reports/report.md",
-    "reports/report_page.html",
-    "reports/missing_suite.json",
-    "reports/fidelity.json",
-    "reports/plots/missing_suite_accuracy.csv",
-    "reports/plots/test_time_shift.csv",
-    "reports/plots/isolation.csv",
-    "reports/plots/fidelity_effects.csv",
-    "reports/plots/accuracy_vs_missing_rate_by_protocol.csv",
-    "reports/figures/modality_gap.png",
-    "reports/figures/missing_suite_accuracy.png",
-    "reports/figures/isolation.png",
-    "reports/figures/accuracy_vs_missing_rate_by_protocol.png",
-]
+# The report's files, each declared once in mlaflow/report/catalog.py with the rule that writes it; the report
+# rules write theirs whatever ran (a section without data says so), so that every DVC output exists.
+SUMMARY_OUTPUTS = [output.path for output in catalog.outputs_of("summary")]
+REPORT_OUTPUTS = [output.path for output in catalog.outputs_of("build_report")]
 
 
-def report_outputs(paths):
-    """`paths` as a rule's outputs, those in REPORT_ITEMS (mlaflow/report/catalog.py) flagged for
-    `snakemake --report` (captions are relative to workflow/rules/, where the rules that call this are)."""
-    return [_for_report(path) if path in REPORT_ITEMS else path for path in paths]
+def report_outputs(rule):
+    """The outputs of `rule` in the catalog, those with a category flagged for `snakemake --report` (captions
+    are relative to workflow/rules/, where the rules that call this are)."""
+    return [_for_report(output) if output.category else output.path for output in catalog.outputs_of(rule)]
 
 
-def _for_report(path):
-    category, caption = REPORT_ITEMS[path]
+def _for_report(output):
     # (not at the start of a line: Snakemake's parser would take it for the `report:` directive)
-    return report(path, caption=f"../report/{caption}", category=category)
+    return report(output.path, caption=f"../report/{output.caption}", category=output.category)
+
+
+def report_code():
+    """The report job's code: its modules and every method's, whose classes say what the report writes of them
+    (mlaflow.report.complete, suite: read through the registry, so not static imports)."""
+    return code("mlaflow.report.build", *(method_module(method) for method in METHODS))
 
 
 def _under(*folders):
@@ -323,7 +310,7 @@ STAGE_TARGETS = {
         *MASK_FILES,
         *TUNED_FILES,
         *(path for method in TUNED for path in worker_files(method)),
-        "reports/tuning.json",
+        *(output.path for output in catalog.outputs_of("tuning_summary")),
         "data/tuning/summary.config.json",
         *_under("data/splits", "data/tuning"),
     ],

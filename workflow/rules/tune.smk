@@ -54,7 +54,7 @@ rule tuning_summary:
         chosen=TUNED_FILES,
         code=code("mlaflow.tune.study"),
     output:
-        report_outputs(["reports/tuning.json"]),
+        report_outputs("tuning_summary"),
     log:
         "logs/tuning_summary.log",
     shell:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlaflow.data.iemocap import MANIFEST_COLUMNS, _raise_if
+from mlaflow.data.manifest import MANIFEST_COLUMNS, raise_problems
 from mlaflow.errors import InputError, ParamsError
 
 # Emotion code of the file name -> class name, per label setup.
@@ -61,8 +61,9 @@ def build_manifest(
 ) -> tuple[pd.DataFrame, dict]:
     """Manifest of every clip of a CREMA-D tree, and counts.
 
-    Returns (manifest, counts): the manifest has IEMOCAP's MANIFEST_COLUMNS, one row per clip, sorted by
-    utterance_id (= the file stem); `session` is the clip's speaker group (see the module docstring).
+    Returns (manifest, counts): the manifest has MANIFEST_COLUMNS (mlaflow.data.manifest), one row per clip,
+    sorted by utterance_id (= the file stem); `session` is the clip's speaker group (see the module
+    docstring).
     `counts` = {"kept_per_class": {class: n}, "dropped_per_label": {}, "n_kept": n, "n_dropped": 0,
     "actors_per_session": {group: n}, "clips_per_session": {group: n}}: nothing is dropped, since every
     emotion code belongs to the 6-class setup and an unknown code is an error. Raises InputError naming
@@ -167,14 +168,14 @@ def _read_clip_names(root: Path) -> dict[str, dict]:
             unknown_emotion.append((wav, f"emotion {emotion!r}"))
             continue
         clips[wav.stem] = {"actor": actor, "emotion": emotion, "wav_path": wav}
-    _raise_if(
+    raise_problems(
         malformed,
         "malformed clip name(s); expected e.g. 1001_DFA_ANG_XX.wav (4-digit actor, sentence "
         f"one of {', '.join(sorted(SENTENCE_CODES))}, level one of {', '.join(sorted(LEVEL_CODES))})",
         "file-name",
         "rename the file as in the CREMA-D release, or remove it",
     )
-    _raise_if(
+    raise_problems(
         unknown_emotion,
         f"unknown emotion code(s); known: {', '.join(sorted(EMOTION_CODES))}",
         "file-name",
@@ -199,8 +200,8 @@ def _frame_dirs(root: Path, clips: dict[str, dict]) -> dict[str, tuple[Path, int
         if stem not in found
     ]
     no_wav = [(found[stem], f"no {AUDIO_DIR}/{stem}.wav") for stem in sorted(found) if stem not in clips]
-    _raise_if(no_frames, "clip(s) without a frames directory", "frames", EXTRACT_FRAMES)
-    _raise_if(
+    raise_problems(no_frames, "clip(s) without a frames directory", "frames", EXTRACT_FRAMES)
+    raise_problems(
         no_wav,
         "frames directory(ies) without a wav",
         "frames",
@@ -218,8 +219,8 @@ def _frame_dirs(root: Path, clips: dict[str, dict]) -> dict[str, tuple[Path, int
                 (found[stem], f"has {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
             )
         frame_dirs[stem] = (found[stem], len(names))
-    _raise_if(empty, "frames directory(ies) without frames", "frames", EXTRACT_FRAMES)
-    _raise_if(
+    raise_problems(empty, "frames directory(ies) without frames", "frames", EXTRACT_FRAMES)
+    raise_problems(
         misnumbered,
         f"frames not numbered 000{FRAME_SUFFIX}, 001{FRAME_SUFFIX}, ... without gaps",
         "frames",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mlaflow.data.manifest import MANIFEST_COLUMNS, raise_problems
 from mlaflow.errors import InputError, ParamsError
 
 # Every label code that appears in the release's EmoEvaluation files (xxx: no majority among annotators).
@@ -35,24 +36,11 @@ LABEL_SETUPS = {
 # Class order = label_index. 6class starts with the 4 classes of 4class, in the same order.
 CLASS_NAMES = {"4class": ["neu", "hap", "sad", "ang"], "6class": ["neu", "hap", "sad", "ang", "exc", "fru"]}
 
-MANIFEST_COLUMNS = [
-    "utterance_id",
-    "session",
-    "speaker",
-    "label",
-    "label_index",
-    "wav_path",
-    "transcript",
-    "frames_dir",
-    "n_frames",
-]
-
 SESSION_DIR = re.compile(r"^Session(\d+)$")
 # `Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.` (the text may be empty: that is reported later)
 TRANSCRIPT_LINE = re.compile(r"^(Ses\w+)\s*\[\s*[\d.]+\s*-\s*[\d.]+\s*\]:\s?(.*)$")
 UTTERANCE_ID = re.compile(r"^(Ses\d\d[FM]\w*)_([FM])\d+$")  # groups: dialog, gender of the speaker
 FRAME_SUFFIX = ".png"
-SHOWN_PER_ERROR = 5  # files named in one error message
 
 
 def build_manifest(root: Path, label_setup: str) -> tuple[pd.DataFrame, dict]:
@@ -174,25 +162,25 @@ def _read_labels(sessions: list[tuple[int, Path]]) -> dict[str, dict]:
                     "session_dir": session_dir,
                     "label_file": label_file,
                 }
-    _raise_if(
+    raise_problems(
         no_label_files,
         "session(s) without label files",
         "EmoEvaluation",
         "restore dialog/EmoEvaluation/<dialog>.txt from the IEMOCAP release",
     )
-    _raise_if(
+    raise_problems(
         malformed,
         "malformed label line(s); expected `[start - end]<TAB>utterance_id<TAB>code<TAB>[v, a, d]`",
         "EmoEvaluation",
         "restore the file from the IEMOCAP release",
     )
-    _raise_if(
+    raise_problems(
         unknown,
         f"unknown label code(s); known: {', '.join(sorted(IEMOCAP_CODES))}",
         "EmoEvaluation",
         "correct the code in the label file",
     )
-    _raise_if(duplicates, "utterance(s) labelled twice", "EmoEvaluation", "remove the duplicate line")
+    raise_problems(duplicates, "utterance(s) labelled twice", "EmoEvaluation", "remove the duplicate line")
     return labels
 
 
@@ -226,19 +214,19 @@ def _read_transcripts(root: Path, wanted: dict[str, dict]) -> dict[str, str]:
                 empty.append((path, utt))
             else:
                 transcripts[utt] = in_file[utt]
-    _raise_if(
+    raise_problems(
         missing_file,
         "transcription file(s) missing",
         "transcription",
         "restore dialog/transcriptions/<dialog>.txt from the IEMOCAP release",
     )
-    _raise_if(
+    raise_problems(
         missing_line,
         "labelled utterance(s) without a transcription line",
         "transcription",
         "add the line `<utterance_id> [start-end]: text` or remove the utterance's label",
     )
-    _raise_if(empty, "empty transcript(s)", "transcription", "add the utterance's text to the line")
+    raise_problems(empty, "empty transcript(s)", "transcription", "add the utterance's text to the line")
     return transcripts
 
 
@@ -251,14 +239,14 @@ def _count_frames(frames_dir: Path) -> int:
 def _check_media(manifest: pd.DataFrame) -> None:
     """Every kept utterance needs its wav file and a non-empty face-frame directory."""
     missing_wav = [(p, "not found") for p in manifest["wav_path"] if not Path(p).is_file()]
-    _raise_if(
+    raise_problems(
         missing_wav,
         "wav file(s) missing",
         "wav",
         "restore sentences/wav/<dialog>/<utterance_id>.wav from the IEMOCAP release",
     )
     no_dir = [(p, "not found") for p in manifest.loc[manifest["n_frames"] < 0, "frames_dir"]]
-    _raise_if(
+    raise_problems(
         no_dir,
         "face-frame directory(ies) missing",
         "face-frame",
@@ -266,22 +254,13 @@ def _check_media(manifest: pd.DataFrame) -> None:
         "001.png, ... (see docs/data-formats.md)",
     )
     no_frames = [(p, "empty") for p in manifest.loc[manifest["n_frames"] == 0, "frames_dir"]]
-    _raise_if(
+    raise_problems(
         no_frames,
         f"face-frame directory(ies) without {FRAME_SUFFIX} frames",
         "face-frame",
         f"extract the utterance's face frames there as 000{FRAME_SUFFIX}, 001{FRAME_SUFFIX}, ... "
         "(see docs/data-formats.md)",
     )
-
-
-def _raise_if(problems: list[tuple[Path | str, str]], problem: str, kind: str, fix: str) -> None:
-    """Raise one InputError for all `problems` ((file, detail) pairs), naming the first few and the count."""
-    if not problems:
-        return
-    shown = "; ".join(f"{path} ({detail})" for path, detail in problems[:SHOWN_PER_ERROR])
-    more = f"; and {len(problems) - SHOWN_PER_ERROR} more" if len(problems) > SHOWN_PER_ERROR else ""
-    raise InputError(problems[0][0], f"{len(problems)} {kind} problem(s): {problem}: {shown}{more}", fix)
 
 
 def manifest_for(config: dict, root: Path) -> tuple[pd.DataFrame, dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlaflow.data.iemocap import MANIFEST_COLUMNS
+from mlaflow.data.manifest import MANIFEST_COLUMNS
 from mlaflow.errors import InputError
 
 SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test"}

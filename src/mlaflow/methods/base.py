@@ -300,6 +300,38 @@ class Method(nn.Module):
     # lr and weight decay are searched too unless the method trains with its own optimisers only
     search_space: ClassVar[dict] = {}
     uses_shared_optimizer: ClassVar[bool] = True
+    # What the rest of the workflow knows of a method, read through the registry (methods.method_class).
+    # Options (`method_params.<name>.<key>`) whose value names one of the corpus's modalities: checked
+    # against the corpus where the method runs (`check_options`); default: the corpus kind's strongest one.
+    modality_options: ClassVar[tuple[str, ...]] = ()
+    # options giving a weight per modality name; default: the corpus kind's fixed weights (equal weights for a
+    # kind without)
+    modality_weight_options: ClassVar[tuple[str, ...]] = ()
+    # trained end to end through one fusion layer: the methods whose weak modality the paper calls lazy (the
+    # report's laziness comparison)
+    joint_training: ClassVar[bool] = False
+    # (who, how): how the report's Table 1 says the method's unimodal prediction is made (section 4.1.1), e.g.
+    # ("MLA", "the shared head on one encoder"); None: not described
+    unimodal_rule: ClassVar[tuple[str, str] | None] = None
+
+    @classmethod
+    def check_options(cls, options: dict, modalities: list[str], variants: list[dict] = ()) -> None:
+        """Raise ParamsError where the method's options (`method_params.<name>`, validated by the schema) do
+        not fit the corpus's modalities; run at parse time for every method that runs. `variants`: the
+        method's overrides in other experiments (the fidelity variants)."""
+        for key in cls.modality_options:
+            if options[key] not in modalities:
+                raise ParamsError(
+                    f"method_params.{cls.name}.{key}",
+                    f"{options[key]!r} is not a modality of the corpus",
+                    f"use one of {modalities}",
+                )
+
+    @classmethod
+    def privilege(cls, options: dict) -> str | None:
+        """What the method sees under `options` that the others do not (a masked training cell), in the clause
+        the report flags its rows with; None: nothing."""
+        return None
 
     def __init__(
         self,

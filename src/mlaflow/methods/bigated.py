@@ -33,6 +33,7 @@ class BiGated(JointFusion):
     name = "bigated"
     # the gate modality is searched: gating the strongest modality by another one is what makes it gated
     search_space: ClassVar[dict] = {"gate": Choice(MODALITIES)}
+    modality_options = ("gate",)
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

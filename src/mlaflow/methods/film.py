@@ -49,6 +49,7 @@ class FiLM(JointFusion):
     name = "film"
     # the condition modality is searched: FiLM conditioned on the strongest modality is that modality alone
     search_space: ClassVar[dict] = {"condition": Choice(MODALITIES)}
+    modality_options = ("condition",)
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

@@ -394,6 +394,12 @@ class TeacherStudent(ImputationMethod):
 
     shared_teacher = False
 
+    @classmethod
+    def privilege(cls, options: dict) -> str | None:
+        if options.get("teacher_data") == "complete":
+            return "its teacher is trained on complete training data (masked cells included)"
+        return None
+
     def __init__(self, input_dims, n_classes, train_cfg, options, generators):
         super().__init__(input_dims, n_classes, train_cfg, generators)
         self.teacher_data, self.drop_rate = options["teacher_data"], options["drop_rate"]

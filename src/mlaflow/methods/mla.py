@@ -194,6 +194,21 @@ def fusion_weights(
 class MLA(Method):
     name = "mla"
     search_space: ClassVar[dict] = {"alpha": LogRange(0.01, 1.0)}  # eq. 5's regulariser
+    modality_weight_options = ("fixed_weights",)
+    unimodal_rule = ("MLA", "the shared head on one encoder")
+
+    @classmethod
+    def check_options(cls, options: dict, modalities: list[str], variants: list[dict] = ()) -> None:
+        """Fusion `fixed` (here or in a variant) needs a weight for each of the corpus's modalities."""
+        super().check_options(options, modalities, variants)
+        fusions = {options["fusion"], *(variant.get("fusion") for variant in variants)}
+        if "fixed" in fusions and not set(modalities) <= set(options["fixed_weights"]):
+            raise ParamsError(
+                "method_params.mla.fixed_weights",
+                f"has no weight for {sorted(set(modalities) - set(options['fixed_weights']))}, "
+                "and fusion fixed needs one per modality",
+                f"give a weight to each of {modalities}",
+            )
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

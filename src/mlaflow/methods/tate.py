@@ -178,6 +178,12 @@ class TATE(Method):
     name = "tate"
     search_space: ClassVar[dict] = {"aux_weight": LogRange(0.01, 1.0)}
 
+    @classmethod
+    def privilege(cls, options: dict) -> str | None:
+        if options.get("privileged") is True:
+            return "its reconstruction targets and teacher see complete training data (masked cells included)"
+        return None
+
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
         options = method_cfg

@@ -76,7 +76,7 @@ def job_configs(config: dict) -> dict[str, dict]:
             "splits": config["splits"],
             # every fold must train on every class; an error names the label table the rows come from
             "classes": corpora.classes(config),
-            "table": config["corpus"]["table"] if corpus.name == "features" else None,
+            "table": corpora.label_table(config),
         },
         "reports/summary.config.json": summary_config(config),
         "reports/report.config.json": {
