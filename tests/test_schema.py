@@ -406,7 +406,7 @@ def _merged(base: dict, update: dict) -> dict:
 def documented_configs():
     """Every config the docs and .test/ show, exactly as written: a ```yaml block of README.md or docs/ whose keys
     are params keys (a whole config where it states the five keys without a default, else a fragment merged
-    onto params.yaml, as `--configfile` merges it), and every .test/*.yaml (whole configs)."""
+    onto params.yaml, as `--configfile` merges it), and every .test/*.yaml (whole, or merged where a fragment)."""
     configs = []
     for doc in [P.REPO_ROOT / "README.md", *sorted((P.REPO_ROOT / "docs").rglob("*.md"))]:
         for line, text in _yaml_blocks(doc):
@@ -418,7 +418,13 @@ def documented_configs():
                 (f"{doc.relative_to(P.REPO_ROOT)}:{line}", config if whole else _merged(_shipped(), config))
             )
     for test_config in sorted((P.REPO_ROOT / ".test").glob("*.yaml")):
-        configs.append((str(test_config.relative_to(P.REPO_ROOT)), yaml.safe_load(test_config.read_text())))
+        config = yaml.safe_load(
+            test_config.read_text()
+        )  # a fragment (paper_budget.yaml) merges onto params.yaml
+        whole = all(_has(config, key) for key in WITHOUT_DEFAULT)
+        configs.append(
+            (str(test_config.relative_to(P.REPO_ROOT)), config if whole else _merged(_shipped(), config))
+        )
     return configs
 
 

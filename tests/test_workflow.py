@@ -357,7 +357,7 @@ def test_editing_the_report_code_reruns_only_the_report(code, workspace):
 def test_config_on_the_command_line_reaches_the_jobs(code, workspace, tmp_path):
     out = snakemake(code, workspace, "-n", "all", "--config", "train={epochs: 3}").stdout
     counts = job_counts(out)
-    assert counts["train"] == 11 and "extract" not in counts and "masks" not in counts
+    assert counts["train"] == 9 and "extract" not in counts and "masks" not in counts
     # what a job computes from is its config file: written from the config given on the command line
     snakemake(code, tmp_path, "data/runs/mla.config.json", "--config", "train={epochs: 3}")
     assert json.loads((tmp_path / "data" / "runs" / "mla.config.json").read_text())["train"]["epochs"] == 3
@@ -370,25 +370,19 @@ def test_a_wrong_key_fails_before_any_job(code, tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("job_group, per_cell", [("cell", 1), ("seed", 2), ("run", 4)])
-def test_job_group_decides_how_many_runs_one_training_job_covers(code, tmp_path, job_group, per_cell):
-    out = snakemake(code, tmp_path, "-n", "all", "--config", f"train={{job_group: {job_group}}}").stdout
-    assert job_counts(out)["train"] == 11 * per_cell  # 11 cells: see test_config_on_the_command_line...
-    shell = snakemake(
-        code,
-        tmp_path,
-        "-n",
-        "-p",
-        "data/runs/mla/missing_0.50/seed1_fold2.json",
-        "--config",
-        f"train={{job_group: {job_group}}}",
-    ).stdout
-    expected = {
-        "cell": "--seed-list 0 1 --fold-list 1 2",
-        "seed": "--seed-list 1 --fold-list 1 2",
-        "run": "--seed-list 1 --fold-list 2",
-    }[job_group]
-    assert expected in shell
+@pytest.mark.parametrize(
+    "job_group, jobs, runs", [("method", 9, 8), ("cell", 11, 4), ("seed", 22, 2), ("run", 44, 1)]
+)
+def test_job_group_decides_how_many_runs_one_training_job_covers(code, tmp_path, job_group, jobs, runs):
+    """runtime.job_group: the tiny grid's 11 cells (2 seeds x 2 folds each) in 9 jobs of a method each (mla and
+    late fusion at 2 rates), 11 of a cell, 22 of a seed, 44 of a run. A job trains the runs it writes."""
+    grouping = ["--config", f"runtime={{job_group: {job_group}}}"]
+    assert job_counts(snakemake(code, tmp_path, "-n", "all", *grouping).stdout)["train"] == jobs
+    target = "data/runs/mla" if job_group == "method" else "data/runs/mla/missing_0.50/seed1_fold2.json"
+    shell = snakemake(code, tmp_path, "-n", "-p", target, *grouping).stdout
+    command = next(line for line in shell.splitlines() if "mlaflow train" in line)
+    written = re.findall(r"data/runs/mla/missing_\d\.\d\d/seed\d_fold\d\.json", command.split("--out")[1])
+    assert len(written) == runs and "data/runs/mla/missing_0.50/seed1_fold2.json" in written
 
 
 def scheduled(output: str, rule: str) -> list[str]:
@@ -424,7 +418,7 @@ def test_adding_a_missing_rate_schedules_exactly_the_runs_it_invalidates(code, w
         "data/runs/qmf",
         "data/suite/qmf",
     ]
-    assert len(trained) == 10 and not any("missing_0.50" in j for j in trained if "masks_cpm" in j)
+    assert len(trained) == 6  # one job of each method (runtime.job_group: method) that depends on the rates
     snakemake(code, workspace_copy, "all", *rates)  # and it runs to the report (no stale run)
     metrics = json.loads((workspace_copy / "reports" / "metrics.json").read_text())
     assert set(metrics["mla"]) == {"r00", "r30", "r50"}

@@ -260,7 +260,8 @@ class ImputationMethod(Method):
         rows: the same numbers and gradients as encoding every zero-filled row. With dropout (a mask per row,
         drawn for the whole padded batch) every row is encoded."""
         enc = self.encoders[m]
-        if self.dropout > 0.0:
+        if self.dropout > 0.0 or x.is_cuda:
+            # on a GPU every row: a shape that depends on the data would wait for the device at every step
             return enc(x.masked_fill(~keep.unsqueeze(-1), 0.0))
         R, B, d = x.shape
         positions, ok = compact(keep)

@@ -161,11 +161,19 @@ class StackedOptimizer:
         torch._foreach_add_(bufs, grads, alpha=1 - b1)
         torch._foreach_mul_(buf2s, b2)
         torch._foreach_addcmul_(buf2s, grads, grads, value=1 - b2)
-        steps = [s["steps"].view((-1,) + (1,) * (p.dim() - 1)) for s, p in zip(states, params)]
-        denom = torch._foreach_div(buf2s, [1 - b2**t for t in steps])
+        # the bias corrections, computed once per distinct history of steps (parameters that always step
+        # together share one) and shape, as the per-parameter formula computes them
+        corrections: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        for s, p in zip(states, params):
+            key = (tuple(s["host_steps"]), p.dim())
+            if key not in corrections:
+                t = s["steps"].view((-1,) + (1,) * (p.dim() - 1))
+                corrections[key] = (self.lr / (1 - b1**t), 1 - b2**t)
+        step_size, bc2 = zip(*(corrections[tuple(s["host_steps"]), p.dim()] for s, p in zip(states, params)))
+        denom = torch._foreach_div(buf2s, list(bc2))
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, self.eps)
-        update = torch._foreach_mul([self.lr / (1 - b1**t) for t in steps], bufs)
+        update = torch._foreach_mul(list(step_size), bufs)
         torch._foreach_div_(update, denom)
         torch._foreach_sub_(params, update)
 
