@@ -143,10 +143,15 @@ def test_a_methods_privilege_is_its_class_s():
 
 
 def test_the_report_reads_joint_training_and_unimodal_rules_from_the_classes():
-    assert complete.joint_methods() == tuple(
+    assert complete.joint_methods(METHODS) == tuple(
         name for name in METHODS if issubclass(method_class(name), JointFusion)
     )
-    assert complete.unimodal_rules() == (
+    assert complete.joint_methods(["qmf", "concat", "mla", "sum"]) == ("sum", "concat")  # of those that ran
+    assert (
+        complete.unimodal_rules(["mla", "qmf"])
+        == "MLA the shared head on one encoder, QMF each modality's classifier"
+    )
+    assert complete.unimodal_rules(METHODS) == (
         "fusion methods with the other modalities deactivated, `sum` one modality through its layer, `concat` "
         "the head split into per-modality sub-heads, MLA the shared head on one encoder, late fusion and QMF "
         "each modality's classifier"

@@ -27,7 +27,7 @@ from mlaflow.pipeline.jobconfigs import (
     mask_specs,
     stale_unrecorded_job_configs,
 )
-from mlaflow.methods import METHODS, method_module
+from mlaflow.methods import method_module
 from mlaflow.report import catalog
 from mlaflow.runtime import ENV_VAR as RUNTIME_ENV
 
@@ -284,9 +284,9 @@ def _for_report(output):
 
 
 def report_code():
-    """The report job's code: its modules and every method's, whose classes say what the report writes of them
-    (mlaflow.report.complete, suite: read through the registry, so not static imports)."""
-    return code("mlaflow.report.build", *(method_module(method) for method in METHODS))
+    """The report job's code: its modules and the modules of the methods that run, whose classes say what the
+    report writes of them (mlaflow.report.complete, suite: read through the registry, so not static imports)."""
+    return code("mlaflow.report.build", *(method_module(method) for method in sorted(P.used_methods(config))))
 
 
 def _under(*folders):

@@ -67,6 +67,38 @@ def index_config(config: dict, stage: str) -> dict:
     }
 
 
+def reported_config(config: dict) -> dict:
+    """What the report shows of the config (its provenance): every key that changes a result of this grid, so
+    not how jobs ran (`runtime`), nor the options of methods it does not train, of encoders it does not use or
+    of another corpus kind's generator; changing one of those reruns no report."""
+    from mlaflow.pipeline.params import used_methods
+
+    kind, methods = corpora.corpus_kind(config), used_methods(config)
+    out = {section: value for section, value in config.items() if section != "runtime"}
+    generators = {k.generator_key for k in corpora.CORPORA.values() if k.generator_key}
+    out["corpus"] = {
+        key: value
+        for key, value in config["corpus"].items()
+        if key not in generators or key == kind.generator_key
+    }
+    modalities = corpora.modalities(config)
+    out["features"] = {
+        key: (
+            {**encoder_settings(value), "precomputed": value["precomputed"]}
+            if key in modalities and "encoder" in value
+            else value
+        )
+        for key, value in config["features"].items()
+        if key in modalities or not isinstance(value, dict)
+    }
+    out["method_params"] = {m: options for m, options in config["method_params"].items() if m in methods}
+    out["train"] = {
+        **config["train"],
+        "method_optimizers": {m: v for m, v in config["train"]["method_optimizers"].items() if m in methods},
+    }
+    return out
+
+
 def job_configs(config: dict) -> dict[str, dict]:
     """path -> content of every job's config file, for the validated `config` (mlaflow.pipeline.params.validate)."""
     corpus = corpora.corpus_kind(config)
@@ -80,8 +112,7 @@ def job_configs(config: dict) -> dict[str, dict]:
         },
         "reports/summary.config.json": summary_config(config),
         "reports/report.config.json": {
-            # what the report shows of the config: every key that changes a result (not how jobs ran)
-            "config": {section: value for section, value in config.items() if section != "runtime"},
+            "config": reported_config(config),
             "modalities": corpora.modalities(config),
             "classes": corpora.classes(config),
             "paper_dataset": corpus.paper_dataset,

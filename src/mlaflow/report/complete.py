@@ -32,18 +32,19 @@ GAP_METHODS = ("mla", "concat")  # Figure 3 of the paper
 HGM_OFF = {"method_params": {"mla": {"head_gradient_modification": "off"}}}
 
 
-def joint_methods() -> tuple[str, ...]:
-    """The registered methods trained end to end through one fusion layer (`joint_training`), in registry
-    order: the methods whose weak modality the paper calls lazy."""
-    return tuple(name for name in METHODS if method_class(name).joint_training)
+def joint_methods(names) -> tuple[str, ...]:
+    """Of the methods `names` (those that ran), the ones trained end to end through one fusion layer
+    (`joint_training`), in registry order: the methods whose weak modality the paper calls lazy."""
+    return tuple(name for name in METHODS if name in set(names) and method_class(name).joint_training)
 
 
-def unimodal_rules() -> str:
-    """How each registered method's unimodal prediction is made (section 4.1.1), as its class states it
+def unimodal_rules(names) -> str:
+    """How the unimodal prediction of each of the methods `names` (those that ran) is made (section 4.1.1), as
+    its class states it
     (`unimodal_rule`, who and how), in one clause: the rule several methods share first (the joint-training
     methods' default), then each method's own, joint-training methods first, in registry order; methods whose
     rules read alike are named together."""
-    stated = [cls for cls in map(method_class, METHODS) if cls.unimodal_rule]
+    stated = [cls for cls in map(method_class, [m for m in METHODS if m in set(names)]) if cls.unimodal_rule]
     shared = Counter(cls.unimodal_rule for cls in stated)
     named: dict[str, list[str]] = {}
     for cls in sorted(stated, key=lambda cls: (shared[cls.unimodal_rule] == 1, not cls.joint_training)):
@@ -109,9 +110,7 @@ def laziness_statement(table: pd.DataFrame, modalities: list[str]) -> str:
     joint-training method here?"""
     weak = weak_modality(table, modalities)
     # a method whose weak-modality prediction is a constant has no accuracy to compare there
-    joint = [
-        m for m in joint_methods() if m in table.index and not pd.isna(table.loc[m, f"{weak}_accuracy_mean"])
-    ]
+    joint = [m for m in joint_methods(table.index) if not pd.isna(table.loc[m, f"{weak}_accuracy_mean"])]
     if "mla" not in table.index or not joint:
         return (
             "The laziness comparison needs MLA and at least one joint-training method with a measured "
@@ -241,7 +240,7 @@ def table1_part(ctx: ReportContext) -> list[str]:
         TITLE,
         "",
         "Missing rate 0, accuracy % (mean ± std over seeds of the fold means). Unimodal accuracy as section "
-        f'4.1.1 says: {unimodal_rules()}. Bold: the best of this run per column. "constant '
+        f'4.1.1 says: {unimodal_rules(table.index)}. Bold: the best of this run per column. "constant '
         'predictor": the unimodal prediction is one class in most runs (all, unless a share is given), so its '
         "accuracy is mostly that class's share, not what the modality carries (not shown as a number, and left "
         "out of the laziness comparison). "
