@@ -514,3 +514,32 @@ def test_a_features_store_that_does_not_match_the_table_fails_naming_it(code, tm
     # the first job that reads the stores fails (a tuning trial, before any training)
     log = "\n".join(p.read_text() for p in (tmp_path / "logs").rglob("*.log"))
     assert "face.h5" in log and "holds `words` features, but `face` features were expected" in log
+
+
+def test_sharded_extraction_gives_the_stores_of_an_unsharded_one(code, tmp_path):
+    """runtime.extraction_shards 2: two `extract` jobs per modality and a merge, the same stores bit for bit;
+    changing the setting re-extracts (and nothing before extraction), the shard stores go once merged."""
+    import h5py
+
+    from mlaflow.features.store import MODALITIES
+
+    def content(path):
+        with h5py.File(path, "r") as handle:
+            return (
+                {name: handle[name][()].tolist() for name in handle},
+                {name: str(value) for name, value in handle.attrs.items()},
+            )
+
+    snakemake(code, tmp_path, "features")
+    unsharded = {m: content(tmp_path / "data" / "features" / f"{m}.h5") for m in MODALITIES}
+    proc = snakemake(code, tmp_path, "features", "--config", "runtime={extraction_shards: 2}")
+    out = proc.stdout + proc.stderr  # a run (not a dry run) logs to stderr
+    assert job_counts(out) == {"extract": 6, "merge_features": 3, "features": 1}
+    assert "--shard 2 --shards 2" in out
+    for modality in MODALITIES:
+        assert content(tmp_path / "data" / "features" / f"{modality}.h5") == unsharded[modality], modality
+    assert not list((tmp_path / "data" / "features").rglob("*of2*.h5"))  # temporary: removed once merged
+    again = snakemake(code, tmp_path, "-n", "features", "--config", "runtime={extraction_shards: 2}").stdout
+    assert "Nothing to be done" in again
+    back = snakemake(code, tmp_path, "-n", "features").stdout
+    assert job_counts(back) == {"extract": 3, "features": 1}

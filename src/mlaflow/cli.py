@@ -134,8 +134,22 @@ def _extract(args, config):
     log.info(
         "%s features: %s",
         config["modality"],
-        extraction_job(config, args.manifest, args.model, args.out, runtime.threads, runtime.device),
+        extraction_job(
+            config,
+            args.manifest,
+            args.model,
+            args.out,
+            runtime.threads,
+            runtime.device,
+            shard=(args.shard, args.shards),
+        ),
     )
+
+
+def _merge_features(args, config):
+    from mlaflow.features.merge import merge_job
+
+    merge_job(config, args.manifest, args.shards, args.out)
 
 
 def _job_files(args) -> JobFiles:
@@ -334,8 +348,28 @@ STEPS = (
         _extract,
         "extract utterance-level features of one modality into HDF5",
         "the manifest and the model directory (embedded or pretrained)",
-        "the feature store (HDF5; resumable from its .partial.h5)",
-        (MANIFEST, arg("--model", required=True), OUT, TORCH_THREADS),
+        "the feature store (HDF5; resumable from its .partial.h5); with --shards N > 1, shard --shard's rows",
+        (
+            MANIFEST,
+            arg("--model", required=True),
+            OUT,
+            TORCH_THREADS,
+            arg("--shard", type=int, default=1, help="which shard of --shards to extract (1..N; default 1)"),
+            arg(
+                "--shards",
+                type=int,
+                default=1,
+                help="how many shards the extraction is split into (runtime.extraction_shards; default 1)",
+            ),
+        ),
+    ),
+    Step(
+        "merge-features",
+        _merge_features,
+        "merge the shard stores of a sharded extraction into the modality's feature store",
+        "the extraction's config, the manifest and every shard store (mlaflow extract --shard k --shards N)",
+        "the feature store (HDF5), the same as one extraction job writes; resumable from its .partial.h5",
+        (MANIFEST, arg("--shards", nargs="+", required=True, help="the shard stores, in shard order"), OUT),
     ),
     Step(
         "train",
