@@ -268,17 +268,14 @@ def test_a_second_run_does_nothing(code, workspace):
 )
 def test_a_runtime_setting_reruns_no_job(code, workspace, how):
     """How and where jobs run (params.yaml `runtime`, threads, GPUs, a profile) is no job's config: nothing to do."""
-    out = snakemake(code, workspace, "-n", "all", *(arg.format(code=code) for arg in how)).stdout
+    out = snakemake(code, workspace, "-n", "all", *(arg.replace("{code}", str(code)) for arg in how)).stdout
     assert "Nothing to be done" in out, out[-3000:]
 
 
 def test_more_tuning_workers_add_their_jobs_and_rerun_nothing_else(code, workspace):
     out = snakemake(code, workspace, "-n", "all", "--config", "runtime={tuning_workers: 2}").stdout
-    assert job_counts(out) == {
-        "all": 1,
-        "tuning": 1,
-        "tune": 5,
-    }  # worker 1 of each method's study, finding it done
+    # worker 1 of each of the 4 methods' studies, which finds the study done; nothing downstream
+    assert job_counts(out) == {"all": 1, "tune": 4}
 
 
 def test_a_science_key_reruns_exactly_the_jobs_that_read_it(code, workspace):
