@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup reproduce test browser lint format bench
+.PHONY: setup reproduce test browser lint format bench docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ format: $(VENV)/.lint-installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 	$(BIN)/snakefmt Snakefile workflow/rules
+
+# docs/config-reference.md, generated from the schema's descriptions (tests/test_docs.py fails while it is stale)
+docs: setup
+	PATH="$(BIN):$$PATH" python -m mlaflow.pipeline.configref docs/config-reference.md
 
 bench: setup
 	PATH="$(BIN):$$PATH" python bench/bench_training.py

@@ -74,7 +74,7 @@ localrules:
 
 
 rule all:
-    """Everything: every stage's outputs (every experiment of the table, mlaflow.experiments) and the report."""
+    """Everything: every stage's outputs (every experiment of the table, mlaflow.pipeline.experiments) and the report."""
     input:
         [path for targets in STAGE_TARGETS.values() for path in targets],
 

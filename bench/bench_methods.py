@@ -16,8 +16,8 @@ import time
 import torch
 from bench_training import configured, load_inputs, run_specs
 
-from mlaflow import experiments as E
 from mlaflow.methods import METHODS
+from mlaflow.pipeline import experiments as E
 from mlaflow.train.loop import train_runs
 
 

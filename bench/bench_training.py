@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.data import corpora
 from mlaflow.data.folds import fold_indices, make_folds
 from mlaflow.data.masks import bernoulli_mask
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
 from mlaflow.train.data import Corpus, load_corpus
 from mlaflow.train.loop import RunSpec, train_runs
 
@@ -45,6 +45,7 @@ def load_inputs(params: dict) -> tuple[Corpus, pd.DataFrame, str]:
                 params["splits"]["folds"],
                 params["splits"]["validation_fraction"],
                 params["splits"]["seed"],
+                corpora.classes(params),
             ),
             "pipeline features",
         )
@@ -63,7 +64,13 @@ def load_inputs(params: dict) -> tuple[Corpus, pd.DataFrame, str]:
     )
     return (
         corpus,
-        make_folds(manifest, params["splits"]["folds"], params["splits"]["validation_fraction"], 0),
+        make_folds(
+            manifest,
+            params["splits"]["folds"],
+            params["splits"]["validation_fraction"],
+            0,
+            corpora.classes(params),
+        ),
         "random features",
     )
 
@@ -80,7 +87,7 @@ def run_specs(params: dict, corpus: Corpus, folds: pd.DataFrame, rate: float) ->
 def configured(args) -> dict:
     params = P.load(args.params)
     params["train"]["epochs"] = args.epochs
-    torch.set_num_threads(params["train"]["threads"])
+    torch.set_num_threads(1)  # as a training job (the rule's threads)
     return params
 
 
@@ -116,7 +123,7 @@ def main() -> None:
     print(
         f"training benchmark: {args.method} at missing rate {args.missing_rate}, {len(specs)} runs "
         f"(seeds x folds), {args.epochs} epochs, {source} (N={len(corpus.utterance_ids)}, dims={corpus.input_dims}), "
-        f"{torch.get_num_threads()} torch thread(s), device {params['train']['device']}"
+        f"{torch.get_num_threads()} torch thread(s), device {params['runtime']['device']}"
     )
 
     started = time.perf_counter()

@@ -1,14 +1,18 @@
 """Toy data shared by the method tests (test_baselines, test_correlation, test_imputation, test_cpm_tate): a
 separable three-modality problem, RunGroups of stacked runs over it, masks with every pattern of missing
-modalities, and the optimiser settings the tests train with."""
+modalities, the methods' options and the optimiser settings the tests train with."""
 
 from __future__ import annotations
 
 import torch
+from job_files import unit_config, unit_params
 
 from mlaflow.methods.base import RunGroup
 from mlaflow.train.loop import train_epoch
 
+# every method's options as the unit tests build it: the schema's defaults (tests/job_files.py), not
+# params.yaml's; a test whose numbers follow an option states that option itself
+METHOD_PARAMS = unit_config()["method_params"]
 DIMS = (3, 4, 5)  # audio, visual, text
 NAMED_DIMS = dict(zip(("audio", "visual", "text"), DIMS))  # how methods are built: their modalities by name
 N_CLASSES = 3
@@ -55,7 +59,7 @@ def assert_stacked_equals_alone(
     """Train two runs stacked and each alone (different masks, seeds and training sizes: the second run has fewer
     batches) with `build(generators) -> Method`; assert equal losses, parameters, predictions (and, if asked,
     buffers and embeddings) run by run."""
-    from mlaflow.train.optim import StackedOptimizer
+    from mlaflow.methods.optim import StackedOptimizer
 
     features, labels = toy(n=n)
     masks = [mask(n, 0.2, 1), mask(n, 0.5, 2)]
@@ -102,15 +106,14 @@ def poisoned(features, present, poison):
 
 
 def options_error(method: str, **options) -> str:
-    """The ParamsError message of the shipped params.yaml with `method_params.<method>` updated by `options`:
-    an option's type and range are checked once, by the schema, before any job starts."""
+    """The ParamsError message of the unit tests' config (`unit_params`) with `method_params.<method>` updated by
+    `options`: an option's type and range are checked once, by the schema, before any job starts."""
     import pytest
-    import yaml
 
-    from mlaflow import params as P
     from mlaflow.errors import ParamsError
+    from mlaflow.pipeline import params as P
 
-    params = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
+    params = unit_params()
     params["method_params"][method].update(options)
     with pytest.raises(ParamsError) as err:
         P.validate(params)

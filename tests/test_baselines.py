@@ -8,6 +8,7 @@ import pytest
 import torch
 from method_toys import (
     ADAM,
+    METHOD_PARAMS,
     N_CLASSES,
     NAMED_DIMS,
     SGD,
@@ -19,17 +20,15 @@ from method_toys import (
     toy,
 )
 
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.errors import ParamsError
 from mlaflow.methods import build_method, method_class
 from mlaflow.methods.ogm_ge import ogm_coefficients
+from mlaflow.methods.optim import StackedOptimizer
 from mlaflow.methods.qmf import energy_score, qmf_weights, ranking_loss
+from mlaflow.pipeline import experiments as E
 from mlaflow.train.loop import train_epoch
-from mlaflow.train.optim import StackedOptimizer
 
 BASELINES = ["sum", "concat", "film", "bigated", "ogm_ge", "qmf"]
-SHIPPED = P.load(P.REPO_ROOT / "params.yaml")["method_params"]  # every option's value comes from params.yaml
 
 
 def _build(name, generators, dropout=0.0, hidden=8, **options):
@@ -37,7 +36,7 @@ def _build(name, generators, dropout=0.0, hidden=8, **options):
         dict(NAMED_DIMS),
         N_CLASSES,
         {"hidden_dim": hidden, "dropout": dropout},
-        {**SHIPPED[name], **options},
+        {**METHOD_PARAMS[name], **options},
         generators,
     )
 
@@ -54,7 +53,7 @@ def test_output_shapes_and_registry(name):
         name,
         dict(NAMED_DIMS),
         N_CLASSES,
-        {"train": {"hidden_dim": 8, "dropout": 0.0}, "method_params": SHIPPED},
+        {"train": {"hidden_dim": 8, "dropout": 0.0}, "method_params": METHOD_PARAMS},
         gens,
     )
     opt = StackedOptimizer(list(model.parameters()), SGD, 2)
@@ -250,7 +249,7 @@ def test_ogm_coefficient_is_below_one_for_the_dominant_modality_only():
 def test_ogm_modulates_encoder_weight_gradients_by_the_coefficients():
     features, labels = toy(n=16)
     data, gens = group(features, labels, torch.ones(1, 16, 3, dtype=torch.bool), [torch.arange(16)], [0])
-    model = _build("ogm_ge", gens, modulation="ogm", alpha=0.5)
+    model = _build("ogm_ge", gens, modulation="ogm", alpha=0.5, modulation_starts=0, modulation_ends=50)
     batch = data.padded([torch.arange(16)])
     present = data.present_at(batch.idx, batch.valid)
     h = model.embed(data, batch, present)
@@ -275,7 +274,7 @@ def test_ogm_modulates_encoder_weight_gradients_by_the_coefficients():
 def test_ogm_ge_adds_noise_with_the_gradients_std_where_the_encoder_steps():
     features, labels = toy(n=16)
     data, gens = group(features, labels, torch.ones(1, 16, 3, dtype=torch.bool), [torch.arange(16)], [0])
-    model = _build("ogm_ge", gens, hidden=32)  # default modulation: ogm_ge
+    model = _build("ogm_ge", gens, hidden=32, modulation="ogm_ge", modulation_starts=0, modulation_ends=50)
     batch = data.padded([torch.arange(16)])
     present = data.present_at(batch.idx, batch.valid)
     h = model.embed(data, batch, present)
@@ -299,8 +298,11 @@ def test_qmf_fusion_weights_follow_the_energy():
     logits = torch.randn(50, 4, generator=torch.Generator().manual_seed(0)) * 3
     energy, weights = energy_score(logits), qmf_weights(logits)
     assert torch.equal(torch.argsort(energy), torch.argsort(-weights))  # lower energy -> higher weight
-    # the model fuses the present modalities' logits with these weights
-    model = _build("qmf", [torch.Generator().manual_seed(0)]).eval()
+    # the model fuses the present modalities' logits with these weights (the functions' defaults: T 1,
+    # scale 0.1)
+    model = _build(
+        "qmf", [torch.Generator().manual_seed(0)], energy_temperature=1.0, confidence_scale=0.1
+    ).eval()
     present = mask(12, 0.3, 2)
     data, _ = group(*toy(n=12), present.unsqueeze(0), [torch.arange(12)], [0])
     batch = data.padded([torch.arange(12)])
@@ -349,10 +351,10 @@ def test_qmf_history_accumulates_each_present_samples_loss():
     assert torch.equal(model.tracked[0], on)
 
 
-def test_every_baseline_runs_in_the_training_loop_with_the_shipped_options():
+def test_every_baseline_runs_in_the_training_loop_with_its_default_options():
     import numpy as np
+    from job_files import unit_config
 
-    from mlaflow import params as P
     from mlaflow.train.data import Corpus
     from mlaflow.train.loop import RunSpec, train_runs
 
@@ -360,7 +362,7 @@ def test_every_baseline_runs_in_the_training_loop_with_the_shipped_options():
     corpus = Corpus(
         [f"u{i}" for i in range(80)], features, labels, ["a", "b", "c"], {}, ["audio", "visual", "text"]
     )
-    params = P.load(P.REPO_ROOT / "params.yaml")
+    params = unit_config()
     params["train"].update({"epochs": 2, "hidden_dim": 8, "batch_size": 16})
     split = {"test": np.arange(0, 20), "val": np.arange(20, 30), "train": np.arange(30, 80)}
     present = np.random.default_rng(0).random((80, 3)) > 0.3

@@ -12,17 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from job_files import unit_config
 from tiny_workflow import FEATURE_CLASSES, FEATURE_MODALITIES, write_feature_corpus
 
-from mlaflow import experiments as E
-from mlaflow import jobconfigs
-from mlaflow import params as P
 from mlaflow.data import corpora, cremad, table
 from mlaflow.data.folds import make_folds, write_folds
 from mlaflow.data.manifest import write_manifest
 from mlaflow.errors import InputError, ParamsError
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import jobconfigs
+from mlaflow.pipeline import params as P
 
-SHIPPED = P.load(P.REPO_ROOT / "params.yaml")  # validated: the defaults that follow the corpus filled
+CONFIG = unit_config()  # validated: the defaults that follow the corpus filled (tests/job_files.py)
 
 
 def _features_config(root: Path) -> dict:
@@ -37,16 +38,16 @@ def _features_config(root: Path) -> dict:
 
 
 def test_every_kind_names_its_modalities_classes_and_paper_dataset(tmp_path):
-    assert corpora.modalities(SHIPPED) == ["audio", "visual", "text"]
-    assert corpora.classes(SHIPPED) == ["neu", "hap", "sad", "ang"]
-    cremad_config = {"corpus": {**SHIPPED["corpus"], "kind": "embedded_cremad", "label_setup": "6class"}}
+    assert corpora.modalities(CONFIG) == ["audio", "visual", "text"]
+    assert corpora.classes(CONFIG) == ["neu", "hap", "sad", "ang"]
+    cremad_config = {"corpus": {**CONFIG["corpus"], "kind": "embedded_cremad", "label_setup": "6class"}}
     assert corpora.modalities(cremad_config) == ["audio", "visual"]
     assert corpora.classes(cremad_config) == ["neu", "hap", "sad", "fea", "dis", "ang"]
     assert corpora.corpus_kind(cremad_config).paper_dataset == "CREMA-D"
     with pytest.raises(
         ParamsError, match=r"corpus\.label_setup.*'4class' is not a label setup of corpus kind 'cremad'"
     ):
-        corpora.classes({"corpus": {**SHIPPED["corpus"], "kind": "cremad", "label_setup": "4class"}})
+        corpora.classes({"corpus": {**CONFIG["corpus"], "kind": "cremad", "label_setup": "4class"}})
     write_feature_corpus(tmp_path)
     own = P.validate(_features_config(tmp_path))
     assert corpora.modalities(own) == list(FEATURE_MODALITIES) and corpora.classes(own) == FEATURE_CLASSES
@@ -90,7 +91,7 @@ def test_a_features_config_the_workflow_cannot_run_names_the_key(tmp_path, mutat
 
 
 def test_options_naming_a_modality_of_another_corpus_are_checked_only_where_used():
-    config = copy.deepcopy(SHIPPED)
+    config = copy.deepcopy(CONFIG)
     config["corpus"].update(kind="embedded_cremad", label_setup="6class")
     with pytest.raises(ParamsError, match=r"method_params\.film\.condition.*'text' is not a modality"):
         P.validate(config)

@@ -26,12 +26,12 @@ from mlaflow.methods.cca import CCA
 from mlaflow.methods.correlation import StackedBatchNorm, canonical_correlation, imputed, linear_cca
 from mlaflow.methods.dcca import DCCA
 from mlaflow.methods.dccae import DCCAE
+from mlaflow.methods.optim import StackedOptimizer
 from mlaflow.train.loop import train_epoch
-from mlaflow.train.optim import StackedOptimizer
 
 CLASSES = {"cca": CCA, "dcca": DCCA, "dccae": DCCAE}
 NAMES = list(CLASSES)
-# the reference's values (params.yaml raises cca.regularization to 1 for this corpus size: see cca.py)
+# the reference's values (the workflow's default raises cca.regularization to 1 for this corpus size: see cca.py)
 DEFAULTS = {
     "cca": {"components": 10, "regularization": 1e-4},
     "dcca": {"components": 10, "hidden_dim": 128, "regularization": 1e-3, "corr_batch_size": 256},
@@ -137,10 +137,9 @@ def test_options_are_checked():
 
 
 def test_each_method_runs_in_the_training_loop(monkeypatch):
-    import yaml
+    from job_files import unit_config
 
-    from mlaflow import experiments as E
-    from mlaflow import params as P
+    from mlaflow.pipeline import experiments as E
     from mlaflow.train.data import Corpus
     from mlaflow.train.loop import RunSpec, train_runs
 
@@ -148,8 +147,8 @@ def test_each_method_runs_in_the_training_loop(monkeypatch):
     corpus = Corpus(
         [f"u{i}" for i in range(80)], features, labels, ["a", "b", "c"], {}, ["audio", "visual", "text"]
     )
-    params = yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text())
-    params["train"].update({"epochs": 2, "hidden_dim": 8, "batch_size": 16, "device": "cpu"})
+    params = unit_config()
+    params["train"].update({"epochs": 2, "hidden_dim": 8, "batch_size": 16})
     split = {"test": np.arange(0, 20), "val": np.arange(20, 30), "train": np.arange(30, 80)}
     present = np.random.default_rng(0).random((80, 3)) > 0.3
     for name in CLASSES:

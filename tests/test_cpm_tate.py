@@ -21,9 +21,9 @@ from method_toys import (
 )
 
 from mlaflow.methods.cpm_net import CPMNet, cpm_classification_loss
+from mlaflow.methods.optim import StackedOptimizer
 from mlaflow.methods.tate import TATE
 from mlaflow.train.loop import train_epoch
-from mlaflow.train.optim import StackedOptimizer
 
 # equal to the method_params blocks reported for params.yaml
 DEFAULTS = {

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mlaflow.data import cremad
 from mlaflow.data.folds import make_folds
-from mlaflow.data.iemocap import MANIFEST_COLUMNS
+from mlaflow.data.manifest import MANIFEST_COLUMNS
 from mlaflow.errors import InputError, ParamsError
 from mlaflow.features import audio_fbank
 
@@ -293,7 +293,6 @@ def test_fbank_encoder_runs_in_the_extraction_driver(corpus: Path, tmp_path: Pat
 
     model_dir = audio_fbank.build_embedded(tmp_path / "fbank", {"n_mels": 16}, seed=0)
     features_cfg = {
-        "device": "cpu",
         "half_precision": False,
         "audio": {
             "encoder": "fbank",

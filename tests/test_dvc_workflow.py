@@ -16,7 +16,7 @@ import pytest
 import yaml
 from tiny_workflow import copy_workflow, tiny_params
 
-from mlaflow import params as P
+from mlaflow.pipeline import params as P
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +68,29 @@ def test_second_repro_does_nothing(repo):
     out = run(["dvc", "repro"], repo).stdout
     assert "didn't change" in out and "Running stage" not in out
     assert "Nothing to be done" in run([str(BIN / "snakemake"), "-n"], repo).stdout
+
+
+def test_dvc_plots_show_draws_every_plot_a_line_per_series(repo):
+    """dvc.yaml names no method or variant: each data plot draws every series its long CSV holds."""
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)
+    assert not shown.get("errors"), shown["errors"]
+    series = {
+        path: {row["series"] for plot in plots for row in plot["content"]["data"]["values"]}
+        for path, plots in shown["data"].items()
+        if path.endswith(".csv")
+    }
+    assert series["reports/plots/accuracy_vs_missing_rate.csv"] == {
+        "mla",
+        "late_fusion",
+        "paper_mla",
+        "paper_late_fusion",
+    }
+    assert {"released_code", "test_set_selection"} <= series["reports/plots/fidelity_effects.csv"]
+    assert series["reports/plots/accuracy_vs_missing_rate_by_protocol.csv"] == {
+        "late_fusion_bernoulli",
+        "late_fusion_cpm",
+    }
+    assert all(path in shown["data"] for path in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"])
 
 
 def _tracked_files(root: Path) -> dict[str, str]:

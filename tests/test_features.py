@@ -25,6 +25,7 @@ from mlaflow.errors import InputError, ParamsError
 from mlaflow.features import protocol
 from mlaflow.features import store as store_module
 from mlaflow.features.extract import build_embedded_encoder, extract_features, load_encoder
+from mlaflow.features.merge import merge_shards
 from mlaflow.features.protocol import ENCODER_INFO_FILE, ENCODERS, Encoder, encoder_class, encoder_module
 from mlaflow.features.store import FeatureStoreWriter, partial_path_for, read_store
 
@@ -46,7 +47,6 @@ LABELS = ["neu", "hap", "sad", "ang", "neu", "hap", "sad"]
 def tiny_features_cfg() -> dict:
     """params.yaml `features` with tiny encoders; batch_size 3 so 7 utterances make uneven batches."""
     return {
-        "device": "cpu",
         "half_precision": True,
         "embedded_seed": 0,
         "text": {
@@ -674,3 +674,194 @@ def test_importing_the_registry_or_the_driver_imports_no_encoder(module):
     )
     result = subprocess.run([sys.executable, "-c", code, *others], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", f"importing {module} imported {result.stdout.strip()}"
+
+
+# ----------------------------------------------------------------------------------------------- sharded extraction
+
+
+def extract_shards(modality, corpus, models, folder, n, cfg=None):
+    """Shards 1..n of an extraction (as the workflow's `extract` jobs with runtime.extraction_shards n)."""
+    paths = [folder / f"{k}of{n}.h5" for k in range(1, n + 1)]
+    for k, path in enumerate(paths, start=1):
+        extract_features(
+            modality, corpus, models[modality], path, cfg or tiny_features_cfg(), "test-hash", shard=(k, n)
+        )
+    return paths
+
+
+def merge(paths, corpus, out, modality="audio", dim=32, params_hash="test-hash"):
+    ids, labels = corpus["utterance_id"].tolist(), corpus["label"].tolist()
+    return merge_shards(paths, out, ids, labels, modality=modality, dim=dim, params_hash=params_hash)
+
+
+def store_content(path) -> dict:
+    """Everything a store holds: each dataset's values and dtype, and every attribute."""
+    with h5py.File(path, "r") as handle:
+        return {
+            "datasets": {name: (handle[name].dtype.str, handle[name][()].tolist()) for name in handle},
+            "attrs": {name: store_module._python_value(value) for name, value in handle.attrs.items()},
+        }
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+# 7 utterances in batches of 3: 3 batches. With 3 shards, sharing utterances (not batches) would make batches of
+# other sizes, whose features differ in the last bits; 4 shards leave one empty
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_merged_shards_are_the_unsharded_store_bit_for_bit(tmp_path, corpus, models, modality, n):
+    whole = tmp_path / f"{modality}.h5"
+    extract(modality, corpus, models, whole)
+    paths = extract_shards(modality, corpus, models, tmp_path / "shards", n)
+    sizes = []
+    for path in paths:
+        with h5py.File(path, "r") as handle:  # a store of its rows, in manifest order
+            shard_ids = [str(i) for i in handle["ids"].asstr()[()]]
+            assert handle.attrs["complete"] and "written" not in handle
+        assert shard_ids == [i for i in corpus["utterance_id"] if i in shard_ids]
+        sizes.append(len(shard_ids))
+        if shard_ids:
+            assert read_store(path, modality=modality).ids == shard_ids
+    assert sum(sizes) == len(corpus) and (n != 4 or sizes[3] == 0)
+    dim = tiny_features_cfg()[modality]["dim"]
+    stats = merge(paths, corpus, tmp_path / "merged.h5", modality=modality, dim=dim)
+    assert stats["n_copied"] == len(corpus) and not partial_path_for(tmp_path / "merged.h5").exists()
+    assert store_content(tmp_path / "merged.h5") == store_content(whole)
+
+
+def test_a_shard_holds_whole_batches_of_the_global_length_order(corpus, models):
+    """Shard k of N encodes batches k, k + N, ... of the order one job uses: the same batches, spread out."""
+    from mlaflow.features.extract import _length_sorted_batches, shard_batches
+
+    cfg = tiny_features_cfg()
+    encoder = load_encoder("audio", models["audio"], cfg, torch.device("cpu"))
+    rows = corpus.to_dict("records")
+    whole = _length_sorted_batches(encoder, rows, np.arange(len(rows)), 3, {})
+    assert len(whole) == 3 and [len(batch) for batch in whole] == [3, 3, 1]
+    assert [shard_batches(encoder, rows, 3, (k, 2)) for k in (1, 2)] == [[whole[0], whole[2]], [whole[1]]]
+
+
+def test_sharded_extraction_through_the_command_line(tmp_path, corpus, models):
+    """`mlaflow extract --shard k --shards N` and `mlaflow merge-features` on the job's config file."""
+    from mlaflow.cli import main
+    from mlaflow.features.protocol import encoder_settings
+
+    cfg = tiny_features_cfg()
+    config = {"modality": "text", "half_precision": True, "model_source": "embedded"}
+    config["encoder"] = encoder_settings(cfg["text"])
+    (tmp_path / "text.config.json").write_text(json.dumps(config))
+    corpus.to_csv(tmp_path / "manifest.csv", index=False)
+    common = ["--config", str(tmp_path / "text.config.json"), "--manifest", str(tmp_path / "manifest.csv")]
+    extract_args = [*common, "--model", str(models["text"]), "--threads", "1"]
+    assert main(["extract", *extract_args, "--out", str(tmp_path / "whole.h5")]) == 0
+    shards = [str(tmp_path / f"shards/{k}of2.h5") for k in (1, 2)]
+    for k, path in enumerate(shards, start=1):
+        assert main(["extract", *extract_args, "--out", path, "--shard", str(k), "--shards", "2"]) == 0
+    assert main(["merge-features", *common, "--shards", *shards, "--out", str(tmp_path / "text.h5")]) == 0
+    assert store_content(tmp_path / "text.h5") == store_content(tmp_path / "whole.h5")
+    assert main(["extract", *extract_args, "--out", shards[0], "--shard", "3", "--shards", "2"]) == 2
+    assert main(["merge-features", *common, "--shards", shards[0], "--out", str(tmp_path / "t.h5")]) == 2
+    assert not (tmp_path / "t.h5").exists()
+
+
+@pytest.fixture()
+def audio_shards(tmp_path, corpus, models):
+    return extract_shards("audio", corpus, models, tmp_path / "shards", 2)
+
+
+def test_merge_rejects_a_bad_set_of_shards_naming_the_shard(tmp_path, corpus, models, audio_shards):
+    first, second = audio_shards
+    out = tmp_path / "audio.h5"
+    three = extract_shards("audio", corpus, models, tmp_path / "three", 3)
+    other_params = tmp_path / "other" / "2of2.h5"
+    extract_features("audio", corpus, models["audio"], other_params, tiny_features_cfg(), "h2", shard=(2, 2))
+    text = extract_shards("text", corpus, models, tmp_path / "text", 2)
+    cases = [
+        ([first], str(first.parent), "hold 4 of the manifest's 7"),  # a shard missing
+        ([first, second, first], str(first), f"that {first} holds too"),  # one given twice
+        (
+            [first, *three[1:]],
+            str(three[2]),
+            "holds too",
+        ),  # shards of another count (1of3 = 1of2 less batch 3)
+        ([first, other_params], str(other_params), "other params"),
+        ([first, text[1]], str(text[1]), "holds `text` features"),
+        ([first, tmp_path / "absent.h5"], str(tmp_path / "absent.h5"), "shard store not found"),
+    ]
+    for paths, named, problem in cases:
+        with pytest.raises(InputError) as err:
+            merge(paths, corpus, out)
+        assert str(err.value).startswith(f"{named}: ") and problem in str(err.value), str(err.value)
+    with pytest.raises(InputError, match=f"^{first}: .*not in the manifest"):
+        merge(audio_shards, corpus.iloc[1:], out)  # the shards of another manifest
+    with pytest.raises(InputError, match=f"^{first}: .*32.*but the extraction's config says 16-d"):
+        merge(audio_shards, corpus, out, dim=16)
+    partial = tmp_path / "partial.h5"  # an interrupted shard: not a store yet
+    with h5py.File(second, "r") as handle, h5py.File(partial, "w") as copy:
+        for name in handle:
+            handle.copy(name, copy)
+        copy.attrs.update({**handle.attrs, "complete": False})
+    with pytest.raises(InputError, match=f"^{partial}: incomplete feature store"):
+        merge([first, partial], corpus, out)
+    assert not out.exists() and not partial_path_for(out).exists()  # nothing written before the checks pass
+    merge(audio_shards, corpus, out)  # the right set
+
+
+def test_a_killed_shard_resumes_its_own_rows_to_the_same_store(tmp_path, corpus, models, monkeypatch):
+    whole = tmp_path / "audio.h5"
+    extract("audio", corpus, models, whole)
+    original_write = FeatureStoreWriter.write
+
+    def write_then_die(self, rows, features):
+        original_write(self, rows, features)
+        raise SimulatedKill
+
+    def shard(k):
+        out = tmp_path / "shards" / f"{k}of2.h5"
+        return extract_features(
+            "audio", corpus, models["audio"], out, tiny_features_cfg(), "test-hash", shard=(k, 2)
+        )
+
+    monkeypatch.setattr(FeatureStoreWriter, "write", write_then_die)
+    with pytest.raises(SimulatedKill):  # shard 1: batches 1 and 3 of the length order (3 + 1 utterances)
+        shard(1)
+    monkeypatch.undo()
+    first = tmp_path / "shards" / "1of2.h5"
+    assert partial_path_for(first).exists() and not first.exists()
+    stats = shard(1)
+    assert stats["n_resumed"] == 3 and stats["n_computed"] == 1 and stats["shard"] == "1 of 2"
+    assert shard(2)["n_resumed"] == 0
+    merge([first, tmp_path / "shards" / "2of2.h5"], corpus, tmp_path / "merged.h5")
+    assert store_content(tmp_path / "merged.h5") == store_content(whole)  # the same batches: the same bits
+
+
+def test_a_killed_merge_resumes(tmp_path, corpus, audio_shards, monkeypatch):
+    original_write = FeatureStoreWriter.write
+    calls = []
+
+    def write_then_die(self, rows, features):
+        if calls:
+            raise SimulatedKill
+        calls.append(len(rows))
+        original_write(self, rows, features)
+
+    monkeypatch.setattr(FeatureStoreWriter, "write", write_then_die)
+    out = tmp_path / "audio.h5"
+    with pytest.raises(SimulatedKill):
+        merge_shards(audio_shards, out, corpus["utterance_id"], corpus["label"], "audio", 32, "test-hash", 2)
+    monkeypatch.undo()
+    assert partial_path_for(out).exists() and not out.exists()
+    stats = merge(audio_shards, corpus, out)
+    assert stats["n_resumed"] == 2 and stats["n_copied"] == len(corpus) - 2
+    assert read_store(out).ids == corpus["utterance_id"].tolist()
+
+
+def test_an_unreadable_length_stops_every_shard_before_it_encodes(tmp_path, corpus, models):
+    """The shards share the utterances by length: one that cannot be read leaves the partition unknown."""
+    wav = corpus["wav_path"].tolist()[2]
+    os.remove(wav)
+    for k in (1, 2):
+        out = tmp_path / f"{k}of2.h5"
+        with pytest.raises(
+            InputError, match=f"the length of 1 of 7 utterances cannot be read: {wav}: wav file"
+        ):
+            extract_features("audio", corpus, models["audio"], out, tiny_features_cfg(), "h", shard=(k, 2))
+        assert not out.exists() and not partial_path_for(out).exists()

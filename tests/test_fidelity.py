@@ -1,17 +1,16 @@
 """The released code's choices as options (issue 8): each against an independent implementation or a property
 that could fail, and the bookkeeping that lets the report measure them (curves, test-set selection)."""
 
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
-import yaml
+from job_files import unit_params
 from test_late_fusion_and_training import _params, _separable_corpus, _split
 from test_mla_equations import _sgd, _toy_data, _toy_mla
 
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.errors import ParamsError
 from mlaflow.methods.mla import (
     batch_entropy,
@@ -20,8 +19,10 @@ from mlaflow.methods.mla import (
     per_batch_fusion_weights,
     released_rls_update,
 )
+from mlaflow.methods.optim import StackedOptimizer
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
 from mlaflow.train.loop import RunSpec, train_epoch, train_runs
-from mlaflow.train.optim import StackedOptimizer
 
 # ------------------------------------------------------------------------------------------------ fusion
 
@@ -206,11 +207,18 @@ def test_test_selection_is_never_below_validation_selection_and_fusion_rules_mat
     params = _params(epochs=5, optimizer="sgd", lr=0.02, momentum=0.9)
     records = train_runs("mla", corpus, specs, E.method_settings(params, "mla"))
     for record in records:
+        # the method's own rule, from the recorded curves: the test accuracy at the first best validation
+        # epoch, and the best test accuracy
+        test_curve, validation_curve = record["test_accuracy_curve"], record["validation"]["accuracy_curve"]
+        chosen_epoch = validation_curve.index(max(validation_curve))
+        assert record["selected_epoch"] == record["validation"]["best_epoch"] == chosen_epoch
+        fused = record["selection"]["fused"]
+        assert fused["validation_selected"] == pytest.approx(test_curve[chosen_epoch], abs=1e-6)
+        assert fused["test_selected"] == pytest.approx(max(test_curve), abs=1e-6)
         for rule, chosen in record["selection"].items():
-            assert chosen["test_selected"] >= chosen["validation_selected"], rule
             assert chosen["optimism"] == pytest.approx(
                 chosen["test_selected"] - chosen["validation_selected"]
-            )
+            ), rule
         # the method's own rule at the validation-chosen epoch is the reported test accuracy
         assert record["selection"]["fused"]["validation_selected"] == pytest.approx(
             record["metrics"]["accuracy"], abs=1e-6
@@ -232,7 +240,10 @@ def test_test_selection_is_never_below_validation_selection_and_fusion_rules_mat
     for record, optimistic in zip(records, on_test):
         assert optimistic["model_selection"] == "test"
         assert optimistic["metrics"]["accuracy"] == pytest.approx(max(record["test_accuracy_curve"]))
-        assert optimistic["metrics"]["accuracy"] >= record["metrics"]["accuracy"]
+        # the same training, another epoch kept: the first best test epoch
+        assert optimistic["test_accuracy_curve"] == pytest.approx(record["test_accuracy_curve"])
+        test_curve = record["test_accuracy_curve"]
+        assert optimistic["selected_epoch"] == test_curve.index(max(test_curve))
 
 
 @pytest.mark.parametrize(
@@ -259,12 +270,38 @@ def test_released_options_stack_like_runs_one_at_a_time(options):
 # ------------------------------------------------------------------------------------------------ params
 
 
-def _shipped():
-    return yaml.safe_load(open(P.REPO_ROOT / "params.yaml"))
+# the variants the tests configure: the released code's choices at once, and each alone
+VARIANTS = {
+    "released_code": {
+        "mla": {
+            "head_gradient_modification": "off",
+            "alpha_schedule": "decay_within_epoch",
+            "alternation": "in_batch",
+            "fusion": "per_batch",
+        },
+        "train": {"masked_input": "zero_fill", "model_selection": "test"},
+        "masks": {"protocol": "cpm"},
+    },
+    "hgm_released_formula": {"mla": {"head_gradient_modification": "released"}},
+    "hgm_off": {"mla": {"head_gradient_modification": "off"}},
+    "alpha_decay_within_epoch": {"mla": {"alpha_schedule": "decay_within_epoch"}},
+    "in_batch_alternation": {"mla": {"alternation": "in_batch"}},
+    "zero_filled_inputs": {"train": {"masked_input": "zero_fill"}},
+    "head_update_project_step": {"mla": {"head_update": "project_step"}},
+}
+
+
+def _fidelity_params():
+    """The unit tests' config (tests/job_files.py) with the fidelity experiment of VARIANTS."""
+    params = unit_params()
+    params["fidelity"].update(
+        enabled=True, variants=copy.deepcopy(VARIANTS), protocol_methods=["mla", "late_fusion"]
+    )
+    return params
 
 
 def test_variants_override_the_paper_default_only_where_they_say():
-    params = P.validate(_shipped())
+    params = P.validate(_fidelity_params())
     table = E.by_name(E.experiment_table(params))
     released = E.train_job_config(params, table["released_code"], "mla")
     assert released["method_params"]["mla"]["alternation"] == "in_batch"
@@ -307,7 +344,7 @@ def test_variants_override_the_paper_default_only_where_they_say():
     ],
 )
 def test_wrong_fidelity_params_name_the_key(mutate, key):
-    params = _shipped()
+    params = _fidelity_params()
     mutate(params)
     with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
         P.validate(params)

@@ -7,20 +7,19 @@ import copy
 import numpy as np
 import pytest
 import torch
-from method_toys import NAMED_DIMS, SGD, assert_stacked_equals_alone, poisoned, toy
+from method_toys import METHOD_PARAMS, NAMED_DIMS, SGD, assert_stacked_equals_alone, poisoned, toy
 
-from mlaflow import params as P
 from mlaflow.methods import method_class
 from mlaflow.methods.base import RunGroup
 from mlaflow.methods.joint import JointFusion
+from mlaflow.methods.optim import StackedOptimizer
 from mlaflow.train.loop import train_epoch
-from mlaflow.train.optim import StackedOptimizer
 
 MODALITIES = ("audio", "visual", "text")
 DIMS = (6, 6, 6)
 TOY_DIMS = dict(zip(MODALITIES, DIMS))
 N_CLASSES = 3
-SHIPPED = P.load(P.REPO_ROOT / "params.yaml")["method_params"]
+FILM = {**METHOD_PARAMS["film"], "condition": "text"}  # the tests' condition: text
 
 
 def _toy(n, seed=0):
@@ -35,11 +34,7 @@ def _split(n):
 
 def _build(generators, hidden=8, dropout=0.0, dims=TOY_DIMS, **options):
     return method_class("film")(
-        dict(dims),
-        N_CLASSES,
-        {"hidden_dim": hidden, "dropout": dropout},
-        {**SHIPPED["film"], **options},
-        generators,
+        dict(dims), N_CLASSES, {"hidden_dim": hidden, "dropout": dropout}, {**FILM, **options}, generators
     )
 
 

@@ -25,8 +25,8 @@ from mlaflow.methods.cra import CRA
 from mlaflow.methods.if_mmin import IFMMIN
 from mlaflow.methods.imputation import artificial_drop, cmd
 from mlaflow.methods.mmin import MMIN
+from mlaflow.methods.optim import StackedOptimizer
 from mlaflow.train.loop import pretrain, train_epoch
-from mlaflow.train.optim import StackedOptimizer
 
 CLASSES = {"ae": AE, "cra": CRA, "mmin": MMIN, "if_mmin": IFMMIN}
 METHODS = list(CLASSES)

@@ -1,15 +1,15 @@
 import numpy as np
 import pytest
 import torch
+from job_files import unit_config
 
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.methods import build_method
 from mlaflow.methods.base import RunGroup
 from mlaflow.methods.late_fusion import LateFusion
+from mlaflow.methods.optim import StackedOptimizer
+from mlaflow.pipeline import experiments as E
 from mlaflow.train.data import Corpus
 from mlaflow.train.loop import RunSpec, train_epoch, train_runs
-from mlaflow.train.optim import StackedOptimizer
 
 
 def train_run(method, corpus, present, split, params, seed):
@@ -119,7 +119,8 @@ def _separable_corpus(n=300, seed=0):
 
 
 def _params(**train):
-    params = P.load(P.REPO_ROOT / "params.yaml")  # validated: the defaults that follow the corpus filled
+    """The unit tests' config (the schema's defaults: tests/job_files.py) with a short training."""
+    params = unit_config()
     params["train"].update({"epochs": 20, "hidden_dim": 16, "optimizer": "adam", "lr": 0.01, **train})
     return params
 

@@ -3,9 +3,10 @@ import copy
 import pytest
 import torch
 import yaml
+from job_files import unit_params
 
-from mlaflow import params as P
 from mlaflow.errors import ParamsError
+from mlaflow.pipeline import params as P
 from mlaflow.train.metrics import classification_metrics
 
 
@@ -23,11 +24,12 @@ def test_metrics_hand_computed():
 
 
 def _params():
-    return yaml.safe_load(open(P.REPO_ROOT / "params.yaml"))
+    """The unit tests' config, as a config file states it (the schema's defaults: tests/job_files.py)."""
+    return unit_params()
 
 
 def test_shipped_params_are_valid():
-    P.validate(_params())
+    P.validate(yaml.safe_load((P.REPO_ROOT / "params.yaml").read_text()))
 
 
 @pytest.mark.parametrize(
@@ -62,8 +64,8 @@ def test_method_without_its_params_gets_their_defaults():
 
 
 def test_a_training_jobs_config_holds_only_what_the_job_computes_from():
-    from mlaflow import experiments as E
     from mlaflow.keys import config_hash, format_rate, rate_key
+    from mlaflow.pipeline import experiments as E
 
     def mla_hash(params):
         params = P.validate(params)
@@ -73,8 +75,7 @@ def test_a_training_jobs_config_holds_only_what_the_job_computes_from():
     h = mla_hash(params)
     params["report"]["paper_results"] = "elsewhere.yaml"
     params["method_params"]["tate"]["heads"] = 2  # another method's option
-    params["train"]["job_group"] = "run"  # how runs are grouped into jobs
-    params["resources"]["gpu_per_job"] = 1
+    params["runtime"] = {"job_group": "run", "device": "cpu", "batch_runs": False}  # how and where it runs
     assert mla_hash(params) == h
     params["train"]["lr"] = 0.5
     assert mla_hash(params) != h

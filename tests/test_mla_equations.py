@@ -9,8 +9,8 @@ import torch
 from mlaflow.errors import ParamsError
 from mlaflow.methods.base import RunGroup
 from mlaflow.methods.mla import MLA, dynamic_fusion_weights, prediction_entropy, rls_update
+from mlaflow.methods.optim import StackedOptimizer
 from mlaflow.train.loop import train_epoch
-from mlaflow.train.optim import StackedOptimizer
 
 TRAIN_CFG = {"hidden_dim": 4, "dropout": 0.0, "batch_size": 8}
 PAPER_MLA = {

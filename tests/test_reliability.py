@@ -22,18 +22,27 @@ import pandas as pd
 import pytest
 import soundfile
 import yaml
-from job_files import BERNOULLI, CLASSES, DIMS, NAMES, small_params, train_config, write_job_files
-from job_files import shipped as _shipped
+from job_files import (
+    BERNOULLI,
+    CLASSES,
+    CPU_ONE_AT_A_TIME,
+    DIMS,
+    NAMES,
+    small_params,
+    train_config,
+    unit_params,
+    write_job_files,
+)
 
 import mlaflow
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.data.masks import bernoulli_mask, write_masks
 from mlaflow.errors import InputError, ParamsError
 from mlaflow.features.audio_io import declared_wav_frames, read_wave, wav_length
 from mlaflow.features.store import FeatureStoreWriter, read_store
-from mlaflow.integrity import verify
 from mlaflow.io import write_json
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
+from mlaflow.pipeline.integrity import verify
 from mlaflow.train import job as job_module
 from mlaflow.train.job import run_training_job
 from mlaflow.tune import study as study_module
@@ -49,7 +58,7 @@ from mlaflow.tune import study as study_module
     ],
 )
 def test_a_missing_rate_must_be_what_its_file_name_says(rates, message):
-    params = _shipped()
+    params = unit_params()
     params["masks"]["missing_rates"] = rates
     with pytest.raises(ParamsError, match=message):
         P.validate(params)
@@ -57,15 +66,15 @@ def test_a_missing_rate_must_be_what_its_file_name_says(rates, message):
 
 def test_paths_the_config_points_at_are_checked_at_parse_time(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    params = _shipped()
+    params = unit_params()
     params["features"]["audio"]["precomputed"] = "no/such/store.h5"
     with pytest.raises(ParamsError, match=r"features\.audio\.precomputed.*does not exist"):
         P.validate(params)
-    params = _shipped()
+    params = unit_params()
     params["features"]["text"]["model"] = "no/such/bert"
     with pytest.raises(ParamsError, match=r"features\.text\.model.*not a model directory"):
         P.validate(params)
-    params = _shipped()
+    params = unit_params()
     params["corpus"].update(kind="iemocap", root="no/such/IEMOCAP_full_release")
     with pytest.raises(ParamsError, match=r"corpus\.root.*not a directory"):
         P.validate(params)
@@ -155,12 +164,22 @@ def job_inputs(tmp_path):
     """A tiny corpus as files (manifest, three stores, folds, masks) and a training job's config."""
     args = write_job_files(tmp_path)
     config = train_config(small_params())
-    outputs = [str(tmp_path / "runs" / f"seed{s}_fold{f}.json") for s in (0, 1) for f in (1, 2)]
+    outputs = [
+        str(tmp_path / "runs" / "late_fusion" / "missing_0.30" / f"seed{s}_fold{f}.json") for _, s, f in RUNS
+    ]
     return config, args, outputs
 
 
-def _run(config, args, outputs):
-    run_training_job(config, 0.3, [0, 1], [1, 2], outputs=outputs, **args)
+RUNS = [("0.30", 0, 1), ("0.30", 0, 2), ("0.30", 1, 1), ("0.30", 1, 2)]  # (missing rate, seed, fold)
+
+
+def _run(config, files, outputs):
+    run_training_job(config, files, RUNS, outputs, CPU_ONE_AT_A_TIME)
+
+
+def _resume_folder(outputs) -> Path:
+    """Where the job keeps its finished runs and its lock: beside the method's folder (train.job.resume_path)."""
+    return job_module.resume_path(outputs[0], "x").parent
 
 
 def test_a_job_that_cannot_write_fails_before_training(job_inputs, tmp_path, monkeypatch):
@@ -169,12 +188,13 @@ def test_a_job_that_cannot_write_fails_before_training(job_inputs, tmp_path, mon
     trained = []
     monkeypatch.setattr(job_module, "train_runs", lambda *a, **k: trained.append(a) or [])
     with pytest.raises(
-        InputError, match=r"blocked/\.done: cannot write the runs' results here.*nothing was trained"
+        InputError,
+        match=r"blocked/\.done/m/missing_0\.30: cannot write the runs' results here.*nothing was trained",
     ):
         _run(
             config,
             args,
-            [str(tmp_path / "blocked" / f"seed{s}_fold{f}.json") for s in (0, 1) for f in (1, 2)],
+            [str(tmp_path / "blocked" / "m" / "missing_0.30" / f"seed{s}_fold{f}.json") for _, s, f in RUNS],
         )
     assert not trained
 
@@ -184,24 +204,24 @@ def test_a_failed_job_keeps_its_finished_runs_and_the_rerun_trains_only_the_rest
     real = job_module.train_runs
     calls = []
 
-    def failing_on_the_third(method, corpus, specs, settings):
+    def failing_on_the_third(method, corpus, specs, settings, **how):
         calls.append(len(specs))
         if len(calls) == 3:
             raise RuntimeError("killed")
-        return real(method, corpus, specs, settings)
+        return real(method, corpus, specs, settings, **how)
 
     monkeypatch.setattr(job_module, "train_runs", failing_on_the_third)
     with pytest.raises(RuntimeError, match="killed"):
         _run(config, args, outputs)
-    done = sorted(Path(outputs[0]).parent.joinpath(".done").glob("*.json"))
+    done = sorted(_resume_folder(outputs).glob("*.json"))
     assert [p.name.split(".")[0] for p in done] == ["seed0_fold1", "seed0_fold2"]  # kept, in a hidden folder
     calls.clear()
-    monkeypatch.setattr(job_module, "train_runs", lambda *a: calls.append(len(a[2])) or real(*a))
+    monkeypatch.setattr(job_module, "train_runs", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
     _run(config, args, outputs)
     assert calls == [1, 1]  # only the two runs not finished before
     resumed = [json.loads(Path(o).read_text()) for o in outputs]
     # removed once every output is whole (the folder stays: other jobs of the folder may be using it)
-    assert not any(Path(outputs[0]).parent.joinpath(".done").iterdir())
+    assert not any(_resume_folder(outputs).iterdir())
     for out in outputs:
         Path(out).unlink()
     monkeypatch.setattr(job_module, "train_runs", real)
@@ -266,22 +286,14 @@ def _gated_trainer(tmp_path, config, args, outputs) -> list[str]:
         "train",
         "--config",
         str(tmp_path / "train.config.json"),
-        "--missing-rate",
-        "0.3",
-        "--seed-list",
-        "0",
-        "1",
-        "--fold-list",
-        "1",
-        "2",
         "--manifest",
-        str(args["manifest"]),
+        args.manifest,
         "--features",
-        *map(str, args["feature_paths"]),
+        *args.features,
         "--folds",
-        str(args["folds_path"]),
+        args.folds,
         "--masks",
-        str(args["masks_path"]),
+        *args.masks,
         "--out",
         *outputs,
     ]
@@ -321,7 +333,7 @@ def test_a_rerun_beside_a_live_earlier_attempt_fails_at_once_and_leaves_it_alone
         monkeypatch.setattr(job_module, "train_runs", lambda *a, **k: pytest.fail("trained beside it"))
         with pytest.raises(
             InputError,
-            match=rf"runs/\.done/seed0_fold1\.lock: an earlier attempt of this job \(pid {first.pid}\b.*\) is "
+            match=rf"runs/\.done/late_fusion/missing_0\.30/seed0_fold1\.lock: an earlier attempt of this job \(pid {first.pid}\b.*\) is "
             r"still running\. Fix: wait for it or kill it, then re-run",
         ):
             _run(config, args, outputs)
@@ -334,7 +346,7 @@ def test_a_rerun_beside_a_live_earlier_attempt_fails_at_once_and_leaves_it_alone
     assert first.returncode == 0, log.read_text()
     runs = [json.loads(Path(out).read_text()) for out in outputs]
     assert [(run["seed"], run["fold"]) for run in runs] == [(0, 1), (0, 2), (1, 1), (1, 2)]
-    assert not any(Path(outputs[0]).parent.joinpath(".done").iterdir())  # entries and lock removed
+    assert not any(_resume_folder(outputs).iterdir())  # entries and lock removed
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -360,7 +372,7 @@ def test_killing_the_shell_of_a_job_stops_its_trainer_and_the_rerun_is_not_block
             os.kill(trainer, signal.SIGKILL)
     _run(config, args, outputs)  # the killed attempt's lock does not block the rerun
     assert [json.loads(Path(out).read_text())["fold"] for out in outputs] == [1, 2, 1, 2]
-    assert not any(Path(outputs[0]).parent.joinpath(".done").iterdir())
+    assert not any(_resume_folder(outputs).iterdir())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -410,7 +422,7 @@ def test_a_tuning_worker_refuses_to_run_beside_a_live_earlier_attempt(tmp_path, 
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write(f"{os.getpid()} host\n")
         held.flush()
-        monkeypatch.setattr(study_module, "load_corpus", lambda *a, **k: pytest.fail("tuned beside it"))
+        monkeypatch.setattr(study_module, "load_job_inputs", lambda *a, **k: pytest.fail("tuned beside it"))
         with pytest.raises(
             InputError,
             match=rf"\.done/worker0\.lock: an earlier attempt of this job \(pid {os.getpid()} on host\) is "
@@ -419,12 +431,10 @@ def test_a_tuning_worker_refuses_to_run_beside_a_live_earlier_attempt(tmp_path, 
             study_module.run_worker(
                 config,
                 0,
-                files["manifest"],
-                files["feature_paths"],
-                files["folds_path"],
-                [files["masks_path"]],
+                files,
                 tmp_path / "tuning" / "late_fusion" / "study.journal",
                 out,
+                CPU_ONE_AT_A_TIME,
             )
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlaflow import experiments as X
 from mlaflow.errors import InputError
-from mlaflow.report import build, complete, suite
+from mlaflow.pipeline import experiments as X
+from mlaflow.report import build, catalog, complete, suite
 from mlaflow.report.aggregate import seed_stats
 from mlaflow.report.context import load_context
 
@@ -50,26 +50,12 @@ CONFIG = {
         "lr": 0.01,
         "masked_input": "skip",
         "model_selection": "validation",
-        "job_group": "cell",
         "method_optimizers": {"cca": {"optimizer": "adam", "lr": 0.001}},
     },
     "method_params": {"mla": {}, "late_fusion": {}, "concat": {}, "qmf": {}, "cca": {}},
 }
-REPORT_OUTPUTS = (
-    "report.md",
-    "report_page.html",
-    "missing_suite.json",
-    "fidelity.json",
-    "plots/missing_suite_accuracy.csv",
-    "plots/test_time_shift.csv",
-    "plots/isolation.csv",
-    "plots/fidelity_effects.csv",
-    "plots/accuracy_vs_missing_rate_by_protocol.csv",
-    "figures/modality_gap.png",
-    "figures/missing_suite_accuracy.png",
-    "figures/isolation.png",
-    "figures/accuracy_vs_missing_rate_by_protocol.png",
-)
+# the report job's files (mlaflow/report/catalog.py), report.md and report_page.html first
+REPORT_OUTPUTS = tuple(output.name for output in catalog.outputs_of("build_report"))
 BASE = {"mla": 0.8, "late_fusion": 0.78, "concat": 0.75, "qmf": 0.77, "cca": 0.6}
 PAPER = """
 table1_complete_modalities:
@@ -353,8 +339,9 @@ def test_the_paper_dataset_null_shows_no_paper_figures(tmp_path, paper_path):
     build.build_report(_report_config(CONFIG, paper_dataset=None), indexes, paper_path, [], [], out)
     report = (out / "report.md").read_text()
     assert "(paper)" not in report and "paper (" not in report
-    header = (out / "plots" / "accuracy_vs_missing_rate.csv").read_text().splitlines()[0]
-    assert header == "missing_rate,mla,late_fusion"
+    plot = pd.read_csv(out / "plots" / "accuracy_vs_missing_rate.csv")
+    assert list(plot.columns) == ["missing_rate", "series", "accuracy"]
+    assert list(dict.fromkeys(plot["series"])) == ["mla", "late_fusion"]
 
 
 # ------------------------------------------------------------------------------------------- whole report
@@ -418,11 +405,13 @@ def test_the_report_and_summary_on_a_tiny_workspace(tmp_path, paper_path):
     assert set(metrics) == {"config_hash", "mla", "late_fusion", "concat", "qmf"}
     assert metrics["mla"]["r30"]["accuracy_mean"] == pytest.approx(0.8 - 0.15 + 0.005 + 0.003)
     assert metrics["concat"].keys() == {"r00"} and metrics["mla"]["r00"]["n_runs"] == 4
+    # DVC plots data, long: a series per method and per paper curve, a row where it has a value
     csv = (out / "plots" / "accuracy_vs_missing_rate.csv").read_text().splitlines()
-    assert (
-        csv[0] == "missing_rate,mla,paper_mla,late_fusion,paper_late_fusion"
-        and csv[2] == "0.3,65.8,70.0,63.8,"
-    )
+    assert csv[0] == "missing_rate,series,accuracy"
+    assert "0.3,mla,65.8" in csv and "0.3,paper_mla,70.0" in csv and "0.3,late_fusion,63.8" in csv
+    assert not any(row.startswith("0.3,paper_late_fusion") for row in csv)
+    series = [row.split(",")[1] for row in csv[1:]]
+    assert list(dict.fromkeys(series)) == ["mla", "paper_mla", "late_fusion"]
 
 
 # ------------------------------------------------------------------------------------------- sections without data
@@ -435,7 +424,7 @@ def test_stages_not_run_are_one_sentence_each(tmp_path, paper_path):
     report, out = _build(tmp_path, paper_path, config=config, stages=("main_grid",))
     assert "Isolation analysis: not run (isolation.enabled: false)." in report
     assert "Fidelity experiment: not run (fidelity.enabled: false)." in report
-    # every DVC output of the report exists all the same (workflow/rules/common.smk, REPORT_OUTPUTS)
+    # every DVC output of the report exists all the same (mlaflow/report/catalog.py)
     assert json.loads((out / "fidelity.json").read_text()).keys() == {"config_hash"}
     for name in REPORT_OUTPUTS:
         assert (out / name).exists(), name
@@ -582,8 +571,8 @@ def _features_run_context(tmp_path, mutate=lambda config: None):
     import yaml
     from tiny_workflow import FEATURE_MODALITIES, write_feature_corpus
 
-    from mlaflow import jobconfigs
-    from mlaflow import params as P
+    from mlaflow.pipeline import jobconfigs
+    from mlaflow.pipeline import params as P
     from mlaflow.report.context import Paper, ReportContext, feature_provenance
 
     write_feature_corpus(tmp_path)

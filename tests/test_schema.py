@@ -1,5 +1,5 @@
 """The params schema documents every key, gives every key but five a default, and is applied in one pass
-(mlaflow.schema.validate: coerce strings, fill defaults, validate)."""
+(mlaflow.pipeline.schema.validate: coerce strings, fill defaults, validate)."""
 
 import copy
 
@@ -7,9 +7,9 @@ import jsonschema
 import pytest
 import yaml
 
-from mlaflow import params as P
-from mlaflow import schema as S
 from mlaflow.errors import ParamsError
+from mlaflow.pipeline import params as P
+from mlaflow.pipeline import schema as S
 
 SCHEMA = P.load_schema()
 # the keys that define an experiment: a config must state them, the schema gives them no default
@@ -95,7 +95,7 @@ def test_every_property_and_every_def_has_a_description():
 
 def test_every_key_has_a_default_except_those_that_define_the_experiment_and_required_lists_only_those():
     keys = dict(_properties_with_defaults(SCHEMA))
-    # a default that follows other keys (x-default-follows) is filled by mlaflow.params, not by the schema
+    # a default that follows other keys (x-default-follows) is filled by mlaflow.pipeline.params, not by the schema
     without = sorted(k for k, sub in keys.items() if "default" not in sub and "x-default-follows" not in sub)
     # those five, and the objects that hold them (corpus, masks, splits, train: a config must state them too)
     holders = {key.rsplit(".", 1)[0] for key in WITHOUT_DEFAULT if "." in key}
@@ -144,7 +144,7 @@ def test_shipped_params_validate_and_filling_changes_nothing():
     assert S.fill_defaults(shipped, SCHEMA) == shipped
     assert S.coerce(shipped, SCHEMA) == shipped
     assert S.validate(shipped, SCHEMA) == shipped
-    # params.yaml states every key but those whose default follows other keys (mlaflow.params fills them)
+    # params.yaml states every key but those whose default follows other keys (mlaflow.pipeline.params fills them)
     assert P.validate(shipped) == P.fill_following_defaults(copy.deepcopy(shipped)) != shipped
 
 
@@ -192,7 +192,7 @@ def test_defaults_fill_partly_given_and_omitted_objects():
     assert audio["embedded"]["conv_dim"] == [64, 128, 256, 512]
     assert filled["features"]["text"] == _shipped()["features"]["text"]
     assert filled["method_params"]["mmin"] == {**_shipped()["method_params"]["mmin"], "n_blocks": 3}
-    # a default that follows the corpus (x-default-follows) is filled by mlaflow.params, after the schema
+    # a default that follows the corpus (x-default-follows) is filled by mlaflow.pipeline.params, after the schema
     assert "fixed_weights" not in filled["method_params"]["mla"]
     assert P.validate(config)["method_params"]["mla"]["fixed_weights"] == {
         "audio": 0.35,
@@ -406,7 +406,7 @@ def _merged(base: dict, update: dict) -> dict:
 def documented_configs():
     """Every config the docs and .test/ show, exactly as written: a ```yaml block of README.md or docs/ whose keys
     are params keys (a whole config where it states the five keys without a default, else a fragment merged
-    onto params.yaml, as `--configfile` merges it), and every .test/*.yaml (whole configs)."""
+    onto params.yaml, as `--configfile` merges it), and every .test/*.yaml (whole, or merged where a fragment)."""
     configs = []
     for doc in [P.REPO_ROOT / "README.md", *sorted((P.REPO_ROOT / "docs").rglob("*.md"))]:
         for line, text in _yaml_blocks(doc):
@@ -418,7 +418,13 @@ def documented_configs():
                 (f"{doc.relative_to(P.REPO_ROOT)}:{line}", config if whole else _merged(_shipped(), config))
             )
     for test_config in sorted((P.REPO_ROOT / ".test").glob("*.yaml")):
-        configs.append((str(test_config.relative_to(P.REPO_ROOT)), yaml.safe_load(test_config.read_text())))
+        config = yaml.safe_load(
+            test_config.read_text()
+        )  # a fragment (paper_budget.yaml) merges onto params.yaml
+        whole = all(_has(config, key) for key in WITHOUT_DEFAULT)
+        configs.append(
+            (str(test_config.relative_to(P.REPO_ROOT)), config if whole else _merged(_shipped(), config))
+        )
     return configs
 
 

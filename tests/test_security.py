@@ -20,8 +20,8 @@ import pytest
 import yaml
 from tiny_workflow import TINY_CONFIG, write_feature_corpus
 
-from mlaflow import params as P
 from mlaflow.errors import ParamsError
+from mlaflow.pipeline import params as P
 
 REPO = P.REPO_ROOT
 BIN = Path(sys.executable).parent

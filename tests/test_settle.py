@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from mlaflow.jobconfigs import config_text, stale_unrecorded_job_configs
-from mlaflow.settle import SETTLED_TIME, _dvcignore, dvc_md5, settle
+from mlaflow.pipeline.jobconfigs import config_text, stale_unrecorded_job_configs
+from mlaflow.pipeline.settle import SETTLED_TIME, _dvcignore, dvc_md5, settle
 
 BIN = Path(sys.executable).parent
 

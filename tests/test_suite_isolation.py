@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from job_files import unit_config
 
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.data.masks import (
     all_missing_forbidden_by,
     bernoulli_mask,
@@ -21,11 +20,13 @@ from mlaflow.data.masks import (
     write_masks,
 )
 from mlaflow.errors import InputError, ParamsError
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
 from mlaflow.report import suite
 from mlaflow.train.data import Corpus
 from mlaflow.train.loop import RunSpec, train_runs
 
-SHIPPED = P.load(P.REPO_ROOT / "params.yaml")
+CONFIG = unit_config()  # the schema's defaults (tests/job_files.py), not the shipped params.yaml
 NAMES = ["audio", "visual", "text"]
 BERNOULLI = {"protocol": "bernoulli", "modality": None, "training_only": False}
 CPM = {**BERNOULLI, "protocol": "cpm"}
@@ -94,26 +95,26 @@ def test_a_mask_of_the_wrong_shape_or_type_names_the_file(tmp_path):
 
 
 def test_isolation_experiments_change_only_the_masks():
-    table = E.by_name(E.experiment_table(SHIPPED))
-    for modality in SHIPPED["isolation"]["modalities"]:
+    table = E.by_name(E.experiment_table(CONFIG))
+    for modality in CONFIG["isolation"]["modalities"]:
         experiment = table[f"isolate_{modality}"]
         assert experiment.kind == "isolation" and experiment.masks == E.MaskSpec(
             "single_modality", modality, True
         )
         assert not experiment.overrides and not experiment.test_time_shift
-        config = E.train_job_config(SHIPPED, experiment, "mla")
-        main = E.train_job_config(SHIPPED, table["main"], "mla")
+        config = E.train_job_config(CONFIG, experiment, "mla")
+        main = E.train_job_config(CONFIG, table["main"], "mla")
         assert {k: v for k, v in config.items() if k not in ("experiment", "test_time_shift")} == {
             k: v for k, v in main.items() if k not in ("experiment", "test_time_shift")
         }
-        assert {m for m, _ in experiment.cells} == set(SHIPPED["isolation"]["methods"])
+        assert {m for m, _ in experiment.cells} == set(CONFIG["isolation"]["methods"])
         assert set(experiment.reused) == {
-            (m, 0.0) for m in SHIPPED["isolation"]["methods"]
+            (m, 0.0) for m in CONFIG["isolation"]["methods"]
         }  # share 0: main grid
 
 
 def test_suite_skips_cells_the_main_grid_trains():
-    params = copy.deepcopy(SHIPPED)
+    params = copy.deepcopy(CONFIG)
     params["missing_suite"] = {"methods": ["mla", "qmf"], "missing_rates": [0.0, 0.3]}
     suite_experiment = E.by_name(E.experiment_table(params))["suite"]
     assert suite_experiment.cells == (("qmf", 0.3),)  # mla: main grid; qmf at 0.0: complete-modality grid
@@ -154,7 +155,7 @@ def test_suite_skips_cells_the_main_grid_trains():
     ],
 )
 def test_wrong_suite_or_isolation_params_name_the_key(mutate, key):
-    params = copy.deepcopy(SHIPPED)
+    params = copy.deepcopy(CONFIG)
     mutate(params)
     with pytest.raises(ParamsError) as err:
         P.validate(params)
@@ -182,7 +183,7 @@ def _corpus(n=90, seed=0):
 
 def test_test_time_shift_equals_the_test_accuracy_at_the_training_mask_and_the_prior_with_nothing():
     corpus = _corpus()
-    params = copy.deepcopy(SHIPPED)
+    params = copy.deepcopy(CONFIG)
     params["train"].update(epochs=2, hidden_dim=8, device="cpu")
     split = {"train": np.arange(0, 60), "val": np.arange(60, 70), "test": np.arange(70, 90)}
     present = bernoulli_mask(90, 0.3, seed=0)
@@ -231,7 +232,7 @@ def _table2(runs, params):
 
 
 def test_table2_orders_methods_and_picks_the_strongest_for_the_shift_table():
-    params = copy.deepcopy(SHIPPED)
+    params = copy.deepcopy(CONFIG)
     params["missing_suite"] = {"methods": ["cca", "qmf"], "missing_rates": [0.3, 0.6]}
     table = _table2(_runs(), params)
     assert list(dict.fromkeys(table["method"])) == ["mla", "late_fusion", "cca", "qmf"]
@@ -251,7 +252,7 @@ def test_isolation_uses_the_paper_runs_at_share_zero_and_states_which_method_is_
     runs = _runs()
     isolated = runs[runs["missing_rate"] == 0.3].assign(variant="isolate_text", missing_rate=0.9)
     isolated.loc[isolated["method"] == "qmf", "audio_accuracy"] = 0.3  # qmf's audio suffers without text
-    params = copy.deepcopy(SHIPPED)
+    params = copy.deepcopy(CONFIG)
     params["isolation"].update(methods=["mla", "qmf"], modalities=["text"])
     experiment = E.by_name(E.experiment_table(params))["isolate_text"]
     share0 = runs[runs["missing_rate"] == 0.0]  # the main grid's runs, reused at share 0
@@ -265,7 +266,7 @@ def test_isolation_uses_the_paper_runs_at_share_zero_and_states_which_method_is_
 
 
 def test_the_table2_claim_is_computed_with_the_seed_spread():
-    params = copy.deepcopy(SHIPPED)
+    params = copy.deepcopy(CONFIG)
     params["missing_suite"] = {"methods": ["cca", "qmf"], "missing_rates": [0.3, 0.6]}
     runs = _runs()
     assert suite.claim_statement(_table2(runs, params)).endswith("MLA is best at 2 of 2 rates.")
@@ -286,24 +287,24 @@ def test_privileged_rows_are_flagged():
 # ------------------------------------------------------------------------------------------- registry
 
 
-def test_schema_registry_and_params_agree_and_every_method_builds_from_the_shipped_params():
+def test_schema_registry_and_params_agree_and_every_method_builds_from_the_schema_defaults():
     from mlaflow.methods import METHODS, build_method
 
     assert set(P.load_schema()["$defs"]["method"]["enum"]) == set(METHODS)
-    assert set(SHIPPED["method_params"]) == set(METHODS)
+    assert set(CONFIG["method_params"]) == set(METHODS)
     generators = [torch.Generator().manual_seed(0)]
     dims = dict(zip(NAMES, [3, 4, 5]))
     for name in METHODS:
-        settings = E.method_settings(SHIPPED, name)
+        settings = E.method_settings(CONFIG, name)
         settings["train"]["hidden_dim"] = 8
         method = build_method(name, dims, 3, settings, generators)
         assert method.name == name
     with pytest.raises(ParamsError, match="unknown method 'mmim'"):
-        build_method("mmim", dims, 3, E.method_settings(SHIPPED, "mla"), generators)
+        build_method("mmim", dims, 3, E.method_settings(CONFIG, "mla"), generators)
 
 
 def test_a_methods_own_optimiser_replaces_only_optimizer_and_lr_and_the_run_records_it():
-    params = copy.deepcopy(SHIPPED)
+    params = copy.deepcopy(CONFIG)
     params["train"]["method_optimizers"] = {"late_fusion": {"optimizer": "adam", "lr": 0.002}}
     own = E.method_settings(params, "late_fusion")
     assert own["train"]["optimizer"] == "adam" and own["train"]["lr"] == 0.002
@@ -324,7 +325,7 @@ def test_a_methods_own_optimiser_replaces_only_optimizer_and_lr_and_the_run_reco
 
 
 def test_the_report_names_each_methods_optimiser():
-    params = copy.deepcopy(SHIPPED)
+    params = copy.deepcopy(CONFIG)
     params["train"].update(
         optimizer="sgd",
         lr=0.01,

@@ -4,6 +4,7 @@ the training jobs, and the search spaces agreeing with the schema and the shippe
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -17,18 +18,19 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from job_files import CLASSES, DIMS, small_params, train_config, write_job_files
+from job_files import CLASSES, CPU_ONE_AT_A_TIME, DIMS, small_params, train_config, write_job_files
 
-from mlaflow import experiments as E
-from mlaflow import params as P
 from mlaflow.errors import InputError
-from mlaflow.jobconfigs import job_configs
 from mlaflow.methods import METHODS
+from mlaflow.methods.space import MODALITIES, Choice, method_space
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
+from mlaflow.pipeline.jobconfigs import job_configs
 from mlaflow.train.data import load_corpus
 from mlaflow.train.index import write_index
 from mlaflow.train.job import run_training_job
+from mlaflow.train.tuned import apply_values
 from mlaflow.tune import study as S
-from mlaflow.tune.space import MODALITIES, Choice, apply_values, method_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -44,10 +46,8 @@ def tuning_config(params: dict, method: str, trials: int = 3) -> dict:
 @pytest.fixture
 def tiny(tmp_path):
     files = write_job_files(tmp_path, n=150)
-    corpus = load_corpus(
-        files["manifest"], dict(zip(DIMS, files["feature_paths"])), CLASSES, list(DIMS), DIMS
-    )
-    folds = pd.read_csv(files["folds_path"], dtype={"utterance_id": str})
+    corpus = load_corpus(files.manifest, dict(zip(DIMS, files.features)), CLASSES, list(DIMS), DIMS)
+    folds = pd.read_csv(files.folds, dtype={"utterance_id": str})
     present = np.random.default_rng(1).random((len(corpus.labels), 3)) > 0.3
     present[~present.any(axis=1), 0] = True
     return files, corpus, folds, present
@@ -148,7 +148,7 @@ def _fake_train_runs(block_at: int | None = None, marker: str | None = None):
     """`train_runs` scoring with `_score`; its `block_at`-th call (from 0) writes `marker` and never returns."""
     calls = []
 
-    def train_runs(method, corpus, specs, settings, test):
+    def train_runs(method, corpus, specs, settings, test, device):
         if len(calls) == block_at:
             Path(marker).write_text("blocked")
             time.sleep(3600)
@@ -158,18 +158,25 @@ def _fake_train_runs(block_at: int | None = None, marker: str | None = None):
     return train_runs
 
 
-def _blocking_worker(config_path: str, journal: str, worker: int, block_at: int, marker: str) -> None:
+def _blocking_worker(
+    config_path: str, journal: str, worker: int, block_at: int, marker: str, storage: str | None
+) -> None:
     """A tuning worker (run in a subprocess by `_start_worker`) whose `block_at`-th trial never finishes."""
     config = json.loads(Path(config_path).read_text())
     S.train_runs = _fake_train_runs(block_at, marker)
-    S.optimize(S.open_study(config, "fp", journal, worker=worker), config, None, [], worker=worker)
+    S.optimize(S.open_study(config, "fp", journal, storage, worker=worker), config, None, [], worker=worker)
 
 
-def _start_worker(tmp_path, config: dict, journal, block_at: int, worker: int = 0) -> subprocess.Popen:
+def _start_worker(
+    tmp_path, config: dict, journal, block_at: int, worker: int = 0, storage: str | None = None
+) -> subprocess.Popen:
     """A worker process, returned once it is inside its `block_at`-th trial."""
     config_path, marker = tmp_path / f"config{worker}.json", tmp_path / f"blocked{worker}"
     config_path.write_text(json.dumps(config))
-    call = f"_blocking_worker({str(config_path)!r}, {str(journal)!r}, {worker}, {block_at}, {str(marker)!r})"
+    call = (
+        f"_blocking_worker({str(config_path)!r}, {str(journal)!r}, {worker}, {block_at}, {str(marker)!r},"
+        f" {storage!r})"
+    )
     path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
     proc = subprocess.Popen(
         [sys.executable, "-c", f"import test_tuning; test_tuning.{call}"],
@@ -215,20 +222,19 @@ def test_a_worker_killed_in_a_trial_resumes_to_the_study_of_an_uninterrupted_run
     In the journal file or an RDB (SQLite here)."""
     config = tuning_config(small_params(), "late_fusion", trials=13)
     config["tuning"]["sampler"] = sampler
-    if storage == "rdb":
-        config["tuning"]["storage"] = f"sqlite:///{tmp_path / 'studies.db'}"
+    url = f"sqlite:///{tmp_path / 'studies.db'}" if storage == "rdb" else None  # runtime.tuning_storage
     monkeypatch.setattr(S, "train_runs", _fake_train_runs())
-    reference = S.open_study(config, "reference", tmp_path / "reference.journal")
+    reference = S.open_study(config, "reference", tmp_path / "reference.journal", url)
     S.optimize(reference, config, None, [])
     assert _states(reference) == ["COMPLETE"] * 13
 
     journal = tmp_path / "study.journal"
-    _kill(_start_worker(tmp_path, config, journal, block_at=killed_in))
-    study = S.open_study(config, "fp", journal)
+    _kill(_start_worker(tmp_path, config, journal, block_at=killed_in, storage=url))
+    study = S.open_study(config, "fp", journal, url)
     assert _states(study) == ["COMPLETE"] * killed_in + ["RUNNING"]
     S.optimize(study, config, None, [])
     (tmp_path / "worker0.json").write_text(json.dumps({"fingerprint": "fp"}))
-    chosen = S.select(config, journal, [str(tmp_path / "worker0.json")], tmp_path / "chosen.json")
+    chosen = S.select(config, journal, [str(tmp_path / "worker0.json")], tmp_path / "chosen.json", url)
 
     params = [t.params for t in S.completed(study)]
     assert len({json.dumps(p, sort_keys=True) for p in params}) == 13  # no point twice
@@ -246,7 +252,6 @@ def test_a_worker_fails_only_its_own_trials_left_running_by_a_dead_process(tmp_p
     host is refused while the first lives; worker 0 leaves the trial alone and runs the searched trials.
     Once worker 1 is killed, its rerun fails the trial and retries it, and `select` counts the retry."""
     config = tuning_config(small_params(), "late_fusion", trials=4)
-    config["tuning"]["workers"] = 2
     journal = tmp_path / "study.journal"
     worker1 = _start_worker(tmp_path, config, journal, block_at=0, worker=1)
     monkeypatch.setattr(S, "train_runs", _fake_train_runs())
@@ -331,8 +336,9 @@ def test_the_chosen_values_reach_the_training_jobs(tmp_path):
         "b": {"train.lr": 0.005, "method_params.bigated.gate": "visual"},
     }.items():
         chosen = _chosen_file(tmp_path / f"{name}.json", "bigated", values)
-        outputs = [str(tmp_path / name / f"seed{s}_fold{f}.json") for s in (0,) for f in (1,)]
-        run_training_job(config, 0.3, [0], [1], outputs=outputs, tuned_path=chosen, **files)
+        outputs = [str(tmp_path / name / "bigated" / "missing_0.30" / "seed0_fold1.json")]
+        tuned_files = dataclasses.replace(files, tuned=str(chosen))
+        run_training_job(config, tuned_files, [("0.30", 0, 1)], outputs, CPU_ONE_AT_A_TIME)
         runs[name] = json.loads(Path(outputs[0]).read_text())
     a, b = runs["a"], runs["b"]
     assert a["method_params"]["gate"] == "audio" and a["optimizer"]["lr"] == 0.02
@@ -348,7 +354,7 @@ def test_the_chosen_values_reach_the_training_jobs(tmp_path):
         "config_hashes": {"complete/bigated": a["config_hash"]},
         "tuned_methods": ["bigated"],
     }
-    run_path = tmp_path / "a" / "seed0_fold1.json"
+    run_path = tmp_path / "a" / "bigated" / "missing_0.30" / "seed0_fold1.json"
     write_index(index_config, [str(run_path)], tmp_path / "index.json", [str(tmp_path / "a.json")])
     with pytest.raises(InputError, match="stale result: trained with tuned values"):
         write_index(index_config, [str(run_path)], tmp_path / "index.json", [str(tmp_path / "b.json")])
@@ -379,7 +385,7 @@ def test_an_experiment_override_wins_over_a_tuned_value():
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_search_space_is_of_schema_options_and_holds_the_shipped_values(method):
-    params = P.validate(small_params())
+    params = P.load(P.REPO_ROOT / "params.yaml")  # the shipped config's values must lie in the spaces
     schema_options = P.load_schema()["properties"]["method_params"]["properties"][method].get(
         "properties", {}
     )

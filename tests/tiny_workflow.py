@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from mlaflow import params as P
+from mlaflow.pipeline import params as P
 
 WORKFLOW_ITEMS = (
     "Snakefile",
@@ -26,13 +26,12 @@ WORKFLOW_ITEMS = (
 TINY_CONFIG = Path(".test") / "tiny.yaml"
 
 
-def tiny_params(repo: Path, seeds=None, gpu_per_job: int = 0) -> dict:
+def tiny_params(repo: Path, seeds=None) -> dict:
     """.test/tiny.yaml with the schema's defaults filled in: a complete params.yaml (3 sessions x 2 dialogs x 12
     utterances, tiny encoders, 2 folds, missing rates 0.0 and 0.5, 2 epochs)."""
     params = yaml.safe_load((repo / TINY_CONFIG).read_text())
     if seeds is not None:
         params["train"]["seeds"] = list(seeds)
-    params.setdefault("resources", {})["gpu_per_job"] = gpu_per_job
     return P.validate(params)
 
 

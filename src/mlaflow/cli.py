@@ -4,7 +4,7 @@ Every step reads the config file of its job (`--config`, a JSON file the workflo
 Snakemake was given: see workflow/rules/common.smk) and the input files named on the command line, and writes
 its outputs atomically. This module only parses arguments, has the long-running steps stop with the process
 that started them (`die_with_parent`) and calls one function of the step's module; it is not a code input of
-any job (mlaflow.codedeps), so editing it reruns nothing.
+any job (mlaflow.pipeline.codedeps), so editing it reruns nothing.
 
 On a fresh machine you do not call these by hand: `make reproduce` runs the whole workflow, `make test` the
 tests (README.md).
@@ -16,11 +16,19 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlaflow.errors import InputError, MlaflowError
+
+if TYPE_CHECKING:
+    from mlaflow.runtime import Runtime
+    from mlaflow.train.inputs import JobFiles
 
 log = logging.getLogger("mlaflow")
 
@@ -46,6 +54,23 @@ def _config(path: str) -> dict:
             f"cannot read the job's config ({err})",
             "let the workflow write it (snakemake or dvc repro); do not edit it by hand",
         ) from err
+
+
+def runtime_from_environment(threads: int | None) -> Runtime:
+    """The job's runtime settings (mlaflow.runtime): MLAFLOW_RUNTIME, set by the Snakefile to params.yaml's
+    `runtime` section (validated, defaults filled; unset outside Snakemake: the defaults), and the job's
+    threads (None: 1)."""
+    from mlaflow.pipeline.params import runtime_settings
+    from mlaflow.runtime import ENV_VAR, Runtime
+
+    text = os.environ.get(ENV_VAR)
+    try:
+        settings = runtime_settings(json.loads(text) if text else {})
+    except json.JSONDecodeError as err:
+        raise InputError(
+            None, f"{ENV_VAR} is not JSON ({err})", f"unset {ENV_VAR}, or let the Snakefile set it"
+        ) from err
+    return Runtime(settings["device"], settings["batch_runs"], settings["tuning_storage"], threads or 1)
 
 
 def die_with_parent() -> None:
@@ -105,11 +130,55 @@ def _extract(args, config):
     die_with_parent()
     from mlaflow.features.extract import extraction_job
 
+    runtime = runtime_from_environment(args.threads)
     log.info(
         "%s features: %s",
         config["modality"],
-        extraction_job(config, args.manifest, args.model, args.out, args.threads),
+        extraction_job(
+            config,
+            args.manifest,
+            args.model,
+            args.out,
+            runtime.threads,
+            runtime.device,
+            shard=(args.shard, args.shards),
+        ),
     )
+
+
+def _merge_features(args, config):
+    from mlaflow.features.merge import merge_job
+
+    merge_job(config, args.manifest, args.shards, args.out)
+
+
+def _job_files(args) -> JobFiles:
+    from mlaflow.train.inputs import JobFiles
+
+    return JobFiles(
+        manifest=args.manifest,
+        features=args.features,
+        folds=args.folds,
+        masks=args.masks,
+        shift_masks=getattr(args, "shift_masks", []),
+        tuned=getattr(args, "tuned", None),
+        code=args.code,
+    )
+
+
+RUN_FILE = re.compile(r"missing_(\d\.\d\d)/seed(\d+)_fold(\d+)\.json")
+
+
+def runs_of(outputs: list[str]) -> list[tuple[str, int, int]]:
+    """(missing rate label, seed, fold) of each run file (`.../missing_<rate>/seed<s>_fold<f>.json`): what a
+    training job trains is what it writes."""
+    runs = []
+    for out in outputs:
+        match = RUN_FILE.fullmatch("/".join(Path(out).parts[-2:]))
+        if match is None:
+            raise InputError(out, "is not a run file (missing_<rate>/seed<s>_fold<f>.json)", "fix --out")
+        runs.append((match[1], int(match[2]), int(match[3])))
+    return runs
 
 
 def _train(args, config):
@@ -117,17 +186,7 @@ def _train(args, config):
     from mlaflow.train.job import run_training_job
 
     run_training_job(
-        config,
-        args.missing_rate,
-        args.seed_list,
-        args.fold_list,
-        args.manifest,
-        args.features,
-        args.folds,
-        args.masks,
-        args.shift_masks,
-        args.out,
-        args.tuned,
+        config, _job_files(args), runs_of(args.out), args.out, runtime_from_environment(args.threads)
     )
 
 
@@ -142,14 +201,15 @@ def _tune(args, config):
     from mlaflow.tune.study import run_worker
 
     run_worker(
-        config, args.worker, args.manifest, args.features, args.folds, args.masks, args.journal, args.out
+        config, args.worker, _job_files(args), args.journal, args.out, runtime_from_environment(args.threads)
     )
 
 
 def _tune_select(args, config):
     from mlaflow.tune.study import select
 
-    chosen = select(config, args.journal, args.workers, args.out)
+    storage = runtime_from_environment(None).tuning_storage
+    chosen = select(config, args.journal, args.workers, args.out, storage)
     log.info(
         "%s: chose %s (validation accuracy %.4f; untuned %.4f)",
         chosen["method"],
@@ -178,7 +238,7 @@ def _report(args, config):
 
 
 def _verify(args, config):
-    from mlaflow.integrity import verify
+    from mlaflow.pipeline.integrity import verify
 
     log.info("%d output files read back whole", verify(args.paths))
 
@@ -186,9 +246,9 @@ def _verify(args, config):
 def _settle(args, config):
     import yaml
 
-    from mlaflow import params as P
-    from mlaflow.jobconfigs import job_configs
-    from mlaflow.settle import settle
+    from mlaflow.pipeline import params as P
+    from mlaflow.pipeline.jobconfigs import job_configs
+    from mlaflow.pipeline.settle import settle
 
     # not a Snakemake job: the DVC stage's first command, reading the params.yaml that DVC tracks and that
     # Snakemake is about to read, to know which job config files are current
@@ -201,216 +261,257 @@ def _settle(args, config):
         log.info("nothing to settle: %s", summary["skipped"])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mlaflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+# ------------------------------------------------------------------------------------------- the steps
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the command line: its function, its help (a line, what it reads and what it writes) and its
+    arguments beyond --config (the job's config file, which every step but `config=False` ones takes)."""
+
+    name: str
+    func: Callable
+    help: str
+    reads: str
+    writes: str
+    arguments: tuple[tuple[tuple[str, ...], dict], ...]
+    config: bool = True
+
+
+def arg(*flags: str, **options) -> tuple[tuple[str, ...], dict]:
+    """One argument, as `ArgumentParser.add_argument` takes it."""
+    return flags, options
+
+
+CONFIG = arg("--config", required=True, help="the job's config file (JSON, written by the workflow)")
+OUT = arg("--out", required=True)
+MANIFEST = arg("--manifest", required=True)
+TORCH_THREADS = arg("--threads", type=int, default=None, help="torch CPU threads (default: 1)")
+OUT_DIR = arg("--out-dir", default="reports")
+
+
+def job_inputs(masks: tuple[tuple[str, ...], dict]) -> tuple:
+    """The input files of a training or tuning job (mlaflow.train.inputs.JobFiles), and its threads."""
+    return (
+        MANIFEST,
+        arg("--features", nargs="+", required=True, help="one store per modality, in the corpus's order"),
+        arg("--folds", required=True),
+        masks,
+        arg("--code", nargs="*", default=[], help="the source files the job runs (part of its resume key)"),
+        TORCH_THREADS,
     )
-    sub = parser.add_subparsers(dest="step", metavar="STEP")
 
-    def step(name, func, help, reads, writes, config=True):
-        p = sub.add_parser(
-            name,
-            help=help,
-            description=f"{help}.\n\nReads: {reads}\nWrites: {writes}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        if config:
-            p.add_argument(
-                "--config", required=True, help="the job's config file (JSON, written by the workflow)"
-            )
-        p.set_defaults(func=func)
-        return p
 
-    p = step(
+STEPS = (
+    Step(
         "corpus",
         _corpus,
         "generate an embedded corpus in its release's layout (IEMOCAP or CREMA-D)",
         "its config (corpus.embedded or corpus.embedded_cremad)",
         "the corpus tree at --out (wav, face frames; IEMOCAP: transcripts, labels)",
-    )
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: up to 2)")
-
-    p = step(
+        (OUT, arg("--threads", type=int, default=None, help="worker threads (default: up to 2)")),
+    ),
+    Step(
         "manifest",
         _manifest,
         "turn a corpus into the manifest (one row per utterance kept)",
         "the corpus tree (or kind features' label table) at --source",
         "the manifest CSV at --out",
-    )
-    p.add_argument("--source", required=True)
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (arg("--source", required=True), OUT),
+    ),
+    Step(
         "folds",
         _folds,
         "leave-one-session-out folds with a validation split",
         "the manifest",
         "the folds CSV (one column fold<k>: train / val / test)",
-    )
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (MANIFEST, OUT),
+    ),
+    Step(
         "masks",
         _masks,
         "missing-modality masks of one specification and missing rate, one per seed",
         "the manifest",
         "an HDF5 file with one bool [N, M] mask per seed",
-    )
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--missing-rate", type=float, required=True)
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (MANIFEST, arg("--missing-rate", type=float, required=True), OUT),
+    ),
+    Step(
         "build-encoder",
         _build_encoder,
         "build an embedded (randomly initialised, NOT pretrained) encoder",
         "its config",
         "a model directory in the save_pretrained layout",
-    )
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (OUT,),
+    ),
+    Step(
         "extract",
         _extract,
         "extract utterance-level features of one modality into HDF5",
         "the manifest and the model directory (embedded or pretrained)",
-        "the feature store (HDF5; resumable from its .partial.h5)",
-    )
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-
-    p = step(
+        "the feature store (HDF5; resumable from its .partial.h5); with --shards N > 1, shard --shard's rows",
+        (
+            MANIFEST,
+            arg("--model", required=True),
+            OUT,
+            TORCH_THREADS,
+            arg("--shard", type=int, default=1, help="which shard of --shards to extract (1..N; default 1)"),
+            arg(
+                "--shards",
+                type=int,
+                default=1,
+                help="how many shards the extraction is split into (runtime.extraction_shards; default 1)",
+            ),
+        ),
+    ),
+    Step(
+        "merge-features",
+        _merge_features,
+        "merge the shard stores of a sharded extraction into the modality's feature store",
+        "the extraction's config, the manifest and every shard store (mlaflow extract --shard k --shards N)",
+        "the feature store (HDF5), the same as one extraction job writes; resumable from its .partial.h5",
+        (MANIFEST, arg("--shards", nargs="+", required=True, help="the shard stores, in shard order"), OUT),
+    ),
+    Step(
         "train",
         _train,
-        "train the runs (seeds x folds) of one method at one missing rate, stacked",
+        "train the runs of one method (at the missing rates of --masks), stacked",
         "the manifest, one feature store per modality, the folds, the masks (and the test-time shift masks)",
-        "one metrics JSON per run (seeds outer, folds inner)",
-    )
-    p.add_argument("--missing-rate", type=float, required=True)
-    p.add_argument("--seed-list", type=int, nargs="+", required=True)
-    p.add_argument("--fold-list", type=int, nargs="+", required=True)
-    p.add_argument("--manifest", required=True)
-    p.add_argument(
-        "--features", nargs="+", required=True, help="one store per modality, in the corpus's order"
-    )
-    p.add_argument("--folds", required=True)
-    p.add_argument("--masks", required=True)
-    p.add_argument(
-        "--shift-masks",
-        nargs="*",
-        default=[],
-        help="mask files of the test-time shift's missing rates (the config lists them)",
-    )
-    p.add_argument("--out", nargs="+", required=True)
-    p.add_argument(
-        "--tuned",
-        nargs="?",
-        default=None,
-        help="the method's chosen values (data/tuning/<method>.json), if tuned",
-    )
-
-    p = step(
+        "one metrics JSON per run, missing_<rate>/seed<s>_fold<f>.json: the runs the job trains",
+        (
+            *job_inputs(arg("--masks", nargs="+", required=True)),
+            arg(
+                "--shift-masks",
+                nargs="*",
+                default=[],
+                help="mask files of the test-time shift's missing rates (the config lists them)",
+            ),
+            arg(
+                "--tuned",
+                nargs="?",
+                default=None,
+                help="the method's chosen values (data/tuning/<method>.json), if tuned",
+            ),
+            arg("--out", nargs="+", required=True),
+        ),
+    ),
+    Step(
         "tune",
         _tune,
         "one worker of a method's tuning study: Optuna trials on validation accuracy until the budget is met",
         "the manifest, the feature stores, the folds, the tuning rates' masks; the study (journal or RDB)",
         "the worker's record (JSON); its trials go to the study",
-    )
-    p.add_argument("--worker", type=int, required=True)
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--features", nargs="+", required=True)
-    p.add_argument("--folds", required=True)
-    p.add_argument("--masks", nargs="+", required=True)
-    p.add_argument("--journal", required=True, help="Optuna journal file (unless tuning.storage is set)")
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (
+            arg("--worker", type=int, required=True),
+            *job_inputs(arg("--masks", nargs="+", required=True)),
+            arg(
+                "--journal", required=True, help="Optuna journal file (unless runtime.tuning_storage is set)"
+            ),
+            OUT,
+        ),
+    ),
+    Step(
         "tune-select",
         _tune_select,
         "a method's chosen values: the best of its study's first tuning.trials completed trials",
         "the workers' records and the study",
         "data/tuning/<method>.json",
-    )
-    p.add_argument("--workers", nargs="+", required=True)
-    p.add_argument("--journal", required=True)
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (arg("--workers", nargs="+", required=True), arg("--journal", required=True), OUT),
+    ),
+    Step(
         "tuning-summary",
         _tuning_summary,
         "the tuning stage's DVC metrics: chosen values and validation accuracy tuned and untuned",
         "every method's chosen values",
         "reports/tuning.json",
-    )
-    p.add_argument("--chosen", nargs="*", default=[])
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (arg("--chosen", nargs="*", default=[]), OUT),
+    ),
+    Step(
         "index",
         _index,
         "check a stage's runs against their jobs' configs and list them",
         "the stage's run files",
         "the stage's index (JSON: its experiments and runs)",
-    )
-    p.add_argument("--runs", nargs="*", default=[])
-    p.add_argument("--tuned", nargs="*", default=[], help="the tuned methods' chosen values")
-    p.add_argument("--out", required=True)
-
-    p = step(
+        (
+            arg("--runs", nargs="*", default=[]),
+            arg("--tuned", nargs="*", default=[], help="the tuned methods' chosen values"),
+            OUT,
+        ),
+    ),
+    Step(
         "summary",
         _summary,
         "the main grid's DVC metrics and plots",
         "the main grid's index and its runs",
         "reports/metrics.json, reports/plots/accuracy_vs_missing_rate.csv, its figure",
-    )
-    p.add_argument("--indexes", nargs="+", required=True)
-    p.add_argument("--paper", required=True, help="the paper's figures (data/reference/paper_results.yaml)")
-    p.add_argument("--out-dir", default="reports")
-
-    p = step(
+        (
+            arg("--indexes", nargs="+", required=True),
+            arg("--paper", required=True, help="the paper's figures (data/reference/paper_results.yaml)"),
+            OUT_DIR,
+        ),
+    ),
+    Step(
         "report",
         _report,
         "reports/report.md and the suite's, isolation's and fidelity's metrics and plots",
         "every stage's index and runs, the feature stores and masks (provenance)",
         "reports/",
-    )
-    p.add_argument("--indexes", nargs="+", required=True)
-    p.add_argument("--paper", required=True)
-    p.add_argument("--features", nargs="+", required=True)
-    p.add_argument("--masks", nargs="+", required=True)
-    p.add_argument("--tuned", nargs="*", default=[], help="every tuned method's chosen values")
-    p.add_argument("--out-dir", default="reports")
-
-    p = step(
+        (
+            arg("--indexes", nargs="+", required=True),
+            arg("--paper", required=True),
+            arg("--features", nargs="+", required=True),
+            arg("--masks", nargs="+", required=True),
+            arg("--tuned", nargs="*", default=[], help="every tuned method's chosen values"),
+            OUT_DIR,
+        ),
+    ),
+    Step(
         "verify",
         _verify,
         "check that every file of a stage's outputs reads back whole (run by each DVC stage)",
         "the given files and folders (HDF5, JSON, CSV)",
         "nothing; fails naming the damaged files",
+        (arg("paths", nargs="+"),),
         config=False,
-    )
-    p.add_argument("paths", nargs="+")
-
-    p = step(
+    ),
+    Step(
         "settle",
         _settle,
-        "in a copy DVC restored (dvc exp run --queue/--temp, git clone + dvc pull) with no Snakemake records: "
-        "give what dvc.lock vouches for one old modification time, so that Snakemake reruns exactly what a "
-        "change invalidates (run by each DVC stage before Snakemake; does nothing where Snakemake has records)",
+        "in a copy DVC restored (dvc exp run --queue/--temp, git clone + dvc pull) "
+        "with no Snakemake records: give what dvc.lock vouches for one old modification time, so that "
+        "Snakemake reruns exactly what a change invalidates (run by each DVC stage before Snakemake; "
+        "does nothing where Snakemake has records)",
         "dvc.lock, .dvcignore, params.yaml, the files dvc.lock names, the job config files",
         "modification times only",
+        (
+            arg("--params", default="params.yaml", help="the params DVC tracks (default: params.yaml)"),
+            arg(
+                "--force",
+                action="store_true",
+                help="also where Snakemake has records: "
+                "after `git checkout` + `dvc checkout` of another commit",
+            ),
+        ),
         config=False,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlaflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--params", default="params.yaml", help="the params DVC tracks (default: params.yaml)")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="also where Snakemake has records: after `git checkout` + `dvc checkout` of another commit",
-    )
+    sub = parser.add_subparsers(dest="step", metavar="STEP")
+    for step in STEPS:
+        p = sub.add_parser(
+            step.name,
+            help=step.help,
+            description=f"{step.help}.\n\nReads: {step.reads}\nWrites: {step.writes}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        arguments = (CONFIG, *step.arguments) if step.config else step.arguments
+        for flags, options in arguments:
+            p.add_argument(*flags, **options)
+        p.set_defaults(func=step.func)
     return parser
 
 

@@ -29,7 +29,7 @@ class InputError(MlaflowError):
 
 class ParamsError(MlaflowError):
     """A wrong key or value of the config. `source` names where the config came from: params.yaml, or the files
-    (and --config values) Snakemake merged it from (`mlaflow.params.validate(..., source=...)`)."""
+    (and --config values) Snakemake merged it from (`mlaflow.pipeline.params.validate(..., source=...)`)."""
 
     def __init__(self, key: str, problem: str, fix: str = "edit the config", source: str = "params.yaml"):
         self.key, self.problem, self.fix, self.source = key, problem, fix, source

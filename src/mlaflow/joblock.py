@@ -28,10 +28,10 @@ def lock_path(output: str | Path) -> Path:
 
 
 @contextmanager
-def job_lock(output: str | Path) -> Iterator[Path]:
-    """Hold the lock of the job whose first output is `output` while the block runs; fail at once (InputError)
-    if a live earlier attempt of the job holds it."""
-    path = lock_path(output)
+def job_lock(output: str | Path, path: Path | None = None) -> Iterator[Path]:
+    """Hold the lock of the job whose first output is `output` (or the lock file `path`) while the block runs;
+    fail at once (InputError) if a live earlier attempt of the job holds it."""
+    path = path or lock_path(output)
     fd = _acquire(path)
     try:
         yield path

@@ -1,7 +1,7 @@
 """How results are named and identified: missing-rate labels in file names, metric keys, config hashes.
 
 A leaf module (no mlaflow imports): every job uses it, so it changes rarely and never drags other code into a
-job's code inputs (mlaflow.codedeps).
+job's code inputs (mlaflow.pipeline.codedeps).
 """
 
 from __future__ import annotations

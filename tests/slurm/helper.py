@@ -1,7 +1,7 @@
 """Helpers of tests/slurm/run_slurm_test.sh (the real-SLURM test); run with the venv's Python.
 
 render-conf TEMPLATE OUT_DIR --state-dir D --munge-socket S --gpus N   slurm.conf + gres.conf for this host
-workspace REPO DEST --gpu-per-job N                                       copy of the workflow with tiny params
+workspace REPO DEST                                                        copy of the workflow with tiny params
 compare A B                                                               metrics/validation of every run equal
 jobs SNAKEMAKE_LOG SQUEUE CTLD_LOG SLURM_LOGDIR --workspace W [--expect-gpus]  every job ran on SLURM and succeeded
 """
@@ -22,8 +22,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_workflow import copy_workflow, tiny_params
 
-from mlaflow import params as P
-from mlaflow.experiments import experiment_table, tuned_methods
+from mlaflow.pipeline import params as P
+from mlaflow.pipeline.experiments import experiment_table, tuned_methods
 
 # The group of workflow/profiles/slurm (build_encoder x3); corpus, extract, tune and train go to SLURM, the other
 # rules are localrules in the Snakefile.
@@ -81,7 +81,7 @@ def workspace(args) -> None:
     repo, dest = Path(args.repo), Path(args.dest)
     dest.mkdir(parents=True)
     copy_workflow(repo, dest)
-    params = tiny_params(repo, seeds=(0,), gpu_per_job=args.gpu_per_job)
+    params = tiny_params(repo, seeds=(0,))
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -194,7 +194,6 @@ def main() -> None:
     p = sub.add_parser("workspace")
     p.add_argument("repo")
     p.add_argument("dest")
-    p.add_argument("--gpu-per-job", type=int, default=0)
     p.set_defaults(func=workspace)
     p = sub.add_parser("compare")
     p.add_argument("a")

@@ -7,8 +7,9 @@
 #
 #   tests/slurm/run_slurm_test.sh            # KEEP_SLURM_TEST=1 keeps the temporary directory
 #
-# The node advertises two GPU slots backed by no device (gres.conf points at /dev/null), and the tiny params set
-# resources.gpu_per_job: 1, so extract and train really go through `sbatch --gpus=1` / `srun --gpus=1`;
+# The node advertises two GPU slots backed by no device (gres.conf points at /dev/null), and the run sets
+# `--set-resources extract:gpu=1 tune:gpu=1 train:gpu=1` (as a GPU cluster's profile would), so those jobs really
+# go through `sbatch --gpus=1` / `srun --gpus=1`;
 # there is no CUDA device, so the code runs on the CPU and must give the local run's numbers exactly.
 set -euo pipefail
 
@@ -115,14 +116,14 @@ log "slurmctld and slurmd up: $(sinfo -h -N -o '%N %t cpus=%c mem=%mMB gres=%G p
 log "sacct: '$(sacct -n 2>&1 | head -n1 || true)' -> job status via squeue (MinJobAge=600)"
 
 # --- 3. the tiny grid on SLURM and locally ----------------------------------------------------------------
-"$PY" "$HELPER" workspace "$REPO" "$WORK/slurm" --gpu-per-job 1
-"$PY" "$HELPER" workspace "$REPO" "$WORK/local" --gpu-per-job 1
+"$PY" "$HELPER" workspace "$REPO" "$WORK/slurm"
+"$PY" "$HELPER" workspace "$REPO" "$WORK/local"
 log "workspaces $WORK/{slurm,local}: 3 sessions x 2 dialogs x 12 utterances, tiny encoders, 2 folds, missing" \
     "rates 0.0/0.5, 2 epochs, 1 seed, methods mla + late_fusion (+ concat, qmf at 0.0; fidelity: released_code,"\
-    "late_fusion under cpm masks), resources.gpu_per_job: 1"
+    "late_fusion under cpm masks), one GPU per extract, tune and train job (--set-resources)"
 
 SLURM_FLAGS=(--slurm-status-command squeue --slurm-no-account --slurm-init-seconds-before-status-checks 2
-             --slurm-keep-successful-logs --verbose)
+             --slurm-keep-successful-logs --verbose --set-resources extract:gpu=1 tune:gpu=1 train:gpu=1)
 log "SLURM run: snakemake all --profile workflow/profiles/slurm ${SLURM_FLAGS[*]}"
 t=$(date +%s)
 (cd "$WORK/slurm" && snakemake all --profile workflow/profiles/slurm "${SLURM_FLAGS[@]}" \

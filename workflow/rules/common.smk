@@ -6,18 +6,19 @@
 # job and what depends on it rerun exactly when the content changes; where Snakemake has no record of a config
 # file (a copy DVC restored), a stale one is removed at parse time to the same effect (below). Jobs never read
 # params.yaml themselves.
+import json
 import os
 import sys
 from pathlib import Path
 
 from snakemake.logging import logger
 
-import mlaflow.experiments as E
-import mlaflow.params as P
-from mlaflow.codedeps import code_files
+import mlaflow.pipeline.experiments as E
+import mlaflow.pipeline.params as P
+from mlaflow.pipeline.codedeps import code_files
 from mlaflow.data import corpora
 from mlaflow.features.protocol import encoder_module
-from mlaflow.jobconfigs import (
+from mlaflow.pipeline.jobconfigs import (
     INDEX_FILES,
     STAGE_DIRS,
     experiment_of_method,
@@ -27,7 +28,8 @@ from mlaflow.jobconfigs import (
     stale_unrecorded_job_configs,
 )
 from mlaflow.methods import method_module
-from mlaflow.report.catalog import REPORT_ITEMS
+from mlaflow.report import catalog
+from mlaflow.runtime import ENV_VAR as RUNTIME_ENV
 
 
 def config_source():
@@ -54,7 +56,9 @@ MODALITIES = corpora.modalities(config)
 SEEDS = config["train"]["seeds"]
 FOLDS = config["splits"]["folds"]
 CORPUS_ROOT = config["corpus"]["root"]
-GPUS = config["resources"]["gpu_per_job"]
+# How and where jobs run (params.yaml `runtime`): handed to every job through the environment, never through its
+# config file, so that changing it reruns nothing (mlaflow/runtime.py). Threads and GPUs are the profile's.
+os.environ[RUNTIME_ENV] = json.dumps(config["runtime"])
 TABLE = E.experiment_table(config)
 EXPERIMENTS = E.by_name(TABLE)
 # workflow resources (not data) are found next to the Snakefile, whatever the working directory (-d)
@@ -62,7 +66,7 @@ PAPER_RESULTS = os.path.relpath(WORKFLOW_DIR / config["report"]["paper_results"]
 
 
 def code(*entries):
-    """The source files the given mlaflow modules run (their static imports; see mlaflow.codedeps), relative to
+    """The source files the given mlaflow modules run (their static imports; see mlaflow.pipeline.codedeps), relative to
     the working directory: moving the checkout (a fresh clone elsewhere, a DVC temporary copy) changes nothing.
     """
     return [os.path.relpath(f) for f in code_files(*entries)]
@@ -83,10 +87,11 @@ def feature_path(modality):
 FEATURE_FILES = [feature_path(m) for m in MODALITIES]
 EXTRACTED = extracted_modalities(config)
 
-# What one training job covers (train.job_group): "cell" all seeds x folds of a method at a missing rate,
-# "seed" the folds of one seed, "run" one run. Results are the same whatever the grouping.
-JOB_GROUP = config["train"]["job_group"]
-JOB_NAME = {"cell": "", "seed": "_seed{seed}", "run": "_seed{seed}_fold{fold}"}[JOB_GROUP]
+# What one training job covers (runtime.job_group): "cell" all seeds x folds of a method at a missing rate,
+# "seed" the folds of one seed, "run" one run. Results are the same whatever the grouping: a job trains the runs
+# it writes (mlaflow train reads them off its outputs), so regrouping finds every run up to date.
+JOB_GROUP = config["runtime"]["job_group"]
+JOB_NAME = {"seed": "_seed{seed}", "run": "_seed{seed}_fold{fold}"}.get(JOB_GROUP, "")
 
 
 def experiment_runs(experiment):
@@ -102,11 +107,30 @@ def stage_runs(stage):
     return [path for experiment in TABLE if experiment.stage == stage for path in experiment_runs(experiment)]
 
 
+def stage_outputs(stage):
+    """What the training jobs of a stage declare: with job_group `method` each job's folder of runs
+    (<root>/<method>), else the run files themselves."""
+    if JOB_GROUP != "method":
+        return stage_runs(stage)
+    return [f"{e.root}/{method}" for e in TABLE if e.stage == stage for method in e.methods]
+
+
 def job_outputs(root, method, rate, seed="{seed}", fold="{fold}"):
-    """The run files one training job writes (train.job_group decides how many)."""
+    """The run files one training job writes (runtime.job_group cell, seed or run decides how many)."""
     seeds = SEEDS if JOB_GROUP == "cell" else [seed]
     folds = FOLDS if JOB_GROUP in ("cell", "seed") else [fold]
     return [f"{root}/{method}/missing_{rate}/seed{s}_fold{f}.json" for s in seeds for f in folds]
+
+
+def method_run_files(wildcards):
+    """The run files of a method's job with job_group `method`: every cell of its experiment, seeds x folds."""
+    experiment = experiment_of(wildcards)
+    return [E.run_path(experiment, wildcards.method, r, s, f) for r in experiment.rates(wildcards.method) for s in SEEDS for f in FOLDS]
+
+
+def method_masks(wildcards):
+    experiment = experiment_of(wildcards)
+    return [E.mask_path(experiment.masks, rate) for rate in experiment.rates(wildcards.method)]
 
 
 # every experiment's training jobs: the `train` rule matches {root}/{method}/missing_{rate}/...
@@ -185,16 +209,19 @@ def tune_code(wildcards):
 
 
 def worker_files(method):
-    return [f"data/tuning/{method}/worker{k}.json" for k in range(config["tuning"]["workers"])]
+    return [f"data/tuning/{method}/worker{k}.json" for k in range(config["runtime"]["tuning_workers"])]
 
 
-def tuning_workers(wildcards):
-    return worker_files(wildcards.method)
+def study_record(wildcards):
+    """What the choice waits for: worker 0's record. Worker 0 stops only once the study holds its budget, so the
+    other workers (runtime.tuning_workers, targets of the tuning stage) only speed it up; raising their number
+    adds their jobs and reruns nothing downstream."""
+    return worker_files(wildcards.method)[0]
 
 
 def tuning_journal(wildcards):
     """Optuna's journal file of the method's study (not a declared output: it outlives a failed worker, whose
-    trials a rerun keeps; unused when tuning.storage names an RDB)."""
+    trials a rerun keeps; unused when runtime.tuning_storage names an RDB)."""
     return f"data/tuning/{wildcards.method}/study.journal"
 
 
@@ -206,23 +233,14 @@ def index_tuned(wildcards):
     ]
 
 
-def job_seeds(wildcards):
-    return SEEDS if JOB_GROUP == "cell" else [wildcards.seed]
-
-
-def job_folds(wildcards):
-    return FOLDS if JOB_GROUP in ("cell", "seed") else [wildcards.fold]
-
-
 def manifest_source():
-    """What the manifest is read from: the corpus tree, or kind features' label table."""
-    return config["corpus"]["table"] if not CORPUS.extracted else CORPUS_ROOT
+    """What the manifest is read from: the corpus tree, or kind features' label table (mlaflow.data.corpora)."""
+    return corpora.manifest_source(config)
 
 
 def manifest_inputs():
-    """Other files the manifest depends on (CREMA-D's split file)."""
-    split_file = config["corpus"]["split_file"] if CORPUS.name == "cremad" else None
-    return [split_file] if split_file else []
+    """Other files the manifest depends on, as the corpus kind says (CREMA-D's split file)."""
+    return corpora.manifest_inputs(config)
 
 
 def modality_model(wildcards):
@@ -244,39 +262,31 @@ def stage_runs_of_dir(wildcards):
     return stage_runs(STAGE_OF_DIR[wildcards.stage_dir])
 
 
-SUMMARY_OUTPUTS = [
-    "reports/metrics.json",
-    "reports/plots/accuracy_vs_missing_rate.csv",
-    "reports/figures/accuracy_vs_missing_rate.png",
-]
-# written whatever runs (a section without data says so), so that every DVC output exists
-REPORT_OUTPUTS = [
-    "reports/report.md",
-    "reports/report_page.html",
-    "reports/missing_suite.json",
-    "reports/fidelity.json",
-    "reports/plots/missing_suite_accuracy.csv",
-    "reports/plots/test_time_shift.csv",
-    "reports/plots/isolation.csv",
-    "reports/plots/fidelity_effects.csv",
-    "reports/plots/accuracy_vs_missing_rate_by_protocol.csv",
-    "reports/figures/modality_gap.png",
-    "reports/figures/missing_suite_accuracy.png",
-    "reports/figures/isolation.png",
-    "reports/figures/accuracy_vs_missing_rate_by_protocol.png",
-]
+def stage_outputs_of_dir(wildcards):
+    return stage_outputs(STAGE_OF_DIR[wildcards.stage_dir])
 
 
-def report_outputs(paths):
-    """`paths` as a rule's outputs, those in REPORT_ITEMS (mlaflow/report/catalog.py) flagged for
-    `snakemake --report` (captions are relative to workflow/rules/, where the rules that call this are)."""
-    return [_for_report(path) if path in REPORT_ITEMS else path for path in paths]
+# The report's files, each declared once in mlaflow/report/catalog.py with the rule that writes it; the report
+# rules write theirs whatever ran (a section without data says so), so that every DVC output exists.
+SUMMARY_OUTPUTS = [output.path for output in catalog.outputs_of("summary")]
+REPORT_OUTPUTS = [output.path for output in catalog.outputs_of("build_report")]
 
 
-def _for_report(path):
-    category, caption = REPORT_ITEMS[path]
+def report_outputs(rule):
+    """The outputs of `rule` in the catalog, those with a category flagged for `snakemake --report` (captions
+    are relative to workflow/rules/, where the rules that call this are)."""
+    return [_for_report(output) if output.category else output.path for output in catalog.outputs_of(rule)]
+
+
+def _for_report(output):
     # (not at the start of a line: Snakemake's parser would take it for the `report:` directive)
-    return report(path, caption=f"../report/{caption}", category=category)
+    return report(output.path, caption=f"../report/{output.caption}", category=output.category)
+
+
+def report_code():
+    """The report job's code: its modules and the modules of the methods that run, whose classes say what the
+    report writes of them (mlaflow.report.complete, suite: read through the registry, so not static imports)."""
+    return code("mlaflow.report.build", *(method_module(method) for method in sorted(P.used_methods(config))))
 
 
 def _under(*folders):
@@ -300,26 +310,26 @@ STAGE_TARGETS = {
         *MASK_FILES,
         *TUNED_FILES,
         *(path for method in TUNED for path in worker_files(method)),
-        "reports/tuning.json",
+        *(output.path for output in catalog.outputs_of("tuning_summary")),
         "data/tuning/summary.config.json",
         *_under("data/splits", "data/tuning"),
     ],
     "main_grid": [
-        *stage_runs("main_grid"),
+        *stage_outputs("main_grid"),
         INDEX_FILES["main_grid"],
         *SUMMARY_OUTPUTS,
         "reports/summary.config.json",
         *_under("data/runs"),
     ],
     **{
-        stage: [*stage_runs(stage), INDEX_FILES[stage], *_under(STAGE_DIRS[stage])]
+        stage: [*stage_outputs(stage), INDEX_FILES[stage], *_under(STAGE_DIRS[stage])]
         for stage in ("missing_suite", "isolation", "fidelity")
     },
     "report": [*REPORT_OUTPUTS, "reports/report.config.json"],
 }
 
 
-# Names and paths from the config are checked at parse time (mlaflow.params); this makes sure of the result: no
+# Names and paths from the config are checked at parse time (mlaflow.pipeline.params); this makes sure of the result: no
 # job writes outside the working directory, whatever a future name or path option gives.
 P.check_outputs_inside([*JOB_CONFIGS, *(path for targets in STAGE_TARGETS.values() for path in targets)])
 

@@ -6,7 +6,7 @@ rule summary:
         paper=PAPER_RESULTS,
         code=code("mlaflow.report.build"),
     output:
-        report_outputs(SUMMARY_OUTPUTS),
+        report_outputs("summary"),
     log:
         "logs/summary.log",
     benchmark:
@@ -27,10 +27,10 @@ rule build_report:
         tuned=TUNED_FILES,
         paper=PAPER_RESULTS,
         # the main grid's figure: report.md shows it, report_page.html embeds it
-        summary_figure="reports/figures/accuracy_vs_missing_rate.png",
-        code=code("mlaflow.report.build"),
+        summary_figure=catalog.ACCURACY_PNG.path,
+        code=report_code(),
     output:
-        report_outputs(REPORT_OUTPUTS),
+        report_outputs("build_report"),
     log:
         "logs/report.log",
     benchmark:

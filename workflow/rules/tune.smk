@@ -1,5 +1,5 @@
 rule tune:
-    """One worker of a method's tuning study (tuning.workers of them share it, in parallel on a cluster): Optuna
+    """One worker of a method's tuning study (runtime.tuning_workers of them share it, in parallel on a cluster): Optuna
     trials scored on validation accuracy only, until the study holds tuning.trials completed trials."""
     input:
         config="data/tuning/{method}.config.json",
@@ -16,9 +16,9 @@ rule tune:
         "benchmarks/tune/{method}/worker{worker}.tsv"
     wildcard_constraints:
         worker=r"\d+",
-    threads: config["train"]["threads"]
+    threads: 1
     resources:
-        gpu=GPUS,
+        gpu=0,
         mem_mb=4000,
         runtime=120,
     params:
@@ -26,7 +26,7 @@ rule tune:
     shell:
         "mlaflow tune --config {input.config:q} --worker {wildcards.worker:q} --manifest {input.manifest:q}"
         " --features {input.features:q} --folds {input.folds:q} --masks {input.masks:q} --journal {params.journal:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --code {input.code:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule tune_select:
@@ -34,7 +34,7 @@ rule tune_select:
     of the method take them as input)."""
     input:
         config="data/tuning/{method}.config.json",
-        workers=tuning_workers,
+        workers=study_record,
         code=code("mlaflow.tune.study"),
     output:
         "data/tuning/{method}.json",
@@ -54,7 +54,7 @@ rule tuning_summary:
         chosen=TUNED_FILES,
         code=code("mlaflow.tune.study"),
     output:
-        report_outputs(["reports/tuning.json"]),
+        report_outputs("tuning_summary"),
     log:
         "logs/tuning_summary.log",
     shell:

@@ -4,7 +4,12 @@ A kind names its modalities (the order of every mask's columns and of every meth
 per label setup (the order of `label_index`), the adapter that builds its manifest, the generator that writes
 it (the embedded kinds), whether its features are extracted or given, the paper's dataset it stands for (whose
 figures the report shows beside its tables, or None) and how that dataset's tables name its modalities.
-Everything downstream reads these through `modalities(config)` and `classes(config)`, never constants.
+It also says what its manifest job reads: the source (`source`: the corpus tree at corpus.root, or the label
+table of kind features), the corpus.* settings its config takes (`manifest_keys`) and any other file it reads
+(`extra_inputs`: CREMA-D's split file), each of which must exist before a job starts. Everything downstream
+reads these through the functions below (`modalities`, `classes`, `manifest_config`, `manifest_source`,
+`manifest_inputs`, `label_table`, `input_paths`), never a kind's name: adding a corpus is its adapter module
+plus its entry here.
 
 | kind            | modalities           | classes                        | manifest from            | features  |
 |-----------------|----------------------|--------------------------------|--------------------------|-----------|
@@ -14,6 +19,7 @@ Everything downstream reads these through `modalities(config)` and `classes(conf
 | cremad          | audio, visual        | neu hap sad fea dis ang        | corpus.root              | extracted |
 | features        | corpus.modalities    | corpus.classes                 | corpus.table             | given     |
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,20 +30,46 @@ from mlaflow.errors import ParamsError
 
 
 @dataclass(frozen=True)
+class CorpusPath:
+    """A path of the config (`corpus.<key>`) that a kind's manifest job reads: a directory or a file, which
+    must exist before any job starts (mlaflow.pipeline.params), unless the kind generates it or it is optional
+    and null."""
+
+    key: str
+    what: str  # what it should point at, for the error that says it does not
+    directory: bool = False
+    optional: bool = False  # null: not read
+
+
+TREE = CorpusPath("root", "the corpus (see the README)", directory=True)
+
+
+@dataclass(frozen=True)
 class CorpusKind:
     name: str
-    modalities: tuple[str, ...] | None     # None: from corpus.modalities
-    classes: dict[str, list[str]] | None   # label setup -> class names in label_index order; None: corpus.classes
-    adapter: str                            # "module:function" of its manifest builder (mlaflow.data.manifest)
-    generator_module: str | None = None     # has generate_corpus(out, cfg, threads) (generated kinds)
-    generator_key: str | None = None        # its settings: corpus.<key>
-    extracted: bool = True                  # False: every modality's store is given (features.<m>.precomputed)
-    paper_dataset: str | None = None        # the paper's dataset it stands for (paper_results.yaml)
-    paper_columns: dict[str, str] = field(default_factory=dict)   # modality -> the paper's column name
-    # defaults of the options that name a modality (mlaflow.params fills them where a config leaves them out)
-    strongest: str | None = None            # film's condition, bigated's gate (None: the first modality)
-    isolation_modalities: tuple[str, ...] | None = None   # masked in turn by the isolation analysis (None: all)
-    fixed_weights: dict[str, float] | None = None          # MLA's fusion fixed (None: equal weights)
+    modalities: tuple[str, ...] | None  # None: from corpus.modalities
+    classes: (
+        dict[str, list[str]] | None
+    )  # label setup -> class names in label_index order; None: corpus.classes
+    adapter: str  # "module:function" of its manifest builder (mlaflow.data.manifest)
+    generator_module: str | None = None  # has generate_corpus(out, cfg, threads) (generated kinds)
+    generator_key: str | None = None  # its settings: corpus.<key>
+    extracted: bool = True  # False: every modality's store is given (features.<m>.precomputed)
+    paper_dataset: str | None = None  # the paper's dataset it stands for (paper_results.yaml)
+    paper_columns: dict[str, str] = field(default_factory=dict)  # modality -> the paper's column name
+    # defaults of the options that name a modality (mlaflow.pipeline.params fills them where a config leaves them out)
+    strongest: str | None = None  # a method option naming one modality (None: the first modality)
+    isolation_modalities: tuple[str, ...] | None = (
+        None  # masked in turn by the isolation analysis (None: all)
+    )
+    fixed_weights: dict[str, float] | None = None  # a method option weighting each modality (None: equal)
+    # the manifest job: what it is read from; the corpus.* settings its config takes, in order, and those the
+    # kind fixes instead; the other files it reads (each one a setting of the config, an input of the job)
+    source: CorpusPath = TREE
+    manifest_keys: tuple[str, ...] = ()
+    manifest_fixed: dict = field(default_factory=dict)
+    extra_inputs: tuple[CorpusPath, ...] = ()
+    layout: str | None = None  # the release whose directory layout the corpus tree has (None: no tree)
 
 
 IEMOCAP_MODALITIES = ("audio", "visual", "text")
@@ -45,22 +77,71 @@ CREMAD_MODALITIES = ("audio", "visual")
 
 # IEMOCAP: text carries the label most (the paper's Table 2 unimodal rows); Figure 2 masks audio and text in turn;
 # the released MLA code's fixed fusion weights. CREMA-D: audio is the dominant modality (OGM-GE, the paper).
-IEMOCAP_DEFAULTS = dict(paper_dataset="IEMOCAP", paper_columns={"visual": "image"}, strongest="text",
-                        isolation_modalities=("audio", "text"),
-                        fixed_weights={"audio": 0.35, "visual": 0.25, "text": 0.40})
-CREMAD_DEFAULTS = dict(paper_dataset="CREMA-D", paper_columns={"visual": "video"}, strongest="audio")
+IEMOCAP_DEFAULTS = {
+    "paper_dataset": "IEMOCAP",
+    "paper_columns": {"visual": "image"},
+    "strongest": "text",
+    "isolation_modalities": ("audio", "text"),
+    "fixed_weights": {"audio": 0.35, "visual": 0.25, "text": 0.40},
+    "source": CorpusPath("root", "the IEMOCAP release (see the README)", directory=True),
+    "manifest_keys": ("label_setup",),
+    "layout": "IEMOCAP",
+}
+CREMAD_DEFAULTS = {
+    "paper_dataset": "CREMA-D",
+    "paper_columns": {"visual": "video"},
+    "strongest": "audio",
+    "source": CorpusPath("root", "the CREMA-D release (see the README)", directory=True),
+    "manifest_keys": ("label_setup", "speaker_groups", "split_file"),
+    "layout": "CREMA-D",
+}
+# CREMA-D's fixed train/test clip list (OGM-GE's split), instead of speaker-group folds
+SPLIT_FILE = CorpusPath("split_file", "the CSV of clip, split", optional=True)
 
 CORPORA = {
-    "embedded": CorpusKind("embedded", IEMOCAP_MODALITIES, IEMOCAP_CLASSES, "mlaflow.data.iemocap:manifest_for",
-                           "mlaflow.data.synthetic", "embedded", **IEMOCAP_DEFAULTS),
-    "iemocap": CorpusKind("iemocap", IEMOCAP_MODALITIES, IEMOCAP_CLASSES, "mlaflow.data.iemocap:manifest_for",
-                          **IEMOCAP_DEFAULTS),
-    "embedded_cremad": CorpusKind("embedded_cremad", CREMAD_MODALITIES, CREMAD_CLASSES,
-                                  "mlaflow.data.cremad:manifest_for", "mlaflow.data.synthetic_cremad",
-                                  "embedded_cremad", **CREMAD_DEFAULTS),
-    "cremad": CorpusKind("cremad", CREMAD_MODALITIES, CREMAD_CLASSES, "mlaflow.data.cremad:manifest_for",
-                         **CREMAD_DEFAULTS),
-    "features": CorpusKind("features", None, None, "mlaflow.data.table:manifest_for", extracted=False),
+    "embedded": CorpusKind(
+        "embedded",
+        IEMOCAP_MODALITIES,
+        IEMOCAP_CLASSES,
+        "mlaflow.data.iemocap:manifest_for",
+        "mlaflow.data.synthetic",
+        "embedded",
+        **IEMOCAP_DEFAULTS,
+    ),
+    "iemocap": CorpusKind(
+        "iemocap",
+        IEMOCAP_MODALITIES,
+        IEMOCAP_CLASSES,
+        "mlaflow.data.iemocap:manifest_for",
+        **IEMOCAP_DEFAULTS,
+    ),
+    "embedded_cremad": CorpusKind(
+        "embedded_cremad",
+        CREMAD_MODALITIES,
+        CREMAD_CLASSES,
+        "mlaflow.data.cremad:manifest_for",
+        "mlaflow.data.synthetic_cremad",
+        "embedded_cremad",
+        **CREMAD_DEFAULTS,
+        manifest_fixed={"split_file": None},  # the generated clips have no official split
+    ),
+    "cremad": CorpusKind(
+        "cremad",
+        CREMAD_MODALITIES,
+        CREMAD_CLASSES,
+        "mlaflow.data.cremad:manifest_for",
+        **CREMAD_DEFAULTS,
+        extra_inputs=(SPLIT_FILE,),
+    ),
+    "features": CorpusKind(
+        "features",
+        None,
+        None,
+        "mlaflow.data.table:manifest_for",
+        extracted=False,
+        source=CorpusPath("table", "a CSV of id, label (and split or fold; see README)"),
+        manifest_keys=("table",),
+    ),
 }
 
 
@@ -77,8 +158,11 @@ def modalities(config: dict) -> list[str]:
         return list(kind.modalities)
     names = config["corpus"]["modalities"]
     if not names:
-        raise ParamsError("corpus.modalities", f"is not set; corpus kind {kind.name!r} takes its modality names "
-                          "from it", "list two or more, e.g. [speech, face, words]")
+        raise ParamsError(
+            "corpus.modalities",
+            f"is not set; corpus kind {kind.name!r} takes its modality names from it",
+            "list two or more, e.g. [speech, face, words]",
+        )
     return list(names)
 
 
@@ -87,25 +171,52 @@ def classes(config: dict) -> list[str]:
     if kind.classes is None:
         names = config["corpus"]["classes"]
         if not names:
-            raise ParamsError("corpus.classes", f"is not set; corpus kind {kind.name!r} takes its class names from "
-                              "it", "list two or more, in label_index order")
+            raise ParamsError(
+                "corpus.classes",
+                f"is not set; corpus kind {kind.name!r} takes its class names from it",
+                "list two or more, in label_index order",
+            )
         return list(names)
     setup = config["corpus"]["label_setup"]
     if setup not in kind.classes:
-        raise ParamsError("corpus.label_setup", f"{setup!r} is not a label setup of corpus kind {kind.name!r}",
-                          f"use one of {sorted(kind.classes)}")
+        raise ParamsError(
+            "corpus.label_setup",
+            f"{setup!r} is not a label setup of corpus kind {kind.name!r}",
+            f"use one of {sorted(kind.classes)}",
+        )
     return list(kind.classes[setup])
 
 
 def manifest_config(config: dict) -> dict:
-    """What the manifest job builds the manifest from (its config file)."""
+    """What the manifest job builds the manifest from (its config file): the kind's adapter and classes, and
+    the corpus settings of its `manifest_keys` (those it fixes, `manifest_fixed`, at their fixed value)."""
     kind, corpus = corpus_kind(config), config["corpus"]
     out = {"kind": kind.name, "adapter": kind.adapter, "classes": classes(config)}
-    if kind.name in ("embedded", "iemocap"):
-        out["label_setup"] = corpus["label_setup"]
-    elif kind.name in ("cremad", "embedded_cremad"):
-        out.update(label_setup=corpus["label_setup"], speaker_groups=corpus["speaker_groups"],
-                   split_file=corpus["split_file"] if kind.name == "cremad" else None)
-    else:
-        out["table"] = corpus["table"]
+    out.update({key: kind.manifest_fixed.get(key, corpus[key]) for key in kind.manifest_keys})
     return out
+
+
+def manifest_source(config: dict) -> str:
+    """What the manifest is read from: the corpus tree (corpus.root), or the label table of kind features."""
+    return config["corpus"][corpus_kind(config).source.key]
+
+
+def manifest_inputs(config: dict) -> list[str]:
+    """The other files the manifest job reads (CREMA-D's split file, where set)."""
+    corpus = config["corpus"]
+    return [corpus[path.key] for path in corpus_kind(config).extra_inputs if corpus[path.key]]
+
+
+def label_table(config: dict) -> str | None:
+    """The label table the manifest is read from (kind features), or None for a corpus tree."""
+    kind = corpus_kind(config)
+    return None if kind.source.directory else config["corpus"][kind.source.key]
+
+
+def input_paths(config: dict) -> list[tuple[CorpusPath, str]]:
+    """Each path of the config that the manifest job reads and that must exist before any job starts, with its
+    value: the source (unless the kind generates it) and every extra input that is set."""
+    kind, corpus = corpus_kind(config), config["corpus"]
+    paths = [] if kind.generator_module else [kind.source]
+    paths += [path for path in kind.extra_inputs if corpus[path.key] is not None or not path.optional]
+    return [(path, corpus[path.key]) for path in paths]

@@ -163,7 +163,7 @@ def _draw_validation(role: np.ndarray, labels: np.ndarray, fraction: float, rng:
     train_labels = labels[train_idx]
     for cls in np.unique(train_labels):  # stratified: the same share of every class goes to validation
         members = train_idx[train_labels == cls]
-        n_val = int(round(fraction * len(members)))
+        n_val = round(fraction * len(members))
         role[rng.choice(members, size=n_val, replace=False)] = "val"
 
 

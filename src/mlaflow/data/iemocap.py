@@ -7,11 +7,12 @@ of `mlaflow.data.synthetic`, which share the layout):
 * `SessionN/dialog/transcriptions/<dialog>.txt`: `<utterance_id> [start-end]: text` lines;
 * `SessionN/sentences/wav/<dialog>/<utterance_id>.wav`: the audio;
 * `SessionN/sentences/faces/<dialog>/<utterance_id>/*.png`: face frames. The release has videos, not
-  frames; mlaflow expects the faces extracted into this layout (see the README).
+  frames; mlaflow expects the faces extracted into this layout (see docs/data-formats.md).
 
 Only existence is checked here; decoding happens in feature extraction. Problems are collected per kind
 and reported as one `InputError` naming the first few files at fault and the count.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mlaflow.data.manifest import MANIFEST_COLUMNS, raise_problems
 from mlaflow.errors import InputError, ParamsError
 
 # Every label code that appears in the release's EmoEvaluation files (xxx: no majority among annotators).
@@ -32,20 +34,13 @@ LABEL_SETUPS = {
     "6class": {"neu": "neu", "hap": "hap", "sad": "sad", "ang": "ang", "exc": "exc", "fru": "fru"},
 }
 # Class order = label_index. 6class starts with the 4 classes of 4class, in the same order.
-CLASS_NAMES = {
-    "4class": ["neu", "hap", "sad", "ang"],
-    "6class": ["neu", "hap", "sad", "ang", "exc", "fru"],
-}
-
-MANIFEST_COLUMNS = ["utterance_id", "session", "speaker", "label", "label_index", "wav_path", "transcript",
-                    "frames_dir", "n_frames"]
+CLASS_NAMES = {"4class": ["neu", "hap", "sad", "ang"], "6class": ["neu", "hap", "sad", "ang", "exc", "fru"]}
 
 SESSION_DIR = re.compile(r"^Session(\d+)$")
 # `Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.` (the text may be empty: that is reported later)
 TRANSCRIPT_LINE = re.compile(r"^(Ses\w+)\s*\[\s*[\d.]+\s*-\s*[\d.]+\s*\]:\s?(.*)$")
-UTTERANCE_ID = re.compile(r"^(Ses\d\d[FM]\w*)_([FM])\d+$")   # groups: dialog, gender of the speaker
+UTTERANCE_ID = re.compile(r"^(Ses\d\d[FM]\w*)_([FM])\d+$")  # groups: dialog, gender of the speaker
 FRAME_SUFFIX = ".png"
-SHOWN_PER_ERROR = 5   # files named in one error message
 
 
 def build_manifest(root: Path, label_setup: str) -> tuple[pd.DataFrame, dict]:
@@ -57,8 +52,9 @@ def build_manifest(root: Path, label_setup: str) -> tuple[pd.DataFrame, dict]:
     inconsistent tree, and ParamsError for an unknown label setup.
     """
     if label_setup not in LABEL_SETUPS:
-        raise ParamsError("corpus.label_setup", f"unknown label setup {label_setup!r}",
-                          f"use one of {sorted(LABEL_SETUPS)}")
+        raise ParamsError(
+            "corpus.label_setup", f"unknown label setup {label_setup!r}", f"use one of {sorted(LABEL_SETUPS)}"
+        )
     root = Path(root)
     sessions = _session_dirs(root)
     labels = _read_labels(sessions)
@@ -66,9 +62,12 @@ def build_manifest(root: Path, label_setup: str) -> tuple[pd.DataFrame, dict]:
     kept = {utt: entry for utt, entry in labels.items() if entry["code"] in mapping}
     dropped = Counter(entry["code"] for entry in labels.values() if entry["code"] not in mapping)
     if not kept:
-        raise InputError(root, f"no utterance has a label of the {label_setup} setup "
-                         f"({len(labels)} labelled utterances, labels {dict(sorted(dropped.items()))})",
-                         "check corpus.root and corpus.label_setup in params.yaml")
+        raise InputError(
+            root,
+            f"no utterance has a label of the {label_setup} setup "
+            f"({len(labels)} labelled utterances, labels {dict(sorted(dropped.items()))})",
+            "check corpus.root and corpus.label_setup in params.yaml",
+        )
 
     transcripts = _read_transcripts(root, kept)
     rows = []
@@ -76,17 +75,19 @@ def build_manifest(root: Path, label_setup: str) -> tuple[pd.DataFrame, dict]:
         session_dir = entry["session_dir"]
         dialog = UTTERANCE_ID.match(utt).group(1)
         frames_dir = session_dir / "sentences" / "faces" / dialog / utt
-        rows.append({
-            "utterance_id": utt,
-            "session": entry["session"],
-            "speaker": utt[:5] + UTTERANCE_ID.match(utt).group(2),   # Ses01 + F/M: the actor who speaks
-            "label": mapping[entry["code"]],
-            "label_index": CLASS_NAMES[label_setup].index(mapping[entry["code"]]),
-            "wav_path": str(session_dir / "sentences" / "wav" / dialog / f"{utt}.wav"),
-            "transcript": transcripts[utt],
-            "frames_dir": str(frames_dir),
-            "n_frames": _count_frames(frames_dir),
-        })
+        rows.append(
+            {
+                "utterance_id": utt,
+                "session": entry["session"],
+                "speaker": utt[:5] + UTTERANCE_ID.match(utt).group(2),  # Ses01 + F/M: the actor who speaks
+                "label": mapping[entry["code"]],
+                "label_index": CLASS_NAMES[label_setup].index(mapping[entry["code"]]),
+                "wav_path": str(session_dir / "sentences" / "wav" / dialog / f"{utt}.wav"),
+                "transcript": transcripts[utt],
+                "frames_dir": str(frames_dir),
+                "n_frames": _count_frames(frames_dir),
+            }
+        )
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("utterance_id", ignore_index=True)
     manifest = manifest.astype({"session": "int64", "label_index": "int64", "n_frames": "int64"})
     _check_media(manifest)
@@ -105,17 +106,25 @@ def build_manifest(root: Path, label_setup: str) -> tuple[pd.DataFrame, dict]:
 # Parsing
 # --------------------------------------------------------------------------------------------------------
 
+
 def _session_dirs(root: Path) -> list[tuple[int, Path]]:
     """(session number, directory) of every SessionN directory under `root`, in session order."""
     if not root.is_dir():
-        raise InputError(root, "corpus root directory not found",
-                         "set corpus.root in params.yaml to the IEMOCAP_full_release directory "
-                         "(or corpus.kind: embedded to generate a corpus)")
-    sessions = sorted((int(m.group(1)), p) for p in root.iterdir()
-                      if p.is_dir() and (m := SESSION_DIR.match(p.name)))
+        raise InputError(
+            root,
+            "corpus root directory not found",
+            "set corpus.root in params.yaml to the IEMOCAP_full_release directory "
+            "(or corpus.kind: embedded to generate a corpus)",
+        )
+    sessions = sorted(
+        (int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := SESSION_DIR.match(p.name))
+    )
     if not sessions:
-        raise InputError(root, "no Session* directory (Session1 ... Session5) found",
-                         "point corpus.root at the IEMOCAP_full_release directory itself")
+        raise InputError(
+            root,
+            "no Session* directory (Session1 ... Session5) found",
+            "point corpus.root at the IEMOCAP_full_release directory itself",
+        )
     return sessions
 
 
@@ -133,7 +142,7 @@ def _read_labels(sessions: list[tuple[int, Path]]) -> dict[str, dict]:
         for label_file in label_files:
             for line_no, line in enumerate(label_file.read_text(errors="replace").splitlines(), start=1):
                 if not line.startswith("["):
-                    continue   # header, blank, annotator lines
+                    continue  # header, blank, annotator lines
                 fields = line.split("\t")
                 if len(fields) < 3 or not UTTERANCE_ID.match(fields[1].strip()):
                     malformed.append((label_file, f"line {line_no}: {line.strip()[:60]!r}"))
@@ -143,17 +152,35 @@ def _read_labels(sessions: list[tuple[int, Path]]) -> dict[str, dict]:
                     unknown.append((label_file, f"line {line_no}: {utt} has {code!r}"))
                     continue
                 if utt in labels:
-                    duplicates.append((label_file, f"line {line_no}: {utt}, also in {labels[utt]['label_file']}"))
+                    duplicates.append(
+                        (label_file, f"line {line_no}: {utt}, also in {labels[utt]['label_file']}")
+                    )
                     continue
-                labels[utt] = {"code": code, "session": session, "session_dir": session_dir,
-                               "label_file": label_file}
-    _raise_if(no_label_files, "session(s) without label files", "EmoEvaluation",
-              "restore dialog/EmoEvaluation/<dialog>.txt from the IEMOCAP release")
-    _raise_if(malformed, "malformed label line(s); expected `[start - end]<TAB>utterance_id<TAB>code<TAB>[v, a, d]`",
-              "EmoEvaluation", "restore the file from the IEMOCAP release")
-    _raise_if(unknown, f"unknown label code(s); known: {', '.join(sorted(IEMOCAP_CODES))}", "EmoEvaluation",
-              "correct the code in the label file")
-    _raise_if(duplicates, "utterance(s) labelled twice", "EmoEvaluation", "remove the duplicate line")
+                labels[utt] = {
+                    "code": code,
+                    "session": session,
+                    "session_dir": session_dir,
+                    "label_file": label_file,
+                }
+    raise_problems(
+        no_label_files,
+        "session(s) without label files",
+        "EmoEvaluation",
+        "restore dialog/EmoEvaluation/<dialog>.txt from the IEMOCAP release",
+    )
+    raise_problems(
+        malformed,
+        "malformed label line(s); expected `[start - end]<TAB>utterance_id<TAB>code<TAB>[v, a, d]`",
+        "EmoEvaluation",
+        "restore the file from the IEMOCAP release",
+    )
+    raise_problems(
+        unknown,
+        f"unknown label code(s); known: {', '.join(sorted(IEMOCAP_CODES))}",
+        "EmoEvaluation",
+        "correct the code in the label file",
+    )
+    raise_problems(duplicates, "utterance(s) labelled twice", "EmoEvaluation", "remove the duplicate line")
     return labels
 
 
@@ -171,7 +198,9 @@ def _read_transcripts(root: Path, wanted: dict[str, dict]) -> dict[str, str]:
     missing_file, missing_line, empty = [], [], []
     for path, utterances in sorted(files.items()):
         if not path.is_file():
-            missing_file.append((path, f"needed for {len(utterances)} labelled utterance(s), e.g. {utterances[0]}"))
+            missing_file.append(
+                (path, f"needed for {len(utterances)} labelled utterance(s), e.g. {utterances[0]}")
+            )
             continue
         in_file = {}
         for line in path.read_text(errors="replace").splitlines():
@@ -185,11 +214,19 @@ def _read_transcripts(root: Path, wanted: dict[str, dict]) -> dict[str, str]:
                 empty.append((path, utt))
             else:
                 transcripts[utt] = in_file[utt]
-    _raise_if(missing_file, "transcription file(s) missing", "transcription",
-              "restore dialog/transcriptions/<dialog>.txt from the IEMOCAP release")
-    _raise_if(missing_line, "labelled utterance(s) without a transcription line", "transcription",
-              "add the line `<utterance_id> [start-end]: text` or remove the utterance's label")
-    _raise_if(empty, "empty transcript(s)", "transcription", "add the utterance's text to the line")
+    raise_problems(
+        missing_file,
+        "transcription file(s) missing",
+        "transcription",
+        "restore dialog/transcriptions/<dialog>.txt from the IEMOCAP release",
+    )
+    raise_problems(
+        missing_line,
+        "labelled utterance(s) without a transcription line",
+        "transcription",
+        "add the line `<utterance_id> [start-end]: text` or remove the utterance's label",
+    )
+    raise_problems(empty, "empty transcript(s)", "transcription", "add the utterance's text to the line")
     return transcripts
 
 
@@ -202,25 +239,28 @@ def _count_frames(frames_dir: Path) -> int:
 def _check_media(manifest: pd.DataFrame) -> None:
     """Every kept utterance needs its wav file and a non-empty face-frame directory."""
     missing_wav = [(p, "not found") for p in manifest["wav_path"] if not Path(p).is_file()]
-    _raise_if(missing_wav, "wav file(s) missing", "wav",
-              "restore sentences/wav/<dialog>/<utterance_id>.wav from the IEMOCAP release")
+    raise_problems(
+        missing_wav,
+        "wav file(s) missing",
+        "wav",
+        "restore sentences/wav/<dialog>/<utterance_id>.wav from the IEMOCAP release",
+    )
     no_dir = [(p, "not found") for p in manifest.loc[manifest["n_frames"] < 0, "frames_dir"]]
-    _raise_if(no_dir, "face-frame directory(ies) missing", "face-frame",
-              "extract the utterance's face frames into sentences/faces/<dialog>/<utterance_id>/000.png, "
-              "001.png, ... (see the README)")
+    raise_problems(
+        no_dir,
+        "face-frame directory(ies) missing",
+        "face-frame",
+        "extract the utterance's face frames into sentences/faces/<dialog>/<utterance_id>/000.png, "
+        "001.png, ... (see docs/data-formats.md)",
+    )
     no_frames = [(p, "empty") for p in manifest.loc[manifest["n_frames"] == 0, "frames_dir"]]
-    _raise_if(no_frames, f"face-frame directory(ies) without {FRAME_SUFFIX} frames", "face-frame",
-              f"extract the utterance's face frames there as 000{FRAME_SUFFIX}, 001{FRAME_SUFFIX}, ... "
-              "(see the README)")
-
-
-def _raise_if(problems: list[tuple[Path | str, str]], problem: str, kind: str, fix: str) -> None:
-    """Raise one InputError for all `problems` ((file, detail) pairs), naming the first few and the count."""
-    if not problems:
-        return
-    shown = "; ".join(f"{path} ({detail})" for path, detail in problems[:SHOWN_PER_ERROR])
-    more = f"; and {len(problems) - SHOWN_PER_ERROR} more" if len(problems) > SHOWN_PER_ERROR else ""
-    raise InputError(problems[0][0], f"{len(problems)} {kind} problem(s): {problem}: {shown}{more}", fix)
+    raise_problems(
+        no_frames,
+        f"face-frame directory(ies) without {FRAME_SUFFIX} frames",
+        "face-frame",
+        f"extract the utterance's face frames there as 000{FRAME_SUFFIX}, 001{FRAME_SUFFIX}, ... "
+        "(see docs/data-formats.md)",
+    )
 
 
 def manifest_for(config: dict, root: Path) -> tuple[pd.DataFrame, dict]:

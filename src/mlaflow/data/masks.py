@@ -17,21 +17,22 @@ drawn so that the overall fraction of missing cells is eta within 0.005 (redrawi
 is); for eta >= 1 - 1/M every sample keeps exactly one modality (at M = 3, eta = 0.7 gives 0.667 missing).
 As in `get_sn`, the Bernoulli probabilities are quantised to whole percent.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import h5py
 import numpy as np
-
 import pandas as pd
 
 from mlaflow.errors import InputError
 from mlaflow.io import atomic_path
 
 
-def bernoulli_mask(n_samples: int, missing_rate: float, seed: int, all_missing: str = "prior",
-                   n_modalities: int = 3) -> np.ndarray:
+def bernoulli_mask(
+    n_samples: int, missing_rate: float, seed: int, all_missing: str = "prior", n_modalities: int = 3
+) -> np.ndarray:
     """Return present[N, M]: True where the modality is observed."""
     rng = np.random.default_rng([seed, round(missing_rate * 1000)])
     present = rng.random((n_samples, n_modalities)) >= missing_rate
@@ -48,8 +49,9 @@ def bernoulli_mask(n_samples: int, missing_rate: float, seed: int, all_missing: 
     return present
 
 
-def cpm_mask(n_samples: int, missing_rate: float, seed: int, n_modalities: int = 3,
-             tolerance: float = 0.005) -> np.ndarray:
+def cpm_mask(
+    n_samples: int, missing_rate: float, seed: int, n_modalities: int = 3, tolerance: float = 0.005
+) -> np.ndarray:
     """CPM-Net's protocol: present[N, M] with at least one modality per sample and a missing fraction of
     `missing_rate` within `tolerance` (or exactly one modality per sample when missing_rate >= 1 - 1/M)."""
     rng = np.random.default_rng([seed, round(missing_rate * 1000), 1])
@@ -74,7 +76,9 @@ def cpm_mask(n_samples: int, missing_rate: float, seed: int, n_modalities: int =
             return present
 
 
-def isolation_mask(n_samples: int, modality: int, missing_rate: float, seed: int, n_modalities: int = 3) -> np.ndarray:
+def isolation_mask(
+    n_samples: int, modality: int, missing_rate: float, seed: int, n_modalities: int = 3
+) -> np.ndarray:
     """Isolation analysis (Figure 2): only modality number `modality` is masked, each sample independently with
     probability `missing_rate`; every other modality is present. The trainer applies it to the training split
     only (`training_only`), so validation and test stay complete."""
@@ -91,9 +95,15 @@ def training_only(present: np.ndarray, split: dict[str, np.ndarray]) -> np.ndarr
     return out
 
 
-def draw_mask(spec: dict, modalities: list[str], n_samples: int, missing_rate: float, seed: int,
-              all_missing: str = "prior") -> np.ndarray:
-    """The mask of one (missing rate, seed) under a mask specification (`mlaflow.experiments.MaskSpec.as_dict`:
+def draw_mask(
+    spec: dict,
+    modalities: list[str],
+    n_samples: int,
+    missing_rate: float,
+    seed: int,
+    all_missing: str = "prior",
+) -> np.ndarray:
+    """The mask of one (missing rate, seed) under a mask specification (`mlaflow.pipeline.experiments.MaskSpec.as_dict`:
     protocol bernoulli | cpm | single_modality, and the modality of the latter)."""
     M = len(modalities)
     if spec["protocol"] == "bernoulli":
@@ -110,28 +120,44 @@ def mask_stats(present: np.ndarray, modalities: list[str]) -> dict:
     n_present = present.sum(axis=1)
     return {
         "missing_fraction": float(1.0 - present.mean()),
-        "missing_fraction_per_modality": {m: float(1.0 - present[:, i].mean()) for i, m in enumerate(modalities)},
+        "missing_fraction_per_modality": {
+            m: float(1.0 - present[:, i].mean()) for i, m in enumerate(modalities)
+        },
         "share_with_k_present": {str(k): float((n_present == k).mean()) for k in range(present.shape[1] + 1)},
     }
 
 
 def spec_label(spec: dict) -> str:
     """A mask specification in words: 'bernoulli', 'cpm', 'single_modality(text)'."""
-    return f"{spec['protocol']}({spec['modality']})" if spec["protocol"] == "single_modality" else spec["protocol"]
+    return (
+        f"{spec['protocol']}({spec['modality']})"
+        if spec["protocol"] == "single_modality"
+        else spec["protocol"]
+    )
 
 
-def write_masks(path: str | Path, utterance_ids: list[str], masks_by_seed: dict[int, np.ndarray],
-                missing_rate: float, spec: dict, all_missing: str, modalities: list[str]) -> None:
+def write_masks(
+    path: str | Path,
+    utterance_ids: list[str],
+    masks_by_seed: dict[int, np.ndarray],
+    missing_rate: float,
+    spec: dict,
+    all_missing: str,
+    modalities: list[str],
+) -> None:
     """One HDF5 file per missing rate: dataset `seed_<s>` bool [N, M] per seed, stats as attributes."""
-    with atomic_path(path, ".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("ids", data=np.array(utterance_ids, dtype=object), dtype=h5py.string_dtype())
-            f.attrs.update(missing_rate=missing_rate, protocol=spec_label(spec), all_missing=all_missing,
-                           modalities=list(modalities))
-            for seed, present in masks_by_seed.items():
-                ds = f.create_dataset(f"seed_{seed}", data=present)
-                for key, value in _flatten(mask_stats(present, modalities)).items():
-                    ds.attrs[key] = value
+    with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("ids", data=np.array(utterance_ids, dtype=object), dtype=h5py.string_dtype())
+        f.attrs.update(
+            missing_rate=missing_rate,
+            protocol=spec_label(spec),
+            all_missing=all_missing,
+            modalities=list(modalities),
+        )
+        for seed, present in masks_by_seed.items():
+            ds = f.create_dataset(f"seed_{seed}", data=present)
+            for key, value in _flatten(mask_stats(present, modalities)).items():
+                ds.attrs[key] = value
 
 
 def make_masks(config: dict, manifest_path: str | Path, missing_rate: float, out: str | Path) -> None:
@@ -142,10 +168,14 @@ def make_masks(config: dict, manifest_path: str | Path, missing_rate: float, out
     spec, modalities = config["masks"], config["modalities"]
     # only bernoulli masks can remove every modality of a sample (experiments.mask_job_config)
     all_missing = config["all_missing"] if spec["protocol"] == "bernoulli" else "not applicable"
-    masks = {seed: draw_mask(spec, modalities, len(ids), missing_rate, seed, all_missing) for seed in config["seeds"]}
+    masks = {
+        seed: draw_mask(spec, modalities, len(ids), missing_rate, seed, all_missing)
+        for seed in config["seeds"]
+    }
     for seed, present in masks.items():
-        logging.getLogger(__name__).info("missing_rate=%.2f seed=%d: %s", missing_rate, seed,
-                                         mask_stats(present, modalities))
+        logging.getLogger(__name__).info(
+            "missing_rate=%.2f seed=%d: %s", missing_rate, seed, mask_stats(present, modalities)
+        )
     write_masks(out, ids, masks, missing_rate, spec, all_missing, modalities)
 
 
@@ -153,18 +183,26 @@ def open_mask(path: str | Path) -> h5py.File:
     """A mask file opened for reading; a missing or damaged one is an InputError naming it."""
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "mask file not found", "run `snakemake masks` (or dvc repro) to generate masks")
+        raise InputError(
+            path, "mask file not found", "run `snakemake masks` (or dvc repro) to generate masks"
+        )
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        raise InputError(path, f"cannot be read as a mask file ({err})",
-                         "delete it and run `dvc repro` again (it is redrawn, identically)") from err
+        raise InputError(
+            path,
+            f"cannot be read as a mask file ({err})",
+            "delete it and run `dvc repro` again (it is redrawn, identically)",
+        ) from err
 
 
 def _read_seed(f: h5py.File, path: Path, seed: int, spec: dict | None):
     if spec is not None and f.attrs.get("protocol") != spec_label(spec):
-        raise InputError(path, f"masks drawn under protocol {f.attrs.get('protocol')!r}, expected "
-                         f"{spec_label(spec)!r}", "pass the mask file of the run's protocol (data/splits/masks/)")
+        raise InputError(
+            path,
+            f"masks drawn under protocol {f.attrs.get('protocol')!r}, expected {spec_label(spec)!r}",
+            "pass the mask file of the run's protocol (data/splits/masks/)",
+        )
     modalities = [str(m) for m in f.attrs.get("modalities", [])]
     ids = [s.decode() if isinstance(s, bytes) else s for s in f["ids"][()]]
     if f"seed_{seed}" not in f:
@@ -172,8 +210,14 @@ def _read_seed(f: h5py.File, path: Path, seed: int, spec: dict | None):
     return modalities, ids, f[f"seed_{seed}"][()]
 
 
-def read_mask(path: str | Path, seed: int, utterance_ids: list[str], spec: dict | None = None,
-              forbid_all_missing: str | None = None, modalities: list[str] | None = None) -> np.ndarray:
+def read_mask(
+    path: str | Path,
+    seed: int,
+    utterance_ids: list[str],
+    spec: dict | None = None,
+    forbid_all_missing: str | None = None,
+    modalities: list[str] | None = None,
+) -> np.ndarray:
     """present [N, M] of one seed, checked against the manifest's ids (and the expected specification, if
     given): shape [N, M], boolean, and, if `forbid_all_missing` names a reason, no sample without any
     modality."""
@@ -182,27 +226,43 @@ def read_mask(path: str | Path, seed: int, utterance_ids: list[str], spec: dict 
         try:
             file_modalities, ids, mask = _read_seed(f, path, seed, spec)
         except OSError as err:  # the header opened, a dataset does not read: a damaged file
-            raise InputError(path, f"cannot be read whole ({err})",
-                             "delete it and run `dvc repro` again (it is redrawn, identically)") from err
+            raise InputError(
+                path,
+                f"cannot be read whole ({err})",
+                "delete it and run `dvc repro` again (it is redrawn, identically)",
+            ) from err
     if ids != list(utterance_ids):
-        raise InputError(path, "mask ids do not match the manifest's utterances",
-                         "regenerate masks after the manifest changed (snakemake --forcerun masks)")
+        raise InputError(
+            path,
+            "mask ids do not match the manifest's utterances",
+            "regenerate masks after the manifest changed (snakemake --forcerun masks)",
+        )
     if modalities is not None and file_modalities != list(modalities):
-        raise InputError(path, f"its columns are the modalities {file_modalities}, the run's are {list(modalities)}",
-                         "regenerate masks for this corpus (snakemake --forcerun masks)")
+        raise InputError(
+            path,
+            f"its columns are the modalities {file_modalities}, the run's are {list(modalities)}",
+            "regenerate masks for this corpus (snakemake --forcerun masks)",
+        )
     fix = "regenerate it with `snakemake --forcerun masks` (masks are drawn from params.yaml `masks`)"
     if mask.ndim != 2 or mask.shape != (len(utterance_ids), len(file_modalities)):
-        raise InputError(path, f"seed_{seed} has shape {mask.shape}, expected "
-                               f"{(len(utterance_ids), len(file_modalities))} (utterances x {file_modalities})", fix)
+        raise InputError(
+            path,
+            f"seed_{seed} has shape {mask.shape}, expected "
+            f"{(len(utterance_ids), len(file_modalities))} (utterances x {file_modalities})",
+            fix,
+        )
     if mask.dtype != np.bool_:
         raise InputError(path, f"seed_{seed} has dtype {mask.dtype}, expected bool", fix)
     if forbid_all_missing:
         empty = np.flatnonzero(~mask.any(axis=1))
         if len(empty):
-            raise InputError(path, f"seed_{seed} removes every modality of {len(empty)} sample(s) (first: "
-                                   f"{utterance_ids[empty[0]]!r}), which {forbid_all_missing} forbids",
-                             f"{fix}; with the bernoulli protocol, masks.all_missing: prior keeps such samples "
-                             "(predicted as the training prior)")
+            raise InputError(
+                path,
+                f"seed_{seed} removes every modality of {len(empty)} sample(s) (first: "
+                f"{utterance_ids[empty[0]]!r}), which {forbid_all_missing} forbids",
+                f"{fix}; with the bernoulli protocol, masks.all_missing: prior keeps such samples "
+                "(predicted as the training prior)",
+            )
     return mask
 
 

@@ -27,6 +27,7 @@ Determinism: the corpus plan (labels, speakers, timing) comes from `default_rng(
 content from `default_rng([seed, utterance_number, modality])`, so the same seed gives byte-identical files
 and changing e.g. the image size does not change the audio.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,21 +51,45 @@ from mlaflow.io import atomic_path
 # in the release). The remaining 10% are labels outside the 4-class setup, so that dropping them is
 # exercised; fru is the largest of them so that the 6-class setup (which keeps fru) has a real sixth class.
 LABEL_SHARES = {
-    "neu": 0.27, "hap": 0.09, "exc": 0.18, "sad": 0.18, "ang": 0.18,
-    "fru": 0.06, "xxx": 0.02, "sur": 0.01, "oth": 0.005, "fea": 0.0025, "dis": 0.0025,
+    "neu": 0.27,
+    "hap": 0.09,
+    "exc": 0.18,
+    "sad": 0.18,
+    "ang": 0.18,
+    "fru": 0.06,
+    "xxx": 0.02,
+    "sur": 0.01,
+    "oth": 0.005,
+    "fea": 0.0025,
+    "dis": 0.0025,
 }
 
 # Names the categorical annotators use in EmoEvaluation files (`C-E1:\tNeutral;\t()`).
 ANNOTATOR_NAMES = {
-    "neu": "Neutral", "hap": "Happiness", "exc": "Excited", "sad": "Sadness", "ang": "Anger",
-    "fru": "Frustration", "sur": "Surprise", "fea": "Fear", "dis": "Disgust", "oth": "Other",
+    "neu": "Neutral",
+    "hap": "Happiness",
+    "exc": "Excited",
+    "sad": "Sadness",
+    "ang": "Anger",
+    "fru": "Frustration",
+    "sur": "Surprise",
+    "fea": "Fear",
+    "dis": "Disgust",
+    "oth": "Other",
 }
 
 # Typical (valence, activation, dominance) on IEMOCAP's 1-5 scale, for the dimensional annotator lines.
 VAD_MEANS = {
-    "neu": (3.0, 2.5, 2.5), "hap": (4.0, 3.0, 3.0), "exc": (4.0, 3.8, 3.3), "sad": (2.0, 2.2, 2.2),
-    "ang": (1.8, 3.8, 3.8), "fru": (2.0, 3.2, 3.0), "sur": (3.5, 3.8, 2.8), "fea": (2.0, 3.5, 2.0),
-    "dis": (1.8, 3.0, 3.2), "oth": (3.0, 3.0, 3.0),
+    "neu": (3.0, 2.5, 2.5),
+    "hap": (4.0, 3.0, 3.0),
+    "exc": (4.0, 3.8, 3.3),
+    "sad": (2.0, 2.2, 2.2),
+    "ang": (1.8, 3.8, 3.8),
+    "fru": (2.0, 3.2, 3.0),
+    "sur": (3.5, 3.8, 2.8),
+    "fea": (2.0, 3.5, 2.0),
+    "dis": (1.8, 3.0, 3.2),
+    "oth": (3.0, 3.0, 3.0),
 }
 
 # `xxx` means the annotators disagreed: such an utterance expresses a blend of two of these emotions.
@@ -77,18 +102,90 @@ BLEND_CODES = ("neu", "hap", "exc", "sad", "ang", "fru")
 # Per-class cue words (disjoint lists: which class a word points to is never ambiguous by itself; the
 # ambiguity comes from confusions, see CONFUSABLE).
 CUE_WORDS = {
-    "neu": ("okay", "fine", "sure", "alright", "usual", "normal", "maybe", "probably", "suppose", "anyway",
-            "schedule", "meeting"),
-    "hap": ("glad", "nice", "pleased", "lovely", "happy", "smile", "enjoy", "cheerful", "sweet", "fun",
-            "thanks", "cute"),
-    "exc": ("amazing", "wow", "awesome", "fantastic", "incredible", "thrilled", "wonderful", "finally",
-            "celebrate", "brilliant", "perfect", "married"),
-    "sad": ("sorry", "miss", "lost", "lonely", "tired", "cry", "hurts", "gone", "alone", "sadly", "empty",
-            "funeral"),
-    "ang": ("hate", "damn", "stupid", "shut", "ridiculous", "liar", "furious", "stop", "idiot", "sick",
-            "enough", "dare"),
-    "fru": ("again", "ugh", "seriously", "useless", "annoying", "impossible", "hours", "forms", "line",
-            "nobody", "waiting", "pointless"),
+    "neu": (
+        "okay",
+        "fine",
+        "sure",
+        "alright",
+        "usual",
+        "normal",
+        "maybe",
+        "probably",
+        "suppose",
+        "anyway",
+        "schedule",
+        "meeting",
+    ),
+    "hap": (
+        "glad",
+        "nice",
+        "pleased",
+        "lovely",
+        "happy",
+        "smile",
+        "enjoy",
+        "cheerful",
+        "sweet",
+        "fun",
+        "thanks",
+        "cute",
+    ),
+    "exc": (
+        "amazing",
+        "wow",
+        "awesome",
+        "fantastic",
+        "incredible",
+        "thrilled",
+        "wonderful",
+        "finally",
+        "celebrate",
+        "brilliant",
+        "perfect",
+        "married",
+    ),
+    "sad": (
+        "sorry",
+        "miss",
+        "lost",
+        "lonely",
+        "tired",
+        "cry",
+        "hurts",
+        "gone",
+        "alone",
+        "sadly",
+        "empty",
+        "funeral",
+    ),
+    "ang": (
+        "hate",
+        "damn",
+        "stupid",
+        "shut",
+        "ridiculous",
+        "liar",
+        "furious",
+        "stop",
+        "idiot",
+        "sick",
+        "enough",
+        "dare",
+    ),
+    "fru": (
+        "again",
+        "ugh",
+        "seriously",
+        "useless",
+        "annoying",
+        "impossible",
+        "hours",
+        "forms",
+        "line",
+        "nobody",
+        "waiting",
+        "pointless",
+    ),
     "sur": ("really", "whoa", "unbelievable", "suddenly", "shocked", "kidding", "surprise", "huh"),
     "fea": ("scared", "afraid", "terrified", "danger", "nervous", "worried", "hide", "panic"),
     "dis": ("gross", "disgusting", "yuck", "nasty", "awful", "sickening", "filthy", "revolting"),
@@ -97,23 +194,94 @@ CUE_WORDS = {
 
 # Emotion-free words that pad every transcript; they make the cue words a minority, as in real speech.
 FILLER_WORDS = (
-    "i", "you", "the", "a", "to", "and", "it", "that", "we", "was", "is", "this", "just", "know", "have",
-    "for", "do", "be", "so", "my", "me", "about", "think", "going", "here", "there", "can", "time", "mean",
-    "like", "now", "all", "right", "well", "want", "get", "one", "people", "they", "but", "not", "with", "at",
-    "thing", "on", "said", "see", "out", "if", "when", "would", "could", "them", "how", "day", "back", "home",
-    "work", "he", "she", "her", "him", "told", "going", "car", "money", "job", "yesterday", "tomorrow",
+    "i",
+    "you",
+    "the",
+    "a",
+    "to",
+    "and",
+    "it",
+    "that",
+    "we",
+    "was",
+    "is",
+    "this",
+    "just",
+    "know",
+    "have",
+    "for",
+    "do",
+    "be",
+    "so",
+    "my",
+    "me",
+    "about",
+    "think",
+    "going",
+    "here",
+    "there",
+    "can",
+    "time",
+    "mean",
+    "like",
+    "now",
+    "all",
+    "right",
+    "well",
+    "want",
+    "get",
+    "one",
+    "people",
+    "they",
+    "but",
+    "not",
+    "with",
+    "at",
+    "thing",
+    "on",
+    "said",
+    "see",
+    "out",
+    "if",
+    "when",
+    "would",
+    "could",
+    "them",
+    "how",
+    "day",
+    "back",
+    "home",
+    "work",
+    "he",
+    "she",
+    "her",
+    "him",
+    "told",
+    "going",
+    "car",
+    "money",
+    "job",
+    "yesterday",
+    "tomorrow",
 )
 
 # Which classes a cue word is mistaken for when the text is weak (neighbours in valence/arousal space).
 CONFUSABLE = {
-    "neu": ("sad", "hap", "oth"), "hap": ("exc", "neu"), "exc": ("hap", "sur"), "sad": ("neu", "fru"),
-    "ang": ("fru", "dis"), "fru": ("ang", "sad"), "sur": ("exc", "fea"), "fea": ("sur", "sad"),
-    "dis": ("ang", "fru"), "oth": ("neu",),
+    "neu": ("sad", "hap", "oth"),
+    "hap": ("exc", "neu"),
+    "exc": ("hap", "sur"),
+    "sad": ("neu", "fru"),
+    "ang": ("fru", "dis"),
+    "fru": ("ang", "sad"),
+    "sur": ("exc", "fea"),
+    "fea": ("sur", "sad"),
+    "dis": ("ang", "fru"),
+    "oth": ("neu",),
 }
 
-TEXT_WORDS_RANGE = (4, 12)       # words per transcript (inclusive)
-TEXT_MAX_CUE_SHARE = 0.3         # share of cue words at strength 1 (scaled linearly by the strength)
-TEXT_ENDINGS = (".", ".", ".", "?", "!")   # independent of the label: punctuation carries no cue
+TEXT_WORDS_RANGE = (4, 12)  # words per transcript (inclusive)
+TEXT_MAX_CUE_SHARE = 0.3  # share of cue words at strength 1 (scaled linearly by the strength)
+TEXT_ENDINGS = (".", ".", ".", "?", "!")  # independent of the label: punctuation carries no cue
 
 # --------------------------------------------------------------------------------------------------------
 # Audio
@@ -139,11 +307,11 @@ AUDIO_PROFILES = {
 # spread does not shrink with the strength: a weak modality is one whose classes overlap more.
 AUDIO_NEUTRAL = (0.0, 2.0, 4.0, 0.0, 0.12)
 AUDIO_SPREAD = (2.0, 0.6, 0.6, 0.3, 0.05)
-AUDIO_GAIN = 1.0                 # class profile scale at strength 1
-SPEAKER_F0_HZ = {"F": (205.0, 20.0), "M": (115.0, 12.0)}   # mean and between-speaker sd of the base pitch
+AUDIO_GAIN = 1.0  # class profile scale at strength 1
+SPEAKER_F0_HZ = {"F": (205.0, 20.0), "M": (115.0, 12.0)}  # mean and between-speaker sd of the base pitch
 FORMANTS_HZ = ((600.0, 90.0, 1.0), (1500.0, 150.0, 0.6), (2600.0, 250.0, 0.35))  # (centre, width, gain)
-SNR_DB_RANGE = (10.0, 30.0)      # background noise
-CONTROL_RATE_HZ = 200.0          # sampling rate of the slow pitch and loudness curves
+SNR_DB_RANGE = (10.0, 30.0)  # background noise
+CONTROL_RATE_HZ = 200.0  # sampling rate of the slow pitch and loudness curves
 
 # --------------------------------------------------------------------------------------------------------
 # Visual
@@ -163,36 +331,38 @@ FACE_PROFILES = {
     "dis": (-0.8, 0.2, 0.6, -0.5),
     "oth": (0.2, 0.2, 0.2, 0.0),
 }
-FACE_SPREAD = 0.7                # per-utterance expression jitter (units of the profiles above)
-FACE_GAIN = 5.5                  # class profile scale at strength 1 (strong: pose and noise hide much of it)
-FRAME_SPREAD = 0.15              # expression change between frames of one utterance
-POSE_SHIFT = 0.07                # sd of the face centre offset, as a share of the image size
+FACE_SPREAD = 0.7  # per-utterance expression jitter (units of the profiles above)
+FACE_GAIN = 5.5  # class profile scale at strength 1 (strong: pose and noise hide much of it)
+FRAME_SPREAD = 0.15  # expression change between frames of one utterance
+POSE_SHIFT = 0.07  # sd of the face centre offset, as a share of the image size
 POSE_ROTATION_DEG = 10.0
-PIXEL_NOISE = 14.0               # sd of the additive pixel noise (0-255 scale)
+PIXEL_NOISE = 14.0  # sd of the additive pixel noise (0-255 scale)
 
-MODALITY_STREAMS = {"text": 0, "audio": 1, "visual": 2}   # third entry of each utterance's seed
+MODALITY_STREAMS = {"text": 0, "audio": 1, "visual": 2}  # third entry of each utterance's seed
 
 
 @dataclass(frozen=True)
 class Speaker:
     """One actor: two per session (F and M), with a voice and a face of their own."""
-    speaker_id: str           # e.g. Ses01F
-    f0_hz: float              # base pitch
-    vocal_tract: float        # formant frequency scale
+
+    speaker_id: str  # e.g. Ses01F
+    f0_hz: float  # base pitch
+    vocal_tract: float  # formant frequency scale
     skin_rgb: tuple[int, int, int]
-    face_width: float         # face ellipse width / height
+    face_width: float  # face ellipse width / height
 
 
 @dataclass(frozen=True)
 class Utterance:
     """One planned utterance: where it goes and what it expresses."""
-    number: int               # position in the corpus, seeds its content
+
+    number: int  # position in the corpus, seeds its content
     session: int
     dialog: str
     utterance_id: str
     speaker: Speaker
-    label: str                # IEMOCAP code
-    blend: tuple[str, ...]    # codes whose cues it carries (two for xxx, else the label itself)
+    label: str  # IEMOCAP code
+    blend: tuple[str, ...]  # codes whose cues it carries (two for xxx, else the label itself)
     start_s: float
     end_s: float
 
@@ -214,22 +384,26 @@ def generate_corpus(out_root: Path, cfg: dict, threads: int | None = None) -> di
         tmp_root.mkdir()
         for session in sorted({u.session for u in utterances}):
             _write_session_texts(tmp_root, [u for u in utterances if u.session == session], cfg)
-        dialogs = [[u for u in utterances if u.dialog == d] for d in dict.fromkeys(u.dialog for u in utterances)]
+        dialogs = [
+            [u for u in utterances if u.dialog == d] for d in dict.fromkeys(u.dialog for u in utterances)
+        ]
         with ThreadPoolExecutor(threads or min(2, _usable_cpus())) as pool:
             jobs = [pool.submit(_write_media, tmp_root, dialog, cfg) for dialog in dialogs]
             try:
                 for job in jobs:
-                    job.result()   # re-raises a worker's error
+                    job.result()  # re-raises a worker's error
             except BaseException:
                 for job in jobs:
-                    job.cancel()   # do not write the rest of a corpus that will be thrown away
+                    job.cancel()  # do not write the rest of a corpus that will be thrown away
                 raise
     labels = [u.label for u in utterances]
     return {
         "n_utterances": len(utterances),
         "per_label": {code: labels.count(code) for code in LABEL_SHARES if code in labels},
-        "per_session": {f"Session{s}": sum(u.session == s for u in utterances)
-                        for s in sorted({u.session for u in utterances})},
+        "per_session": {
+            f"Session{s}": sum(u.session == s for u in utterances)
+            for s in sorted({u.session for u in utterances})
+        },
         "seconds": round(time.perf_counter() - started, 2),
     }
 
@@ -258,6 +432,7 @@ def _write_media(root: Path, utterances: list[Utterance], cfg: dict) -> None:
 # Corpus plan: speakers, dialogs, labels, timing
 # --------------------------------------------------------------------------------------------------------
 
+
 def plan_corpus(cfg: dict) -> list[Utterance]:
     """Decide every utterance (session, dialog, id, speaker, label, timing) from `default_rng(seed)`."""
     rng = np.random.default_rng(cfg["seed"])
@@ -269,20 +444,32 @@ def plan_corpus(cfg: dict) -> list[Utterance]:
         labels = rng.permutation(_quota_labels(per_session))
         for dialog_index in range(cfg["dialogs_per_session"]):
             dialog = dialog_name(session, dialog_index)
-            turns = rng.random(cfg["utterances_per_dialog"]) < 0.5   # True: the female actor speaks
-            durations = rng.uniform(cfg["min_duration_s"], cfg["max_duration_s"], cfg["utterances_per_dialog"])
+            turns = rng.random(cfg["utterances_per_dialog"]) < 0.5  # True: the female actor speaks
+            durations = rng.uniform(
+                cfg["min_duration_s"], cfg["max_duration_s"], cfg["utterances_per_dialog"]
+            )
             gaps = rng.uniform(0.3, 2.0, cfg["utterances_per_dialog"])
             starts = rng.uniform(1.0, 5.0) + np.concatenate([[0.0], np.cumsum(durations + gaps)[:-1]])
             spoken = {"F": 0, "M": 0}
             for turn in range(cfg["utterances_per_dialog"]):
                 gender = "F" if turns[turn] else "M"
                 label = str(labels[dialog_index * cfg["utterances_per_dialog"] + turn])
-                blend = tuple(map(str, rng.choice(BLEND_CODES, 2, replace=False))) if label == "xxx" else (label,)
-                utterances.append(Utterance(
-                    number=len(utterances), session=session, dialog=dialog,
-                    utterance_id=f"{dialog}_{gender}{spoken[gender]:03d}", speaker=speakers[gender],
-                    label=label, blend=blend,
-                    start_s=round(float(starts[turn]), 4), end_s=round(float(starts[turn] + durations[turn]), 4)))
+                blend = (
+                    tuple(map(str, rng.choice(BLEND_CODES, 2, replace=False))) if label == "xxx" else (label,)
+                )
+                utterances.append(
+                    Utterance(
+                        number=len(utterances),
+                        session=session,
+                        dialog=dialog,
+                        utterance_id=f"{dialog}_{gender}{spoken[gender]:03d}",
+                        speaker=speakers[gender],
+                        label=label,
+                        blend=blend,
+                        start_s=round(float(starts[turn]), 4),
+                        end_s=round(float(starts[turn] + durations[turn]), 4),
+                    )
+                )
                 spoken[gender] += 1
     return utterances
 
@@ -339,6 +526,7 @@ def _blend_profile(profiles: dict, blend: tuple[str, ...]) -> np.ndarray:
 # Text: transcripts and label files
 # --------------------------------------------------------------------------------------------------------
 
+
 def make_transcript(utt: Utterance, strength: float, rng: np.random.Generator) -> str:
     """Filler words mixed with cue words; cue share and correctness both grow with `strength`."""
     n_words = int(rng.integers(TEXT_WORDS_RANGE[0], TEXT_WORDS_RANGE[1] + 1))
@@ -378,8 +566,9 @@ def _write_session_texts(root: Path, utterances: list[Utterance], cfg: dict) -> 
             if rng.random() < 0.04:
                 other = "M" if utt.speaker.speaker_id.endswith("F") else "F"
                 gap_start = utt.end_s + 0.1
-                transcript_lines.append(f"{dialog}_{other}XX0 [{gap_start:08.4f}-{gap_start + 0.2:08.4f}]: "
-                                        "[BREATHING]")
+                transcript_lines.append(
+                    f"{dialog}_{other}XX0 [{gap_start:08.4f}-{gap_start + 0.2:08.4f}]: [BREATHING]"
+                )
             elif rng.random() < 0.03:
                 transcript_lines.append(f"{utt.speaker.speaker_id[-1]}: [LAUGHTER]")
         (session_dir / "transcriptions" / f"{dialog}.txt").write_text("\n".join(transcript_lines) + "\n")
@@ -388,15 +577,17 @@ def _write_session_texts(root: Path, utterances: list[Utterance], cfg: dict) -> 
 
 def _label_block(utt: Utterance, rng: np.random.Generator) -> str:
     """One EmoEvaluation entry: the consensus line, three categorical and three dimensional annotators."""
-    if utt.label == "xxx":   # no majority: every annotator says something else
+    if utt.label == "xxx":  # no majority: every annotator says something else
         votes = [*utt.blend, _pick(tuple(c for c in BLEND_CODES if c not in utt.blend), rng)]
-    else:                    # majority for the label, the third annotator may dissent
+    else:  # majority for the label, the third annotator may dissent
         dissent = _pick(CONFUSABLE[utt.label], rng) if rng.random() < 0.4 else utt.label
         votes = [utt.label, utt.label, dissent]
     vad_mean = _blend_profile(VAD_MEANS, utt.blend)
     vad = np.clip(np.rint(vad_mean + rng.normal(0, 0.6, (3, 3))), 1, 5).astype(int)
     v, a, d = vad.mean(axis=0)
-    lines = [f"[{utt.start_s:.4f} - {utt.end_s:.4f}]\t{utt.utterance_id}\t{utt.label}\t[{v:.4f}, {a:.4f}, {d:.4f}]"]
+    lines = [
+        f"[{utt.start_s:.4f} - {utt.end_s:.4f}]\t{utt.utterance_id}\t{utt.label}\t[{v:.4f}, {a:.4f}, {d:.4f}]"
+    ]
     lines += [f"C-E{i + 1}:\t{ANNOTATOR_NAMES[code]};\t()" for i, code in enumerate(votes)]
     lines += [f"A-E{i + 1}:\tval {row[0]}; act {row[1]}; dom  {row[2]};\t()" for i, row in enumerate(vad)]
     return "\n" + "\n".join(lines) + "\n"
@@ -406,6 +597,7 @@ def _label_block(utt: Utterance, rng: np.random.Generator) -> str:
 # Audio
 # --------------------------------------------------------------------------------------------------------
 
+
 def synthesize_voice(utt: Utterance, strength: float, cfg: dict, rng: np.random.Generator) -> np.ndarray:
     """A voiced, syllable-modulated harmonic signal whose prosody depends on the class (float32, mono).
 
@@ -414,18 +606,21 @@ def synthesize_voice(utt: Utterance, strength: float, cfg: dict, rng: np.random.
     vocal tract: spectral tilt and three formants applied in the frequency domain; then background noise.
     """
     sr = cfg["sample_rate"]
-    n = int(round((utt.end_s - utt.start_s) * sr))
+    n = int(round((utt.end_s - utt.start_s) * sr))  # noqa: RUF046 (numpy floats: keep the int)
     t = np.arange(n) / sr
     profile = _blend_profile(AUDIO_PROFILES, utt.blend)
     pitch_st, intonation_st, syllable_hz, brightness, breathiness = (
-        np.array(AUDIO_NEUTRAL) + AUDIO_GAIN * strength * profile + rng.normal(0, AUDIO_SPREAD))
+        np.array(AUDIO_NEUTRAL) + AUDIO_GAIN * strength * profile + rng.normal(0, AUDIO_SPREAD)
+    )
 
     # Slow curves (pitch contour, syllable envelope) are computed at CONTROL_RATE_HZ and interpolated.
     t_control = np.arange(int(np.ceil(t[-1] * CONTROL_RATE_HZ)) + 2) / CONTROL_RATE_HZ
     # pitch contour: declination plus a smooth random melody (sum of slow sinusoids, unit variance)
     melody_hz = rng.uniform(0.5, 2.5, 3)
     melody = np.sin(2 * np.pi * melody_hz[:, None] * t_control + rng.uniform(0, 2 * np.pi, (3, 1))).sum(0)
-    semitones = pitch_st - 2.0 * t_control / max(t[-1], 1e-3) + max(intonation_st, 0.2) * melody / np.sqrt(1.5)
+    semitones = (
+        pitch_st - 2.0 * t_control / max(t[-1], 1e-3) + max(intonation_st, 0.2) * melody / np.sqrt(1.5)
+    )
     f0 = np.interp(t, t_control, np.clip(utt.speaker.f0_hz * 2.0 ** (semitones / 12.0), 60.0, 500.0))
     # phase wrapped to [0, 2 pi) in float64, then float32: the kernel below only changes sign per 2 pi turn
     # (numerator and denominator alike), and float32 sines are several times faster
@@ -435,24 +630,32 @@ def synthesize_voice(utt: Utterance, strength: float, cfg: dict, rng: np.random.
     half = np.sin(phase / 2)
     # Dirichlet kernel: sum_{k=1..K} cos(k * phase), evaluated in closed form
     safe = np.abs(half) > 1e-6
-    source = np.where(safe, np.sin((n_harmonics + 0.5) * phase) / (2 * np.where(safe, half, 1.0)) - 0.5,
-                      n_harmonics) / n_harmonics
+    source = (
+        np.where(
+            safe, np.sin((n_harmonics + 0.5) * phase) / (2 * np.where(safe, half, 1.0)) - 0.5, n_harmonics
+        )
+        / n_harmonics
+    )
 
     # syllables: raised half-sines at the syllable rate, faded in and out at the utterance edges
-    syllables = np.clip(np.sin(2 * np.pi * max(syllable_hz, 1.5) * t_control + rng.uniform(0, 2 * np.pi)), 0, None)
+    syllables = np.clip(
+        np.sin(2 * np.pi * max(syllable_hz, 1.5) * t_control + rng.uniform(0, 2 * np.pi)), 0, None
+    )
     fade = np.clip(np.minimum(t_control, t[-1] - t_control) / 0.02, 0.0, 1.0)
     envelope = np.interp(t, t_control, np.sqrt(syllables) * fade)
     breath = rng.standard_normal(n) * envelope * np.clip(breathiness, 0.01, 0.8)
     signal = source * envelope + breath
 
     # vocal tract: spectral tilt (brighter = flatter) and formants scaled by the speaker's tract length
-    n_fft = _fast_fft_length(n)     # zero padding to a 5-smooth length: pocketfft is slow on large primes
+    n_fft = _fast_fft_length(n)  # zero padding to a 5-smooth length: pocketfft is slow on large primes
     spectrum = np.fft.rfft(signal, n_fft)
-    freqs = np.linspace(0.0, sr / 2, 257)    # the smooth response is computed coarsely and interpolated
+    freqs = np.linspace(0.0, sr / 2, 257)  # the smooth response is computed coarsely and interpolated
     tilt = np.clip(1.6 - brightness, 0.3, 3.0)
-    formants = 0.15 + sum(gain * np.exp(-0.5 * ((freqs - centre * utt.speaker.vocal_tract
-                                                  * rng.normal(1.0, 0.06)) / width) ** 2)
-                          for centre, width, gain in FORMANTS_HZ)
+    formants = 0.15 + sum(
+        gain
+        * np.exp(-0.5 * ((freqs - centre * utt.speaker.vocal_tract * rng.normal(1.0, 0.06)) / width) ** 2)
+        for centre, width, gain in FORMANTS_HZ
+    )
     response = np.interp(np.fft.rfftfreq(n_fft, 1 / sr), freqs, (1.0 + freqs / 300.0) ** -tilt * formants)
     voice = np.fft.irfft(spectrum * response, n_fft)[:n]
 
@@ -481,14 +684,19 @@ def _fast_fft_length(n: int) -> int:
 # Visual
 # --------------------------------------------------------------------------------------------------------
 
-def draw_face_frames(utt: Utterance, strength: float, cfg: dict, rng: np.random.Generator) -> list[np.ndarray]:
+
+def draw_face_frames(
+    utt: Utterance, strength: float, cfg: dict, rng: np.random.Generator
+) -> list[np.ndarray]:
     """`frames_per_utterance` RGB uint8 images of a face whose expression weakly depends on the class.
 
     Drawn at twice the size and box-downsampled (anti-aliasing), then rotated; pose, brightness and noise
     vary per utterance, and slightly per frame.
     """
     size = cfg["image_size"]
-    expression = FACE_GAIN * strength * _blend_profile(FACE_PROFILES, utt.blend) + rng.normal(0, FACE_SPREAD, 4)
+    expression = FACE_GAIN * strength * _blend_profile(FACE_PROFILES, utt.blend) + rng.normal(
+        0, FACE_SPREAD, 4
+    )
     background = tuple(int(v) for v in rng.integers(20, 200, 3))
     centre = rng.normal(0, POSE_SHIFT, 2)
     scale = float(np.exp(rng.normal(0, 0.08)))
@@ -497,19 +705,24 @@ def draw_face_frames(utt: Utterance, strength: float, cfg: dict, rng: np.random.
     frames = []
     for _ in range(cfg["frames_per_utterance"]):
         frame_expression = expression + rng.normal(0, FRAME_SPREAD, 4)
-        if rng.random() < 0.1:   # a blink
+        if rng.random() < 0.1:  # a blink
             frame_expression[3] = -3.0
-        image = _draw_face(2 * size, utt.speaker, frame_expression, background,
-                           centre + rng.normal(0, 0.01, 2), scale)
-        image = image.reduce(2).rotate(rotation + float(rng.normal(0, 1.5)), resample=Image.BILINEAR,
-                                       fillcolor=background)
-        pixels = np.asarray(image, dtype=np.float32) * brightness + rng.normal(0, PIXEL_NOISE, (size, size, 3))
+        image = _draw_face(
+            2 * size, utt.speaker, frame_expression, background, centre + rng.normal(0, 0.01, 2), scale
+        )
+        image = image.reduce(2).rotate(
+            rotation + float(rng.normal(0, 1.5)), resample=Image.BILINEAR, fillcolor=background
+        )
+        pixels = np.asarray(image, dtype=np.float32) * brightness + rng.normal(
+            0, PIXEL_NOISE, (size, size, 3)
+        )
         frames.append(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
     return frames
 
 
-def _draw_face(size: int, speaker: Speaker, expression: np.ndarray, background: tuple, centre: np.ndarray,
-               scale: float) -> Image.Image:
+def _draw_face(
+    size: int, speaker: Speaker, expression: np.ndarray, background: tuple, centre: np.ndarray, scale: float
+) -> Image.Image:
     """Face ellipse, eyes, brows and mouth; `expression` = (mouth curve, mouth open, brow angle, eye open)."""
     mouth_curve, mouth_open, brow_angle, eye_open = (float(v) for v in expression)
     image = Image.new("RGB", (size, size), background)
@@ -530,15 +743,19 @@ def _draw_face(size: int, speaker: Speaker, expression: np.ndarray, background: 
         # brow: inner end lowered by a positive angle (anger), raised by a negative one (sadness, surprise)
         brow_y = eye_y - 0.13 * height
         inner, outer = ex - side * 1.3 * eye_r, ex + side * 1.4 * eye_r
-        draw.line([inner, brow_y + 0.05 * height * brow_angle, outer, brow_y - 0.01 * height * brow_angle],
-                  fill=dark, width=max(1, int(0.025 * size)))
+        draw.line(
+            [inner, brow_y + 0.05 * height * brow_angle, outer, brow_y - 0.01 * height * brow_angle],
+            fill=dark,
+            width=max(1, int(0.025 * size)),
+        )
 
     # mouth: upper lip curve and a lower lip curve below it by the opening; corners up for a smile
     mouth_y, half_w = cy + 0.22 * height, 0.2 * width
     xs = np.linspace(-1.0, 1.0, 9)
-    upper = mouth_y + 0.07 * height * mouth_curve * (1 - xs ** 2)
-    lower = upper + 0.012 * height + 0.08 * height * max(mouth_open, 0.0) * (1 - xs ** 2)
-    outline = [(cx + half_w * x, y) for x, y in zip(xs, upper)] + \
-              [(cx + half_w * x, y) for x, y in zip(xs[::-1], lower[::-1])]
+    upper = mouth_y + 0.07 * height * mouth_curve * (1 - xs**2)
+    lower = upper + 0.012 * height + 0.08 * height * max(mouth_open, 0.0) * (1 - xs**2)
+    outline = [(cx + half_w * x, y) for x, y in zip(xs, upper)] + [
+        (cx + half_w * x, y) for x, y in zip(xs[::-1], lower[::-1])
+    ]
     draw.polygon(outline, fill=(120, 30, 40), outline=dark)
     return image

@@ -33,6 +33,7 @@ content from `default_rng([seed, clip_number, stream])` with streams 0 (timing j
 seed gives byte-identical files (whatever the number of threads), adding actors or sentences leaves the
 other clips' files unchanged, and changing the image size or the number of frames leaves the audio unchanged.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,8 +45,15 @@ import soundfile as sf
 from PIL import Image
 
 from mlaflow.data import cremad
-from mlaflow.data.synthetic import (Speaker, Utterance, _rng, _usable_cpus, draw_face_frames, make_speaker,
-                                    synthesize_voice)
+from mlaflow.data.synthetic import (
+    Speaker,
+    Utterance,
+    _rng,
+    _usable_cpus,
+    draw_face_frames,
+    make_speaker,
+    synthesize_voice,
+)
 from mlaflow.errors import ParamsError
 from mlaflow.io import atomic_path
 
@@ -76,7 +84,7 @@ DEFAULTS = {
 SENTENCE_POSITION = (0.2, 0.8)
 ACTOR_TEMPO_SD = 0.1
 CLIP_JITTER_SD = 0.08
-STREAMS = {"timing": 0}   # stream 1 (audio) and 2 (visual) are synthetic.MODALITY_STREAMS
+STREAMS = {"timing": 0}  # stream 1 (audio) and 2 (visual) are synthetic.MODALITY_STREAMS
 
 
 def generate_corpus(out_root: Path, cfg: dict, threads: int | None = None) -> dict:
@@ -98,14 +106,16 @@ def generate_corpus(out_root: Path, cfg: dict, threads: int | None = None) -> di
         (tmp_root / cremad.AUDIO_DIR).mkdir(parents=True)
         (tmp_root / cremad.FRAMES_DIR).mkdir()
         with ThreadPoolExecutor(threads or min(2, _usable_cpus())) as pool:
-            jobs = [pool.submit(_write_media, tmp_root, [c for c in clips if c.speaker.speaker_id == actor], cfg)
-                    for actor in actors]
+            jobs = [
+                pool.submit(_write_media, tmp_root, [c for c in clips if c.speaker.speaker_id == actor], cfg)
+                for actor in actors
+            ]
             try:
                 for job in jobs:
-                    job.result()   # re-raises a worker's error
+                    job.result()  # re-raises a worker's error
             except BaseException:
                 for job in jobs:
-                    job.cancel()   # do not write the rest of a corpus that will be thrown away
+                    job.cancel()  # do not write the rest of a corpus that will be thrown away
                 raise
     labels = [clip.label for clip in clips]
     return {
@@ -123,7 +133,7 @@ def plan_corpus(cfg: dict) -> list[Utterance]:
     adapter's speaker groups are assigned when reading), `label` the lower-case emotion code.
     """
     rng = np.random.default_rng(cfg["seed"])
-    sentence_position = rng.uniform(*SENTENCE_POSITION, len(SENTENCES))   # all 12: independent of `sentences`
+    sentence_position = rng.uniform(*SENTENCE_POSITION, len(SENTENCES))  # all 12: independent of `sentences`
     lo, hi = cfg["min_duration_s"], cfg["max_duration_s"]
     clips: list[Utterance] = []
     for rank in range(cfg["actors"]):
@@ -132,14 +142,24 @@ def plan_corpus(cfg: dict) -> list[Utterance]:
         for s_index, sentence in enumerate(SENTENCES[: cfg["sentences"]]):
             for e_index, emotion in enumerate(EMOTIONS):
                 number = (rank * len(SENTENCES) + s_index) * len(EMOTIONS) + e_index
-                jitter = np.random.default_rng([cfg["seed"], number, STREAMS["timing"]]).normal(0.0, CLIP_JITTER_SD)
+                jitter = np.random.default_rng([cfg["seed"], number, STREAMS["timing"]]).normal(
+                    0.0, CLIP_JITTER_SD
+                )
                 position = float(np.clip(sentence_position[s_index] + tempo + jitter, 0.0, 1.0))
                 label = cremad.LABEL_SETUPS["6class"][emotion]
-                clips.append(Utterance(
-                    number=number, session=rank + 1, dialog=sentence,
-                    utterance_id=clip_stem(actor.speaker_id, sentence, emotion, cfg["level"]),
-                    speaker=actor, label=label, blend=(label,),
-                    start_s=0.0, end_s=round(lo + (hi - lo) * position, 4)))
+                clips.append(
+                    Utterance(
+                        number=number,
+                        session=rank + 1,
+                        dialog=sentence,
+                        utterance_id=clip_stem(actor.speaker_id, sentence, emotion, cfg["level"]),
+                        speaker=actor,
+                        label=label,
+                        blend=(label,),
+                        start_s=0.0,
+                        end_s=round(lo + (hi - lo) * position, 4),
+                    )
+                )
     return clips
 
 
@@ -159,7 +179,9 @@ def _write_media(root: Path, clips: list[Utterance], cfg: dict) -> None:
     face_cfg = {"image_size": cfg["image_size"], "frames_per_utterance": cfg["frames_per_clip"]}
     for clip in clips:
         audio = synthesize_voice(clip, strength["audio"], cfg, _rng(cfg, clip, "audio"))
-        sf.write(root / cremad.AUDIO_DIR / f"{clip.utterance_id}.wav", audio, cfg["sample_rate"], subtype="PCM_16")
+        sf.write(
+            root / cremad.AUDIO_DIR / f"{clip.utterance_id}.wav", audio, cfg["sample_rate"], subtype="PCM_16"
+        )
         frames_dir = root / cremad.FRAMES_DIR / clip.utterance_id
         frames_dir.mkdir()
         frames = draw_face_frames(clip, strength["visual"], face_cfg, _rng(cfg, clip, "visual"))
@@ -171,7 +193,9 @@ def _check(cfg: dict) -> None:
     """ParamsError for a missing key or a value the generator or the adapter cannot work with."""
     missing = [key for key in DEFAULTS if key not in cfg]
     if missing:
-        raise ParamsError(f"{PARAMS_KEY}.{missing[0]}", "is missing", f"set it (default: {DEFAULTS[missing[0]]!r})")
+        raise ParamsError(
+            f"{PARAMS_KEY}.{missing[0]}", "is missing", f"set it (default: {DEFAULTS[missing[0]]!r})"
+        )
 
     def fail(key: str, problem: str) -> None:
         raise ParamsError(f"{PARAMS_KEY}.{key}", f"is {cfg[key]!r}; {problem}")
@@ -193,8 +217,11 @@ def _check(cfg: dict) -> None:
     if not _is_int(cfg["image_size"]) or cfg["image_size"] < 32:
         fail("image_size", "must be an integer of at least 32 (pixels)")
     strength = cfg["modality_strength"]
-    if not isinstance(strength, dict) or set(strength) != {"audio", "visual"} \
-            or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in strength.values()):
+    if (
+        not isinstance(strength, dict)
+        or set(strength) != {"audio", "visual"}
+        or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in strength.values())
+    ):
         fail("modality_strength", "must be {audio: number, visual: number}, each in [0, 1]")
 
 

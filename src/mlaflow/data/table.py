@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlaflow.data.iemocap import MANIFEST_COLUMNS
+from mlaflow.data.manifest import MANIFEST_COLUMNS
 from mlaflow.errors import InputError
 
 SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
@@ -30,7 +30,9 @@ def build_manifest(path: Path, classes: list[str]) -> tuple[pd.DataFrame, dict]:
     path = Path(path)
     if not path.is_file():
         raise InputError(
-            path, "label table not found", "point corpus.table at the CSV of id, label (see README)"
+            path,
+            "label table not found",
+            "point corpus.table at the CSV of id, label (see docs/data-formats.md)",
         )
     text = _utf8_text(path)
     try:

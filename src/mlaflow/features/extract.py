@@ -19,6 +19,15 @@ How extraction keeps fast and safe:
     the job with an InputError naming the partial store and the reason, its finished rows kept for the re-run;
   * a bad input file does not stop the run: every good utterance is still computed and written, then one
     InputError lists the bad files; after fixing them a re-run computes only the missing rows.
+
+Sharded extraction (`mlaflow extract --shard k --shards N`, runtime.extraction_shards): the N jobs share the
+batches of the one length-sorted order of the whole manifest, batch j going to shard (j mod N) + 1, so every
+utterance is encoded in exactly the batch it would be in unsharded and the merged store
+(`mlaflow.features.merge`) holds the same features. Shard k writes a feature store of its own rows (in manifest
+order), resumable like any store. The shards can only be told apart once every utterance's length is read: an
+utterance whose length cannot be read (a missing or unreadable wav) stops every shard before it encodes anything,
+with one InputError listing such files. A shard resumed from its partial store encodes its remaining rows in their
+own batches (less the rows already written), so a run killed between batches resumes to the same features.
 """
 
 from __future__ import annotations
@@ -100,25 +109,32 @@ def _bad_files_error(bad: dict[int, InputError], n_total: int, n_written: int, p
     return error
 
 
+def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    """(k, N): shard k of N, 1 <= k <= N."""
+    k, n = (int(value) for value in shard)
+    if not 1 <= k <= n:
+        raise InputError(None, f"shard {k} of {n} does not exist", "pass 1 <= --shard <= --shards")
+    return k, n
+
+
 def extraction_job(
     config: dict,
     manifest_path: str | Path,
     model_dir: str | Path,
     out_path: str | Path,
     threads: int | None = None,
+    device: str = "auto",
+    shard: tuple[int, int] = (1, 1),
 ) -> dict:
-    """The extraction job (`mlaflow extract`): `config` is its config file (the modality, the device settings and
-    the modality's `features` options); its hash is recorded in the store and decides whether a partial store
-    may be resumed."""
+    """The extraction job (`mlaflow extract`): `config` is its config file (the modality, half precision and the
+    options of the modality's encoder); its hash is recorded in the store and decides whether a partial store
+    may be resumed. `threads` and `device` (runtime.device) say how it runs, not what it computes; so does
+    `shard` (k, N): with N > 1 the job writes shard k's rows only (runtime.extraction_shards)."""
     from mlaflow.keys import config_hash
 
     manifest = pd.read_csv(manifest_path, dtype={"utterance_id": str, "transcript": str})
     modality = config["modality"]
-    features_cfg = {
-        "device": config["device"],
-        "half_precision": config["half_precision"],
-        modality: config["encoder"],
-    }
+    features_cfg = {"half_precision": config["half_precision"], modality: config["encoder"]}
     return extract_features(
         modality,
         manifest,
@@ -126,7 +142,9 @@ def extraction_job(
         Path(out_path),
         features_cfg,
         config_hash(config),
+        device=resolve_device(device, "runtime.device"),
         threads=threads,
+        shard=shard,
     )
 
 
@@ -147,20 +165,23 @@ def extract_features(
     params_hash: str,
     device: str | torch.device | None = None,
     threads: int | None = None,
+    shard: tuple[int, int] = (1, 1),
 ) -> dict:
     """Encode every utterance of `manifest` with the encoder in `model_dir` into the store at `out_path`.
 
-    `features_cfg` is params `features`; `device` overrides `features.device`; `threads` sets torch's CPU
+    `features_cfg` is params `features`; `device`: where to run (None: CUDA when visible); `threads` sets torch's CPU
     threads for the call (pass the Snakemake job's `threads`: several jobs each using every core
     oversubscribe the CPU, and spinning OpenMP threads then slow everything down several-fold).
+    `shard` (k, N): encode only shard k of N (see the module docstring) into a store of its rows.
     Resumes a partial store left by an interrupted run. Returns stats: n, n_computed, n_resumed, seconds,
-    utterances_per_second, padding_fraction, device, dtype, batch_size.
+    utterances_per_second, padding_fraction, device, dtype, batch_size, shard.
     """
+    shard = check_shard(shard)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _extract(modality, manifest, model_dir, out_path, features_cfg, params_hash, device)
+        return _extract(modality, manifest, model_dir, out_path, features_cfg, params_hash, device, shard)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -173,15 +194,12 @@ def _extract(
     features_cfg: dict,
     params_hash: str,
     device: str | torch.device | None,
+    shard: tuple[int, int],
 ) -> dict:
     from mlaflow.features.store import FeatureStoreWriter
 
     cfg = features_cfg[modality]
-    device = (
-        torch.device(device)
-        if device is not None
-        else resolve_device(features_cfg["device"], "features.device")
-    )
+    device = torch.device(device) if device is not None else resolve_device("auto")
     rows = _manifest_rows(manifest)
     load_started = time.perf_counter()
     encoder = load_encoder(modality, model_dir, features_cfg, device)
@@ -202,13 +220,20 @@ def _extract(
         "pretrained": encoder.pretrained,
         "params_hash": params_hash,
     }
+    planned = None  # sharded: this shard's batches (indices into its rows), before resuming
+    if shard[1] > 1:
+        rows, planned = _shard_rows_and_batches(encoder, rows, cfg["batch_size"], shard)
     ids = [str(row["utterance_id"]) for row in rows]
     labels = [str(row["label"]) for row in rows]
 
     with FeatureStoreWriter(out_path, ids, labels, cfg["dim"], attrs) as writer:
         pending = writer.pending_rows()
         bad: dict[int, InputError] = {}  # row -> what is wrong with its input
-        batches = _length_sorted_batches(encoder, rows, pending, cfg["batch_size"], bad)
+        if planned is None:
+            batches = _length_sorted_batches(encoder, rows, pending, cfg["batch_size"], bad)
+        else:
+            unwritten = set(pending.tolist())
+            batches = [kept for batch in planned if (kept := [i for i in batch if i in unwritten])]
         started = time.perf_counter()
         with _progress_bar(len(pending), modality) as progress:
             progress.update(len(bad))
@@ -242,6 +267,7 @@ def _extract(
         "dtype": "float16" if half else "float32",
         "batch_size": cfg["batch_size"],
         "threads": torch.get_num_threads(),
+        "shard": f"{shard[0]} of {shard[1]}",
     }
 
 
@@ -258,6 +284,45 @@ def _length_sorted_batches(
             bad[index] = error
     order = sorted(lengths, key=lambda index: (-lengths[index], index))
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def shard_batches(
+    encoder: Encoder, rows: list[dict], batch_size: int, shard: tuple[int, int]
+) -> list[list[int]]:
+    """Shard k of N's batches (indices into `rows`, the whole manifest): batch j of the length-sorted order of
+    every row goes to shard (j mod N) + 1, so each utterance is in the batch it would be in unsharded. Raises an
+    InputError listing the rows whose length cannot be read: without them the order is not known."""
+    k, n = shard
+    bad: dict[int, InputError] = {}
+    batches = _length_sorted_batches(encoder, rows, np.arange(len(rows)), batch_size, bad)
+    if bad:
+        messages = [str(error) for _, error in sorted(bad.items())]
+        more = (
+            f" (and {len(messages) - MAX_LISTED_BAD_FILES} more)"
+            if len(messages) > MAX_LISTED_BAD_FILES
+            else ""
+        )
+        for message in messages:
+            log.error("%s", message)
+        raise InputError(
+            None,
+            f"the length of {len(bad)} of {len(rows)} utterances cannot be read: "
+            f"{'; '.join(messages[:MAX_LISTED_BAD_FILES])}{more}",
+            "repair or replace these files (or drop the utterances from the manifest) and re-run: the shards "
+            "(runtime.extraction_shards) share the utterances by their lengths, so no shard starts before every "
+            "length is read (with one shard the good utterances would be encoded meanwhile)",
+        )
+    return batches[k - 1 :: n]
+
+
+def _shard_rows_and_batches(
+    encoder: Encoder, rows: list[dict], batch_size: int, shard: tuple[int, int]
+) -> tuple[list[dict], list[list[int]]]:
+    """The shard's rows (in manifest order) and its batches as indices into them."""
+    batches = shard_batches(encoder, rows, batch_size, shard)
+    members = sorted(index for batch in batches for index in batch)
+    local = {index: position for position, index in enumerate(members)}
+    return [rows[index] for index in members], [[local[index] for index in batch] for batch in batches]
 
 
 def _load_batch(

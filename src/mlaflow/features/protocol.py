@@ -33,7 +33,8 @@ kind the modality needs (`INPUT_KINDS`; an encoder's `modality` attribute is tha
 
 Adding an encoder: write a module with `build_embedded` and a class as above that imports only from this
 module (and from helpers such as `audio_io`, never from `extract` or another encoder), add its name to
-`ENCODERS`, and allow the name in params.schema.yaml's `features.<modality>.encoder`.
+`ENCODERS` and the options it reads to `ENCODER_OPTIONS`, and allow the name in params.schema.yaml's
+`features.<modality>.encoder`.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from mlaflow.errors import ParamsError
 from mlaflow.io import write_json
+
+if TYPE_CHECKING:  # torch is imported where it is used: the workflow's parse imports the registry, not torch
+    import torch
 
 ENCODER_INFO_FILE = "mlaflow_encoder.json"
 
@@ -59,6 +61,17 @@ ENCODERS = {
     "wav2vec2": "mlaflow.features.audio_wav2vec:Wav2Vec2AudioEncoder",
     "manet": "mlaflow.features.visual_manet:MANetVisualEncoder",
     "fbank": "mlaflow.features.audio_fbank:FbankAudioEncoder",
+}
+
+# The keys of features.<modality> each encoder reads besides those every extraction reads (ENCODER_COMMON): a
+# modality's build and extraction jobs compute from exactly these (mlaflow.pipeline.jobconfigs), so an option of
+# another encoder (fbank's n_mels under wav2vec2) is no part of its config and changing it reruns nothing.
+ENCODER_COMMON = ("encoder", "model", "dim", "batch_size")
+ENCODER_OPTIONS = {
+    "bert": ("max_length", "pooling", "embedded"),
+    "wav2vec2": ("layer", "max_seconds", "embedded"),
+    "manet": ("image_size",),
+    "fbank": ("max_seconds", "n_mels"),
 }
 
 # Workflow modality -> the kind of input its encoder must read. Today they coincide; a modality with
@@ -120,6 +133,8 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 @contextlib.contextmanager
 def seeded_init(seed: int) -> Iterator[None]:
     """Seed torch's CPU generator for a model's initialisation without disturbing the caller's random state."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
@@ -222,3 +237,10 @@ def encoder_for(modality: str, features_cfg: dict) -> type:
             f"choose an encoder of {kind} input (known encoders: {', '.join(ENCODERS)})",
         )
     return cls
+
+
+def encoder_settings(settings: dict) -> dict:
+    """The keys of a modality's `features.<modality>` settings that its encoder reads (ENCODER_COMMON and its
+    ENCODER_OPTIONS), in their order."""
+    own = ENCODER_OPTIONS[settings["encoder"]]
+    return {key: value for key, value in settings.items() if key in ENCODER_COMMON or key in own}

@@ -169,6 +169,20 @@ def read_store(
     path = Path(path)
     key = f"features.{modality}" if modality else "features.<modality>"
     redo = f"delete it and re-run the extraction, or point `{key}.precomputed` at a valid store"
+    with _open_store(path, key, redo) as handle:
+        attrs = _checked_attrs(path, handle, modality)
+        ids, features, labels = _read_rows(path, handle, redo)
+    _check_shape(path, ids, features, labels, attrs, expected_dim, redo)
+    _check_rows(path, ids, features)
+    attrs.setdefault("dim", features.shape[1])
+    attrs.setdefault("complete", True)
+    for name in ("encoder", "model_source", "pretrained", "params_hash", "mlaflow_version"):
+        attrs.setdefault(name, "unknown")
+    return FeatureTable(ids=ids, features=features, labels=labels, attrs=attrs)
+
+
+def _open_store(path: Path, key: str, redo: str) -> h5py.File:
+    """The store, open for reading: it exists and HDF5 reads it."""
     if not path.exists():
         raise InputError(
             path,
@@ -176,49 +190,68 @@ def read_store(
             f"run the extraction first, or correct `{key}.precomputed` in params.yaml",
         )
     try:
-        handle = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as err:
         raise InputError(path, f"not a readable HDF5 file ({err})", redo) from err
-    with handle:
-        missing = [name for name in REQUIRED_DATASETS if name not in handle]
-        if missing:
-            raise InputError(
-                path,
-                f"missing dataset(s) {missing}; a feature store needs {list(REQUIRED_DATASETS)}",
-                "write it in the schema of mlaflow/features/store.py (see the README)",
-            )
-        attrs = {name: _python_value(value) for name, value in handle.attrs.items()}
-        if "written" in handle or not attrs.get("complete", True):
-            raise InputError(
-                path,
-                "incomplete feature store (an extraction was interrupted or failed)",
-                "re-run the extraction; it resumes from the rows already written",
-            )
-        found_modality = attrs.get("modality")
-        if found_modality is None:
-            raise InputError(
-                path,
-                "has no `modality` attribute",
-                "set it, e.g. h5py.File(path, 'a').attrs['modality'] = 'audio'",
-            )
-        if modality is not None and found_modality != modality:
-            raise InputError(
-                path,
-                f"holds `{found_modality}` features, but `{modality}` features were expected",
-                f"point `features.{modality}.precomputed` at a {modality} store",
-            )
-        features_ds = handle["features"]
-        if features_ds.ndim != 2:
-            raise InputError(path, f"`features` has shape {features_ds.shape}, expected [N, D]", redo)
-        try:
-            features = features_ds.astype(np.float32)[()]
-            ids = _read_strings(handle["ids"])
-            labels = _read_strings(handle["labels"])
-        except OSError as err:  # a damaged data region: the header opened, the rows do not read
-            raise InputError(path, f"cannot be read whole ({err})", redo) from err
 
+
+def _checked_attrs(path: Path, handle: h5py.File, modality: str | None) -> dict[str, Any]:
+    """The store's attributes, once its datasets are there, it is complete and it holds `modality` features."""
+    missing = [name for name in REQUIRED_DATASETS if name not in handle]
+    if missing:
+        raise InputError(
+            path,
+            f"missing dataset(s) {missing}; a feature store needs {list(REQUIRED_DATASETS)}",
+            "write it in the schema of mlaflow/features/store.py (see docs/data-formats.md)",
+        )
+    attrs = {name: _python_value(value) for name, value in handle.attrs.items()}
+    if "written" in handle or not attrs.get("complete", True):
+        raise InputError(
+            path,
+            "incomplete feature store (an extraction was interrupted or failed)",
+            "re-run the extraction; it resumes from the rows already written",
+        )
+    found_modality = attrs.get("modality")
+    if found_modality is None:
+        raise InputError(
+            path,
+            "has no `modality` attribute",
+            "set it, e.g. h5py.File(path, 'a').attrs['modality'] = 'audio'",
+        )
+    if modality is not None and found_modality != modality:
+        raise InputError(
+            path,
+            f"holds `{found_modality}` features, but `{modality}` features were expected",
+            f"point `features.{modality}.precomputed` at a {modality} store",
+        )
+    return attrs
+
+
+def _read_rows(path: Path, handle: h5py.File, redo: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """ids, features (float32 [N, D]) and labels, read whole."""
+    features_ds = handle["features"]
+    if features_ds.ndim != 2:
+        raise InputError(path, f"`features` has shape {features_ds.shape}, expected [N, D]", redo)
+    try:
+        features = features_ds.astype(np.float32)[()]
+        ids = _read_strings(handle["ids"])
+        labels = _read_strings(handle["labels"])
+    except OSError as err:  # a damaged data region: the header opened, the rows do not read
+        raise InputError(path, f"cannot be read whole ({err})", redo) from err
+    return ids, features, labels
+
+
+def _check_shape(
+    path: Path,
+    ids: list[str],
+    features: np.ndarray,
+    labels: list[str],
+    attrs: dict[str, Any],
+    expected_dim: int | None,
+    redo: str,
+) -> None:
+    """As many ids and labels as rows, at least one, and the width the `dim` attribute and `expected_dim` say."""
     n_rows, dim = features.shape
-    modality_key = f"features.{found_modality}"
     if not (len(ids) == len(labels) == n_rows):
         raise InputError(
             path,
@@ -233,6 +266,7 @@ def read_store(
             f"attribute dim={attrs['dim']} but `features` is {dim}-d",
             "correct the `dim` attribute or re-run the extraction",
         )
+    modality_key = f"features.{attrs['modality']}"
     if expected_dim is not None and dim != expected_dim:
         raise InputError(
             path,
@@ -240,6 +274,10 @@ def read_store(
             f"set `{modality_key}.dim: {dim}` in params.yaml to use this store, "
             "or re-extract it with the current encoder",
         )
+
+
+def _check_rows(path: Path, ids: list[str], features: np.ndarray) -> None:
+    """One row per utterance id, every feature finite."""
     duplicates = [item for item, count in Counter(ids).items() if count > 1]
     if duplicates:
         raise InputError(
@@ -255,11 +293,6 @@ def read_store(
             f"NaN or inf features in {len(bad_ids)} utterance(s): {_name_some(bad_ids)}",
             "re-extract these utterances (check their input files) or drop them from the store",
         )
-    attrs.setdefault("dim", dim)
-    attrs.setdefault("complete", True)
-    for name in ("encoder", "model_source", "pretrained", "params_hash", "mlaflow_version"):
-        attrs.setdefault(name, "unknown")
-    return FeatureTable(ids=ids, features=features, labels=labels, attrs=attrs)
 
 
 # ----------------------------------------------------------------------------------------------- writing

@@ -1,16 +1,20 @@
 """The method registry: every training method mlaflow runs, by the name used in params.yaml.
 
 Modules are named, not imported: a training job imports only its own method's module, and the workflow derives
-each job's code inputs from that (editing `tate.py` reruns TATE's jobs only; see mlaflow.codedeps).
+each job's code inputs from that (editing `tate.py` reruns TATE's jobs only; see mlaflow.pipeline.codedeps).
 """
 
 from __future__ import annotations
 
 import importlib
-
-import torch
+from typing import TYPE_CHECKING
 
 from mlaflow.errors import ParamsError
+
+if (
+    TYPE_CHECKING
+):  # the registry is read where torch is not needed (the workflow's parse): the methods import it
+    import torch
 
 # name -> "module:class"
 METHODS: dict[str, str] = {
@@ -54,7 +58,7 @@ def build_method(
     generators: list[torch.Generator],
 ):
     """Build `name` for len(generators) stacked runs (one generator per run: its init, shuffles, dropout).
-    settings: {"train": ..., "method_params": {name: options}} (mlaflow.experiments.method_settings)."""
+    settings: {"train": ..., "method_params": {name: options}} (mlaflow.pipeline.experiments.method_settings)."""
     return method_class(name)(
         input_dims, n_classes, settings["train"], settings["method_params"].get(name, {}), generators
     )

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from mlaflow.methods.imputation import FeatureReconstruction, SimpleAE
-from mlaflow.tune.space import LogRange, Range
+from mlaflow.methods.space import LogRange, Range
 
 AE_LAYERS = [256, 128]
 

@@ -18,6 +18,7 @@ it sees every modality as present, and a masked cell's raw features are zeros.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -126,6 +127,11 @@ class RunGroup:
         self.splits, self.generators = splits, generators
         self.n_runs, self.n_modalities = present.shape[0], present.shape[2]
         self.device = labels.device
+        # the masks and splits on the host too: batches are assembled there and sent to the device whole (one copy
+        # per batch, not one small operation per run on the device)
+        self.host_present = self.present.cpu()
+        self.host_splits = [{role: rows.cpu() for role, rows in split.items()} for split in splits]
+        self._rows: dict[tuple[str, str], list[torch.Tensor]] = {}
         self.mean, self.std = [], []  # per modality [R, d]: statistics of each run's present training rows
         for m, x in enumerate(features):
             means, stds = [], []
@@ -140,6 +146,15 @@ class RunGroup:
                     stds.append(torch.ones(x.shape[1], device=x.device))
             self.mean.append(torch.stack(means))
             self.std.append(torch.stack(stds))
+
+    def with_observed(self, observed: torch.Tensor) -> RunGroup:
+        """The same runs (features, splits, standardisation) under another real mask [R, N, M] (the test-time
+        shift)."""
+        other = copy.copy(self)
+        other.observed = observed
+        other.present = torch.ones_like(observed) if self.zero_fill else observed
+        other.host_present, other._rows = other.present.cpu(), {}
+        return other
 
     def present_at(self, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """present [R, B, M] (what the method is told) of the rows idx [R, B] (False at padding)."""
@@ -169,23 +184,26 @@ class RunGroup:
         return x.masked_fill(~valid.unsqueeze(-1), 0.0)
 
     def rows(self, role: str, where: str = "any") -> list[torch.Tensor]:
-        """Per run, the rows of a split; `where="any"`: only those with at least one modality present."""
-        out = []
-        for r, split in enumerate(self.splits):
-            rows = split[role]
-            out.append(rows[self.present[r, rows].any(dim=1)] if where == "any" else rows)
-        return out
+        """Per run, the rows of a split (host tensors); `where="any"`: only those with a modality present."""
+        if (role, where) not in self._rows:
+            out = []
+            for r, split in enumerate(self.host_splits):
+                rows = split[role]
+                out.append(rows[self.host_present[r, rows].any(dim=1)] if where == "any" else rows)
+            self._rows[role, where] = out
+        return self._rows[role, where]
 
     def padded(self, rows: list[torch.Tensor], size: int | None = None) -> Batch:
         """Stack per-run row lists of different lengths into idx [R, n] with a validity mask; n is `size` if
         given (training batches are always padded to the batch size, so that a run draws the same dropout
-        masks whether it is stacked with others or alone), else the longest list."""
+        masks whether it is stacked with others or alone), else the longest list. Assembled on the host."""
         n_max = size or max(1, max(len(r) for r in rows))
-        idx = torch.zeros(self.n_runs, n_max, dtype=torch.long, device=self.device)
-        valid = torch.zeros(self.n_runs, n_max, dtype=torch.bool, device=self.device)
+        idx = torch.zeros(self.n_runs, n_max, dtype=torch.long)
+        valid = torch.zeros(self.n_runs, n_max, dtype=torch.bool)
         for r, run_rows in enumerate(rows):
-            idx[r, : len(run_rows)] = run_rows
+            idx[r, : len(run_rows)] = run_rows.cpu()
             valid[r, : len(run_rows)] = True
+        idx, valid = idx.to(self.device), valid.to(self.device)
         return Batch(idx, valid, self.labels[idx])
 
     def shuffled_batches(self, rows: list[torch.Tensor], batch_size: int) -> list[Batch]:
@@ -194,7 +212,7 @@ class RunGroup:
         per_run = [
             rows_r[torch.randperm(len(rows_r), generator=g).to(rows_r.device)].split(batch_size)
             for rows_r, g in zip(rows, self.generators)
-        ]
+        ]  # host tensors when `rows` are (RunGroup.rows): the batch is assembled there
         n_batches = max(len(b) for b in per_run)
         empty = rows[0][:0]
         return [
@@ -278,10 +296,42 @@ class Method(nn.Module):
     bookkeeping; `epochs_trained` counts the epochs it has run."""
 
     name = "base"
-    # the tuning stage's search space of the method's own options (mlaflow/tune/space.py); the shared optimiser's
+    # the tuning stage's search space of the method's own options (mlaflow/methods/space.py); the shared optimiser's
     # lr and weight decay are searched too unless the method trains with its own optimisers only
     search_space: ClassVar[dict] = {}
     uses_shared_optimizer: ClassVar[bool] = True
+    # What the rest of the workflow knows of a method, read through the registry (methods.method_class).
+    # Options (`method_params.<name>.<key>`) whose value names one of the corpus's modalities: checked
+    # against the corpus where the method runs (`check_options`); default: the corpus kind's strongest one.
+    modality_options: ClassVar[tuple[str, ...]] = ()
+    # options giving a weight per modality name; default: the corpus kind's fixed weights (equal weights for a
+    # kind without)
+    modality_weight_options: ClassVar[tuple[str, ...]] = ()
+    # trained end to end through one fusion layer: the methods whose weak modality the paper calls lazy (the
+    # report's laziness comparison)
+    joint_training: ClassVar[bool] = False
+    # (who, how): how the report's Table 1 says the method's unimodal prediction is made (section 4.1.1), e.g.
+    # ("MLA", "the shared head on one encoder"); None: not described
+    unimodal_rule: ClassVar[tuple[str, str] | None] = None
+
+    @classmethod
+    def check_options(cls, options: dict, modalities: list[str], variants: list[dict] = ()) -> None:
+        """Raise ParamsError where the method's options (`method_params.<name>`, validated by the schema) do
+        not fit the corpus's modalities; run at parse time for every method that runs. `variants`: the
+        method's overrides in other experiments (the fidelity variants)."""
+        for key in cls.modality_options:
+            if options[key] not in modalities:
+                raise ParamsError(
+                    f"method_params.{cls.name}.{key}",
+                    f"{options[key]!r} is not a modality of the corpus",
+                    f"use one of {modalities}",
+                )
+
+    @classmethod
+    def privilege(cls, options: dict) -> str | None:
+        """What the method sees under `options` that the others do not (a masked training cell), in the clause
+        the report flags its rows with; None: nothing."""
+        return None
 
     def __init__(
         self,
@@ -358,10 +408,14 @@ class Method(nn.Module):
         return []
 
     def set_active_runs(self, active: torch.Tensor) -> None:
-        """Tell the dropout layers which runs take the coming step (only those draw random numbers)."""
-        flags = active.tolist()
-        for module in self.modules():
-            if isinstance(module, StackedDropout):
+        """Tell the dropout layers which runs take the coming step (only those draw random numbers). Without
+        dropout nothing draws, and the mask is not read (on a GPU, reading it waits for the device)."""
+        if not hasattr(self, "_dropouts"):  # the model's layers do not change once it is built
+            self._dropouts = [m for m in self.modules() if isinstance(m, StackedDropout) and m.p > 0]
+        dropouts = self._dropouts
+        if dropouts:
+            flags = active.tolist()
+            for module in dropouts:
                 module.active = flags
 
     @torch.no_grad()

@@ -26,13 +26,14 @@ from torch import nn
 
 from mlaflow.methods.base import StackedLinear
 from mlaflow.methods.joint import JointFusion
-from mlaflow.tune.space import MODALITIES, Choice
+from mlaflow.methods.space import MODALITIES, Choice
 
 
 class BiGated(JointFusion):
     name = "bigated"
     # the gate modality is searched: gating the strongest modality by another one is what makes it gated
     search_space: ClassVar[dict] = {"gate": Choice(MODALITIES)}
+    modality_options = ("gate",)
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

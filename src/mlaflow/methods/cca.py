@@ -45,7 +45,7 @@ from mlaflow.methods.correlation import (
     pairs_of,
     train_fill,
 )
-from mlaflow.tune.space import IntRange, LogRange
+from mlaflow.methods.space import IntRange, LogRange
 
 
 class CCA(ProjectionClassifier):

@@ -42,6 +42,7 @@ class ConcatHead(nn.Module):
 
 class ConcatFusion(JointFusion):
     name = "concat"
+    unimodal_rule = ("`concat`", "the head split into per-modality sub-heads")
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

@@ -54,8 +54,8 @@ import torch
 from torch import nn
 
 from mlaflow.methods.base import Batch, Method, Predictions, RunGroup, Step
-from mlaflow.train.optim import StackedOptimizer
-from mlaflow.tune.space import LogRange
+from mlaflow.methods.optim import StackedOptimizer
+from mlaflow.methods.space import LogRange
 
 REFERENCE_STEPS = 5  # network steps, then latent steps, per reference epoch (CPMNets.train's step=[5, 5])
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from mlaflow.methods.imputation import FeatureReconstruction, ResidualAE
-from mlaflow.tune.space import LogRange, Range
+from mlaflow.methods.space import LogRange, Range
 
 CRA_LAYERS = [256, 128]
 

@@ -65,7 +65,7 @@ from mlaflow.methods.correlation import (
     train_fill,
     train_pca,
 )
-from mlaflow.tune.space import Choice, IntRange, LogRange
+from mlaflow.methods.space import Choice, IntRange, LogRange
 
 
 class DCCA(ProjectionClassifier):

@@ -27,7 +27,7 @@ from torch import nn
 
 from mlaflow.methods.correlation import StackedMLP, observed_mse
 from mlaflow.methods.dcca import DCCA
-from mlaflow.tune.space import LogRange
+from mlaflow.methods.space import LogRange
 
 
 class DCCAE(DCCA):

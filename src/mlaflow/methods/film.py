@@ -42,13 +42,14 @@ import torch
 
 from mlaflow.methods.base import Batch, Predictions, RunGroup, StackedLinear
 from mlaflow.methods.joint import JointFusion
-from mlaflow.tune.space import MODALITIES, Choice
+from mlaflow.methods.space import MODALITIES, Choice
 
 
 class FiLM(JointFusion):
     name = "film"
     # the condition modality is searched: FiLM conditioned on the strongest modality is that modality alone
     search_space: ClassVar[dict] = {"condition": Choice(MODALITIES)}
+    modality_options = ("condition",)
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

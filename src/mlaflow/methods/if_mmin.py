@@ -34,7 +34,7 @@ from torch import nn
 
 from mlaflow.methods.base import masked_cross_entropy
 from mlaflow.methods.imputation import FastLinear, ResidualAE, TeacherStudent, masked_mse, mlp, per_slot
-from mlaflow.tune.space import LogRange
+from mlaflow.methods.space import LogRange
 
 AE_LAYERS = [256, 128, 64]
 

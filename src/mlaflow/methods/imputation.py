@@ -260,7 +260,8 @@ class ImputationMethod(Method):
         rows: the same numbers and gradients as encoding every zero-filled row. With dropout (a mask per row,
         drawn for the whole padded batch) every row is encoded."""
         enc = self.encoders[m]
-        if self.dropout > 0.0:
+        if self.dropout > 0.0 or x.is_cuda:
+            # on a GPU every row: a shape that depends on the data would wait for the device at every step
             return enc(x.masked_fill(~keep.unsqueeze(-1), 0.0))
         R, B, d = x.shape
         positions, ok = compact(keep)
@@ -394,6 +395,12 @@ class TeacherStudent(ImputationMethod):
 
     shared_teacher = False
 
+    @classmethod
+    def privilege(cls, options: dict) -> str | None:
+        if options.get("teacher_data") == "complete":
+            return "its teacher is trained on complete training data (masked cells included)"
+        return None
+
     def __init__(self, input_dims, n_classes, train_cfg, options, generators):
         super().__init__(input_dims, n_classes, train_cfg, generators)
         self.teacher_data, self.drop_rate = options["teacher_data"], options["drop_rate"]
@@ -411,7 +418,7 @@ class TeacherStudent(ImputationMethod):
             return rows
         out = []
         for r, rows_r in enumerate(rows):
-            complete = rows_r[data.present[r, rows_r].all(dim=1)]
+            complete = rows_r[data.host_present[r, rows_r].all(dim=1)]
             out.append(complete if len(complete) else rows_r)
         return out
 

@@ -27,6 +27,9 @@ class JointFusion(Method):
     """Base of the joint-fusion methods. Subclasses define `fuse` (and may override `unimodal`,
     `modify_gradients`)."""
 
+    joint_training = True
+    unimodal_rule = ("fusion methods", "with the other modalities deactivated")
+
     def embed(self, data: RunGroup, batch: Batch, present: torch.Tensor) -> torch.Tensor:
         """Encoder outputs h [R, M, B, s], zero where the modality is masked (present: [R, B, M])."""
         h = torch.stack(

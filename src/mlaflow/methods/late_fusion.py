@@ -26,6 +26,7 @@ from mlaflow.methods.base import (
 
 class LateFusion(Method):
     name = "late_fusion"
+    unimodal_rule = ("late fusion", "each modality's classifier")
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

@@ -18,8 +18,8 @@ The default (`method_params.mla` as shipped) is the paper's section 3 and Algori
   modality's prediction; a masked modality gets weight 0 and the others renormalise.
 
 The released code (Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation, main.py and
-utils/utils.py GSPlugin) differs; each difference is an option, named after what it does (README, "Paper
-against released code"):
+utils/utils.py GSPlugin) differs; each difference is an option, named after what it does (docs/science.md,
+"Paper against released code"):
 
 - `head_gradient_modification: released`: `released_rls_update` (outer-product denominator, Frobenius
   renormalisation of P) and grad_W <- grad_W @ P^T. `off`: no projection, which is what the released code
@@ -72,7 +72,7 @@ from mlaflow.methods.base import (
     fuse,
     masked_cross_entropy,
 )
-from mlaflow.tune.space import LogRange
+from mlaflow.methods.space import LogRange
 
 FUSION_RULES = ("per_sample", "per_batch", "fixed", "average")
 HEAD_UPDATES = ("project_gradient", "project_step")
@@ -194,6 +194,21 @@ def fusion_weights(
 class MLA(Method):
     name = "mla"
     search_space: ClassVar[dict] = {"alpha": LogRange(0.01, 1.0)}  # eq. 5's regulariser
+    modality_weight_options = ("fixed_weights",)
+    unimodal_rule = ("MLA", "the shared head on one encoder")
+
+    @classmethod
+    def check_options(cls, options: dict, modalities: list[str], variants: list[dict] = ()) -> None:
+        """Fusion `fixed` (here or in a variant) needs a weight for each of the corpus's modalities."""
+        super().check_options(options, modalities, variants)
+        fusions = {options["fusion"], *(variant.get("fusion") for variant in variants)}
+        if "fixed" in fusions and not set(modalities) <= set(options["fixed_weights"]):
+            raise ParamsError(
+                "method_params.mla.fixed_weights",
+                f"has no weight for {sorted(set(modalities) - set(options['fixed_weights']))}, "
+                "and fusion fixed needs one per modality",
+                f"give a weight to each of {modalities}",
+            )
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)
@@ -271,7 +286,7 @@ class MLA(Method):
         train_rows = data.rows("train")
         n_batches = torch.tensor([-(-len(rows) // batch_size) for rows in train_rows])
         n_steps = M * n_batches  # a multiple of M for every run
-        present_train = [data.present[r, rows] for r, rows in enumerate(train_rows)]
+        present_train = [data.host_present[r, rows] for r, rows in enumerate(train_rows)]
         streams = [
             [_CyclingBatches(rows[present_train[r][:, m]], batch_size, data.generators[r]) for m in range(M)]
             for r, rows in enumerate(train_rows)
@@ -280,9 +295,10 @@ class MLA(Method):
         for j in range(int(n_steps.max())):
             m = j % M  # eq. 1: every run's t is a multiple of M at the start of an epoch
             rows = [streams[r][m].next() if j < n_steps[r] else None for r in range(R)]
-            active = torch.tensor([b is not None for b in rows], device=data.device)
-            if not bool(active.any()):
+            flags = [b is not None for b in rows]  # known on the host: no wait for the device
+            if not any(flags):
                 continue
+            active = torch.tensor(flags, device=data.device)
             batch = data.padded([empty if b is None else b for b in rows], batch_size)
             self.set_active_runs(active)
             h = self.encoders[m](data.inputs(m, batch.idx, batch.valid))  # h_{m_t}(x)  [R, B, s]

@@ -36,7 +36,7 @@ from typing import ClassVar
 
 from mlaflow.methods.base import masked_cross_entropy
 from mlaflow.methods.imputation import FastLinear, ResidualAE, TeacherStudent, masked_mse
-from mlaflow.tune.space import LogRange
+from mlaflow.methods.space import LogRange
 
 AE_LAYERS = [256, 128, 64]
 

@@ -38,8 +38,8 @@ import torch
 from mlaflow.methods.base import StackedLinear
 from mlaflow.methods.concat import ConcatHead
 from mlaflow.methods.joint import JointFusion
+from mlaflow.methods.space import LogRange
 from mlaflow.methods.sum_fusion import SumHead
-from mlaflow.tune.space import LogRange
 
 
 def ogm_coefficients(scores: torch.Tensor, available: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -46,7 +46,7 @@ from mlaflow.methods.base import (
     fuse,
     masked_cross_entropy,
 )
-from mlaflow.tune.space import LogRange
+from mlaflow.methods.space import LogRange
 
 
 def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -78,6 +78,7 @@ def ranking_loss(confidence: torch.Tensor, correctness: torch.Tensor, on: torch.
 class QMF(Method):
     name = "qmf"
     search_space: ClassVar[dict] = {"rank_loss_weight": LogRange(0.01, 1.0)}
+    unimodal_rule = ("QMF", "each modality's classifier")
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

@@ -41,6 +41,7 @@ class SumHead(nn.Module):
 
 class SumFusion(JointFusion):
     name = "sum"
+    unimodal_rule = ("`sum`", "one modality through its layer")
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

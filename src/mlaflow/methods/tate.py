@@ -76,7 +76,7 @@ from mlaflow.methods.base import (
     Step,
     masked_cross_entropy,
 )
-from mlaflow.tune.space import LogRange
+from mlaflow.methods.space import LogRange
 
 DROP_PROBABILITY = 0.5  # privileged false: chance that a sample with >= 2 observed modalities loses one
 
@@ -177,6 +177,12 @@ def masked_mean(values: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
 class TATE(Method):
     name = "tate"
     search_space: ClassVar[dict] = {"aux_weight": LogRange(0.01, 1.0)}
+
+    @classmethod
+    def privilege(cls, options: dict) -> str | None:
+        if options.get("privileged") is True:
+            return "its reconstruction targets and teacher see complete training data (masked cells included)"
+        return None
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
         super().__init__(input_dims, n_classes, train_cfg, method_cfg, generators)

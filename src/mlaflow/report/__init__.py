@@ -10,7 +10,9 @@
     fidelity.py   the paper's MLA against its released code, optimism of test-set selection, both mask protocols
     appendix.py   masks and provenance
     page.py       report_page.html: report.md as one self-contained page
-    catalog.py    REPORT_ITEMS: what `snakemake --report` shows, each with its category and caption
+    catalog.py    every file the report writes, once: its rule, DVC stage and kind, its `snakemake --report`
+                  category and caption (REPORT_ITEMS)
 
-A section is a function of a `context.ReportContext` returning its markdown lines; it writes its own files.
+A section is a function of a `context.ReportContext` returning its markdown lines; it writes its own files, at
+the paths of catalog.py.
 """

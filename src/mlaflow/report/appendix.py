@@ -10,12 +10,10 @@ import json
 
 from mlaflow.data import corpora
 from mlaflow.keys import config_hash
+from mlaflow.methods import method_class
 from mlaflow.provenance import git_commit, versions
 from mlaflow.report import markdown as md
 from mlaflow.report.context import ReportContext
-
-# method options that give a weight per modality name: method -> keys
-WEIGHTS_BY_MODALITY = {"mla": ("fixed_weights",)}
 
 
 def masks(ctx: ReportContext) -> list[str]:
@@ -71,12 +69,12 @@ def corpus_lines(ctx: ReportContext) -> list[str]:
     table (no root, no label setup: the schema's defaults of those keys are never read); its modalities, and
     per modality the encoder that extracted its store or the store it was given."""
     config = ctx.config
-    corpus = config["corpus"]
+    corpus, kind = config["corpus"], corpora.corpus_kind(config)
     classes = ", ".join(ctx.job_config["classes"])
-    if corpora.corpus_kind(config).name == "features":
-        source = f"features, label table {corpus['table']}"
-    else:
-        source = f"{corpus['kind']} ({corpus['root']}), label setup {corpus['label_setup']}"
+    table = corpora.label_table(config)
+    source = f"{corpus['kind']}, label table {table}" if table else f"{corpus['kind']} ({corpus['root']})"
+    if kind.classes is not None:  # the kind's classes come in label setups
+        source += f", label setup {corpus['label_setup']}"
     out = [f"corpus:       {source} (classes: {classes})", f"modalities:   {', '.join(ctx.modalities)}"]
     for store in ctx.features:
         out.append(store_line(store, bool(config["features"][store["modality"]]["precomputed"])))
@@ -85,7 +83,7 @@ def corpus_lines(ctx: ReportContext) -> list[str]:
 
 def store_line(store: dict, given: bool) -> str:
     """One feature store (context.feature_provenance): the encoder that extracted it, or the path of the store
-    the config gave, which need not record its encoder (the README's schema asks only for `modality`)."""
+    the config gave, which need not record its encoder (the store schema of docs/data-formats.md asks only for `modality`)."""
     encoder = "encoder not recorded"
     if "encoder" in store:
         encoder = f"encoder {store['encoder']} from {store.get('model_source', 'an unrecorded source')}"
@@ -100,11 +98,12 @@ def store_line(store: dict, given: bool) -> str:
 
 
 def method_options(config: dict, method: str, modalities: list[str]) -> dict:
-    """A method's options as its runs used them: weights by modality name only for the corpus's modalities (the
-    others are not used, mlaflow.methods.base.weights_by_modality), and, without one for every modality, said
-    to be not used at all (MLA's fixed fusion rule is then not measured)."""
+    """A method's options as its runs used them: weights by modality name (its class's
+    `modality_weight_options`) only for the corpus's modalities (the others are not used,
+    mlaflow.methods.base.weights_by_modality), and, without one for every modality, said to be not used at all
+    (MLA's fixed fusion rule is then not measured)."""
     options = dict(config["method_params"].get(method, {}))
-    for key in [key for key in WEIGHTS_BY_MODALITY.get(method, ()) if key in options]:
+    for key in [key for key in method_class(method).modality_weight_options if key in options]:
         missing = [m for m in modalities if m not in options[key]]
         options[key] = (
             f"not used (no weight for {', '.join(missing)})"

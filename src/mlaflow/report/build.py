@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlaflow.io import write_text
-from mlaflow.report import appendix, complete, fidelity, grid, suite, tuning
+from mlaflow.report import appendix, catalog, complete, fidelity, grid, suite, tuning
 from mlaflow.report.context import ReportContext, load_context
 from mlaflow.report.page import render_page
 
@@ -62,6 +62,6 @@ def build_report(
     {"config": <the validated params config>, "modalities": [...], "classes": [...], "paper_dataset": ...}."""
     ctx = load_context(config, index_paths, paper_path, Path(out_dir), feature_paths, mask_paths, tuned_paths)
     markdown = render(ctx)
-    write_text(ctx.out_dir / "report.md", markdown)
+    write_text(catalog.REPORT_MD.at(ctx.out_dir), markdown)
     # after the sections, which write the figures the page embeds
-    write_text(ctx.out_dir / "report_page.html", render_page(markdown, ctx.out_dir))
+    write_text(catalog.REPORT_PAGE.at(ctx.out_dir), render_page(markdown, ctx.out_dir))

@@ -7,25 +7,52 @@ trains each modality alone, so its unimodal accuracies say what each modality ca
 the one with the lowest late-fusion unimodal accuracy (the lowest mean over methods if late fusion did not run).
 The claim holds on a corpus when MLA's accuracy on the weak modality beats the best joint-training method's by
 more than the larger of their standard deviations over seeds.
+
+What the section says of a method comes from its class, read through the method registry
+(mlaflow.methods.method_class): whether it is a joint-training method (`joint_training`) and how its unimodal
+prediction is made (`unimodal_rule`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 
-from mlaflow.experiments import Experiment
+from mlaflow.methods import METHODS, method_class
+from mlaflow.pipeline.experiments import Experiment
+from mlaflow.report import catalog, plots
 from mlaflow.report import markdown as md
-from mlaflow.report import plots
 from mlaflow.report.aggregate import seed_stats
 from mlaflow.report.context import MAIN_KINDS, ReportContext
 
-# trained end to end through one fusion layer: the methods whose weak modality the paper calls lazy
-JOINT_METHODS = ("sum", "concat", "film", "bigated", "ogm_ge")
-PAPER_ORDER = ("sum", "concat", "late_fusion", "film", "bigated", "ogm_ge", "qmf", "mla")
+PAPER_ORDER = ("sum", "concat", "late_fusion", "film", "bigated", "ogm_ge", "qmf", "mla")  # Table 1's order
 GAP_METHODS = ("mla", "concat")  # Figure 3 of the paper
-GAP_PNG = "figures/modality_gap.png"
 # the only override of the fidelity variant that turns head gradient modification off (Table 3's "HGM off")
 HGM_OFF = {"method_params": {"mla": {"head_gradient_modification": "off"}}}
+
+
+def joint_methods(names) -> tuple[str, ...]:
+    """Of the methods `names` (those that ran), the ones trained end to end through one fusion layer
+    (`joint_training`), in registry order: the methods whose weak modality the paper calls lazy."""
+    return tuple(name for name in METHODS if name in set(names) and method_class(name).joint_training)
+
+
+def unimodal_rules(names) -> str:
+    """How the unimodal prediction of each of the methods `names` (those that ran) is made (section 4.1.1), as
+    its class states it
+    (`unimodal_rule`, who and how), in one clause: the rule several methods share first (the joint-training
+    methods' default), then each method's own, joint-training methods first, in registry order; methods whose
+    rules read alike are named together."""
+    stated = [cls for cls in map(method_class, [m for m in METHODS if m in set(names)]) if cls.unimodal_rule]
+    shared = Counter(cls.unimodal_rule for cls in stated)
+    named: dict[str, list[str]] = {}
+    for cls in sorted(stated, key=lambda cls: (shared[cls.unimodal_rule] == 1, not cls.joint_training)):
+        who, how = cls.unimodal_rule
+        names = named.setdefault(how, [])
+        if who not in names:
+            names.append(who)
+    return ", ".join(f"{' and '.join(names)} {how}" for how, names in named.items())
 
 
 def columns(modalities: list[str]) -> tuple[str, ...]:
@@ -83,9 +110,7 @@ def laziness_statement(table: pd.DataFrame, modalities: list[str]) -> str:
     joint-training method here?"""
     weak = weak_modality(table, modalities)
     # a method whose weak-modality prediction is a constant has no accuracy to compare there
-    joint = [
-        m for m in JOINT_METHODS if m in table.index and not pd.isna(table.loc[m, f"{weak}_accuracy_mean"])
-    ]
+    joint = [m for m in joint_methods(table.index) if not pd.isna(table.loc[m, f"{weak}_accuracy_mean"])]
     if "mla" not in table.index or not joint:
         return (
             "The laziness comparison needs MLA and at least one joint-training method with a measured "
@@ -166,27 +191,40 @@ def _paper_header(paper, table: dict, modalities: list[str]) -> list[str]:
     return [f"paper ({paper.dataset}): " + " / ".join([*(paper.column(m) for m in modalities), "multi"])]
 
 
+TITLE = "## Complete modalities: every method (Table 1 analogue)"
+
+
 def section(ctx: ReportContext) -> list[str]:
     """Table 1 and Table 3 analogues at missing rate 0, beside the paper's rows; the modality gap."""
-    modalities, paper = ctx.modalities, ctx.paper
-    runs = ctx.paper_runs
+    write_gap_figure(ctx)
+    if ctx.paper_runs[ctx.paper_runs["missing_rate"] == 0.0].empty:
+        return [
+            TITLE,
+            "",
+            "Complete modalities (Table 1 analogue): no run at missing rate 0 under the paper's "
+            "settings (add 0.0 to masks.missing_rates or methods to complete_modality_methods).",
+            "",
+        ]
+    return [*table1_part(ctx), *gap_part(ctx), *table3_part(ctx)]
+
+
+def write_gap_figure(ctx: ReportContext) -> None:
+    """The modality gap figure: the main grid's runs of GAP_METHODS at missing rate 0 (an empty panel
+    without)."""
     main = {e.name for e in ctx.of_kind(*MAIN_KINDS)}
     projections = {
         method: projection
         for (name, method, rate), projection in ctx.projections.items()
         if name in main and rate == 0.0 and method in GAP_METHODS
     }
-    plot_gap(projections, ctx.out_dir / GAP_PNG)
-    title = "## Complete modalities: every method (Table 1 analogue)"
-    if runs[runs["missing_rate"] == 0.0].empty:
-        return [
-            title,
-            "",
-            "Complete modalities (Table 1 analogue): no run at missing rate 0 under the paper's "
-            "settings (add 0.0 to masks.missing_rates or methods to complete_modality_methods).",
-            "",
-        ]
-    table = table1(runs, modalities)
+    plot_gap(projections, catalog.GAP_PNG.at(ctx.out_dir))
+
+
+def table1_part(ctx: ReportContext) -> list[str]:
+    """Table 1 analogue: every method's unimodal and multimodal accuracy, the best of each column in bold,
+    with the paper's row; then the laziness statement computed from it."""
+    modalities, paper = ctx.modalities, ctx.paper
+    table = table1(ctx.paper_runs, modalities)
     cols = columns(modalities)
     best = {c: table[f"{c}_mean"].max() for c in cols}
     rows = []
@@ -198,13 +236,11 @@ def section(ctx: ReportContext) -> list[str]:
             cells.append(f"**{text}**" if row[f"{c}_mean"] == best[c] else text)
         paper_cell = [_paper_cell(paper.row(paper.table1, method, modalities))] if paper.table1 else []
         rows.append([method, *cells, *paper_cell])
-    out = [
-        title,
+    return [
+        TITLE,
         "",
         "Missing rate 0, accuracy % (mean ± std over seeds of the fold means). Unimodal accuracy as section "
-        "4.1.1 says: fusion methods with the other modalities deactivated, `sum` one modality through its "
-        "layer, `concat` the head split into per-modality sub-heads, MLA the shared head on one encoder, late "
-        "fusion and QMF each modality's classifier. Bold: the best of this run per column. \"constant "
+        f'4.1.1 says: {unimodal_rules(table.index)}. Bold: the best of this run per column. "constant '
         'predictor": the unimodal prediction is one class in most runs (all, unless a share is given), so its '
         "accuracy is mostly that class's share, not what the modality carries (not shown as a number, and left "
         "out of the laziness comparison). "
@@ -224,9 +260,12 @@ def section(ctx: ReportContext) -> list[str]:
         "",
     ]
 
-    gaps = gap_table(runs)
+
+def gap_part(ctx: ReportContext) -> list[str]:
+    """The modality gap per method and modality pair (Figure 3 analogue), and the figure."""
+    gaps = gap_table(ctx.paper_runs)
     pairs = [c[: -len("_mean")] for c in gaps.columns if c.startswith("gap_") and c.endswith("_mean")]
-    out += [
+    return [
         "### Modality gap (Figure 3 analogue)",
         "",
         "Distance between the centroids of the L2-normalised encoder outputs of two modalities on the test set "
@@ -241,29 +280,34 @@ def section(ctx: ReportContext) -> list[str]:
             ],
         ),
         "",
-        f"![modality gap]({GAP_PNG})",
+        f"![modality gap]({catalog.GAP_PNG.name})",
         "",
     ]
 
+
+def table3_part(ctx: ReportContext) -> list[str]:
+    """Table 3 analogue: MLA with head gradient modification and dynamic fusion on and off, with the paper's
+    rows; a sentence when the main grid's MLA or the HGM-off variant has no run at missing rate 0."""
+    modalities, paper = ctx.modalities, ctx.paper
     variant = hgm_off_experiment(ctx.experiments)
     t3 = None if variant is None else table3(ctx.runs_of_kind("main"), ctx.runs_of(variant), modalities)
     if t3 is None:
-        return out + [
+        return [
             "MLA ablations (Table 3 analogue): need MLA at missing rate 0 in the main grid and a fidelity "
             "variant whose only change is `head_gradient_modification: off`, at missing rate 0.",
             "",
         ]
-    rows = []
-    for (hgm, df), row in t3.iterrows():
-        rows.append(
-            [
-                hgm,
-                df,
-                *[md.pm(row[f"{c}_mean"], row[f"{c}_std"]) for c in (*cols[:-1], "multi")],
-                *([_paper_cell(paper.row(paper.table3, (hgm, df), modalities))] if paper.table3 else []),
-            ]
-        )
-    return out + [
+    unimodal = columns(modalities)[:-1]
+    rows = [
+        [
+            hgm,
+            df,
+            *[md.pm(row[f"{c}_mean"], row[f"{c}_std"]) for c in (*unimodal, "multi")],
+            *([_paper_cell(paper.row(paper.table3, (hgm, df), modalities))] if paper.table3 else []),
+        ]
+        for (hgm, df), row in t3.iterrows()
+    ]
+    return [
         "### MLA ablations (Table 3 analogue)",
         "",
         "Head gradient modification (HGM, eq. 3-5) and dynamic fusion (DF, eq. 6-8) on and off, missing "

@@ -2,8 +2,8 @@
 
 Inputs:
 - stage indexes (one JSON per stage the workflow ran, written after the stage's runs):
-  {"stage": "main_grid", "experiments": [mlaflow.experiments.as_dict(e), ...], "runs": [run JSON paths]}.
-  The experiments come from them (`mlaflow.experiments.from_dict`); nothing here parses an experiment's name.
+  {"stage": "main_grid", "experiments": [mlaflow.pipeline.experiments.as_dict(e), ...], "runs": [run JSON paths]}.
+  The experiments come from them (`mlaflow.pipeline.experiments.from_dict`); nothing here parses an experiment's name.
   The index job has already checked every run's config hash against its experiment's job config.
 - the runs: one metrics JSON per run, flattened into one table (`load_runs`, one row per run);
 - the paper's published figures (`load_paper`): only the tables of the paper dataset the corpus stands for;
@@ -26,7 +26,7 @@ import yaml
 
 from mlaflow.data.masks import open_mask
 from mlaflow.errors import InputError
-from mlaflow.experiments import STAGES, Experiment, from_dict
+from mlaflow.pipeline.experiments import STAGES, Experiment, from_dict
 
 METRICS = ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1")
 MAIN_KINDS = ("main", "complete")  # the runs that reused cells stand for

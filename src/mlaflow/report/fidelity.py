@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mlaflow.experiments import Experiment, effective_train
 from mlaflow.io import write_json
 from mlaflow.keys import config_hash, rate_key
+from mlaflow.pipeline.experiments import Experiment, effective_train
+from mlaflow.report import catalog, plots
 from mlaflow.report import markdown as md
-from mlaflow.report import plots
 from mlaflow.report.aggregate import seed_stats
 from mlaflow.report.context import ReportContext
 
@@ -36,7 +36,6 @@ MEASURED_ON_PAPER_RUNS = {
         "model selection: best test epoch (released; optimistic)",
     ),
 }
-PROTOCOL_PNG = "figures/accuracy_vs_missing_rate_by_protocol.png"
 
 
 def protocol_experiments(ctx: ReportContext) -> list[Experiment]:
@@ -163,15 +162,15 @@ def write_files(
     """reports/fidelity.json, plots/fidelity_effects.csv, plots/accuracy_vs_missing_rate_by_protocol.csv and
     the by-protocol figure."""
     write_json(
-        ctx.out_dir / "fidelity.json",
+        catalog.FIDELITY_JSON.at(ctx.out_dir),
         {"config_hash": config_hash(ctx.job_config), **metrics(effect_table, optimism_table, protocol_table)},
     )
     wide = effect_table.pivot(index="missing_rate", columns="difference", values="delta_mean")
     wide = (100 * wide[list(dict.fromkeys(effect_table["difference"]))]).round(4).reset_index()
-    plots.write_csv(wide, ctx.out_dir / "plots" / "fidelity_effects.csv")
+    plots.write_series(wide, catalog.EFFECTS_CSV, ctx.out_dir)
     table = protocol_table.assign(series=protocol_table["method"] + "_" + protocol_table["protocol"])
     wide = (100 * table.pivot(index="missing_rate", columns="series", values="mean")).round(4).reset_index()
-    plots.write_csv(wide, ctx.out_dir / "plots" / "accuracy_vs_missing_rate_by_protocol.csv")
+    plots.write_series(wide, catalog.PROTOCOL_CSV, ctx.out_dir)
 
     fig, (ax,) = plots.new_figure()
     for i, method in enumerate(dict.fromkeys(protocol_table["method"])):
@@ -193,43 +192,53 @@ def write_files(
     plots.finish(
         ax, "missing rate", "test accuracy (%)", "Accuracy under both mask protocols (mean ± std over seeds)"
     )
-    plots.save_png(fig, ctx.out_dir / PROTOCOL_PNG)
+    plots.save_png(fig, catalog.PROTOCOL_PNG.at(ctx.out_dir))
 
 
 def write_placeholders(ctx: ReportContext) -> None:
     """The section's files when it has no data: they are DVC outputs whatever ran."""
-    write_json(ctx.out_dir / "fidelity.json", {"config_hash": config_hash(ctx.job_config)})
-    for name in ("fidelity_effects.csv", "accuracy_vs_missing_rate_by_protocol.csv"):
-        plots.write_csv(pd.DataFrame(columns=["missing_rate"]), ctx.out_dir / "plots" / name)
-    plots.placeholder_png(ctx.out_dir / PROTOCOL_PNG, "fidelity experiment: not run")
+    write_json(catalog.FIDELITY_JSON.at(ctx.out_dir), {"config_hash": config_hash(ctx.job_config)})
+    for output in (catalog.EFFECTS_CSV, catalog.PROTOCOL_CSV):
+        plots.write_series(pd.DataFrame(columns=[output.x]), output, ctx.out_dir)
+    plots.placeholder_png(catalog.PROTOCOL_PNG.at(ctx.out_dir), "fidelity experiment: not run")
 
 
 def section(ctx: ReportContext) -> list[str]:
     """Effects of each difference, the optimism of test-set selection, accuracy under both mask protocols."""
-    missing = (
-        "not run (fidelity.enabled: false)"
-        if not ctx.of_kind("fidelity")
-        else "not run (the fidelity stage's index lists no runs)"
-        if ctx.runs_of_kind("fidelity").empty
-        else None
-    )
-    if not missing:
-        effect_table, optimism_table = effects(ctx), optimism(ctx.paper_runs)
-        protocol_table = by_protocol(ctx, protocol_experiments(ctx))
-        if effect_table.empty:
-            missing = "no MLA run of the main grid at its missing rates to pair the variants with"
+    tables, missing = _section_data(ctx)
     if missing:
         write_placeholders(ctx)
         return [f"Fidelity experiment: {missing}.", ""]
+    effect_table, optimism_table, protocol_table = tables
     write_files(effect_table, optimism_table, protocol_table, ctx)
+    return [*effects_part(effect_table), *optimism_part(optimism_table), *protocol_part(protocol_table)]
 
+
+def _section_data(
+    ctx: ReportContext,
+) -> tuple[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None, str | None]:
+    """((effects, optimism, by protocol), None), or (None, why the section has no data)."""
+    if not ctx.of_kind("fidelity"):
+        return None, "not run (fidelity.enabled: false)"
+    if ctx.runs_of_kind("fidelity").empty:
+        return None, "not run (the fidelity stage's index lists no runs)"
+    effect_table, optimism_table = effects(ctx), optimism(ctx.paper_runs)
+    protocol_table = by_protocol(ctx, protocol_experiments(ctx))
+    if effect_table.empty:
+        return None, "no MLA run of the main grid at its missing rates to pair the variants with"
+    return (effect_table, optimism_table, protocol_table), None
+
+
+def effects_part(effect_table: pd.DataFrame) -> list[str]:
+    """The section's title and the table of effects: per difference and missing rate, the variant's accuracy
+    and its difference to the paper's MLA, below the paper's own row."""
     rates = sorted(effect_table["missing_rate"].unique())
     cell = effect_table.set_index(["difference", "missing_rate"])
     out = [
         "## Fidelity: the paper's MLA against its released code",
         "",
         "Each row changes the paper's MLA (eq. 1-8, the first table's `mla`) in one way the released code "
-        'differs, or in all of them (`released_code`); `README.md`, section "Paper against released code", '
+        'differs, or in all of them (`released_code`); `docs/science.md`, section "Paper against released code", '
         "explains each. Cell: the variant's accuracy, and in brackets its difference to the paper's MLA in "
         "percentage points, paired on seed and fold (per seed the mean over folds, then mean ± std over seeds). "
         "**Optimistic** rows pick the epoch on the test set: their figures are not comparable to "
@@ -254,15 +263,18 @@ def section(ctx: ReportContext) -> list[str]:
             ]
         )
     out += [*md.table(["difference"] + [f"missing rate {md.rate(r)}" for r in rates], rows), ""]
-    out += [
+    return out + [
         "The training budget (optimiser, learning rate, epochs) is this workflow's for every row; the released "
         "code's own (lr 1e-3, 100 epochs) is not part of this comparison.",
         "",
     ]
 
+
+def optimism_part(optimism_table: pd.DataFrame) -> list[str]:
+    """Per method and missing rate, what picking the epoch on the test set adds."""
     opt_rates = sorted(optimism_table["missing_rate"].unique())
     opt = optimism_table.set_index(["method", "missing_rate"])
-    out += [
+    return [
         "### Optimism of test-set model selection",
         "",
         "Best-test-epoch accuracy minus the test accuracy at the validation-selected epoch, same runs "
@@ -282,10 +294,13 @@ def section(ctx: ReportContext) -> list[str]:
         "",
     ]
 
+
+def protocol_part(protocol_table: pd.DataFrame) -> list[str]:
+    """Accuracy per method, mask protocol and missing rate, and the figure."""
     prot_rates = sorted(protocol_table["missing_rate"].unique())
     prot = protocol_table.set_index(["method", "protocol", "missing_rate"])
     keys = list(dict.fromkeys(zip(protocol_table["method"], protocol_table["protocol"])))
-    out += [
+    return [
         "### Accuracy under both mask protocols",
         "",
         "`bernoulli`: each modality of each sample missing independently with probability = missing rate (the "
@@ -306,7 +321,6 @@ def section(ctx: ReportContext) -> list[str]:
             ],
         ),
         "",
-        f"![accuracy under both mask protocols]({PROTOCOL_PNG})",
+        f"![accuracy under both mask protocols]({catalog.PROTOCOL_PNG.name})",
         "",
     ]
-    return out

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mlaflow.data import corpora
 from mlaflow.io import write_json
 from mlaflow.keys import config_hash, rate_key
+from mlaflow.report import catalog, plots
 from mlaflow.report import markdown as md
-from mlaflow.report import plots
 from mlaflow.report.aggregate import seed_stats
 from mlaflow.report.complete import unimodal_cell
 from mlaflow.report.context import MAIN_KINDS, METRICS, ReportContext
-
-ACCURACY_PNG = "figures/accuracy_vs_missing_rate.png"
 
 
 def summary_table(runs: pd.DataFrame, modalities: list[str]) -> pd.DataFrame:
@@ -56,13 +55,13 @@ def plot_accuracy(summary: pd.DataFrame, ctx: ReportContext, methods: list[str])
         "test accuracy (%)",
         "Accuracy against missing rate (mean ± std over seeds)",
     )
-    plots.save_png(fig, ctx.out_dir / ACCURACY_PNG)
+    plots.save_png(fig, catalog.ACCURACY_PNG.at(ctx.out_dir))
 
 
 def write_summary(ctx: ReportContext) -> None:
     """reports/metrics.json (DVC metrics: every method of the main grid and the complete-modality baselines at
-    the rates it ran), plots/accuracy_vs_missing_rate.csv (one column per main method, and per paper curve
-    when there is a paper dataset) and its figure."""
+    the rates it ran), plots/accuracy_vs_missing_rate.csv (a series per main method, and per paper curve when
+    there is a paper dataset) and its figure."""
     methods = list(ctx.job_config["methods"])
     runs = ctx.runs_of_kind(*MAIN_KINDS)
     summary = summary_table(runs, ctx.modalities)
@@ -78,9 +77,9 @@ def write_summary(ctx: ReportContext) -> None:
         }
         entry["n_runs"] = int(row["n_runs"])
         metrics.setdefault(method, {})[rate_key(rate)] = entry
-    write_json(ctx.out_dir / "metrics.json", metrics)
+    write_json(catalog.METRICS.at(ctx.out_dir), metrics)
 
-    # DVC plots data: one column per method (this run) and, with a paper dataset, per paper curve
+    # DVC plots data: one series per method (this run) and, with a paper dataset, per paper curve
     with_paper = ctx.paper.dataset is not None
     header = ["missing_rate", *[c for m in methods for c in ([m, f"paper_{m}"] if with_paper else [m])]]
     plot_rows = []
@@ -95,9 +94,7 @@ def write_summary(ctx: ReportContext) -> None:
             if with_paper:
                 row[f"paper_{method}"] = ctx.paper.table2.get(method, {}).get(rate, "")
         plot_rows.append(row)
-    plots.write_csv(
-        pd.DataFrame(plot_rows, columns=header), ctx.out_dir / "plots" / "accuracy_vs_missing_rate.csv"
-    )
+    plots.write_series(pd.DataFrame(plot_rows, columns=header), catalog.ACCURACY_CSV, ctx.out_dir)
     plot_accuracy(summary, ctx, methods)
 
 
@@ -107,18 +104,20 @@ def write_summary(ctx: ReportContext) -> None:
 def header(ctx: ReportContext) -> list[str]:
     """Title, the read-first note (synthetic corpus or random encoders) and how every cell is computed."""
     config = ctx.config
-    corpus = config["corpus"]
+    corpus, kind = config["corpus"], corpora.corpus_kind(config)
     any_pretrained = any(bool(f.get("pretrained")) for f in ctx.features)
     n_seeds, n_folds = len(config["train"]["seeds"]), len(config["splits"]["folds"])
     out = ["# mlaflow report: learning with missing modalities (MLA, CVPR 2024, Table 2 protocol)", ""]
-    generated = {"embedded": "IEMOCAP", "embedded_cremad": "CREMA-D"}.get(corpus["kind"])
-    if corpus["kind"] == "features":
-        source = f"These numbers come from your own features (labels `{corpus['table']}`). "
+    generated = kind.generator_module is not None
+    if not kind.extracted:
+        source = f"These numbers come from your own features (labels `{corpora.label_table(config)}`). "
     elif generated:
-        source = f"These numbers come from the *embedded synthetic corpus* (generated, {generated} layout), "
+        source = (
+            f"These numbers come from the *embedded synthetic corpus* (generated, {kind.layout} layout), "
+        )
     else:
         source = f"These numbers come from the corpus at `{corpus['root']}`, "
-    if generated or (not any_pretrained and corpus["kind"] != "features"):
+    if generated or (not any_pretrained and kind.extracted):
         paper = (
             f"the paper's {ctx.paper.dataset} figures, which are shown beside them for reference only"
             if ctx.paper.dataset
@@ -132,7 +131,7 @@ def header(ctx: ReportContext) -> list[str]:
             f"**not comparable** to {paper}.",
             "",
         ]
-    elif corpus["kind"] == "features":
+    elif not kind.extracted:
         out += [f"> {source}The paper's figures are not shown: this corpus is not one of its datasets.", ""]
     out += [
         f"Accuracy is overall test accuracy (WA). Each cell: for each seed the mean over {n_folds} "
@@ -176,7 +175,7 @@ def accuracy_table(ctx: ReportContext) -> list[str]:
             f"{no_zero}).",
             "",
         ]
-    return out + [f"![accuracy against missing rate]({ACCURACY_PNG})", ""]
+    return out + [f"![accuracy against missing rate]({catalog.ACCURACY_PNG.name})", ""]
 
 
 def all_metrics(ctx: ReportContext) -> list[str]:

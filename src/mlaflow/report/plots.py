@@ -1,5 +1,6 @@
 """Figures and DVC plots data of the report: matplotlib without a display, the errorbar-lines plot every
-accuracy-against-rate figure uses, atomic PNG and CSV writes (a killed job never leaves half a file).
+accuracy-against-rate figure uses, atomic PNG and CSV writes (a killed job never leaves half a file), and the
+long format of the DVC plots data (`write_series`, see mlaflow.report.catalog).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlaflow.io import atomic_path
+from mlaflow.report.catalog import SERIES, Output
 
 
 def new_figure(width: float = 6.4, height: float = 4.2, panels: int = 1):
@@ -54,6 +56,15 @@ def placeholder_png(path: Path, message: str) -> None:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """DVC plots data (no index column)."""
+    """A table (no index column)."""
     with atomic_path(path, ".csv") as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def write_series(wide: pd.DataFrame, output: Output, out_dir: Path) -> None:
+    """A DVC plot's data, in the long format its template draws without naming a series: `wide` (the plot's x
+    column, then one column per series: a method, a variant, a paper curve) as rows of the catalog's columns
+    (x, series, y), series after series in column order, each at the x values where it has a value."""
+    long = wide.melt(id_vars=[output.x], var_name=SERIES, value_name=output.y)
+    long = long[long[output.y].notna() & (long[output.y] != "")]
+    write_csv(long[output.columns], output.at(out_dir))

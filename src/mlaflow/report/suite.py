@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mlaflow.experiments import Experiment
 from mlaflow.io import write_json
 from mlaflow.keys import config_hash, rate_key
+from mlaflow.methods import method_class
+from mlaflow.pipeline.experiments import Experiment
+from mlaflow.report import catalog, plots
 from mlaflow.report import markdown as md
-from mlaflow.report import plots
 from mlaflow.report.aggregate import seed_stats
 from mlaflow.report.context import ReportContext
 
 SHIFT_BASELINES = 2  # the test-time shift table shows MLA and this many of the strongest other methods
-SUITE_PNG = "figures/missing_suite_accuracy.png"
-ISOLATION_PNG = "figures/isolation.png"
 
 
 def _ordered(table: pd.DataFrame, methods: list[str], by: list[str]) -> pd.DataFrame:
@@ -38,13 +37,9 @@ def suite_methods(main_methods: list[str], suite: list[str]) -> list[str]:
 
 
 def privilege(method: str, method_params: dict) -> str | None:
-    """What a method sees that the others do not, under its current options (flagged in Table 2)."""
-    options = method_params.get(method, {})
-    if options.get("teacher_data") == "complete":
-        return "its teacher is trained on complete training data (masked cells included)"
-    if options.get("privileged") is True:
-        return "its reconstruction targets and teacher see complete training data (masked cells included)"
-    return None
+    """What a method sees that the others do not, under its current options (flagged in Table 2), as its class
+    says (`privilege`)."""
+    return method_class(method).privilege(method_params.get(method, {}))
 
 
 def table2(runs: pd.DataFrame, methods: list[str], rates: list[float]) -> pd.DataFrame:
@@ -173,9 +168,9 @@ def shift_table(runs: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 
 
 def write_suite_files(table: pd.DataFrame, shift: pd.DataFrame, ctx: ReportContext) -> None:
-    """reports/missing_suite.json (DVC metrics), the plots data (wide CSVs, percent) and the figure."""
+    """reports/missing_suite.json (DVC metrics), the plots data (percent) and the figure."""
     write_json(
-        ctx.out_dir / "missing_suite.json", {"config_hash": config_hash(ctx.job_config), **metrics(table)}
+        catalog.SUITE_JSON.at(ctx.out_dir), {"config_hash": config_hash(ctx.job_config), **metrics(table)}
     )
     methods = list(dict.fromkeys(table["method"]))
     wide = (
@@ -186,14 +181,13 @@ def write_suite_files(table: pd.DataFrame, shift: pd.DataFrame, ctx: ReportConte
     for method in methods:
         if method in ctx.paper.table2:
             wide[f"paper_{method}"] = [ctx.paper.table2[method].get(r, float("nan")) for r in wide.index]
-    plots.write_csv(wide.reset_index(), ctx.out_dir / "plots" / "missing_suite_accuracy.csv")
+    plots.write_series(wide.reset_index(), catalog.SUITE_CSV, ctx.out_dir)
     shift_csv = shift.assign(accuracy=(100 * shift["mean"].astype(float)).round(4))
     plots.write_csv(
-        shift_csv[["method", "train_rate", "test_rate", "accuracy"]],
-        ctx.out_dir / "plots" / "test_time_shift.csv",
+        shift_csv[["method", "train_rate", "test_rate", "accuracy"]], catalog.SHIFT_CSV.at(ctx.out_dir)
     )
     if not methods:
-        plots.placeholder_png(ctx.out_dir / SUITE_PNG, "missing-modality suite: no runs")
+        plots.placeholder_png(catalog.SUITE_PNG.at(ctx.out_dir), "missing-modality suite: no runs")
         return
     fig, (ax,) = plots.new_figure(7.2, 4.6)
     for i, method in enumerate(methods):
@@ -217,7 +211,7 @@ def write_suite_files(table: pd.DataFrame, shift: pd.DataFrame, ctx: ReportConte
         legend_size=7,
         ncol=2,
     )
-    plots.save_png(fig, ctx.out_dir / SUITE_PNG)
+    plots.save_png(fig, catalog.SUITE_PNG.at(ctx.out_dir))
 
 
 def _suite_data(ctx: ReportContext) -> tuple[pd.DataFrame, str | None]:
@@ -283,7 +277,7 @@ def suite_section(ctx: ReportContext) -> list[str]:
     out += md.table(["method"] + [md.rate(r) for r in rates], rows)
     collapse = collapse_statement(ctx.paper_runs, list(dict.fromkeys(table["method"])), rates)
     out += ["", *notes, "", claim_statement(table), "", *([collapse, ""] if collapse else [])]
-    out += [f"![missing-modality suite]({SUITE_PNG})", ""]
+    out += [f"![missing-modality suite]({catalog.SUITE_PNG.name})", ""]
 
     methods = list(dict.fromkeys(shift["method"]))
     out += ["### Test-time shift: train at one missing rate, test at another", ""]
@@ -378,9 +372,10 @@ def isolation_statement(iso: pd.DataFrame) -> str:
 def write_isolation_files(iso: pd.DataFrame, ctx: ReportContext) -> None:
     iso = iso.assign(series=iso["method"] + "_" + iso["modality"] + "_without_" + iso["masked_modality"])
     wide = (100 * iso.pivot(index="missing_rate", columns="series", values="mean")).round(4)
-    plots.write_csv(
+    plots.write_series(
         wide.reset_index().rename(columns={"missing_rate": "training_missing_rate"}),
-        ctx.out_dir / "plots" / "isolation.csv",
+        catalog.ISOLATION_CSV,
+        ctx.out_dir,
     )
     panels = list(dict.fromkeys(iso["masked_modality"]))
     fig, axes = plots.new_figure(4.6, 4.0, panels=len(panels))
@@ -407,7 +402,7 @@ def write_isolation_files(iso: pd.DataFrame, ctx: ReportContext) -> None:
             f"{masked} masked in training",
             legend_size=7,
         )
-    plots.save_png(fig, ctx.out_dir / ISOLATION_PNG)
+    plots.save_png(fig, catalog.ISOLATION_PNG.at(ctx.out_dir))
 
 
 def isolation_section(ctx: ReportContext) -> list[str]:
@@ -422,10 +417,10 @@ def isolation_section(ctx: ReportContext) -> list[str]:
     )
     if missing:
         # the files are DVC outputs whatever ran: a header-only CSV and an empty figure
-        plots.write_csv(
-            pd.DataFrame(columns=["training_missing_rate"]), ctx.out_dir / "plots" / "isolation.csv"
+        plots.write_series(
+            pd.DataFrame(columns=["training_missing_rate"]), catalog.ISOLATION_CSV, ctx.out_dir
         )
-        plots.placeholder_png(ctx.out_dir / ISOLATION_PNG, "isolation analysis: not run")
+        plots.placeholder_png(catalog.ISOLATION_PNG.at(ctx.out_dir), "isolation analysis: not run")
         return [f"Isolation analysis: not run ({missing}).", ""]
     iso = isolation([(e, ctx.runs_of(e)) for e in experiments], ctx.modalities)
     write_isolation_files(iso, ctx)
@@ -466,4 +461,4 @@ def isolation_section(ctx: ReportContext) -> list[str]:
         ],
         rows,
     )
-    return out + ["", isolation_statement(iso), "", f"![isolation]({ISOLATION_PNG})", ""]
+    return out + ["", isolation_statement(iso), "", f"![isolation]({catalog.ISOLATION_PNG.name})", ""]

@@ -66,7 +66,7 @@ def section(ctx: ReportContext) -> list[str]:
         'given to the tuning runs). Every table of this report shows the chosen values. "Tuned" is the best '
         "trial on the same validation split that chose it, so the gain is optimistic; with a budget below "
         "TPE's 10 start-up trials the sampler draws at random after trial 0. Raise `tuning.trials` (and "
-        '`tuning.workers` on a cluster) for a real search (README, "Tuning").',
+        '`runtime.tuning_workers` on a cluster) for a real search (docs/operating.md, "Tuning on a cluster").',
         "",
         *md.table(
             [
@@ -83,7 +83,7 @@ def section(ctx: ReportContext) -> list[str]:
         ),
         "",
         "Search spaces (declared next to each method: `search_space` in its module, plus the shared "
-        "optimiser's learning rate and weight decay for the methods that use it; mlaflow/tune/space.py):",
+        "optimiser's learning rate and weight decay for the methods that use it; mlaflow/methods/space.py):",
         "",
         *md.table(["method", "searched"], spaces),
         "",

@@ -18,7 +18,7 @@ from mlaflow.io import write_json
 def write_index(config: dict, run_paths: list[str], out: str | Path, tuned_paths: list[str] = ()) -> None:
     """Check every run against its job's config hash and, for a tuned method, against the chosen values it
     must have trained with (data/tuning/<method>.json, `tuned_paths`); write the index."""
-    from mlaflow.tune.space import read_chosen
+    from mlaflow.train.tuned import read_chosen
 
     expected = config["config_hashes"]
     chosen = {c["method"]: c["values_hash"] for c in map(read_chosen, tuned_paths)}

@@ -1,172 +1,70 @@
-"""One training job (`mlaflow train`): the runs of one method at one missing rate that the rule groups
-(train.job_group), read from the job's config file and its input files, trained stacked (or one at a time),
-one metrics JSON written per run.
+"""One training job (`mlaflow train`): the runs that the rule groups (runtime.job_group: every run of a method in
+an experiment, or those of one missing rate, seed or run), read from the job's config file and its input files,
+trained stacked (or one at a time), one metrics JSON written per run.
 
 The job's config (written by the workflow from the config Snakemake was given; see
-`mlaflow.experiments.train_job_config`) holds everything the runs compute from besides the input files; every
-run records that config's hash, so the stage's index can refuse a run trained under other settings.
+`mlaflow.pipeline.experiments.train_job_config`) holds everything the runs compute from besides the input files;
+every run records that config's hash, so the stage's index can refuse a run trained under other settings.
 
-What survives a failure: before training, the job checks that it can write its outputs (a read-only or full
-folder fails at once, naming it). Each finished run is also kept in `<run folder>/.done/`, under a key of
-everything it was computed from (the config, every input file's content, the code the job runs); Snakemake
-deletes a failed job's outputs, not these, so a rerun of a killed or failed job trains only the runs not done
-(with `train.batch_runs: false` runs finish one by one; stacked runs finish together). A job that succeeds
-removes its `.done` entries (the folder stays: the other jobs of the run folder may be using it).
+What survives a failure: before training, the job checks that it can write (a read-only or full folder fails at
+once, naming it). Each finished run is also kept beside the method's folder, in
+`<root>/.done/<method>/missing_<rate>/` (`resume_path`), under a key of everything it was computed from (the
+config, every input file's content, the code the job runs); Snakemake deletes a failed job's outputs, not
+these, so a rerun of a killed or failed job trains only the runs not done (with `runtime.batch_runs: false` runs
+finish one by one; stacked runs finish together). A job that succeeds removes its entries (the folders stay:
+other jobs may be using them).
 
 One attempt at a time: a job's process can outlive its job (a killed shell; `mlaflow train` asks the kernel to
-stop it then, see `mlaflow.cli.die_with_parent`, but only on Linux). So the job holds an exclusive lock,
-`<run folder>/.done/<first output's stem>.lock`, while it runs (`mlaflow.joblock`): a rerun beside a live
-earlier attempt fails at once, naming that attempt's pid, before it reads or writes any run; a killed attempt's
-lock dies with it.
+stop it then, see `mlaflow.cli.die_with_parent`, but only on Linux). So the job holds an exclusive lock, its
+first run's `.lock` there, while it runs (`mlaflow.joblock`): a rerun beside a live earlier attempt fails at
+once, naming that attempt's pid, before it reads or writes any run; a killed attempt's lock dies with it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 import torch
 
-from mlaflow.codedeps import code_files
 from mlaflow.data.folds import fold_indices
-from mlaflow.data.masks import all_missing_forbidden_by, mask_missing_rate, read_mask, training_only
+from mlaflow.data.masks import training_only
 from mlaflow.errors import InputError
 from mlaflow.io import write_json
 from mlaflow.joblock import job_lock
-from mlaflow.keys import config_hash, format_rate
+from mlaflow.keys import config_hash
 from mlaflow.provenance import git_commit
-from mlaflow.train.data import load_corpus
+from mlaflow.runtime import Runtime
+from mlaflow.train.inputs import JobFiles, JobInputs, check_rates, fingerprint, load_job_inputs
 from mlaflow.train.loop import RunSpec, train_runs
-from mlaflow.tune.space import apply_values, read_chosen
+from mlaflow.train.tuned import apply_values, read_chosen
 
 log = logging.getLogger(__name__)
 
 
 def run_training_job(
-    config: dict,
-    missing_rate: float,
-    seeds: list[int],
-    folds: list[int],
-    manifest: str | Path,
-    feature_paths: list[str],
-    folds_path: str | Path,
-    masks_path: str | Path,
-    shift_mask_paths: list[str],
-    outputs: list[str],
-    tuned_path: str | Path | None = None,
+    config: dict, files: JobFiles, runs: list[tuple[str, int, int]], outputs: list[str], runtime: Runtime
 ) -> None:
-    """Train the runs seeds x folds (seeds outer) of the config's method at `missing_rate`; write outputs[i]
-    for run i. `shift_mask_paths`: the mask files of `config["test_time_shift"]` (test-time shift).
-    `tuned_path`: the tuning stage's chosen values for the method (data/tuning/<method>.json), written over the
-    config's settings except where the experiment's overrides set a key."""
-    runs = [(seed, fold) for seed in seeds for fold in folds]
+    """Train `runs` ((missing rate label, seed, fold); one mask file per rate in `files.masks`) of the config's
+    method, stacked (`runtime.batch_runs`) or one at a time; write outputs[i] for run i. `files.tuned`: the
+    tuning stage's chosen values of the method, written over the config's settings except where the
+    experiment's overrides set a key."""
     if len(outputs) != len(runs):
-        raise SystemExit(f"expected {len(runs)} output paths (seeds x folds), got {len(outputs)}")
+        raise InputError(None, f"{len(runs)} runs but {len(outputs)} output paths", "give one --out per run")
     check_writable(outputs)
     # before anything else: a rerun must not train beside a live earlier attempt of this job (mlaflow.joblock)
-    with job_lock(outputs[0]):
-        modalities = config["modalities"]
-        if len(feature_paths) != len(modalities):
-            raise SystemExit(
-                f"expected one feature store per modality {modalities}, got {len(feature_paths)}"
-            )
-        torch.set_num_threads(config["train"]["threads"])
-        corpus = load_corpus(
-            manifest,
-            dict(zip(modalities, feature_paths)),
-            config["classes"],
-            modalities,
-            config["feature_dims"],
-        )
-        folds_table = pd.read_csv(folds_path, dtype={"utterance_id": str})
-        if folds_table["utterance_id"].tolist() != corpus.utterance_ids:
-            raise InputError(
-                folds_path,
-                "utterance ids differ from the manifest's",
-                "regenerate folds after the manifest changed (snakemake --forcerun folds)",
-            )
-        spec = config["experiment"]["masks"]
-        forbid = all_missing_forbidden_by(spec, config["masks"]["all_missing"])
-        ids = corpus.utterance_ids
-        masks = {seed: read_mask(masks_path, seed, ids, spec, forbid, modalities) for seed in seeds}
-        shift = {}
-        for path in shift_mask_paths:
-            label = format_rate(mask_missing_rate(path))
-            shift[label] = {seed: read_mask(path, seed, ids, spec, forbid, modalities) for seed in seeds}
-        if sorted(shift) != sorted(config["test_time_shift"]):
-            raise SystemExit(
-                f"test-time shift masks {sorted(shift)} do not match the config's {config['test_time_shift']}"
-            )
-        specs = []
-        for seed, fold in runs:
-            split = fold_indices(folds_table, fold)
-            present = training_only(masks[seed], split) if spec["training_only"] else masks[seed]
-            specs.append(
-                RunSpec(seed * 1000 + fold, present, split, {label: m[seed] for label, m in shift.items()})
-            )
-        method = config["method"]
-        settings = {"train": config["train"], "method_params": config["method_params"]}
-        tuned = None
-        if tuned_path is not None:
-            tuned = read_chosen(tuned_path)
-            if tuned["method"] != method:
-                raise InputError(
-                    tuned_path, f"holds the tuned values of {tuned['method']}, not {method}", "fix --tuned"
-                )
-            settings = apply_values(settings, tuned["values"], keep=config["experiment"]["overrides"])
-            tuned = {
-                "values": tuned["values"],
-                "values_hash": tuned["values_hash"],
-                "source": str(tuned_path),
-            }
-        run_hash, commit = config_hash(config), git_commit()
-        inputs = [
-            manifest,
-            *feature_paths,
-            folds_path,
-            masks_path,
-            *shift_mask_paths,
-            *([tuned_path] if tuned else []),
-        ]
-        key = fingerprint(config, inputs, "mlaflow.train.job", method)
-
-        def finished(index: int, record: dict) -> None:
-            seed, fold = runs[index]
-            record.update(
-                method=method,
-                experiment=config["experiment"]["name"],
-                experiment_kind=config["experiment"]["kind"],
-                missing_rate=missing_rate,
-                seed=seed,
-                fold=fold,
-                masks=spec,
-                all_missing=config["masks"]["all_missing"],
-                masked_input=config["train"]["masked_input"],
-                method_params=settings["method_params"].get(method, {}),
-                tuned=tuned,
-                config_hash=run_hash,
-                git_commit=commit,
-                encoders={
-                    m: {k: corpus.feature_attrs[m].get(k) for k in ("encoder", "pretrained", "model_source")}
-                    for m in modalities
-                },
-            )
-            _write(_done_path(outputs[index], key), record)
-            log.info(
-                "%s rate=%.2f seed=%d fold=%d: test acc %.4f (val %.4f at epoch %d)",
-                method,
-                missing_rate,
-                seed,
-                fold,
-                record["metrics"]["accuracy"],
-                record["validation"]["accuracy"],
-                record["validation"]["best_epoch"],
-            )
-
+    with job_lock(outputs[0], resume_path(outputs[0], "lock")):
+        torch.set_num_threads(runtime.threads)
+        seeds = sorted({seed for _, seed, _ in runs})
+        inputs = load_job_inputs(config, files, seeds)
+        check_rates(inputs.shift_masks, config["test_time_shift"], "test-time shift", files.folds)
+        check_rates(inputs.masks, sorted({rate for rate, _, _ in runs}), "training", files.folds)
+        specs = [run_spec(config, inputs, inputs.masks[rate], seed, fold) for rate, seed, fold in runs]
+        settings, tuned = tuned_settings(config, files.tuned)
+        key = fingerprint(config, files)
         pending = [i for i, out in enumerate(outputs) if not _done_path(out, key).is_file()]
         if len(pending) < len(outputs):
             log.info(
@@ -175,23 +73,96 @@ def run_training_job(
                 len(outputs),
                 len(pending),
             )
-        if pending and config["train"]["batch_runs"]:
-            for i, record in zip(pending, train_runs(method, corpus, [specs[i] for i in pending], settings)):
-                finished(i, record)
-        else:
-            for i in pending:
-                finished(i, train_runs(method, corpus, [specs[i]], settings)[0])
+        provenance = {
+            "method": config["method"],
+            "experiment": config["experiment"]["name"],
+            "experiment_kind": config["experiment"]["kind"],
+            "masks": config["experiment"]["masks"],
+            "all_missing": config["masks"]["all_missing"],
+            "masked_input": config["train"]["masked_input"],
+            "method_params": settings["method_params"].get(config["method"], {}),
+            "tuned": tuned,
+            "config_hash": config_hash(config),
+            "git_commit": git_commit(),
+            "encoders": {
+                m: {
+                    k: inputs.corpus.feature_attrs[m].get(k)
+                    for k in ("encoder", "pretrained", "model_source")
+                }
+                for m in config["modalities"]
+            },
+        }
+        groups = [pending] if runtime.batch_runs else [[i] for i in pending]
+        for group in filter(None, groups):
+            records = train_runs(
+                config["method"], inputs.corpus, [specs[i] for i in group], settings, device=runtime.device
+            )
+            for i, record in zip(group, records):
+                rate, seed, fold = runs[i]
+                record.update(provenance, missing_rate=float(rate), seed=seed, fold=fold)
+                _write(_done_path(outputs[i], key), record)
+                _log_run(record)
         for out in outputs:
-            done = _done_path(out, key)
-            _write(out, json.loads(done.read_text()))
+            _write(out, json.loads(_done_path(out, key).read_text()))
         for out in outputs:  # every output is whole: the resume entries are not needed any more
             for stale in _done_path(out, key).parent.glob(f"{Path(out).stem}.*.json"):
                 stale.unlink(missing_ok=True)
 
 
+def run_spec(config: dict, inputs: JobInputs, masks: dict[int, np.ndarray], seed: int, fold: int) -> RunSpec:
+    """One run's seed, mask (training rows only where the experiment masks training alone), split and test-time
+    shift masks."""
+    split = fold_indices(inputs.folds, fold)
+    present = (
+        training_only(masks[seed], split) if config["experiment"]["masks"]["training_only"] else masks[seed]
+    )
+    shift = {label: by_seed[seed] for label, by_seed in inputs.shift_masks.items()}
+    return RunSpec(seed * 1000 + fold, present, split, shift)
+
+
+def tuned_settings(config: dict, tuned_path: str | None) -> tuple[dict, dict | None]:
+    """The method's settings with its tuned values written in (the experiment's overrides kept), and the record
+    of those values (None without tuning)."""
+    settings = {"train": config["train"], "method_params": config["method_params"]}
+    if tuned_path is None:
+        return settings, None
+    chosen = read_chosen(tuned_path)
+    if chosen["method"] != config["method"]:
+        raise InputError(
+            tuned_path, f"holds the tuned values of {chosen['method']}, not {config['method']}", "fix --tuned"
+        )
+    settings = apply_values(settings, chosen["values"], keep=config["experiment"]["overrides"])
+    return settings, {
+        "values": chosen["values"],
+        "values_hash": chosen["values_hash"],
+        "source": str(tuned_path),
+    }
+
+
+def _log_run(record: dict) -> None:
+    log.info(
+        "%s rate=%.2f seed=%d fold=%d: test acc %.4f (val %.4f at epoch %d)",
+        record["method"],
+        record["missing_rate"],
+        record["seed"],
+        record["fold"],
+        record["metrics"]["accuracy"],
+        record["validation"]["accuracy"],
+        record["validation"]["best_epoch"],
+    )
+
+
+def resume_path(out: str | Path, suffix: str) -> Path:
+    """Where a run's resume record (suffix: its key) or a job's lock (suffix "lock") lives: beside the method's
+    folder, `<root>/.done/<method>/missing_<rate>/<run>.<suffix>`, never inside the job's outputs (Snakemake
+    removes a folder it is about to make again, and with it what is inside)."""
+    out = Path(out)
+    return out.parents[2] / ".done" / out.parents[1].name / out.parent.name / f"{out.stem}.{suffix}"
+
+
 def check_writable(outputs: list[str]) -> None:
     """Fail before any training if an output folder cannot take a file (permissions, full disk)."""
-    for folder in sorted({Path(out).parent / ".done" for out in outputs}):
+    for folder in sorted({resume_path(out, "probe").parent for out in outputs}):
         probe = folder / f".probe-{os.getpid()}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -218,18 +189,4 @@ def _write(path: str | Path, record: dict) -> None:
 
 
 def _done_path(out: str | Path, key: str) -> Path:
-    out = Path(out)
-    return out.parent / ".done" / f"{out.stem}.{key}.json"
-
-
-def fingerprint(config: dict, inputs: list, step_module: str, method: str) -> str:
-    """A key of everything a job computes from: its config, its input files' content, its code (the step's module
-    and the method's)."""
-    from mlaflow.methods import method_module
-
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for path in [*map(str, inputs), *code_files(step_module, method_module(method))]:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    return resume_path(out, f"{key}.json")

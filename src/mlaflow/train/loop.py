@@ -8,7 +8,7 @@ loss bookkeeping. `train_runs` adds the learning-rate schedule (`StepDecay`), va
 and the final evaluation.
 
 A Snakemake job covers all seeds and folds of one method at one missing rate, in one process. With
-`train.batch_runs: true` (default) its runs are trained together, stacked (see `mlaflow.methods.base`):
+`runtime.batch_runs: true` (default) its runs are trained together, stacked (see `mlaflow.methods.base`):
 same results as one run at a time, within float tolerance, and faster (bench/bench_training.py: 1.8x
 against the same runs one after another in one process, 8x against one process per run).
 
@@ -22,7 +22,6 @@ For methods with several test-time fusion rules (MLA), the curves of every rule 
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,9 +32,9 @@ import torch
 from mlaflow.devices import resolve_device
 from mlaflow.methods import build_method
 from mlaflow.methods.base import Batch, Method, Phase, RunGroup, Step
+from mlaflow.methods.optim import StackedOptimizer, StepDecay
 from mlaflow.train.data import Corpus
 from mlaflow.train.metrics import classification_metrics, modality_gap, projection_2d
-from mlaflow.train.optim import StackedOptimizer, StepDecay
 
 PROJECTED_POINTS = 60  # per modality, in each run's 2-D projection of the test embeddings
 
@@ -172,10 +171,7 @@ def test_time_shift(
             rows = torch.as_tensor(spec.split["test"], device=observed.device)
             observed[r, rows] = torch.as_tensor(spec.shift[label], device=observed.device)[rows]
         # same features, splits and standardisation; only the test rows' mask differs
-        shifted = copy.copy(data)
-        shifted.observed = observed
-        shifted.present = torch.ones_like(observed) if data.zero_fill else observed
-        _, fused, _ = _fused_predictions(method, shifted, test, prior)
+        _, fused, _ = _fused_predictions(method, data.with_observed(observed), test, prior)
         for r, acc in enumerate(_accuracy(fused, test).tolist()):
             out[r][label] = acc
     return out
@@ -234,20 +230,26 @@ def evaluate(
 
 
 def train_runs(
-    method_name: str, corpus: Corpus, specs: list[RunSpec], settings: dict, test: bool = True
+    method_name: str,
+    corpus: Corpus,
+    specs: list[RunSpec],
+    settings: dict,
+    test: bool = True,
+    device: str = "auto",
 ) -> list[dict]:
     """Train the runs in `specs` stacked together; return one metrics record per run (without provenance).
 
     settings: {"train": the method's effective train settings, "method_params": {method_name: its options}}, as
-    `mlaflow.experiments.method_settings` gives them (a training job's config holds them too).
+    `mlaflow.pipeline.experiments.method_settings` gives them (a training job's config holds them too).
     test=False (the tuning stage): the test rows are never read (give specs an empty "test" split); epochs are
-    selected on validation whatever train.model_selection says, and each record holds only "validation"."""
+    selected on validation whatever train.model_selection says, and each record holds only "validation".
+    device: where to train (runtime.device: auto | cpu | cuda | cuda:N), never part of the results."""
     train_cfg = settings["train"]
     if "method_optimizers" in train_cfg:
         raise ValueError(
             "train_runs takes a method's effective settings: experiments.method_settings(config, method)"
         )
-    device = resolve_device(train_cfg["device"], "train.device")
+    device = resolve_device(device, "runtime.device")
     generators = [torch.Generator().manual_seed(spec.seed) for spec in specs]
     data = RunGroup(
         features=[x.to(device) for x in corpus.features],

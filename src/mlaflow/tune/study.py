@@ -10,8 +10,8 @@ For each method in the comparison one Optuna study (`tuning` in params.yaml):
   `tuning.folds` x the method's tuning rates (`tuning.missing_rates`; a method trained at missing rate 0 only,
   the Table 1 analogue, is tuned there), seed `tuning.run_seed`. The runs are trained with an EMPTY test split
   (`train_runs(..., test=False)`): the test rows are never read;
-- storage: Optuna's journal file (data/tuning/<method>/study.journal, default) or the RDB URL `tuning.storage`
-  (PostgreSQL on a cluster). `tuning.workers` Snakemake jobs share the study, so trials run in parallel on SLURM;
+- storage: Optuna's journal file (data/tuning/<method>/study.journal, default) or the RDB URL
+  `runtime.tuning_storage` (PostgreSQL on a cluster). `runtime.tuning_workers` Snakemake jobs share the study, so trials run in parallel on SLURM;
   the study's name holds a fingerprint of the job's config, input files and code, so a rerun after a change
   starts a new study and a rerun after a failure resumes the old one. A worker holds a lock while it runs
   (data/tuning/<method>/.done/worker<k>.lock, mlaflow.joblock): a rerun of it beside a live earlier attempt
@@ -56,14 +56,17 @@ import numpy as np
 import pandas as pd
 
 from mlaflow.data.folds import fold_indices
-from mlaflow.data.masks import all_missing_forbidden_by, mask_missing_rate, read_mask
 from mlaflow.errors import InputError, ParamsError
 from mlaflow.io import write_json
 from mlaflow.joblock import job_lock
 from mlaflow.keys import config_hash, format_rate
-from mlaflow.train.data import Corpus, load_corpus
+from mlaflow.methods.space import method_space
+from mlaflow.runtime import Runtime
+from mlaflow.train.data import Corpus
+from mlaflow.train.inputs import JobFiles, check_rates, load_job_inputs
+from mlaflow.train.inputs import fingerprint as job_fingerprint
 from mlaflow.train.loop import RunSpec, train_runs
-from mlaflow.tune.space import apply_values, current_value, method_space
+from mlaflow.train.tuned import apply_values, current_value
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +117,7 @@ def check_space(config: dict, space: dict) -> None:
                 )
 
 
-def objective(config: dict, corpus: Corpus, specs: list[RunSpec], space: dict):
+def objective(config: dict, corpus: Corpus, specs: list[RunSpec], space: dict, device: str = "auto"):
     """The Optuna objective of a method: mean validation accuracy of its tuning runs under a trial's values."""
     method, settings, modalities = config["method"], base_settings(config), config["modalities"]
 
@@ -124,7 +127,7 @@ def objective(config: dict, corpus: Corpus, specs: list[RunSpec], space: dict):
             for key, dim in space.items()
         }
         started = time.perf_counter()
-        records = train_runs(method, corpus, specs, apply_values(settings, values), test=False)
+        records = train_runs(method, corpus, specs, apply_values(settings, values), test=False, device=device)
         accuracies = [r["validation"]["accuracy"] for r in records]
         trial.set_user_attr("validation_accuracies", accuracies)
         trial.set_user_attr("seconds", time.perf_counter() - started)
@@ -139,15 +142,23 @@ def study_name(config: dict, fingerprint: str) -> str:
     return f"{config['method']}-{fingerprint}"
 
 
-def open_study(config: dict, fingerprint: str, journal: str | Path, create: bool = True, worker: int = 0):
-    """The method's study in the journal file (or tuning.storage's RDB URL), created if missing. Worker k's
-    sampler is seeded with tuning.seed + k, so that parallel workers do not propose the same values."""
+def open_study(
+    config: dict,
+    fingerprint: str,
+    journal: str | Path,
+    storage_url: str | None = None,
+    create: bool = True,
+    worker: int = 0,
+):
+    """The method's study in the journal file (or the RDB at `storage_url`, runtime.tuning_storage), created if
+    missing. Worker k's sampler is seeded with tuning.seed + k, so that parallel workers do not propose the same
+    values."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     tuning = config["tuning"]
-    storage = tuning["storage"] or JournalStorage(JournalFileBackend(str(journal)))
+    storage = storage_url or JournalStorage(JournalFileBackend(str(journal)))
     sampler = (
         optuna.samplers.TPESampler(seed=tuning["seed"] + worker)
         if tuning["sampler"] == "tpe"
@@ -270,7 +281,9 @@ def set_sampler_state(sampler, states: list[dict]) -> None:
         rng.set_state(("MT19937", key, state["pos"], state["has_gauss"], state["gauss"]))
 
 
-def optimize(study, config: dict, corpus: Corpus, specs: list[RunSpec], worker: int = 0) -> None:
+def optimize(
+    study, config: dict, corpus: Corpus, specs: list[RunSpec], worker: int = 0, device: str = "auto"
+) -> None:
     """Trials of `study` as its worker `worker` until the study holds its budget (module docstring): the config's
     own values and `tuning.trials` - 1 others, completed. A trial the worker's killed run left RUNNING is failed
     and retried, with the values the killed run drew."""
@@ -295,7 +308,7 @@ def optimize(study, config: dict, corpus: Corpus, specs: list[RunSpec], worker: 
     own = [t for t in completed(study) if t.user_attrs.get(OWNER, {}).get("worker") == worker]
     if own:  # a fresh process: draw on from where this worker's last completed trial left the sampler
         set_sampler_state(study.sampler, own[-1].user_attrs[SAMPLER_STATE])
-    run = objective(config, corpus, specs, space)
+    run = objective(config, corpus, specs, space, device)
     while True:
         untuned, others = budget(study, defaults, tuning["trials"])
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
@@ -317,56 +330,28 @@ def optimize(study, config: dict, corpus: Corpus, specs: list[RunSpec], worker: 
 
 
 def run_worker(
-    config: dict,
-    worker: int,
-    manifest: str | Path,
-    feature_paths: list[str],
-    folds_path: str | Path,
-    mask_paths: list[str],
-    journal: str | Path,
-    out: str | Path,
+    config: dict, worker: int, files: JobFiles, journal: str | Path, out: str | Path, runtime: Runtime
 ) -> None:
-    """One worker of a method's study: trials until the study holds its budget of completed ones."""
+    """One worker of a method's study: trials until the study holds its budget of completed ones. The study lives
+    in `journal` (Optuna's journal file) or, where set, runtime.tuning_storage's RDB."""
     import optuna
     import torch
-
-    from mlaflow.train.job import fingerprint as job_fingerprint
 
     # before anything else: a rerun must not run beside a live earlier attempt of this worker (mlaflow.joblock)
     with job_lock(out):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        torch.set_num_threads(config["train"]["threads"])
-        method, tuning, modalities = config["method"], config["tuning"], config["modalities"]
-        space = method_space(method)
-        check_space(config, space)
-        corpus = load_corpus(
-            manifest,
-            dict(zip(modalities, feature_paths)),
-            config["classes"],
-            modalities,
-            config["feature_dims"],
-        )
-        folds_table = pd.read_csv(folds_path, dtype={"utterance_id": str})
-        if folds_table["utterance_id"].tolist() != corpus.utterance_ids:
-            raise InputError(folds_path, "utterance ids differ from the manifest's", "regenerate the folds")
-        spec = config["experiment"]["masks"]
-        forbid = all_missing_forbidden_by(spec, config["masks"]["all_missing"])
-        masks = {}
-        for path in mask_paths:
-            rate = mask_missing_rate(path)
-            masks[rate] = read_mask(path, tuning["run_seed"], corpus.utterance_ids, spec, forbid, modalities)
-        if sorted(format_rate(r) for r in masks) != sorted(format_rate(r) for r in tuning["missing_rates"]):
-            raise SystemExit(
-                f"tuning masks {sorted(masks)} do not match the config's {tuning['missing_rates']}"
-            )
-        specs = tuning_specs(corpus, folds_table, masks, tuning["folds"], tuning["run_seed"])
-
-        inputs = [manifest, *feature_paths, folds_path, *mask_paths]
-        fingerprint = job_fingerprint(config, inputs, "mlaflow.tune.study", method)
+        torch.set_num_threads(runtime.threads)
+        method, tuning = config["method"], config["tuning"]
+        inputs = load_job_inputs(config, files, [tuning["run_seed"]])
+        rates = [format_rate(rate) for rate in tuning["missing_rates"]]
+        check_rates(inputs.masks, rates, "tuning", files.folds)
+        masks = {float(label): by_seed[tuning["run_seed"]] for label, by_seed in inputs.masks.items()}
+        specs = tuning_specs(inputs.corpus, inputs.folds, masks, tuning["folds"], tuning["run_seed"])
+        fingerprint = job_fingerprint(config, files)
         Path(journal).parent.mkdir(parents=True, exist_ok=True)
-        study = open_study(config, fingerprint, journal, worker=worker)
+        study = open_study(config, fingerprint, journal, runtime.tuning_storage, worker=worker)
         done_before = len(completed(study))
-        optimize(study, config, corpus, specs, worker)
+        optimize(study, config, inputs.corpus, specs, worker, runtime.device)
         write_json(
             out,
             {
@@ -380,7 +365,13 @@ def run_worker(
         )
 
 
-def select(config: dict, journal: str | Path, worker_paths: list[str], out: str | Path) -> dict:
+def select(
+    config: dict,
+    journal: str | Path,
+    worker_paths: list[str],
+    out: str | Path,
+    storage_url: str | None = None,
+) -> dict:
     """The chosen values of a method: the best trial of its study's budget (the study its workers,
     `worker_paths`, ran)."""
     method, tuning, modalities = config["method"], config["tuning"], config["modalities"]
@@ -391,7 +382,7 @@ def select(config: dict, journal: str | Path, worker_paths: list[str], out: str 
         )
     (fingerprint,) = prints
     space = method_space(method)
-    study = open_study(config, fingerprint, journal, create=False)
+    study = open_study(config, fingerprint, journal, storage_url, create=False)
     defaults = default_values(config, space)
     untuned, others = budget(study, defaults, tuning["trials"])
     if untuned is None:
@@ -412,7 +403,7 @@ def select(config: dict, journal: str | Path, worker_paths: list[str], out: str 
     result = {
         "method": method,
         "study": study.study_name,
-        "storage": tuning["storage"] or str(journal),
+        "storage": storage_url or str(journal),
         "sampler": tuning["sampler"],
         "seed": tuning["seed"],
         "budget": tuning["trials"],

@@ -13,9 +13,12 @@ stages (dvc.yaml) and the report all read this table; nothing parses an experime
 | fidelity   | <variant name>        | data/fidelity/<name>      | mla x `fidelity.missing_rates`          | the variant's protocol |
 | fidelity   | masks_<protocol>      | data/fidelity/<name>      | `protocol_methods` x every missing rate | the other protocol     |
 
-Main and complete share a root (their methods never overlap: a complete-modality method that is also in
-`methods` runs in the main grid). Runs of main, complete and suite are also tested under the test masks of
-every missing rate (`test_time_shift`). A cell that would equal a main-grid (or complete-modality) run exactly
+A root is the folder of the experiment's stage (`STAGE_DIRS`, the one place these folders are written: the
+stage indexes of mlaflow.pipeline.jobconfigs and the rules derive from it), or, for isolation and fidelity
+(stages of several experiments), a folder of the experiment's name inside it. Main and complete share a root
+(their methods never overlap: a complete-modality method that is also in `methods` runs in the main grid).
+Runs of main, complete and suite are also tested under the test masks of every missing rate
+(`test_time_shift`). A cell that would equal a main-grid (or complete-modality) run exactly
 is not trained but listed in `reused`, and the report reads that run in its place: a fidelity variant at
 missing rate 0 that only changes the masks or how masked inputs are fed (nothing is masked there), and the
 isolation analysis' share 0 (nothing masked in training).
@@ -33,7 +36,24 @@ from mlaflow.data import corpora
 from mlaflow.keys import config_hash, format_rate, rate_key  # noqa: F401  (re-exported for the Snakefile)
 
 MASK_PROTOCOLS = ("bernoulli", "cpm")
-STAGES = ("main_grid", "missing_suite", "isolation", "fidelity")
+# the stages that train, in the order the report shows them, and the folder each one's runs and index live in
+STAGE_DIRS = {
+    "main_grid": "data/runs",
+    "missing_suite": "data/suite",
+    "isolation": "data/isolation",
+    "fidelity": "data/fidelity",
+}
+STAGES = tuple(STAGE_DIRS)
+# the stage that trains each kind of experiment; the kinds of several experiments (OWN_FOLDER) put each one's
+# runs in a folder of its name inside the stage's
+KIND_STAGES = {
+    "main": "main_grid",
+    "complete": "main_grid",
+    "suite": "missing_suite",
+    "isolation": "isolation",
+    "fidelity": "fidelity",
+}
+OWN_FOLDER = ("isolation", "fidelity")
 
 
 # ------------------------------------------------------------------------------------------- the table
@@ -92,110 +112,120 @@ def _equals_main_at(overrides: dict, rate: float) -> bool:
     )
 
 
+def _experiment(kind: str, name: str, cells, masks: MaskSpec, **fields) -> Experiment:
+    """An experiment of `kind`, its stage and root (where its runs live) those of the kind (KIND_STAGES)."""
+    stage = KIND_STAGES[kind]
+    root = f"{STAGE_DIRS[stage]}/{name}" if kind in OWN_FOLDER else STAGE_DIRS[stage]
+    return Experiment(name, kind, stage, root, tuple(cells), masks, **fields)
+
+
 def experiment_table(config: dict) -> list[Experiment]:
     """Every experiment of a validated config, in the order the report shows them."""
-    methods, rates = list(config["methods"]), list(config["masks"]["missing_rates"])
-    protocol = config["masks"]["protocol"]
-    main_cells = [(m, r) for m in methods for r in rates]
+    main, complete = _main_grid(config)
+    table = [main, complete, _suite(config, trained={*main.cells, *complete.cells})]
+    if config["isolation"]["enabled"]:
+        table += _isolation(config)
+    if config["fidelity"]["enabled"]:
+        table += _fidelity(config)
+    return table
+
+
+def _main_grid(config: dict) -> tuple[Experiment, Experiment]:
+    """The main grid and the complete-modality baselines (those of them not in the main grid)."""
+    methods, masks = list(config["methods"]), MaskSpec(config["masks"]["protocol"])
+    main_cells = [(m, r) for m in methods for r in config["masks"]["missing_rates"]]
     complete_cells = [(m, 0.0) for m in config["complete_modality_methods"] if m not in methods]
-    table = [
-        Experiment(
-            "main",
-            "main",
-            "main_grid",
-            "data/runs",
-            tuple(main_cells),
-            MaskSpec(protocol),
-            test_time_shift=True,
-            description="the main grid: `methods` at every missing rate",
-        ),
-        Experiment(
-            "complete",
-            "complete",
-            "main_grid",
-            "data/runs",
-            tuple(complete_cells),
-            MaskSpec(protocol),
-            test_time_shift=True,
-            description="complete-modality baselines (Table 1 analogue) at missing rate 0",
-        ),
-    ]
-    trained = set(main_cells) | set(complete_cells)
+    main = _experiment(
+        "main",
+        "main",
+        main_cells,
+        masks,
+        test_time_shift=True,
+        description="the main grid: `methods` at every missing rate",
+    )
+    complete = _experiment(
+        "complete",
+        "complete",
+        complete_cells,
+        masks,
+        test_time_shift=True,
+        description="complete-modality baselines (Table 1 analogue) at missing rate 0",
+    )
+    return main, complete
+
+
+def _suite(config: dict, trained: set[tuple[str, float]]) -> Experiment:
+    """The missing-modality suite: its cells that the main grid (`trained`) does not run."""
     suite = config["missing_suite"]
-    suite_cells = [(m, r) for m in suite["methods"] for r in suite["missing_rates"] if (m, r) not in trained]
+    cells = [(m, r) for m in suite["methods"] for r in suite["missing_rates"] if (m, r) not in trained]
+    return _experiment(
+        "suite",
+        "suite",
+        cells,
+        MaskSpec(config["masks"]["protocol"]),
+        test_time_shift=True,
+        description="the missing-modality suite (Table 2 analogue)",
+    )
+
+
+def _isolation(config: dict) -> list[Experiment]:
+    """One experiment per isolated modality; share 0 is the main grid's (or complete) missing-rate-0 run."""
+    isolation = config["isolation"]
+    cells = [(m, r) for m in isolation["methods"] for r in isolation["training_missing_rates"]]
+    return [
+        _experiment(
+            "isolation",
+            f"isolate_{modality}",
+            cells,
+            MaskSpec("single_modality", modality, training_only=True),
+            reused=tuple((m, 0.0) for m in isolation["methods"]),
+            description=f"{modality} masked in a share of the training samples only",
+        )
+        for modality in isolation["modalities"]
+    ]
+
+
+def _fidelity(config: dict) -> list[Experiment]:
+    """One experiment per MLA variant, then `protocol_methods` under the other mask protocol."""
+    fidelity, protocol = config["fidelity"], config["masks"]["protocol"]
+    table = []
+    for name, variant in fidelity["variants"].items():
+        overrides = {
+            key: value
+            for key, value in (
+                ("method_params", {"mla": variant["mla"]} if variant.get("mla") else {}),
+                ("train", variant.get("train", {})),
+            )
+            if value
+        }
+        cells = [("mla", r) for r in fidelity["missing_rates"]]
+        reused = [c for c in cells if _equals_main_at(overrides, c[1])]
+        table.append(
+            _experiment(
+                "fidelity",
+                name,
+                [c for c in cells if c not in reused],
+                MaskSpec(variant.get("masks", {}).get("protocol", protocol)),
+                overrides=overrides,
+                reused=tuple(reused),
+                description="; ".join(
+                    f"{k}: {v}" for section in variant.values() for k, v in section.items()
+                ),
+            )
+        )
+    other = next(p for p in MASK_PROTOCOLS if p != protocol)
+    cells = [(m, r) for m in fidelity["protocol_methods"] for r in config["masks"]["missing_rates"]]
+    reused = [c for c in cells if c[1] == 0]
     table.append(
-        Experiment(
-            "suite",
-            "suite",
-            "missing_suite",
-            "data/suite",
-            tuple(suite_cells),
-            MaskSpec(protocol),
-            test_time_shift=True,
-            description="the missing-modality suite (Table 2 analogue)",
+        _experiment(
+            "fidelity",
+            f"masks_{other}",
+            [c for c in cells if c not in reused],
+            MaskSpec(other),
+            reused=tuple(reused),
+            description=f"masks: {other}",
         )
     )
-    isolation = config["isolation"]
-    if isolation["enabled"]:
-        for modality in isolation["modalities"]:
-            name = f"isolate_{modality}"
-            cells = [(m, r) for m in isolation["methods"] for r in isolation["training_missing_rates"]]
-            table.append(
-                Experiment(
-                    name,
-                    "isolation",
-                    "isolation",
-                    f"data/isolation/{name}",
-                    tuple(cells),
-                    MaskSpec("single_modality", modality, training_only=True),
-                    reused=tuple((m, 0.0) for m in isolation["methods"]),
-                    description=f"{modality} masked in a share of the training samples only",
-                )
-            )
-    fidelity = config["fidelity"]
-    if fidelity["enabled"]:
-        for name, variant in fidelity["variants"].items():
-            overrides = {
-                key: value
-                for key, value in (
-                    ("method_params", {"mla": variant["mla"]} if variant.get("mla") else {}),
-                    ("train", variant.get("train", {})),
-                )
-                if value
-            }
-            variant_protocol = variant.get("masks", {}).get("protocol", protocol)
-            cells = [("mla", r) for r in fidelity["missing_rates"]]
-            reused = [c for c in cells if _equals_main_at(overrides, c[1])]
-            table.append(
-                Experiment(
-                    name,
-                    "fidelity",
-                    "fidelity",
-                    f"data/fidelity/{name}",
-                    tuple(c for c in cells if c not in reused),
-                    MaskSpec(variant_protocol),
-                    overrides=overrides,
-                    reused=tuple(reused),
-                    description="; ".join(
-                        f"{k}: {v}" for section in variant.values() for k, v in section.items()
-                    ),
-                )
-            )
-        other = next(p for p in MASK_PROTOCOLS if p != protocol)
-        cells = [(m, r) for m in fidelity["protocol_methods"] for r in rates]
-        reused = [c for c in cells if c[1] == 0]
-        table.append(
-            Experiment(
-                f"masks_{other}",
-                "fidelity",
-                "fidelity",
-                f"data/fidelity/masks_{other}",
-                tuple(c for c in cells if c not in reused),
-                MaskSpec(other),
-                reused=tuple(reused),
-                description=f"masks: {other}",
-            )
-        )
     return table
 
 
@@ -251,9 +281,9 @@ def mask_path(masks: MaskSpec, rate: float) -> str:
 
 
 def effective_train(config: dict, method: str, overrides: dict | None = None) -> dict:
-    """`train` as `method` trains it: its reference optimiser (train.method_optimizers), the experiment's
-    overrides, without the keys that only say how jobs are grouped and run elsewhere."""
-    train = {k: v for k, v in config["train"].items() if k not in ("seeds", "job_group", "method_optimizers")}
+    """`train` as `method` trains it: its reference optimiser (train.method_optimizers) and the experiment's
+    overrides, without the seeds (a job's runs are its outputs) and the other methods' optimisers."""
+    train = {k: v for k, v in config["train"].items() if k not in ("seeds", "method_optimizers")}
     train.update(config["train"]["method_optimizers"].get(method, {}))
     train.update((overrides or {}).get("train", {}))
     return train

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 
 PACKAGE = "mlaflow"
-SOURCE_ROOT = Path(__file__).resolve().parent.parent  # src/
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # src/
 
 
 def module_file(module: str, root: Path = SOURCE_ROOT) -> Path | None:

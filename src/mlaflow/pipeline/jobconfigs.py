@@ -11,17 +11,13 @@ from __future__ import annotations
 from base64 import urlsafe_b64encode
 from pathlib import Path
 
-from mlaflow import experiments as E
 from mlaflow.data import corpora
+from mlaflow.features.protocol import encoder_settings
 from mlaflow.io import json_text
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline.experiments import STAGE_DIRS  # the stages that train and their folders (one source)
 
-# the stages that train, and the folder each one's runs and index live in
-STAGE_DIRS = {
-    "main_grid": "data/runs",
-    "missing_suite": "data/suite",
-    "isolation": "data/isolation",
-    "fidelity": "data/fidelity",
-}
+# each stage's index, in its folder
 INDEX_FILES = {stage: f"{root}/index.json" for stage, root in STAGE_DIRS.items()}
 
 
@@ -71,8 +67,40 @@ def index_config(config: dict, stage: str) -> dict:
     }
 
 
+def reported_config(config: dict) -> dict:
+    """What the report shows of the config (its provenance): every key that changes a result of this grid, so
+    not how jobs ran (`runtime`), nor the options of methods it does not train, of encoders it does not use or
+    of another corpus kind's generator; changing one of those reruns no report."""
+    from mlaflow.pipeline.params import used_methods
+
+    kind, methods = corpora.corpus_kind(config), used_methods(config)
+    out = {section: value for section, value in config.items() if section != "runtime"}
+    generators = {k.generator_key for k in corpora.CORPORA.values() if k.generator_key}
+    out["corpus"] = {
+        key: value
+        for key, value in config["corpus"].items()
+        if key not in generators or key == kind.generator_key
+    }
+    modalities = corpora.modalities(config)
+    out["features"] = {
+        key: (
+            {**encoder_settings(value), "precomputed": value["precomputed"]}
+            if key in modalities and "encoder" in value
+            else value
+        )
+        for key, value in config["features"].items()
+        if key in modalities or not isinstance(value, dict)
+    }
+    out["method_params"] = {m: options for m, options in config["method_params"].items() if m in methods}
+    out["train"] = {
+        **config["train"],
+        "method_optimizers": {m: v for m, v in config["train"]["method_optimizers"].items() if m in methods},
+    }
+    return out
+
+
 def job_configs(config: dict) -> dict[str, dict]:
-    """path -> content of every job's config file, for the validated `config` (mlaflow.params.validate)."""
+    """path -> content of every job's config file, for the validated `config` (mlaflow.pipeline.params.validate)."""
     corpus = corpora.corpus_kind(config)
     configs = {
         "data/manifest/manifest.config.json": corpora.manifest_config(config),
@@ -80,11 +108,11 @@ def job_configs(config: dict) -> dict[str, dict]:
             "splits": config["splits"],
             # every fold must train on every class; an error names the label table the rows come from
             "classes": corpora.classes(config),
-            "table": config["corpus"]["table"] if corpus.name == "features" else None,
+            "table": corpora.label_table(config),
         },
         "reports/summary.config.json": summary_config(config),
         "reports/report.config.json": {
-            "config": config,
+            "config": reported_config(config),
             "modalities": corpora.modalities(config),
             "classes": corpora.classes(config),
             "paper_dataset": corpus.paper_dataset,
@@ -97,21 +125,19 @@ def job_configs(config: dict) -> dict[str, dict]:
             "settings": config["corpus"][corpus.generator_key],
         }
     for modality in extracted_modalities(config):
-        settings = config["features"][modality]
+        # the options of the modality's own encoder only (features.protocol.ENCODER_OPTIONS)
+        settings = encoder_settings(config["features"][modality])
         if settings["model"] == "embedded":
             configs[f"data/models/{modality}.config.json"] = {
                 "modality": modality,
                 "embedded_seed": config["features"]["embedded_seed"],
-                "encoder": {
-                    k: v for k, v in settings.items() if k not in ("model", "precomputed", "batch_size")
-                },
+                "encoder": {k: v for k, v in settings.items() if k not in ("model", "batch_size")},
             }
         configs[f"data/features/{modality}.config.json"] = {
             "modality": modality,
-            "device": config["features"]["device"],
             "half_precision": config["features"]["half_precision"],
             "model_source": settings["model"],
-            "encoder": {k: v for k, v in settings.items() if k != "precomputed"},
+            "encoder": settings,
         }
     for folder, spec in mask_specs(config).items():
         configs[f"data/splits/masks/{folder}.config.json"] = E.mask_job_config(config, spec)

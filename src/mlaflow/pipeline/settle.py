@@ -90,7 +90,7 @@ def _stamp(paths: list[Path]) -> None:
 
 def settle(root: Path, job_configs: dict[str, dict], force: bool = False) -> dict:
     """Settle the copy at `root` (see the module's docstring). `job_configs`: path -> content of every job's
-    config file for the current params (mlaflow.jobconfigs.job_configs). `force`: also where Snakemake has
+    config file for the current params (mlaflow.pipeline.jobconfigs.job_configs). `force`: also where Snakemake has
     records (after `git checkout` + `dvc checkout` of another commit, whose files the records do not describe).
     Returns what it did."""
     root = Path(root)
@@ -119,7 +119,7 @@ def settle(root: Path, job_configs: dict[str, dict], force: bool = False) -> dic
         else:
             differing.append(relpath)
     # job configs: settled when their content is the current params' (the Snakefile removes the others)
-    from mlaflow.jobconfigs import config_text
+    from mlaflow.pipeline.jobconfigs import config_text
 
     current = [
         p

@@ -10,17 +10,13 @@ method's own value, train.weight_decay). A dimension is one of:
 - `Choice(values)`: one of a list; `Choice(MODALITIES)` means one of the corpus's modality names.
 
 A dimension's Optuna name is the dotted path of the key it sets (`train.lr`, `method_params.film.condition`);
-`mlaflow.tune.study` samples them and `apply_values` writes them into a job's settings.
+`mlaflow.tune.study` samples them and `mlaflow.train.tuned.apply_values` writes them into a job's settings. This
+module sits with the methods, which declare their spaces with it; tuning (above training) reads them.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 from dataclasses import dataclass
-from pathlib import Path
-
-from mlaflow.errors import InputError
 
 MODALITIES = "<modalities>"  # Choice(MODALITIES): the corpus's modality names, known only from the config
 
@@ -94,41 +90,3 @@ def method_space(method: str) -> dict:
     space = dict(COMMON_SPACE) if cls.uses_shared_optimizer else {}
     space.update({f"method_params.{method}.{option}": dim for option, dim in cls.search_space.items()})
     return space
-
-
-def current_value(settings: dict, key: str):
-    """The value a dotted key has in a job's settings ({"train": ..., "method_params": {...}})."""
-    node = settings
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
-def apply_values(settings: dict, values: dict, keep: dict | None = None) -> dict:
-    """`settings` with the dotted `values` written in (a copy). Keys that `keep` (an experiment's overrides,
-    {"train": {...}, "method_params": {method: {...}}}) sets are left as the experiment has them: a fidelity
-    variant that fixes an option is that variant whatever the tuning chose."""
-    out = copy.deepcopy(settings)
-    for key, value in values.items():
-        *path, leaf = key.split(".")
-        kept = keep or {}
-        for part in path:
-            kept = kept.get(part, {}) if isinstance(kept, dict) else {}
-        if isinstance(kept, dict) and leaf in kept:
-            continue
-        node = out
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return out
-
-
-def read_chosen(path: str | Path) -> dict:
-    """The chosen values file of a method (what the training jobs apply)."""
-    try:
-        chosen = json.loads(Path(path).read_text())
-        return {"values": chosen["values"], "values_hash": chosen["values_hash"], "method": chosen["method"]}
-    except (OSError, json.JSONDecodeError, KeyError) as err:
-        raise InputError(
-            path, f"unreadable tuned values ({err})", "re-run the tuning stage (dvc repro)"
-        ) from err

@@ -1,8 +1,8 @@
 """params.yaml (or any config Snakemake is given): loading and validation, once, at parse time.
 
 `validate` runs the JSON schema (`workflow/schemas/params.schema.yaml`: types, ranges, defaults; see
-mlaflow.schema) and then the checks across keys that a schema cannot express. The Snakefile calls it before
-any job starts; jobs never read params.yaml: each gets the config file of its own job (mlaflow.experiments).
+mlaflow.pipeline.schema) and then the checks across keys that a schema cannot express. The Snakefile calls it before
+any job starts; jobs never read params.yaml: each gets the config file of its own job (mlaflow.pipeline.experiments).
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from pathlib import Path
 
 import yaml
 
-from mlaflow import schema
 from mlaflow.data import corpora
 from mlaflow.errors import ParamsError
 from mlaflow.keys import format_rate
+from mlaflow.methods import METHODS, method_class
+from mlaflow.pipeline import schema
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
 
 
@@ -26,7 +27,7 @@ def load_schema() -> dict:
 
 
 def validate(params: dict, source: str = "params.yaml", check_files: bool = True) -> dict:
-    """`params` validated: a new dict, strings coerced and defaults filled by the schema (mlaflow.schema.validate),
+    """`params` validated: a new dict, strings coerced and defaults filled by the schema (mlaflow.pipeline.schema.validate),
     the defaults that follow other keys filled (`fill_following_defaults`), then checked across keys. Raise
     ParamsError naming the offending key and `source`, where the config came from (params.yaml, or the files
     Snakemake merged it from); `params` itself is not changed. `check_files` false skips the checks that the
@@ -37,7 +38,30 @@ def validate(params: dict, source: str = "params.yaml", check_files: bool = True
         raise err.from_source(source) from None
 
 
+# keys that moved to the runtime section: a config that still has one is told where it went
+MOVED = {
+    "train.device": "runtime.device",
+    "features.device": "runtime.device",
+    "train.batch_runs": "runtime.batch_runs",
+    "train.job_group": "runtime.job_group",
+    "tuning.workers": "runtime.tuning_workers",
+    "tuning.storage": "runtime.tuning_storage",
+    "train.threads": "the rule's threads (a Snakemake profile's set-threads, or --set-threads train=N)",
+    "resources.gpu_per_job": "the rules' gpu resource (a Snakemake profile's set-resources: profiles/gpu-node)",
+}
+
+
+def _check_moved(params: dict) -> None:
+    for old, new in MOVED.items():
+        section, key = old.split(".")
+        if isinstance(params.get(section), dict) and key in params[section]:
+            raise ParamsError(
+                old, f"has moved to {new}: it says how jobs run, not what they compute", f"use {new}"
+            )
+
+
 def _validate(params: dict, check_files: bool) -> dict:
+    _check_moved(params)
     params = fill_following_defaults(schema.validate(params, load_schema()))
     _check_rates(params)
     for method in sorted(used_methods(params)):
@@ -47,7 +71,7 @@ def _validate(params: dict, check_files: bool) -> dict:
                 "missing for a method listed in `methods`",
                 f"add a `{method}:` entry under method_params",
             )
-    for generator in ("embedded", "embedded_cremad"):
+    for generator in dict.fromkeys(k.generator_key for k in corpora.CORPORA.values() if k.generator_key):
         settings = params["corpus"][generator]
         if settings["min_duration_s"] > settings["max_duration_s"]:
             raise ParamsError(f"corpus.{generator}.min_duration_s", "larger than max_duration_s")
@@ -95,11 +119,14 @@ def _nearest(target: float, rates: list[float]) -> float:
 def fill_following_defaults(params: dict) -> dict:
     """The keys whose default follows other keys (`x-default-follows` in the schema), set where the config leaves
     them out: a config that changes the missing rates, folds, seeds or modalities never fails on a default it
-    did not write. Changes and returns `params` (schema.validate's new dict)."""
+    did not write. A method's options that name a modality, or weight each one, follow the corpus (the
+    method class's `modality_options`, `modality_weight_options`). Changes and returns `params`
+    (schema.validate's new dict)."""
     rates = params["masks"]["missing_rates"]
     above_zero = [rate for rate in rates if rate > 0]
     kind, names = corpora.corpus_kind(params), corpora.modalities(params)
     strongest = kind.strongest if kind.strongest in names else names[0]
+    weights = kind.fixed_weights or {m: round(1 / len(names), 6) for m in names}
     following = {
         ("corpus", "label_setup"): lambda: next(iter(kind.classes)) if kind.classes else None,
         ("missing_suite", "missing_rates"): lambda: above_zero,
@@ -110,12 +137,13 @@ def fill_following_defaults(params: dict) -> dict:
             dict.fromkeys(_nearest(t, rates) for t in (0.0, 0.3, 0.7))
         ),
         ("isolation", "modalities"): lambda: list(kind.isolation_modalities or names),
-        ("method_params", "mla", "fixed_weights"): lambda: dict(
-            kind.fixed_weights or {m: round(1 / len(names), 6) for m in names}
-        ),
-        ("method_params", "film", "condition"): lambda: strongest,
-        ("method_params", "bigated", "gate"): lambda: strongest,
     }
+    for method in METHODS:
+        cls = method_class(method)
+        for key in cls.modality_weight_options:
+            following[("method_params", method, key)] = lambda: dict(weights)
+        for key in cls.modality_options:
+            following[("method_params", method, key)] = lambda: strongest
     for path, value in following.items():
         *sections, key = path
         section = params
@@ -204,7 +232,7 @@ def _check_rates(params: dict) -> None:
             labels[label] = rate
 
 
-FEATURE_OPTIONS = ("device", "half_precision", "embedded_seed")  # features.* keys that are not modalities
+FEATURE_OPTIONS = ("half_precision", "embedded_seed")  # features.* keys that are not modalities
 SHIPPED_MODALITIES = ("audio", "visual", "text")  # features.* keys with documented defaults
 
 
@@ -218,13 +246,14 @@ def used_methods(params: dict) -> set[str]:
 
 
 def _check_corpus(params: dict) -> None:
-    """The corpus kind's own keys are set, and option values that name a modality name one of the corpus's."""
+    """The corpus kind's own keys are set, and option values that name a modality name one of the corpus's
+    (a method's options: its class's `check_options`, for the methods that run)."""
     kind = corpora.corpus_kind(params)
-    if kind.name == "features" and not params["corpus"]["table"]:
+    if not params["corpus"][kind.source.key]:
         raise ParamsError(
-            "corpus.table",
-            "is not set; corpus kind 'features' reads the labels from it",
-            "point it at a CSV of id, label (and split or fold; see README)",
+            f"corpus.{kind.source.key}",
+            f"is not set; corpus kind {kind.name!r} reads its manifest from it",
+            f"point it at {kind.source.what}",
         )
     names = corpora.modalities(params)
     corpora.classes(params)
@@ -249,25 +278,10 @@ def _check_corpus(params: dict) -> None:
                 "point it at the modality's HDF5 store",
             )
     used = used_methods(params)
-    for method, key in (("film", "condition"), ("bigated", "gate")):
-        value = params["method_params"][method][key]
-        if method in used and value not in names:
-            raise ParamsError(
-                f"method_params.{method}.{key}",
-                f"{value!r} is not a modality of the corpus",
-                f"use one of {names}",
-            )
-    mla = params["method_params"]["mla"]
-    fusions = {
-        mla["fusion"],
-        *(v.get("mla", {}).get("fusion") for v in params["fidelity"]["variants"].values()),
-    }
-    if "fixed" in fusions and "mla" in used and not set(names) <= set(mla["fixed_weights"]):
-        raise ParamsError(
-            "method_params.mla.fixed_weights",
-            f"has no weight for {sorted(set(names) - set(mla['fixed_weights']))}, "
-            "and fusion fixed needs one per modality",
-            f"give a weight to each of {names}",
+    variants = params["fidelity"]["variants"].values()
+    for method in (m for m in METHODS if m in used):
+        method_class(method).check_options(
+            params["method_params"][method], names, [variant.get(method, {}) for variant in variants]
         )
     if params["isolation"]["enabled"]:
         for value in params["isolation"]["modalities"]:
@@ -281,24 +295,13 @@ def _check_corpus(params: dict) -> None:
 
 def _check_paths(params: dict) -> None:
     """Files the config points at must be there before any job starts (relative to the working directory)."""
-    corpus = params["corpus"]
-    kind = corpora.corpus_kind(params)
-    if kind.extracted and kind.generator_module is None and not Path(corpus["root"]).is_dir():
-        raise ParamsError(
-            "corpus.root",
-            f"{corpus['root']} is not a directory",
-            f"point it at the {corpus['kind']} corpus (see the README)",
-        )
-    if kind.name == "features" and not Path(corpus["table"]).is_file():
-        raise ParamsError(
-            "corpus.table", f"{corpus['table']} does not exist", "point it at the CSV of id, label"
-        )
-    if kind.name == "cremad" and corpus["split_file"] and not Path(corpus["split_file"]).is_file():
-        raise ParamsError(
-            "corpus.split_file",
-            f"{corpus['split_file']} does not exist",
-            "point it at the CSV of clip, split, or set it to null",
-        )
+    for path, value in corpora.input_paths(params):  # what the manifest job reads, as the corpus kind says
+        if not (Path(value).is_dir() if path.directory else Path(value).is_file()):
+            raise ParamsError(
+                f"corpus.{path.key}",
+                f"{value} {'is not a directory' if path.directory else 'does not exist'}",
+                f"point it at {path.what}" + (", or set it to null" if path.optional else ""),
+            )
     for modality in corpora.modalities(params):
         cfg = params["features"][modality]
         if cfg["precomputed"]:
@@ -306,7 +309,7 @@ def _check_paths(params: dict) -> None:
                 raise ParamsError(
                     f"features.{modality}.precomputed",
                     f"{cfg['precomputed']} does not exist",
-                    "point it at an HDF5 feature store (README: HDF5 feature store schema), or set null",
+                    "point it at an HDF5 feature store (docs/data-formats.md: HDF5 feature store schema), or set null",
                 )
         elif (
             cfg.get("model", "embedded") != "embedded" and not (Path(cfg["model"]) / "config.json").is_file()
@@ -320,7 +323,7 @@ def _check_paths(params: dict) -> None:
 
 def _check_experiment_names(params: dict) -> None:
     """Every experiment has its own name (it names its folder and its runs)."""
-    from mlaflow.experiments import experiment_table
+    from mlaflow.pipeline.experiments import experiment_table
 
     seen: dict[str, str] = {}
     for experiment in experiment_table(params):
@@ -338,3 +341,19 @@ def load(path: str | Path = "params.yaml") -> dict:
     if not path.exists():
         raise ParamsError(str(path), "file not found", "run from the repository root or pass --params")
     return validate(yaml.safe_load(path.read_text()))
+
+
+def runtime_settings(runtime: dict | None) -> dict:
+    """The `runtime` section validated, its defaults filled (a job's MLAFLOW_RUNTIME, or {} outside Snakemake)."""
+    full = schema.validate({"runtime": runtime or {}}, _runtime_schema())
+    return full["runtime"]
+
+
+def _runtime_schema() -> dict:
+    whole = load_schema()
+    return {
+        "$defs": whole["$defs"],
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"runtime": whole["properties"]["runtime"]},
+    }
