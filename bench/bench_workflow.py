@@ -28,30 +28,9 @@ from pathlib import Path
 import yaml
 from machine import describe
 
+from mlaflow.pipeline import copy_workflow
+
 REPO = Path(__file__).resolve().parents[1]
-# what a copy of the workflow needs (tests/tiny_workflow.py lists the same for the tests)
-ITEMS = (
-    "Snakefile",
-    "dvc.yaml",
-    ".dvcignore",
-    ".gitignore",
-    "workflow",
-    "profiles",
-    "src",
-    "data/reference",
-    ".test",
-    "params.yaml",
-)
-
-
-def copy_workflow(dest: Path) -> None:
-    for item in ITEMS:
-        src = REPO / item
-        if src.is_dir():
-            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.exists():
-            (dest / item).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / item)
 
 
 def jobs_run(workdir: Path) -> dict[str, int]:
@@ -78,7 +57,7 @@ def main() -> None:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mlaflow-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    copy_workflow(workdir)
+    copy_workflow(REPO, workdir)
     if args.configfile:
         shutil.copy2(args.configfile, workdir / "params.yaml")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

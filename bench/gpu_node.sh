@@ -27,12 +27,12 @@ part() {  # part NAME TIMEOUT_S COMMAND...: run it, log under OUT, say how it we
 if [ "${TINY:-0}" = 1 ]; then
     part workflow 300 "$PY" bench/bench_workflow.py --stage-commands --configfile .test/tiny.yaml --profile profiles/gpu-node
     part roofline 120 "$PY" bench/bench_roofline.py --epochs 1 --methods late_fusion mla --no-breakdown
-    part scale 120 "$PY" bench/bench_scale.py --epochs 1
+    part scale 300 "$PY" bench/bench_scale.py --epochs 1 --methods late_fusion --sizes 200,2000 --utterances 60 --encoders tiny
     exit 0
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-part workflow 330 "$PY" bench/bench_workflow.py --stage-commands --profile profiles/gpu-node
-part roofline 150 "$PY" bench/bench_roofline.py --device cuda --epochs 3 --cells 8 \
+part workflow 300 "$PY" bench/bench_workflow.py --stage-commands --profile profiles/gpu-node
+part roofline 110 "$PY" bench/bench_roofline.py --device cuda --epochs 3 --cells 8 \
     --methods late_fusion sum concat mla qmf mmin tate
-part scale 120 "$PY" bench/bench_scale.py --device cuda --epochs 2
+part scale 90 "$PY" bench/bench_scale.py --device cuda --epochs 2 --shards 4 --utterances 1200
 echo "== done in $(($(date +%s) - T0)) s"

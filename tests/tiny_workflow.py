@@ -4,25 +4,13 @@ workflow needs, and the tiny config as a complete params.yaml."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import yaml
 
+from mlaflow.pipeline import copy_workflow  # noqa: F401  (the tests import it from here)
 from mlaflow.pipeline import params as P
 
-WORKFLOW_ITEMS = (
-    "Snakefile",
-    "dvc.yaml",
-    ".dvcignore",
-    ".gitignore",  # a git repository of the copy must not commit .snakemake/, logs, or DVC outputs
-    "workflow",
-    "profiles",
-    "src",
-    "data/reference",
-    ".test",
-    "params.yaml",
-)
 TINY_CONFIG = Path(".test") / "tiny.yaml"
 
 
@@ -33,17 +21,6 @@ def tiny_params(repo: Path, seeds=None) -> dict:
     if seeds is not None:
         params["train"]["seeds"] = list(seeds)
     return P.validate(params)
-
-
-def copy_workflow(repo: Path, dest: Path, items=WORKFLOW_ITEMS) -> None:
-    """Copy the items of the repository a workflow run needs (no caches) into dest."""
-    for item in items:
-        src = repo / item
-        if src.is_dir():
-            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            (dest / item).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / item)
 
 
 FEATURE_MODALITIES = {"speech": 12, "face": 8, "words": 16}  # .test/features.yaml: names and widths
