@@ -125,7 +125,12 @@ def job_outputs(root, method, rate, seed="{seed}", fold="{fold}"):
 def method_run_files(wildcards):
     """The run files of a method's job with job_group `method`: every cell of its experiment, seeds x folds."""
     experiment = experiment_of(wildcards)
-    return [E.run_path(experiment, wildcards.method, r, s, f) for r in experiment.rates(wildcards.method) for s in SEEDS for f in FOLDS]
+    return [
+        E.run_path(experiment, wildcards.method, r, s, f)
+        for r in experiment.rates(wildcards.method)
+        for s in SEEDS
+        for f in FOLDS
+    ]
 
 
 def method_masks(wildcards):
@@ -285,7 +290,8 @@ def _for_report(output):
 
 def report_code():
     """The report job's code: its modules and the modules of the methods that run, whose classes say what the
-    report writes of them (mlaflow.report.complete, suite: read through the registry, so not static imports)."""
+    report writes of them (mlaflow.report.complete, suite: read through the registry, so not static imports).
+    """
     return code("mlaflow.report.build", *(method_module(method) for method in sorted(P.used_methods(config))))
 
 

@@ -21,10 +21,6 @@ rule build_encoder:
 EXTRACTION_SHARDS = config["runtime"]["extraction_shards"]
 
 
-def merge_code(wildcards):
-    return code("mlaflow.features.merge")
-
-
 if EXTRACTION_SHARDS == 1:
 
     rule extract:
@@ -90,7 +86,7 @@ else:
                 shard=range(1, EXTRACTION_SHARDS + 1),
                 shards=EXTRACTION_SHARDS,
             ),
-            code=merge_code,
+            code=code("mlaflow.features.merge"),
         output:
             "data/features/{modality}.h5",
         log:
