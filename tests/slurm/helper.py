@@ -31,6 +31,19 @@ ENCODER_GROUP = "encoders"
 TRAINING_RULES = ("extract", "tune", "train")  # the GPU rules
 
 
+def training_jobs(params: dict) -> int:
+    """How many train jobs the workflow submits: one per method of an experiment (runtime.job_group `method`),
+    else one per cell, per seed of a cell, or per run (workflow/rules/common.smk)."""
+    table = experiment_table(params)
+    group = params["runtime"]["job_group"]
+    if group == "method":
+        return sum(len(experiment.methods) for experiment in table)
+    per_cell = {"cell": 1, "seed": len(params["train"]["seeds"])}.get(
+        group, len(params["train"]["seeds"]) * len(params["splits"]["folds"])
+    )
+    return sum(len(experiment.cells) for experiment in table) * per_cell
+
+
 def render_conf(args) -> None:
     """Fill the template with this host's name, CPUs and memory (`slurmd -C`, as slurmd will report them)."""
     hardware = subprocess.run(
@@ -142,8 +155,8 @@ def jobs(args) -> None:
         "corpus": 1,
         f"group {ENCODER_GROUP}": 1,
         "extract": 3,
-        "tune": len(tuned_methods(params)) * params["tuning"]["workers"],
-        "train": sum(len(experiment.cells) for experiment in experiment_table(params)),
+        "tune": len(tuned_methods(params)) * params["runtime"]["tuning_workers"],
+        "train": training_jobs(params),
     }
     expected = {name: n for name, n in expected.items() if n}
     counts = {name: len(entries) for name, entries in rules.items()}
