@@ -109,7 +109,30 @@ def _validate(params: dict, check_files: bool) -> dict:
     if check_files:
         _check_paths(params)
     _check_experiment_names(params)
+    _check_table1(params, check_files)
     return params
+
+
+def _check_table1(params: dict, check_files: bool) -> None:
+    """The Table 1 analogue's derived configs (mlaflow.pipeline.table1) validate too, before any job starts: a bad
+    key or value under `table1` (its train or corpus overrides) fails here, named as the table1 key it came from."""
+    from mlaflow.pipeline import table1
+
+    for kind in table1.kinds(params):
+        if kind in ("cremad", "kinetics") and not params["table1"]["roots"][kind]:
+            raise ParamsError(
+                f"table1.roots.{kind}",
+                f"is not set, but {kind} is in table1.corpora",
+                "set it to the path of the corpus tree, or remove the kind from table1.corpora",
+            )
+        try:
+            _validate(table1.sub_config(params, kind), check_files)
+        except ParamsError as err:
+            raise ParamsError(
+                "table1",
+                f"the config derived for {kind} (mlaflow.pipeline.table1) is not valid: `{err.key}`: {err.problem}",
+                f"{err.fix}, in table1's overrides (table1.train, table1.corpus.{kind}) or the keys they come from",
+            ) from None
 
 
 def _nearest(target: float, rates: list[float]) -> float:
