@@ -334,7 +334,11 @@ STAGE_TARGETS = {
     },
     # the audio-video corpora of the Table 1 analogue, each a workflow of its own (mlaflow.pipeline.table1)
     "table1": [
-        *(f"{table1.folder(kind)}/reports/{name}" for kind in table1.kinds(config) for name in ("metrics.json", "report.md")),
+        *(
+            f"{table1.folder(kind)}/reports/{name}"
+            for kind in table1.kinds(config)
+            for name in ("metrics.json", "report.md")
+        ),
         *_under(table1.FOLDER),
     ],
     "report": [*REPORT_OUTPUTS, "reports/report.config.json"],

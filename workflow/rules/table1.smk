@@ -1,6 +1,7 @@
 rule table1_corpus:
     """The Table 1 analogue of one audio-video corpus (mlaflow.pipeline.table1): the whole workflow again, in its own
-    folder, on the config derived from this one; that workflow decides what in it is stale (its own records)."""
+    folder, on the config derived from this one; that workflow decides what in it is stale (its own records).
+    """
     input:
         config=table1.config_path("{kind}"),
         # what the inner workflow runs: its rules, its schema and the whole package (it reruns only what changed)
@@ -9,14 +10,14 @@ rule table1_corpus:
     output:
         metrics=table1.folder("{kind}") + "/reports/metrics.json",
         report=table1.folder("{kind}") + "/reports/report.md",
-    params:
-        snakefile=os.path.relpath(WORKFLOW_DIR / "Snakefile"),
-        folder=lambda wildcards: table1.folder(wildcards.kind),
     log:
         "logs/table1/{kind}.log",
     benchmark:
         "benchmarks/table1/{kind}.tsv"
     threads: workflow.cores
+    params:
+        snakefile=os.path.relpath(WORKFLOW_DIR / "Snakefile"),
+        folder=lambda wildcards: table1.folder(wildcards.kind),
     shell:
-        "snakemake -s \"$PWD\"/{params.snakefile:q} -d {params.folder:q} --configfile \"$PWD\"/{input.config:q}"
+        'snakemake -s "$PWD"/{params.snakefile:q} -d {params.folder:q} --configfile "$PWD"/{input.config:q}'
         " --replace-workflow-config --cores {threads} all > {log:q} 2>&1"

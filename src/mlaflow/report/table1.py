@@ -37,7 +37,7 @@ def section(ctx: ReportContext) -> list[str]:
             out += [f"Its report ({report}) is missing: run `snakemake table1` (or `dvc repro table1`).", ""]
             continue
         text = report.read_text()
-        out += [line for line in _preamble(text)]
+        out += _preamble(text)
         body = _section(text, TABLE1_HEADING)
         out += (
             _relinked(_demoted(body), kind)
