@@ -63,6 +63,7 @@ localrules:
     isolation,
     fidelity,
     table1,
+    table1_corpus,
     report,
     job_config,
     manifest,

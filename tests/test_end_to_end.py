@@ -173,6 +173,21 @@ def test_the_trunk_is_torchvisions_resnet18():
     assert resnet18_trunk(1, 64).conv1.in_channels == 1
 
 
+def test_a_whole_frame_crop_without_flip_is_the_frame_and_a_flip_its_mirror(monkeypatch):
+    import mlaflow.methods.resnet as resnet
+
+    images = torch.rand(4, 3, 8, 8)
+    monkeypatch.setattr(resnet, "CROP_SCALE", (1.0, 1.0))  # the whole area: width = height = 1 at ratio 1
+    monkeypatch.setattr(resnet, "CROP_RATIO", (1.0, 1.0))
+    out = random_resized_crop_flip(images, torch.Generator().manual_seed(0))
+    for i in range(4):
+        assert torch.allclose(out[i], images[i], atol=1e-5) or torch.allclose(
+            out[i], images[i].flip(-1), atol=1e-5
+        )
+    flipped = [not torch.allclose(out[i], images[i], atol=1e-5) for i in range(4)]
+    assert any(flipped) or not all(flipped)  # the draws decide, per frame
+
+
 def test_augmentation_crops_and_flips_from_the_runs_generator():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
     a = random_resized_crop_flip(images, torch.Generator().manual_seed(0))

@@ -72,6 +72,13 @@ def test_manifest_pairs_wavs_and_frames_with_the_trees_split(tree: Path):
         (lambda root: _clip(root, "test", "laughing", "only-frames", wav=False), "no wav file"),
         (lambda root: _clip(root, "train", "whistling", "x"), "not in the class list"),
         (lambda root: _clip(root, "test", "laughing", "laughing-train-0"), "used twice"),
+        (
+            lambda root: (root / "visual/val_img/Image-01-FPS/laughing/laughing-test-0/000.png").rename(
+                root / "visual/val_img/Image-01-FPS/laughing/laughing-test-0/001x.png"
+            ),
+            "not numbered",
+        ),
+        (lambda root: (root / "visual/train_img/Image-01-FPS/whistling").mkdir(), "Image-01-FPS/whistling"),
     ],
 )
 def test_bad_trees_are_named(tree: Path, damage, match):

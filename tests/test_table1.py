@@ -56,6 +56,25 @@ def test_each_corpus_gets_a_valid_end_to_end_config_of_table1s_setting():
     assert ks["corpus"]["embedded_ks"]["train_clips_per_class"] == 16  # table1.corpus over corpus.embedded_ks
 
 
+def test_real_trees_are_read_from_the_corpus_folder_and_runtime_stays_out(tmp_path):
+    tree = (
+        tmp_path / "CREMA-D"
+    )  # an absolute root is kept; a relative one is rewritten from the corpus's folder
+    config = _shipped()
+    config["table1"].update(corpora=["cremad", "embedded_ks"], roots={"cremad": str(tree), "kinetics": None})
+    config = P.validate(config, check_files=False)
+    derived = table1.sub_configs(config)
+    cremad = derived["data/table1/cremad.config.json"]
+    assert (
+        cremad["corpus"]["root"] == str(tree) and "label_setup" not in cremad["corpus"]
+    )  # the kind's own: 6class
+    assert P.validate(copy.deepcopy(cremad), check_files=False)["corpus"]["label_setup"] == "6class"
+    config["table1"]["roots"]["cremad"] = "data/corpus/CREMA-D"
+    relative = table1.sub_config(config, "cremad")["corpus"]["root"]
+    assert Path("data/table1/cremad", relative).resolve() == Path("data/corpus/CREMA-D").resolve()
+    assert all("runtime" not in sub for sub in derived.values())  # the main runtime is passed apart
+
+
 def test_disabled_it_derives_nothing():
     config = _shipped()
     config["table1"]["enabled"] = False
@@ -112,13 +131,12 @@ def test_the_report_gathers_each_corpus_table1_section(tmp_path, monkeypatch):
     folder = Path(table1.folder("embedded_cremad")) / "reports"
     folder.mkdir(parents=True)
     (folder / "report.md").write_text(SUB_REPORT)
-    (tmp_path / "benchmarks/table1").mkdir(parents=True)
-    (tmp_path / "benchmarks/table1/embedded_cremad.tsv").write_text("s\th:m:s\n123.4\t0:02:03\n")
+    (folder / "duration.json").write_text('{"seconds": 123}\n')
     text = "\n".join(table1_report.section(ctx))
     assert "### embedded_cremad" in text and "| mla | 40.00 ± 1.00 | 30.00 ± 2.00 | 45.00 ± 1.00 |" in text
     assert "#### Modality gap" in text and "not this" not in text
     assert "](../data/table1/embedded_cremad/reports/figures/modality_gap.png)" in text
-    assert "Encoders: **ResNet-18 trained end to end**" in text and "took 123 s" in text
+    assert "Encoders: **ResNet-18 trained end to end**" in text and "last run took 123 s" in text
     assert "### embedded_ks" in text and "is missing: run `snakemake table1`" in text
     config["table1"]["enabled"] = False
     assert "Not run" in "\n".join(table1_report.section(ctx))
@@ -132,5 +150,5 @@ def test_the_stage_runs_each_corpus_workflow_in_its_folder(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     for kind in ("embedded_cremad", "embedded_ks"):
-        assert f"-d data/table1/{kind} --configfile" in proc.stdout
+        assert f"-d data/table1/{kind} --replace-workflow-config --configfile" in proc.stdout
         assert f"data/table1/{kind}.config.json" in proc.stdout

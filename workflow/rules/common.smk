@@ -337,7 +337,7 @@ STAGE_TARGETS = {
         *(
             f"{table1.folder(kind)}/reports/{name}"
             for kind in table1.kinds(config)
-            for name in ("metrics.json", "report.md")
+            for name in ("metrics.json", "report.md", "duration.json")
         ),
         *_under(table1.FOLDER),
     ],

@@ -29,7 +29,7 @@ rule build_report:
         # the main grid's figure: report.md shows it, report_page.html embeds it
         summary_figure=catalog.ACCURACY_PNG.path,
         # the Table 1 analogue's reports (mlaflow.report.table1 gathers their Table 1 sections)
-        table1=[p for p in STAGE_TARGETS["table1"] if p.endswith("report.md")],
+        table1=[p for p in STAGE_TARGETS["table1"] if p.endswith(("report.md", "duration.json"))],
         code=report_code(),
     output:
         report_outputs("build_report"),

@@ -89,18 +89,19 @@ def build_manifest(root: Path, classes: list[str]) -> tuple[pd.DataFrame, dict]:
     """Manifest of every clip of a Kinetics-Sounds tree (columns MANIFEST_COLUMNS + split), sorted by split, class
     and clip, and counts. `classes`: the class names in label_index order (the class file's, or corpus.classes)."""
     root = Path(root)
-    rows, problems, unknown = [], [], []
+    rows, problems, unknown, numbering = [], [], [], []
     for split, (audio_dir, visual_dir) in SPLITS.items():
         for folder in (root / audio_dir, root / visual_dir):
             if not folder.is_dir():
                 raise InputError(
                     folder, "folder not found", "point corpus.root at a Kinetics-Sounds tree (README)"
                 )
-        present = {p.name for p in (root / audio_dir).iterdir() if p.is_dir()}
-        present |= {p.name for p in (root / visual_dir).iterdir() if p.is_dir()}
-        unknown += [
-            (root / audio_dir / name, "not in the class list") for name in sorted(present - set(classes))
-        ]
+        for tree in (root / audio_dir, root / visual_dir):
+            unknown += [
+                (folder, "not in the class list")
+                for folder in sorted(tree.iterdir())
+                if folder.is_dir() and folder.name not in classes
+            ]
         for index, name in enumerate(classes):
             wavs = {p.stem: p for p in sorted((root / audio_dir / name).glob("*.wav"))}
             frames = {p.name: p for p in sorted((root / visual_dir / name).glob("*")) if p.is_dir()}
@@ -108,7 +109,10 @@ def build_manifest(root: Path, classes: list[str]) -> tuple[pd.DataFrame, dict]:
                 where = wavs.get(clip) or frames[clip]
                 problems.append((where, "no frames folder" if clip in wavs else "no wav file"))
             for clip in sorted(set(wavs) & set(frames)):
-                n_frames = len(list(frames[clip].glob(f"*{FRAME_SUFFIX}")))
+                names = sorted(p.name for p in frames[clip].iterdir() if p.is_file())
+                n_frames = len(names)
+                if names != [f"{k:03d}{FRAME_SUFFIX}" for k in range(n_frames)]:
+                    numbering.append((frames[clip], f"{n_frames} files, first {names[:2]}"))
                 rows.append(
                     {
                         "utterance_id": clip,
@@ -124,6 +128,12 @@ def build_manifest(root: Path, classes: list[str]) -> tuple[pd.DataFrame, dict]:
                     }
                 )
     raise_problems(unknown, "class folders", "class", "add the class to the class file, or remove the folder")
+    raise_problems(
+        numbering,
+        "frame folders not numbered 000.png, 001.png, ... without gaps",
+        "frames",
+        "extract the frames with ffmpeg's -start_number 0 and %03d.png (docs/data-formats.md)",
+    )
     raise_problems(
         problems,
         "clips without both a wav file and a frames folder",

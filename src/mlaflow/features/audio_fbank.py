@@ -131,7 +131,7 @@ def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         (tmp / "config.json").write_text(json.dumps(settings, indent=2) + "\n")
-        write_encoder_info(tmp, architecture=ARCHITECTURE, seed=seed, details=settings)
+        write_encoder_info(tmp, architecture=settings["architecture"], seed=seed, details=settings)
     return out_dir
 
 

@@ -32,7 +32,8 @@ Stacked runs: each run has its own weights and batch-norm statistics, every tens
 network runs once per run (`torch.func.functional_call` with that run's slices): a ResNet's batch fills a device
 by itself. Each run's initialisation and augmentation draw from the run's own generator, and only the rows the
 method passes (`rows`: present and not padding) enter the network, so its batch statistics never see a padded
-or masked row, and a run gives the same numbers stacked or alone.
+or masked row, and a run gives the same numbers stacked or alone. A run's batch of one clip uses the running
+batch-norm statistics (batch statistics of one clip are undefined where a feature map is 1 x 1).
 """
 
 from __future__ import annotations
@@ -124,8 +125,8 @@ class StackedResNetEncoder(nn.Module):
         runs = []
         for g in generators:  # each run's initialisation from its own generator
             seed = int(torch.randint(0, 2**62, (1,), generator=g))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with torch.random.fork_rng(devices=[]):  # the CPU generator only (the layers are built there)
+                torch.default_generator.manual_seed(seed)
                 runs.append(resnet18_trunk(channels, width))
         with torch.device("meta"):  # the architecture only: its tensors are the runs' slices at every call
             template = resnet18_trunk(channels, width)
@@ -147,27 +148,32 @@ class StackedResNetEncoder(nn.Module):
         """What OGM-GE modulates: the convolution kernels (the reference modulates the encoders' 4-D gradients)."""
         return [getattr(self, _key(n)) for n in self._parameter_names if getattr(self, _key(n)).dim() == 5]
 
-    def run_state(self, r: int) -> dict[str, torch.Tensor]:
-        """Run r's tensors under the trunk's own names (views: batch-norm statistics update in place)."""
+    def run_states(self) -> list[dict[str, torch.Tensor]]:
+        """Each run's tensors under the trunk's own names: views of the stacked tensors (unbound once, so that the
+        backward pass adds each run's gradient into one stacked gradient; batch-norm statistics update in place)."""
         names = self._parameter_names + self._buffer_names
-        return {name: getattr(self, _key(name))[r] for name in names}
+        slices = {name: getattr(self, _key(name)).unbind(0) for name in names}
+        return [{name: slices[name][r] for name in names} for r in range(len(self.generators))]
 
     def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         R, B = x.shape[:2]
-        self._template.train(self.training)
+        states = self.run_states()
         out = []
         for r in range(R):
             idx = torch.arange(B, device=x.device) if rows is None else rows[r].nonzero().squeeze(1)
             if len(idx) == 0:
                 out.append(x.new_zeros(B, self.output_dim))
                 continue
+            # a batch of one clip has no batch statistics where a feature map shrinks to 1 x 1: it takes the
+            # running statistics (and leaves them as they are), whatever the sizes, so that the rule is one
+            self._template.train(self.training and len(idx) > 1)
             clips = x[r, idx].view(len(idx), *self.input_shape)
             images = clips.flatten(0, 1) if self.frames else clips  # frames: one image per frame
             if self.mean is not None:
                 images = (images - self.mean) / self.std
             if self.training and self.frames:
                 images = random_resized_crop_flip(images, self.generators[r])
-            features = functional_call(self._template, self.run_state(r), (images,))
+            features = functional_call(self._template, states[r], (images,))
             if self.frames:  # the 3-D average pool: the mean of the frames' pooled features
                 features = features.view(len(idx), self.input_shape[0], -1).mean(dim=1)
             out.append(x.new_zeros(B, self.output_dim).index_copy(0, idx, features))

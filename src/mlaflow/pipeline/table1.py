@@ -23,8 +23,7 @@ a change to what it is derived from reruns that corpus's workflow, which decides
 from __future__ import annotations
 
 import copy
-
-from mlaflow.data import corpora
+import os
 
 FOLDER = "data/table1"
 ROOTS = {"embedded_cremad": "data/corpus/CREMA-D", "embedded_ks": "data/corpus/KineticsSounds"}
@@ -45,14 +44,17 @@ def kinds(config: dict) -> list[str]:
     return list(table1["corpora"]) if table1["enabled"] else []
 
 
-def sub_config(config: dict, kind: str) -> dict:
-    """The config of `kind`'s workflow (unvalidated: its workflow validates it, filling the defaults)."""
+def sub_config(config: dict, kind: str, in_folder: bool = True) -> dict:
+    """The config of `kind`'s workflow (unvalidated: its workflow validates it, filling the defaults). A real
+    tree's root (table1.roots) is given relative to the main working directory; `in_folder`: as the workflow in
+    data/table1/<kind>/ reads it (relative to that folder, an absolute path as it is), else as given."""
     table1 = config["table1"]
-    corpus = {"kind": kind, "root": table1["roots"].get(kind) or ROOTS.get(kind)}
+    root = table1["roots"].get(kind) or ROOTS.get(kind)
+    if in_folder and kind not in ROOTS and not os.path.isabs(root):
+        root = os.path.relpath(root, folder(kind))
+    corpus = {"kind": kind, "root": root}  # label_setup: the kind's own (its first)
     if kind in ROOTS:
         corpus[kind] = {**config["corpus"][kind], **table1["corpus"].get(kind, {})}
-    else:
-        corpus["label_setup"] = config["corpus"].get("label_setup")
     prepared = table1["features"]
     audio_dim = prepared["n_mels"] * prepared["spectrogram_frames"]
     visual_dim = prepared["frames"] * 3 * prepared["image_size"] ** 2
@@ -100,8 +102,7 @@ def sub_config(config: dict, kind: str) -> dict:
         "method_params": method_params,
         "train": train,
         "report": config["report"],
-        "runtime": config["runtime"],
-        "table1": {"enabled": False},
+        "table1": {"enabled": False},  # runtime: the main config's, passed apart (it reruns nothing)
     }
 
 
@@ -110,5 +111,6 @@ def sub_configs(config: dict) -> dict[str, dict]:
     return {config_path(kind): sub_config(config, kind) for kind in kinds(config)}
 
 
-def paper_dataset(kind: str) -> str | None:
-    return corpora.CORPORA[kind].paper_dataset
+def duration_path(kind: str) -> str:
+    """Where the table1 rule records how long the corpus's workflow ran (the report shows it)."""
+    return f"{folder(kind)}/reports/duration.json"

@@ -3,13 +3,13 @@ of params table1 ran the whole workflow in its own folder with ResNet-18 encoder
 (data/table1/<kind>/reports/report.md) has the Table 1 section the complete-modality comparison writes for any
 corpus (mlaflow.report.complete: fused and per-modality accuracy beside the paper's rows for that dataset, the
 laziness comparison, the modality gap). This section gathers those sections, with what each corpus's report
-says first (what the numbers come from, the encoders) and the stage's time, read from its benchmark file.
+says first (what the numbers come from, the encoders) and how long its workflow last ran (duration.json).
 Nothing is recomputed here: the numbers are those of the corpus's own report.
 """
 
 from __future__ import annotations
 
-import csv
+import json
 import re
 from pathlib import Path
 
@@ -46,10 +46,7 @@ def section(ctx: ReportContext) -> list[str]:
         )
         seconds = _stage_seconds(kind)
         if seconds is not None:
-            out += [
-                f"This corpus's workflow took {seconds:.0f} s (its last run; `benchmarks/table1/{kind}.tsv`).",
-                "",
-            ]
+            out += [f"Its workflow's last run took {seconds:.0f} s (`{table1.duration_path(kind)}`).", ""]
         out += [f"Its whole report: `{report}`.", ""]
     return out
 
@@ -83,8 +80,5 @@ def _relinked(lines: list[str], kind: str) -> list[str]:
 
 
 def _stage_seconds(kind: str) -> float | None:
-    path = Path("benchmarks/table1") / f"{kind}.tsv"
-    if not path.is_file():
-        return None
-    rows = list(csv.DictReader(path.open(), delimiter="\t"))
-    return float(rows[-1]["s"]) if rows else None
+    path = Path(table1.duration_path(kind))
+    return float(json.loads(path.read_text())["seconds"]) if path.is_file() else None
