@@ -12,19 +12,19 @@ rule table1_corpus:
         metrics=table1.folder("{kind}") + "/reports/metrics.json",
         report=table1.folder("{kind}") + "/reports/report.md",
         duration=table1.duration_path("{kind}"),
+    log:
+        "logs/table1/{kind}.log",
+    threads: workflow.cores
     params:
         snakefile=os.path.relpath(WORKFLOW_DIR / "Snakefile"),
         folder=lambda wildcards: table1.folder(wildcards.kind),
         runtime=json.dumps({"runtime": config["runtime"]}),
         # beside the log, not in the stage's DVC output: runtime settings change no result
         runtime_file=lambda wildcards: f"logs/table1/{wildcards.kind}.runtime.json",
-    log:
-        "logs/table1/{kind}.log",
-    threads: workflow.cores
     shell:
         "mkdir -p {params.folder:q} logs/table1 && printf '%s' {params.runtime:q} > {params.runtime_file:q}"
         " && start=$(date +%s)"
-        " && snakemake -s \"$PWD\"/{params.snakefile:q} -d {params.folder:q} --replace-workflow-config"
-        " --configfile \"$PWD\"/{input.config:q} \"$PWD\"/{params.runtime_file:q} --cores {threads} all > {log:q} 2>&1"
+        ' && snakemake -s "$PWD"/{params.snakefile:q} -d {params.folder:q} --replace-workflow-config'
+        ' --configfile "$PWD"/{input.config:q} "$PWD"/{params.runtime_file:q} --cores {threads} all > {log:q} 2>&1'
         " && touch {output.metrics:q} {output.report:q}"
         " && printf '{{\"seconds\": %s}}\\n' $(( $(date +%s) - start )) > {output.duration:q}"
