@@ -129,7 +129,9 @@ def build_encoder(
             )
         from mlaflow.methods.resnet import StackedResNetEncoder
 
-        return StackedResNetEncoder(input_shape, train_cfg["resnet_width"], generators)
+        return StackedResNetEncoder(
+            input_shape, train_cfg["resnet_width"], generators, amp=train_cfg.get("amp", True)
+        )
     raise ParamsError("train.encoder", f"unknown encoder {kind!r}", f"use one of {list(ENCODER_KINDS)}")
 
 

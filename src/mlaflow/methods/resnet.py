@@ -32,7 +32,8 @@ Stacked runs: each run has its own weights and batch-norm statistics, every tens
 network runs once per run (`torch.func.functional_call` with that run's slices): a ResNet's batch fills a device
 by itself. Each run's initialisation and augmentation draw from the run's own generator, and only the rows the
 method passes (`rows`: present and not padding) enter the network, so its batch statistics never see a padded
-or masked row, and a run gives the same numbers stacked or alone. A run's batch of one clip uses the running
+or masked row, and a run gives the same numbers stacked or alone. On CUDA the trunks run under bfloat16 autocast
+(`train.amp`, the GPU's tensor cores); on CPU everything is float32. A run's batch of one clip uses the running
 batch-norm statistics (batch statistics of one clip are undefined where a feature map is 1 x 1).
 """
 
@@ -113,8 +114,11 @@ class StackedResNetEncoder(nn.Module):
 
     uses_rows = True
 
-    def __init__(self, input_shape: tuple[int, ...], width: int, generators: list[torch.Generator]):
+    def __init__(
+        self, input_shape: tuple[int, ...], width: int, generators: list[torch.Generator], amp: bool = True
+    ):
         super().__init__()
+        self.amp = amp  # bfloat16 autocast of the trunks on CUDA (train.amp); a CPU run is float32 throughout
         if len(input_shape) not in (3, 4):
             raise ValueError(f"input_shape must be [C, H, W] or [T, C, H, W], not {list(input_shape)}")
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -173,7 +177,11 @@ class StackedResNetEncoder(nn.Module):
                 images = (images - self.mean) / self.std
             if self.training and self.frames:
                 images = random_resized_crop_flip(images, self.generators[r])
-            features = functional_call(self._template, states[r], (images,))
+            # on CUDA the convolutions run in bfloat16 on the tensor cores (weights, gradients and the head stay
+            # float32); bfloat16 has float32's range, so no loss scaling is needed
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp and images.is_cuda):
+                features = functional_call(self._template, states[r], (images,))
+            features = features.float()
             if self.frames:  # the 3-D average pool: the mean of the frames' pooled features
                 features = features.view(len(idx), self.input_shape[0], -1).mean(dim=1)
             out.append(x.new_zeros(B, self.output_dim).index_copy(0, idx, features))
