@@ -51,6 +51,7 @@ include: "workflow/rules/splits.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/table1.smk"
 
 
 localrules:
@@ -61,6 +62,8 @@ localrules:
     missing_suite,
     isolation,
     fidelity,
+    table1,
+    table1_corpus,
     report,
     job_config,
     manifest,
@@ -113,6 +116,12 @@ rule fidelity:
     """The fidelity experiment: the paper's MLA against its released code."""
     input:
         STAGE_TARGETS["fidelity"],
+
+
+rule table1:
+    """The Table 1 analogue: every audio-video corpus of params table1, end to end (mlaflow.pipeline.table1)."""
+    input:
+        STAGE_TARGETS["table1"],
 
 
 rule report:

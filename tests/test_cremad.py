@@ -201,11 +201,11 @@ def test_problems_of_one_kind_are_reported_together(corpus: Path):
 
 
 def test_frames_follow_the_visual_encoders_layout(corpus: Path):
-    from mlaflow.features.visual_manet import MANetVisualEncoder
+    from mlaflow.features.frames_io import frame_paths
 
     manifest, _ = cremad.build_manifest(corpus)
     for row in manifest.to_dict("records"):
-        paths = MANetVisualEncoder.frame_paths(row)
+        paths = frame_paths(row)
         assert len(paths) == 2 and all(path.is_file() for path in paths)
 
 

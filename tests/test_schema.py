@@ -124,7 +124,7 @@ def test_new_feature_keys_are_in_the_schema_and_in_params_yaml():
     for dotted, value in NEW_KEYS.items():
         assert _get(shipped, dotted) == value
         assert keys[dotted]["default"] == value
-    assert keys["features.audio.encoder"]["enum"] == ["wav2vec2", "fbank"]
+    assert keys["features.audio.encoder"]["enum"] == ["wav2vec2", "fbank", "fbank_spectrogram"]
     for bad in (
         {"features": {"audio": {"encoder": "mfcc"}}},
         {"features": {"audio": {"n_mels": 0}}},

@@ -15,6 +15,7 @@ from snakemake.logging import logger
 
 import mlaflow.pipeline.experiments as E
 import mlaflow.pipeline.params as P
+import mlaflow.pipeline.table1 as table1
 from mlaflow.pipeline.codedeps import code_files
 from mlaflow.data import corpora
 from mlaflow.features.protocol import encoder_module
@@ -331,8 +332,24 @@ STAGE_TARGETS = {
         stage: [*stage_outputs(stage), INDEX_FILES[stage], *_under(STAGE_DIRS[stage])]
         for stage in ("missing_suite", "isolation", "fidelity")
     },
+    # the audio-video corpora of the Table 1 analogue, each a workflow of its own (mlaflow.pipeline.table1)
+    "table1": [
+        *(
+            f"{table1.folder(kind)}/reports/{name}"
+            for kind in table1.kinds(config)
+            for name in ("metrics.json", "report.md", "duration.json")
+        ),
+        *_under(table1.FOLDER),
+    ],
     "report": [*REPORT_OUTPUTS, "reports/report.config.json"],
 }
+TABLE1_WORKFLOW_FILES = sorted(
+    os.path.relpath(p)
+    for folder in ("workflow/rules", "workflow/schemas")
+    for p in (WORKFLOW_DIR / folder).iterdir()
+    if p.is_file()
+)
+TABLE1_CODE = sorted(os.path.relpath(p) for p in (WORKFLOW_DIR / "src" / "mlaflow").rglob("*.py"))
 
 
 # Names and paths from the config are checked at parse time (mlaflow.pipeline.params); this makes sure of the result: no

@@ -28,6 +28,8 @@ rule build_report:
         paper=PAPER_RESULTS,
         # the main grid's figure: report.md shows it, report_page.html embeds it
         summary_figure=catalog.ACCURACY_PNG.path,
+        # the Table 1 analogue's reports (mlaflow.report.table1 gathers their Table 1 sections)
+        table1=[p for p in STAGE_TARGETS["table1"] if p.endswith(("report.md", "duration.json"))],
         code=report_code(),
     output:
         report_outputs("build_report"),

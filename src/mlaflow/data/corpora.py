@@ -17,11 +17,14 @@ plus its entry here.
 | iemocap         | audio, visual, text  | IEMOCAP 4class / 6class        | corpus.root              | extracted |
 | embedded_cremad | audio, visual        | neu hap sad fea dis ang        | generated CREMA-D tree   | extracted |
 | cremad          | audio, visual        | neu hap sad fea dis ang        | corpus.root              | extracted |
+| embedded_ks     | audio, visual        | Kinetics-Sounds names (2-8)    | generated KS tree        | extracted |
+| kinetics        | audio, visual        | the tree's class.txt           | corpus.root              | extracted |
 | features        | corpus.modalities    | corpus.classes                 | corpus.table             | given     |
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 from mlaflow.data.cremad import CLASS_NAMES as CREMAD_CLASSES
@@ -70,6 +73,8 @@ class CorpusKind:
     manifest_fixed: dict = field(default_factory=dict)
     extra_inputs: tuple[CorpusPath, ...] = ()
     layout: str | None = None  # the release whose directory layout the corpus tree has (None: no tree)
+    # "module:function" giving the class names from the config (classes None): a class file, a generator's count
+    classes_from: str | None = None
 
 
 IEMOCAP_MODALITIES = ("audio", "visual", "text")
@@ -94,6 +99,13 @@ CREMAD_DEFAULTS = {
     "source": CorpusPath("root", "the CREMA-D release (see the README)", directory=True),
     "manifest_keys": ("label_setup", "speaker_groups", "split_file"),
     "layout": "CREMA-D",
+}
+KINETICS_DEFAULTS = {
+    "paper_dataset": "Kinetics-Sounds",
+    "paper_columns": {"visual": "video"},
+    "strongest": "audio",
+    "source": CorpusPath("root", "the Kinetics-Sounds tree (see docs/data-formats.md)", directory=True),
+    "layout": "Kinetics-Sounds",
 }
 # CREMA-D's fixed train/test clip list (OGM-GE's split), instead of speaker-group folds
 SPLIT_FILE = CorpusPath("split_file", "the CSV of clip, split", optional=True)
@@ -133,6 +145,24 @@ CORPORA = {
         **CREMAD_DEFAULTS,
         extra_inputs=(SPLIT_FILE,),
     ),
+    "embedded_ks": CorpusKind(
+        "embedded_ks",
+        CREMAD_MODALITIES,
+        None,
+        "mlaflow.data.kinetics:manifest_for",
+        "mlaflow.data.synthetic_ks",
+        "embedded_ks",
+        **KINETICS_DEFAULTS,
+        classes_from="mlaflow.data.kinetics:embedded_classes",
+    ),
+    "kinetics": CorpusKind(
+        "kinetics",
+        CREMAD_MODALITIES,
+        None,
+        "mlaflow.data.kinetics:manifest_for",
+        **KINETICS_DEFAULTS,
+        classes_from="mlaflow.data.kinetics:configured_classes",
+    ),
     "features": CorpusKind(
         "features",
         None,
@@ -168,6 +198,9 @@ def modalities(config: dict) -> list[str]:
 
 def classes(config: dict) -> list[str]:
     kind = corpus_kind(config)
+    if kind.classes_from is not None:
+        module, function = kind.classes_from.split(":")
+        return list(getattr(importlib.import_module(module), function)(config))
     if kind.classes is None:
         names = config["corpus"]["classes"]
         if not names:

@@ -10,6 +10,12 @@ classification (as in AST): 25 ms Hanning windows every 10 ms, no dither (determ
 output, no energy term. Values are raw log energies of the float waveform in [-1, 1] (not normalised); a
 silent band gets log(float32 eps) = -15.94, so silence gives finite features.
 
+`fbank_spectrogram` (`FbankSpectrogramEncoder`) keeps the frames instead: the clip's filterbank as a one-channel
+"image" [1, T, n_mels] of `features.audio.spectrogram_frames` frames (cut, or zero-padded at the end, as the
+released MLA code and AST do; 1024 frames of 128 bands there), stored flat (dim = T * n_mels, `input_shape` in the
+store's attributes): the prepared input of the end-to-end ResNet-18 audio encoder (`train.encoder: resnet18`,
+mlaflow.methods.resnet), computed once, not a learned feature.
+
 The encoder follows the protocol of `mlaflow.features.protocol` and is chosen with
 `features.audio.encoder: fbank`; `features.audio.n_mels` sets the number of bands, so
 `features.audio.dim` must be 2 * n_mels. Its "model directory" holds only the filterbank settings
@@ -34,6 +40,7 @@ from mlaflow.features.protocol import EncodedBatch, require_model_dir, write_enc
 from mlaflow.io import atomic_path
 
 ARCHITECTURE = "fbank"
+SPECTROGRAM = "fbank_spectrogram"
 SAMPLE_RATE = 16_000  # CREMA-D's AudioWAV rate
 N_MELS = 128
 FRAME_LENGTH_MS = 25.0
@@ -112,17 +119,19 @@ def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
     `seed` is recorded only: a filterbank has no weights. The directory appears atomically.
     """
     settings = {
-        "architecture": ARCHITECTURE,
+        "architecture": SPECTROGRAM if cfg.get("encoder") == SPECTROGRAM else ARCHITECTURE,
         "sample_rate": SAMPLE_RATE,
         "n_mels": int(cfg["n_mels"]),
         "frame_length_ms": FRAME_LENGTH_MS,
         "frame_shift_ms": FRAME_SHIFT_MS,
     }
+    if settings["architecture"] == SPECTROGRAM:
+        settings["spectrogram_frames"] = int(cfg["spectrogram_frames"])
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         (tmp / "config.json").write_text(json.dumps(settings, indent=2) + "\n")
-        write_encoder_info(tmp, architecture=ARCHITECTURE, seed=seed, details=settings)
+        write_encoder_info(tmp, architecture=settings["architecture"], seed=seed, details=settings)
     return out_dir
 
 
@@ -149,10 +158,10 @@ class FbankAudioEncoder:
     def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> FbankAudioEncoder:
         model_dir = require_model_dir(model_dir, "audio")
         settings = json.loads((model_dir / "config.json").read_text())
-        if settings.get("architecture") != ARCHITECTURE:
+        if settings.get("architecture") != cls.architecture:
             raise ParamsError(
                 "features.audio.model",
-                f"{model_dir} is not a filterbank directory written by mlaflow",
+                f"{model_dir} is not a {cls.architecture} directory written by mlaflow",
                 "set it to `embedded` to have the filterbank settings written",
             )
         # the directory's settings make the features; a different n_mels in params would be silently ignored
@@ -190,3 +199,48 @@ class FbankAudioEncoder:
                 vectors.append(torch.cat([frames.mean(dim=0), frames.std(dim=0, unbiased=False)]))
         n_samples = sum(len(wave) for wave in waves)
         return EncodedBatch(features=torch.stack(vectors), real_units=n_samples, padded_units=n_samples)
+
+
+class FbankSpectrogramEncoder(FbankAudioEncoder):
+    """Encodes wav files into [B, T * n_mels]: each clip's filterbank frames, cut or zero-padded to T frames
+    (`spectrogram_frames`), flattened; `input_shape` [1, T, n_mels] says how to read them back."""
+
+    architecture = SPECTROGRAM
+    dim_source = "the directory's spectrogram_frames x n_mels (a one-channel filterbank image per clip)"
+
+    def __init__(self, settings: dict[str, Any], cfg: dict, device: torch.device):
+        super().__init__(settings, cfg, device)
+        self.n_frames = int(settings["spectrogram_frames"])
+        self.input_shape = (1, self.n_frames, self.n_mels)
+        self.output_dim = self.n_frames * self.n_mels
+
+    @classmethod
+    def from_pretrained(
+        cls, model_dir: str | Path, cfg: dict, device: torch.device
+    ) -> FbankSpectrogramEncoder:
+        encoder = super().from_pretrained(model_dir, cfg, device)
+        if encoder.n_frames != int(cfg["spectrogram_frames"]):
+            raise ParamsError(
+                "features.audio.spectrogram_frames",
+                f"is {cfg['spectrogram_frames']} but the directory {model_dir} has {encoder.n_frames}",
+                f"set it to {encoder.n_frames}, or rebuild the directory (model: embedded)",
+            )
+        return encoder
+
+    def encode(self, waves: list[np.ndarray]) -> EncodedBatch:
+        """Each wave's frames [T, n_mels]: the first T, or all of them and zero rows after (as the reference)."""
+        with torch.autocast(self.device.type, enabled=False):
+            images = []
+            for wave in waves:
+                frames = _fbank(
+                    torch.from_numpy(wave).to(self.device),
+                    self.sample_rate,
+                    self.n_mels,
+                    self.frame_length_ms,
+                    self.frame_shift_ms,
+                )[: self.n_frames]
+                images.append(torch.nn.functional.pad(frames, (0, 0, 0, self.n_frames - len(frames))))
+        n_samples = sum(len(wave) for wave in waves)
+        return EncodedBatch(
+            features=torch.stack(images).flatten(1), real_units=n_samples, padded_units=n_samples
+        )

@@ -220,6 +220,8 @@ def _extract(
         "pretrained": encoder.pretrained,
         "params_hash": params_hash,
     }
+    if getattr(encoder, "input_shape", None) is not None:  # prepared inputs: how training reads them back
+        attrs["input_shape"] = list(encoder.input_shape)
     planned = None  # sharded: this shard's batches (indices into its rows), before resuming
     if shard[1] > 1:
         rows, planned = _shard_rows_and_batches(encoder, rows, cfg["batch_size"], shard)

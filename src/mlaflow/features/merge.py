@@ -36,7 +36,8 @@ from mlaflow.features.store import (
 log = logging.getLogger(__name__)
 
 MERGE_ROWS = 4096  # rows copied at a time
-SAME_IN_EVERY_SHARD = ("encoder", "model_source", "pretrained")  # besides modality, dim and params_hash
+# besides modality, dim and params_hash; input_shape: a store of prepared inputs (train.encoder resnet18) only
+SAME_IN_EVERY_SHARD = ("encoder", "model_source", "pretrained", "input_shape")
 REDO = "delete it and re-run the workflow, which extracts that shard again"
 REDO_ALL = "delete the modality's shard stores and re-run the workflow, which extracts them again"
 

@@ -15,7 +15,9 @@ Encoder protocol (`Encoder` below). One encoder module per architecture provides
       - attributes `modality` (the kind of input it reads: audio = `wav_path`, visual = `frames_dir` +
         `n_frames`, text = `transcript`; a class attribute, checked before any model is loaded),
         `architecture` (stored in the features' attributes), `pretrained`, `output_dim`, `dim_source`
-        (what sets output_dim, for error messages) and `length_unit` (samples / tokens / frames);
+        (what sets output_dim, for error messages) and `length_unit` (samples / tokens / frames); an encoder
+        that stores prepared inputs rather than features (fbank_spectrogram, frames: the inputs of
+        `train.encoder: resnet18`) also has `input_shape`, which the store's attributes keep;
       - `item_length(row) -> int`: cheap (headers, no decoding), used to sort utterances by length so
         that a batch holds little padding;
       - `load_item(row)`: read the utterance's input files (called in a background thread); every
@@ -61,6 +63,8 @@ ENCODERS = {
     "wav2vec2": "mlaflow.features.audio_wav2vec:Wav2Vec2AudioEncoder",
     "manet": "mlaflow.features.visual_manet:MANetVisualEncoder",
     "fbank": "mlaflow.features.audio_fbank:FbankAudioEncoder",
+    "fbank_spectrogram": "mlaflow.features.audio_fbank:FbankSpectrogramEncoder",
+    "frames": "mlaflow.features.visual_frames:FramesVisualEncoder",
 }
 
 # The keys of features.<modality> each encoder reads besides those every extraction reads (ENCODER_COMMON): a
@@ -72,6 +76,8 @@ ENCODER_OPTIONS = {
     "wav2vec2": ("layer", "max_seconds", "embedded"),
     "manet": ("image_size",),
     "fbank": ("max_seconds", "n_mels"),
+    "fbank_spectrogram": ("max_seconds", "n_mels", "spectrogram_frames"),
+    "frames": ("frames", "image_size"),
 }
 
 # Workflow modality -> the kind of input its encoder must read. Today they coincide; a modality with

@@ -43,10 +43,9 @@ import numpy as np
 import torch
 import torchvision
 from huggingface_hub import PyTorchModelHubMixin
-from PIL import Image
 from torch import nn
 
-from mlaflow.errors import InputError
+from mlaflow.features.frames_io import frame_count, load_frames
 from mlaflow.features.protocol import (
     EncodedBatch,
     read_encoder_info,
@@ -234,47 +233,12 @@ class MANetVisualEncoder:
         model = MANetStyleEncoder.from_pretrained(model_dir, strict=True, local_files_only=True)
         return cls(model, cfg, device, read_encoder_info(model_dir))
 
-    @staticmethod
-    def frame_paths(row: dict) -> list[Path]:
-        frames_dir = Path(row["frames_dir"])
-        return [frames_dir / f"{index:03d}.png" for index in range(int(row["n_frames"]))]
-
     def item_length(self, row: dict) -> int:
-        try:
-            return int(row["n_frames"])
-        except (TypeError, ValueError) as err:
-            raise InputError(
-                row["frames_dir"],
-                f"n_frames is {row['n_frames']!r}, not a number of frames",
-                "correct `n_frames` in the manifest",
-            ) from err
+        return frame_count(row)
 
     def load_item(self, row: dict) -> np.ndarray:
         """The utterance's frames as uint8 [n_frames, size, size, 3] (RGB, resized)."""
-        paths = self.frame_paths(row)
-        if not paths:
-            raise InputError(
-                row["frames_dir"],
-                "the manifest lists 0 face frames for this utterance",
-                "extract its face frames, or remove the utterance from the manifest",
-            )
-        return np.stack([self._load_frame(path) for path in paths])
-
-    def _load_frame(self, path: Path) -> np.ndarray:
-        if not path.is_file():
-            raise InputError(
-                path, "face frame not found", "restore it, or correct `frames_dir`/`n_frames` in the manifest"
-            )
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR)
-                return np.asarray(image, dtype=np.uint8)
-        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
-            raise InputError(
-                path,
-                f"cannot be decoded as an image ({err})",
-                "re-export the frame as an RGB PNG, or remove the utterance from the manifest",
-            ) from err
+        return load_frames(row, self.image_size)
 
     def encode(self, utterances: list[np.ndarray]) -> EncodedBatch:
         """All frames of all utterances in one forward pass, then the mean over each utterance's frames.

@@ -80,6 +80,8 @@ class StackedDropout(nn.Module):
 class ModalityEncoder(nn.Sequential):
     """Three fully connected layers of width `hidden_dim` (A.3.2), as in GCNet's utterance-level baselines."""
 
+    uses_rows = False  # computes every row (padding and masked cells included); callers mask its output
+
     def __init__(self, input_dim: int, hidden_dim: int, dropout: float, generators: list[torch.Generator]):
         super().__init__(
             StackedLinear(input_dim, hidden_dim, generators),
@@ -90,6 +92,47 @@ class ModalityEncoder(nn.Sequential):
             StackedDropout(dropout, generators),
             StackedLinear(hidden_dim, hidden_dim, generators),
         )
+
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x [R, B, d] -> [R, B, hidden_dim]; `rows` is not read (the encoder protocol of `build_encoder`)."""
+        return super().forward(x)
+
+    def modulated_parameters(self) -> list[nn.Parameter]:
+        """What OGM-GE modulates: the weight matrices (the reference's conv kernels have no linear analogue
+        closer than these; biases are left alone)."""
+        return [layer.weight for layer in self if isinstance(layer, StackedLinear)]
+
+
+ENCODER_KINDS = ("mlp", "resnet18")  # train.encoder
+
+
+def build_encoder(
+    input_shape: tuple[int, ...], train_cfg: dict, generators: list[torch.Generator]
+) -> nn.Module:
+    """The encoder of one modality for R stacked runs, as `train.encoder` says: `mlp` (A.3.2's three fully
+    connected layers on frozen features, width train.hidden_dim) or `resnet18` (trained end to end from the
+    prepared inputs of shape `input_shape`; mlaflow.methods.resnet). Either maps x [R, B, d] and the rows to
+    compute, rows [R, B] (or None: all), to [R, B, output width]; `uses_rows` says whether it reads them."""
+    kind = train_cfg.get("encoder", "mlp")
+    if kind == "mlp":
+        return ModalityEncoder(
+            math.prod(input_shape), train_cfg["hidden_dim"], train_cfg["dropout"], generators
+        )
+    if kind == "resnet18":
+        if len(input_shape) < 3:
+            raise ParamsError(
+                "train.encoder",
+                f"resnet18 trains from prepared inputs, but this modality's store holds {input_shape[0]}-d "
+                "features (no input_shape)",
+                "extract the inputs with features.audio.encoder: fbank_spectrogram and features.visual.encoder: "
+                "frames, or use train.encoder: mlp",
+            )
+        from mlaflow.methods.resnet import StackedResNetEncoder
+
+        return StackedResNetEncoder(
+            input_shape, train_cfg["resnet_width"], generators, amp=train_cfg.get("amp", True)
+        )
+    raise ParamsError("train.encoder", f"unknown encoder {kind!r}", f"use one of {list(ENCODER_KINDS)}")
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -313,6 +356,9 @@ class Method(nn.Module):
     # (who, how): how the report's Table 1 says the method's unimodal prediction is made (section 4.1.1), e.g.
     # ("MLA", "the shared head on one encoder"); None: not described
     unimodal_rule: ClassVar[tuple[str, str] | None] = None
+    # trains with any encoder of `build_encoder` (train.encoder: resnet18, end to end): every encoder call goes
+    # through `encode`; False: frozen features and its own networks only
+    end_to_end: ClassVar[bool] = False
 
     @classmethod
     def check_options(cls, options: dict, modalities: list[str], variants: list[dict] = ()) -> None:
@@ -335,26 +381,43 @@ class Method(nn.Module):
 
     def __init__(
         self,
-        input_dims: dict[str, int] | list[int],
+        input_dims: dict[str, int | tuple[int, ...]] | list[int | tuple[int, ...]],
         n_classes: int,
         train_cfg: dict,
         method_cfg: dict,
         generators: list[torch.Generator],
     ):
-        """input_dims: each modality's feature width, as {modality name: dim} in the corpus's order (a method
-        whose options name a modality needs the names), or as a list."""
+        """input_dims: each modality's feature width, or the shape of its prepared inputs (a store's
+        `input_shape`, for `train.encoder: resnet18`), as {modality name: dim or shape} in the corpus's order (a
+        method whose options name a modality needs the names), or as a list."""
         super().__init__()
         self.modalities = list(input_dims) if isinstance(input_dims, dict) else None
-        self.input_dims = list(input_dims.values()) if isinstance(input_dims, dict) else list(input_dims)
+        dims = list(input_dims.values()) if isinstance(input_dims, dict) else list(input_dims)
+        self.input_shapes = [tuple(d) if isinstance(d, (tuple, list)) else (int(d),) for d in dims]
+        self.input_dims = [math.prod(shape) for shape in self.input_shapes]
         self.n_modalities = len(self.input_dims)
         self.n_runs = len(generators)
         self.n_classes = n_classes
-        self.hidden_dim = train_cfg["hidden_dim"]
         self.epochs_trained = 0
+        if train_cfg.get("encoder", "mlp") != "mlp" and not self.end_to_end:
+            raise ParamsError(
+                "train.encoder",
+                f"{train_cfg['encoder']}: {self.name} trains on frozen features only",
+                "use train.encoder: mlp for it (end to end: late_fusion, sum, concat, film, bigated, ogm_ge, qmf, "
+                "mla)",
+            )
         self.encoders = nn.ModuleList(
-            ModalityEncoder(d, train_cfg["hidden_dim"], train_cfg["dropout"], generators)
-            for d in self.input_dims
+            build_encoder(shape, train_cfg, generators) for shape in self.input_shapes
         )
+        # the embedding width: train.hidden_dim (MLP encoders) or the ResNet's output (8 x train.resnet_width)
+        self.hidden_dim = getattr(self.encoders[0], "output_dim", train_cfg["hidden_dim"])
+
+    def encode(self, m: int, data: RunGroup, batch: Batch) -> torch.Tensor:
+        """Encoder m's output [R, B, s] on the batch's rows. An encoder that reads `rows` (a ResNet) computes
+        only the rows present to the method, so its batch statistics see no padding and no masked cell."""
+        encoder = self.encoders[m]
+        rows = data.present_at(batch.idx, batch.valid)[..., m] if encoder.uses_rows else None
+        return encoder(data.inputs(m, batch.idx, batch.valid), rows)
 
     def modality_index(self, key: str, name: str) -> int:
         """The index of the modality an option (`method_params.<method>.<key>`) names."""
@@ -425,9 +488,7 @@ class Method(nn.Module):
     @torch.no_grad()
     def embeddings(self, data: RunGroup, batch: Batch) -> torch.Tensor:
         """Each modality's encoder output [R, M, n, s]: the representations the modality gap is measured on."""
-        return torch.stack(
-            [enc(data.inputs(m, batch.idx, batch.valid)) for m, enc in enumerate(self.encoders)], dim=1
-        )
+        return torch.stack([self.encode(m, data, batch) for m in range(self.n_modalities)], dim=1)
 
     def fusion_variants(self, predictions: Predictions, present: torch.Tensor) -> dict[str, torch.Tensor]:
         """Fused logits [R, n, C] under other test-time fusion rules of this method, by rule name (none here).

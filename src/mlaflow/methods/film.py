@@ -79,7 +79,7 @@ class FiLM(JointFusion):
         c = self.condition
         train = data.padded(data.rows("train"))
         on = data.present_at(train.idx, train.valid)[..., c]  # [R, n]
-        h_c = self.encoders[c](data.inputs(c, train.idx, train.valid)).masked_fill(~on.unsqueeze(-1), 0.0)
+        h_c = self.encode(c, data, train).masked_fill(~on.unsqueeze(-1), 0.0)
         return h_c.sum(dim=1) / on.sum(dim=1, keepdim=True).clamp(min=1)
 
     def unimodal(self, h, present, condition_mean: torch.Tensor | None = None):

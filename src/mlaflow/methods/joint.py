@@ -28,13 +28,12 @@ class JointFusion(Method):
     `modify_gradients`)."""
 
     joint_training = True
+    end_to_end = True
     unimodal_rule = ("fusion methods", "with the other modalities deactivated")
 
     def embed(self, data: RunGroup, batch: Batch, present: torch.Tensor) -> torch.Tensor:
         """Encoder outputs h [R, M, B, s], zero where the modality is masked (present: [R, B, M])."""
-        h = torch.stack(
-            [enc(data.inputs(m, batch.idx, batch.valid)) for m, enc in enumerate(self.encoders)], dim=1
-        )
+        h = torch.stack([self.encode(m, data, batch) for m in range(self.n_modalities)], dim=1)
         return h.masked_fill(~present.permute(0, 2, 1).unsqueeze(-1), 0.0)
 
     def fuse(self, h: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from mlaflow.methods.base import (
 
 class LateFusion(Method):
     name = "late_fusion"
+    end_to_end = True
     unimodal_rule = ("late fusion", "each modality's classifier")
 
     def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
@@ -38,7 +39,7 @@ class LateFusion(Method):
         loss = torch.zeros(self.n_runs, device=data.device)
         stepping = {}
         for m, (encoder, head) in enumerate(zip(self.encoders, self.heads)):
-            logits = head(encoder(data.inputs(m, batch.idx, batch.valid)))
+            logits = head(self.encode(m, data, batch))
             loss = loss + masked_cross_entropy(logits, batch.labels, present[..., m])
             runs_with_m = present[..., m].any(dim=1)
             stepping.update(dict.fromkeys([*encoder.parameters(), *head.parameters()], runs_with_m))
@@ -48,11 +49,7 @@ class LateFusion(Method):
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
         # [R, M, n, C]
         unimodal = torch.stack(
-            [
-                h(e(data.inputs(m, batch.idx, batch.valid)))
-                for m, (e, h) in enumerate(zip(self.encoders, self.heads))
-            ],
-            dim=1,
+            [head(self.encode(m, data, batch)) for m, head in enumerate(self.heads)], dim=1
         )
         present = data.present_at(batch.idx, batch.valid).permute(0, 2, 1).float()  # [R, M, n]
         weights = present / present.sum(dim=1, keepdim=True).clamp(min=1)  # average over present modalities

@@ -193,6 +193,7 @@ def fusion_weights(
 
 class MLA(Method):
     name = "mla"
+    end_to_end = True
     search_space: ClassVar[dict] = {"alpha": LogRange(0.01, 1.0)}  # eq. 5's regulariser
     modality_weight_options = ("fixed_weights",)
     unimodal_rule = ("MLA", "the shared head on one encoder")
@@ -301,7 +302,7 @@ class MLA(Method):
             active = torch.tensor(flags, device=data.device)
             batch = data.padded([empty if b is None else b for b in rows], batch_size)
             self.set_active_runs(active)
-            h = self.encoders[m](data.inputs(m, batch.idx, batch.valid))  # h_{m_t}(x)  [R, B, s]
+            h = self.encode(m, data, batch)  # h_{m_t}(x)  [R, B, s]
             loss = masked_cross_entropy(self.head(h), batch.labels, batch.valid)  # eq. 2, per run
             yield self._unimodal_step(m, h, loss, batch.valid, active, j // M, n_batches)
             self._steps_taken(active)
@@ -314,7 +315,7 @@ class MLA(Method):
         for b, batch in enumerate(data.shuffled_batches(train_rows, batch_size)):
             self.set_active_runs(batch.valid.any(dim=1))
             present = data.present_at(batch.idx, batch.valid)  # [R, B, M]
-            hidden = [enc(data.inputs(m, batch.idx, batch.valid)) for m, enc in enumerate(self.encoders)]
+            hidden = [self.encode(m, data, batch) for m in range(self.n_modalities)]
             for m, h in enumerate(hidden):
                 active = present[..., m].any(dim=1)
                 if not bool(active.any()):
@@ -367,8 +368,7 @@ class MLA(Method):
     def predict(self, data: RunGroup, batch: Batch) -> Predictions:
         # [R, M, n, C]
         unimodal = torch.stack(
-            [self.head(enc(data.inputs(m, batch.idx, batch.valid))) for m, enc in enumerate(self.encoders)],
-            dim=1,
+            [self.head(self.encode(m, data, batch)) for m in range(self.n_modalities)], dim=1
         )
         present = data.present_at(batch.idx, batch.valid).permute(0, 2, 1)  # [R, M, n]
         weights = fusion_weights(self.fusion, unimodal, present, self.eval_batch_size, self.fixed_weights)

@@ -17,8 +17,9 @@ cross-entropy like the plain fusion; after backward and before the optimiser ste
    two modalities in its batch is not modulated (k = 1).
 3. Modulation (`modulation`: ogm_ge | ogm | none), only in epochs modulation_starts <= epoch <=
    modulation_ends (0-based, both ends inclusive, as the reference). The reference modulates the encoders'
-   4-D gradients (conv kernels); our encoders are linear, so we modulate their weight matrices and leave
-   their biases alone. ogm: grad <- k_m * grad. ogm_ge: grad <- k_m * grad + N(0, std(grad) + 1e-8), the
+   4-D gradients (conv kernels): so do the ResNet encoders of `train.encoder: resnet18`; the MLP encoders are
+   linear, so there we modulate their weight matrices and leave their biases alone
+   (`modulated_parameters` of each encoder). ogm: grad <- k_m * grad. ogm_ge: grad <- k_m * grad + N(0, std(grad) + 1e-8), the
    noise's std is that of the run's unmodulated gradient tensor and the noise is drawn from the run's own
    generator, only in runs where that encoder steps. Every modality gets the noise, dominant or not.
 
@@ -35,7 +36,6 @@ from typing import ClassVar
 
 import torch
 
-from mlaflow.methods.base import StackedLinear
 from mlaflow.methods.concat import ConcatHead
 from mlaflow.methods.joint import JointFusion
 from mlaflow.methods.space import LogRange
@@ -89,11 +89,12 @@ class OGMGE(JointFusion):
         k = self.coefficients(h, present, labels)
         self.last_coefficients = k
         for m, encoder in enumerate(self.encoders):
-            for layer in encoder:
-                if not isinstance(layer, StackedLinear) or layer.weight.grad is None:
+            for weight in encoder.modulated_parameters():
+                if weight.grad is None:
                     continue
-                grad = layer.weight.grad  # [R, out, in]
-                new = grad * k[:, m].view(-1, 1, 1)
+                grad = weight.grad  # [R, ...]
+                per_run = (-1,) + (1,) * (grad.dim() - 1)
+                new = grad * k[:, m].view(per_run)
                 if self.modulation == "ogm_ge":
                     std = grad.flatten(1).std(dim=1) + 1e-8  # per run, unmodulated
                     noise = torch.zeros_like(grad)
@@ -101,4 +102,4 @@ class OGMGE(JointFusion):
                         if encoder_steps[r, m]:
                             noise[r] = torch.randn(grad.shape[1:], generator=g).to(grad.device) * std[r]
                     new = new + noise
-                layer.weight.grad = torch.where(encoder_steps[:, m].view(-1, 1, 1), new, grad)
+                weight.grad = torch.where(encoder_steps[:, m].view(per_run), new, grad)

@@ -77,6 +77,7 @@ def ranking_loss(confidence: torch.Tensor, correctness: torch.Tensor, on: torch.
 
 class QMF(Method):
     name = "qmf"
+    end_to_end = True
     search_space: ClassVar[dict] = {"rank_loss_weight": LogRange(0.01, 1.0)}
     unimodal_rule = ("QMF", "each modality's classifier")
 
@@ -93,13 +94,7 @@ class QMF(Method):
 
     def unimodal_logits(self, data: RunGroup, batch: Batch) -> torch.Tensor:
         # [R, M, B, C]
-        return torch.stack(
-            [
-                head(enc(data.inputs(m, batch.idx, batch.valid)))
-                for m, (enc, head) in enumerate(zip(self.encoders, self.heads))
-            ],
-            dim=1,
-        )
+        return torch.stack([head(self.encode(m, data, batch)) for m, head in enumerate(self.heads)], dim=1)
 
     def _start_history(self, data: RunGroup) -> None:
         n = len(data.labels)

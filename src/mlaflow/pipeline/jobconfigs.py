@@ -15,6 +15,7 @@ from mlaflow.data import corpora
 from mlaflow.features.protocol import encoder_settings
 from mlaflow.io import json_text
 from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import table1
 from mlaflow.pipeline.experiments import STAGE_DIRS  # the stages that train and their folders (one source)
 
 # each stage's index, in its folder
@@ -151,6 +152,7 @@ def job_configs(config: dict) -> dict[str, dict]:
         configs[E.job_config_path(experiment, method)] = E.train_job_config(config, experiment, method)
     for stage, index in INDEX_FILES.items():
         configs[index.replace(".json", ".config.json")] = index_config(config, stage)
+    configs.update(table1.sub_configs(config))
     return configs
 
 

@@ -109,7 +109,53 @@ def _validate(params: dict, check_files: bool) -> dict:
     if check_files:
         _check_paths(params)
     _check_experiment_names(params)
+    _check_end_to_end(params)
+    _check_table1(params, check_files)
     return params
+
+
+def _check_end_to_end(params: dict) -> None:
+    """train.encoder resnet18 (trained from prepared inputs): only for the methods that train through the shared
+    encoders, and on unstandardised inputs (spectrograms, pixels)."""
+    if params["train"]["encoder"] == "mlp":
+        return
+    from mlaflow.methods import method_class
+
+    if params["train"]["standardize"]:
+        raise ParamsError(
+            "train.standardize",
+            "is true with train.encoder resnet18: it would z-score every pixel and spectrogram bin",
+            "set it to false (frames are normalised with ImageNet's statistics inside the encoder)",
+        )
+    frozen = sorted(m for m in used_methods(params) if not method_class(m).end_to_end)
+    if frozen:
+        raise ParamsError(
+            "train.encoder",
+            f"resnet18, but {frozen} train on frozen features only",
+            "remove them from methods, complete_modality_methods and missing_suite.methods, or use encoder mlp",
+        )
+
+
+def _check_table1(params: dict, check_files: bool) -> None:
+    """The Table 1 analogue's derived configs (mlaflow.pipeline.table1) validate too, before any job starts: a bad
+    key or value under `table1` (its train or corpus overrides) fails here, named as the table1 key it came from."""
+    from mlaflow.pipeline import table1
+
+    for kind in table1.kinds(params):
+        if kind in ("cremad", "kinetics") and not params["table1"]["roots"][kind]:
+            raise ParamsError(
+                f"table1.roots.{kind}",
+                f"is not set, but {kind} is in table1.corpora",
+                "set it to the path of the corpus tree, or remove the kind from table1.corpora",
+            )
+        try:
+            _validate(table1.sub_config(params, kind, in_folder=False), check_files)
+        except ParamsError as err:
+            raise ParamsError(
+                "table1",
+                f"the config derived for {kind} (mlaflow.pipeline.table1) is not valid: `{err.key}`: {err.problem}",
+                f"{err.fix}, in table1's overrides (table1.train, table1.corpus.{kind}) or the keys they come from",
+            ) from None
 
 
 def _nearest(target: float, rates: list[float]) -> float:

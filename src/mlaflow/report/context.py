@@ -204,7 +204,8 @@ def feature_provenance(feature_paths: list[str]) -> list[dict]:
     for path in feature_paths:
         try:
             with h5py.File(path, "r") as f:
-                attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+                # numpy scalars and arrays (a store of prepared inputs records its input_shape) as Python values
+                attrs = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in f.attrs.items()}
                 n, width = f["features"].shape
                 out.append({"file": path, "n": int(n), "width": int(width), **attrs})
         except (OSError, KeyError) as err:  # truncated or not a feature store

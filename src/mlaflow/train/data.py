@@ -29,6 +29,15 @@ class Corpus:
     def input_dims(self) -> list[int]:
         return [x.shape[1] for x in self.features]
 
+    @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """Per modality, the shape of one row: a store of prepared inputs (features.audio.encoder
+        fbank_spectrogram, features.visual.encoder frames) says it (`input_shape`), a feature vector is [d]."""
+        return [
+            tuple(int(s) for s in self.feature_attrs.get(m, {}).get("input_shape") or (x.shape[1],))
+            for m, x in zip(self.modalities, self.features)
+        ]
+
 
 def load_corpus(
     manifest_path: str | Path,

@@ -262,7 +262,7 @@ def train_runs(
     )
     n_classes, R = len(corpus.class_names), len(specs)
     method = build_method(
-        method_name, dict(zip(corpus.modalities, corpus.input_dims)), n_classes, settings, generators
+        method_name, dict(zip(corpus.modalities, corpus.input_shapes)), n_classes, settings, generators
     ).to(device)
     optimizer = StackedOptimizer(list(method.parameters()), train_cfg, R)
     schedule = StepDecay.from_train(train_cfg)

@@ -1,0 +1,154 @@
+"""The Table 1 analogue in the main job (params table1, mlaflow.pipeline.table1, mlaflow.report.table1): the configs
+derived for each audio-video corpus, their checks at parse time, the report section, the stage in the DAG."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlaflow.errors import ParamsError
+from mlaflow.pipeline import experiments as E
+from mlaflow.pipeline import params as P
+from mlaflow.pipeline import table1
+from mlaflow.pipeline.jobconfigs import job_configs
+from mlaflow.report import table1 as table1_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shipped() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_each_corpus_gets_a_valid_end_to_end_config_of_table1s_setting():
+    config = P.validate(_shipped(), check_files=False)
+    derived = table1.sub_configs(config)
+    assert sorted(derived) == [
+        "data/table1/embedded_cremad.config.json",
+        "data/table1/embedded_ks.config.json",
+    ]
+    for path, sub in derived.items():
+        assert job_configs(config)[path] == sub  # a job config like the others: its changes rerun the corpus
+        sub = P.validate(copy.deepcopy(sub), check_files=False)
+        assert sub["train"]["encoder"] == "resnet18" and sub["train"]["standardize"] is False
+        assert sub["train"]["seeds"] == config["table1"]["seeds"] and sub["train"]["epochs"] == 5
+        assert sub["features"]["audio"]["encoder"] == "fbank_spectrogram"
+        assert sub["features"]["visual"]["encoder"] == "frames"
+        assert (
+            sub["table1"]["enabled"] is False
+            and not sub["isolation"]["enabled"]
+            and not sub["fidelity"]["enabled"]
+        )
+        cells = {cell for experiment in E.experiment_table(sub) for cell in experiment.cells}
+        methods = ["mla", "late_fusion", *config["complete_modality_methods"]]
+        assert cells == {(m, 0.0) for m in methods}
+        assert (
+            sub["method_params"]["film"]["condition"] == "audio"
+        )  # the kind's default, not the main corpus's
+        assert sub["splits"]["folds"] == [1]
+    ks = P.validate(copy.deepcopy(derived["data/table1/embedded_ks.config.json"]), check_files=False)
+    assert ks["corpus"]["embedded_ks"]["train_clips_per_class"] == 16  # table1.corpus over corpus.embedded_ks
+
+
+def test_real_trees_are_read_from_the_corpus_folder_and_runtime_stays_out(tmp_path):
+    tree = (
+        tmp_path / "CREMA-D"
+    )  # an absolute root is kept; a relative one is rewritten from the corpus's folder
+    config = _shipped()
+    config["table1"].update(corpora=["cremad", "embedded_ks"], roots={"cremad": str(tree), "kinetics": None})
+    config = P.validate(config, check_files=False)
+    derived = table1.sub_configs(config)
+    cremad = derived["data/table1/cremad.config.json"]
+    assert (
+        cremad["corpus"]["root"] == str(tree) and "label_setup" not in cremad["corpus"]
+    )  # the kind's own: 6class
+    assert P.validate(copy.deepcopy(cremad), check_files=False)["corpus"]["label_setup"] == "6class"
+    config["table1"]["roots"]["cremad"] = "data/corpus/CREMA-D"
+    relative = table1.sub_config(config, "cremad")["corpus"]["root"]
+    assert Path("data/table1/cremad", relative).resolve() == Path("data/corpus/CREMA-D").resolve()
+    assert all("runtime" not in sub for sub in derived.values())  # the main runtime is passed apart
+
+
+def test_disabled_it_derives_nothing():
+    config = _shipped()
+    config["table1"]["enabled"] = False
+    config = P.validate(config, check_files=False)
+    assert table1.sub_configs(config) == {} and not any(
+        p.startswith("data/table1") for p in job_configs(config)
+    )
+
+
+@pytest.mark.parametrize(
+    "patch, match",
+    [
+        ({"train": {"epohcs": 3}}, r"derived for embedded_cremad .*`train.epohcs`: unknown key"),
+        (
+            {"corpus": {"embedded_ks": {"classes": 99}}},
+            r"derived for embedded_ks .*corpus.embedded_ks.classes",
+        ),
+        ({"corpora": ["kinetics"]}, r"table1.roots.kinetics"),
+    ],
+)
+def test_a_bad_override_is_named_before_any_job(patch, match):
+    config = _shipped()
+    config["table1"].update(patch)
+    with pytest.raises(ParamsError, match=match):
+        P.validate(config, check_files=False)
+
+
+SUB_REPORT = """# mlaflow report
+
+> **Read this first.** These numbers come from the *embedded synthetic corpus* (generated, CREMA-D layout).
+
+Encoders: **ResNet-18 trained end to end** (first-stage width 4).
+
+## Complete modalities: every method (Table 1 analogue)
+
+| method | audio acc | visual acc | multimodal acc |
+|---|---|---|---|
+| mla | 40.00 ± 1.00 | 30.00 ± 2.00 | 45.00 ± 1.00 |
+
+### Modality gap (Figure 3 analogue)
+
+![gap](figures/modality_gap.png)
+
+## Missing-modality suite (Table 2 analogue)
+
+not this
+"""
+
+
+def test_the_report_gathers_each_corpus_table1_section(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = P.validate(_shipped(), check_files=False)
+    ctx = type("Ctx", (), {"config": config})()
+    folder = Path(table1.folder("embedded_cremad")) / "reports"
+    folder.mkdir(parents=True)
+    (folder / "report.md").write_text(SUB_REPORT)
+    (folder / "duration.json").write_text('{"seconds": 123}\n')
+    text = "\n".join(table1_report.section(ctx))
+    assert "### embedded_cremad" in text and "| mla | 40.00 ± 1.00 | 30.00 ± 2.00 | 45.00 ± 1.00 |" in text
+    assert "#### Modality gap" in text and "not this" not in text
+    assert "](../data/table1/embedded_cremad/reports/figures/modality_gap.png)" in text
+    assert "Encoders: **ResNet-18 trained end to end**" in text and "last run took 123 s" in text
+    assert "### embedded_ks" in text and "is missing: run `snakemake table1`" in text
+    config["table1"]["enabled"] = False
+    assert "Not run" in "\n".join(table1_report.section(ctx))
+
+
+def test_the_stage_runs_each_corpus_workflow_in_its_folder(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    snakemake = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path)]
+    proc = subprocess.run(
+        [*snakemake, "-n", "-p", "table1"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    for kind in ("embedded_cremad", "embedded_ks"):
+        assert f"-d data/table1/{kind} --replace-workflow-config --configfile" in proc.stdout
+        assert f"data/table1/{kind}.config.json" in proc.stdout

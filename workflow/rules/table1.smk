@@ -1,0 +1,30 @@
+rule table1_corpus:
+    """The Table 1 analogue of one audio-video corpus (mlaflow.pipeline.table1): the whole workflow again, in its own
+    folder, on the config derived from this one (and this one's runtime settings, apart: they rerun nothing); that
+    workflow decides what in it is stale (its own records). Its outputs are touched, and its time recorded, after
+    every run: an inner workflow with nothing to do leaves its files as they were."""
+    input:
+        config=table1.config_path("{kind}"),
+        # what the inner workflow runs: its rules, its schema and the whole package (it reruns only what changed)
+        workflow=[os.path.relpath(WORKFLOW_DIR / "Snakefile"), *TABLE1_WORKFLOW_FILES],
+        code=TABLE1_CODE,
+    output:
+        metrics=table1.folder("{kind}") + "/reports/metrics.json",
+        report=table1.folder("{kind}") + "/reports/report.md",
+        duration=table1.duration_path("{kind}"),
+    log:
+        "logs/table1/{kind}.log",
+    threads: workflow.cores
+    params:
+        snakefile=os.path.relpath(WORKFLOW_DIR / "Snakefile"),
+        folder=lambda wildcards: table1.folder(wildcards.kind),
+        runtime=json.dumps({"runtime": config["runtime"]}),
+        # beside the log, not in the stage's DVC output: runtime settings change no result
+        runtime_file=lambda wildcards: f"logs/table1/{wildcards.kind}.runtime.json",
+    shell:
+        "mkdir -p {params.folder:q} logs/table1 && printf '%s' {params.runtime:q} > {params.runtime_file:q}"
+        " && start=$(date +%s)"
+        ' && snakemake -s "$PWD"/{params.snakefile:q} -d {params.folder:q} --replace-workflow-config'
+        ' --configfile "$PWD"/{input.config:q} "$PWD"/{params.runtime_file:q} --cores {threads} all > {log:q} 2>&1'
+        " && touch {output.metrics:q} {output.report:q}"
+        " && printf '{{\"seconds\": %s}}\\n' $(( $(date +%s) - start )) > {output.duration:q}"
