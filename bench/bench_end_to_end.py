@@ -1,14 +1,15 @@
 """End-to-end training throughput (the paper's Table 1 setting, train.encoder resnet18): clips per second through
 two ResNet-18 encoders (audio: a one-channel filterbank image; visual: `--frames` frames per clip), forward,
 backward and SGD step of a method (MLA by default: one modality per step, as eq. 1), for runs stacked as a
-training job stacks them (`--runs`: the seeds of a cell), in float32 as training runs.
+training job stacks them (`--runs`: the seeds of a cell), in the precision training uses: float32 on CPU, the
+ResNets under bfloat16 autocast on CUDA (`train.amp`; `--no-amp` for float32 there too).
 
 Two sizes: the main job's (`--size embedded`: first-stage width 4, 32 x 32 frames, a 128 x 32 filterbank image)
 and the released code's (`--size paper`: torchvision's ResNet-18, 224 x 224 frames, 1024 x 128; on a GPU node).
 Random inputs of the right shapes (the throughput does not depend on the values). Prints figures; asserts nothing.
 
     python bench/bench_end_to_end.py [--device cpu|cuda] [--size embedded|paper] [--runs 3] [--steps 20]
-    python bench/bench_end_to_end.py --device cuda --size paper --batch-size 64   # a GPU node
+    python bench/bench_end_to_end.py --device cuda --size paper --batch-size 64 [--no-amp]   # a GPU node
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="train.amp")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device, size = torch.device(args.device), SIZES[args.size]
@@ -66,6 +68,7 @@ def main() -> None:
     train = {
         "encoder": "resnet18",
         "resnet_width": size["width"],
+        "amp": args.amp,
         "hidden_dim": 128,
         "dropout": 0.0,
         "batch_size": args.batch_size,
@@ -99,7 +102,8 @@ def main() -> None:
     )
     print(
         f"  {args.method}, size {args.size} (width {size['width']}, frames {frames}, audio {spectrogram}), "
-        f"{args.runs} runs stacked, batch {args.batch_size}, float32"
+        f"{args.runs} runs stacked, batch {args.batch_size}, "
+        + ("bfloat16 autocast" if args.amp and device.type == "cuda" else "float32")
     )
 
     def steps(count: int) -> int:
