@@ -2,7 +2,8 @@
 of params table1 ran the whole workflow in its own folder with ResNet-18 encoders trained end to end; its report
 (data/table1/<kind>/reports/report.md) has the Table 1 section the complete-modality comparison writes for any
 corpus (mlaflow.report.complete: fused and per-modality accuracy beside the paper's rows for that dataset, the
-laziness comparison, the modality gap). This section gathers those sections, with what each corpus's report
+laziness comparison, the modality gap), and its fidelity section (the released code's switches at missing rate 0,
+where fidelity is enabled). This section gathers those sections, with what each corpus's report
 says first (what the numbers come from, the encoders) and how long its workflow last ran (duration.json).
 Nothing is recomputed here: the numbers are those of the corpus's own report.
 """
@@ -17,6 +18,7 @@ from mlaflow.pipeline import table1
 from mlaflow.report.context import ReportContext
 
 TABLE1_HEADING = "## Complete modalities: every method (Table 1 analogue)"
+FIDELITY_HEADING = "## Fidelity: the paper's MLA against its released code"
 
 
 def section(ctx: ReportContext) -> list[str]:
@@ -44,6 +46,9 @@ def section(ctx: ReportContext) -> list[str]:
             if body
             else [f"Its report ({report}) has no Table 1 section.", ""]
         )
+        fidelity = _section(text, FIDELITY_HEADING)
+        if fidelity:  # the released code's switches, end to end (missing rate 0)
+            out += [f"#### {kind}: {FIDELITY_HEADING[3:]}", *_relinked(_demoted(fidelity), kind)]
         seconds = _stage_seconds(kind)
         if seconds is not None:
             out += [f"Its workflow's last run took {seconds:.0f} s (`{table1.duration_path(kind)}`).", ""]
