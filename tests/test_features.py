@@ -604,6 +604,8 @@ def test_registry_names_each_encoder_class_and_its_module():
         "wav2vec2": "audio",
         "manet": "visual",
         "fbank": "audio",
+        "fbank_spectrogram": "audio",  # prepared inputs of end-to-end training (train.encoder resnet18)
+        "frames": "visual",
     }
 
 

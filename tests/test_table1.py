@@ -97,6 +97,11 @@ def test_disabled_it_derives_nothing():
             r"derived for embedded_ks .*corpus.embedded_ks.classes",
         ),
         ({"corpora": ["kinetics"]}, r"table1.roots.kinetics"),
+        # more frames per clip than the look-alike draws: every clip would fail at extraction
+        (
+            {"corpus": {"embedded_cremad": {"frames_per_clip": 2}}},
+            r"table1.features.frames.*draws 2 frames per clip",
+        ),
     ],
 )
 def test_a_bad_override_is_named_before_any_job(patch, match):

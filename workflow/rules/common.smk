@@ -349,7 +349,7 @@ TABLE1_WORKFLOW_FILES = sorted(
     for p in (WORKFLOW_DIR / folder).iterdir()
     if p.is_file()
 )
-TABLE1_CODE = sorted(os.path.relpath(p) for p in (WORKFLOW_DIR / "src" / "mlaflow").rglob("*.py"))
+TABLE1_CODE = code(*table1.code_entries(config))
 
 
 # Names and paths from the config are checked at parse time (mlaflow.pipeline.params); this makes sure of the result: no

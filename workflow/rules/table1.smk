@@ -18,11 +18,12 @@ rule table1_corpus:
     params:
         snakefile=os.path.relpath(WORKFLOW_DIR / "Snakefile"),
         folder=lambda wildcards: table1.folder(wildcards.kind),
-        runtime=json.dumps({"runtime": config["runtime"]}),
-        # beside the log, not in the stage's DVC output: runtime settings change no result
+        # beside the log, not in the stage's DVC output: runtime settings change no result (they come from the
+        # environment, MLAFLOW_RUNTIME, not from a param: a changed param would rerun the job)
         runtime_file=lambda wildcards: f"logs/table1/{wildcards.kind}.runtime.json",
     shell:
-        "mkdir -p {params.folder:q} logs/table1 && printf '%s' {params.runtime:q} > {params.runtime_file:q}"
+        "mkdir -p {params.folder:q} logs/table1"
+        " && printf '{{\"runtime\": %s}}' \"$MLAFLOW_RUNTIME\" > {params.runtime_file:q}"
         " && start=$(date +%s)"
         ' && snakemake -s "$PWD"/{params.snakefile:q} -d {params.folder:q} --replace-workflow-config'
         ' --configfile "$PWD"/{input.config:q} "$PWD"/{params.runtime_file:q} --cores {threads} all > {log:q} 2>&1'

@@ -94,7 +94,14 @@ def merge_shards(
                     REDO,
                 )
     store_attrs = {"modality": modality, "params_hash": params_hash}
-    store_attrs.update({name: first_attrs.get(name, "unknown") for name in SAME_IN_EVERY_SHARD})
+    # (input_shape only where the shards have it: a store of features has none, and the unsharded store neither)
+    store_attrs.update(
+        {
+            name: first_attrs.get(name, "unknown")
+            for name in SAME_IN_EVERY_SHARD
+            if name != "input_shape" or name in first_attrs
+        }
+    )
 
     n_copied = 0
     with FeatureStoreWriter(out_path, ids, labels, dim, store_attrs) as writer:

@@ -148,8 +148,17 @@ def _check_table1(params: dict, check_files: bool) -> None:
                 f"is not set, but {kind} is in table1.corpora",
                 "set it to the path of the corpus tree, or remove the kind from table1.corpora",
             )
+        sub = table1.sub_config(params, kind, in_folder=False)
+        clip_frames = sub["corpus"].get(kind, {}).get("frames_per_clip")  # a look-alike's frames per clip
+        if clip_frames is not None and clip_frames < sub["features"]["visual"]["frames"]:
+            raise ParamsError(
+                "table1.features.frames",
+                f"is {sub['features']['visual']['frames']}, but the {kind} look-alike draws {clip_frames} frames "
+                f"per clip (corpus.{kind}.frames_per_clip, or table1.corpus.{kind})",
+                f"lower table1.features.frames to at most {clip_frames}, or raise table1.corpus.{kind}.frames_per_clip",
+            )
         try:
-            _validate(table1.sub_config(params, kind, in_folder=False), check_files)
+            _validate(sub, check_files)
         except ParamsError as err:
             raise ParamsError(
                 "table1",

@@ -78,11 +78,15 @@ def sub_config(config: dict, kind: str, in_folder: bool = True) -> dict:
     }
     train = {**config["train"], **table1["train"], "encoder": "resnet18", "standardize": False}
     train["seeds"] = list(table1["seeds"])
-    method_params = copy.deepcopy(config["method_params"])
-    for (
-        method,
-        keys,
-    ) in MODALITY_OPTIONS.items():  # the kind's defaults (the main corpus's names do not apply)
+    methods = ["mla", "late_fusion", *config["complete_modality_methods"]]
+    # the options of the methods it trains only (another method's option is not its input: changing it reruns
+    # nothing here); those that name a modality take the kind's defaults (the main corpus's names do not apply)
+    method_params = {
+        method: copy.deepcopy(options)
+        for method, options in config["method_params"].items()
+        if method in methods or method == "qmf"  # qmf: the missing-modality suite's (no rate to run at here)
+    }
+    for method, keys in MODALITY_OPTIONS.items():
         for key in keys:
             method_params.get(method, {}).pop(key, None)
     tuning = {k: v for k, v in config["tuning"].items() if k not in ("folds", "missing_rates", "run_seed")}
@@ -106,6 +110,42 @@ def sub_config(config: dict, kind: str, in_folder: bool = True) -> dict:
         "report": config["report"],
         "table1": {"enabled": False},  # runtime: the main config's, passed apart (it reruns nothing)
     }
+
+
+# the modules every derived workflow's jobs start from, whatever its corpus and methods (mlaflow.pipeline.codedeps)
+STEP_MODULES = (
+    "mlaflow.data.manifest",
+    "mlaflow.data.folds",
+    "mlaflow.data.masks",
+    "mlaflow.features.extract",
+    "mlaflow.tune.study",
+    "mlaflow.train.job",
+    "mlaflow.train.index",
+    "mlaflow.report.build",
+)
+
+
+def code_entries(config: dict) -> list[str]:
+    """The mlaflow modules the jobs of the Table 1 workflows run from (the table1 rule's code inputs, through
+    mlaflow.pipeline.codedeps): each corpus's generator and adapter, its prepared-input encoders, the pipeline's
+    steps and the modules of the methods it trains. An edit anywhere else (another method, cli.py) reruns none of
+    them."""
+    from mlaflow.data import corpora
+    from mlaflow.features.protocol import encoder_module
+    from mlaflow.methods import method_module
+
+    entries = set(STEP_MODULES) if kinds(config) else set()
+    for kind in kinds(config):
+        sub = sub_config(config, kind)
+        corpus = corpora.CORPORA[kind]
+        entries.add(corpus.adapter.split(":")[0])
+        if corpus.generator_module:
+            entries.add(corpus.generator_module)
+        entries |= {encoder_module(cfg["encoder"], modality) for modality, cfg in sub["features"].items()
+                    if isinstance(cfg, dict)}
+        methods = {*sub["methods"], *sub["complete_modality_methods"], *sub["missing_suite"]["methods"]}
+        entries |= {method_module(method) for method in methods}
+    return sorted(entries)
 
 
 def sub_configs(config: dict) -> dict[str, dict]:

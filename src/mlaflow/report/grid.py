@@ -150,8 +150,9 @@ def encoders_line(config: dict, features: list[dict]) -> str:
     from the prepared inputs whose shapes the stores record."""
     train = config["train"]
     if train.get("encoder", "mlp") == "mlp":
+        width = f" of width {train['hidden_dim']}" if "hidden_dim" in train else ""
         return (
-            f"Encoders: three fully connected layers of width {train['hidden_dim']} on frozen features (A.3.2: the "
+            f"Encoders: three fully connected layers{width} on frozen features (A.3.2: the "
             "paper's Table 2 setting)."
         )
     width = train["resnet_width"]
