@@ -5,27 +5,30 @@ rule table1_corpus:
     every run: an inner workflow with nothing to do leaves its files as they were."""
     input:
         config=table1.config_path("{kind}"),
-        # what the inner workflow runs: its rules, its schema and the whole package (it reruns only what changed)
+        # what the inner workflow runs: its rules, its schema and the code its jobs run (it reruns only what changed)
         workflow=[os.path.relpath(WORKFLOW_DIR / "Snakefile"), *TABLE1_WORKFLOW_FILES],
         code=TABLE1_CODE,
     output:
-        metrics=table1.folder("{kind}") + "/reports/metrics.json",
-        report=table1.folder("{kind}") + "/reports/report.md",
+        metrics=os.path.join(table1.folder("{kind}"), "reports", "metrics.json"),
+        report=os.path.join(table1.folder("{kind}"), "reports", "report.md"),
         duration=table1.duration_path("{kind}"),
     log:
         "logs/table1/{kind}.log",
-    threads: workflow.cores
+    # the whole machine (its inner workflow's --cores), but never more CPUs than a node has: under a cluster
+    # executor workflow.cores is unbounded (set table1_corpus's threads and resources in the profile there)
+    threads: min(workflow.cores, os.cpu_count() or 1)
     params:
-        snakefile=os.path.relpath(WORKFLOW_DIR / "Snakefile"),
         folder=lambda wildcards: table1.folder(wildcards.kind),
         # beside the log, not in the stage's DVC output: runtime settings change no result (they come from the
         # environment, MLAFLOW_RUNTIME, not from a param: a changed param would rerun the job)
         runtime_file=lambda wildcards: f"logs/table1/{wildcards.kind}.runtime.json",
     shell:
         "mkdir -p {params.folder:q} logs/table1"
-        " && printf '{{\"runtime\": %s}}' \"$MLAFLOW_RUNTIME\" > {params.runtime_file:q}"
+        ' && printf \'{{"runtime": %s}}\' "$MLAFLOW_RUNTIME" > {params.runtime_file:q}'
         " && start=$(date +%s)"
-        ' && snakemake -s "$PWD"/{params.snakefile:q} -d {params.folder:q} --replace-workflow-config'
-        ' --configfile "$PWD"/{input.config:q} "$PWD"/{params.runtime_file:q} --cores {threads} all > {log:q} 2>&1'
+        # the inner workflow runs in its folder: the files it is given are named by their absolute paths
+        ' && snakemake -s "$(realpath {input.workflow[0]:q})" -d {params.folder:q} --replace-workflow-config'
+        ' --configfile "$(realpath {input.config:q})" "$(realpath {params.runtime_file:q})"'
+        " --cores {threads} all > {log:q} 2>&1"
         " && touch {output.metrics:q} {output.report:q}"
         " && printf '{{\"seconds\": %s}}\\n' $(( $(date +%s) - start )) > {output.duration:q}"

@@ -141,8 +141,11 @@ def code_entries(config: dict) -> list[str]:
         entries.add(corpus.adapter.split(":")[0])
         if corpus.generator_module:
             entries.add(corpus.generator_module)
-        entries |= {encoder_module(cfg["encoder"], modality) for modality, cfg in sub["features"].items()
-                    if isinstance(cfg, dict)}
+        entries |= {
+            encoder_module(cfg["encoder"], modality)
+            for modality, cfg in sub["features"].items()
+            if isinstance(cfg, dict)
+        }
         methods = {*sub["methods"], *sub["complete_modality_methods"], *sub["missing_suite"]["methods"]}
         entries |= {method_module(method) for method in methods}
     return sorted(entries)
