@@ -128,6 +128,21 @@ def test_verify_names_a_store_that_misses_utterances_of_the_manifest_and_damaged
     )
 
 
+def test_verify_checks_each_store_against_its_own_workflows_manifest(tmp_path):
+    """The table1 stage's folder holds one workflow per corpus (data/table1/<kind>/data/...): a store is checked
+    against the manifest of the workflow it belongs to, not the first manifest found."""
+    for kind, n in (("embedded_cremad", 3), ("embedded_ks", 4)):
+        data = tmp_path / "table1" / kind / "data"
+        (data / "manifest").mkdir(parents=True)
+        ids = [f"{kind}_{i}" for i in range(n)]
+        pd.DataFrame({"utterance_id": ids}).to_csv(data / "manifest" / "manifest.csv", index=False)
+        _store(data / "features" / "audio.h5", ids)
+    assert verify([str(tmp_path / "table1")]) == 4
+    _store(tmp_path / "table1" / "embedded_ks" / "data" / "features" / "audio.h5", ["embedded_ks_0"])
+    with pytest.raises(InputError, match=r"1 output file\(s\).*embedded_ks/data/features/audio.h5: holds 1 rows"):
+        verify([str(tmp_path / "table1")])
+
+
 def test_the_report_names_a_damaged_feature_store(tmp_path):
     from mlaflow.report.context import feature_provenance
 

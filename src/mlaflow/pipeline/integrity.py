@@ -86,14 +86,17 @@ def check(path: Path, manifest_ids: list[str] | None = None) -> None:
 def verify(paths: list[str]) -> int:
     """Check every file under `paths`; raise one InputError naming the damaged ones. Returns the count checked."""
     files = _files(paths)
-    manifests = [p for p in files if p.name == MANIFEST]
-    manifest_ids = (
-        pd.read_csv(manifests[0], dtype={"utterance_id": str})["utterance_id"].tolist() if manifests else None
-    )
+    # a store <data>/features/x.h5 is checked against its own workflow's manifest, <data>/manifest/manifest.csv,
+    # when that is among the paths (the table1 stage's folder holds one workflow per corpus)
+    manifests = {p.parent.parent: p for p in files if p.name == MANIFEST and p.parent.name == "manifest"}
+    manifest_ids = {
+        root: pd.read_csv(path, dtype={"utterance_id": str})["utterance_id"].tolist()
+        for root, path in manifests.items()
+    }
     bad = []
     for path in files:
         try:
-            check(path, manifest_ids if path.parent.name == "features" else None)
+            check(path, manifest_ids.get(path.parent.parent) if path.parent.name == "features" else None)
         except InputError as err:
             bad.append(err)
     if bad:
