@@ -139,7 +139,9 @@ def test_verify_checks_each_store_against_its_own_workflows_manifest(tmp_path):
         _store(data / "features" / "audio.h5", ids)
     assert verify([str(tmp_path / "table1")]) == 4
     _store(tmp_path / "table1" / "embedded_ks" / "data" / "features" / "audio.h5", ["embedded_ks_0"])
-    with pytest.raises(InputError, match=r"1 output file\(s\).*embedded_ks/data/features/audio.h5: holds 1 rows"):
+    with pytest.raises(
+        InputError, match=r"1 output file\(s\).*embedded_ks/data/features/audio.h5: holds 1 rows"
+    ):
         verify([str(tmp_path / "table1")])
 
 
