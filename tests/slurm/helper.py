@@ -23,11 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_workflow import copy_workflow, tiny_params
 
 from mlaflow.pipeline import params as P
-from mlaflow.pipeline import table1
 from mlaflow.pipeline.experiments import experiment_table, tuned_methods
 
-# The group of workflow/profiles/slurm (build_encoder x3); corpus, extract, tune, train and table1_corpus go to
-# SLURM, the other rules are localrules in the Snakefile.
+# The group of workflow/profiles/slurm (build_encoder x3); corpus, extract, tune and train go to SLURM, the other
+# rules are localrules in the Snakefile (table1_corpus too: a Table 1 workflow runs where Snakemake runs).
 ENCODER_GROUP = "encoders"
 TRAINING_RULES = ("extract", "tune", "train")  # the GPU rules
 
@@ -158,8 +157,6 @@ def jobs(args) -> None:
         "extract": 3,
         "tune": len(tuned_methods(params)) * params["runtime"]["tuning_workers"],
         "train": training_jobs(params),
-        # the Table 1 analogue: one job per corpus, whose workflow runs inside that allocation
-        "table1_corpus": len(table1.kinds(params)),
     }
     expected = {name: n for name, n in expected.items() if n}
     counts = {name: len(entries) for name, entries in rules.items()}
