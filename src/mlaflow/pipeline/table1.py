@@ -30,6 +30,14 @@ import os
 FOLDER = "data/table1"
 ROOTS = {"embedded_cremad": "data/corpus/CREMA-D", "embedded_ks": "data/corpus/KineticsSounds"}
 MODALITY_OPTIONS = {"film": ("condition",), "bigated": ("gate",), "mla": ("fixed_weights",)}
+MAIN_METHODS = ["mla", "late_fusion"]
+# the suite must name a method, but with no missing rate above 0 it runs none
+SUITE_METHODS = ["qmf"]
+
+
+def _methods(config: dict) -> list[str]:
+    """Every method a derived workflow names: the main ones, the complete-modality baselines, the suite's."""
+    return list(dict.fromkeys([*MAIN_METHODS, *config["complete_modality_methods"], *SUITE_METHODS]))
 
 
 def folder(kind: str) -> str:
@@ -78,13 +86,13 @@ def sub_config(config: dict, kind: str, in_folder: bool = True) -> dict:
     }
     train = {**config["train"], **table1["train"], "encoder": "resnet18", "standardize": False}
     train["seeds"] = list(table1["seeds"])
-    methods = ["mla", "late_fusion", *config["complete_modality_methods"]]
+    methods = _methods(config)
     # the options of the methods it trains only (another method's option is not its input: changing it reruns
     # nothing here); those that name a modality take the kind's defaults (the main corpus's names do not apply)
     method_params = {
         method: copy.deepcopy(options)
         for method, options in config["method_params"].items()
-        if method in methods or method == "qmf"  # qmf: the missing-modality suite's (no rate to run at here)
+        if method in methods
     }
     for method, keys in MODALITY_OPTIONS.items():
         for key in keys:
@@ -99,9 +107,9 @@ def sub_config(config: dict, kind: str, in_folder: bool = True) -> dict:
             "seed": config["splits"]["seed"],
         },
         "masks": {**config["masks"], "missing_rates": [0.0]},
-        "methods": ["mla", "late_fusion"],
+        "methods": list(MAIN_METHODS),
         "complete_modality_methods": list(config["complete_modality_methods"]),
-        "missing_suite": {"methods": ["qmf"]},  # its rates follow masks.missing_rates above 0: none
+        "missing_suite": {"methods": list(SUITE_METHODS)},  # its rates: masks.missing_rates above 0, none
         "tuning": tuning,
         "isolation": {"enabled": False},
         "fidelity": {k: v for k, v in config["fidelity"].items() if k != "missing_rates"},  # its rate: 0
@@ -146,8 +154,7 @@ def code_entries(config: dict) -> list[str]:
             for modality, cfg in sub["features"].items()
             if isinstance(cfg, dict)
         }
-        methods = {*sub["methods"], *sub["complete_modality_methods"], *sub["missing_suite"]["methods"]}
-        entries |= {method_module(method) for method in methods}
+        entries |= {method_module(method) for method in _methods(config)}
     return sorted(entries)
 
 
