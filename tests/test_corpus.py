@@ -247,6 +247,7 @@ def _small_cfg(**overrides) -> dict:
         "max_duration_s": 0.6,
         "frames_per_utterance": 2,
         "image_size": 32,
+        "video_fps": 5,
         "modality_strength": {"text": 0.8, "audio": 0.5, "visual": 0.25},
     }
     return {**cfg, **overrides}
@@ -265,7 +266,7 @@ def test_generator_is_deterministic(tmp_path: Path):
     same = _files(tmp_path / "b" / "IEMOCAP_full_release")
     other = _files(tmp_path / "c" / "IEMOCAP_full_release")
     files = _files(first)
-    assert any(name.endswith(".wav") for name in files) and any(name.endswith(".png") for name in files)
+    assert all(any(name.endswith(suffix) for name in files) for suffix in (".wav", ".png", ".avi"))
     assert files == same
     common = set(files) & set(other)
     for suffix in (".wav", ".png", ".txt"):

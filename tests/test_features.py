@@ -332,6 +332,24 @@ def test_audio_conv_features_are_wav2vec2_extract_features(corpus, models):
     torch.testing.assert_close(ours, reference)
 
 
+def test_an_utterance_without_a_face_gets_a_zero_visual_feature_and_changes_no_other(
+    tmp_path, corpus, models
+):
+    clean = extract("visual", corpus, models, tmp_path / "clean.h5")
+    no_face = corpus.copy()
+    frames_dir = Path(no_face.loc[2, "frames_dir"])
+    for frame in frames_dir.iterdir():  # the faces rule leaves an empty directory (mlaflow.data.faces)
+        frame.unlink()
+    no_face.loc[2, "n_frames"] = 0
+    extract("visual", no_face, models, tmp_path / "no_face.h5")
+    before = read_store(tmp_path / "clean.h5")
+    after = read_store(tmp_path / "no_face.h5")
+    assert clean is not None and np.abs(before.features[2]).sum() > 0
+    assert (after.features[2] == 0).all()
+    others = [i for i in range(len(corpus)) if i != 2]
+    np.testing.assert_allclose(after.features[others], before.features[others], rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------- failures
 
 

@@ -46,7 +46,19 @@ def test_a_corpus_kinds_manifest_job_reads_what_its_entry_says(tmp_path):
     unsplit = P.validate(_config(kind="cremad", split_file=None), check_files=False)
     assert corpora.manifest_inputs(unsplit) == []
     iemocap = P.validate(_config(kind="iemocap"), check_files=False)
-    assert list(corpora.manifest_config(iemocap)) == ["kind", "adapter", "classes", "label_setup"]
+    assert list(corpora.manifest_config(iemocap)) == [
+        "kind",
+        "adapter",
+        "classes",
+        "label_setup",
+        "face_frames",
+        "faces_root",
+    ]
+    # the faces cut from the dialog videos (the default) are the manifest's input; pre-cut ones are in the tree
+    assert corpora.manifest_inputs(iemocap) == [corpora.FACES_DIR]
+    precut = P.validate(_config(kind="iemocap", face_frames="precut"), check_files=False)
+    assert corpora.manifest_inputs(precut) == [] and "faces_root" not in corpora.manifest_config(precut)
+    assert not corpora.cuts_faces(cremad) and not corpora.cuts_faces(precut) and corpora.cuts_faces(iemocap)
 
 
 def test_every_path_the_manifest_job_reads_must_exist(tmp_path):
@@ -79,7 +91,10 @@ def test_a_new_kinds_extra_input_reaches_the_manifest_config_and_the_checks(monk
     root.mkdir()
     config = P.validate(_config(kind="iemocap", root=str(root)), check_files=False)
     config["corpus"].update(kind="my_iemocap", table=str(tmp_path / "t.csv"))
-    assert corpora.manifest_inputs(config) == [str(tmp_path / "t.csv")]
+    assert corpora.manifest_inputs(config) == [
+        str(tmp_path / "t.csv"),
+        corpora.FACES_DIR,
+    ]  # an IEMOCAP layout
     assert corpora.manifest_config(config)["table"] == str(tmp_path / "t.csv")
     with pytest.raises(ParamsError, match=r"`corpus\.table`.*t\.csv does not exist.*the transcripts CSV"):
         P._check_paths(config)

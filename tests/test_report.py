@@ -622,3 +622,34 @@ def test_the_provenance_shows_no_fixed_weights_of_modalities_the_corpus_lacks(tm
     text = "\n".join(appendix.provenance(ctx))
     assert '"audio"' not in text and '"visual"' not in text and '"text"' not in text
     assert '"fixed_weights": "not used (no weight for speech, face, words)"' in text
+
+
+def test_the_face_crops_section_shows_the_shares_and_the_contact_sheet(tmp_path):
+    from mlaflow.report.appendix import face_crops
+
+    assert face_crops(None) == []  # no faces cut (frames pre-cut, or not an IEMOCAP corpus)
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    entry = {"n_utterances": 4, "with_face": 3, "share_with_face": 0.75}
+    (faces / "summary.json").write_text(
+        json.dumps(
+            {
+                "detector": "OpenCV Haar cascade haarcascade_frontalface_default.xml",
+                "settings": {"sample_fps": 2.0, "size": 64, "margin": 0.2, "on_no_face": "missing"},
+                "n_utterances": 4,
+                "with_face": 3,
+                "share_with_face": 0.75,
+                "no_face": ["Ses01F_impro01_M000"],
+                "per_session": {"Session1": entry},
+                "per_dialog": {"Ses01F_impro01": entry},
+            }
+        )
+    )
+    text = "\n".join(face_crops(str(faces)))
+    assert "**3 of the 4 utterances of EmoEvaluation (75.0%) have a face**" in text
+    assert "masked as missing" in text and "Ses01F_impro01_M000" in text
+    assert "| Session1 | 4 | 3 | 75.0% |" in text and "| Ses01F_impro01 | 4 | 3 | 75.0% |" in text
+    assert f"]({Path('..') / faces / 'contact_sheet.png'})" in text
+    (faces / "summary.json").write_text("{")
+    with pytest.raises(InputError, match="summary.json.*unreadable.*faces rule"):
+        face_crops(str(faces))

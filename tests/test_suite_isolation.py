@@ -50,6 +50,11 @@ def test_isolation_masks_apply_to_the_training_split_only():
     out = training_only(present, split)
     assert np.array_equal(out[:60], present[:60]) and out[60:].all()
     assert (~out[:60, 0]).mean() > 0.7
+    # a modality the corpus never recorded (no face found) stays missing outside the training split too
+    recorded = np.ones_like(present)
+    recorded[[5, 65, 80], 2] = False
+    out = training_only(present & recorded, split, recorded)
+    assert np.array_equal(out[:60], (present & recorded)[:60]) and np.array_equal(out[60:], recorded[60:])
 
 
 def _write(path, ids, mask, spec=BERNOULLI, all_missing="prior"):

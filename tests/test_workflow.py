@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from tiny_workflow import TINY_CONFIG, copy_workflow
 
@@ -85,6 +86,12 @@ def test_the_tiny_config_runs_end_to_end_through_configfile(workspace):
     assert set(classes) == {"audio", "visual", "text"} and all(1 <= n <= 4 for n in classes.values())
     assert {"seed", "fold", "missing_rate", "config_hash", "git_commit", "experiment"} <= set(record)
     assert (workspace / "reports" / "figures" / "accuracy_vs_missing_rate.png").stat().st_size > 1000
+    # the face frames were cut from the embedded corpus's dialog videos (corpus.face_frames: from_video)
+    faces = json.loads((workspace / "data" / "corpus" / "faces" / "summary.json").read_text())
+    assert faces["n_utterances"] == 72 and faces["share_with_face"] >= 0.8
+    frames_dirs = pd.read_csv(workspace / "data" / "manifest" / "manifest.csv")["frames_dir"]
+    assert frames_dirs.str.startswith("data/corpus/faces/Session").all()
+    assert "### Face crops" in report and f"{faces['with_face']} of the 72 utterances" in report
 
 
 def test_every_method_is_tuned_on_validation_and_trains_with_its_chosen_values(workspace):

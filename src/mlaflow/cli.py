@@ -99,6 +99,12 @@ def _corpus(args, config):
     log.info("embedded corpus written to %s: %s", args.out, summary)
 
 
+def _faces(args, config):
+    from mlaflow.data.faces import cut_faces
+
+    cut_faces(args.corpus, args.out, config["settings"], threads=args.threads or 1)
+
+
 def _manifest(args, config):
     from mlaflow.data.manifest import write_manifest
 
@@ -310,6 +316,18 @@ STEPS = (
         "its config (corpus.embedded or corpus.embedded_cremad)",
         "the corpus tree at --out (wav, face frames; IEMOCAP: transcripts, labels)",
         (OUT, arg("--threads", type=int, default=None, help="worker threads (default: up to 2)")),
+    ),
+    Step(
+        "faces",
+        _faces,
+        "cut each utterance's face frames from the IEMOCAP dialog videos (corpus.face_frames: from_video)",
+        "its config (corpus.faces) and the corpus tree at --corpus (dialog videos, EmoEvaluation)",
+        "face frames at --out/SessionN/<dialog>/<utterance>/000.png ..., summary.json, contact_sheet.png",
+        (
+            arg("--corpus", required=True),
+            OUT,
+            arg("--threads", type=int, default=None, help="worker threads"),
+        ),
     ),
     Step(
         "manifest",

@@ -21,6 +21,7 @@ PACKAGES = (
     "h5py",
     "pandas",
     "numpy",
+    "opencv-python-headless",
 )
 
 

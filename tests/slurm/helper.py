@@ -22,6 +22,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_workflow import copy_workflow, tiny_params
 
+from mlaflow.data import corpora
 from mlaflow.pipeline import params as P
 from mlaflow.pipeline.experiments import experiment_table, tuned_methods
 
@@ -153,6 +154,7 @@ def jobs(args) -> None:
     params = P.validate(yaml.safe_load((Path(args.workspace) / "params.yaml").read_text()))
     expected = {
         "corpus": 1,
+        "faces": 1 if corpora.cuts_faces(params) else 0,  # the face frames cut from the dialog videos
         f"group {ENCODER_GROUP}": 1,
         "extract": 3,
         "tune": len(tuned_methods(params)) * params["runtime"]["tuning_workers"],

@@ -306,6 +306,7 @@ def _under(*folders):
 STAGE_TARGETS = {
     "features": [
         *([CORPUS_ROOT] if CORPUS.generator_module else []),
+        *([corpora.FACES_DIR] if corpora.cuts_faces(config) else []),
         "data/manifest/manifest.csv",
         *(model_path(m) for m in EXTRACTED if config["features"][m]["model"] == "embedded"),
         *(f"data/features/{m}.h5" for m in EXTRACTED),

@@ -16,6 +16,27 @@ if CORPUS.generator_module:
             "mlaflow corpus --config {input.config:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
+if corpora.cuts_faces(config):
+
+    rule faces:
+        """Face frames cut from the dialog videos: the speaker's half, sampled in each utterance's window, the
+        largest face found by OpenCV's Haar cascade (mlaflow/data/faces.py; resumable per dialog)."""
+        input:
+            config=f"{corpora.FACES_DIR}.config.json",
+            corpus=CORPUS_ROOT,
+            code=code("mlaflow.data.faces"),
+        output:
+            directory(corpora.FACES_DIR),
+        log:
+            "logs/faces.log",
+        benchmark:
+            "benchmarks/faces.tsv"
+        threads: 2
+        shell:
+            "mlaflow faces --config {input.config:q} --corpus {input.corpus:q} --out {output:q} --threads {threads}"
+            " > {log:q} 2>&1"
+
+
 rule manifest:
     """Parse the corpus (its tree, or the label table of kind features) into a manifest (one row per utterance)."""
     input:

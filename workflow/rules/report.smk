@@ -30,6 +30,8 @@ rule build_report:
         summary_figure=catalog.ACCURACY_PNG.path,
         # the Table 1 analogue's reports (mlaflow.report.table1 gathers their Table 1 sections)
         table1=[p for p in STAGE_TARGETS["table1"] if p.endswith(("report.md", "duration.json"))],
+        # the faces cut from the dialog videos: the provenance section shows their quality
+        faces=[corpora.FACES_DIR] if corpora.cuts_faces(config) else [],
         code=report_code(),
     output:
         report_outputs("build_report"),

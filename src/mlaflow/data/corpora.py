@@ -75,6 +75,9 @@ class CorpusKind:
     layout: str | None = None  # the release whose directory layout the corpus tree has (None: no tree)
     # "module:function" giving the class names from the config (classes None): a class file, a generator's count
     classes_from: str | None = None
+    video_faces: bool = (
+        False  # its face frames can be cut from dialog videos (corpus.face_frames, data/faces.py)
+    )
 
 
 IEMOCAP_MODALITIES = ("audio", "visual", "text")
@@ -89,8 +92,9 @@ IEMOCAP_DEFAULTS = {
     "isolation_modalities": ("audio", "text"),
     "fixed_weights": {"audio": 0.35, "visual": 0.25, "text": 0.40},
     "source": CorpusPath("root", "the IEMOCAP release (see the README)", directory=True),
-    "manifest_keys": ("label_setup",),
+    "manifest_keys": ("label_setup", "face_frames"),
     "layout": "IEMOCAP",
+    "video_faces": True,
 }
 CREMAD_DEFAULTS = {
     "paper_dataset": "CREMA-D",
@@ -220,12 +224,22 @@ def classes(config: dict) -> list[str]:
     return list(kind.classes[setup])
 
 
+FACES_DIR = "data/corpus/faces"  # the `faces` rule's output: face frames cut from the dialog videos
+
+
+def cuts_faces(config: dict) -> bool:
+    """Whether the workflow cuts the face frames from the corpus's dialog videos (the `faces` rule)."""
+    return corpus_kind(config).video_faces and config["corpus"]["face_frames"] == "from_video"
+
+
 def manifest_config(config: dict) -> dict:
     """What the manifest job builds the manifest from (its config file): the kind's adapter and classes, and
     the corpus settings of its `manifest_keys` (those it fixes, `manifest_fixed`, at their fixed value)."""
     kind, corpus = corpus_kind(config), config["corpus"]
     out = {"kind": kind.name, "adapter": kind.adapter, "classes": classes(config)}
     out.update({key: kind.manifest_fixed.get(key, corpus[key]) for key in kind.manifest_keys})
+    if cuts_faces(config):
+        out["faces_root"] = FACES_DIR
     return out
 
 
@@ -235,9 +249,10 @@ def manifest_source(config: dict) -> str:
 
 
 def manifest_inputs(config: dict) -> list[str]:
-    """The other files the manifest job reads (CREMA-D's split file, where set)."""
+    """The other files the manifest job reads (CREMA-D's split file, where set; the faces cut from the videos)."""
     corpus = config["corpus"]
-    return [corpus[path.key] for path in corpus_kind(config).extra_inputs if corpus[path.key]]
+    faces = [FACES_DIR] if cuts_faces(config) else []
+    return [corpus[path.key] for path in corpus_kind(config).extra_inputs if corpus[path.key]] + faces
 
 
 def label_table(config: dict) -> str | None:

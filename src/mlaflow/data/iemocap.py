@@ -6,8 +6,11 @@ of `mlaflow.data.synthetic`, which share the layout):
 * `SessionN/dialog/EmoEvaluation/<dialog>.txt`: the consensus label of each utterance (lines starting `[`);
 * `SessionN/dialog/transcriptions/<dialog>.txt`: `<utterance_id> [start-end]: text` lines;
 * `SessionN/sentences/wav/<dialog>/<utterance_id>.wav`: the audio;
-* `SessionN/sentences/faces/<dialog>/<utterance_id>/*.png`: face frames. The release has videos, not
-  frames; mlaflow expects the faces extracted into this layout (see docs/data-formats.md).
+* face frames, `<dialog>/<utterance_id>/000.png, 001.png, ...`: with corpus.face_frames from_video (the default)
+  under `<faces_root>/SessionN/`, where the `faces` rule cut them from the release's dialog videos
+  (mlaflow.data.faces); an empty directory there is an utterance without a detected face, kept with 0 frames
+  (its visual modality is masked as missing). With precut, under `SessionN/sentences/faces/` of the tree, cut
+  beforehand by any face detector (see docs/data-formats.md).
 
 Only existence is checked here; decoding happens in feature extraction. Problems are collected per kind
 and reported as one `InputError` naming the first few files at fault and the count.
@@ -43,12 +46,13 @@ UTTERANCE_ID = re.compile(r"^(Ses\d\d[FM]\w*)_([FM])\d+$")  # groups: dialog, ge
 FRAME_SUFFIX = ".png"
 
 
-def build_manifest(root: Path, label_setup: str) -> tuple[pd.DataFrame, dict]:
+def build_manifest(root: Path, label_setup: str, faces_root: Path | None = None) -> tuple[pd.DataFrame, dict]:
     """Manifest of the utterances whose label belongs to `label_setup` (4class | 6class), and counts.
 
     Returns (manifest, counts): the manifest has MANIFEST_COLUMNS, one row per kept utterance, sorted by
     utterance_id; `counts` = {"kept_per_class": {class: n}, "dropped_per_label": {raw code: n},
-    "n_kept": n, "n_dropped": n}. Raises InputError naming the file for a missing, incomplete or
+    "n_kept": n, "n_dropped": n, "no_face": n}. `faces_root`: the `faces` rule's output (face_frames from_video), None
+    for frames in the tree (precut). Raises InputError naming the file for a missing, incomplete or
     inconsistent tree, and ParamsError for an unknown label setup.
     """
     if label_setup not in LABEL_SETUPS:
@@ -74,7 +78,11 @@ def build_manifest(root: Path, label_setup: str) -> tuple[pd.DataFrame, dict]:
     for utt, entry in kept.items():
         session_dir = entry["session_dir"]
         dialog = UTTERANCE_ID.match(utt).group(1)
-        frames_dir = session_dir / "sentences" / "faces" / dialog / utt
+        frames_dir = (
+            Path(faces_root) / session_dir.name / dialog / utt
+            if faces_root is not None
+            else session_dir / "sentences" / "faces" / dialog / utt
+        )
         rows.append(
             {
                 "utterance_id": utt,
@@ -90,7 +98,7 @@ def build_manifest(root: Path, label_setup: str) -> tuple[pd.DataFrame, dict]:
         )
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("utterance_id", ignore_index=True)
     manifest = manifest.astype({"session": "int64", "label_index": "int64", "n_frames": "int64"})
-    _check_media(manifest)
+    _check_media(manifest, from_video=faces_root is not None)
 
     per_class = Counter(manifest["label"])
     counts = {
@@ -98,6 +106,7 @@ def build_manifest(root: Path, label_setup: str) -> tuple[pd.DataFrame, dict]:
         "dropped_per_label": dict(sorted(dropped.items())),
         "n_kept": len(manifest),
         "n_dropped": sum(dropped.values()),
+        "no_face": int((manifest["n_frames"] == 0).sum()),
     }
     return manifest, counts
 
@@ -236,8 +245,9 @@ def _count_frames(frames_dir: Path) -> int:
     return sum(1 for p in frames_dir.iterdir() if p.suffix.lower() == FRAME_SUFFIX)
 
 
-def _check_media(manifest: pd.DataFrame) -> None:
-    """Every kept utterance needs its wav file and a non-empty face-frame directory."""
+def _check_media(manifest: pd.DataFrame, from_video: bool) -> None:
+    """Every kept utterance needs its wav file and a face-frame directory, not empty unless the `faces` rule
+    made it (from_video: no face found)."""
     missing_wav = [(p, "not found") for p in manifest["wav_path"] if not Path(p).is_file()]
     raise_problems(
         missing_wav,
@@ -250,9 +260,15 @@ def _check_media(manifest: pd.DataFrame) -> None:
         no_dir,
         "face-frame directory(ies) missing",
         "face-frame",
-        "extract the utterance's face frames into sentences/faces/<dialog>/<utterance_id>/000.png, "
-        "001.png, ... (see docs/data-formats.md)",
+        "the faces rule writes a directory for every utterance with an EmoEvaluation line: check the utterance "
+        "has one and rerun it (`snakemake --forcerun faces`)"
+        if from_video
+        else "extract the utterance's face frames into sentences/faces/<dialog>/<utterance_id>/000.png, "
+        "001.png, ... (see docs/data-formats.md), or set corpus.face_frames: from_video to cut them from the "
+        "dialog videos",
     )
+    if from_video:
+        return  # an empty directory: no face found; its visual modality is masked as missing
     no_frames = [(p, "empty") for p in manifest.loc[manifest["n_frames"] == 0, "frames_dir"]]
     raise_problems(
         no_frames,
@@ -265,4 +281,5 @@ def _check_media(manifest: pd.DataFrame) -> None:
 
 def manifest_for(config: dict, root: Path) -> tuple[pd.DataFrame, dict]:
     """The manifest job's entry (mlaflow.data.manifest): the tree at `root` under config's label setup."""
-    return build_manifest(Path(root), config["label_setup"])
+    faces_root = config.get("faces_root") if config.get("face_frames") == "from_video" else None
+    return build_manifest(Path(root), config["label_setup"], Path(faces_root) if faces_root else None)

@@ -30,6 +30,15 @@ MANIFEST_COLUMNS = [
     "n_frames",
 ]
 SHOWN_PER_ERROR = 5  # files named in one error message
+VISUAL = "visual"  # the modality read from frames_dir
+
+
+def no_face(row) -> bool:
+    """Whether a manifest row is an utterance where the `faces` rule found no face: a face directory with 0 frames
+    (mlaflow.data.faces, on_no_face: missing; every adapter refuses an empty directory otherwise). Its visual
+    feature is zeros and its visual modality is masked as missing (mlaflow.data.masks.recorded)."""
+    frames_dir = row["frames_dir"]
+    return isinstance(frames_dir, str) and bool(frames_dir) and int(row["n_frames"]) == 0
 
 
 def raise_problems(problems: list[tuple[Path | str, str]], problem: str, kind: str, fix: str) -> None:

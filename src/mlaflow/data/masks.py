@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from mlaflow.data.manifest import VISUAL, no_face
 from mlaflow.errors import InputError
 from mlaflow.io import atomic_path
 
@@ -88,9 +89,12 @@ def isolation_mask(
     return present
 
 
-def training_only(present: np.ndarray, split: dict[str, np.ndarray]) -> np.ndarray:
-    """The mask with every modality present outside the training split (isolation masks: train-time only)."""
-    out = np.ones_like(present)
+def training_only(
+    present: np.ndarray, split: dict[str, np.ndarray], recorded_: np.ndarray | None = None
+) -> np.ndarray:
+    """The mask with every recorded modality present outside the training split (isolation masks: train-time
+    only); `recorded_` (default: all) from `recorded`."""
+    out = np.ones_like(present) if recorded_ is None else recorded_.copy()
     out[split["train"]] = present[split["train"]]
     return out
 
@@ -160,16 +164,53 @@ def write_masks(
                 ds.attrs[key] = value
 
 
+def recorded(manifest: pd.DataFrame, modalities: list[str]) -> np.ndarray:
+    """[N, M]: False where a sample's modality was never recorded, whatever the missing rate: the visual modality
+    of an utterance without a detected face (mlaflow.data.manifest.no_face)."""
+    out = np.ones((len(manifest), len(modalities)), dtype=bool)
+    if VISUAL in modalities:
+        out[:, modalities.index(VISUAL)] = [not no_face(row) for row in manifest.to_dict("records")]
+    return out
+
+
+def within_recorded(present: np.ndarray, recorded_: np.ndarray, keep_one: bool, seed: int) -> np.ndarray:
+    """A drawn mask with the never-recorded cells missing. With `keep_one` (a protocol where every sample keeps a
+    modality), a sample that this leaves with none keeps one of its recorded modalities instead, chosen uniformly
+    (seeded): the drawn count of present modalities is kept where the corpus allows it."""
+    out = present & recorded_
+    emptied = np.flatnonzero(present.any(axis=1) & ~out.any(axis=1) & recorded_.any(axis=1))
+    if keep_one and len(emptied):
+        rng = np.random.default_rng([seed, 2])
+        for row in emptied:
+            out[row, rng.choice(np.flatnonzero(recorded_[row]))] = True
+    return out
+
+
 def make_masks(config: dict, manifest_path: str | Path, missing_rate: float, out: str | Path) -> None:
-    """The masks job (`mlaflow masks`): one mask per seed of the config at `missing_rate`, into `out`."""
+    """The masks job (`mlaflow masks`): one mask per seed of the config at `missing_rate`, into `out`. A modality
+    the corpus never recorded for a sample (`recorded`) is missing in every mask, after the draw."""
     import logging
 
-    ids = pd.read_csv(manifest_path, dtype={"utterance_id": str})["utterance_id"].tolist()
+    manifest = pd.read_csv(
+        manifest_path, dtype={"utterance_id": str, "frames_dir": str}, keep_default_na=False
+    )
+    ids = manifest["utterance_id"].tolist()
     spec, modalities = config["masks"], config["modalities"]
     # only bernoulli masks can remove every modality of a sample (experiments.mask_job_config)
     all_missing = config["all_missing"] if spec["protocol"] == "bernoulli" else "not applicable"
+    present_in_corpus = recorded(manifest, modalities)
+    if not present_in_corpus.all():
+        logging.getLogger(__name__).info(
+            "never recorded, missing in every mask: %s",
+            {m: int((~present_in_corpus[:, i]).sum()) for i, m in enumerate(modalities)},
+        )
     masks = {
-        seed: draw_mask(spec, modalities, len(ids), missing_rate, seed, all_missing)
+        seed: within_recorded(
+            draw_mask(spec, modalities, len(ids), missing_rate, seed, all_missing),
+            present_in_corpus,
+            keep_one=all_missing_forbidden_by(spec, all_missing) is not None,
+            seed=seed,
+        )
         for seed in config["seeds"]
     }
     for seed, present in masks.items():

@@ -336,6 +336,7 @@ FACE_GAIN = 5.5  # class profile scale at strength 1 (strong: pose and noise hid
 FRAME_SPREAD = 0.15  # expression change between frames of one utterance
 POSE_SHIFT = 0.07  # sd of the face centre offset, as a share of the image size
 POSE_ROTATION_DEG = 10.0
+VIDEO_SCALE = 2  # dialog videos show the faces at twice the frames' size: crops are cut, then resized down
 PIXEL_NOISE = 14.0  # sd of the additive pixel noise (0-255 scale)
 
 MODALITY_STREAMS = {"text": 0, "audio": 1, "visual": 2}  # third entry of each utterance's seed
@@ -413,8 +414,10 @@ def _usable_cpus() -> int:
 
 
 def _write_media(root: Path, utterances: list[Utterance], cfg: dict) -> None:
-    """Write the wav file and the face frames of each utterance (one dialog: a unit of parallel work)."""
+    """Write the wav file and the face frames of each utterance, and the dialog's video (one dialog: a unit of
+    parallel work)."""
     strength = cfg["modality_strength"]
+    drawn = {}
     for utt in utterances:
         session_dir = root / f"Session{utt.session}" / "sentences"
         wav_path = session_dir / "wav" / utt.dialog / f"{utt.utterance_id}.wav"
@@ -426,6 +429,65 @@ def _write_media(root: Path, utterances: list[Utterance], cfg: dict) -> None:
         frames = draw_face_frames(utt, strength["visual"], cfg, _rng(cfg, utt, "visual"))
         for index, frame in enumerate(frames):
             Image.fromarray(frame).save(frames_dir / f"{index:03d}.png", compress_level=1)
+        drawn[utt.utterance_id] = frames
+    write_dialog_video(root, utterances, drawn, cfg)
+
+
+def _upscale(frame: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR))
+
+
+def write_dialog_video(root: Path, utterances: list[Utterance], drawn: dict, cfg: dict) -> None:
+    """The dialog's video, as the release ships it: `SessionN/dialog/avi/DivX/<dialog>.avi`, both actors side by
+    side, the actor the dialog is named after on the left (mlaflow.data.faces.SESSION_LAYOUT). During an
+    utterance the speaker's half shows its drawn frames in turn (the same as its pre-cut frames), the other half
+    the listener's neutral face; between utterances both are neutral. MPEG-4 part 2 (DivX's codec), through the
+    FFmpeg inside OpenCV's wheel."""
+    import cv2
+
+    size, fps = VIDEO_SCALE * cfg["image_size"], cfg["video_fps"]
+    half = size + size // 2  # the face in the middle of a wider background: the detector searches the half
+    background = np.full((half, half, 3), 60, np.uint8)
+    left_gender = utterances[0].dialog[5]
+    speakers = {u.speaker.speaker_id[-1]: u.speaker for u in utterances}
+    neutral = {}
+    for gender, speaker in speakers.items():
+        image = _draw_face(2 * size, speaker, np.zeros(4), (60, 60, 60), np.zeros(2), 1.0).reduce(2)
+        neutral[gender] = np.asarray(image)
+    scaled = {utt: [_upscale(frame, size) for frame in frames] for utt, frames in drawn.items()}
+
+    def pasted(face: np.ndarray | None) -> np.ndarray:
+        canvas = background.copy()
+        if face is not None:
+            offset = (half - size) // 2
+            canvas[offset : offset + size, offset : offset + size] = face
+        return canvas
+
+    idle = {gender: pasted(neutral.get(gender)) for gender in "FM"}
+    n_frames = int(np.ceil((max(u.end_s for u in utterances) + 1.0) * fps))
+    path = (
+        root / f"Session{utterances[0].session}" / "dialog" / "avi" / "DivX" / f"{utterances[0].dialog}.avi"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"DIVX"), fps, (2 * half, half))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write an MPEG-4 video at {path}")
+    starts = np.array([u.start_s for u in utterances])
+    try:
+        for k in range(n_frames):
+            t = (k + 0.5) / fps
+            halves = dict(idle)
+            turn = int(np.searchsorted(starts, t, side="right")) - 1
+            if turn >= 0 and t < utterances[turn].end_s:
+                utt = utterances[turn]
+                frames = scaled[utt.utterance_id]
+                shown = min(len(frames) - 1, int((t - utt.start_s) / (utt.end_s - utt.start_s) * len(frames)))
+                halves[utt.speaker.speaker_id[-1]] = pasted(frames[shown])
+            right_gender = "M" if left_gender == "F" else "F"
+            frame = np.concatenate([halves[left_gender], halves[right_gender]], axis=1)
+            writer.write(np.ascontiguousarray(frame[:, :, ::-1]))  # OpenCV takes BGR
+    finally:
+        writer.release()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -697,7 +759,9 @@ def draw_face_frames(
     expression = FACE_GAIN * strength * _blend_profile(FACE_PROFILES, utt.blend) + rng.normal(
         0, FACE_SPREAD, 4
     )
-    background = tuple(int(v) for v in rng.integers(20, 200, 3))
+    background = tuple(
+        int(v) for v in rng.integers(20, 120, 3)
+    )  # mostly darker than skin: a face outline a detector sees
     centre = rng.normal(0, POSE_SHIFT, 2)
     scale = float(np.exp(rng.normal(0, 0.08)))
     rotation = float(rng.normal(0, POSE_ROTATION_DEG))
@@ -735,6 +799,22 @@ def _draw_face(
 
     eye_y, eye_dx, eye_r = cy - 0.1 * height, 0.2 * width, 0.08 * width
     eye_h = eye_r * float(np.clip(0.55 + 0.25 * eye_open, 0.08, 1.2))
+    # shading a face detector keys on (class-free): eye sockets darker than the cheeks and the nose bridge
+    shadow = tuple(int(0.6 * c) for c in speaker.skin_rgb)
+    for side in (-1, 1):
+        ex = cx + side * eye_dx
+        draw.ellipse(
+            [ex - 2.0 * eye_r, eye_y - 1.3 * eye_r, ex + 2.0 * eye_r, eye_y + 1.3 * eye_r], fill=shadow
+        )
+    nose_w = 0.05 * width
+    draw.polygon(
+        [
+            (cx - nose_w, eye_y + eye_r),
+            (cx - 1.8 * nose_w, cy + 0.1 * height),
+            (cx + 1.8 * nose_w, cy + 0.1 * height),
+        ],
+        fill=shadow,
+    )
     for side in (-1, 1):
         ex = cx + side * eye_dx
         draw.ellipse([ex - eye_r, eye_y - eye_h, ex + eye_r, eye_y + eye_h], fill=(245, 245, 245))

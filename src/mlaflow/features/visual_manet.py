@@ -45,6 +45,7 @@ import torchvision
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from mlaflow.data.manifest import no_face
 from mlaflow.features.frames_io import frame_count, load_frames
 from mlaflow.features.protocol import (
     EncodedBatch,
@@ -237,7 +238,11 @@ class MANetVisualEncoder:
         return frame_count(row)
 
     def load_item(self, row: dict) -> np.ndarray:
-        """The utterance's frames as uint8 [n_frames, size, size, 3] (RGB, resized)."""
+        """The utterance's frames as uint8 [n_frames, size, size, 3] (RGB, resized); none for an utterance whose
+        face directory is empty (no face found, mlaflow.data.faces: its visual modality is masked as missing, its
+        stored feature is zeros)."""
+        if no_face(row):
+            return np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
         return load_frames(row, self.image_size)
 
     def encode(self, utterances: list[np.ndarray]) -> EncodedBatch:
@@ -253,11 +258,13 @@ class MANetVisualEncoder:
                 self._encode_frames(pixels[start : start + FRAMES_PER_FORWARD])
                 for start in range(0, len(pixels), FRAMES_PER_FORWARD)
             ]
+            or [torch.zeros(0, self.output_dim, device=self.device)]
         )
         owner = torch.repeat_interleave(torch.arange(len(utterances)), counts).to(self.device)
         sums = torch.zeros(len(utterances), frame_features.shape[1], device=self.device)
         sums.index_add_(0, owner, frame_features)
-        pooled = sums / counts.to(self.device, torch.float32).unsqueeze(1)
+        # an utterance without frames (no face found) keeps a zero vector
+        pooled = sums / counts.clamp(min=1).to(self.device, torch.float32).unsqueeze(1)
         return EncodedBatch(features=pooled, real_units=int(counts.sum()), padded_units=int(counts.sum()))
 
     def _encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:

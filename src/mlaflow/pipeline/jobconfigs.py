@@ -118,8 +118,11 @@ def job_configs(config: dict) -> dict[str, dict]:
             "classes": corpora.classes(config),
             "paper_dataset": corpus.paper_dataset,
             "paper_columns": corpus.paper_columns,
+            "faces": corpora.FACES_DIR if corpora.cuts_faces(config) else None,
         },
     }
+    if corpora.cuts_faces(config):
+        configs[f"{corpora.FACES_DIR}.config.json"] = {"settings": config["corpus"]["faces"]}
     if corpus.generator_module:
         configs[f"{config['corpus']['root']}.config.json"] = {
             "generator": corpus.generator_module,

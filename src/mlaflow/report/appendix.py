@@ -1,14 +1,16 @@
 """The report's last sections: the masks actually drawn (real missing fractions) and the provenance block
 (commit, config hashes of the report and of every experiment's runs, the corpus that ran as its kind
-describes it, encoders or given stores, settings, versions).
+describes it, encoders or given stores, settings, versions), and the face crops cut from the dialog videos.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 from mlaflow.data import corpora
+from mlaflow.errors import InputError
 from mlaflow.keys import config_hash
 from mlaflow.methods import method_class
 from mlaflow.provenance import git_commit, versions
@@ -130,4 +132,46 @@ def provenance(ctx: ReportContext) -> list[str]:
         options = method_options(config, method, ctx.modalities)
         out.append(f"method:       {method} {json.dumps(options, sort_keys=True)}")
     out.append("versions:     " + ", ".join(f"{k} {v}" for k, v in versions().items()))
-    return out + ["```", ""]
+    return out + ["```", "", *face_crops(ctx.job_config.get("faces"))]
+
+
+def face_crops(faces_dir: str | None) -> list[str]:
+    """The faces cut from the dialog videos (corpus.face_frames from_video; mlaflow.data.faces): the detector and
+    its settings, the share of utterances with a face per session and per dialog, those without one and what
+    became of them, and the contact sheet (a few crops per session, to check by looking)."""
+    if not faces_dir:
+        return []
+    path = Path(faces_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(path, f"unreadable ({err})", "re-run the faces rule (dvc repro)") from err
+    settings = summary["settings"]
+    policy = {
+        "missing": "their visual modality is masked as missing in every mask",
+        "error": "an error (on_no_face: error)",
+    }[settings["on_no_face"]]
+    no_face = summary["no_face"]
+    return [
+        "### Face crops",
+        "",
+        f"Cut from the dialog videos by the `faces` rule ({summary['detector']}; {settings['sample_fps']} frames/s of "
+        f"each utterance's window, the speaking actor's half, crops of {settings['size']} px with margin "
+        f"{settings['margin']}). **{summary['with_face']} of the {summary['n_utterances']} utterances of EmoEvaluation "
+        f"({100 * summary['share_with_face']:.1f}%) have a face**; {len(no_face)} have none: {policy}"
+        + (f" (first: {', '.join(no_face[:5])})." if no_face else "."),
+        "",
+        *md.table(["session", "utterances", "with a face", "share"], _face_rows(summary["per_session"])),
+        "",
+        *md.table(["dialog", "utterances", "with a face", "share"], _face_rows(summary["per_dialog"])),
+        "",
+        f"![The first crops of each session, a row per session]({Path('..') / faces_dir / 'contact_sheet.png'})",
+        "",
+    ]
+
+
+def _face_rows(entries: dict) -> list[list[str]]:
+    return [
+        [name, str(e["n_utterances"]), str(e["with_face"]), f"{100 * e['share_with_face']:.1f}%"]
+        for name, e in entries.items()
+    ]

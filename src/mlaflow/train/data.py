@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mlaflow.data.masks import recorded
 from mlaflow.errors import InputError
 from mlaflow.features.store import read_store
 
@@ -24,6 +25,8 @@ class Corpus:
     class_names: list[str]
     feature_attrs: dict[str, dict]  # per modality, the HDF5 store's attributes (encoder, pretrained, ...)
     modalities: list[str]  # names, in the order of `features` and of every mask's columns
+    # [N, M] bool: False where the corpus never recorded the modality (no face found; data.masks.recorded)
+    recorded: np.ndarray | None = None
 
     @property
     def input_dims(self) -> list[int]:
@@ -78,4 +81,6 @@ def load_corpus(
         features.append(torch.from_numpy(np.ascontiguousarray(table.features[rows], dtype=np.float32)))
         attrs[modality] = dict(table.attrs)
     labels = torch.tensor(manifest["label_index"].to_numpy(dtype=np.int64))
-    return Corpus(ids, features, labels, list(classes), attrs, list(modalities))
+    return Corpus(
+        ids, features, labels, list(classes), attrs, list(modalities), recorded(manifest, list(modalities))
+    )

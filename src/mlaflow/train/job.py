@@ -114,7 +114,9 @@ def run_spec(config: dict, inputs: JobInputs, masks: dict[int, np.ndarray], seed
     shift masks."""
     split = fold_indices(inputs.folds, fold)
     present = (
-        training_only(masks[seed], split) if config["experiment"]["masks"]["training_only"] else masks[seed]
+        training_only(masks[seed], split, inputs.corpus.recorded)
+        if config["experiment"]["masks"]["training_only"]
+        else masks[seed]
     )
     shift = {label: by_seed[seed] for label, by_seed in inputs.shift_masks.items()}
     return RunSpec(seed * 1000 + fold, present, split, shift)
