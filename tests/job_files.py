@@ -68,6 +68,8 @@ def write_job_files(tmp_path: Path, n: int = 60, rate: float = 0.3) -> JobFiles:
             "session": np.arange(n) % 3 + 1,
             "label": [CLASSES[i] for i in labels],
             "label_index": labels,
+            "frames_dir": "",  # every manifest has the frame columns (data.manifest.MANIFEST_COLUMNS)
+            "n_frames": 0,
         }
     )
     manifest.to_csv(tmp_path / "manifest.csv", index=False)

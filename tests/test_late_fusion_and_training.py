@@ -199,9 +199,15 @@ def _write_inputs(tmp_path, ids_per_modality, labels_per_modality=None, nan_in=N
     import pandas as pd
 
     ids = ["u0", "u1", "u2"]
-    pd.DataFrame({"utterance_id": ids, "label": ["neu", "hap", "sad"], "label_index": [0, 1, 2]}).to_csv(
-        tmp_path / "manifest.csv", index=False
-    )
+    pd.DataFrame(
+        {
+            "utterance_id": ids,
+            "label": ["neu", "hap", "sad"],
+            "label_index": [0, 1, 2],
+            "frames_dir": "",
+            "n_frames": 0,
+        }
+    ).to_csv(tmp_path / "manifest.csv", index=False)
     params = _params()
     paths = {}
     for modality in ("audio", "visual", "text"):

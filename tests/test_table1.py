@@ -37,7 +37,10 @@ def test_each_corpus_gets_a_valid_end_to_end_config_of_table1s_setting():
         assert job_configs(config)[path] == sub  # a job config like the others: its changes rerun the corpus
         sub = P.validate(copy.deepcopy(sub), check_files=False)
         assert sub["train"]["encoder"] == "resnet18" and sub["train"]["standardize"] is False
-        assert sub["train"]["seeds"] == config["table1"]["seeds"] and sub["train"]["epochs"] == 12
+        assert (
+            sub["train"]["seeds"] == config["table1"]["seeds"]
+            and sub["train"]["epochs"] == config["table1"]["train"]["epochs"]
+        )
         assert sub["features"]["audio"]["encoder"] == "fbank_spectrogram"
         assert sub["features"]["visual"]["encoder"] == "frames"
         assert sub["table1"]["enabled"] is False and not sub["isolation"]["enabled"]
