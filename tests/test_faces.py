@@ -256,6 +256,18 @@ def test_a_missing_video_is_an_error_naming_it_and_the_fix(corpus, tmp_path):
     assert "IEMOCAP release" in str(err.value)
 
 
+def test_every_failed_dialog_is_counted_and_the_first_named(corpus, tmp_path):
+    root = _copy(corpus, tmp_path)
+    _video(root, "Ses01M_impro01").unlink()
+    _video(root, "Ses02M_impro01").unlink()
+    with pytest.raises(
+        InputError, match="2 dialogs failed; the first: .*Ses01M_impro01.avi.*dialog video not found"
+    ):
+        cut_faces(root, tmp_path / "faces", SETTINGS, threads=2)
+    # the two good dialogs are kept for the rerun
+    assert len(list((tmp_path / "faces.partial").glob("Session*/*.json"))) == 2
+
+
 def test_an_unreadable_video_is_an_error_naming_it(corpus, tmp_path):
     root = _copy(corpus, tmp_path)
     _video(root, "Ses01M_impro01").write_bytes(b"not a video at all" * 100)
