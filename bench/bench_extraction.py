@@ -45,7 +45,7 @@ def make_corpus(
     words_per_transcript: int = 10,
 ) -> pd.DataFrame:
     """Write n synthetic utterances under root and return their manifest."""
-    from mlaflow.features.text_bert import ENGLISH_WORDS
+    from mlaflow.features.wordpiece import ENGLISH_WORDS
 
     rng = np.random.default_rng(seed)
     vocabulary = ENGLISH_WORDS + ["gonna", "whaddya", "supercalifragilistic"]  # some words outside the vocab

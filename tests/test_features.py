@@ -253,7 +253,8 @@ def test_writer_distrusts_rows_flagged_written_but_not_finite(tmp_path):
 
 
 def test_embedded_encoders_are_deterministic_and_load_through_from_pretrained(tmp_path, corpus, models):
-    from mlaflow.features.text_bert import embedded_vocabulary
+    from mlaflow.features.text_bert import SPECIAL_TOKENS
+    from mlaflow.features.wordpiece import embedded_vocabulary
 
     cfg = tiny_features_cfg()
     for modality in MODALITIES:
@@ -276,7 +277,7 @@ def test_embedded_encoders_are_deterministic_and_load_through_from_pretrained(tm
         assert table.attrs["pretrained"] is False and table.attrs["model_source"] == "embedded"
 
     tokenizer = load_encoder("text", models["text"], cfg, torch.device("cpu")).tokenizer
-    vocabulary = embedded_vocabulary()
+    vocabulary = embedded_vocabulary(SPECIAL_TOKENS)
     assert tokenizer.get_vocab() == {token: index for index, token in enumerate(vocabulary)}
     assert len(vocabulary) > 1000
     tokens = tokenizer.tokenize("I don't know, maybe we're getting married!")

@@ -17,7 +17,8 @@ from mlaflow.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-# every adapter's manifest has these columns (a corpus without text has empty transcripts)
+# every adapter's manifest has these columns (a corpus without text has empty transcripts; one without images,
+# the image-text corpora's single picture per sample, empty image paths)
 MANIFEST_COLUMNS = [
     "utterance_id",
     "session",
@@ -28,6 +29,7 @@ MANIFEST_COLUMNS = [
     "transcript",
     "frames_dir",
     "n_frames",
+    "image_path",
 ]
 SHOWN_PER_ERROR = 5  # files named in one error message
 VISUAL = "visual"  # the modality read from frames_dir

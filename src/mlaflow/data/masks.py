@@ -169,6 +169,13 @@ def recorded(manifest: pd.DataFrame, modalities: list[str]) -> np.ndarray:
     of an utterance without a detected face (mlaflow.data.manifest.no_face)."""
     out = np.ones((len(manifest), len(modalities)), dtype=bool)
     if VISUAL in modalities:
+        lacking = [column for column in ("frames_dir", "n_frames") if column not in manifest.columns]
+        if lacking:  # every adapter writes them (mlaflow.data.manifest.MANIFEST_COLUMNS); a hand-made one may not
+            raise InputError(
+                None,
+                f"the manifest has no column(s) {lacking}, which say whether a visual input was recorded",
+                "rebuild the manifest with `mlaflow manifest`, or add the columns (empty frames_dir: recorded)",
+            )
         out[:, modalities.index(VISUAL)] = [not no_face(row) for row in manifest.to_dict("records")]
     return out
 

@@ -77,6 +77,7 @@ def build_manifest(path: Path, classes: list[str]) -> tuple[pd.DataFrame, dict]:
             "transcript": "",
             "frames_dir": "",
             "n_frames": 0,
+            "image_path": "",
         },
         columns=MANIFEST_COLUMNS,
     )

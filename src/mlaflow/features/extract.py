@@ -47,11 +47,11 @@ import torch
 
 from mlaflow.devices import resolve_device
 from mlaflow.errors import InputError, ParamsError
-from mlaflow.features.protocol import Encoder, encoder_for, input_kind
+from mlaflow.features.protocol import INPUT_COLUMNS, Encoder, encoder_for, input_kind
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("utterance_id", "label", "wav_path", "transcript", "frames_dir", "n_frames")
+ID_COLUMNS = ("utterance_id", "label")  # besides the columns of the modality's input (INPUT_COLUMNS)
 MAX_LISTED_BAD_FILES = 5
 
 
@@ -75,8 +75,9 @@ def load_encoder(modality: str, model_dir: str | Path, features_cfg: dict, devic
 # ------------------------------------------------------------------------------------ extraction
 
 
-def _manifest_rows(manifest: pd.DataFrame) -> list[dict]:
-    missing = [column for column in MANIFEST_COLUMNS if column not in manifest.columns]
+def _manifest_rows(manifest: pd.DataFrame, modality: str) -> list[dict]:
+    columns = [*ID_COLUMNS, *INPUT_COLUMNS[input_kind(modality)]]
+    missing = [column for column in columns if column not in manifest.columns]
     if missing:
         raise InputError(None, f"the manifest has no column(s) {missing}", "rebuild the manifest")
     ids = manifest["utterance_id"].astype(str)
@@ -87,7 +88,7 @@ def _manifest_rows(manifest: pd.DataFrame) -> list[dict]:
             f"the manifest repeats utterance id(s) {duplicated[:MAX_LISTED_BAD_FILES]}",
             "keep one row per utterance",
         )
-    return manifest[list(MANIFEST_COLUMNS)].to_dict("records")
+    return manifest[columns].to_dict("records")
 
 
 def _bad_files_error(bad: dict[int, InputError], n_total: int, n_written: int, partial: Path) -> InputError:
@@ -200,7 +201,7 @@ def _extract(
 
     cfg = features_cfg[modality]
     device = torch.device(device) if device is not None else resolve_device("auto")
-    rows = _manifest_rows(manifest)
+    rows = _manifest_rows(manifest, modality)
     load_started = time.perf_counter()
     encoder = load_encoder(modality, model_dir, features_cfg, device)
     load_seconds = time.perf_counter() - load_started
@@ -390,9 +391,11 @@ def _encode_batches(
 
 
 def _input_name(row: dict, modality: str) -> str:
-    return {"audio": row["wav_path"], "visual": row["frames_dir"]}.get(
-        input_kind(modality), f"utterance {row['utterance_id']}"
-    )
+    return {
+        "audio": row.get("wav_path"),
+        "visual": row.get("frames_dir"),
+        "image": row.get("image_path"),
+    }.get(input_kind(modality), f"utterance {row['utterance_id']}")
 
 
 def _progress_bar(total: int, modality: str):

@@ -1,7 +1,7 @@
 """What an encoder is, the helpers every encoder shares, and the registry of encoders by name.
 
 This module is the bottom of `mlaflow.features`: the encoder modules (text_bert, audio_wav2vec,
-visual_manet, audio_fbank) import from here, the extraction driver (`extract`) imports from here, and this
+visual_manet, audio_fbank, image_vit, clip) import from here, the extraction driver (`extract`) imports from here, and this
 module imports none of them. So there is no import circle, and importing it is cheap (no transformers).
 
 Encoder protocol (`Encoder` below). One encoder module per architecture provides
@@ -13,7 +13,8 @@ Encoder protocol (`Encoder` below). One encoder module per architecture provides
         pretrained); a directory that is missing or of another architecture is a ParamsError naming
         `features.<modality>.model` (`require_model_dir` does the common checks);
       - attributes `modality` (the kind of input it reads: audio = `wav_path`, visual = `frames_dir` +
-        `n_frames`, text = `transcript`; a class attribute, checked before any model is loaded),
+        `n_frames`, text = `transcript`, image = `image_path` (INPUT_COLUMNS); a class attribute, checked
+        before any model is loaded),
         `architecture` (stored in the features' attributes), `pretrained`, `output_dim`, `dim_source`
         (what sets output_dim, for error messages) and `length_unit` (samples / tokens / frames); an encoder
         that stores prepared inputs rather than features (fbank_spectrogram, frames: the inputs of
@@ -65,6 +66,9 @@ ENCODERS = {
     "fbank": "mlaflow.features.audio_fbank:FbankAudioEncoder",
     "fbank_spectrogram": "mlaflow.features.audio_fbank:FbankSpectrogramEncoder",
     "frames": "mlaflow.features.visual_frames:FramesVisualEncoder",
+    "vit": "mlaflow.features.image_vit:ViTImageEncoder",
+    "clip_image": "mlaflow.features.clip:ClipImageEncoder",
+    "clip_text": "mlaflow.features.clip:ClipTextEncoder",
 }
 
 # The keys of features.<modality> each encoder reads besides those every extraction reads (ENCODER_COMMON): a
@@ -78,11 +82,22 @@ ENCODER_OPTIONS = {
     "fbank": ("max_seconds", "n_mels"),
     "fbank_spectrogram": ("max_seconds", "n_mels", "spectrogram_frames"),
     "frames": ("frames", "image_size"),
+    "vit": ("image_size", "embedded"),
+    "clip_image": ("image_size", "embedded"),
+    "clip_text": ("max_length", "embedded"),
 }
 
 # Workflow modality -> the kind of input its encoder must read. Today they coincide; a modality with
-# another name (say, a second audio stream) would map to the kind of input it holds.
-INPUT_KINDS = {"audio": "audio", "visual": "visual", "text": "text"}
+# another name (say, a second audio stream) would map to the kind of input it holds. Visual input is an
+# utterance's frames (a folder); image input is one picture (an image-text corpus: Food-101, MVSA).
+INPUT_KINDS = {"audio": "audio", "visual": "visual", "text": "text", "image": "image"}
+# the manifest columns each kind of input is read from (mlaflow.data.manifest.MANIFEST_COLUMNS)
+INPUT_COLUMNS = {
+    "audio": ("wav_path",),
+    "visual": ("frames_dir", "n_frames"),
+    "text": ("transcript",),
+    "image": ("image_path",),
+}
 
 
 # ------------------------------------------------------------------------------------ the protocol
