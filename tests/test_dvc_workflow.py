@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import pytest
 import yaml
 from tiny_workflow import copy_workflow, tiny_params
@@ -52,9 +53,24 @@ def repo(tmp_path_factory) -> Path:
 def test_dvc_repro_runs_every_stage_to_the_report(repo):
     report = (repo / "reports" / "report.md").read_text()
     assert "## Missing-modality suite (Table 2 analogue)" in report and "## Fidelity" in report
-    # the tiny Table 1 analogue (.test/tiny.yaml `table1`): ResNet-18 encoders end to end on the KS look-alike
-    assert "## Table 1 analogue, end to end" in report and "### embedded_ks" in report
+    # the tiny Table 1 analogue (.test/tiny.yaml `table1`): ResNet-18 encoders end to end on the KS look-alike,
+    # frozen ViT and BERT features on the MVSA look-alike; the Table 4 analogue (CLIP's towers) on Food-101's
+    assert (
+        "## Table 1 analogue on the paper's other corpora" in report
+        and "### embedded_ks (audio-video" in report
+    )
     assert "Encoders: **ResNet-18 trained end to end** (first-stage width 2" in report
+    assert "### embedded_mvsa (image-text" in report and "paper (MVSA): image / text / multi" in report
+    assert "## Table 4 analogue: CLIP's image and text towers" in report
+    assert re.search(
+        r"\| mla \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \| 72.22 / 85.34 / 93.47 \|", report
+    )
+    for entry in ("embedded_ks", "embedded_mvsa", "clip_embedded_food101"):
+        assert (repo / "data" / "table1" / entry / "reports" / "metrics.json").is_file()
+    with h5py.File(repo / "data/table1/clip_embedded_food101/data/features/image.h5", "r") as f:
+        assert f["features"].shape[1] == 16  # the tiny CLIP's projection, for both towers
+    with h5py.File(repo / "data/table1/clip_embedded_food101/data/features/text.h5", "r") as f:
+        assert f["features"].shape[1] == 16
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {
         "features",

@@ -625,6 +625,9 @@ def test_registry_names_each_encoder_class_and_its_module():
         "fbank": "audio",
         "fbank_spectrogram": "audio",  # prepared inputs of end-to-end training (train.encoder resnet18)
         "frames": "visual",
+        "vit": "image",  # the image-text corpora's pictures (Table 1's Food-101 and MVSA rows)
+        "clip_image": "image",  # CLIP's two towers (Table 4)
+        "clip_text": "text",
     }
 
 

@@ -351,7 +351,7 @@ def test_every_registered_section_runs_and_returns_lines(tmp_path, paper_path):
     indexes = write_workspace(tmp_path, CONFIG)
     features, masks = _provenance_files(tmp_path)
     ctx = load_context(_report_config(CONFIG), indexes, paper_path, tmp_path / "out", features, masks)
-    assert len(build.SECTIONS) == 11  # with the Table 1 analogue (mlaflow.report.table1)
+    assert len(build.SECTIONS) == 12  # with the Table 1 and Table 4 analogues (mlaflow.report.table1)
     for section in build.SECTIONS:
         lines = section(ctx)
         assert lines and all(isinstance(line, str) for line in lines), section.__name__

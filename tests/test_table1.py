@@ -4,6 +4,7 @@ derived for each audio-video corpus, their checks at parse time, the report sect
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -30,11 +31,16 @@ def test_each_corpus_gets_a_valid_end_to_end_config_of_table1s_setting():
     config = P.validate(_shipped(), check_files=False)
     derived = table1.sub_configs(config)
     assert sorted(derived) == [
+        "data/table1/clip_embedded_food101.config.json",
         "data/table1/embedded_cremad.config.json",
+        "data/table1/embedded_food101.config.json",
         "data/table1/embedded_ks.config.json",
+        "data/table1/embedded_mvsa.config.json",
     ]
+    audio_video = ("data/table1/embedded_cremad.config.json", "data/table1/embedded_ks.config.json")
     for path, sub in derived.items():
         assert job_configs(config)[path] == sub  # a job config like the others: its changes rerun the corpus
+    for sub in (derived[p] for p in audio_video):
         sub = P.validate(copy.deepcopy(sub), check_files=False)
         assert sub["train"]["encoder"] == "resnet18" and sub["train"]["standardize"] is False
         assert (
@@ -61,6 +67,40 @@ def test_each_corpus_gets_a_valid_end_to_end_config_of_table1s_setting():
         assert sub["splits"]["folds"] == [1]
     ks = P.validate(copy.deepcopy(derived["data/table1/embedded_ks.config.json"]), check_files=False)
     assert ks["corpus"]["embedded_ks"]["train_clips_per_class"] == 16  # table1.corpus over corpus.embedded_ks
+
+
+def test_image_text_corpora_train_on_frozen_vit_and_bert_features_and_table4_on_clip():
+    config = P.validate(_shipped(), check_files=False)
+    derived = table1.sub_configs(config)
+    for kind in ("embedded_food101", "embedded_mvsa"):
+        sub = P.validate(copy.deepcopy(derived[f"data/table1/{kind}.config.json"]), check_files=False)
+        assert (
+            sub["corpus"]["kind"] == kind and sub["train"]["encoder"] == "mlp" and sub["train"]["standardize"]
+        )
+        assert sub["features"]["image"]["encoder"] == "vit" and sub["features"]["text"]["encoder"] == "bert"
+        # the main job's text encoder with table1.image_text.text over it
+        assert sub["features"]["text"]["dim"] == config["table1"]["image_text"]["text"]["dim"]
+        assert sub["features"]["text"]["pooling"] == config["features"]["text"]["pooling"]
+        assert not sub["fidelity"]["enabled"] and sub["splits"]["folds"] == [1]
+        assert sub["complete_modality_methods"] == config["complete_modality_methods"]
+        assert sub["method_params"]["film"]["condition"] == "text"  # the kind's strongest, not the main's
+    clip = P.validate(
+        copy.deepcopy(derived["data/table1/clip_embedded_food101.config.json"]), check_files=False
+    )
+    assert clip["corpus"]["kind"] == "embedded_food101"
+    assert (clip["features"]["image"]["encoder"], clip["features"]["text"]["encoder"]) == (
+        "clip_image",
+        "clip_text",
+    )
+    settings = config["table1"]["table4"]["clip"]
+    assert clip["features"]["image"]["dim"] == clip["features"]["text"]["dim"] == settings["dim"]
+    assert clip["features"]["image"]["embedded"]["width"] == clip["features"]["text"]["embedded"]["width"]
+    cells = {cell for e in E.experiment_table(clip) for cell in e.cells}
+    assert cells == {(m, 0.0) for m in ("mla", "late_fusion", *config["table1"]["table4"]["methods"])}
+    # the entries' encoders, adapters and generators are the stage's code inputs
+    modules = table1.code_entries(config)
+    assert {"mlaflow.features.clip", "mlaflow.features.image_vit", "mlaflow.data.mvsa"} <= set(modules)
+    assert {"mlaflow.data.synthetic_food101", "mlaflow.data.synthetic_mvsa"} <= set(modules)
 
 
 def test_real_trees_are_read_from_the_corpus_folder_and_runtime_stays_out(tmp_path):
@@ -100,6 +140,9 @@ def test_disabled_it_derives_nothing():
             r"derived for embedded_ks .*corpus.embedded_ks.classes",
         ),
         ({"corpora": ["kinetics"]}, r"table1.roots.kinetics"),
+        ({"corpora": ["mvsa"]}, r"table1.roots.mvsa"),
+        ({"table4": {"corpus": "food101"}}, r"table1.roots.food101"),
+        ({"table4": {"clip": {"max_length": 100}}}, r"table1.table4.clip.max_length"),
         # more frames per clip than the look-alike draws: every clip would fail at extraction
         (
             {"corpus": {"embedded_cremad": {"frames_per_clip": 2}}},
@@ -178,3 +221,35 @@ def test_the_stage_runs_each_corpus_workflow_in_its_folder(tmp_path):
     for kind in ("embedded_cremad", "embedded_ks"):
         assert f"-d data/table1/{kind} --replace-workflow-config --configfile" in proc.stdout
         assert f"data/table1/{kind}.config.json" in proc.stdout
+
+
+def _run_means(image: float, text: float, fused: float) -> dict:
+    return {"r00": {"image_accuracy_mean": image, "image_accuracy_std": 0.01, "text_accuracy_mean": text,
+                    "text_accuracy_std": 0.02, "accuracy_mean": fused, "accuracy_std": 0.005, "n_runs": 3}}  # fmt: skip
+
+
+def test_the_report_sets_the_clip_entry_beside_the_papers_table4(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = P.validate(_shipped(), check_files=False)
+    config["report"]["paper_results"] = str(ROOT / "data" / "reference" / "paper_results.yaml")
+    ctx = type("Ctx", (), {"config": config})()
+    assert "is missing: run `snakemake table1`" in "\n".join(table1_report.table4_section(ctx))
+    folder = Path(table1.folder("clip_embedded_food101")) / "reports"
+    folder.mkdir(parents=True)
+    (folder / "report.md").write_text(SUB_REPORT)
+    metrics = {
+        "config_hash": "abc",
+        "concat": _run_means(0.40, 0.80, 0.85),
+        "mla": _run_means(0.50, 0.81, 0.86),
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    text = "\n".join(table1_report.table4_section(ctx))
+    assert "| concat | 40.00 ± 1.00 | 80.00 ± 2.00 | 85.00 ± 0.50 | 63.07 / 83.98 / 93.07 |" in text
+    assert "| mla | 50.00 ± 1.00 | 81.00 ± 2.00 | 86.00 ± 0.50 | 72.22 / 85.34 / 93.47 |" in text
+    assert "image +10.00, text +1.00, fused +1.00 points" in text
+    assert (
+        "modality gap (Figure 3 analogue)" in text
+        and "../data/table1/clip_embedded_food101/reports/figures" in text
+    )
+    config["table1"]["table4"]["enabled"] = False
+    assert "Not run" in "\n".join(table1_report.table4_section(ctx))

@@ -333,11 +333,11 @@ STAGE_TARGETS = {
         stage: [*stage_outputs(stage), INDEX_FILES[stage], *_under(STAGE_DIRS[stage])]
         for stage in ("missing_suite", "isolation", "fidelity")
     },
-    # the audio-video corpora of the Table 1 analogue, each a workflow of its own (mlaflow.pipeline.table1)
+    # the corpora of the Table 1 and Table 4 analogues, each a workflow of its own (mlaflow.pipeline.table1)
     "table1": [
         *(
-            f"{table1.folder(kind)}/reports/{name}"
-            for kind in table1.kinds(config)
+            f"{table1.folder(entry)}/reports/{name}"
+            for entry in table1.entries(config)
             for name in ("metrics.json", "report.md", "duration.json")
         ),
         *_under(table1.FOLDER),

@@ -28,8 +28,10 @@ rule build_report:
         paper=PAPER_RESULTS,
         # the main grid's figure: report.md shows it, report_page.html embeds it
         summary_figure=catalog.ACCURACY_PNG.path,
-        # the Table 1 analogue's reports (mlaflow.report.table1 gathers their Table 1 sections)
-        table1=[p for p in STAGE_TARGETS["table1"] if p.endswith(("report.md", "duration.json"))],
+        # the Table 1 and Table 4 analogues' reports and metrics (mlaflow.report.table1 gathers them)
+        table1=[
+            p for p in STAGE_TARGETS["table1"] if p.endswith(("report.md", "duration.json", "metrics.json"))
+        ],
         # the faces cut from the dialog videos: the provenance section shows their quality
         faces=[corpora.FACES_DIR] if corpora.cuts_faces(config) else [],
         code=report_code(),

@@ -19,6 +19,10 @@ plus its entry here.
 | cremad          | audio, visual        | neu hap sad fea dis ang        | corpus.root              | extracted |
 | embedded_ks     | audio, visual        | Kinetics-Sounds names (2-8)    | generated KS tree        | extracted |
 | kinetics        | audio, visual        | the tree's class.txt           | corpus.root              | extracted |
+| embedded_food101| image, text          | Food-101 names (2-8)           | generated Food-101 tree  | extracted |
+| food101         | image, text          | the tree's class folders       | corpus.root              | extracted |
+| embedded_mvsa   | image, text          | positive neutral negative      | generated MVSA folder    | extracted |
+| mvsa            | image, text          | positive neutral negative      | corpus.root              | extracted |
 | features        | corpus.modalities    | corpus.classes                 | corpus.table             | given     |
 """
 
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 
 from mlaflow.data.cremad import CLASS_NAMES as CREMAD_CLASSES
 from mlaflow.data.iemocap import CLASS_NAMES as IEMOCAP_CLASSES
+from mlaflow.data.mvsa import CLASS_NAMES as MVSA_CLASSES
 from mlaflow.errors import ParamsError
 
 
@@ -111,6 +116,23 @@ KINETICS_DEFAULTS = {
     "source": CorpusPath("root", "the Kinetics-Sounds tree (see docs/data-formats.md)", directory=True),
     "layout": "Kinetics-Sounds",
 }
+# Food-101 and MVSA: the text names the dish or says the sentiment far more reliably than the picture (the
+# paper's Table 1); the pictures are single images (image_path), not frames
+IMAGE_TEXT_MODALITIES = ("image", "text")
+FOOD101_DEFAULTS = {
+    "paper_dataset": "Food-101",
+    "strongest": "text",
+    "source": CorpusPath("root", "the UPMC Food-101 tree (see docs/data-formats.md)", directory=True),
+    "layout": "UPMC Food-101",
+}
+MVSA_DEFAULTS = {
+    "paper_dataset": "MVSA",
+    "strongest": "text",
+    "source": CorpusPath(
+        "root", "an MVSA-Single or MVSA-Multiple folder (see docs/data-formats.md)", directory=True
+    ),
+    "layout": "MVSA",
+}
 # CREMA-D's fixed train/test clip list (OGM-GE's split), instead of speaker-group folds
 SPLIT_FILE = CorpusPath("split_file", "the CSV of clip, split", optional=True)
 
@@ -166,6 +188,40 @@ CORPORA = {
         "mlaflow.data.kinetics:manifest_for",
         **KINETICS_DEFAULTS,
         classes_from="mlaflow.data.kinetics:configured_classes",
+    ),
+    "embedded_food101": CorpusKind(
+        "embedded_food101",
+        IMAGE_TEXT_MODALITIES,
+        None,
+        "mlaflow.data.food101:manifest_for",
+        "mlaflow.data.synthetic_food101",
+        "embedded_food101",
+        **FOOD101_DEFAULTS,
+        classes_from="mlaflow.data.food101:embedded_classes",
+    ),
+    "food101": CorpusKind(
+        "food101",
+        IMAGE_TEXT_MODALITIES,
+        None,
+        "mlaflow.data.food101:manifest_for",
+        **FOOD101_DEFAULTS,
+        classes_from="mlaflow.data.food101:configured_classes",
+    ),
+    "embedded_mvsa": CorpusKind(
+        "embedded_mvsa",
+        IMAGE_TEXT_MODALITIES,
+        {"3class": MVSA_CLASSES},
+        "mlaflow.data.mvsa:manifest_for",
+        "mlaflow.data.synthetic_mvsa",
+        "embedded_mvsa",
+        **MVSA_DEFAULTS,
+    ),
+    "mvsa": CorpusKind(
+        "mvsa",
+        IMAGE_TEXT_MODALITIES,
+        {"3class": MVSA_CLASSES},
+        "mlaflow.data.mvsa:manifest_for",
+        **MVSA_DEFAULTS,
     ),
     "features": CorpusKind(
         "features",

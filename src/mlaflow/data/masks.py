@@ -170,7 +170,9 @@ def recorded(manifest: pd.DataFrame, modalities: list[str]) -> np.ndarray:
     out = np.ones((len(manifest), len(modalities)), dtype=bool)
     if VISUAL in modalities:
         lacking = [column for column in ("frames_dir", "n_frames") if column not in manifest.columns]
-        if lacking:  # every adapter writes them (mlaflow.data.manifest.MANIFEST_COLUMNS); a hand-made one may not
+        if (
+            lacking
+        ):  # every adapter writes them (mlaflow.data.manifest.MANIFEST_COLUMNS); a hand-made one may not
             raise InputError(
                 None,
                 f"the manifest has no column(s) {lacking}, which say whether a visual input was recorded",

@@ -60,9 +60,46 @@ def _check_moved(params: dict) -> None:
             )
 
 
+# the keys of features.<modality>.embedded each encoder's embedded model reads (the schema lists the first
+# encoder's; an embedded CLIP, the Table 4 analogue's, takes its own too)
+EMBEDDED_KEYS = {
+    "bert": {"num_layers", "num_heads", "intermediate_size"},
+    "vit": {"patch_size", "num_layers", "num_heads", "intermediate_size"},
+    "clip_text": {"width", "num_layers", "num_heads", "patch_size", "image_size"},
+    "clip_image": {"width", "num_layers", "num_heads", "patch_size", "image_size"},
+}
+CLIP_REQUIRED = ("width", "image_size")  # no schema default: an embedded CLIP states them
+
+
+def _check_embedded_keys(params: dict) -> None:
+    """An unknown key of features.<text|image>.embedded, or an embedded CLIP without its width or picture size, is
+    named before any job (the schema lets the CLIP's own keys through)."""
+    for modality in ("text", "image"):
+        settings = params["features"].get(modality)
+        if not isinstance(settings, dict) or settings.get("encoder") not in EMBEDDED_KEYS:
+            continue
+        encoder, embedded = settings["encoder"], settings.get("embedded", {})
+        allowed = EMBEDDED_KEYS[encoder] | ({"intermediate_size"} if encoder.startswith("clip") else set())
+        for key in sorted(set(embedded) - allowed):
+            raise ParamsError(
+                f"features.{modality}.embedded.{key}",
+                f"unknown key for encoder {encoder}",
+                f"use only {', '.join(sorted(EMBEDDED_KEYS[encoder]))}",
+            )
+        if encoder.startswith("clip") and settings.get("model") == "embedded":
+            for key in CLIP_REQUIRED:
+                if key not in embedded:
+                    raise ParamsError(
+                        f"features.{modality}.embedded.{key}",
+                        "is not set, and an embedded CLIP needs it",
+                        "set it (table1.table4.clip.embedded sets it for the Table 4 analogue)",
+                    )
+
+
 def _validate(params: dict, check_files: bool) -> dict:
     _check_moved(params)
     params = fill_following_defaults(schema.validate(params, load_schema()))
+    _check_embedded_keys(params)
     _check_rates(params)
     for method in sorted(used_methods(params)):
         if method not in params["method_params"]:
@@ -72,8 +109,8 @@ def _validate(params: dict, check_files: bool) -> dict:
                 f"add a `{method}:` entry under method_params",
             )
     for generator in dict.fromkeys(k.generator_key for k in corpora.CORPORA.values() if k.generator_key):
-        settings = params["corpus"][generator]
-        if settings["min_duration_s"] > settings["max_duration_s"]:
+        settings = params["corpus"][generator]  # the audio-video look-alikes' clip durations
+        if settings.get("min_duration_s", 0) > settings.get("max_duration_s", float("inf")):
             raise ParamsError(f"corpus.{generator}.min_duration_s", "larger than max_duration_s")
     if params["missing_suite"]["methods"]:
         _rates_in_masks(params, "missing_suite", "the suite shares the main grid's masks")
@@ -141,14 +178,15 @@ def _check_table1(params: dict, check_files: bool) -> None:
     key or value under `table1` (its train or corpus overrides) fails here, named as the table1 key it came from."""
     from mlaflow.pipeline import table1
 
-    for kind in table1.kinds(params):
-        if kind in ("cremad", "kinetics") and not params["table1"]["roots"][kind]:
+    for entry in table1.entries(params):
+        kind = table1.kind_of(entry)
+        if kind in table1.REAL_KINDS and not params["table1"]["roots"][kind]:
             raise ParamsError(
                 f"table1.roots.{kind}",
-                f"is not set, but {kind} is in table1.corpora",
-                "set it to the path of the corpus tree, or remove the kind from table1.corpora",
+                f"is not set, but {kind} is in table1.corpora (or table1.table4.corpus)",
+                "set it to the path of the corpus tree, or remove the kind from table1.corpora (table1.table4)",
             )
-        sub = table1.sub_config(params, kind, in_folder=False)
+        sub = table1.sub_config(params, entry, in_folder=False)
         clip_frames = sub["corpus"].get(kind, {}).get("frames_per_clip")  # a look-alike's frames per clip
         if clip_frames is not None and clip_frames < sub["features"]["visual"]["frames"]:
             raise ParamsError(
@@ -162,7 +200,7 @@ def _check_table1(params: dict, check_files: bool) -> None:
         except ParamsError as err:
             raise ParamsError(
                 "table1",
-                f"the config derived for {kind} (mlaflow.pipeline.table1) is not valid: `{err.key}`: {err.problem}",
+                f"the config derived for {entry} (mlaflow.pipeline.table1) is not valid: `{err.key}`: {err.problem}",
                 f"{err.fix}, in table1's overrides (table1.train, table1.corpus.{kind}) or the keys they come from",
             ) from None
 
@@ -288,7 +326,7 @@ def _check_rates(params: dict) -> None:
 
 
 FEATURE_OPTIONS = ("half_precision", "embedded_seed")  # features.* keys that are not modalities
-SHIPPED_MODALITIES = ("audio", "visual", "text")  # features.* keys with documented defaults
+SHIPPED_MODALITIES = ("audio", "visual", "text", "image")  # features.* keys with documented defaults
 
 
 def used_methods(params: dict) -> set[str]:

@@ -1,25 +1,32 @@
-"""The Table 1 analogue of the paper's audio-video setting in the main job (DVC stage `table1`, params `table1`).
+"""The Table 1 and Table 4 analogues in the main job (DVC stage `table1`, params `table1`).
 
-The paper's Table 1 (section 4.1, A.3.1) trains ResNet-18 encoders end to end on CREMA-D and Kinetics-Sounds;
-the main job's corpus is another one (the IEMOCAP look-alike, frozen features). So for each corpus kind of
-`table1.corpora` the whole workflow runs again, in its own folder `data/table1/<kind>/`, on a config derived here
-from the main one (`sub_config`):
+The paper's Table 1 (section 4.1, A.3.1) trains ResNet-18 encoders end to end on CREMA-D and Kinetics-Sounds and
+encodes Food-101 and MVSA with a pretrained M3AE; its Table 4 (4.3.4, A.4.3) repeats Food-101 with CLIP's towers.
+The main job's corpus is another one (the IEMOCAP look-alike, frozen features). So for each entry of the stage the
+whole workflow runs again, in its own folder `data/table1/<entry>/`, on a config derived here from the main one
+(`sub_config`). The entries (`entries`): each corpus kind of `table1.corpora`, and `clip_<kind>` for the Table 4
+corpus (table1.table4) where it is enabled:
 - that corpus: a look-alike with its settings (corpus.<kind>, then table1.corpus.<kind> over them), or a real
   tree (table1.roots.<kind>);
-- its prepared inputs: features.audio fbank_spectrogram, features.visual frames (table1.features);
-- training: train.encoder resnet18 (standardize off: the inputs are spectrograms and pixels), table1.train over
-  train, table1.seeds, one fold (the first speaker group of a look-alike of CREMA-D; the split of a
-  Kinetics-Sounds tree);
-- the methods: MLA, late fusion and complete_modality_methods, at missing rate 0 only (Table 1 has no masks);
-  the missing-modality suite and the isolation analysis do not run there (they need masks); tuning and fidelity
-  run as the main config says (same budget, same variants of the released code), on that corpus: fidelity at
-  missing rate 0, where a variant that only changes masks or masked inputs is the paper's run itself (reused,
-  not trained: mlaflow.pipeline.experiments);
+- audio-video kinds: their prepared inputs (features.audio fbank_spectrogram, features.visual frames:
+  table1.features) and train.encoder resnet18 (standardize off: the inputs are spectrograms and pixels), one fold
+  (the first speaker group of a look-alike of CREMA-D; the split of a Kinetics-Sounds tree);
+- image-text kinds (Food-101, MVSA): frozen features as in the main job, trained with its MLP encoders: the image
+  encoder of features.image (a ViT: M3AE is in no maintained library) and the text encoder of features.text (a
+  BERT), with table1.image_text.image and .text over them, the corpus's own split (one fold);
+- the Table 4 entry: the same image-text corpus, both modalities encoded by CLIP's towers (table1.table4.clip,
+  mlaflow.features.clip), and the methods of table1.table4.methods;
+- table1.train over train for every entry, table1.seeds;
+- the methods: MLA, late fusion and complete_modality_methods (Table 4: its methods), at missing rate 0 only
+  (Table 1 has no masks); the missing-modality suite and the isolation analysis do not run there (they need
+  masks); tuning runs as the main config says (same budget), and fidelity too on the audio-video corpora (the
+  image-text ones keep the stage within its time), at missing rate 0, where a variant that only changes masks or
+  masked inputs is the paper's run itself (reused, not trained: mlaflow.pipeline.experiments);
 - the method options that name a modality: the kind's defaults (the config's own name the main corpus's
   modalities).
 Its report is the workflow's usual report; the main report gathers each one's Table 1 section
-(mlaflow.report.table1). The derived config is a job config like the others (data/table1/<kind>.config.json):
-a change to what it is derived from reruns that corpus's workflow, which decides itself what is stale in it.
+(mlaflow.report.table1). The derived config is a job config like the others (data/table1/<entry>.config.json):
+a change to what it is derived from reruns that entry's workflow, which decides itself what is stale in it.
 """
 
 from __future__ import annotations
@@ -28,65 +35,134 @@ import copy
 import os
 
 FOLDER = "data/table1"
-ROOTS = {"embedded_cremad": "data/corpus/CREMA-D", "embedded_ks": "data/corpus/KineticsSounds"}
+# where each look-alike's workflow generates its corpus (inside its folder)
+ROOTS = {
+    "embedded_cremad": "data/corpus/CREMA-D",
+    "embedded_ks": "data/corpus/KineticsSounds",
+    "embedded_food101": "data/corpus/Food-101",
+    "embedded_mvsa": "data/corpus/MVSA",
+}
+REAL_KINDS = ("cremad", "kinetics", "food101", "mvsa")  # read from table1.roots.<kind>
+CLIP_PREFIX = "clip_"  # the Table 4 entry of a corpus kind: clip_<kind>
 MODALITY_OPTIONS = {"film": ("condition",), "bigated": ("gate",), "mla": ("fixed_weights",)}
 MAIN_METHODS = ["mla", "late_fusion"]
 # the suite must name a method, but with no missing rate above 0 it runs none
 SUITE_METHODS = ["qmf"]
 
 
-def _methods(config: dict) -> list[str]:
-    """Every method a derived workflow names: the main ones, the complete-modality baselines, the suite's."""
-    return list(dict.fromkeys([*MAIN_METHODS, *config["complete_modality_methods"], *SUITE_METHODS]))
+def kind_of(entry: str) -> str:
+    """The corpus kind of an entry (`clip_<kind>` -> kind)."""
+    return entry[len(CLIP_PREFIX) :] if entry.startswith(CLIP_PREFIX) else entry
 
 
-def folder(kind: str) -> str:
-    return f"{FOLDER}/{kind}"
+def is_image_text(kind: str) -> bool:
+    from mlaflow.data import corpora
+
+    return "image" in (corpora.CORPORA[kind].modalities or ())
 
 
-def config_path(kind: str) -> str:
-    return f"{FOLDER}/{kind}.config.json"
+def _complete_methods(config: dict, entry: str) -> list[str]:
+    if entry.startswith(CLIP_PREFIX):
+        return [m for m in config["table1"]["table4"]["methods"] if m not in MAIN_METHODS]
+    return list(config["complete_modality_methods"])
 
 
-def kinds(config: dict) -> list[str]:
-    """The corpora the stage runs (none when table1.enabled is false)."""
+def _methods(config: dict, entry: str) -> list[str]:
+    """Every method an entry's workflow names: the main ones, the complete-modality baselines, the suite's."""
+    return list(dict.fromkeys([*MAIN_METHODS, *_complete_methods(config, entry), *SUITE_METHODS]))
+
+
+def folder(entry: str) -> str:
+    return f"{FOLDER}/{entry}"
+
+
+def config_path(entry: str) -> str:
+    return f"{FOLDER}/{entry}.config.json"
+
+
+def entries(config: dict) -> list[str]:
+    """The workflows the stage runs: table1.corpora's kinds, then the Table 4 entry (none when table1.enabled is
+    false)."""
     table1 = config["table1"]
-    return list(table1["corpora"]) if table1["enabled"] else []
+    if not table1["enabled"]:
+        return []
+    table4 = table1["table4"]
+    return [*table1["corpora"], *([CLIP_PREFIX + table4["corpus"]] if table4["enabled"] else [])]
 
 
-def sub_config(config: dict, kind: str, in_folder: bool = True) -> dict:
-    """The config of `kind`'s workflow (unvalidated: its workflow validates it, filling the defaults). A real
-    tree's root (table1.roots) is given relative to the main working directory; `in_folder`: as the workflow in
-    data/table1/<kind>/ reads it (relative to that folder, an absolute path as it is), else as given."""
+def _features(config: dict, kind: str, clip: bool) -> dict:
+    """The features section of an entry's config: prepared inputs (audio-video), ViT + BERT or CLIP (image-text)."""
     table1 = config["table1"]
-    root = table1["roots"].get(kind) or ROOTS.get(kind)
-    if in_folder and kind not in ROOTS and not os.path.isabs(root):
-        root = os.path.relpath(root, folder(kind))
-    corpus = {"kind": kind, "root": root}  # label_setup: the kind's own (its first)
-    if kind in ROOTS:
-        corpus[kind] = {**config["corpus"][kind], **table1["corpus"].get(kind, {})}
-    prepared = table1["features"]
-    audio_dim = prepared["n_mels"] * prepared["spectrogram_frames"]
-    visual_dim = prepared["frames"] * 3 * prepared["image_size"] ** 2
-    features = {
+    common = {
         "half_precision": config["features"]["half_precision"],
         "embedded_seed": config["features"]["embedded_seed"],
+    }
+    if clip:
+        settings = table1["table4"]["clip"]
+        tower = {"model": settings["model"], "dim": settings["dim"], "batch_size": settings["batch_size"]}
+        embedded = copy.deepcopy(settings["embedded"])
+        return {
+            **common,
+            "image": {
+                "encoder": "clip_image",
+                **tower,
+                "image_size": settings["image_size"],
+                "embedded": embedded,
+            },
+            "text": {
+                "encoder": "clip_text",
+                **tower,
+                "max_length": settings["max_length"],
+                "embedded": embedded,
+            },
+        }
+    if is_image_text(kind):
+        return {
+            **common,
+            "image": {
+                **{k: copy.deepcopy(v) for k, v in config["features"]["image"].items() if k != "precomputed"},
+                **copy.deepcopy(table1["image_text"]["image"]),
+            },
+            "text": {
+                **{k: copy.deepcopy(v) for k, v in config["features"]["text"].items() if k != "precomputed"},
+                **copy.deepcopy(table1["image_text"]["text"]),
+            },
+        }
+    prepared = table1["features"]
+    return {
+        **common,
         "audio": {
             "encoder": "fbank_spectrogram",
-            "dim": audio_dim,
+            "dim": prepared["n_mels"] * prepared["spectrogram_frames"],
             "n_mels": prepared["n_mels"],
             "spectrogram_frames": prepared["spectrogram_frames"],
         },
         "visual": {
             "encoder": "frames",
-            "dim": visual_dim,
+            "dim": prepared["frames"] * 3 * prepared["image_size"] ** 2,
             "frames": prepared["frames"],
             "image_size": prepared["image_size"],
         },
     }
-    train = {**config["train"], **table1["train"], "encoder": "resnet18", "standardize": False}
+
+
+def sub_config(config: dict, entry: str, in_folder: bool = True) -> dict:
+    """The config of `entry`'s workflow (unvalidated: its workflow validates it, filling the defaults). A real
+    tree's root (table1.roots) is given relative to the main working directory; `in_folder`: as the workflow in
+    data/table1/<entry>/ reads it (relative to that folder, an absolute path as it is), else as given."""
+    table1 = config["table1"]
+    kind, clip = kind_of(entry), entry.startswith(CLIP_PREFIX)
+    root = table1["roots"].get(kind) or ROOTS.get(kind)
+    if in_folder and kind not in ROOTS and not os.path.isabs(root):
+        root = os.path.relpath(root, folder(entry))
+    corpus = {"kind": kind, "root": root}  # label_setup: the kind's own (its first)
+    if kind in ROOTS:
+        corpus[kind] = {**config["corpus"][kind], **table1["corpus"].get(kind, {})}
+    train = {**config["train"], **table1["train"]}
+    if not is_image_text(kind):  # trained end to end from the prepared inputs
+        train.update({"encoder": "resnet18", "standardize": False})
     train["seeds"] = list(table1["seeds"])
-    methods = _methods(config)
+    methods = _methods(config, entry)
     # the options of the methods it trains only (another method's option is not its input: changing it reruns
     # nothing here); those that name a modality take the kind's defaults (the main corpus's names do not apply)
     method_params = {
@@ -98,9 +174,12 @@ def sub_config(config: dict, kind: str, in_folder: bool = True) -> dict:
         for key in keys:
             method_params.get(method, {}).pop(key, None)
     tuning = {k: v for k, v in config["tuning"].items() if k not in ("folds", "missing_rates", "run_seed")}
+    fidelity = {k: v for k, v in config["fidelity"].items() if k != "missing_rates"}  # its rate: 0
+    if is_image_text(kind):  # the released code's switches are checked on the audio-video corpora
+        fidelity = {"enabled": False}
     return {
         "corpus": corpus,
-        "features": features,
+        "features": _features(config, kind, clip),
         "splits": {
             "folds": [1],
             "validation_fraction": config["splits"]["validation_fraction"],
@@ -108,11 +187,11 @@ def sub_config(config: dict, kind: str, in_folder: bool = True) -> dict:
         },
         "masks": {**config["masks"], "missing_rates": [0.0]},
         "methods": list(MAIN_METHODS),
-        "complete_modality_methods": list(config["complete_modality_methods"]),
+        "complete_modality_methods": _complete_methods(config, entry),
         "missing_suite": {"methods": list(SUITE_METHODS)},  # its rates: masks.missing_rates above 0, none
         "tuning": tuning,
         "isolation": {"enabled": False},
-        "fidelity": {k: v for k, v in config["fidelity"].items() if k != "missing_rates"},  # its rate: 0
+        "fidelity": fidelity,
         "method_params": method_params,
         "train": train,
         "report": config["report"],
@@ -142,27 +221,29 @@ def code_entries(config: dict) -> list[str]:
     from mlaflow.features.protocol import encoder_module
     from mlaflow.methods import method_module
 
-    entries = set(STEP_MODULES) if kinds(config) else set()
-    for kind in kinds(config):
-        sub = sub_config(config, kind)
-        corpus = corpora.CORPORA[kind]
-        entries.add(corpus.adapter.split(":")[0])
+    modules = set(STEP_MODULES) if entries(config) else set()
+    for entry in entries(config):
+        sub = sub_config(config, entry)
+        corpus = corpora.CORPORA[kind_of(entry)]
+        modules.add(corpus.adapter.split(":")[0])
         if corpus.generator_module:
-            entries.add(corpus.generator_module)
-        entries |= {
+            modules.add(corpus.generator_module)
+        if corpus.classes_from:
+            modules.add(corpus.classes_from.split(":")[0])
+        modules |= {
             encoder_module(cfg["encoder"], modality)
             for modality, cfg in sub["features"].items()
             if isinstance(cfg, dict)
         }
-        entries |= {method_module(method) for method in _methods(config)}
-    return sorted(entries)
+        modules |= {method_module(method) for method in _methods(config, entry)}
+    return sorted(modules)
 
 
 def sub_configs(config: dict) -> dict[str, dict]:
     """config path -> the derived config, for every corpus the stage runs."""
-    return {config_path(kind): sub_config(config, kind) for kind in kinds(config)}
+    return {config_path(entry): sub_config(config, entry) for entry in entries(config)}
 
 
-def duration_path(kind: str) -> str:
-    """Where the table1 rule records how long the corpus's workflow ran (the report shows it)."""
-    return f"{folder(kind)}/reports/duration.json"
+def duration_path(entry: str) -> str:
+    """Where the table1 rule records how long the entry's workflow ran (the report shows it)."""
+    return f"{folder(entry)}/reports/duration.json"
