@@ -126,6 +126,8 @@ def table4_section(ctx: ReportContext) -> list[str]:
             "",
         ]
     gap = _subsection(text, GAP_HEADING)
+    figure = next((i for i, line in enumerate(gap) if line.startswith("![")), None)
+    gap = gap if figure is None else [*gap[: figure + 1], ""]  # the table and the figure, not what follows
     if gap:
         out += [f"### {entry}: modality gap (Figure 3 analogue)", *_relinked(gap, entry)]
     return [*out, *_closing(entry)]
