@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from mlaflow.errors import ParamsError
-from mlaflow.features.image_io import load_image, pixel_batch
+from mlaflow.features.image_io import load_image, pixel_batch, processor_statistics
 from mlaflow.features.protocol import (
     EncodedBatch,
     read_encoder_info,
@@ -150,8 +150,6 @@ class ClipImageEncoder:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, cfg: dict, device: torch.device) -> ClipImageEncoder:
-        from transformers import AutoImageProcessor
-
         model, model_dir = load_clip(model_dir, "image")
         size = int(model.config.vision_config.image_size)
         if size != int(cfg["image_size"]):
@@ -160,10 +158,7 @@ class ClipImageEncoder:
                 f"is {cfg['image_size']} but the CLIP in {model_dir} takes {size} px pictures",
                 f"set features.image.image_size: {size}",
             )
-        mean, std = CLIP_MEAN, CLIP_STD
-        if (model_dir / "preprocessor_config.json").is_file():
-            processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
-            mean, std = tuple(processor.image_mean), tuple(processor.image_std)
+        mean, std = processor_statistics(model_dir, "features.image.model", CLIP_MEAN, CLIP_STD)
         return cls(model, cfg, device, read_encoder_info(model_dir), mean, std)
 
     def item_length(self, row: dict) -> int:

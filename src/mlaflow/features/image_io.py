@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from mlaflow.errors import InputError
+from mlaflow.errors import InputError, ParamsError
 
 if TYPE_CHECKING:
     import torch
@@ -57,3 +57,19 @@ def pixel_batch(images: list[np.ndarray], mean: tuple, std: tuple) -> torch.Tens
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (pixels - mean_t) / std_t
+
+
+def processor_statistics(model_dir: Path, key: str, mean: tuple, std: tuple) -> tuple[tuple, tuple]:
+    """The mean and std of the directory's image processor (preprocessor_config.json); `mean` and `std` (the
+    architecture's own) for a directory without one. An unloadable processor is a ParamsError naming `key`."""
+    from transformers import AutoImageProcessor
+
+    if not (model_dir / "preprocessor_config.json").is_file():
+        return mean, std
+    try:
+        processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ParamsError(
+            key, f"the image processor in {model_dir} does not load ({err})", "save it again"
+        ) from err
+    return tuple(processor.image_mean), tuple(processor.image_std)

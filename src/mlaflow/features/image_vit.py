@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from mlaflow.errors import ParamsError
-from mlaflow.features.image_io import load_image, pixel_batch
+from mlaflow.features.image_io import load_image, pixel_batch, processor_statistics
 from mlaflow.features.protocol import (
     EncodedBatch,
     read_encoder_info,
@@ -89,21 +89,6 @@ def build_embedded(out_dir: str | Path, cfg: dict, seed: int) -> Path:
     return out_dir
 
 
-def processor_statistics(model_dir: Path, key: str) -> tuple[tuple, tuple]:
-    """The mean and std of the directory's image processor (preprocessor_config.json), ImageNet's without one."""
-    from transformers import AutoImageProcessor
-
-    if not (model_dir / "preprocessor_config.json").is_file():
-        return IMAGENET_MEAN, IMAGENET_STD
-    try:
-        processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise ParamsError(
-            key, f"the image processor in {model_dir} does not load ({err})", "save it again"
-        ) from err
-    return tuple(processor.image_mean), tuple(processor.image_std)
-
-
 class ViTImageEncoder:
     """Encodes pictures with a ViT directory (embedded or pretrained) into [B, D] vectors."""
 
@@ -137,7 +122,7 @@ class ViTImageEncoder:
             model = ViTModel.from_pretrained(model_dir, add_pooling_layer=False, local_files_only=True)
         else:
             model = AutoModel.from_pretrained(model_dir, local_files_only=True)
-        mean, std = processor_statistics(model_dir, "features.image.model")
+        mean, std = processor_statistics(model_dir, "features.image.model", IMAGENET_MEAN, IMAGENET_STD)
         return cls(model, mean, std, cfg, device, read_encoder_info(model_dir))
 
     def item_length(self, row: dict) -> int:

@@ -161,7 +161,12 @@ def _closing(entry: str) -> list[str]:
     out = []
     seconds = _stage_seconds(entry)
     if seconds is not None:
-        out += [f"Its workflow's last run took {seconds:.0f} s (`{table1.duration_path(entry)}`).", ""]
+        out += [
+            f"Its workflow's last run took {seconds:.0f} s (`{table1.duration_path(entry)}`); a run reruns only "
+            "what is stale there, so after a report-only change this is the report's time (full costs: "
+            "docs/benchmarks.md).",
+            "",
+        ]
     return [*out, f"Its whole report: `{Path(table1.folder(entry)) / 'reports' / 'report.md'}`.", ""]
 
 
