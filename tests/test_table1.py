@@ -256,3 +256,17 @@ def test_the_report_sets_the_clip_entry_beside_the_papers_table4(tmp_path, monke
     assert "MLA ablations" not in text  # the gap's table and figure only
     config["table1"]["table4"]["enabled"] = False
     assert "Not run" in "\n".join(table1_report.table4_section(ctx))
+
+
+def test_an_embedded_models_unknown_or_missing_key_is_named():
+    # the schema lets an embedded CLIP's own keys into features.<m>.embedded: the rest is checked by encoder
+    config = _shipped()
+    config["features"]["text"]["embedded"]["widht"] = 64
+    with pytest.raises(ParamsError, match=r"features.text.embedded.widht.*unknown key for encoder bert"):
+        P.validate(config, check_files=False)
+    config = _shipped()
+    config["features"]["image"] = {**config["features"]["image"], "encoder": "clip_image"}
+    with pytest.raises(ParamsError, match=r"features.image.embedded.width.*embedded CLIP needs it"):
+        P.validate(config, check_files=False)
+    config["features"]["image"]["embedded"].update(width=64, image_size=32)
+    assert P.validate(config, check_files=False)["features"]["image"]["embedded"]["width"] == 64
