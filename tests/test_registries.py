@@ -12,8 +12,9 @@ import yaml
 
 from mlaflow.data import corpora
 from mlaflow.errors import ParamsError
-from mlaflow.methods import METHODS, method_class
+from mlaflow.methods import METHODS, method_class, options_section
 from mlaflow.methods.joint import JointFusion
+from mlaflow.pipeline import experiments as E
 from mlaflow.pipeline import params as P
 from mlaflow.report import complete, suite
 
@@ -132,9 +133,24 @@ def test_a_modality_option_defaults_to_the_corpus_kinds_strongest_modality():
                 "text",
                 "audio",
             )
-        for key in cls.modality_weight_options:
-            assert iemocap["method_params"][name][key] == {"audio": 0.35, "visual": 0.25, "text": 0.40}
-            assert cremad["method_params"][name][key] == {"audio": 0.5, "visual": 0.5}
+        for key in cls.modality_weight_options:  # a variant's options are its base's (methods.VARIANTS)
+            section = options_section(name)
+            assert iemocap["method_params"][section][key] == {"audio": 0.35, "visual": 0.25, "text": 0.40}
+            assert cremad["method_params"][section][key] == {"audio": 0.5, "visual": 0.5}
+
+
+def test_a_variant_reads_its_bases_options_with_its_own_fixed_over_them():
+    """mla_hgm_off has no section of its own: MLA's options (so the pair stays paired when one changes), with
+    head gradient modification off; the tuning stage gives it its own study."""
+    config = P.validate(copy.deepcopy(SHIPPED))
+    config["method_params"]["mla"]["alpha"] = 0.37
+    options = E.method_settings(config, "mla_hgm_off")["method_params"]["mla_hgm_off"]
+    assert options == {**config["method_params"]["mla"], "head_gradient_modification": "off"}
+    assert "mla_hgm_off" in E.tuned_methods(config) and "mla_hgm_off" not in config["method_params"]
+    unknown = copy.deepcopy(SHIPPED)
+    unknown["method_params"]["mla_hgm_off"] = {"alpha": 0.2}
+    with pytest.raises(ParamsError, match="mla_hgm_off"):
+        P.validate(unknown)
 
 
 def test_mlas_fixed_weights_are_checked_where_a_variant_fuses_with_them():
@@ -151,7 +167,12 @@ def test_a_methods_privilege_is_its_class_s():
         for name in METHODS
         if method_class(name).privilege(SHIPPED["method_params"].get(name, {}))
     }
-    assert set(flagged) == {"mmin", "if_mmin", "tate"}  # the shipped options of the privileged references
+    assert set(flagged) == {
+        "mmin",
+        "if_mmin",
+        "tate",
+        "gcnet",
+    }  # the shipped options of the privileged references
     assert method_class("mmin").privilege({"teacher_data": "observed"}) is None
     assert method_class("tate").privilege({"privileged": False}) is None
     assert suite.privilege("tate", SHIPPED["method_params"]) == flagged["tate"]
@@ -168,8 +189,9 @@ def test_the_report_reads_joint_training_and_unimodal_rules_from_the_classes():
     )
     assert complete.unimodal_rules(METHODS) == (
         "fusion methods with the other modalities deactivated, `sum` one modality through its layer, `concat` "
-        "the head split into per-modality sub-heads, MLA the shared head on one encoder, late fusion and QMF "
-        "each modality's classifier"
+        "the head split into per-modality sub-heads, MMPareto each modality's own unimodal head, MLA the shared "
+        "head on one encoder, late fusion and QMF each modality's classifier, ReconBoost each modality's learner "
+        "(its encoder and head), GCNet with the other modalities masked"
     )
 
 

@@ -21,7 +21,7 @@ import torch
 from job_files import CLASSES, CPU_ONE_AT_A_TIME, DIMS, small_params, train_config, write_job_files
 
 from mlaflow.errors import InputError
-from mlaflow.methods import METHODS
+from mlaflow.methods import METHODS, options_section
 from mlaflow.methods.space import MODALITIES, Choice, method_space
 from mlaflow.pipeline import experiments as E
 from mlaflow.pipeline import params as P
@@ -104,7 +104,8 @@ def test_every_method_of_the_comparison_gets_the_same_budget():
     assert len(same) == 1  # trials, sampler, seed, folds, storage, workers: one setting for all
     assert {m: s["missing_rates"] for m, s in settings.items() if s["missing_rates"] == [0.0]} == {
         m: [0.0]
-        for m in ("sum", "concat", "film", "bigated", "ogm_ge")  # trained at rate 0 only: tuned there
+        # trained at rate 0 only: tuned there
+        for m in ("sum", "concat", "film", "bigated", "ogm_ge", "mmpareto", "reconboost", "mla_hgm_off")
     }
     params["tuning"]["enabled"] = False
     assert E.tuned_methods(params) == []
@@ -386,7 +387,8 @@ def test_an_experiment_override_wins_over_a_tuned_value():
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_search_space_is_of_schema_options_and_holds_the_shipped_values(method):
     params = P.load(P.REPO_ROOT / "params.yaml")  # the shipped config's values must lie in the spaces
-    schema_options = P.load_schema()["properties"]["method_params"]["properties"][method].get(
+    section_of = options_section(method)  # a variant searches its base's options (methods.VARIANTS)
+    schema_options = P.load_schema()["properties"]["method_params"]["properties"][section_of].get(
         "properties", {}
     )
     space = method_space(method)
@@ -414,3 +416,19 @@ def test_gate_and_condition_modalities_are_searched():
         dim = method_space(method)[f"method_params.{method}.{option}"]
         assert isinstance(dim, Choice) and dim.values == MODALITIES
         assert dim.options(["a", "b"]) == ["a", "b"]
+
+
+def test_each_methods_sampler_draws_from_its_own_seed(tmp_path):
+    """Issue 28: one sampler seed for every method made every search propose the same learning rates. Each
+    method's seed now comes from tuning.seed and its name: reproducible, and different across methods and
+    workers."""
+    assert S.sampler_seed(0, "mla") == S.sampler_seed(0, "mla")
+    seeds = {S.sampler_seed(0, m) for m in ("mla", "late_fusion", "concat")}
+    seeds |= {S.sampler_seed(0, "mla", worker=1), S.sampler_seed(1, "mla")}
+    assert len(seeds) == 5
+    first_lr = {}
+    for method in ("mla", "late_fusion"):
+        config = tuning_config(small_params(), method, trials=2)
+        study = S.open_study(config, "fingerprint", tmp_path / f"{method}.journal")
+        first_lr[method] = study.ask().suggest_float("train.lr", 1e-3, 1e-1, log=True)
+    assert first_lr["mla"] != first_lr["late_fusion"]

@@ -78,7 +78,7 @@ def test_the_tiny_config_runs_end_to_end_through_configfile(workspace):
     assert set(metrics["mla"]) == {"r00", "r50"} and set(metrics["late_fusion"]) == {"r00", "r50"}
     assert metrics["mla"]["r00"]["n_runs"] == 4  # 2 seeds x 2 folds
     runs = sorted((workspace / "data" / "runs").rglob("seed*_fold*.json"))
-    assert len(runs) == 2 * 2 * 2 * 2 + 2 * 2 * 2  # main grid + 2 complete-modality methods at rate 0
+    assert len(runs) == 2 * 2 * 2 * 2 + 3 * 2 * 2  # main grid + 3 complete-modality methods at rate 0
     record = json.loads(runs[0].read_text())
     for key in ("accuracy", "unweighted_accuracy", "macro_f1", "weighted_f1", "per_modality_accuracy"):
         assert key in record["metrics"]
@@ -182,6 +182,7 @@ def test_the_fidelity_section(workspace):
 def test_the_missing_suite_shift_and_isolation(workspace):
     # suite: qmf at 0.5 (its rate-0 runs are the complete-modality grid's); isolation: text masked at share 0.5
     assert len(list((workspace / "data" / "suite" / "qmf").rglob("*.json"))) == 4
+    assert len(list((workspace / "data" / "suite" / "gcnet").rglob("*.json"))) == 4  # its dialogs: the manifest's
     for method in ("mla", "qmf"):
         runs = sorted((workspace / "data" / "isolation" / "isolate_text" / method).rglob("*.json"))
         assert len(runs) == 4

@@ -83,6 +83,7 @@ class CorpusKind:
     video_faces: bool = (
         False  # its face frames can be cut from dialog videos (corpus.face_frames, data/faces.py)
     )
+    conversations: bool = False  # its manifest orders utterances in dialogs (dialog, turn): GCNet runs on it
 
 
 IEMOCAP_MODALITIES = ("audio", "visual", "text")
@@ -100,6 +101,7 @@ IEMOCAP_DEFAULTS = {
     "manifest_keys": ("label_setup", "face_frames"),
     "layout": "IEMOCAP",
     "video_faces": True,
+    "conversations": True,
 }
 CREMAD_DEFAULTS = {
     "paper_dataset": "CREMA-D",

@@ -42,6 +42,7 @@ CLASS_NAMES = {"4class": ["neu", "hap", "sad", "ang"], "6class": ["neu", "hap", 
 SESSION_DIR = re.compile(r"^Session(\d+)$")
 # `Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.` (the text may be empty: that is reported later)
 TRANSCRIPT_LINE = re.compile(r"^(Ses\w+)\s*\[\s*[\d.]+\s*-\s*[\d.]+\s*\]:\s?(.*)$")
+TIME_SPAN = re.compile(r"^\[\s*(\d+(?:\.\d+)?)\s*-\s*\d+(?:\.\d+)?\s*\]$")  # [start - end], seconds
 UTTERANCE_ID = re.compile(r"^(Ses\d\d[FM]\w*)_([FM])\d+$")  # groups: dialog, gender of the speaker
 FRAME_SUFFIX = ".png"
 
@@ -94,9 +95,14 @@ def build_manifest(root: Path, label_setup: str, faces_root: Path | None = None)
                 "transcript": transcripts[utt],
                 "frames_dir": str(frames_dir),
                 "n_frames": _count_frames(frames_dir),
+                "dialog": dialog,
+                "start": entry["start"],
             }
         )
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("utterance_id", ignore_index=True)
+    manifest = pd.DataFrame(rows).sort_values("utterance_id", ignore_index=True)
+    # the conversation order (GCNet's graph): the kept utterances of a dialog by start time
+    manifest["turn"] = manifest.groupby("dialog")["start"].rank(method="first").astype("int64") - 1
+    manifest = manifest.reindex(columns=MANIFEST_COLUMNS)  # image_path: none here
     manifest = manifest.astype({"session": "int64", "label_index": "int64", "n_frames": "int64"})
     _check_media(manifest, from_video=faces_root is not None)
 
@@ -157,6 +163,10 @@ def _read_labels(sessions: list[tuple[int, Path]]) -> dict[str, dict]:
                     malformed.append((label_file, f"line {line_no}: {line.strip()[:60]!r}"))
                     continue
                 utt, code = fields[1].strip(), fields[2].strip()
+                start = TIME_SPAN.match(fields[0].strip())
+                if start is None:
+                    malformed.append((label_file, f"line {line_no}: {line.strip()[:60]!r}"))
+                    continue
                 if code not in IEMOCAP_CODES:
                     unknown.append((label_file, f"line {line_no}: {utt} has {code!r}"))
                     continue
@@ -167,6 +177,7 @@ def _read_labels(sessions: list[tuple[int, Path]]) -> dict[str, dict]:
                     continue
                 labels[utt] = {
                     "code": code,
+                    "start": float(start.group(1)),  # seconds into the dialog: the turn order
                     "session": session,
                     "session_dir": session_dir,
                     "label_file": label_file,

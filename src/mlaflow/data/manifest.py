@@ -30,6 +30,8 @@ MANIFEST_COLUMNS = [
     "frames_dir",
     "n_frames",
     "image_path",
+    "dialog",  # the conversation an utterance belongs to (IEMOCAP's dialog); empty for corpora without
+    "turn",  # its 0-based position in the conversation (by start time); empty without conversations
 ]
 SHOWN_PER_ERROR = 5  # files named in one error message
 VISUAL = "visual"  # the modality read from frames_dir

@@ -35,7 +35,30 @@ METHODS: dict[str, str] = {
     "if_mmin": "mlaflow.methods.if_mmin:IFMMIN",
     "cpm_net": "mlaflow.methods.cpm_net:CPMNet",
     "tate": "mlaflow.methods.tate:TATE",
+    "mmpareto": "mlaflow.methods.mmpareto:MMPareto",
+    "reconboost": "mlaflow.methods.reconboost:ReconBoost",
+    "gcnet": "mlaflow.methods.gcnet:GCNet",
+    "mla_hgm_off": "mlaflow.methods.mla:MLAWithoutHGM",
 }
+
+# Variants: a method that is another one with some options fixed. It has no `method_params` section of its own:
+# it reads its base's (so the two stay paired when an option changes) with the fixed values over them, and is
+# tuned (its own study, the same budget) and trained as a method of its own. MLA without head gradient
+# modification is the paper's Table 3 ablation "w/o HGM", tuned like MLA for the report's claims.
+VARIANTS: dict[str, tuple[str, dict]] = {"mla_hgm_off": ("mla", {"head_gradient_modification": "off"})}
+
+
+def options_section(name: str) -> str:
+    """The method whose `method_params` section holds `name`'s options (its base for a variant)."""
+    return VARIANTS[name][0] if name in VARIANTS else name
+
+
+def method_options(method_params: dict, name: str) -> dict:
+    """`name`'s options from a config's `method_params`: its own section, or a variant's base's with the
+    variant's fixed values over them."""
+    options = dict(method_params.get(options_section(name), {}))
+    options.update(VARIANTS[name][1] if name in VARIANTS else {})
+    return options
 
 
 def method_module(name: str) -> str:

@@ -163,11 +163,15 @@ class RunGroup:
         generators: list[torch.Generator],
         standardize: bool,
         masked_input: str = "skip",
+        conversations=None,
     ):
         self.features, self.labels, self.observed = features, labels, present
         self.zero_fill = masked_input == "zero_fill"
         self.present = torch.ones_like(present) if self.zero_fill else present
         self.splits, self.generators = splits, generators
+        # where each row sits in its dialog (mlaflow.train.data.Conversations; None: no conversations), for the
+        # methods that read the dialog (GCNet)
+        self.conversations = conversations
         self.n_runs, self.n_modalities = present.shape[0], present.shape[2]
         self.device = labels.device
         # the masks and splits on the host too: batches are assembled there and sent to the device whole (one copy
@@ -359,6 +363,8 @@ class Method(nn.Module):
     # trains with any encoder of `build_encoder` (train.encoder: resnet18, end to end): every encoder call goes
     # through `encode`; False: frozen features and its own networks only
     end_to_end: ClassVar[bool] = False
+    # reads the conversation each utterance belongs to (GCNet): runs only on a corpus kind with conversations
+    needs_conversations: ClassVar[bool] = False
 
     @classmethod
     def check_options(cls, options: dict, modalities: list[str], variants: list[dict] = ()) -> None:
@@ -400,11 +406,13 @@ class Method(nn.Module):
         self.n_classes = n_classes
         self.epochs_trained = 0
         if train_cfg.get("encoder", "mlp") != "mlp" and not self.end_to_end:
+            from mlaflow.methods import METHODS, method_class  # the registry imports no method module itself
+
+            end_to_end = [name for name in METHODS if method_class(name).end_to_end]
             raise ParamsError(
                 "train.encoder",
                 f"{train_cfg['encoder']}: {self.name} trains on frozen features only",
-                "use train.encoder: mlp for it (end to end: late_fusion, sum, concat, film, bigated, ogm_ge, qmf, "
-                "mla)",
+                f"use train.encoder: mlp for it (end to end: {', '.join(end_to_end)})",
             )
         self.encoders = nn.ModuleList(
             build_encoder(shape, train_cfg, generators) for shape in self.input_shapes

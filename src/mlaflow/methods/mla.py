@@ -289,7 +289,7 @@ class MLA(Method):
         n_steps = M * n_batches  # a multiple of M for every run
         present_train = [data.host_present[r, rows] for r, rows in enumerate(train_rows)]
         streams = [
-            [_CyclingBatches(rows[present_train[r][:, m]], batch_size, data.generators[r]) for m in range(M)]
+            [CyclingBatches(rows[present_train[r][:, m]], batch_size, data.generators[r]) for m in range(M)]
             for r, rows in enumerate(train_rows)
         ]
         empty = train_rows[0][:0]
@@ -387,7 +387,7 @@ class MLA(Method):
         }
 
 
-class _CyclingBatches:
+class CyclingBatches:
     """An endless stream of shuffled mini-batches over `indices`, reshuffled at every pass."""
 
     def __init__(self, indices: torch.Tensor, batch_size: int, generator: torch.Generator):
@@ -403,3 +403,25 @@ class _CyclingBatches:
             ]
             self._pending = list(order.split(self.batch_size))[::-1]
         return self._pending.pop()
+
+
+class MLAWithoutHGM(MLA):
+    """MLA with head gradient modification off (eq. 3-5 not applied; the paper's Table 3 ablation "w/o HGM"),
+    every other choice MLA's. A method of its own (mlaflow.methods.VARIANTS: it reads `method_params.mla` with
+    head_gradient_modification off) so that the tuning stage gives it its own study with the same budget as MLA:
+    the report's claim "head gradient modification helps" compares two tuned methods, not MLA's tuned values
+    with one switch flipped."""
+
+    name = "mla_hgm_off"
+    unimodal_rule = None  # MLA's, stated once
+
+    def __init__(self, input_dims, n_classes, train_cfg, method_cfg, generators):
+        if method_cfg.get("head_gradient_modification", "off") != "off":
+            raise ParamsError(
+                "method_params.mla.head_gradient_modification",
+                f"mla_hgm_off was given {method_cfg['head_gradient_modification']!r}",
+                "mla_hgm_off is MLA without head gradient modification; use mla for the others",
+            )
+        super().__init__(
+            input_dims, n_classes, train_cfg, {**method_cfg, "head_gradient_modification": "off"}, generators
+        )

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from mlaflow.data import corpora
 from mlaflow.keys import config_hash, format_rate, rate_key  # noqa: F401  (re-exported for the Snakefile)
+from mlaflow.methods import method_options
 
 MASK_PROTOCOLS = ("bernoulli", "cpm")
 # the stages that train, in the order the report shows them, and the folder each one's runs and index live in
@@ -154,10 +155,30 @@ def _main_grid(config: dict) -> tuple[Experiment, Experiment]:
     return main, complete
 
 
+def not_applicable(config: dict) -> dict[str, str]:
+    """The suite's methods that cannot run on the config's corpus, each with why (the report says so): a method
+    that reads conversations (GCNet) on a corpus kind without them."""
+    from mlaflow.methods import method_class
+
+    kind = corpora.corpus_kind(config)
+    return {
+        method: f"it reads conversations, and corpus kind {kind.name!r} has none"
+        for method in config["missing_suite"]["methods"]
+        if method_class(method).needs_conversations and not kind.conversations
+    }
+
+
 def _suite(config: dict, trained: set[tuple[str, float]]) -> Experiment:
-    """The missing-modality suite: its cells that the main grid (`trained`) does not run."""
-    suite = config["missing_suite"]
-    cells = [(m, r) for m in suite["methods"] for r in suite["missing_rates"] if (m, r) not in trained]
+    """The missing-modality suite: its cells that the main grid (`trained`) does not run, without the methods
+    that do not apply to the corpus (`not_applicable`)."""
+    suite, skipped = config["missing_suite"], not_applicable(config)
+    cells = [
+        (m, r)
+        for m in suite["methods"]
+        if m not in skipped
+        for r in suite["missing_rates"]
+        if (m, r) not in trained
+    ]
     return _experiment(
         "suite",
         "suite",
@@ -290,7 +311,7 @@ def effective_train(config: dict, method: str, overrides: dict | None = None) ->
 
 
 def effective_method_params(config: dict, method: str, overrides: dict | None = None) -> dict:
-    options = dict(config["method_params"].get(method, {}))
+    options = method_options(config["method_params"], method)
     options.update((overrides or {}).get("method_params", {}).get(method, {}))
     return options
 

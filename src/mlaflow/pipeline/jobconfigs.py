@@ -14,6 +14,7 @@ from pathlib import Path
 from mlaflow.data import corpora
 from mlaflow.features.protocol import encoder_settings
 from mlaflow.io import json_text
+from mlaflow.methods import options_section
 from mlaflow.pipeline import experiments as E
 from mlaflow.pipeline import table1
 from mlaflow.pipeline.experiments import STAGE_DIRS  # the stages that train and their folders (one source)
@@ -92,7 +93,8 @@ def reported_config(config: dict) -> dict:
         for key, value in config["features"].items()
         if key in modalities or not isinstance(value, dict)
     }
-    out["method_params"] = {m: options for m, options in config["method_params"].items() if m in methods}
+    sections = {options_section(m) for m in methods}  # a variant's options are its base's section
+    out["method_params"] = {m: options for m, options in config["method_params"].items() if m in sections}
     out["train"] = {
         **config["train"],
         "method_optimizers": {m: v for m, v in config["train"]["method_optimizers"].items() if m in methods},

@@ -15,7 +15,7 @@ import yaml
 from mlaflow.data import corpora
 from mlaflow.errors import ParamsError
 from mlaflow.keys import format_rate
-from mlaflow.methods import METHODS, method_class
+from mlaflow.methods import METHODS, VARIANTS, method_class, method_options, options_section
 from mlaflow.pipeline import schema
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -102,11 +102,11 @@ def _validate(params: dict, check_files: bool) -> dict:
     _check_embedded_keys(params)
     _check_rates(params)
     for method in sorted(used_methods(params)):
-        if method not in params["method_params"]:
+        if options_section(method) not in params["method_params"]:
             raise ParamsError(
-                f"method_params.{method}",
-                "missing for a method listed in `methods`",
-                f"add a `{method}:` entry under method_params",
+                f"method_params.{options_section(method)}",
+                f"missing for a method listed in `methods` ({method})",
+                f"add a `{options_section(method)}:` entry under method_params",
             )
     for generator in dict.fromkeys(k.generator_key for k in corpora.CORPORA.values() if k.generator_key):
         settings = params["corpus"][generator]  # the audio-video look-alikes' clip durations
@@ -231,7 +231,7 @@ def fill_following_defaults(params: dict) -> dict:
         ),
         ("isolation", "modalities"): lambda: list(kind.isolation_modalities or names),
     }
-    for method in METHODS:
+    for method in (m for m in METHODS if m not in VARIANTS):  # a variant reads its base's section
         cls = method_class(method)
         for key in cls.modality_weight_options:
             following[("method_params", method, key)] = lambda: dict(weights)
@@ -372,9 +372,21 @@ def _check_corpus(params: dict) -> None:
             )
     used = used_methods(params)
     variants = params["fidelity"]["variants"].values()
+    for key in ("methods", "complete_modality_methods", "isolation.methods"):
+        section, _, name = key.partition(".")
+        listed = params[section][name] if name else params[section]
+        for method in listed:
+            if method_class(method).needs_conversations and not kind.conversations:
+                raise ParamsError(
+                    key,
+                    f"{method} reads conversations, and corpus kind {kind.name!r} has none",
+                    f"remove {method} from {key} (the missing-modality suite leaves it out by itself)",
+                )
     for method in (m for m in METHODS if m in used):
         method_class(method).check_options(
-            params["method_params"][method], names, [variant.get(method, {}) for variant in variants]
+            method_options(params["method_params"], method),
+            names,
+            [variant.get(options_section(method), {}) for variant in variants],
         )
     if params["isolation"]["enabled"]:
         for value in params["isolation"]["modalities"]:

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from mlaflow import methods as registry
 from mlaflow.data import corpora
 from mlaflow.errors import InputError
 from mlaflow.keys import config_hash
@@ -104,7 +105,7 @@ def method_options(config: dict, method: str, modalities: list[str]) -> dict:
     `modality_weight_options`) only for the corpus's modalities (the others are not used,
     mlaflow.methods.base.weights_by_modality), and, without one for every modality, said to be not used at all
     (MLA's fixed fusion rule is then not measured)."""
-    options = dict(config["method_params"].get(method, {}))
+    options = registry.method_options(config["method_params"], method)
     for key in [key for key in method_class(method).modality_weight_options if key in options]:
         missing = [m for m in modalities if m not in options[key]]
         options[key] = (

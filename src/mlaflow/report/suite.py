@@ -12,7 +12,7 @@ import pandas as pd
 
 from mlaflow.io import write_json
 from mlaflow.keys import config_hash, rate_key
-from mlaflow.methods import method_class
+from mlaflow.methods import method_class, method_options
 from mlaflow.pipeline.experiments import Experiment
 from mlaflow.report import catalog, plots
 from mlaflow.report import markdown as md
@@ -39,7 +39,7 @@ def suite_methods(main_methods: list[str], suite: list[str]) -> list[str]:
 def privilege(method: str, method_params: dict) -> str | None:
     """What a method sees that the others do not, under its current options (flagged in Table 2), as its class
     says (`privilege`)."""
-    return method_class(method).privilege(method_params.get(method, {}))
+    return method_class(method).privilege(method_options(method_params, method))
 
 
 def table2(runs: pd.DataFrame, methods: list[str], rates: list[float]) -> pd.DataFrame:

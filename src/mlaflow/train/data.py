@@ -16,6 +16,53 @@ from mlaflow.features.store import read_store
 
 
 @dataclass
+class Conversations:
+    """Where each utterance sits in its conversation (the manifest's `dialog`, `turn` and `speaker`), for the
+    methods that read the dialog (GCNet): per manifest row, its dialog's index, its 0-based turn, its speaker's
+    index within its dialog (0, 1, ... in order of first appearance). `dialogs` [D, L]: the rows of each dialog in
+    turn order, -1 past its end."""
+
+    dialog: torch.Tensor  # [N] int64
+    turn: torch.Tensor  # [N] int64
+    speaker: torch.Tensor  # [N] int64
+    dialogs: torch.Tensor  # [D, L] int64
+
+    @property
+    def n_speakers(self) -> int:
+        """The most speakers any dialog has (the speaker relations of GCNet's graph)."""
+        return int(self.speaker.max()) + 1
+
+    @classmethod
+    def from_manifest(cls, manifest: pd.DataFrame, path: str | Path) -> Conversations | None:
+        """The manifest's conversations; None for a corpus without (no `dialog` column, or every cell empty).
+        An utterance without a dialog or turn in a corpus that has them is an error naming it."""
+        if "dialog" not in manifest.columns or manifest["dialog"].isna().all():
+            return None
+        turns = pd.to_numeric(manifest.get("turn"), errors="coerce") if "turn" in manifest else None
+        bad = manifest["dialog"].isna() | (turns.isna() if turns is not None else True)
+        if bad.any():
+            raise InputError(
+                path,
+                f"{int(bad.sum())} utterance(s) without a dialog or turn (first: "
+                f"{manifest['utterance_id'][bad].iloc[0]}), in a manifest that has conversations",
+                "rebuild the manifest (every utterance of a conversational corpus has both)",
+            )
+        dialog = pd.factorize(manifest["dialog"])[0]
+        turn = turns.to_numpy(dtype=np.int64)
+        order = np.lexsort((turn, dialog))  # rows by dialog, then turn
+        speaker = np.zeros(len(manifest), dtype=np.int64)
+        by_turn = manifest.iloc[order]
+        speaker[order] = by_turn.groupby("dialog", sort=False)["speaker"].transform(
+            lambda names: pd.factorize(names.astype(str))[0]
+        )
+        lengths = np.bincount(dialog)
+        dialogs = np.full((len(lengths), lengths.max()), -1, dtype=np.int64)
+        position = np.arange(len(order)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        dialogs[dialog[order], position] = order
+        return cls(*(torch.from_numpy(np.array(a)) for a in (dialog, turn, speaker, dialogs)))
+
+
+@dataclass
 class Corpus:
     """All utterances of the manifest, in manifest order."""
 
@@ -27,6 +74,7 @@ class Corpus:
     modalities: list[str]  # names, in the order of `features` and of every mask's columns
     # [N, M] bool: False where the corpus never recorded the modality (no face found; data.masks.recorded)
     recorded: np.ndarray | None = None
+    conversations: Conversations | None = None  # None: the corpus has no conversations
 
     @property
     def input_dims(self) -> list[int]:
@@ -82,5 +130,12 @@ def load_corpus(
         attrs[modality] = dict(table.attrs)
     labels = torch.tensor(manifest["label_index"].to_numpy(dtype=np.int64))
     return Corpus(
-        ids, features, labels, list(classes), attrs, list(modalities), recorded(manifest, list(modalities))
+        ids,
+        features,
+        labels,
+        list(classes),
+        attrs,
+        list(modalities),
+        recorded(manifest, list(modalities)),
+        Conversations.from_manifest(manifest, manifest_path),
     )

@@ -259,6 +259,7 @@ def train_runs(
         generators=generators,
         standardize=train_cfg["standardize"],
         masked_input=train_cfg["masked_input"],
+        conversations=corpus.conversations,
     )
     n_classes, R = len(corpus.class_names), len(specs)
     method = build_method(

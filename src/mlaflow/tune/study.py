@@ -5,7 +5,8 @@ For each method in the comparison one Optuna study (`tuning` in params.yaml):
   `enqueue_trial`; enqueued again if its run was killed), so the study reports the untuned validation accuracy
   beside the tuned one and never chooses worse than the config on validation, and the first `tuning.trials` - 1
   other completed trials. Failed trials are outside the budget;
-- sampler: `tuning.sampler` (tpe | random) seeded with `tuning.seed`, the same for every method;
+- sampler: `tuning.sampler` (tpe | random), each method's seeded with its own seed drawn from `tuning.seed` and the
+  method's name (`sampler_seed`), so that the searches do not propose the same learning rates to every method;
 - objective: the fused validation accuracy at the validation-selected epoch, averaged over the runs
   `tuning.folds` x the method's tuning rates (`tuning.missing_rates`; a method trained at missing rate 0 only,
   the Table 1 analogue, is tuned there), seed `tuning.run_seed`. The runs are trained with an EMPTY test split
@@ -50,6 +51,7 @@ import logging
 import os
 import socket
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +144,14 @@ def study_name(config: dict, fingerprint: str) -> str:
     return f"{config['method']}-{fingerprint}"
 
 
+def sampler_seed(seed: int, method: str, worker: int = 0) -> int:
+    """The seed of `method`'s sampler in worker `worker`: one integer from (tuning.seed, a stable hash of the
+    method's name, the worker) through numpy's SeedSequence. With one seed for all, every method's random
+    start-up trials would draw the same quantiles of their shared dimensions (train.lr, train.weight_decay)."""
+    entropy = [seed, zlib.crc32(method.encode()), worker]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
 def open_study(
     config: dict,
     fingerprint: str,
@@ -151,18 +161,19 @@ def open_study(
     worker: int = 0,
 ):
     """The method's study in the journal file (or the RDB at `storage_url`, runtime.tuning_storage), created if
-    missing. Worker k's sampler is seeded with tuning.seed + k, so that parallel workers do not propose the same
-    values."""
+    missing. Its sampler is seeded with `sampler_seed` (the method's own seed, worker k's own stream), so that
+    neither two methods nor two parallel workers propose the same values."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     tuning = config["tuning"]
     storage = storage_url or JournalStorage(JournalFileBackend(str(journal)))
+    seed = sampler_seed(tuning["seed"], config["method"], worker)
     sampler = (
-        optuna.samplers.TPESampler(seed=tuning["seed"] + worker)
+        optuna.samplers.TPESampler(seed=seed)
         if tuning["sampler"] == "tpe"
-        else optuna.samplers.RandomSampler(seed=tuning["seed"] + worker)
+        else optuna.samplers.RandomSampler(seed=seed)
     )
     name = study_name(config, fingerprint)
     if not create:
@@ -406,6 +417,7 @@ def select(
         "storage": storage_url or str(journal),
         "sampler": tuning["sampler"],
         "seed": tuning["seed"],
+        "sampler_seed": sampler_seed(tuning["seed"], method),
         "budget": tuning["trials"],
         "folds": tuning["folds"],
         "missing_rates": tuning["missing_rates"],
