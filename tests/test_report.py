@@ -351,7 +351,7 @@ def test_every_registered_section_runs_and_returns_lines(tmp_path, paper_path):
     indexes = write_workspace(tmp_path, CONFIG)
     features, masks = _provenance_files(tmp_path)
     ctx = load_context(_report_config(CONFIG), indexes, paper_path, tmp_path / "out", features, masks)
-    assert len(build.SECTIONS) == 12  # with the Table 1 and Table 4 analogues (mlaflow.report.table1)
+    assert len(build.SECTIONS) == 13  # with the Table 1 and Table 4 analogues and the claims
     for section in build.SECTIONS:
         lines = section(ctx)
         assert lines and all(isinstance(line, str) for line in lines), section.__name__
@@ -402,7 +402,7 @@ def test_the_report_and_summary_on_a_tiny_workspace(tmp_path, paper_path):
         out,
     )
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"config_hash", "mla", "late_fusion", "concat", "qmf"}
+    assert set(metrics) == {"config_hash", "claims", "mla", "late_fusion", "concat", "qmf"}
     assert metrics["mla"]["r30"]["accuracy_mean"] == pytest.approx(0.8 - 0.15 + 0.005 + 0.003)
     assert metrics["concat"].keys() == {"r00"} and metrics["mla"]["r00"]["n_runs"] == 4
     # DVC plots data, long: a series per method and per paper curve, a row where it has a value

@@ -182,7 +182,9 @@ def test_the_fidelity_section(workspace):
 def test_the_missing_suite_shift_and_isolation(workspace):
     # suite: qmf at 0.5 (its rate-0 runs are the complete-modality grid's); isolation: text masked at share 0.5
     assert len(list((workspace / "data" / "suite" / "qmf").rglob("*.json"))) == 4
-    assert len(list((workspace / "data" / "suite" / "gcnet").rglob("*.json"))) == 4  # its dialogs: the manifest's
+    assert (
+        len(list((workspace / "data" / "suite" / "gcnet").rglob("*.json"))) == 4
+    )  # its dialogs: the manifest's
     for method in ("mla", "qmf"):
         runs = sorted((workspace / "data" / "isolation" / "isolate_text" / method).rglob("*.json"))
         assert len(runs) == 4

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlaflow.io import write_text
-from mlaflow.report import appendix, catalog, complete, fidelity, grid, suite, table1, tuning
+from mlaflow.report import appendix, catalog, claims, complete, fidelity, grid, suite, table1, tuning
 from mlaflow.report.context import ReportContext, load_context
 from mlaflow.report.page import render_page
 
@@ -36,6 +36,7 @@ SECTIONS: tuple[Section, ...] = (
     fidelity.section,  # effects, optimism of test-set selection, both mask protocols
     table1.section,  # Table 1 on the paper's other corpora (their own workflows' reports)
     table1.table4_section,  # Table 4: CLIP's towers on Food-101, beside the paper's
+    claims.section,  # each claim of the paper, judged per corpus from paired runs
     appendix.masks,
     appendix.provenance,
 )

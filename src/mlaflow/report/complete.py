@@ -258,6 +258,12 @@ def table1_part(ctx: ReportContext) -> list[str]:
         "",
         laziness_statement(table, modalities),
         "",
+        *md.later_work(
+            paper.later,
+            "table1",
+            f"Published elsewhere on {paper.dataset}, accuracy %, under their own protocols (not comparable cell by "
+            "cell with the rows above):",
+        ),
     ]
 
 

@@ -48,6 +48,9 @@ class Paper:
     # method -> {missing rate: value} (Table 2, missing modalities)
     table2: dict = field(default_factory=dict)
     table3: dict = field(default_factory=dict)  # ("on"|"off" HGM, "on"|"off" DF) -> {paper column: value}
+    # later papers' figures on this dataset, each under its own protocol (paper_results.yaml `later_work`): per
+    # entry {table, label, source, protocol, accuracy: {missing rate or method: value}}
+    later: list = field(default_factory=list)
 
     # modality -> the paper's column name (IEMOCAP's visual is "image")
     columns: dict = field(default_factory=dict)
@@ -91,7 +94,8 @@ def load_paper(path: str | Path, dataset: str | None, columns: dict | None = Non
     t3 = doc.get("table3_ablation") or {}
     configs = [tuple("on" if flag else "off" for flag in c) for c in t3.get("configs", [])]
     table3 = by_method({"configs": configs}, "configs", t3.get(dataset)) if configs else {}
-    return Paper(dataset, table1, table2, table3, dict(columns or {}))
+    later = [entry for entry in doc.get("later_work") or [] if entry.get("dataset") == dataset]
+    return Paper(dataset, table1, table2, table3, later=later, columns=dict(columns or {}))
 
 
 # ------------------------------------------------------------------------------------------- indexes and runs

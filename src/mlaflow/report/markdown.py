@@ -31,3 +31,16 @@ def pp(mean: float, std: float) -> str:
 def rate(value: float) -> str:
     """A missing rate as a column header: 0.3 -> '0.3'."""
     return f"{value:.1f}"
+
+
+def later_work(entries: list[dict], table: str, heading: str) -> list[str]:
+    """Later papers' figures (paper_results.yaml `later_work`) for one of the paper's tables: one line each, its
+    source and protocol named, never a cell of this run's table (their protocols differ)."""
+    chosen = [entry for entry in entries if entry.get("table") == table]
+    if not chosen:
+        return []
+    out = [heading, ""]
+    for entry in chosen:
+        values = ", ".join(f"{key}: {value:.2f}" for key, value in entry["accuracy"].items())
+        out.append(f"- {entry['label']}: {values}. Source: {entry['source']}. Protocol: {entry['protocol']}.")
+    return [*out, ""]
