@@ -653,3 +653,31 @@ def test_the_face_crops_section_shows_the_shares_and_the_contact_sheet(tmp_path)
     (faces / "summary.json").write_text("{")
     with pytest.raises(InputError, match="summary.json.*unreadable.*faces rule"):
         face_crops(str(faces))
+
+
+def test_a_suite_method_that_needs_conversations_is_said_not_to_apply_where_there_are_none(
+    tmp_path, paper_path, monkeypatch
+):
+    """GCNet reads the dialog; on a corpus kind without conversations the suite leaves it out and the report
+    says why, instead of a crash (a corpus kind with conversations runs it: tests/test_workflow.py)."""
+    import dataclasses
+
+    from mlaflow.data import corpora
+
+    flat = dataclasses.replace(corpora.CORPORA["embedded"], conversations=False)
+    monkeypatch.setitem(corpora.CORPORA, "embedded", flat)
+    config = copy.deepcopy(CONFIG)
+    config["missing_suite"]["methods"] = ["cca", "qmf", "gcnet"]
+    assert "gcnet" not in X.experiment_table(config)[2].methods
+    report, _ = _build(tmp_path, paper_path, config=config)
+    assert (
+        "Not run on this corpus: `gcnet` (it reads conversations, and corpus kind 'embedded' has none)."
+        in report
+    )
+    # listed where it must run (the main grid), it is a config error before any job starts
+    from mlaflow.errors import ParamsError
+    from mlaflow.pipeline import params as P
+
+    shipped = P.load(P.REPO_ROOT / "params.yaml")
+    with pytest.raises(ParamsError, match="gcnet reads conversations"):
+        P.validate({**shipped, "methods": ["mla", "late_fusion", "gcnet"]})

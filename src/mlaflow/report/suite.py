@@ -13,7 +13,7 @@ import pandas as pd
 from mlaflow.io import write_json
 from mlaflow.keys import config_hash, rate_key
 from mlaflow.methods import method_class, method_options
-from mlaflow.pipeline.experiments import Experiment
+from mlaflow.pipeline.experiments import Experiment, not_applicable
 from mlaflow.report import catalog, plots
 from mlaflow.report import markdown as md
 from mlaflow.report.aggregate import seed_stats
@@ -276,6 +276,8 @@ def suite_section(ctx: ReportContext) -> list[str]:
             rows.append([f"{method} (paper)"] + [f"{ref[r]:.2f}" if r in ref else "—" for r in rates])
     out += md.table(["method"] + [md.rate(r) for r in rates], rows)
     collapse = collapse_statement(ctx.paper_runs, list(dict.fromkeys(table["method"])), rates)
+    skipped = not_applicable(config)
+    notes += [f"Not run on this corpus: `{method}` ({why})." for method, why in skipped.items()]
     out += ["", *notes, "", claim_statement(table), "", *([collapse, ""] if collapse else [])]
     out += md.later_work(
         ctx.paper.later,
