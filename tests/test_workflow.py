@@ -98,7 +98,7 @@ def test_every_method_is_tuned_on_validation_and_trains_with_its_chosen_values(w
     """The tuning stage ran for every method of the comparison with the same budget; each run records the chosen
     values it trained with, and the report and the DVC metrics show them."""
     tuning = json.loads((workspace / "reports" / "tuning.json").read_text())
-    methods = {"mla", "late_fusion", "concat", "qmf"}  # .test/tiny.yaml's comparison
+    methods = {"mla", "late_fusion", "concat", "qmf", "mla_hgm_off", "gcnet"}  # .test/tiny.yaml's comparison
     assert tuning["enabled"] is True and set(tuning) - {"enabled"} == methods
     for method in methods:
         chosen = json.loads((workspace / "data" / "tuning" / f"{method}.json").read_text())
@@ -172,7 +172,8 @@ def test_the_fidelity_section(workspace):
     delta_mean = sum(sum(b - c for b, c in runs) / len(runs) for runs in by_seed.values()) / len(by_seed)
     assert selection["accuracy_mean"] == pytest.approx(best_mean, abs=2e-6)
     assert selection["delta_mean"] == pytest.approx(delta_mean, abs=2e-6)
-    assert set(metrics["optimism"]) == {"mla", "late_fusion", "concat", "qmf"}  # every method that ran
+    # every method that ran
+    assert set(metrics["optimism"]) == {"mla", "late_fusion", "concat", "qmf", "mla_hgm_off", "gcnet"}
     assert set(metrics["by_protocol"]) == {"bernoulli", "cpm"}
     effects = (workspace / "reports" / "plots" / "fidelity_effects.csv").read_text().splitlines()
     assert effects[0] == "missing_rate,series,accuracy_difference" and len(effects) == 1 + 4  # 4 differences
@@ -201,7 +202,8 @@ def test_the_missing_suite_shift_and_isolation(workspace):
     assert "## Missing-modality suite (Table 2 analogue)" in report and "| qmf (paper) |" in report
     assert "### Test-time shift" in report and "## Isolation of modalities" in report
     metrics = json.loads((workspace / "reports" / "missing_suite.json").read_text())
-    assert set(metrics) == {"config_hash", "mla", "late_fusion", "qmf"} and set(metrics["qmf"]) == {"r50"}
+    assert set(metrics) == {"config_hash", "mla", "late_fusion", "qmf", "gcnet"}
+    assert set(metrics["qmf"]) == {"r50"} and set(metrics["gcnet"]) == {"r50"}
     assert metrics["qmf"]["r50"]["n_runs"] == 4
     shift = (workspace / "reports" / "plots" / "test_time_shift.csv").read_text().splitlines()
     assert shift[0] == "method,train_rate,test_rate,accuracy" and len(shift) == 1 + 3 * 2 * 2
@@ -290,8 +292,8 @@ def test_regrouping_the_training_jobs_retrains_nothing(code, workspace):
 
 def test_more_tuning_workers_add_their_jobs_and_rerun_nothing_else(code, workspace):
     out = snakemake(code, workspace, "-n", "all", "--config", "runtime={tuning_workers: 2}").stdout
-    # worker 1 of each of the 4 methods' studies, which finds the study done; nothing downstream
-    assert job_counts(out) == {"all": 1, "tune": 4}
+    # worker 1 of each of the 6 methods' studies, which finds the study done; nothing downstream
+    assert job_counts(out) == {"all": 1, "tune": 6}
 
 
 def test_a_science_key_reruns_exactly_the_jobs_that_read_it(code, workspace):
@@ -319,7 +321,7 @@ def test_a_science_key_reruns_exactly_the_jobs_that_read_it(code, workspace):
         snakemake(code, workspace, "-n", "all", "--config", "features={text: {max_length: 16}}").stdout
     )
     # (the embedded BERT is built for its max_length: its position embeddings)
-    assert counts["extract"] == 1 and counts["build_encoder"] == 1 and counts["tune"] == 4
+    assert counts["extract"] == 1 and counts["build_encoder"] == 1 and counts["tune"] == 6
 
 
 def _edited(path: Path, addition: str):
@@ -374,7 +376,7 @@ def test_editing_the_report_code_reruns_only_the_report(code, workspace):
 def test_config_on_the_command_line_reaches_the_jobs(code, workspace, tmp_path):
     out = snakemake(code, workspace, "-n", "all", "--config", "train={epochs: 3}").stdout
     counts = job_counts(out)
-    assert counts["train"] == 9 and "extract" not in counts and "masks" not in counts
+    assert counts["train"] == 11 and "extract" not in counts and "masks" not in counts
     # what a job computes from is its config file: written from the config given on the command line
     snakemake(code, tmp_path, "data/runs/mla.config.json", "--config", "train={epochs: 3}")
     assert json.loads((tmp_path / "data" / "runs" / "mla.config.json").read_text())["train"]["epochs"] == 3
@@ -388,11 +390,11 @@ def test_a_wrong_key_fails_before_any_job(code, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "job_group, jobs, runs", [("method", 9, 8), ("cell", 11, 4), ("seed", 22, 2), ("run", 44, 1)]
+    "job_group, jobs, runs", [("method", 11, 8), ("cell", 13, 4), ("seed", 26, 2), ("run", 52, 1)]
 )
 def test_job_group_decides_how_many_runs_one_training_job_covers(code, tmp_path, job_group, jobs, runs):
-    """runtime.job_group: the tiny grid's 11 cells (2 seeds x 2 folds each) in 9 jobs of a method each (mla and
-    late fusion at 2 rates), 11 of a cell, 22 of a seed, 44 of a run. A job trains the runs it writes."""
+    """runtime.job_group: the tiny grid's 13 cells (2 seeds x 2 folds each) in 11 jobs of a method each (mla and
+    late fusion at 2 rates), 13 of a cell, 26 of a seed, 52 of a run. A job trains the runs it writes."""
     grouping = ["--config", f"runtime={{job_group: {job_group}}}"]
     assert job_counts(snakemake(code, tmp_path, "-n", "all", *grouping).stdout)["train"] == jobs
     target = "data/runs/mla" if job_group == "method" else "data/runs/mla/missing_0.50/seed1_fold2.json"
@@ -432,10 +434,12 @@ def test_adding_a_missing_rate_schedules_exactly_the_runs_it_invalidates(code, w
         "data/runs/concat",
         "data/runs/late_fusion",
         "data/runs/mla",
+        "data/runs/mla_hgm_off",
         "data/runs/qmf",
+        "data/suite/gcnet",
         "data/suite/qmf",
     ]
-    assert len(trained) == 6  # one job of each method (runtime.job_group: method) that depends on the rates
+    assert len(trained) == 8  # one job of each method (runtime.job_group: method) that depends on the rates
     snakemake(code, workspace_copy, "all", *rates)  # and it runs to the report (no stale run)
     metrics = json.loads((workspace_copy / "reports" / "metrics.json").read_text())
     assert set(metrics["mla"]) == {"r00", "r30", "r50"}
