@@ -1,7 +1,7 @@
 """Helpers of tests/slurm/run_slurm_test.sh (the real-SLURM test); run with the venv's Python.
 
 render-conf TEMPLATE OUT_DIR --state-dir D --munge-socket S --gpus N   slurm.conf + gres.conf for this host
-workspace REPO DEST                                                        copy of the workflow with tiny params
+workspace REPO DEST [--without-table1]                                    copy of the workflow with tiny params
 compare A B                                                               metrics/validation of every run equal
 jobs SNAKEMAKE_LOG SQUEUE CTLD_LOG SLURM_LOGDIR --workspace W [--expect-gpus]  every job ran on SLURM and succeeded
 """
@@ -96,6 +96,10 @@ def workspace(args) -> None:
     dest.mkdir(parents=True)
     copy_workflow(repo, dest)
     params = tiny_params(repo, seeds=(0,))
+    if args.without_table1:
+        # the Table 1 workflows are localrules (they run where Snakemake runs) and `compare` does not read them:
+        # the local run that the SLURM run is compared with needs no second copy of them
+        params["table1"]["enabled"] = False
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -209,6 +213,7 @@ def main() -> None:
     p = sub.add_parser("workspace")
     p.add_argument("repo")
     p.add_argument("dest")
+    p.add_argument("--without-table1", action="store_true")
     p.set_defaults(func=workspace)
     p = sub.add_parser("compare")
     p.add_argument("a")

@@ -117,7 +117,7 @@ log "sacct: '$(sacct -n 2>&1 | head -n1 || true)' -> job status via squeue (MinJ
 
 # --- 3. the tiny grid on SLURM and locally ----------------------------------------------------------------
 "$PY" "$HELPER" workspace "$REPO" "$WORK/slurm"
-"$PY" "$HELPER" workspace "$REPO" "$WORK/local"
+"$PY" "$HELPER" workspace "$REPO" "$WORK/local" --without-table1  # compared on runs only
 log "workspaces $WORK/{slurm,local}: 3 sessions x 2 dialogs x 12 utterances, tiny encoders, 2 folds, missing" \
     "rates 0.0/0.5, 2 epochs, 1 seed, methods mla + late_fusion (+ concat, qmf at 0.0; fidelity: released_code,"\
     "late_fusion under cpm masks), one GPU per extract, tune and train job (--set-resources)"
